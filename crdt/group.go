@@ -1,0 +1,68 @@
+package crdt
+
+import (
+	"maps"
+	"slices"
+)
+
+// Group is a delta-group: deltas (or whole states) of carts and items,
+// keyed by cart id and sku, joined per key. A Group is itself a valid
+// state of the key space, so joining groups is the same operation as
+// joining states.
+type Group struct {
+	Carts map[string]*Cart
+	Items map[string]*Item
+}
+
+// AddCart joins the cart delta d into the group under id. It copies d.
+func (g *Group) AddCart(id string, d *Cart) {
+	if g.Carts == nil {
+		g.Carts = make(map[string]*Cart)
+	}
+	if cur, ok := g.Carts[id]; ok {
+		cur.Join(d)
+		return
+	}
+	g.Carts[id] = d.Clone()
+}
+
+// AddItem joins the item delta d into the group under sku. It copies d.
+func (g *Group) AddItem(sku string, d *Item) {
+	if g.Items == nil {
+		g.Items = make(map[string]*Item)
+	}
+	if cur, ok := g.Items[sku]; ok {
+		cur.Join(d)
+		return
+	}
+	g.Items[sku] = d.Clone()
+}
+
+// Join joins every key of o into g. It does not keep references to o.
+func (g *Group) Join(o *Group) {
+	for id, c := range o.Carts {
+		g.AddCart(id, c)
+	}
+	for sku, it := range o.Items {
+		g.AddItem(sku, it)
+	}
+}
+
+// Len returns the number of keys in the group.
+func (g *Group) Len() int { return len(g.Carts) + len(g.Items) }
+
+// Clone returns a deep copy of g.
+func (g *Group) Clone() *Group {
+	out := &Group{}
+	out.Join(g)
+	return out
+}
+
+// Keys returns the cart ids and skus of the group.
+func (g *Group) Keys() (carts, items []string) {
+	return sortedKeys(g.Carts), sortedKeys(g.Items)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
