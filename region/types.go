@@ -112,3 +112,10 @@ func Errorf(code, format string, args ...any) *Error {
 func InvalidField(field, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalidRequest, Field: field, Detail: fmt.Sprintf(format, args...)}
 }
+
+// Idem carries a request's Idempotency-Key (empty for none) and the
+// fingerprint of the request it was first used with.
+type Idem struct {
+	Key         string
+	Fingerprint [32]byte
+}

@@ -1,0 +1,54 @@
+// Package api is Lattice's REST API (SPEC §6): echo handlers, strict
+// request validation, RFC 9457 problem details from one error mapping,
+// causal tokens, the OpenAPI document, health and metrics.
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/latticedb/lattice/region"
+)
+
+// Idem is the idempotency part of a request: the client's Idempotency-Key
+// (empty for none) and a fingerprint of the request (method, route and
+// canonical body) so that a reuse of the key with another body is told
+// apart.
+type Idem = region.Idem
+
+// Service is what the API needs of a region. *region.Node implements it.
+// Every method returns a *region.Error for a domain failure; any other
+// error is an internal error.
+type Service interface {
+	// Region returns this region's name.
+	Region() string
+
+	GetCart(ctx context.Context, cartID string) (region.Cart, error)
+	AddItem(ctx context.Context, cartID, sku string, qty int64) (region.Cart, error)
+	SetItem(ctx context.Context, cartID, sku string, qty int64) (region.Cart, error)
+	RemoveItem(ctx context.Context, cartID, sku string) (region.Cart, error)
+	ClearCart(ctx context.Context, cartID string) (region.Cart, error)
+	Checkout(ctx context.Context, cartID string, ttl time.Duration, idem Idem) (region.Order, error)
+
+	GetItem(ctx context.Context, sku string, consistent bool) (region.Item, error)
+	Restock(ctx context.Context, sku string, qty int64) (region.Item, error)
+	Adjust(ctx context.Context, sku string, delta int64, reason string) (region.Item, error)
+
+	Reserve(ctx context.Context, sku string, qty int64, ttl time.Duration, idem Idem) (region.Reservation, error)
+	GetReservation(ctx context.Context, id string) (region.Reservation, error)
+	Commit(ctx context.Context, id string, idem Idem) (region.Reservation, error)
+	Release(ctx context.Context, id string, idem Idem) (region.Reservation, error)
+
+	// Token returns the causal token of everything this region has
+	// applied, for the Lattice-Token response header.
+	Token() string
+	// WaitToken returns once the region has applied everything token
+	// covers, or a *region.Error: invalid_token for a malformed token,
+	// causal_timeout when ctx ends first.
+	WaitToken(ctx context.Context, token string) error
+
+	// Cluster returns the body of GET /v1/cluster.
+	Cluster() any
+	// Ready reports whether storage is open and serving.
+	Ready() bool
+}
