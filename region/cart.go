@@ -1,0 +1,135 @@
+package region
+
+import (
+	"context"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// Cart limits. MaxCartSKUs is SPEC §6's; MaxCartEntries bounds the entries
+// one region lets a cart reach by local writes (every add is an entry until
+// a set or remove folds them), keeping a cart from three regions well
+// inside the decoder's crdt.MaxCartEntries.
+const (
+	MaxCartSKUs    = 1000
+	MaxCartEntries = 4096
+)
+
+func (n *Node) cartView(id string, c *crdt.Cart) Cart {
+	items := c.Items()
+	if items == nil {
+		items = []crdt.CartItem{}
+	}
+	return Cart{CartID: id, Region: string(n.name), Items: items}
+}
+
+// GetCart returns the cart as this region has it.
+func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
+	if err := validateID("cart_id", id); err != nil {
+		return Cart{}, err
+	}
+	var view Cart
+	err := n.store.View(func(r Reader) error {
+		c, err := loadCart(r, id)
+		view = n.cartView(id, c)
+		return err
+	})
+	return view, n.storeErr(err)
+}
+
+// cartWrite applies the delta that mut computes from the current cart.
+func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
+	if err := validateID("cart_id", id); err != nil {
+		return Cart{}, err
+	}
+	var view Cart
+	err := n.write(func(tx *Tx, g *crdt.Group) error {
+		c, err := loadCart(tx, id)
+		if err != nil {
+			return err
+		}
+		delta, err := mut(c)
+		if err != nil {
+			return err
+		}
+		if c.Brings(delta) {
+			c.Join(delta)
+			tx.Set(prefixCart+id, crdt.EncodeCart(c))
+			g.AddCart(id, delta)
+		}
+		view = n.cartView(id, c)
+		return nil
+	})
+	return view, err
+}
+
+func checkRoom(c *crdt.Cart, sku string) error {
+	if len(c.Entries) >= MaxCartEntries {
+		return Errorf(CodeCartFull, "cart holds %d entries; set the quantity of a line to fold its entries", len(c.Entries))
+	}
+	if c.Has(sku) {
+		return nil
+	}
+	skus := make(map[string]struct{})
+	for _, l := range c.Entries {
+		skus[l.SKU] = struct{}{}
+	}
+	if len(skus) >= MaxCartSKUs {
+		return Errorf(CodeCartFull, "cart holds %d distinct skus, the most allowed", MaxCartSKUs)
+	}
+	return nil
+}
+
+func validQty(field string, q, lo int64) error {
+	if q < lo || q > crdt.MaxQty {
+		return InvalidField(field, "%s must be an integer from %d to %d", field, lo, crdt.MaxQty)
+	}
+	return nil
+}
+
+// AddItem adds qty units of sku to the cart.
+func (n *Node) AddItem(_ context.Context, id, sku string, qty int64) (Cart, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Cart{}, err
+	}
+	if err := validQty("qty", qty, 1); err != nil {
+		return Cart{}, err
+	}
+	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) {
+		if err := checkRoom(c, sku); err != nil {
+			return nil, err
+		}
+		return c.Add(n.name, sku, qty), nil
+	})
+}
+
+// SetItem sets the quantity of sku; 0 removes it.
+func (n *Node) SetItem(_ context.Context, id, sku string, qty int64) (Cart, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Cart{}, err
+	}
+	if err := validQty("qty", qty, 0); err != nil {
+		return Cart{}, err
+	}
+	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) {
+		if qty > 0 {
+			if err := checkRoom(c, sku); err != nil && !c.Has(sku) {
+				return nil, err
+			}
+		}
+		return c.Set(n.name, sku, qty), nil
+	})
+}
+
+// RemoveItem removes every observed entry of sku.
+func (n *Node) RemoveItem(_ context.Context, id, sku string) (Cart, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Cart{}, err
+	}
+	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Remove(sku), nil })
+}
+
+// ClearCart removes every observed entry of the cart.
+func (n *Node) ClearCart(_ context.Context, id string) (Cart, error) {
+	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Clear(), nil })
+}

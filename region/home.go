@@ -1,0 +1,439 @@
+package region
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// IdempotencyRetention is how long an idempotency record is kept.
+const IdempotencyRetention = 24 * time.Hour
+
+// idemRecord is the stored outcome of a request made with an
+// Idempotency-Key. A checkout record also carries its plan while it runs.
+type idemRecord struct {
+	FP    []byte        `cbor:"1,keyasint"`
+	AtMs  int64         `cbor:"2,keyasint"`
+	Resp  *HomeResponse `cbor:"3,keyasint,omitempty"`
+	Order *Order        `cbor:"4,keyasint,omitempty"`
+	Err   *Error        `cbor:"5,keyasint,omitempty"`
+	Plan  *checkoutPlan `cbor:"6,keyasint,omitempty"`
+}
+
+func loadIdem(r Reader, key string, now time.Time) (*idemRecord, error) {
+	b, ok, err := r.Get(prefixIdem + key)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var rec idemRecord
+	if err := decodeInto(b, &rec); err != nil {
+		return nil, &CorruptError{Key: prefixIdem + key}
+	}
+	if now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention {
+		return nil, nil
+	}
+	return &rec, nil
+}
+
+// claim marks an idempotency key as in progress in this process; a second
+// request with the key while the first runs is request_in_progress.
+func (n *Node) claim(key string) (release func(), err error) {
+	if key == "" {
+		return func() {}, nil
+	}
+	n.imu.Lock()
+	defer n.imu.Unlock()
+	if _, busy := n.inflight[key]; busy {
+		return nil, Errorf(CodeRequestInProgress, "a request with this Idempotency-Key is still running")
+	}
+	n.inflight[key] = struct{}{}
+	return func() {
+		n.imu.Lock()
+		delete(n.inflight, key)
+		n.imu.Unlock()
+	}, nil
+}
+
+func mismatch() *Error {
+	return Errorf(CodeIdempotencyMismatch, "this Idempotency-Key was used with a different request")
+}
+
+// ServeHome decides a home request at this region. It validates the
+// request as untrusted input (it may come from another region).
+func (n *Node) ServeHome(_ context.Context, req *HomeRequest) *HomeResponse {
+	if err := n.checkHomeRequest(req); err != nil {
+		return &HomeResponse{Err: err}
+	}
+	if req.Op == OpGet || req.Op == OpItem {
+		return n.readHome(req)
+	}
+	release, err := n.claim(req.IdemKey)
+	if err != nil {
+		return &HomeResponse{Err: err.(*Error)}
+	}
+	defer release()
+	var out *HomeResponse
+	werr := n.write(func(tx *Tx, g *crdt.Group) error {
+		now := n.clock.Now()
+		if req.IdemKey != "" {
+			rec, err := loadIdem(tx, req.IdemKey, now)
+			if err != nil {
+				return err
+			}
+			if rec != nil {
+				if !bytes.Equal(rec.FP, req.IdemFP) || rec.Resp == nil {
+					out = &HomeResponse{Err: mismatch()}
+				} else {
+					out = rec.Resp
+				}
+				return nil
+			}
+		}
+		var err error
+		switch req.Op {
+		case OpReserve:
+			out, err = n.reserve(tx, g, req, now)
+		case OpCommit, OpRelease:
+			out, err = n.transition(tx, g, req, now)
+		case OpAdjust:
+			out, err = n.adjustDown(tx, g, req, now)
+		}
+		if err != nil {
+			return err
+		}
+		if req.IdemKey != "" {
+			tx.Set(prefixIdem+req.IdemKey, encode(&idemRecord{FP: req.IdemFP, AtMs: now.UnixMilli(), Resp: out}))
+		}
+		return nil
+	})
+	if werr != nil {
+		var e *Error
+		if errors.As(n.storeErr(werr), &e) {
+			return &HomeResponse{Err: e}
+		}
+		n.log.Error("home request failed", "op", req.Op, "err", werr)
+		return &HomeResponse{Err: Errorf(CodeInternal, "the home region could not complete the request")}
+	}
+	result := "ok"
+	if out.Err != nil {
+		result = out.Err.Code
+	}
+	n.m.Reservations.WithLabelValues(req.Op, result).Inc()
+	return out
+}
+
+func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
+	if req.IdemKey != "" && (len(req.IdemKey) > 512 || len(req.IdemFP) != 32) {
+		return InvalidField("Idempotency-Key", "idempotency key or fingerprint malformed")
+	}
+	switch req.Op {
+	case OpReserve, OpAdjust, OpItem:
+		if !crdt.ValidID(req.SKU) {
+			return InvalidField("sku", "sku must be 1-128 characters of [A-Za-z0-9._:-]")
+		}
+		if home := n.HomeOf(req.SKU); home != string(n.name) {
+			return Errorf(CodeHomeUnavailable, "region %s is not the home of %s (%s is)", n.name, req.SKU, home)
+		}
+	case OpGet, OpCommit, OpRelease:
+		home, ok := ReservationHome(req.ID)
+		if !ok || home != string(n.name) {
+			return Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)
+		}
+	default:
+		return InvalidField("op", "unknown home operation %q", req.Op)
+	}
+	switch req.Op {
+	case OpReserve:
+		if err := validQty("qty", req.Qty, 1); err != nil {
+			return err.(*Error)
+		}
+		if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
+			return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+		}
+	case OpAdjust:
+		if req.Delta >= 0 || req.Delta < -MaxAdjust {
+			return InvalidField("delta", "a home adjustment is a negative delta from %d", -MaxAdjust)
+		}
+	}
+	return nil
+}
+
+func (n *Node) readHome(req *HomeRequest) *HomeResponse {
+	var out *HomeResponse
+	err := n.store.View(func(r Reader) error {
+		if req.Op == OpItem {
+			it, err := loadItem(r, req.SKU)
+			if err != nil {
+				return err
+			}
+			l, err := loadLedger(r, req.SKU)
+			if err != nil {
+				return err
+			}
+			v := n.itemView(req.SKU, it, l, n.clock.Now())
+			out = &HomeResponse{Item: &v}
+			return nil
+		}
+		rec, ok, err := loadRes(r, req.ID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			out = &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q", req.ID)}
+			return nil
+		}
+		out = &HomeResponse{Res: rec}
+		return nil
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(n.storeErr(err), &e) {
+			return &HomeResponse{Err: e}
+		}
+		return &HomeResponse{Err: Errorf(CodeInternal, "the home region could not read its ledger")}
+	}
+	return out
+}
+
+// expireDue moves the holds of sku that are past their expiry to expired.
+// It returns whether anything changed.
+func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.Time) (bool, error) {
+	changed := false
+	for id, h := range l.Holds {
+		if now.UnixMilli() < h.ExpMs {
+			continue
+		}
+		rec, ok, err := loadRes(tx, id)
+		if err != nil {
+			return false, err
+		}
+		if ok && rec.State == StateHeld {
+			rec.State = StateExpired
+			tx.Set(prefixRes+id, encode(rec))
+			n.m.Expired.Inc()
+		}
+		delete(l.Holds, id)
+		changed = true
+	}
+	return changed, nil
+}
+
+// saveLedger writes the ledger and publishes the held total as an item
+// delta.
+func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
+	tx.Set(prefixLedger+sku, encode(l))
+	d := it.SetHeld(n.name, l.held())
+	it.Join(d)
+	tx.Set(prefixItem+sku, crdt.EncodeItem(it))
+	g.AddItem(sku, d)
+}
+
+func (n *Node) loadForDecision(tx *Tx, g *crdt.Group, sku string, now time.Time) (*crdt.Item, *ledger, error) {
+	it, err := loadItem(tx, sku)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := loadLedger(tx, sku)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.Holds == nil {
+		l.Holds = make(map[string]hold)
+	}
+	changed, err := n.expireDue(tx, sku, it, l, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	if changed {
+		n.saveLedger(tx, g, sku, it, l)
+	}
+	return it, l, nil
+}
+
+func insufficient(sku string, avail int64) *Error {
+	a := max(avail, 0)
+	return &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("only %d of %s available", a, sku), Available: &a}
+}
+
+func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
+	if err != nil {
+		return nil, err
+	}
+	if avail := it.Stock.Value() - l.held(); req.Qty > avail {
+		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
+	}
+	seq, err := n.nextReservationSeq(tx)
+	if err != nil {
+		return nil, err
+	}
+	rec := &ResRecord{ID: string(n.name) + ":" + strconv.FormatUint(seq, 36), SKU: req.SKU, Qty: req.Qty,
+		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli()}
+	l.Holds[rec.ID] = hold{Qty: rec.Qty, ExpMs: rec.ExpMs}
+	tx.Set(prefixRes+rec.ID, encode(rec))
+	n.saveLedger(tx, g, req.SKU, it, l)
+	return &HomeResponse{Res: rec}, nil
+}
+
+const keyResSeq = "m/resseq"
+
+func (n *Node) nextReservationSeq(tx *Tx) (uint64, error) {
+	var seq uint64
+	if b, ok, err := tx.Get(keyResSeq); err != nil {
+		return 0, err
+	} else if ok {
+		if err := decodeInto(b, &seq); err != nil {
+			return 0, &CorruptError{Key: keyResSeq}
+		}
+	}
+	seq++
+	tx.Set(keyResSeq, encode(seq))
+	return seq, nil
+}
+
+func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+	rec, ok, err := loadRes(tx, req.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q", req.ID)}, nil
+	}
+	it, l, err := n.loadForDecision(tx, g, rec.SKU, now)
+	if err != nil {
+		return nil, err
+	}
+	if rec, _, err = loadRes(tx, req.ID); err != nil { // expireDue may have moved it
+		return nil, err
+	}
+	switch {
+	case rec.State == StateHeld && req.Op == OpCommit:
+		delete(l.Holds, rec.ID)
+		d := it.Consume(n.name, uint64(rec.Qty))
+		it.Join(d)
+		g.AddItem(rec.SKU, d)
+		rec.State = StateCommitted
+	case rec.State == StateHeld && req.Op == OpRelease:
+		delete(l.Holds, rec.ID)
+		rec.State = StateReleased
+	case req.Op == OpCommit && rec.State == StateReleased:
+		return &HomeResponse{Err: Errorf(CodeReservationReleased, "reservation %s was released", rec.ID)}, nil
+	case req.Op == OpCommit && rec.State == StateExpired:
+		return &HomeResponse{Err: Errorf(CodeReservationExpired, "reservation %s expired", rec.ID)}, nil
+	case req.Op == OpRelease && rec.State == StateCommitted:
+		return &HomeResponse{Err: Errorf(CodeReservationCommit, "reservation %s was committed", rec.ID)}, nil
+	default:
+		// Repeating the same transition (or releasing an expired hold,
+		// whose units are already free) changes nothing.
+		return &HomeResponse{Res: rec}, nil
+	}
+	tx.Set(prefixRes+rec.ID, encode(rec))
+	n.saveLedger(tx, g, rec.SKU, it, l)
+	return &HomeResponse{Res: rec}, nil
+}
+
+func (n *Node) adjustDown(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
+	if err != nil {
+		return nil, err
+	}
+	if avail := it.Stock.Value() - l.held(); avail+req.Delta < 0 {
+		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
+	}
+	d := it.Consume(n.name, uint64(-req.Delta))
+	it.Join(d)
+	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
+	g.AddItem(req.SKU, d)
+	v := n.itemView(req.SKU, it, l, now)
+	return &HomeResponse{Item: &v}, nil
+}
+
+// ExpireDue expires every held reservation past its expiry now, publishing
+// the new held totals. The background loop calls it; tests with a fake
+// clock may call it directly.
+func (n *Node) ExpireDue() error {
+	now := n.clock.Now()
+	var due []string
+	err := n.store.View(func(r Reader) error {
+		return r.Ascend(prefixLedger, func(k string, v []byte, err error) bool {
+			if err != nil {
+				return true
+			}
+			var l ledger
+			if decodeInto(v, &l) != nil {
+				return true
+			}
+			for _, h := range l.Holds {
+				if now.UnixMilli() >= h.ExpMs {
+					due = append(due, k[len(prefixLedger):])
+					break
+				}
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, sku := range due {
+		err := n.write(func(tx *Tx, g *crdt.Group) error {
+			_, _, err := n.loadForDecision(tx, g, sku, now)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CollectIdempotency deletes idempotency records older than the retention.
+func (n *Node) CollectIdempotency() error {
+	now := n.clock.Now()
+	var old []string
+	err := n.store.View(func(r Reader) error {
+		return r.Ascend(prefixIdem, func(k string, v []byte, err error) bool {
+			var rec idemRecord
+			if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && rec.Plan == nil {
+				old = append(old, k)
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range old {
+		if err := n.store.Update(func(tx *Tx) error { tx.Delete(k); return nil }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) expiryLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.opts.ExpiryInterval)
+	defer t.Stop()
+	var ticks int
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if err := n.ExpireDue(); err != nil {
+			n.log.Error("reservation expiry failed", "err", err)
+		}
+		if ticks++; ticks%120 == 0 {
+			if err := n.CollectIdempotency(); err != nil {
+				n.log.Error("idempotency collection failed", "err", err)
+			}
+		}
+	}
+}

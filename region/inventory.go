@@ -1,0 +1,330 @@
+package region
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// Reservation TTL bounds (SPEC §6).
+const (
+	MinTTL     = time.Second
+	MaxTTL     = 24 * time.Hour
+	DefaultTTL = 10 * time.Minute
+)
+
+// Home request operations.
+const (
+	OpReserve = "reserve"
+	OpGet     = "get"
+	OpCommit  = "commit"
+	OpRelease = "release"
+	OpAdjust  = "adjust"
+	OpItem    = "item"
+)
+
+// HomeRequest is an operation that only a sku's home region may decide.
+// It is what a region forwards to the home; the home validates it as
+// untrusted input.
+type HomeRequest struct {
+	Op      string `cbor:"1,keyasint"`
+	SKU     string `cbor:"2,keyasint,omitempty"`
+	Qty     int64  `cbor:"3,keyasint,omitempty"`
+	TTLMs   int64  `cbor:"4,keyasint,omitempty"`
+	ID      string `cbor:"5,keyasint,omitempty"`
+	Delta   int64  `cbor:"6,keyasint,omitempty"`
+	Reason  string `cbor:"7,keyasint,omitempty"`
+	IdemKey string `cbor:"8,keyasint,omitempty"`
+	IdemFP  []byte `cbor:"9,keyasint,omitempty"`
+}
+
+// HomeResponse is the home's answer: a reservation, an item, or an error.
+type HomeResponse struct {
+	Res  *ResRecord `cbor:"1,keyasint,omitempty"`
+	Item *Item      `cbor:"2,keyasint,omitempty"`
+	Err  *Error     `cbor:"3,keyasint,omitempty"`
+}
+
+// ResRecord is a reservation as the home stores it.
+type ResRecord struct {
+	ID    string `cbor:"1,keyasint"`
+	SKU   string `cbor:"2,keyasint"`
+	Qty   int64  `cbor:"3,keyasint"`
+	Home  string `cbor:"4,keyasint"`
+	State string `cbor:"5,keyasint"`
+	// ExpMs is the expiry, Unix milliseconds on the home's clock.
+	ExpMs int64 `cbor:"6,keyasint"`
+}
+
+// View returns the client's view of the record at time now: a held
+// reservation past its expiry reads as expired even before the ledger has
+// written the transition.
+func (r *ResRecord) View(now time.Time) Reservation {
+	st := r.State
+	if st == StateHeld && now.UnixMilli() >= r.ExpMs {
+		st = StateExpired
+	}
+	return Reservation{ID: r.ID, SKU: r.SKU, Qty: r.Qty, Home: r.Home, State: st, ExpiresAt: time.UnixMilli(r.ExpMs).UTC()}
+}
+
+// ledger is the home's record of the open holds of one sku.
+type ledger struct {
+	Holds map[string]hold `cbor:"1,keyasint"`
+}
+
+type hold struct {
+	Qty   int64 `cbor:"1,keyasint"`
+	ExpMs int64 `cbor:"2,keyasint"`
+}
+
+func (l *ledger) held() int64 {
+	var h int64
+	for _, x := range l.Holds {
+		h += x.Qty
+	}
+	return h
+}
+
+// ReservationHome returns the home region named by a reservation id
+// ("HOME:SEQ").
+func ReservationHome(id string) (string, bool) {
+	i := strings.LastIndexByte(id, ':')
+	if i <= 0 || i == len(id)-1 || !crdt.ValidID(id) {
+		return "", false
+	}
+	if _, err := strconv.ParseUint(id[i+1:], 36, 64); err != nil {
+		return "", false
+	}
+	return id[:i], true
+}
+
+func decodeInto(b []byte, v any) error { return crdt.Unmarshal(b, v, crdt.MaxObjectBytes) }
+
+func encode(v any) []byte {
+	b, err := crdt.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("region: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func loadLedger(r Reader, sku string) (*ledger, error) {
+	l := &ledger{}
+	b, ok, err := r.Get(prefixLedger + sku)
+	if err != nil || !ok {
+		return l, err
+	}
+	if err := decodeInto(b, l); err != nil {
+		return l, &CorruptError{Key: prefixLedger + sku}
+	}
+	return l, nil
+}
+
+func loadRes(r Reader, id string) (*ResRecord, bool, error) {
+	b, ok, err := r.Get(prefixRes + id)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	var rec ResRecord
+	if err := decodeInto(b, &rec); err != nil {
+		return nil, false, &CorruptError{Key: prefixRes + id}
+	}
+	return &rec, true, nil
+}
+
+// itemView is the view of an item; at the home, reserved counts the holds
+// not yet expired at now.
+func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Item {
+	v := Item{SKU: sku, Home: n.HomeOf(sku), Stock: it.Stock.Value(), Reserved: it.Held.Value}
+	if l != nil {
+		v.Reserved = 0
+		for _, h := range l.Holds {
+			if now.UnixMilli() < h.ExpMs {
+				v.Reserved += h.Qty
+			}
+		}
+	}
+	v.Available = v.Stock - v.Reserved
+	return v
+}
+
+// GetItem returns the item as this region has it, or as its home has it
+// when consistent is set.
+func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Item{}, err
+	}
+	home := n.HomeOf(sku)
+	if home != string(n.name) && consistent {
+		resp := n.atHome(ctx, home, &HomeRequest{Op: OpItem, SKU: sku})
+		if resp.Err != nil {
+			return Item{}, resp.Err
+		}
+		return *resp.Item, nil
+	}
+	var view Item
+	err := n.store.View(func(r Reader) error {
+		it, err := loadItem(r, sku)
+		if err != nil {
+			return err
+		}
+		var l *ledger
+		if home == string(n.name) {
+			if l, err = loadLedger(r, sku); err != nil {
+				return err
+			}
+		}
+		view = n.itemView(sku, it, l, n.clock.Now())
+		return nil
+	})
+	return view, n.storeErr(err)
+}
+
+// Restock adds qty units of stock at this region (any region may).
+func (n *Node) Restock(_ context.Context, sku string, qty int64) (Item, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Item{}, err
+	}
+	if err := validQty("qty", qty, 1); err != nil {
+		return Item{}, err
+	}
+	return n.restock(sku, qty)
+}
+
+func (n *Node) restock(sku string, qty int64) (Item, error) {
+	var view Item
+	err := n.write(func(tx *Tx, g *crdt.Group) error {
+		it, err := loadItem(tx, sku)
+		if err != nil {
+			return err
+		}
+		if it.Stock.Value()+qty > crdt.MaxCount {
+			return InvalidField("qty", "stock of %s would exceed %d", sku, int64(crdt.MaxCount))
+		}
+		d := it.Restock(n.name, uint64(qty))
+		it.Join(d)
+		tx.Set(prefixItem+sku, crdt.EncodeItem(it))
+		g.AddItem(sku, d)
+		var l *ledger
+		if n.HomeOf(sku) == string(n.name) {
+			if l, err = loadLedger(tx, sku); err != nil {
+				return err
+			}
+		}
+		view = n.itemView(sku, it, l, n.clock.Now())
+		return nil
+	})
+	return view, err
+}
+
+// MaxAdjust bounds the magnitude of an inventory adjustment.
+const MaxAdjust = crdt.MaxQty
+
+// Adjust changes stock by delta. A positive delta is a restock made here;
+// a negative one is decided by the sku's home, which refuses it with
+// insufficient_stock if it would leave available below zero. reason is
+// logged.
+func (n *Node) Adjust(ctx context.Context, sku string, delta int64, reason string) (Item, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Item{}, err
+	}
+	if delta == 0 || delta < -MaxAdjust || delta > MaxAdjust {
+		return Item{}, InvalidField("delta", "delta must be a nonzero integer from %d to %d", -MaxAdjust, MaxAdjust)
+	}
+	n.log.Info("inventory adjustment", "sku", sku, "delta", delta, "reason", reason)
+	if delta > 0 {
+		return n.restock(sku, delta)
+	}
+	resp := n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpAdjust, SKU: sku, Delta: delta, Reason: reason})
+	if resp.Err != nil {
+		return Item{}, resp.Err
+	}
+	return *resp.Item, nil
+}
+
+func ttlOf(ttl time.Duration) (time.Duration, error) {
+	if ttl == 0 {
+		return DefaultTTL, nil
+	}
+	if ttl < MinTTL || ttl > MaxTTL {
+		return 0, InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+	}
+	return ttl, nil
+}
+
+func fpBytes(idem Idem) []byte {
+	if idem.Key == "" {
+		return nil
+	}
+	return idem.Fingerprint[:]
+}
+
+// Reserve holds qty units of sku, decided by the sku's home.
+func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Duration, idem Idem) (Reservation, error) {
+	if err := validateID("sku", sku); err != nil {
+		return Reservation{}, err
+	}
+	if err := validQty("qty", qty, 1); err != nil {
+		return Reservation{}, err
+	}
+	ttl, err := ttlOf(ttl)
+	if err != nil {
+		return Reservation{}, err
+	}
+	return n.resResult(n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}))
+}
+
+func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation, error) {
+	home, ok := ReservationHome(id)
+	if !ok {
+		return Reservation{}, Errorf(CodeNotFound, "no reservation %q", id)
+	}
+	return n.resResult(n.atHome(ctx, home, &HomeRequest{Op: op, ID: id, IdemKey: idem.Key, IdemFP: fpBytes(idem)}))
+}
+
+func (n *Node) resResult(resp *HomeResponse) (Reservation, error) {
+	if resp.Err != nil {
+		return Reservation{}, resp.Err
+	}
+	return resp.Res.View(n.clock.Now()), nil
+}
+
+// GetReservation asks the reservation's home for it.
+func (n *Node) GetReservation(ctx context.Context, id string) (Reservation, error) {
+	return n.resOp(ctx, OpGet, id, Idem{})
+}
+
+// Commit moves a held reservation to committed at its home.
+func (n *Node) Commit(ctx context.Context, id string, idem Idem) (Reservation, error) {
+	return n.resOp(ctx, OpCommit, id, idem)
+}
+
+// Release moves a held reservation to released at its home.
+func (n *Node) Release(ctx context.Context, id string, idem Idem) (Reservation, error) {
+	return n.resOp(ctx, OpRelease, id, idem)
+}
+
+// atHome runs req at the home region: here, or through the Forwarder.
+func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
+	if home == string(n.name) {
+		return n.ServeHome(ctx, req)
+	}
+	unavailable := &HomeResponse{Err: &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
+		Detail: fmt.Sprintf("home region %s of this request cannot be reached", home)}}
+	if n.opts.Forwarder == nil {
+		return unavailable
+	}
+	resp, err := n.opts.Forwarder.Forward(ctx, home, req)
+	if err != nil {
+		if e, ok := err.(*Error); ok {
+			return &HomeResponse{Err: e}
+		}
+		n.log.Warn("forward to home failed", "home", home, "op", req.Op, "err", err)
+		return unavailable
+	}
+	return resp
+}

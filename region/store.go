@@ -1,0 +1,667 @@
+package region
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tidwall/buntdb"
+)
+
+// Durability says when a write is acknowledged.
+type Durability string
+
+// Durability modes (config key durability).
+const (
+	// DurabilityAlways fsyncs before acknowledging; concurrent writers
+	// share one fsync (group commit).
+	DurabilityAlways Durability = "always"
+	// DurabilityEverySec acknowledges once the write is in the file (the
+	// OS page cache) and fsyncs once a second: a power loss may lose up to
+	// a second of acknowledged writes, a process crash loses none.
+	DurabilityEverySec Durability = "everysec"
+)
+
+// Stored value layout: crc32c(rest) | txid | n | payload, where txid
+// identifies the BuntDB transaction that wrote the value and n is how many
+// keys that transaction set. On open, a final transaction with fewer than n
+// values in the file was torn by a crash and is cut off, so one logical
+// write is all-or-nothing even though BuntDB writes (and on recovery
+// truncates) command by command.
+const valueHeader = 4 + 8 + 2
+
+// epochKey sorts after every other key, so that in a shrunk file (keys
+// written in key order) the last command is this key, written alone in
+// its own transaction; the final transaction of a freshly shrunk file is
+// thus always complete.
+const epochKey = "~epoch"
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is returned (wrapped in a *CorruptError) for a stored value
+// whose checksum fails. The value is never served or replicated.
+var ErrCorrupt = errors.New("region: stored value failed its checksum")
+
+// CorruptError names the key whose stored value is damaged.
+type CorruptError struct{ Key string }
+
+func (e *CorruptError) Error() string { return fmt.Sprintf("region: stored value of %q failed its checksum", e.Key) }
+
+// Unwrap returns ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+// StoreOptions configure a Store.
+type StoreOptions struct {
+	Durability Durability
+	// ShrinkMinBytes is the file size below which the store never
+	// shrinks; above it the file is rewritten once it exceeds twice the
+	// live data.
+	ShrinkMinBytes int64
+	Logger         *slog.Logger
+	Metrics        *Metrics
+}
+
+// Store is a region's BuntDB file. Update runs one logical write as one
+// BuntDB transaction and, with DurabilityAlways, returns only after an
+// fsync covering it; concurrent Updates share fsyncs (group commit). A
+// value read back is checked against its checksum.
+//
+// Path ":memory:" keeps everything in memory (for simulation tests).
+type Store struct {
+	db      *buntdb.DB
+	path    string
+	opts    StoreOptions
+	log     *slog.Logger
+	metrics *Metrics
+
+	txMu sync.Mutex // guards txid, liveBytes
+	txid uint64
+	live int64
+
+	gmu     sync.Mutex // group commit state
+	gcond   *sync.Cond
+	written uint64
+	synced  uint64
+	syncing bool
+	syncErr error
+
+	fileMu   sync.Mutex // guards syncFile; held across a shrink
+	syncFile *os.File
+
+	corruptMu sync.Mutex
+	corrupt   map[string]struct{}
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// OpenStore opens (creating if needed) the BuntDB file at path, cutting
+// off a torn final transaction and reporting stored values that fail
+// their checksums.
+func OpenStore(path string, opts StoreOptions) (*Store, error) {
+	if opts.Durability == "" {
+		opts.Durability = DurabilityAlways
+	}
+	if opts.Durability != DurabilityAlways && opts.Durability != DurabilityEverySec {
+		return nil, fmt.Errorf("region: unknown durability %q", opts.Durability)
+	}
+	if opts.ShrinkMinBytes == 0 {
+		opts.ShrinkMinBytes = 4 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	s := &Store{path: path, opts: opts, log: opts.Logger, metrics: opts.Metrics,
+		corrupt: make(map[string]struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	s.gcond = sync.NewCond(&s.gmu)
+	persist := path != ":memory:"
+	if persist {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("region: %w", err)
+		}
+		cut, err := recoverTail(path)
+		if err != nil {
+			return nil, err
+		}
+		if cut > 0 {
+			s.log.Warn("discarded a torn transaction at the end of the store", "path", path, "bytes", cut)
+			s.metrics.TornTails.Inc()
+		}
+	}
+	db, err := buntdb.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("region: open %s: %w", path, err)
+	}
+	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("region: %w", err)
+	}
+	s.db = db
+	if persist {
+		if s.syncFile, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("region: %w", err)
+		}
+	}
+	if err := s.scan(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	go s.maintain()
+	return s, nil
+}
+
+// scan verifies every stored value, records the highest transaction id
+// and the live data size, and writes the epoch key if it is missing.
+func (s *Store) scan() error {
+	var hasEpoch bool
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		return tx.Ascend("", func(k, v string) bool {
+			s.live += int64(len(k) + len(v))
+			if k == epochKey {
+				hasEpoch = true
+			}
+			txid, _, _, err := unframe([]byte(v))
+			if err != nil {
+				s.markCorrupt(k)
+				return true
+			}
+			s.txid = max(s.txid, txid)
+			return true
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("region: scan store: %w", err)
+	}
+	if !hasEpoch {
+		return s.Update(func(tx *Tx) error {
+			tx.Set(epochKey, []byte{1})
+			return nil
+		})
+	}
+	return nil
+}
+
+func (s *Store) markCorrupt(key string) {
+	s.corruptMu.Lock()
+	_, seen := s.corrupt[key]
+	s.corrupt[key] = struct{}{}
+	s.corruptMu.Unlock()
+	if !seen {
+		s.log.Error("stored value failed its checksum; it will not be served", "key", key)
+		s.metrics.ChecksumFailures.Inc()
+	}
+}
+
+// Corrupt returns the keys whose stored values failed their checksums and
+// have not been rewritten since.
+func (s *Store) Corrupt() []string {
+	s.corruptMu.Lock()
+	defer s.corruptMu.Unlock()
+	out := make([]string, 0, len(s.corrupt))
+	for k := range s.corrupt {
+		out = append(out, k)
+	}
+	return out
+}
+
+func frame(txid uint64, n uint16, payload []byte) string {
+	b := make([]byte, valueHeader+len(payload))
+	binary.BigEndian.PutUint64(b[4:], txid)
+	binary.BigEndian.PutUint16(b[12:], n)
+	copy(b[valueHeader:], payload)
+	binary.BigEndian.PutUint32(b, crc32.Checksum(b[4:], crcTable))
+	return string(b)
+}
+
+func unframe(b []byte) (txid uint64, n uint16, payload []byte, err error) {
+	if len(b) < valueHeader || binary.BigEndian.Uint32(b) != crc32.Checksum(b[4:], crcTable) {
+		return 0, 0, nil, ErrCorrupt
+	}
+	return binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint16(b[12:]), b[valueHeader:], nil
+}
+
+// Reader reads checked values.
+type Reader interface {
+	// Get returns the payload stored under key; ok is false if there is
+	// none. A damaged value returns a *CorruptError.
+	Get(key string) (val []byte, ok bool, err error)
+	// Ascend calls fn for every key with the prefix, in key order, until
+	// fn returns false. Damaged values are passed with err set.
+	Ascend(prefix string, fn func(key string, val []byte, err error) bool) error
+}
+
+type reader struct {
+	s  *Store
+	tx *buntdb.Tx
+}
+
+func (r reader) Get(key string) ([]byte, bool, error) {
+	v, err := r.tx.Get(key)
+	if errors.Is(err, buntdb.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	_, _, p, err := unframe([]byte(v))
+	if err != nil {
+		r.s.markCorrupt(key)
+		return nil, true, &CorruptError{Key: key}
+	}
+	return p, true, nil
+}
+
+func (r reader) Ascend(prefix string, fn func(string, []byte, error) bool) error {
+	return r.tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
+		if len(k) < len(prefix) || k[:len(prefix)] != prefix {
+			return false
+		}
+		_, _, p, err := unframe([]byte(v))
+		if err != nil {
+			r.s.markCorrupt(k)
+			return fn(k, nil, &CorruptError{Key: k})
+		}
+		return fn(k, p, nil)
+	})
+}
+
+// View runs fn with a consistent read-only snapshot.
+func (s *Store) View(fn func(r Reader) error) error {
+	return s.db.View(func(tx *buntdb.Tx) error { return fn(reader{s, tx}) })
+}
+
+// Tx is one logical write. Reads see the transaction's own writes. Sets
+// are applied together when fn returns nil; a transaction either sets keys
+// or deletes exactly one key (a delete has no value to carry the
+// transaction id).
+type Tx struct {
+	reader
+	sets map[string][]byte
+	del  string
+}
+
+// Get returns the value under key as this transaction sees it.
+func (t *Tx) Get(key string) ([]byte, bool, error) {
+	if v, ok := t.sets[key]; ok {
+		return v, true, nil
+	}
+	return t.reader.Get(key)
+}
+
+// Set stages val under key.
+func (t *Tx) Set(key string, val []byte) {
+	if t.sets == nil {
+		t.sets = make(map[string][]byte, 4)
+	}
+	t.sets[key] = val
+}
+
+// Delete stages the deletion of key; the transaction may set nothing else.
+func (t *Tx) Delete(key string) { t.del = key }
+
+// Update runs fn as one transaction. If fn returns an error nothing is
+// written. Otherwise the staged writes are committed as one BuntDB
+// transaction and, with DurabilityAlways, Update returns once an fsync
+// covers them.
+func (s *Store) Update(fn func(tx *Tx) error) error {
+	var wrote bool
+	var staged map[string][]byte
+	err := s.db.Update(func(btx *buntdb.Tx) error {
+		t := &Tx{reader: reader{s, btx}}
+		if err := fn(t); err != nil {
+			return err
+		}
+		staged = t.sets
+		if t.del != "" && len(t.sets) > 0 {
+			return errors.New("region: a transaction may not both delete and set keys")
+		}
+		if len(t.sets) > 0xffff {
+			return errors.New("region: transaction sets too many keys")
+		}
+		s.txMu.Lock()
+		defer s.txMu.Unlock()
+		if t.del != "" {
+			old, err := btx.Delete(t.del)
+			if err != nil && !errors.Is(err, buntdb.ErrNotFound) {
+				return err
+			}
+			s.live -= int64(len(t.del) + len(old))
+			wrote = err == nil
+			return nil
+		}
+		if len(t.sets) == 0 {
+			return nil
+		}
+		s.txid++
+		for k, v := range t.sets {
+			old, replaced, err := btx.Set(k, frame(s.txid, uint16(len(t.sets)), v), nil)
+			if err != nil {
+				return err
+			}
+			if replaced {
+				s.live -= int64(len(k) + len(old))
+			}
+			s.live += int64(len(k) + valueHeader + len(v))
+		}
+		wrote = true
+		return nil
+	})
+	if err != nil || !wrote {
+		return err
+	}
+	if len(staged) > 0 {
+		s.corruptMu.Lock()
+		for k := range staged {
+			delete(s.corrupt, k) // a rewritten key is whole again
+		}
+		s.corruptMu.Unlock()
+	}
+	if s.syncFile == nil || s.opts.Durability != DurabilityAlways {
+		s.gmu.Lock()
+		s.written++
+		s.gmu.Unlock()
+		return nil
+	}
+	return s.waitDurable()
+}
+
+// waitDurable is group commit: the first waiter fsyncs everything written
+// so far while later writers queue; when it finishes, every writer its
+// fsync covered returns, and the next waiter leads the next fsync.
+func (s *Store) waitDurable() error {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	s.written++
+	seq := s.written
+	for s.synced < seq {
+		if s.syncing {
+			s.gcond.Wait()
+			continue
+		}
+		s.syncing = true
+		target, from := s.written, s.synced
+		s.gmu.Unlock()
+		start := time.Now()
+		err := s.fsync()
+		s.metrics.FsyncSeconds.Observe(time.Since(start).Seconds())
+		s.metrics.FsyncBatch.Observe(float64(target - from))
+		s.gmu.Lock()
+		s.syncing = false
+		if err != nil {
+			s.syncErr = err
+		} else {
+			s.synced = target
+		}
+		s.gcond.Broadcast()
+		if err != nil {
+			return fmt.Errorf("region: fsync: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) fsync() error {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if s.syncFile == nil {
+		return nil
+	}
+	return s.syncFile.Sync()
+}
+
+// maintain fsyncs once a second in everysec mode and shrinks the file when
+// it holds more than twice the live data.
+func (s *Store) maintain() {
+	defer close(s.done)
+	if s.syncFile == nil {
+		<-s.stop
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		if s.opts.Durability == DurabilityEverySec {
+			s.gmu.Lock()
+			target := s.written
+			s.gmu.Unlock()
+			if err := s.fsync(); err != nil {
+				s.log.Error("fsync failed", "err", err)
+			} else {
+				s.gmu.Lock()
+				s.synced = max(s.synced, target)
+				s.gmu.Unlock()
+			}
+		}
+		if err := s.MaybeShrink(); err != nil {
+			s.log.Error("shrink failed", "err", err)
+		}
+	}
+}
+
+// Sizes returns the file size and the live data size in bytes.
+func (s *Store) Sizes() (file, live int64) {
+	s.txMu.Lock()
+	live = s.live
+	s.txMu.Unlock()
+	if s.syncFile == nil {
+		return 0, live
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if fi, err := s.syncFile.Stat(); err == nil {
+		file = fi.Size()
+	}
+	return file, live
+}
+
+// MaybeShrink rewrites the file if it exceeds ShrinkMinBytes and twice
+// the live data. Writes go on during the rewrite; their acknowledgements
+// wait until the new file is fsynced, so an acknowledged write is never
+// only in the replaced file.
+func (s *Store) MaybeShrink() error {
+	file, live := s.Sizes()
+	if file < s.opts.ShrinkMinBytes || file <= 2*live {
+		return nil
+	}
+	return s.Shrink()
+}
+
+// Shrink rewrites the file to hold only live data.
+func (s *Store) Shrink() error {
+	if s.syncFile == nil {
+		return nil
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	start := time.Now()
+	if err := s.db.Shrink(); err != nil {
+		return fmt.Errorf("region: shrink: %w", err)
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("region: reopen after shrink: %w", err)
+	}
+	s.syncFile.Close()
+	s.syncFile = f
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("region: fsync after shrink: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(s.path)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	s.metrics.Shrinks.Inc()
+	s.log.Info("store shrunk", "path", s.path, "took", time.Since(start))
+	return nil
+}
+
+// Close flushes and closes the store.
+func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	err := s.db.Close()
+	if s.syncFile != nil {
+		s.syncFile.Close()
+	}
+	return err
+}
+
+// recoverTail scans the BuntDB file at path and cuts off a final
+// transaction that holds fewer values than it declares (or a final
+// command that is incomplete). It returns how many bytes it cut.
+func recoverTail(path string) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	r := bufio.NewReaderSize(f, 1<<16)
+	var (
+		pos        int64 // start of the next command
+		groupStart int64 // start of the last group of commands
+		groupTx    uint64
+		groupSeen  int
+		groupWant  int
+	)
+	for {
+		cmd, size, err := readCommand(r)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// An incomplete or unreadable final command: the group it
+			// belongs to is torn.
+			if groupTx != 0 && groupSeen < groupWant && pos > groupStart {
+				pos = groupStart
+			}
+			return cut(f, fi.Size(), pos)
+		}
+		var txid uint64
+		var n uint16
+		if len(cmd) == 3 && bytes.EqualFold(cmd[0], []byte("set")) {
+			if t, nn, _, err := unframe(cmd[2]); err == nil {
+				txid, n = t, nn
+			}
+		}
+		if txid == 0 || txid != groupTx {
+			groupStart, groupTx, groupSeen, groupWant = pos, txid, 0, int(n)
+		}
+		groupSeen++
+		pos += size
+	}
+	if groupTx != 0 && groupSeen < groupWant {
+		return cut(f, fi.Size(), groupStart)
+	}
+	return 0, nil
+}
+
+func cut(f *os.File, size, at int64) (int64, error) {
+	if at >= size {
+		return 0, nil
+	}
+	if err := f.Truncate(at); err != nil {
+		return 0, fmt.Errorf("region: truncate torn tail: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	return size - at, nil
+}
+
+// readCommand reads one RESP array of bulk strings, as BuntDB writes them.
+func readCommand(r *bufio.Reader) ([][]byte, int64, error) {
+	var size int64
+	for {
+		c, err := r.ReadByte()
+		if err != nil {
+			return nil, 0, err
+		}
+		if c != 0 {
+			_ = r.UnreadByte()
+			break
+		}
+		size++
+	}
+	n, l, err := readLen(r, '*')
+	if err != nil {
+		return nil, 0, unexpected(err)
+	}
+	size += l
+	if n < 1 || n > 16 {
+		return nil, 0, fmt.Errorf("region: bad command arity %d", n)
+	}
+	parts := make([][]byte, n)
+	for i := range parts {
+		m, l, err := readLen(r, '$')
+		if err != nil {
+			return nil, 0, unexpected(err)
+		}
+		size += l
+		if m < 0 || m > 1<<30 {
+			return nil, 0, fmt.Errorf("region: bad bulk length %d", m)
+		}
+		b := make([]byte, m+2)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, 0, unexpected(err)
+		}
+		if b[m] != '\r' || b[m+1] != '\n' {
+			return nil, 0, errors.New("region: bad bulk terminator")
+		}
+		parts[i] = b[:m]
+		size += int64(m + 2)
+	}
+	return parts, size, nil
+}
+
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func readLen(r *bufio.Reader, prefix byte) (int, int64, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(line) < 4 || line[0] != prefix || line[len(line)-2] != '\r' {
+		return 0, 0, fmt.Errorf("region: bad header %q", line)
+	}
+	n, err := strconv.Atoi(string(line[1 : len(line)-2]))
+	if err != nil {
+		return 0, 0, fmt.Errorf("region: bad length %q", line)
+	}
+	return n, int64(len(line)), nil
+}
