@@ -55,7 +55,9 @@ var ErrCorrupt = errors.New("region: stored value failed its checksum")
 // CorruptError names the key whose stored value is damaged.
 type CorruptError struct{ Key string }
 
-func (e *CorruptError) Error() string { return fmt.Sprintf("region: stored value of %q failed its checksum", e.Key) }
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("region: stored value of %q failed its checksum", e.Key)
+}
 
 // Unwrap returns ErrCorrupt.
 func (e *CorruptError) Unwrap() error { return ErrCorrupt }
@@ -101,8 +103,9 @@ type Store struct {
 	corruptMu sync.Mutex
 	corrupt   map[string]struct{}
 
-	stop chan struct{}
-	done chan struct{}
+	persist bool
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 // OpenStore opens (creating if needed) the BuntDB file at path, cutting
@@ -128,6 +131,7 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 		corrupt: make(map[string]struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	s.gcond = sync.NewCond(&s.gmu)
 	persist := path != ":memory:"
+	s.persist = persist
 	if persist {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("region: %w", err)
@@ -370,7 +374,7 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 		}
 		s.corruptMu.Unlock()
 	}
-	if s.syncFile == nil || s.opts.Durability != DurabilityAlways {
+	if !s.persist || s.opts.Durability != DurabilityAlways {
 		s.gmu.Lock()
 		s.written++
 		s.gmu.Unlock()
@@ -427,7 +431,7 @@ func (s *Store) fsync() error {
 // it holds more than twice the live data.
 func (s *Store) maintain() {
 	defer close(s.done)
-	if s.syncFile == nil {
+	if !s.persist {
 		<-s.stop
 		return
 	}
@@ -462,7 +466,7 @@ func (s *Store) Sizes() (file, live int64) {
 	s.txMu.Lock()
 	live = s.live
 	s.txMu.Unlock()
-	if s.syncFile == nil {
+	if !s.persist {
 		return 0, live
 	}
 	s.fileMu.Lock()
@@ -487,7 +491,7 @@ func (s *Store) MaybeShrink() error {
 
 // Shrink rewrites the file to hold only live data.
 func (s *Store) Shrink() error {
-	if s.syncFile == nil {
+	if !s.persist {
 		return nil
 	}
 	s.fileMu.Lock()

@@ -1,0 +1,98 @@
+package region
+
+import (
+	"context"
+	"errors"
+	dto "github.com/prometheus/client_model/go"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type testNode struct {
+	*Node
+	store *Store
+	path  string
+	clock *fakeClock
+}
+
+// openNode opens a region "us-east" on a BuntDB file in dir.
+func openNode(t *testing.T, dir string, clock *fakeClock) *testNode {
+	t.Helper()
+	path := filepath.Join(dir, "us-east", "data.db")
+	st, err := OpenStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := &testNode{Node: n, store: st, path: path, clock: clock}
+	t.Cleanup(tn.close)
+	return tn
+}
+
+func (tn *testNode) close() {
+	tn.Node.Close()
+	tn.store.Close()
+}
+
+func newNode(t *testing.T) *testNode { return openNode(t, t.TempDir(), newFakeClock()) }
+
+func wantCode(t *testing.T, err error, code string) *Error {
+	t.Helper()
+	var e *Error
+	if !errors.As(err, &e) || e.Code != code {
+		t.Fatalf("got error %v, want code %s", err, code)
+	}
+	return e
+}
+
+func must[T any](t *testing.T) func(v T, err error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+var bg = context.Background()
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+type dtoHist struct{ count, sum uint64 }
+
+func (h *dtoHist) read(t *testing.T, m *Metrics) {
+	t.Helper()
+	var pb dto.Metric
+	if err := m.FsyncBatch.Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	h.count = pb.GetHistogram().GetSampleCount()
+	h.sum = uint64(pb.GetHistogram().GetSampleSum())
+}

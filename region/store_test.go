@@ -1,0 +1,281 @@
+package region
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// commandEnds returns the offsets at which each command after from ends.
+func commandEnds(t *testing.T, path string, from int64) []int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(f)
+	var ends []int64
+	pos := from
+	for {
+		_, size, err := readCommand(r)
+		if err == io.EOF {
+			return ends
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pos += size
+		ends = append(ends, pos)
+	}
+}
+
+// TestTornTransactionIsAllOrNothing writes a reservation (one logical
+// write that sets several keys), then cuts the file at every command
+// boundary inside it and in the middle of every command: after reopening,
+// the reservation is either wholly there or wholly absent, never half.
+func TestTornTransactionIsAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	must[Item](t)(n.Restock(bg, "w", 10))
+	must[Cart](t)(n.AddItem(bg, "c", "w", 1))
+	before := fileSize(t, n.path)
+	r := must[Reservation](t)(n.Reserve(bg, "w", 3, time.Minute, fp("torn")))
+	n.close()
+	full := filepath.Join(dir, "full.db")
+	copyFile(t, n.path, full)
+	ends := commandEnds(t, full, before)
+	if len(ends) < 5 {
+		t.Fatalf("a reservation should write several keys in one transaction, got %d commands", len(ends))
+	}
+	var cuts []int64
+	prev := before
+	for _, e := range ends {
+		cuts = append(cuts, e, prev+(e-prev)/2)
+		prev = e
+	}
+	for _, at := range cuts {
+		t.Run(fmt.Sprintf("cut@%d", at-before), func(t *testing.T) {
+			d := t.TempDir()
+			p := filepath.Join(d, "us-east", "data.db")
+			copyFile(t, full, p)
+			if err := os.Truncate(p, at); err != nil {
+				t.Fatal(err)
+			}
+			m := NewMetrics(nil)
+			st, err := OpenStore(p, StoreOptions{Metrics: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { node.Close(); st.Close() }()
+			complete := at == ends[len(ends)-1]
+			it := must[Item](t)(node.GetItem(bg, "w", false))
+			_, gerr := node.GetReservation(bg, r.ID)
+			if complete {
+				if it.Reserved != 3 || gerr != nil {
+					t.Fatalf("whole transaction lost: %+v %v", it, gerr)
+				}
+				return
+			}
+			if it.Reserved != 0 || it.Stock != 10 {
+				t.Fatalf("half-applied transaction: %+v", it)
+			}
+			wantCode(t, gerr, CodeNotFound)
+			if c := must[Cart](t)(node.GetCart(bg, "c")); qtyOf(c, "w") != 1 {
+				t.Fatalf("earlier write lost: %+v", c)
+			}
+			if got := testutil.ToFloat64(m.TornTails); got != 1 {
+				t.Fatalf("torn tail metric = %v", got)
+			}
+			// The key was never used as far as the store knows.
+			r2 := must[Reservation](t)(node.Reserve(bg, "w", 3, time.Minute, fp("torn")))
+			if r2.State != StateHeld {
+				t.Fatalf("retry after torn write: %+v", r2)
+			}
+		})
+	}
+}
+
+// TestChecksumDamageIsRefused flips a byte inside a stored cart value: the
+// region starts, reports the damage, refuses to serve or change that cart
+// and serves the others.
+func TestChecksumDamageIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	must[Cart](t)(n.AddItem(bg, "victim", "apple", 2))
+	must[Cart](t)(n.AddItem(bg, "other", "pear", 1))
+	n.close()
+
+	b, err := os.ReadFile(n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(b, []byte("c/victim\r\n$"))
+	if i < 0 {
+		t.Fatal("stored cart not found in file")
+	}
+	j := i + bytes.Index(b[i+len("c/victim\r\n$"):], []byte("\r\n")) + len("c/victim\r\n$") + 2
+	b[j+valueHeader+3] ^= 0x40 // inside the CBOR payload
+	if err := os.WriteFile(n.path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	m := NewMetrics(nil)
+	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { node.Close(); st.Close() }()
+	if got := testutil.ToFloat64(m.ChecksumFailures); got != 1 {
+		t.Fatalf("checksum failures = %v", got)
+	}
+	if c := st.Corrupt(); len(c) != 1 || c[0] != "c/victim" {
+		t.Fatalf("corrupt keys: %v", c)
+	}
+	wantCode(t, second(node.GetCart(bg, "victim")), CodeUnavailable)
+	wantCode(t, second(node.AddItem(bg, "victim", "apple", 1)), CodeUnavailable)
+	if c := must[Cart](t)(node.GetCart(bg, "other")); qtyOf(c, "pear") != 1 {
+		t.Fatalf("undamaged cart: %+v", c)
+	}
+	g, err := node.ReadObjects([]string{"victim", "other"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.Carts["victim"]; ok || g.Carts["other"] == nil {
+		t.Fatalf("a damaged value must never be replicated: %v", g.Carts)
+	}
+}
+
+func TestShrinkKeepsDataAndBoundsFile(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenStore(filepath.Join(dir, "s.db"), StoreOptions{ShrinkMinBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	val := bytes.Repeat([]byte("x"), 512)
+	for i := range 2000 {
+		if err := st.Update(func(tx *Tx) error {
+			tx.Set(fmt.Sprintf("k/%d", i%50), val)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.MaybeShrink(); err != nil {
+		t.Fatal(err)
+	}
+	file, live := st.Sizes()
+	if file > 2*live {
+		t.Fatalf("file %d bytes > 2 × live %d", file, live)
+	}
+	if err := st.Update(func(tx *Tx) error { tx.Set("after", []byte("shrink")); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st2, err := OpenStore(filepath.Join(dir, "s.db"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	err = st2.View(func(r Reader) error {
+		for i := range 50 {
+			v, ok, err := r.Get(fmt.Sprintf("k/%d", i))
+			if err != nil || !ok || !bytes.Equal(v, val) {
+				return fmt.Errorf("k/%d after shrink: ok=%v err=%v", i, ok, err)
+			}
+		}
+		if v, ok, _ := r.Get("after"); !ok || string(v) != "shrink" {
+			return fmt.Errorf("write after shrink lost")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st2.Corrupt()) != 0 {
+		t.Fatalf("shrink produced damaged values: %v", st2.Corrupt())
+	}
+}
+
+// TestGroupCommitSharesFsyncs checks that concurrent durable writers are
+// batched: fewer fsyncs than writes, and every write readable afterwards.
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	m := NewMetrics(nil)
+	st, err := OpenStore(filepath.Join(t.TempDir(), "g.db"), StoreOptions{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var start dtoHist
+	start.read(t, m) // the store's own first write
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := st.Update(func(tx *Tx) error {
+					tx.Set(fmt.Sprintf("w/%d/%d", w, i), []byte{byte(i)})
+					return nil
+				}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	var h dtoHist
+	h.read(t, m)
+	count, sum := h.count-start.count, h.sum-start.sum
+	if sum != writers*each {
+		t.Fatalf("fsync batches cover %d writes, want %d", sum, writers*each)
+	}
+	if count >= writers*each {
+		t.Fatalf("%d fsyncs for %d concurrent writes: no group commit", count, writers*each)
+	}
+	t.Logf("%d writes made durable by %d fsyncs", sum, count)
+}
