@@ -1,0 +1,279 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/latticedb/lattice/region"
+)
+
+// Header names of SPEC §5 and §6.
+const (
+	// HeaderToken carries a causal token, on requests and on every
+	// successful response.
+	HeaderToken = "Lattice-Token"
+	// HeaderWait bounds, in milliseconds, how long a request carrying a
+	// causal token waits for the region to catch up.
+	HeaderWait = "Lattice-Wait"
+	// HeaderIdempotencyKey names a retryable POST.
+	HeaderIdempotencyKey = "Idempotency-Key"
+)
+
+// Limits and defaults of the API. Where SPEC §6 leaves a range open, the
+// range chosen is stated here.
+const (
+	// MaxBodyBytes bounds a request body; a larger one is 413.
+	MaxBodyBytes = 64 << 10
+	// MaxQty bounds the qty of an add, a set, a restock and a
+	// reservation. An add, a restock and a reservation take 1..MaxQty, a
+	// set 0..MaxQty.
+	MaxQty = 1_000_000
+	// MaxAdjust bounds the delta of an adjustment: a nonzero integer in
+	// -MaxAdjust..MaxAdjust.
+	MaxAdjust = 1_000_000
+	// MaxReasonLen bounds the optional reason of an adjustment, in
+	// Unicode code points.
+	MaxReasonLen = 256
+	// MinTTL, MaxTTL and DefaultTTL bound the ttl_ms of a reservation and
+	// of a checkout's reservations: 1 s to 24 h, 10 min when left out.
+	MinTTL     = time.Second
+	MaxTTL     = 24 * time.Hour
+	DefaultTTL = 10 * time.Minute
+	// MaxIdempotencyKeyLen bounds an Idempotency-Key: 1 to 255 printable
+	// ASCII characters (0x20–0x7E).
+	MaxIdempotencyKeyLen = 255
+	// DefaultWait and MaxWait bound a causal wait: Lattice-Wait is a
+	// decimal number of milliseconds 0..10000, 1000 when left out.
+	DefaultWait = time.Second
+	MaxWait     = 10 * time.Second
+	// DefaultRequestTimeout is the deadline of one service operation,
+	// counted after any causal wait.
+	DefaultRequestTimeout = 2 * time.Second
+)
+
+// Options configures the handler New returns. The zero value is usable.
+type Options struct {
+	// Logger receives a debug record per request, an error record per
+	// internal error or recovered panic. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the HTTP metrics, labelled with region=the
+	// service's region so that several regions may share one registry.
+	// When nil, a new registry holding the Go runtime and process
+	// collectors is made for it, and Gatherer defaults to that registry.
+	Registerer prometheus.Registerer
+	// Gatherer is what GET /metrics serves. Defaults to Registerer when it
+	// is also a Gatherer (a *prometheus.Registry), else to
+	// prometheus.DefaultGatherer. Other packages register their own
+	// metrics (replication, storage) with a registry this gathers.
+	Gatherer prometheus.Gatherer
+	// RequestTimeout is the deadline of each service operation.
+	// Defaults to DefaultRequestTimeout.
+	RequestTimeout time.Duration
+}
+
+// handler holds what the route handlers share.
+type handler struct {
+	svc     Service
+	log     *slog.Logger
+	timeout time.Duration
+	metrics *metrics
+	openapi []byte
+}
+
+// New returns the REST API of SPEC §6 over svc: every route of the table,
+// /v1/openapi.json, health, readiness and metrics, strict request
+// validation, problem details for every error, causal tokens and the
+// request deadline. Serve it with NewServer.
+func New(svc Service, opts Options) *echo.Echo {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(prometheusDefaultCollectors()...)
+		opts.Registerer = reg
+		if opts.Gatherer == nil {
+			opts.Gatherer = reg
+		}
+	}
+	if opts.Gatherer == nil {
+		if g, ok := opts.Registerer.(prometheus.Gatherer); ok {
+			opts.Gatherer = g
+		} else {
+			opts.Gatherer = prometheus.DefaultGatherer
+		}
+	}
+	doc, err := json.Marshal(OpenAPI())
+	if err != nil {
+		panic(fmt.Sprintf("api: encoding the OpenAPI document: %v", err))
+	}
+	h := &handler{
+		svc:     svc,
+		log:     opts.Logger,
+		timeout: opts.RequestTimeout,
+		metrics: newMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"region": svc.Region()}, opts.Registerer)),
+		openapi: doc,
+	}
+
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = h.writeError
+	e.Use(h.observe, h.recoverPanic)
+
+	e.GET("/v1/carts/:cart_id", h.getCart)
+	e.DELETE("/v1/carts/:cart_id", h.clearCart)
+	e.POST("/v1/carts/:cart_id/items", h.addItem)
+	e.PUT("/v1/carts/:cart_id/items/:sku", h.setItem)
+	e.DELETE("/v1/carts/:cart_id/items/:sku", h.removeItem)
+	e.POST("/v1/carts/:cart_id/checkout", h.checkout)
+
+	e.GET("/v1/inventory/:sku", h.getItem)
+	e.POST("/v1/inventory/:sku/restock", h.restock)
+	e.POST("/v1/inventory/:sku/adjust", h.adjust)
+
+	e.POST("/v1/reservations", h.reserve)
+	e.GET("/v1/reservations/:id", h.getReservation)
+	e.POST("/v1/reservations/:id/commit", h.commit)
+	e.POST("/v1/reservations/:id/release", h.release)
+
+	e.GET("/v1/cluster", h.cluster)
+	e.GET("/v1/openapi.json", h.openAPI)
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	e.GET("/metrics", echo.WrapHandler(h.metrics.handler(opts.Gatherer)))
+	return e
+}
+
+// observe is the outermost middleware: it turns a returned error into its
+// problem response, then counts, times and logs the request.
+func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		var err error
+		if p := c.Path(); p != "" && !matchesPattern(p, echo.GetPath(c.Request())) {
+			// echo's router falls back to the longest matching route, so
+			// /v1/carts/c1/items/a/b would be a 405 of the route
+			// /v1/carts/:cart_id/items/:sku: it is an unknown path.
+			c.SetPath("")
+			err = echo.ErrNotFound
+		} else {
+			err = next(c)
+		}
+		if err != nil {
+			c.Error(err)
+		}
+		elapsed := time.Since(start)
+		req, res := c.Request(), c.Response()
+		route := routeLabel(c.Path())
+		h.metrics.observe(req.Method, route, res.Status, elapsed)
+		if h.log.Enabled(req.Context(), slog.LevelDebug) {
+			h.log.LogAttrs(req.Context(), slog.LevelDebug, "api: request",
+				slog.String("method", req.Method),
+				slog.String("route", route),
+				slog.String("path", req.URL.Path),
+				slog.Int("status", res.Status),
+				slog.Int64("bytes", res.Size),
+				slog.Duration("duration", elapsed),
+				slog.String("remote", req.RemoteAddr))
+		}
+		return nil
+	}
+}
+
+// matchesPattern reports whether path has the segments of the echo route
+// pattern: the same number, static ones equal.
+func matchesPattern(pattern, path string) bool {
+	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(ps) != len(xs) {
+		return false
+	}
+	for i, p := range ps {
+		if !strings.HasPrefix(p, ":") && p != xs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// recoverPanic turns a panic in a handler into an internal error (a 500
+// problem) and logs it with its stack. http.ErrAbortHandler is re-raised:
+// it is net/http's way to abort a response.
+func (h *handler) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			h.log.LogAttrs(c.Request().Context(), slog.LevelError, "api: panic serving request",
+				slog.String("method", c.Request().Method),
+				slog.String("path", c.Request().URL.Path),
+				slog.Any("panic", r),
+				slog.String("stack", string(debug.Stack())))
+			err = fmt.Errorf("api: panic: %v", r)
+		}()
+		return next(c)
+	}
+}
+
+// begin is called once a request is validated and before the service
+// works on it. It honours a Lattice-Token (waiting up to Lattice-Wait for
+// the region to apply what the token covers) and returns the context of
+// the operation, bounded by the request deadline.
+func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, error) {
+	req := c.Request()
+	wait, err := parseWait(req.Header)
+	if err != nil {
+		return nil, nil, err
+	}
+	if tokens, ok := req.Header[HeaderToken]; ok {
+		if len(tokens) != 1 || tokens[0] == "" {
+			return nil, nil, region.Errorf(region.CodeInvalidToken, "%s must be one non-empty causal token", HeaderToken)
+		}
+		wctx, cancel := context.WithTimeout(req.Context(), wait)
+		err := h.svc.WaitToken(wctx, tokens[0])
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return nil, nil, region.Errorf(region.CodeCausalTimeout, "this region did not apply what the causal token covers within %v", wait)
+			}
+			return nil, nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
+	return ctx, cancel, nil
+}
+
+// ok writes a successful JSON response carrying the region's causal token,
+// taken now, after the operation.
+func (h *handler) ok(c echo.Context, status int, v any) error {
+	if tok := h.svc.Token(); tok != "" {
+		c.Response().Header().Set(HeaderToken, tok)
+	}
+	return writeJSON(c, status, v)
+}
+
+func writeJSON(c echo.Context, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("api: encoding response: %w", err)
+	}
+	return c.JSONBlob(status, b)
+}

@@ -1,0 +1,115 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the HTTP metrics of one API handler:
+//
+//	lattice_http_requests_total{region,method,route,status}
+//	lattice_http_request_duration_seconds{region,method,route}
+//
+// route is the route pattern in OpenAPI form (/v1/carts/{cart_id}), or
+// "unmatched" for a request that matched no route, so that the label set
+// stays bounded whatever clients send.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func prometheusDefaultCollectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	}
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lattice_http_requests_total",
+			Help: "HTTP requests served by the API, by method, route pattern and status code.",
+		}, []string{"method", "route", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lattice_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request of the API, by method and route pattern.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
+		}, []string{"method", "route"}),
+	}
+	m.requests = register(reg, m.requests)
+	m.duration = register(reg, m.duration)
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same description (a second handler for the same region on one
+// registry shares the first one's metrics).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic("api: registering metrics: " + err.Error())
+	}
+	return c
+}
+
+func (m *metrics) observe(method, route string, status int, d time.Duration) {
+	if !knownMethods[method] {
+		method = "OTHER"
+	}
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+func (m *metrics) handler(g prometheus.Gatherer) http.Handler {
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+// knownMethods bounds the method label: any other method counts as OTHER.
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+}
+
+// routeLabel turns an echo route pattern into its OpenAPI form, or
+// "unmatched" when the request matched no registered route.
+func routeLabel(echoPath string) string {
+	if label, ok := routeLabels[echoPath]; ok {
+		return label
+	}
+	return "unmatched"
+}
+
+// routeLabels maps each registered echo pattern to its OpenAPI form. It is
+// filled from the OpenAPI document's paths, and a test checks that those
+// are exactly the registered routes.
+var routeLabels = func() map[string]string {
+	m := make(map[string]string)
+	for path := range OpenAPI().Paths {
+		m[echoPattern(path)] = path
+	}
+	return m
+}()
+
+// echoPattern turns /v1/carts/{cart_id} into /v1/carts/:cart_id.
+func echoPattern(openapiPath string) string {
+	parts := strings.Split(openapiPath, "/")
+	for i, p := range parts {
+		if strings.HasPrefix(p, "{") && strings.HasSuffix(p, "}") {
+			parts[i] = ":" + p[1:len(p)-1]
+		}
+	}
+	return strings.Join(parts, "/")
+}

@@ -1,0 +1,344 @@
+package api
+
+import (
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Object is a JSON object of the OpenAPI document: a schema, a parameter,
+// a response, a header.
+type Object = map[string]any
+
+// Document is an OpenAPI 3.1 document, typed down to its operations.
+type Document struct {
+	OpenAPI    string              `json:"openapi"`
+	Info       Object              `json:"info"`
+	Paths      map[string]PathItem `json:"paths"`
+	Components Components          `json:"components"`
+}
+
+// PathItem maps a lower-case HTTP method to its operation.
+type PathItem map[string]*Operation
+
+// Operation is one method of one path.
+type Operation struct {
+	OperationID string            `json:"operationId"`
+	Summary     string            `json:"summary"`
+	Description string            `json:"description,omitempty"`
+	Tags        []string          `json:"tags"`
+	Parameters  []Object          `json:"parameters,omitempty"`
+	RequestBody Object            `json:"requestBody,omitempty"`
+	Responses   map[string]Object `json:"responses"`
+}
+
+// Components holds what operations refer to.
+type Components struct {
+	Schemas    map[string]Object `json:"schemas"`
+	Parameters map[string]Object `json:"parameters"`
+	Headers    map[string]Object `json:"headers"`
+	Responses  map[string]Object `json:"responses"`
+}
+
+func ref(kind, name string) Object { return Object{"$ref": "#/components/" + kind + "/" + name} }
+
+func schemaRef(name string) Object { return ref("schemas", name) }
+
+func jsonContent(schema Object) Object {
+	return Object{"application/json": Object{"schema": schema}}
+}
+
+func requestBody(schema string, required bool) Object {
+	return Object{"required": required, "content": jsonContent(schemaRef(schema))}
+}
+
+func success(desc, schema string) Object {
+	return Object{
+		"description": desc,
+		"headers":     Object{HeaderToken: ref("headers", "LatticeToken")},
+		"content":     jsonContent(schemaRef(schema)),
+	}
+}
+
+func problemResponse(desc string) Object {
+	return Object{
+		"description": desc,
+		"content":     Object{ProblemContentType: Object{"schema": schemaRef("Problem")}},
+	}
+}
+
+func idSchema(desc string) Object {
+	return Object{"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9._:-]+$", "description": desc}
+}
+
+func intSchema(lo, hi int64, desc string) Object {
+	return Object{"type": "integer", "format": "int64", "minimum": lo, "maximum": hi, "description": desc}
+}
+
+func pathParam(name, desc string) Object {
+	return Object{"name": name, "in": "path", "required": true, "schema": idSchema(desc)}
+}
+
+// op builds an operation: data routes take the causal-token headers,
+// idempotent ones Idempotency-Key; every operation may answer 400, 500
+// and 503, every one with a body 413.
+func op(id, summary, tag string, params []Object, body Object, okStatus int, ok Object, errs ...string) *Operation {
+	o := &Operation{OperationID: id, Summary: summary, Tags: []string{tag}, Parameters: params, RequestBody: body,
+		Responses: map[string]Object{strconv.Itoa(okStatus): ok}}
+	for _, e := range append(errs, "BadRequest", "Unavailable", "Internal") {
+		o.Responses[errorStatus[e]] = ref("responses", e)
+	}
+	if body != nil {
+		o.Responses["413"] = ref("responses", "TooLarge")
+	}
+	return o
+}
+
+var errorStatus = map[string]string{
+	"BadRequest": "400", "NotFound": "404", "Conflict": "409", "TooLarge": "413",
+	"Unprocessable": "422", "Internal": "500", "Unavailable": "503",
+}
+
+// OpenAPI returns the OpenAPI 3.1 document of the whole API, as served at
+// GET /v1/openapi.json. Its limits are this package's constants.
+func OpenAPI() *Document {
+	causal := []Object{ref("parameters", "LatticeToken"), ref("parameters", "LatticeWait")}
+	with := func(ps ...Object) []Object { return append(append([]Object{}, ps...), causal...) }
+	cartID := ref("parameters", "CartID")
+	sku := ref("parameters", "SKU")
+	resID := ref("parameters", "ReservationID")
+	idemKey := ref("parameters", "IdempotencyKey")
+
+	paths := map[string]PathItem{
+		"/v1/carts/{cart_id}": {
+			"get": op("getCart", "Read a cart", "carts", with(cartID), nil,
+				http.StatusOK, success("The cart, items sorted by sku.", "Cart")),
+			"delete": op("clearCart", "Clear a cart: remove every line this region has seen", "carts", with(cartID), nil,
+				http.StatusOK, success("The cart, now empty.", "Cart")),
+		},
+		"/v1/carts/{cart_id}/items": {
+			"post": op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true),
+				http.StatusOK, success("The cart after the add.", "Cart"), "Unprocessable"),
+		},
+		"/v1/carts/{cart_id}/items/{sku}": {
+			"put": op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true),
+				http.StatusOK, success("The cart after the set.", "Cart"), "Unprocessable"),
+			"delete": op("removeItem", "Remove a sku from a cart", "carts", with(cartID, sku), nil,
+				http.StatusOK, success("The cart after the removal.", "Cart")),
+		},
+		"/v1/carts/{cart_id}/checkout": {
+			"post": op("checkout", "Reserve and commit every line of a cart, then remove them from it", "carts",
+				with(cartID, idemKey), requestBody("CheckoutRequest", false),
+				http.StatusCreated, success("The order.", "Order"), "Conflict", "Unprocessable"),
+		},
+		"/v1/inventory/{sku}": {
+			"get": op("getItem", "Read a sku's stock as this region knows it, or as its home knows it", "inventory",
+				with(sku, ref("parameters", "Consistent")), nil,
+				http.StatusOK, success("The item.", "Item")),
+		},
+		"/v1/inventory/{sku}/restock": {
+			"post": op("restock", "Add stock (accepted by any region)", "inventory", with(sku), requestBody("RestockRequest", true),
+				http.StatusOK, success("The item after the restock.", "Item")),
+		},
+		"/v1/inventory/{sku}/adjust": {
+			"post": op("adjust", "Adjust stock; a negative delta is decided at the sku's home", "inventory", with(sku), requestBody("AdjustRequest", true),
+				http.StatusOK, success("The item after the adjustment.", "Item"), "Conflict"),
+		},
+		"/v1/reservations": {
+			"post": op("reserve", "Hold qty units of a sku, decided at its home", "reservations", with(idemKey), requestBody("ReserveRequest", true),
+				http.StatusCreated, withLocation(success("The held reservation.", "Reservation")), "Conflict", "Unprocessable"),
+		},
+		"/v1/reservations/{id}": {
+			"get": op("getReservation", "Read a reservation from its home", "reservations", with(resID), nil,
+				http.StatusOK, success("The reservation.", "Reservation"), "NotFound"),
+		},
+		"/v1/reservations/{id}/commit": {
+			"post": op("commitReservation", "Commit a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
+				http.StatusOK, success("The committed reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable"),
+		},
+		"/v1/reservations/{id}/release": {
+			"post": op("releaseReservation", "Release a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
+				http.StatusOK, success("The released reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable"),
+		},
+		"/v1/cluster": {
+			"get": op("getCluster", "This region and each peer: connected, replication lag, pending deltas, version vector", "operations", nil, nil,
+				http.StatusOK, success("The cluster status.", "Cluster")),
+		},
+		"/v1/openapi.json": {
+			"get": plain("getOpenAPI", "This document", Object{"type": "object"}),
+		},
+		"/healthz": {
+			"get": plain("healthz", "Liveness: 200 while the process serves HTTP", schemaRef("Health")),
+		},
+		"/readyz": {
+			"get": withUnavailable(plain("readyz", "Readiness: 200 when the region's storage is open and serving", schemaRef("Health"))),
+		},
+		"/metrics": {
+			"get": {OperationID: "metrics", Summary: "Prometheus metrics in the text exposition format", Tags: []string{"operations"},
+				Responses: map[string]Object{"200": {"description": "The metrics.", "content": Object{"text/plain": Object{"schema": Object{"type": "string"}}}}}},
+		},
+	}
+
+	problemCodes := make([]string, 0, len(codes))
+	for c := range codes {
+		problemCodes = append(problemCodes, c)
+	}
+	slices.Sort(problemCodes)
+
+	return &Document{
+		OpenAPI: "3.1.0",
+		Info: Object{
+			"title":   "Lattice",
+			"version": "1",
+			"description": "Multi-region replicated shopping carts and inventory. Every successful response carries " +
+				HeaderToken + "; a request that sends one is served once this region has applied what it covers. " +
+				"Errors are RFC 9457 problem details with a code member.",
+		},
+		Paths: paths,
+		Components: Components{
+			Schemas: map[string]Object{
+				"CartItem": {"type": "object", "required": []string{"sku", "qty"}, "properties": Object{
+					"sku": idSchema("The sku."), "qty": intSchema(1, 1<<62, "Units in the cart."),
+				}},
+				"Cart": {"type": "object", "required": []string{"cart_id", "region", "items"}, "properties": Object{
+					"cart_id": idSchema("The cart."),
+					"region":  Object{"type": "string", "description": "The region that answered."},
+					"items":   Object{"type": "array", "items": schemaRef("CartItem"), "description": "Sorted by sku."},
+				}},
+				"Item": {"type": "object", "required": []string{"sku", "home", "stock", "reserved", "available"}, "properties": Object{
+					"sku":       idSchema("The sku."),
+					"home":      Object{"type": "string", "description": "The sku's home region."},
+					"stock":     Object{"type": "integer", "format": "int64"},
+					"reserved":  Object{"type": "integer", "format": "int64", "description": "Units held by reservations."},
+					"available": Object{"type": "integer", "format": "int64", "description": "stock − reserved."},
+				}},
+				"Reservation": {"type": "object", "required": []string{"reservation_id", "sku", "qty", "home", "state", "expires_at"}, "properties": Object{
+					"reservation_id": idSchema("Tells any region which home to route to."),
+					"sku":            idSchema("The sku."),
+					"qty":            intSchema(1, MaxQty, "Units held."),
+					"home":           Object{"type": "string"},
+					"state":          Object{"type": "string", "enum": []string{"held", "committed", "released", "expired"}},
+					"expires_at":     Object{"type": "string", "format": "date-time", "description": "When a held reservation expires, by its home's clock."},
+				}},
+				"OrderLine": {"type": "object", "required": []string{"sku", "qty", "reservation_id", "home"}, "properties": Object{
+					"sku":            idSchema("The sku."),
+					"qty":            Object{"type": "integer", "format": "int64"},
+					"reservation_id": idSchema("The committed reservation."),
+					"home":           Object{"type": "string"},
+				}},
+				"Order": {"type": "object", "required": []string{"order_id", "cart_id", "lines"}, "properties": Object{
+					"order_id": Object{"type": "string"},
+					"cart_id":  idSchema("The cart."),
+					"lines":    Object{"type": "array", "items": schemaRef("OrderLine")},
+				}},
+				"Cluster": {"type": "object", "description": "This region and each peer: connected, replication lag, pending deltas, version vector."},
+				"Health": {"type": "object", "required": []string{"status", "region"}, "properties": Object{
+					"status": Object{"type": "string", "enum": []string{"ok", "ready"}},
+					"region": Object{"type": "string"},
+				}},
+				"AddItemRequest": {"type": "object", "additionalProperties": false, "required": []string{"sku", "qty"}, "properties": Object{
+					"sku": idSchema("The sku to add."), "qty": intSchema(1, MaxQty, "Units to add."),
+				}},
+				"SetItemRequest": {"type": "object", "additionalProperties": false, "required": []string{"qty"}, "properties": Object{
+					"qty": intSchema(0, MaxQty, "The new quantity; 0 removes the sku."),
+				}},
+				"RestockRequest": {"type": "object", "additionalProperties": false, "required": []string{"qty"}, "properties": Object{
+					"qty": intSchema(1, MaxQty, "Units to add to stock."),
+				}},
+				"AdjustRequest": {"type": "object", "additionalProperties": false, "required": []string{"delta"}, "properties": Object{
+					"delta": Object{"type": "integer", "format": "int64", "minimum": -MaxAdjust, "maximum": MaxAdjust, "not": Object{"const": 0},
+						"description": "Nonzero change of stock; a negative one must leave available ≥ 0."},
+					"reason": Object{"type": "string", "maxLength": MaxReasonLen, "description": "Free text without control characters."},
+				}},
+				"ReserveRequest": {"type": "object", "additionalProperties": false, "required": []string{"sku", "qty"}, "properties": Object{
+					"sku":    idSchema("The sku to hold."),
+					"qty":    intSchema(1, MaxQty, "Units to hold."),
+					"ttl_ms": ttlSchema(),
+				}},
+				"CheckoutRequest": {"type": "object", "additionalProperties": false, "properties": Object{
+					"ttl_ms": ttlSchema(),
+				}, "description": "Optional: an empty body is the same as {}."},
+				"SkuAvailable": {"type": "object", "required": []string{"sku", "available"}, "properties": Object{
+					"sku": idSchema("A sku that could not be reserved."), "available": Object{"type": "integer", "format": "int64"},
+					"home": Object{"type": "string"},
+				}},
+				"Problem": {"type": "object", "required": []string{"type", "title", "status", "code"}, "properties": Object{
+					"type":      Object{"type": "string", "format": "uri", "description": ProblemTypePrefix + "CODE"},
+					"title":     Object{"type": "string"},
+					"status":    Object{"type": "integer"},
+					"detail":    Object{"type": "string"},
+					"code":      Object{"type": "string", "enum": problemCodes},
+					"field":     Object{"type": "string", "description": "The offending body field, path or query parameter, or header."},
+					"available": Object{"type": "integer", "format": "int64", "description": "On insufficient_stock for one sku."},
+					"lines":     Object{"type": "array", "items": schemaRef("SkuAvailable"), "description": "On a checkout's insufficient_stock."},
+				}},
+			},
+			Parameters: map[string]Object{
+				"CartID":        pathParam("cart_id", "The cart."),
+				"SKU":           pathParam("sku", "The sku."),
+				"ReservationID": pathParam("id", "The reservation."),
+				"Consistent": {"name": "consistent", "in": "query", "required": false,
+					"description": "true forwards the read to the sku's home region.",
+					"schema":      Object{"type": "string", "enum": []string{"true", "false"}, "default": "false"}},
+				"LatticeToken": {"name": HeaderToken, "in": "header", "required": false,
+					"description": "A causal token from an earlier response: the request is served once this region has applied what it covers.",
+					"schema":      Object{"type": "string"}},
+				"LatticeWait": {"name": HeaderWait, "in": "header", "required": false,
+					"description": "How long to wait for " + HeaderToken + ", in milliseconds.",
+					"schema":      Object{"type": "string", "pattern": "^[0-9]{1,5}$", "description": "0..10000, default 1000"}},
+				"IdempotencyKey": {"name": HeaderIdempotencyKey, "in": "header", "required": false,
+					"description": "A retry with the same key and request returns the first outcome and changes nothing.",
+					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxIdempotencyKeyLen, "pattern": "^[\\x20-\\x7e]+$"}},
+			},
+			Headers: map[string]Object{
+				"LatticeToken": {"description": "The causal token of everything the region had applied when it answered.",
+					"schema": Object{"type": "string"}},
+				"RetryAfter": {"description": "Seconds to wait before retrying.", "schema": Object{"type": "integer"}},
+				"Location":   {"description": "The URL of the new reservation.", "schema": Object{"type": "string"}},
+			},
+			Responses: map[string]Object{
+				"BadRequest": problemResponse("invalid_request (naming the field) or invalid_token."),
+				"NotFound":   problemResponse("not_found."),
+				"Conflict": problemResponse("insufficient_stock (with available, or lines on checkout), cart_empty, " +
+					"reservation_expired, reservation_released, reservation_committed or request_in_progress."),
+				"TooLarge":      problemResponse("body_too_large: the body is over 64 KiB."),
+				"Unprocessable": problemResponse("cart_full or idempotency_mismatch."),
+				"Internal":      problemResponse("internal."),
+				"Unavailable": withRetryAfter(problemResponse(
+					"home_unavailable, causal_timeout or unavailable, with Retry-After.")),
+			},
+		},
+	}
+}
+
+func ttlSchema() Object {
+	return intSchema(MinTTL.Milliseconds(), MaxTTL.Milliseconds(), "Time to live of the reservation in ms; default 600000 (10 min).")
+}
+
+// plain is an operation outside the causal-token protocol.
+func plain(id, summary string, schema Object) *Operation {
+	tag := "operations"
+	if strings.HasPrefix(id, "getOpenAPI") {
+		tag = "documentation"
+	}
+	return &Operation{OperationID: id, Summary: summary, Tags: []string{tag},
+		Responses: map[string]Object{"200": {"description": "OK", "content": jsonContent(schema)}}}
+}
+
+func withUnavailable(o *Operation) *Operation {
+	o.Responses["503"] = ref("responses", "Unavailable")
+	return o
+}
+
+func withLocation(o Object) Object {
+	o = maps.Clone(o)
+	o["headers"] = Object{HeaderToken: ref("headers", "LatticeToken"), "Location": ref("headers", "Location")}
+	return o
+}
+
+func withRetryAfter(o Object) Object {
+	o["headers"] = Object{"Retry-After": ref("headers", "RetryAfter")}
+	return o
+}

@@ -1,0 +1,427 @@
+package api
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+)
+
+const idRule = "1–128 characters of [A-Za-z0-9._:-]"
+
+// pathID returns the path parameter name, which must be a valid identifier
+// (crdt.ValidID).
+func pathID(c echo.Context, name string) (string, error) {
+	v := c.Param(name)
+	if c.Request().URL.RawPath != "" {
+		// echo matched the escaped path, so its parameters are escaped.
+		u, err := url.PathUnescape(v)
+		if err != nil {
+			return "", region.InvalidField(name, "path parameter %s must be %s", name, idRule)
+		}
+		v = u
+	}
+	if !crdt.ValidID(v) {
+		return "", region.InvalidField(name, "path parameter %s must be %s", name, idRule)
+	}
+	return v, nil
+}
+
+// checkQuery refuses every query parameter but the allowed ones, and any
+// parameter given more than once.
+func checkQuery(c echo.Context, allowed ...string) error {
+	for name, vals := range c.QueryParams() {
+		ok := false
+		for _, a := range allowed {
+			ok = ok || name == a
+		}
+		if !ok {
+			return region.InvalidField(name, "unknown query parameter %q", name)
+		}
+		if len(vals) != 1 {
+			return region.InvalidField(name, "query parameter %s given %d times", name, len(vals))
+		}
+	}
+	return nil
+}
+
+// queryBool parses an optional query parameter that is exactly true or
+// false.
+func queryBool(c echo.Context, name string) (bool, error) {
+	vals, ok := c.QueryParams()[name]
+	if !ok {
+		return false, nil
+	}
+	switch vals[0] {
+	case "true":
+		return true, nil
+	case "false":
+		return false, nil
+	}
+	return false, region.InvalidField(name, "query parameter %s must be true or false", name)
+}
+
+// parseWait reads Lattice-Wait: a decimal number of milliseconds
+// 0..MaxWait, DefaultWait when absent.
+func parseWait(hdr http.Header) (time.Duration, error) {
+	vals, ok := hdr[HeaderWait]
+	if !ok {
+		return DefaultWait, nil
+	}
+	bad := region.InvalidField(HeaderWait, "%s must be one decimal number of milliseconds 0..%d", HeaderWait, MaxWait.Milliseconds())
+	if len(vals) != 1 || vals[0] == "" || len(vals[0]) > 5 {
+		return 0, bad
+	}
+	for i := 0; i < len(vals[0]); i++ {
+		if vals[0][i] < '0' || vals[0][i] > '9' {
+			return 0, bad
+		}
+	}
+	ms, err := strconv.Atoi(vals[0])
+	if err != nil || time.Duration(ms)*time.Millisecond > MaxWait {
+		return 0, bad
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// idempotencyKey reads the Idempotency-Key header: absent (""), or 1 to
+// MaxIdempotencyKeyLen printable ASCII characters.
+func idempotencyKey(hdr http.Header) (string, error) {
+	vals, ok := hdr[HeaderIdempotencyKey]
+	if !ok {
+		return "", nil
+	}
+	bad := region.InvalidField(HeaderIdempotencyKey, "%s must be 1–%d printable ASCII characters", HeaderIdempotencyKey, MaxIdempotencyKeyLen)
+	if len(vals) != 1 {
+		return "", bad
+	}
+	k := vals[0]
+	if k == "" || len(k) > MaxIdempotencyKeyLen {
+		return "", bad
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x20 || k[i] > 0x7e {
+			return "", bad
+		}
+	}
+	return k, nil
+}
+
+// noIdempotencyKey refuses an Idempotency-Key on a route that does not
+// honour it, so that a client never believes a retry is safe when it is
+// not.
+func noIdempotencyKey(hdr http.Header) error {
+	if _, ok := hdr[HeaderIdempotencyKey]; ok {
+		return region.InvalidField(HeaderIdempotencyKey, "this route does not accept %s", HeaderIdempotencyKey)
+	}
+	return nil
+}
+
+// fingerprint identifies a request for idempotency: SHA-256 over the
+// method, the route pattern, each path parameter's name and value, and
+// the canonical JSON encoding of the decoded, defaulted body (its fields
+// in a fixed order, no whitespace), each part prefixed by its length as a
+// uvarint. Two requests that mean the same get the same fingerprint,
+// whatever their key order, whitespace or omitted defaults.
+func fingerprint(method, route string, params []string, body any) [32]byte {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	write := func(s []byte) {
+		h.Write(n[:binary.PutUvarint(n[:], uint64(len(s)))])
+		h.Write(s)
+	}
+	write([]byte(method))
+	write([]byte(route))
+	for _, p := range params {
+		write([]byte(p))
+	}
+	canon, err := json.Marshal(body)
+	if err != nil {
+		panic("api: encoding a request body: " + err.Error()) // bodies are plain structs
+	}
+	write(canon)
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// idem validates the Idempotency-Key of c and fingerprints the request.
+func idem(c echo.Context, params []string, body any) (region.Idem, error) {
+	key, err := idempotencyKey(c.Request().Header)
+	if err != nil {
+		return region.Idem{}, err
+	}
+	return region.Idem{Key: key, Fingerprint: fingerprint(c.Request().Method, routeLabel(c.Path()), params, body)}, nil
+}
+
+// readBody reads the request body, at most MaxBodyBytes of it.
+func readBody(c echo.Context) ([]byte, error) {
+	req := c.Request()
+	if req.ContentLength > MaxBodyBytes {
+		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, region.InvalidField("body", "reading the request body: %v", err)
+	}
+	return b, nil
+}
+
+// decodeBody reads the body into dst, a pointer to a struct of pointer
+// fields, strictly: exactly one JSON object, no repeated keys, no key that
+// is not exactly (case included) one of dst's JSON names, every value of
+// its field's type. An empty body is an error unless optional is set, in
+// which case dst is left as it is.
+func decodeBody(c echo.Context, dst any, optional bool) error {
+	b, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		if optional {
+			return nil
+		}
+		return region.InvalidField("body", "the request body must be a JSON object; it is empty")
+	}
+	keys, err := scanObject(b)
+	if err != nil {
+		return err
+	}
+	names := jsonNames(dst)
+	for _, k := range keys {
+		if !names[k] {
+			return region.InvalidField(k, "unknown field %q", k)
+		}
+	}
+	// The scan has checked the structure; the decoder checks the types
+	// (and, again, the field names).
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	return nil
+}
+
+// noBody accepts an empty body, or an empty JSON object, for a route that
+// takes none.
+func noBody(c echo.Context) error {
+	var none struct{}
+	return decodeBody(c, &none, true)
+}
+
+// scanObject checks that b holds exactly one JSON value, that it is an
+// object, and that no object in it repeats a key; it returns the keys of
+// the outer object.
+func scanObject(b []byte) ([]string, error) {
+	type frame struct {
+		object  bool
+		wantKey bool
+		keys    map[string]bool
+		path    string
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var (
+		stack   []*frame
+		top     []string
+		lastKey string
+	)
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
+	for first := true; first || len(stack) > 0; first = false {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, syntaxError(err)
+		}
+		if first && tok != json.Delim('{') {
+			return nil, region.InvalidField("body", "the request body must be a JSON object")
+		}
+		var cur *frame
+		if n := len(stack); n > 0 {
+			cur = stack[n-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				path := ""
+				if cur != nil {
+					path = cur.path
+					if cur.object {
+						path = joinPath(cur.path, lastKey)
+					}
+				}
+				stack = append(stack, &frame{object: t == '{', wantKey: true, keys: map[string]bool{}, path: path})
+			case '}', ']':
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		case string:
+			if cur != nil && cur.object && cur.wantKey {
+				if cur.keys[t] {
+					key := joinPath(cur.path, t)
+					return nil, region.InvalidField(key, "%s is given more than once", key)
+				}
+				cur.keys[t] = true
+				cur.wantKey = false
+				lastKey = t
+				if len(stack) == 1 {
+					top = append(top, t)
+				}
+				continue
+			}
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, region.InvalidField("body", "the request body must hold exactly one JSON value")
+	}
+	return top, nil
+}
+
+func syntaxError(err error) error {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return region.InvalidField("body", "malformed JSON in the request body at byte %d: %v", se.Offset, se)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return region.InvalidField("body", "malformed JSON in the request body: it ends early")
+	}
+	return region.InvalidField("body", "malformed JSON in the request body: %v", err)
+}
+
+// jsonNames returns the JSON names of the fields of the struct dst points
+// to.
+func jsonNames(dst any) map[string]bool {
+	t := reflect.TypeOf(dst).Elem()
+	names := make(map[string]bool, t.NumField())
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			names[name] = true
+		}
+	}
+	return names
+}
+
+// decodeError turns an encoding/json error into an invalid_request naming
+// the field.
+func decodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return region.InvalidField("body", "the request body must be a JSON object")
+		}
+		return region.InvalidField(te.Field, "%s must be %s, not %s", te.Field, describeType(te.Type), te.Value)
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		if f, err := strconv.Unquote(name); err == nil {
+			name = f
+		}
+		return region.InvalidField(name, "unknown field %q", name)
+	}
+	return syntaxError(err)
+}
+
+func describeType(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	}
+	return "a " + t.Kind().String()
+}
+
+func joinPath(parent, key string) string {
+	if parent == "" {
+		return key
+	}
+	return parent + "." + key
+}
+
+// The checks below each return an invalid_request naming field.
+
+func requireID(field string, v *string) (string, error) {
+	if v == nil {
+		return "", region.InvalidField(field, "%s is required", field)
+	}
+	if !crdt.ValidID(*v) {
+		return "", region.InvalidField(field, "%s must be %s", field, idRule)
+	}
+	return *v, nil
+}
+
+func requireInt(field string, v *int64, lo, hi int64) (int64, error) {
+	if v == nil {
+		return 0, region.InvalidField(field, "%s is required", field)
+	}
+	return intInRange(field, *v, lo, hi)
+}
+
+func intInRange(field string, v, lo, hi int64) (int64, error) {
+	if v < lo || v > hi {
+		return 0, region.InvalidField(field, "%s must be an integer in %d..%d, not %d", field, lo, hi, v)
+	}
+	return v, nil
+}
+
+// optionalTTL returns ttl_ms as a duration: DefaultTTL when nil, else
+// MinTTL..MaxTTL.
+func optionalTTL(v *int64) (time.Duration, error) {
+	if v == nil {
+		return DefaultTTL, nil
+	}
+	ms, err := intInRange("ttl_ms", *v, MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+	return time.Duration(ms) * time.Millisecond, err
+}
+
+func checkDelta(v *int64) (int64, error) {
+	if v == nil {
+		return 0, region.InvalidField("delta", "delta is required")
+	}
+	if *v == 0 || *v < -MaxAdjust || *v > MaxAdjust {
+		return 0, region.InvalidField("delta", "delta must be a nonzero integer in %d..%d, not %d", -MaxAdjust, MaxAdjust, *v)
+	}
+	return *v, nil
+}
+
+func checkReason(v *string) (string, error) {
+	if v == nil {
+		return "", nil
+	}
+	if n := utf8.RuneCountInString(*v); n > MaxReasonLen {
+		return "", region.InvalidField("reason", "reason must be at most %d characters, not %d", MaxReasonLen, n)
+	}
+	for _, r := range *v {
+		if r < 0x20 || r == 0x7f {
+			return "", region.InvalidField("reason", "reason must not hold control characters")
+		}
+	}
+	return *v, nil
+}
