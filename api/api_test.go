@@ -378,7 +378,7 @@ func TestBadInputs(t *testing.T) {
 		{"reserve qty over", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1000001}`}, "qty"},
 		{"reserve ttl low", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1,"ttl_ms":0}`}, "ttl_ms"},
 		{"reserve ttl high", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1,"ttl_ms":86400001}`}, "ttl_ms"},
-		{"reserve ttl null", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1,"ttl_ms":1.0}`}, "ttl_ms"},
+		{"reserve ttl fraction", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1,"ttl_ms":1.0}`}, "ttl_ms"},
 		{"reserve unknown", req{method: "POST", path: "/v1/reservations", body: `{"sku":"a","qty":1,"home":"eu-west"}`}, "home"},
 
 		// Headers.
