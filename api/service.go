@@ -52,3 +52,5 @@ type Service interface {
 	// Ready reports whether storage is open and serving.
 	Ready() bool
 }
+
+var _ Service = (*region.Node)(nil)

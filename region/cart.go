@@ -43,7 +43,7 @@ func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) 
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.write(func(tx *Tx, g *crdt.Group) error {
+	err := n.write([]string{prefixCart + id}, func(tx *Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, id)
 		if err != nil {
 			return err

@@ -99,6 +99,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 func (n *Node) plan(cartID string, ttl time.Duration, idem Idem) (*checkoutPlan, error) {
 	var plan *checkoutPlan
 	var empty bool
+	defer n.locks.lock(prefixCart + cartID)()
 	err := n.store.Update(func(tx *Tx) error {
 		c, err := loadCart(tx, cartID)
 		if err != nil {
@@ -221,7 +222,7 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 		}
 		return failure
 	}
-	err := n.write(func(tx *Tx, g *crdt.Group) error {
+	err := n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		if order != nil {
 			c, err := loadCart(tx, cartID)
 			if err != nil {

@@ -78,7 +78,7 @@ func (n *Node) ServeHome(_ context.Context, req *HomeRequest) *HomeResponse {
 	}
 	defer release()
 	var out *HomeResponse
-	werr := n.write(func(tx *Tx, g *crdt.Group) error {
+	werr := n.write(n.homeLockKeys(req), func(tx *Tx, g *crdt.Group) error {
 		now := n.clock.Now()
 		if req.IdemKey != "" {
 			rec, err := loadIdem(tx, req.IdemKey, now)
@@ -268,7 +268,7 @@ func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (
 	if avail := it.Stock.Value() - l.held(); req.Qty > avail {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
-	seq, err := n.nextReservationSeq(tx)
+	seq, err := n.nextReservationSeq()
 	if err != nil {
 		return nil, err
 	}
@@ -282,18 +282,44 @@ func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (
 
 const keyResSeq = "m/resseq"
 
-func (n *Node) nextReservationSeq(tx *Tx) (uint64, error) {
-	var seq uint64
-	if b, ok, err := tx.Get(keyResSeq); err != nil {
-		return 0, err
-	} else if ok {
-		if err := decodeInto(b, &seq); err != nil {
-			return 0, &CorruptError{Key: keyResSeq}
+// resSeqBlock is how many reservation numbers are reserved in the store
+// at a time; numbers reserved but unused before a restart are skipped.
+const resSeqBlock = 1024
+
+// nextReservationSeq hands out reservation numbers, unique across
+// restarts: the store holds a high-water mark that is raised, and made
+// durable, before any number above it is used.
+func (n *Node) nextReservationSeq() (uint64, error) {
+	n.resMu.Lock()
+	defer n.resMu.Unlock()
+	if n.resSeq >= n.resHWM {
+		hwm := n.resSeq + resSeqBlock
+		if err := n.store.Update(func(tx *Tx) error { tx.Set(keyResSeq, encode(hwm)); return nil }); err != nil {
+			return 0, err
 		}
+		n.resHWM = hwm
 	}
-	seq++
-	tx.Set(keyResSeq, encode(seq))
-	return seq, nil
+	n.resSeq++
+	return n.resSeq, nil
+}
+
+// homeLockKeys returns the keys a home request writes under: the item of
+// its sku (the item, its ledger and its reservations change together).
+func (n *Node) homeLockKeys(req *HomeRequest) []string {
+	if req.SKU != "" {
+		return []string{prefixItem + req.SKU}
+	}
+	var rec *ResRecord
+	_ = n.store.View(func(r Reader) error {
+		rec, _, _ = loadRes(r, req.ID)
+		return nil
+	})
+	if rec == nil {
+		// Unknown: the request writes at most its idempotency record,
+		// which the key's claim already guards.
+		return nil
+	}
+	return []string{prefixItem + rec.SKU}
 }
 
 func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
@@ -381,7 +407,7 @@ func (n *Node) ExpireDue() error {
 		return err
 	}
 	for _, sku := range due {
-		err := n.write(func(tx *Tx, g *crdt.Group) error {
+		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 			_, _, err := n.loadForDecision(tx, g, sku, now)
 			return err
 		})

@@ -197,7 +197,7 @@ func (n *Node) Restock(_ context.Context, sku string, qty int64) (Item, error) {
 
 func (n *Node) restock(sku string, qty int64) (Item, error) {
 	var view Item
-	err := n.write(func(tx *Tx, g *crdt.Group) error {
+	err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 		it, err := loadItem(tx, sku)
 		if err != nil {
 			return err

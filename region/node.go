@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +56,8 @@ type Options struct {
 	Metrics   *Metrics
 	Publisher Publisher
 	Forwarder Forwarder
+	// Peers returns the replication state of each peer for /v1/cluster.
+	Peers func() any
 	// ExpiryInterval is how often held reservations past their expiry are
 	// released in the background (they are also expired lazily on use).
 	ExpiryInterval time.Duration
@@ -79,8 +83,17 @@ type Node struct {
 	applied   crdt.Context
 	appliedCh chan struct{} // closed and replaced when applied grows
 
+	// txApplied is the applied context as the store's transactions see
+	// it; it is only touched inside the store's write lock.
+	txApplied crdt.Context
+	locks     keyLocks
+
 	imu      sync.Mutex
 	inflight map[string]struct{}
+
+	resMu  sync.Mutex
+	resSeq uint64 // last reservation number handed out
+	resHWM uint64 // reservation numbers up to this are reserved in the store
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -121,8 +134,19 @@ func NewNode(opts Options) (*Node, error) {
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
 	err := n.store.View(func(r Reader) error {
 		ctx, err := readApplied(r)
-		n.applied = ctx
-		return err
+		n.applied, n.txApplied = ctx, ctx.Clone()
+		if err != nil {
+			return err
+		}
+		if b, ok, err := r.Get(keyResSeq); err != nil {
+			return err
+		} else if ok {
+			if err := decodeInto(b, &n.resHWM); err != nil {
+				return &CorruptError{Key: keyResSeq}
+			}
+		}
+		n.resSeq = n.resHWM
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -172,27 +196,23 @@ func readApplied(r Reader) (crdt.Context, error) {
 	return crdt.DecodeContext(b)
 }
 
-// write runs fn in one store transaction. If fn reports that it made a
-// replicated change (a non-empty group), the transaction also records the
-// next region-level dot; once durable, the applied context is advanced and
-// the delta published.
-func (n *Node) write(fn func(tx *Tx, g *crdt.Group) error) error {
+// write runs fn as one store transaction while holding the locks of
+// keys, so no other writer touches them between fn's reads and the
+// commit. If fn reports a replicated change (a non-empty group), the
+// transaction also records the next region-level dot, allocated inside the
+// store's write lock so dots follow commit order; once durable, the applied
+// context is advanced and the delta published (persist before send).
+func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
+	defer n.locks.lock(keys...)()
 	var d Delta
-	err := n.store.Update(func(tx *Tx) error {
-		g := &crdt.Group{}
-		if err := fn(tx, g); err != nil {
-			return err
-		}
+	g := &crdt.Group{}
+	err := n.store.UpdateLocked(func(tx *Tx) error { return fn(tx, g) }, func(tx *Tx) error {
 		if g.Len() == 0 {
 			return nil
 		}
-		applied, err := readApplied(tx)
-		if err != nil {
-			return err
-		}
-		dot := applied.Next(n.name)
-		applied.Insert(dot)
-		tx.Set(keyApplied, crdt.EncodeContext(&applied))
+		dot := n.txApplied.Next(n.name)
+		n.txApplied.Insert(dot)
+		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 		d = Delta{Origin: n.name, Seq: dot.Counter, Group: g, At: n.clock.Now()}
 		return nil
 	})
@@ -270,7 +290,15 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 // anti-entropy repair) in one transaction and records the dots it carries
 // in the applied context. Joins are idempotent, so a duplicate is harmless.
 func (n *Node) ApplyRemote(dots []crdt.Dot, g *crdt.Group) error {
-	err := n.store.Update(func(tx *Tx) error {
+	keys := make([]string, 0, g.Len())
+	for id := range g.Carts {
+		keys = append(keys, prefixCart+id)
+	}
+	for sku := range g.Items {
+		keys = append(keys, prefixItem+sku)
+	}
+	defer n.locks.lock(keys...)()
+	err := n.store.UpdateLocked(func(tx *Tx) error {
 		for id, c := range g.Carts {
 			cur, err := loadCart(tx, id)
 			if err != nil && !errors.Is(err, ErrCorrupt) {
@@ -291,17 +319,18 @@ func (n *Node) ApplyRemote(dots []crdt.Dot, g *crdt.Group) error {
 				tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
 			}
 		}
+		if len(dots) > 0 {
+			tx.Set(keyApplied, nil) // placeholder: written under the lock
+		}
+		return nil
+	}, func(tx *Tx) error {
 		if len(dots) == 0 {
 			return nil
 		}
-		applied, err := readApplied(tx)
-		if err != nil {
-			return err
-		}
 		for _, d := range dots {
-			applied.Insert(d)
+			n.txApplied.Insert(d)
 		}
-		tx.Set(keyApplied, crdt.EncodeContext(&applied))
+		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 		return nil
 	})
 	if err != nil {
@@ -365,9 +394,70 @@ func loadItem(r Reader, sku string) (*crdt.Item, error) {
 	return it, nil
 }
 
+// keyLocks are striped per-key locks held by a write from its first read
+// to its commit.
+type keyLocks [256]sync.Mutex
+
+// lock locks the stripes of keys in a fixed order and returns the unlock.
+func (l *keyLocks) lock(keys ...string) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		h := fnv.New32a()
+		h.Write([]byte(k))
+		idx = append(idx, int(h.Sum32()%uint32(len(l))))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		l[i].Lock()
+	}
+	return func() {
+		for _, i := range idx {
+			l[i].Unlock()
+		}
+	}
+}
+
 func validateID(field, v string) error {
 	if !crdt.ValidID(v) {
 		return InvalidField(field, "%s must be 1-128 characters of [A-Za-z0-9._:-]", field)
 	}
 	return nil
+}
+
+// StoreStatus describes the region's store in /v1/cluster.
+type StoreStatus struct {
+	FileBytes   int64    `json:"file_bytes"`
+	LiveBytes   int64    `json:"live_bytes"`
+	Durability  string   `json:"durability"`
+	CorruptKeys []string `json:"corrupt_keys"`
+}
+
+// ClusterStatus is the body of GET /v1/cluster.
+type ClusterStatus struct {
+	Region        string            `json:"region"`
+	VersionVector map[string]uint64 `json:"version_vector"`
+	Store         StoreStatus       `json:"store"`
+	// Peers is each peer's replication state, from the replication layer.
+	Peers any `json:"peers"`
+}
+
+// Cluster returns this region's status; Options.Peers supplies the
+// peers' replication state.
+func (n *Node) Cluster() any {
+	applied := n.Applied()
+	vv := make(map[string]uint64, len(applied.VV))
+	for r, c := range applied.VV {
+		vv[string(r)] = c
+	}
+	file, live := n.store.Sizes()
+	corrupt := n.store.Corrupt()
+	slices.Sort(corrupt)
+	st := ClusterStatus{Region: string(n.name), VersionVector: vv,
+		Store: StoreStatus{FileBytes: file, LiveBytes: live, Durability: string(n.store.opts.Durability), CorruptKeys: corrupt},
+		Peers: []any{}}
+	if n.opts.Peers != nil {
+		st.Peers = n.opts.Peers()
+	}
+	return st
 }

@@ -288,22 +288,34 @@ func (s *Store) View(fn func(r Reader) error) error {
 	return s.db.View(func(tx *buntdb.Tx) error { return fn(reader{s, tx}) })
 }
 
-// Tx is one logical write. Reads see the transaction's own writes. Sets
-// are applied together when fn returns nil; a transaction either sets keys
-// or deletes exactly one key (a delete has no value to carry the
-// transaction id).
+// Tx is one logical write. Its reads see committed state plus the
+// transaction's own writes; its writes are staged and committed together as
+// one BuntDB transaction. fn runs outside BuntDB's write lock, so the caller
+// must keep other writers away from the keys it reads and writes (the node
+// holds per-key locks). A transaction either sets keys or deletes exactly
+// one key (a delete has no value to carry the transaction id).
 type Tx struct {
-	reader
+	s    *Store
 	sets map[string][]byte
 	del  string
 }
 
 // Get returns the value under key as this transaction sees it.
-func (t *Tx) Get(key string) ([]byte, bool, error) {
+func (t *Tx) Get(key string) (val []byte, ok bool, err error) {
 	if v, ok := t.sets[key]; ok {
 		return v, true, nil
 	}
-	return t.reader.Get(key)
+	err = t.s.View(func(r Reader) error {
+		val, ok, err = r.Get(key)
+		return err
+	})
+	return val, ok, err
+}
+
+// Ascend calls fn for every committed key with the prefix, in key order.
+// fn must not write to the store.
+func (t *Tx) Ascend(prefix string, fn func(key string, val []byte, err error) bool) error {
+	return t.s.View(func(r Reader) error { return r.Ascend(prefix, fn) })
 }
 
 // Set stages val under key.
@@ -317,21 +329,34 @@ func (t *Tx) Set(key string, val []byte) {
 // Delete stages the deletion of key; the transaction may set nothing else.
 func (t *Tx) Delete(key string) { t.del = key }
 
-// Update runs fn as one transaction. If fn returns an error nothing is
-// written. Otherwise the staged writes are committed as one BuntDB
-// transaction and, with DurabilityAlways, Update returns once an fsync
-// covers them.
-func (s *Store) Update(fn func(tx *Tx) error) error {
-	var wrote bool
-	var staged map[string][]byte
+// Writes reports whether the transaction staged anything.
+func (t *Tx) Writes() bool { return len(t.sets) > 0 || t.del != "" }
+
+// Update runs fn and commits what it staged as one transaction; if fn
+// returns an error nothing is written. With DurabilityAlways, Update
+// returns once an fsync covers the write.
+func (s *Store) Update(fn func(tx *Tx) error) error { return s.UpdateLocked(fn, nil) }
+
+// UpdateLocked is Update with a second function that runs inside BuntDB's
+// write lock, after fn and only if fn staged writes, where transactions are
+// serialised in commit order; it may stage more writes. The node uses it
+// to number its writes.
+func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
+	t := &Tx{s: s}
+	if err := fn(t); err != nil {
+		return err
+	}
+	if !t.Writes() {
+		return nil
+	}
+	if t.del != "" && len(t.sets) > 0 {
+		return errors.New("region: a transaction may not both delete and set keys")
+	}
 	err := s.db.Update(func(btx *buntdb.Tx) error {
-		t := &Tx{reader: reader{s, btx}}
-		if err := fn(t); err != nil {
-			return err
-		}
-		staged = t.sets
-		if t.del != "" && len(t.sets) > 0 {
-			return errors.New("region: a transaction may not both delete and set keys")
+		if locked != nil {
+			if err := locked(t); err != nil {
+				return err
+			}
 		}
 		if len(t.sets) > 0xffff {
 			return errors.New("region: transaction sets too many keys")
@@ -344,10 +369,6 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 				return err
 			}
 			s.live -= int64(len(t.del) + len(old))
-			wrote = err == nil
-			return nil
-		}
-		if len(t.sets) == 0 {
 			return nil
 		}
 		s.txid++
@@ -361,15 +382,14 @@ func (s *Store) Update(fn func(tx *Tx) error) error {
 			}
 			s.live += int64(len(k) + valueHeader + len(v))
 		}
-		wrote = true
 		return nil
 	})
-	if err != nil || !wrote {
+	if err != nil {
 		return err
 	}
-	if len(staged) > 0 {
+	if len(t.sets) > 0 {
 		s.corruptMu.Lock()
-		for k := range staged {
+		for k := range t.sets {
 			delete(s.corrupt, k) // a rewritten key is whole again
 		}
 		s.corruptMu.Unlock()

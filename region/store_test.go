@@ -74,6 +74,8 @@ func TestTornTransactionIsAllOrNothing(t *testing.T) {
 	n := openNode(t, dir, clock)
 	must[Item](t)(n.Restock(bg, "w", 10))
 	must[Cart](t)(n.AddItem(bg, "c", "w", 1))
+	must[Item](t)(n.Restock(bg, "other", 1))
+	must[Reservation](t)(n.Reserve(bg, "other", 1, time.Minute, Idem{})) // reserves a block of ids
 	before := fileSize(t, n.path)
 	r := must[Reservation](t)(n.Reserve(bg, "w", 3, time.Minute, fp("torn")))
 	n.close()
