@@ -1,0 +1,139 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"time"
+
+	"github.com/latticedb/lattice/sync/certs"
+)
+
+// Config configures a QUICTransport. Start from DefaultConfig and set
+// Region, Peers and Certs.
+type Config struct {
+	// Region is this region's name; Certs must be its bundle.
+	Region string
+	// Peers maps every other region's name to its QUIC (UDP) address,
+	// "host:port". The address is resolved at each dial.
+	Peers map[string]string
+	// Certs holds the cluster CA and this region's certificate.
+	Certs *certs.Bundle
+	// Logger receives the transport's logs; nil discards them.
+	Logger *slog.Logger
+
+	// MaxFrameSize bounds one message, request or response payload.
+	// A larger incoming frame closes its stream, unread.
+	MaxFrameSize int
+	// MaxQueuedMessages and MaxQueuedBytes bound the messages waiting to
+	// be written to one peer; Send fails with ErrQueueFull beyond them.
+	MaxQueuedMessages int
+	MaxQueuedBytes    int64
+
+	// CallTimeout bounds a Call whose context has no deadline, and an
+	// incoming call whose caller sent no timeout.
+	CallTimeout time.Duration
+	// WriteTimeout bounds the write of one message; a peer that stops
+	// reading for that long has its connection closed and redialled.
+	WriteTimeout time.Duration
+
+	// HandshakeTimeout bounds the QUIC handshake when no packet arrives
+	// (QUIC's handshake idle timeout; a dial is abandoned after twice
+	// this) and the wait for the peer to accept the message stream.
+	HandshakeTimeout time.Duration
+	// KeepAlivePeriod is how often an idle connection sends a packet, and
+	// MaxIdleTimeout how long a connection lives without hearing from the
+	// peer: together they bound how fast a partition or a dead peer is
+	// noticed.
+	KeepAlivePeriod time.Duration
+	MaxIdleTimeout  time.Duration
+	// ReconnectMin and ReconnectMax bound the exponential backoff between
+	// dials of a peer; each wait is drawn uniformly from [d/2, d].
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+
+	// MaxIncomingStreams bounds the streams (one message stream and the
+	// calls in progress) a peer may have open on its connection to us.
+	MaxIncomingStreams int64
+	// Flow-control windows: initial and maximum, per stream and per
+	// connection. They bound what a peer can make us buffer.
+	InitialStreamWindow     uint64
+	MaxStreamWindow         uint64
+	InitialConnectionWindow uint64
+	MaxConnectionWindow     uint64
+}
+
+// DefaultMaxFrameSize is the largest payload under DefaultConfig: 4 MiB.
+const DefaultMaxFrameSize = 4 << 20
+
+// DefaultConfig returns a configuration for regions a WAN apart: 4 MiB
+// frames, a partition noticed within 5 s (keep-alive every second), redials
+// backing off from 100 ms to 5 s.
+func DefaultConfig() Config {
+	return Config{
+		MaxFrameSize:            DefaultMaxFrameSize,
+		MaxQueuedMessages:       4096,
+		MaxQueuedBytes:          64 << 20,
+		CallTimeout:             10 * time.Second,
+		WriteTimeout:            30 * time.Second,
+		HandshakeTimeout:        3 * time.Second,
+		KeepAlivePeriod:         time.Second,
+		MaxIdleTimeout:          5 * time.Second,
+		ReconnectMin:            100 * time.Millisecond,
+		ReconnectMax:            5 * time.Second,
+		MaxIncomingStreams:      128,
+		InitialStreamWindow:     512 << 10,
+		MaxStreamWindow:         8 << 20,
+		InitialConnectionWindow: 1 << 20,
+		MaxConnectionWindow:     32 << 20,
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	if err := certs.ValidateRegionName(c.Region); err != nil {
+		return fmt.Errorf("transport: config: region: %w", err)
+	}
+	for name, addr := range c.Peers {
+		if err := certs.ValidateRegionName(name); err != nil {
+			return fmt.Errorf("transport: config: peer: %w", err)
+		}
+		if name == c.Region {
+			return fmt.Errorf("transport: config: region %s lists itself as a peer", name)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("transport: config: peer %s address %q: %w", name, addr, err)
+		}
+	}
+	if c.Certs == nil {
+		return errors.New("transport: config: no certificates")
+	}
+	if c.Certs.Region != c.Region {
+		return fmt.Errorf("transport: config: certificate names region %s, not %s", c.Certs.Region, c.Region)
+	}
+	type check struct {
+		ok   bool
+		what string
+	}
+	for _, ck := range []check{
+		{c.MaxFrameSize > 0 && c.MaxFrameSize <= math.MaxUint32 && c.MaxFrameSize <= 1<<30, "MaxFrameSize must be in 1..1 GiB"},
+		{c.MaxQueuedMessages > 0, "MaxQueuedMessages must be positive"},
+		{c.MaxQueuedBytes >= int64(c.MaxFrameSize), "MaxQueuedBytes must be at least MaxFrameSize"},
+		{c.CallTimeout > 0, "CallTimeout must be positive"},
+		{c.WriteTimeout > 0, "WriteTimeout must be positive"},
+		{c.HandshakeTimeout > 0, "HandshakeTimeout must be positive"},
+		{c.KeepAlivePeriod > 0, "KeepAlivePeriod must be positive"},
+		{c.MaxIdleTimeout > c.KeepAlivePeriod, "MaxIdleTimeout must exceed KeepAlivePeriod"},
+		{c.ReconnectMin > 0 && c.ReconnectMax >= c.ReconnectMin, "need 0 < ReconnectMin ≤ ReconnectMax"},
+		{c.MaxIncomingStreams > 0, "MaxIncomingStreams must be positive"},
+		{c.InitialStreamWindow > 0 && c.MaxStreamWindow >= c.InitialStreamWindow, "need 0 < InitialStreamWindow ≤ MaxStreamWindow"},
+		{c.InitialConnectionWindow > 0 && c.MaxConnectionWindow >= c.InitialConnectionWindow, "need 0 < InitialConnectionWindow ≤ MaxConnectionWindow"},
+	} {
+		if !ck.ok {
+			return errors.New("transport: config: " + ck.what)
+		}
+	}
+	return nil
+}

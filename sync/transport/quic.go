@@ -1,0 +1,769 @@
+package transport
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/latticedb/lattice/sync/certs"
+)
+
+// Application error codes, on streams and connections.
+const (
+	codeNone          = 0x0
+	codeFrameTooLarge = 0x10
+	codeProtocol      = 0x11
+	codeCanceled      = 0x12
+	codeUnknownPeer   = 0x13
+	codeSuperseded    = 0x14
+	codeWriteFailed   = 0x15
+	codeShutdown      = 0x16
+)
+
+// callGrace is added to the timeout a caller sends, so that the callee's
+// context outlives the caller's: the caller decides when a call has timed
+// out.
+const callGrace = 100 * time.Millisecond
+
+// QUICTransport is the Transport between regions over QUIC.
+//
+// Each region dials every peer and keeps one connection to it, redialled
+// with exponential backoff and jitter whenever it breaks; it sends its
+// messages and calls on that connection only, and receives the peer's on
+// the connection the peer dialled. Two regions therefore hold two
+// connections, one per direction, and dialling each other at the same
+// moment needs no tie-break. A peer is Connected once our connection to it
+// is up and the peer has accepted our message stream, which it does only
+// after checking our certificate.
+//
+// Every connection is mutual TLS 1.3 with the cluster CA (sync/certs), ALPN
+// lattice-repl/1, no session resumption and no 0-RTT. A connection whose
+// certificate names a region other than the one dialled, or a region that
+// is not a configured peer, is refused during the handshake, and logged.
+//
+// The stateless reset key is derived from the region's private key, so a
+// region that restarts on the same address resets the connections its peers
+// still hold to its previous run, and they redial at once instead of waiting
+// for the idle timeout.
+type QUICTransport struct {
+	cfg     Config
+	h       Handler
+	obs     PeerObserver
+	log     *slog.Logger
+	pc      net.PacketConn
+	tr      *quic.Transport
+	ln      *quic.Listener
+	dialCfg *quic.Config
+	peers   map[string]*quicPeer // fixed at construction
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	incoming map[string]*quic.Conn // the connection each peer dialled to us
+	closed   bool
+}
+
+var (
+	_ Transport      = (*QUICTransport)(nil)
+	_ StatusReporter = (*QUICTransport)(nil)
+)
+
+type quicPeer struct {
+	name string
+	addr string
+
+	queue       chan []byte
+	queuedBytes atomic.Int64
+
+	// deliver serialises OnMessage calls for the peer, should two of its
+	// connections overlap while it reconnects.
+	deliver sync.Mutex
+
+	mu        sync.Mutex
+	conn      *quic.Conn // nil while not connected
+	since     time.Time
+	connects  uint64
+	lastError string
+
+	sentMsgs, sentBytes atomic.Uint64
+	recvMsgs, recvBytes atomic.Uint64
+	dropped             atomic.Uint64
+}
+
+func (p *quicPeer) current() *quic.Conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conn
+}
+
+// attempt follows one incoming connection attempt, to log it if it is
+// refused.
+type attempt struct {
+	remote   net.Addr
+	accepted atomic.Bool
+}
+
+type attemptKey struct{}
+
+// NewQUIC starts a transport on pc: it listens for peers' connections and
+// dials every peer. The transport owns pc from then on and closes it in
+// Close. Incoming messages and calls go to h, which also gets peer events
+// if it implements PeerObserver.
+func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, errors.New("transport: nil handler")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("region", cfg.Region)
+	resetKey, err := statelessResetKey(cfg.Certs)
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &QUICTransport{
+		cfg:      cfg,
+		h:        h,
+		log:      log,
+		pc:       pc,
+		peers:    make(map[string]*quicPeer, len(cfg.Peers)),
+		ctx:      ctx,
+		cancel:   cancel,
+		incoming: make(map[string]*quic.Conn),
+	}
+	t.obs, _ = h.(PeerObserver)
+	for name, addr := range cfg.Peers {
+		t.peers[name] = &quicPeer{name: name, addr: addr, queue: make(chan []byte, cfg.MaxQueuedMessages)}
+	}
+
+	base := quic.Config{
+		HandshakeIdleTimeout:           cfg.HandshakeTimeout,
+		MaxIdleTimeout:                 cfg.MaxIdleTimeout,
+		KeepAlivePeriod:                cfg.KeepAlivePeriod,
+		InitialStreamReceiveWindow:     cfg.InitialStreamWindow,
+		MaxStreamReceiveWindow:         cfg.MaxStreamWindow,
+		InitialConnectionReceiveWindow: cfg.InitialConnectionWindow,
+		MaxConnectionReceiveWindow:     cfg.MaxConnectionWindow,
+		MaxIncomingUniStreams:          -1,
+		Allow0RTT:                      false,
+	}
+	listenCfg := base
+	listenCfg.MaxIncomingStreams = cfg.MaxIncomingStreams
+	dialCfg := base
+	dialCfg.MaxIncomingStreams = -1 // peers never open streams on our connection
+	t.dialCfg = &dialCfg
+
+	t.tr = &quic.Transport{
+		Conn:              pc,
+		StatelessResetKey: resetKey,
+		ConnContext:       t.connContext,
+	}
+	ln, err := t.tr.Listen(t.serverTLS(), &listenCfg)
+	if err != nil {
+		cancel()
+		t.tr.Close()
+		return nil, fmt.Errorf("transport: listen: %w", err)
+	}
+	t.ln = ln
+	t.log.Info("transport: listening", "addr", pc.LocalAddr().String(), "peers", len(t.peers))
+
+	t.wg.Add(1)
+	go t.acceptLoop()
+	for _, p := range t.peers {
+		t.wg.Add(1)
+		go t.dialLoop(p)
+	}
+	return t, nil
+}
+
+// statelessResetKey derives the QUIC stateless reset key from the region's
+// private key: secret, and the same across restarts.
+func statelessResetKey(b *certs.Bundle) (*quic.StatelessResetKey, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(b.Cert.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("transport: private key: %w", err)
+	}
+	k, err := hkdf.Key(sha256.New, der, nil, "lattice quic stateless reset", 32)
+	if err != nil {
+		return nil, fmt.Errorf("transport: %w", err)
+	}
+	var key quic.StatelessResetKey
+	copy(key[:], k)
+	return &key, nil
+}
+
+// serverTLS is the bundle's server configuration, also refusing a client
+// whose certificate names a region that is not a peer.
+func (t *QUICTransport) serverTLS() *tls.Config {
+	c := t.cfg.Certs.ServerTLS()
+	base := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if err := base(cs); err != nil {
+			return err
+		}
+		region, err := certs.PeerRegion(cs)
+		if err != nil {
+			return err
+		}
+		if _, ok := t.peers[region]; !ok {
+			return fmt.Errorf("transport: region %s is not a peer of %s", region, t.cfg.Region)
+		}
+		return nil
+	}
+	return c
+}
+
+// connContext tags each incoming connection attempt so that a refusal
+// (a failed handshake) is logged with its cause.
+func (t *QUICTransport) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	a := &attempt{remote: info.RemoteAddr}
+	ctx = context.WithValue(ctx, attemptKey{}, a)
+	context.AfterFunc(ctx, func() {
+		if !a.accepted.Load() && t.ctx.Err() == nil {
+			t.log.Warn("transport: refused incoming connection", "remote", a.remote.String(), "err", context.Cause(ctx))
+		}
+	})
+	return ctx, nil
+}
+
+// Send implements Transport.
+func (t *QUICTransport) Send(peer string, payload []byte) error {
+	p, ok := t.peers[peer]
+	if !ok {
+		return peerErr("send", peer, ErrUnknownPeer)
+	}
+	if t.ctx.Err() != nil {
+		return peerErr("send", peer, ErrClosed)
+	}
+	if len(payload) > t.cfg.MaxFrameSize {
+		return peerErr("send", peer, fmt.Errorf("%w: %d bytes, max %d", ErrFrameTooLarge, len(payload), t.cfg.MaxFrameSize))
+	}
+	if p.current() == nil {
+		return peerErr("send", peer, ErrNotConnected)
+	}
+	n := int64(len(payload))
+	if p.queuedBytes.Add(n) > t.cfg.MaxQueuedBytes {
+		p.queuedBytes.Add(-n)
+		p.dropped.Add(1)
+		return peerErr("send", peer, ErrQueueFull)
+	}
+	select {
+	case p.queue <- slices.Clone(payload):
+		return nil
+	default:
+		p.queuedBytes.Add(-n)
+		p.dropped.Add(1)
+		return peerErr("send", peer, ErrQueueFull)
+	}
+}
+
+// Call implements Transport.
+func (t *QUICTransport) Call(ctx context.Context, peer string, payload []byte) ([]byte, error) {
+	p, ok := t.peers[peer]
+	if !ok {
+		return nil, peerErr("call", peer, ErrUnknownPeer)
+	}
+	if t.ctx.Err() != nil {
+		return nil, peerErr("call", peer, ErrClosed)
+	}
+	if len(payload) > t.cfg.MaxFrameSize {
+		return nil, peerErr("call", peer, fmt.Errorf("%w: %d bytes, max %d", ErrFrameTooLarge, len(payload), t.cfg.MaxFrameSize))
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t.cfg.CallTimeout)
+		defer cancel()
+	}
+	conn := p.current()
+	if conn == nil {
+		return nil, peerErr("call", peer, ErrNotConnected)
+	}
+	resp, err := t.call(ctx, conn, payload)
+	if err != nil {
+		return nil, peerErr("call", peer, err)
+	}
+	return resp, nil
+}
+
+func (t *QUICTransport) call(ctx context.Context, conn *quic.Conn, payload []byte) ([]byte, error) {
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	// Ending ctx aborts both directions of the stream, which unblocks any
+	// read or write below and tells the callee to give up.
+	stop := context.AfterFunc(ctx, func() {
+		s.CancelRead(codeCanceled)
+		s.CancelWrite(codeCanceled)
+	})
+	defer stop()
+
+	deadline, _ := ctx.Deadline()
+	ms := (time.Until(deadline) + time.Millisecond - 1).Milliseconds() // rounded up
+	ms = max(1, min(ms, int64(^uint32(0))))
+	var hdr [5]byte
+	hdr[0] = kindCall
+	binary.BigEndian.PutUint32(hdr[1:], uint32(ms))
+	if _, err := s.Write(hdr[:]); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if err := writeFrame(s, payload, t.cfg.MaxFrameSize); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	if err := s.Close(); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	var status [1]byte
+	if _, err := io.ReadFull(s, status[:]); err != nil {
+		return nil, ctxErr(ctx, err)
+	}
+	body, err := readFrame(s, t.cfg.MaxFrameSize)
+	if err != nil {
+		if errors.Is(err, ErrFrameTooLarge) {
+			s.CancelRead(codeFrameTooLarge)
+		}
+		return nil, ctxErr(ctx, err)
+	}
+	switch status[0] {
+	case statusOK:
+		return body, nil
+	case statusError:
+		// A callee that gave up because our deadline passed answers
+		// with its context's error; report ours.
+		return nil, ctxErr(ctx, &RemoteError{Peer: connRegion(conn), Msg: string(body)})
+	default:
+		return nil, fmt.Errorf("transport: bad call status %d", status[0])
+	}
+}
+
+func connRegion(conn *quic.Conn) string {
+	r, _ := certs.PeerRegion(conn.ConnectionState().TLS)
+	return r
+}
+
+// Connected implements Transport.
+func (t *QUICTransport) Connected(peer string) bool {
+	p, ok := t.peers[peer]
+	return ok && p.current() != nil
+}
+
+// Peers implements StatusReporter.
+func (t *QUICTransport) Peers() []PeerStatus {
+	out := make([]PeerStatus, 0, len(t.peers))
+	for _, p := range t.peers {
+		p.mu.Lock()
+		st := PeerStatus{
+			Peer:             p.name,
+			Addr:             p.addr,
+			Connected:        p.conn != nil,
+			Since:            p.since,
+			Connects:         p.connects,
+			LastError:        p.lastError,
+			SentMessages:     p.sentMsgs.Load(),
+			SentBytes:        p.sentBytes.Load(),
+			ReceivedMessages: p.recvMsgs.Load(),
+			ReceivedBytes:    p.recvBytes.Load(),
+			DroppedMessages:  p.dropped.Load(),
+			Queued:           len(p.queue),
+		}
+		if p.conn != nil {
+			st.RTT = p.conn.ConnectionStats().SmoothedRTT
+		}
+		p.mu.Unlock()
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b PeerStatus) int {
+		switch {
+		case a.Peer < b.Peer:
+			return -1
+		case a.Peer > b.Peer:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Addr returns the local address the transport listens on.
+func (t *QUICTransport) Addr() net.Addr { return t.pc.LocalAddr() }
+
+// Close implements Transport. It closes every connection with a
+// CONNECTION_CLOSE, so peers notice at once, waits for the handler calls
+// in progress to return (their contexts are cancelled), then closes the
+// socket.
+func (t *QUICTransport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	in := make([]*quic.Conn, 0, len(t.incoming))
+	for _, c := range t.incoming {
+		in = append(in, c)
+	}
+	t.mu.Unlock()
+
+	t.cancel()
+	for _, p := range t.peers {
+		if c := p.current(); c != nil {
+			c.CloseWithError(codeShutdown, "shutdown")
+		}
+	}
+	for _, c := range in {
+		c.CloseWithError(codeShutdown, "shutdown")
+	}
+	t.ln.Close()
+	t.wg.Wait()
+	err := t.tr.Close()
+	if cerr := t.pc.Close(); err == nil && !errors.Is(cerr, net.ErrClosed) {
+		err = cerr
+	}
+	t.log.Info("transport: closed")
+	return err
+}
+
+// dialLoop keeps a connection to p until the transport closes.
+func (t *QUICTransport) dialLoop(p *quicPeer) {
+	defer t.wg.Done()
+	backoff := t.cfg.ReconnectMin
+	var lastErr string
+	for t.ctx.Err() == nil {
+		conn, s, err := t.dial(p)
+		if err != nil {
+			if t.ctx.Err() != nil {
+				return
+			}
+			msg := err.Error()
+			p.mu.Lock()
+			p.lastError = msg
+			p.mu.Unlock()
+			if msg != lastErr {
+				t.log.Warn("transport: dial failed", "peer", p.name, "addr", p.addr, "err", err)
+				lastErr = msg
+			} else {
+				t.log.Debug("transport: dial failed", "peer", p.name, "addr", p.addr, "err", err)
+			}
+			wait := backoff/2 + rand.N(backoff/2+1)
+			backoff = min(2*backoff, t.cfg.ReconnectMax)
+			select {
+			case <-time.After(wait):
+			case <-t.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = t.cfg.ReconnectMin
+		lastErr = ""
+		t.serveOutbound(p, conn, s)
+	}
+}
+
+// dial connects to p and opens the message stream, returning once p has
+// accepted it.
+func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
+	ctx, cancel := context.WithTimeout(t.ctx, 2*t.cfg.HandshakeTimeout)
+	defer cancel()
+	addr, err := net.ResolveUDPAddr("udp", p.addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := t.tr.Dial(ctx, addr, t.cfg.Certs.ClientTLS(p.name), t.dialCfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (*quic.Conn, *quic.Stream, error) {
+		conn.CloseWithError(codeProtocol, "message stream refused")
+		return nil, nil, err
+	}
+	// ClientTLS has checked the certificate names p; check once more
+	// here, where a mismatch would misroute traffic.
+	if got := connRegion(conn); got != p.name {
+		return fail(fmt.Errorf("transport: %s answered as region %q", p.addr, got))
+	}
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := s.Write([]byte{kindMessages}); err != nil {
+		return fail(err)
+	}
+	// The peer checks our certificate only after our side of the TLS
+	// handshake is done; its acknowledgement tells us it took us.
+	s.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	var ack [1]byte
+	if _, err := io.ReadFull(s, ack[:]); err != nil {
+		return fail(fmt.Errorf("transport: no acknowledgement of the message stream: %w", err))
+	}
+	if ack[0] != ackMessages {
+		return fail(fmt.Errorf("transport: bad acknowledgement %q", ack[0]))
+	}
+	s.SetReadDeadline(time.Time{})
+	return conn, s, nil
+}
+
+// serveOutbound writes p's queued messages to s until conn breaks.
+func (t *QUICTransport) serveOutbound(p *quicPeer, conn *quic.Conn, s *quic.Stream) {
+	p.mu.Lock()
+	p.conn = conn
+	p.since = time.Now()
+	p.connects++
+	p.mu.Unlock()
+	t.log.Info("transport: connected", "peer", p.name, "addr", conn.RemoteAddr().String())
+	if t.obs != nil {
+		t.obs.OnPeer(p.name, true)
+	}
+
+	ctx := conn.Context()
+	var why error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			why = context.Cause(ctx)
+			break loop
+		case <-t.ctx.Done():
+			// Close may have missed a connection made as it ran.
+			conn.CloseWithError(codeShutdown, "shutdown")
+			why = ErrClosed
+			break loop
+		case msg := <-p.queue:
+			p.queuedBytes.Add(-int64(len(msg)))
+			s.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+			if err := writeFrame(s, msg, t.cfg.MaxFrameSize); err != nil {
+				p.dropped.Add(1)
+				why = err
+				conn.CloseWithError(codeWriteFailed, "message write failed")
+				break loop
+			}
+			p.sentMsgs.Add(1)
+			p.sentBytes.Add(uint64(len(msg)))
+		}
+	}
+
+	p.mu.Lock()
+	p.conn = nil
+	p.since = time.Now()
+	if why != nil {
+		p.lastError = why.Error()
+	}
+	p.mu.Unlock()
+	// What was queued for the broken connection is lost.
+	for {
+		select {
+		case msg := <-p.queue:
+			p.queuedBytes.Add(-int64(len(msg)))
+			p.dropped.Add(1)
+			continue
+		default:
+		}
+		break
+	}
+	if t.ctx.Err() == nil {
+		t.log.Warn("transport: disconnected", "peer", p.name, "err", why)
+	}
+	if t.obs != nil {
+		t.obs.OnPeer(p.name, false)
+	}
+}
+
+// acceptLoop takes the connections peers dial to us.
+func (t *QUICTransport) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		conn, err := t.ln.Accept(t.ctx)
+		if err != nil {
+			if t.ctx.Err() == nil {
+				t.log.Error("transport: accept", "err", err)
+			}
+			return
+		}
+		if a, ok := conn.Context().Value(attemptKey{}).(*attempt); ok {
+			a.accepted.Store(true)
+		}
+		t.wg.Add(1)
+		go t.serveInbound(conn)
+	}
+}
+
+// serveInbound serves the streams a peer opens on the connection it
+// dialled to us.
+func (t *QUICTransport) serveInbound(conn *quic.Conn) {
+	defer t.wg.Done()
+	region, err := certs.PeerRegion(conn.ConnectionState().TLS)
+	if err == nil {
+		if _, ok := t.peers[region]; !ok {
+			err = fmt.Errorf("transport: region %s is not a peer", region)
+		}
+	}
+	if err != nil {
+		// The TLS configuration refuses such a peer already; this is a
+		// second line.
+		t.log.Warn("transport: refused incoming connection", "remote", conn.RemoteAddr().String(), "err", err)
+		conn.CloseWithError(codeUnknownPeer, "unknown region")
+		return
+	}
+
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		conn.CloseWithError(codeShutdown, "shutdown")
+		return
+	}
+	old := t.incoming[region]
+	t.incoming[region] = conn
+	t.mu.Unlock()
+	if old != nil {
+		// The peer dialled again: it has given up on the old connection.
+		go old.CloseWithError(codeSuperseded, "superseded by a new connection")
+	}
+	t.log.Debug("transport: accepted", "peer", region, "remote", conn.RemoteAddr().String())
+
+	var streams sync.WaitGroup
+	for {
+		s, err := conn.AcceptStream(conn.Context())
+		if err != nil {
+			break
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			t.serveStream(conn, region, s)
+		}()
+	}
+	streams.Wait()
+
+	t.mu.Lock()
+	if t.incoming[region] == conn {
+		delete(t.incoming, region)
+	}
+	t.mu.Unlock()
+}
+
+// serveStream serves one stream opened by peer region.
+func (t *QUICTransport) serveStream(conn *quic.Conn, region string, s *quic.Stream) {
+	s.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	var kind [1]byte
+	if _, err := io.ReadFull(s, kind[:]); err != nil {
+		t.abort(s, codeProtocol, region, "stream without a kind", err)
+		return
+	}
+	switch kind[0] {
+	case kindMessages:
+		s.SetReadDeadline(time.Time{})
+		t.serveMessages(conn, region, s)
+	case kindCall:
+		t.serveCall(conn, region, s)
+	default:
+		t.abort(s, codeProtocol, region, "unknown stream kind", fmt.Errorf("transport: kind byte %#x", kind[0]))
+	}
+}
+
+// abort closes both directions of s with code and logs why.
+func (t *QUICTransport) abort(s *quic.Stream, code quic.StreamErrorCode, region, what string, err error) {
+	s.CancelRead(code)
+	s.CancelWrite(code)
+	t.log.Warn("transport: "+what, "peer", region, "stream", int64(s.StreamID()), "err", err)
+}
+
+func (t *QUICTransport) serveMessages(conn *quic.Conn, region string, s *quic.Stream) {
+	if _, err := s.Write([]byte{ackMessages}); err != nil {
+		t.abort(s, codeProtocol, region, "message stream", err)
+		return
+	}
+	p := t.peers[region]
+	for {
+		msg, err := readFrame(s, t.cfg.MaxFrameSize)
+		if err != nil {
+			switch {
+			case errors.Is(err, ErrFrameTooLarge):
+				t.abort(s, codeFrameTooLarge, region, "message refused", err)
+			case errors.Is(err, io.EOF), conn.Context().Err() != nil:
+				s.CancelWrite(codeNone)
+			default:
+				t.abort(s, codeProtocol, region, "message stream broken", err)
+			}
+			return
+		}
+		p.recvMsgs.Add(1)
+		p.recvBytes.Add(uint64(len(msg)))
+		p.deliver.Lock()
+		t.h.OnMessage(region, msg)
+		p.deliver.Unlock()
+	}
+}
+
+func (t *QUICTransport) serveCall(conn *quic.Conn, region string, s *quic.Stream) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(s, hdr[:]); err != nil {
+		t.abort(s, codeProtocol, region, "call without a timeout", err)
+		return
+	}
+	timeout := time.Duration(binary.BigEndian.Uint32(hdr[:])) * time.Millisecond
+	if timeout <= 0 || timeout > t.cfg.CallTimeout {
+		timeout = t.cfg.CallTimeout
+	}
+	// The caller aborting the stream is what ends the call; the timeout it
+	// sent, plus a grace for the trip here, is the backstop for a caller
+	// cut off by a partition.
+	timeout += callGrace
+	s.SetReadDeadline(time.Now().Add(timeout))
+	req, err := readFrame(s, t.cfg.MaxFrameSize)
+	if err != nil {
+		code := quic.StreamErrorCode(codeProtocol)
+		if errors.Is(err, ErrFrameTooLarge) {
+			code = codeFrameTooLarge
+		}
+		t.abort(s, code, region, "call refused", err)
+		return
+	}
+	s.SetReadDeadline(time.Time{})
+
+	// The call ends with the caller's deadline, when the caller aborts the
+	// stream (which cancels s.Context()), or when the connection closes.
+	ctx, cancel := context.WithTimeout(conn.Context(), timeout)
+	defer cancel()
+	stop := context.AfterFunc(s.Context(), cancel)
+	defer stop()
+
+	resp, herr := t.h.OnCall(ctx, region, req)
+	status := statusOK
+	if herr != nil {
+		status, resp = statusError, []byte(herr.Error())
+	}
+	if len(resp) > t.cfg.MaxFrameSize {
+		status, resp = statusError, fmt.Appendf(nil, "transport: response of %d bytes exceeds the %d-byte frame limit", len(resp), t.cfg.MaxFrameSize)
+	}
+	s.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+	if _, err := s.Write([]byte{status}); err == nil {
+		err = writeFrame(s, resp, t.cfg.MaxFrameSize)
+		if err == nil {
+			s.Close()
+			return
+		}
+	}
+	s.CancelWrite(codeCanceled)
+}
