@@ -1,13 +1,198 @@
 // Command lattice runs Lattice regions, a local three-region cluster, the
-// certificate generator and the benchmark.
+// certificate generator and the benchmark (SPEC §7).
+//
+// Usage:
+//
+//	lattice serve --config FILE --region NAME [--log-level LEVEL] [--log-format text|json]
+//	lattice certs --dir DIR [--cluster NAME] [--force] REGION...
+//	lattice dev [flags]
+//	lattice bench [flags]
+//	lattice help [COMMAND]
+//
+// Exit status: 0 on success, 1 when a command fails, 2 for a usage error
+// (an unknown command, a bad flag, a missing argument).
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 )
 
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitFail  = 1
+	exitUsage = 2
+)
+
+// command is one subcommand: run gets the arguments after its name.
+type command struct {
+	name    string
+	args    string
+	summary string
+	run     func(ctx context.Context, io cmdIO, args []string) int
+}
+
+// cmdIO is where a command writes.
+type cmdIO struct {
+	stdout, stderr io.Writer
+}
+
+// commands lists the subcommands in the order usage shows them.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"serve", "--config FILE --region NAME", "run one region of the cluster a config file describes", runServe},
+		{"dev", "[flags]", "run a local three-region cluster in one process", runDev},
+		{"certs", "--dir DIR [--cluster NAME] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
+		{"bench", "[flags]", "run the benchmark", runBench},
+		{"help", "[COMMAND]", "show this help, or a command's flags", runHelp},
+	}
+}
+
 func main() {
-	fmt.Fprintln(os.Stderr, "lattice: commands dev, serve, certs and bench are not built yet")
-	os.Exit(2)
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run runs the command line args (without the program name) and returns
+// the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cio := cmdIO{stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		usage(stderr)
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	}
+	cmd, ok := lookup(args[0])
+	if !ok {
+		fmt.Fprintf(stderr, "lattice: unknown command %q\n\n", args[0])
+		usage(stderr)
+		return exitUsage
+	}
+	return cmd.run(ctx, cio, args[1:])
+}
+
+func lookup(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "lattice runs Lattice, a multi-region replicated cart and inventory service.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Usage:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  lattice %s %s\n", c.name, c.args)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Commands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, `Run "lattice help COMMAND" or "lattice COMMAND -h" for a command's flags.`)
+}
+
+func runHelp(ctx context.Context, cio cmdIO, args []string) int {
+	switch len(args) {
+	case 0:
+		usage(cio.stdout)
+		return exitOK
+	case 1:
+		if args[0] == "help" {
+			usage(cio.stdout)
+			return exitOK
+		}
+		cmd, ok := lookup(args[0])
+		if !ok {
+			fmt.Fprintf(cio.stderr, "lattice help: unknown command %q\n\n", args[0])
+			usage(cio.stderr)
+			return exitUsage
+		}
+		return cmd.run(ctx, cmdIO{stdout: cio.stdout, stderr: cio.stdout}, []string{"-h"})
+	default:
+		fmt.Fprintln(cio.stderr, "lattice help: at most one command")
+		return exitUsage
+	}
+}
+
+// newFlagSet returns a flag set for a command that reports errors itself
+// and prints its usage to cio.stderr.
+func newFlagSet(cio cmdIO, cmd command) *flag.FlagSet {
+	fs := flag.NewFlagSet("lattice "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(cio.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: lattice %s %s\n\n%s.\n\nFlags:\n", cmd.name, cmd.args, upperFirst(cmd.summary))
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// parseFlags parses args with flags and positional arguments in any
+// order (a "--" ends the flags) and returns the positional ones. A
+// returned flag.ErrHelp means -h was asked for; any other error has been
+// reported by fs.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// flagStatus is the exit status for a parseFlags error.
+func flagStatus(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	return exitUsage
+}
+
+func runDev(_ context.Context, cio cmdIO, args []string) int {
+	return notBuilt(cio, "dev", args)
+}
+
+func runBench(_ context.Context, cio cmdIO, args []string) int {
+	return notBuilt(cio, "bench", args)
+}
+
+func notBuilt(cio cmdIO, name string, args []string) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		cmd, _ := lookup(name)
+		fmt.Fprintf(cio.stdout, "Usage: lattice %s %s\n\n%s (not built yet).\n", cmd.name, cmd.args, upperFirst(cmd.summary))
+		return exitOK
+	}
+	fmt.Fprintf(cio.stderr, "lattice %s: not built yet\n", name)
+	return exitUsage
 }

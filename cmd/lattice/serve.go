@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/server"
+)
+
+// runServe runs one region until SIGINT or SIGTERM (or ctx ends), then
+// stops it gracefully. A second signal during the shutdown kills the
+// process.
+func runServe(ctx context.Context, cio cmdIO, args []string) int {
+	cmd, _ := lookup("serve")
+	fs := newFlagSet(cio, cmd)
+	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	name := fs.String("region", "", "`NAME` of the region to run, one of the config's regions")
+	level := fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	format := fs.String("log-format", "text", "log `FORMAT` on stderr: text or json")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return flagStatus(err)
+	}
+	switch {
+	case len(pos) > 0:
+		fmt.Fprintf(cio.stderr, "lattice serve: unexpected argument %q\n", pos[0])
+		return exitUsage
+	case *cfgPath == "":
+		fmt.Fprintln(cio.stderr, "lattice serve: --config is required")
+		return exitUsage
+	case *name == "":
+		fmt.Fprintln(cio.stderr, "lattice serve: --region is required")
+		return exitUsage
+	}
+	log, err := newLogger(cio.stderr, *level, *format)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "lattice serve: %v\n", err)
+		return exitUsage
+	}
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		printLines(cio.stderr, "lattice serve: ", err)
+		return exitFail
+	}
+	if _, ok := cfg.Region(*name); !ok {
+		fmt.Fprintf(cio.stderr, "lattice serve: region %q is not in %s (regions: %s)\n",
+			*name, *cfgPath, strings.Join(cfg.RegionNames(), ", "))
+		return exitFail
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv, err := server.Start(ctx, cfg, *name, server.Options{Logger: log})
+	if err != nil {
+		log.Error("cannot start region", "err", err)
+		return exitFail
+	}
+	status := exitOK
+	select {
+	case <-ctx.Done():
+		log.Info("stopping", "cause", context.Cause(ctx))
+	case <-srv.Done():
+		log.Error("API server failed", "err", srv.Err())
+		status = exitFail
+	}
+	stop() // a second signal now kills the process
+	if err := srv.Close(); err != nil {
+		log.Error("shutdown", "err", err)
+		status = exitFail
+	}
+	return status
+}
+
+// newLogger returns a slog logger writing to w at the given level and
+// format.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// printLines prints err one line at a time, each with prefix (a config
+// error lists every problem on a line of its own).
+func printLines(w io.Writer, prefix string, err error) {
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		fmt.Fprintf(w, "%s%s\n", prefix, line)
+	}
+}

@@ -1,0 +1,414 @@
+// Package server assembles one Lattice region process: its BuntDB store,
+// its region.Node, its HTTP API (SPEC §6), its metrics registry and logger,
+// and the seam where cross-region replication attaches.
+//
+// `lattice serve` runs one Server; `lattice dev` and `lattice bench` run
+// several in one process, so a Server keeps nothing global: each has its
+// own prometheus.Registry (unless it is given a shared one; every metric
+// carries a region label), a logger whose records name the region, and its
+// own listener.
+//
+// Until replication is attached (Options.Replication), a region of a
+// multi-region cluster serves everything local and answers a request that
+// needs another region (a reservation, commit, release, negative
+// adjustment or consistent read of a sku homed elsewhere, and a checkout
+// of such a sku) with 503 home_unavailable.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/latticedb/lattice/api"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/sync/certs"
+)
+
+// DataFile is the name of a region's BuntDB file inside its directory
+// (config.Config.RegionDir).
+const DataFile = "data.db"
+
+// DefaultShutdownTimeout bounds how long Close lets requests in flight
+// finish before it closes their connections.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Listener, when set, is where the API is served instead of a new
+	// listener on the region's api address; the Server owns it from Start
+	// on and closes it. Tests pass a listener on 127.0.0.1:0.
+	Listener net.Listener
+	// Logger receives the region's records, each with region=NAME.
+	// Defaults to slog.Default().
+	Logger *slog.Logger
+	// Registry receives the region's metrics (storage, ledger, HTTP,
+	// replication), each labelled region=NAME, and is what GET /metrics
+	// serves. When nil, the Server makes a registry of its own holding
+	// also the Go runtime and process collectors. Several regions may
+	// share one registry.
+	Registry *prometheus.Registry
+	// Clock is the node's clock (reservation expiry). Defaults to the
+	// wall clock.
+	Clock region.Clock
+	// ExpiryInterval is how often the node expires held reservations in
+	// the background; 0 means the node's default.
+	ExpiryInterval time.Duration
+	// RequestTimeout is the deadline of one API operation; 0 means
+	// api.DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds the graceful part of Close; 0 means
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Replication, when set, attaches cross-region replication: it is
+	// where the replication layer plugs in. Start loads the region's TLS
+	// bundle from the config's tls_dir, calls Replication with a
+	// ReplicationEnv before it makes the node, gives the node the
+	// Replication as its Publisher and Forwarder and its Peers for
+	// /v1/cluster, and calls its Start with the node before the API
+	// serves. When nil, the region replicates nothing and forwards
+	// nothing (see the package documentation).
+	Replication NewReplication
+}
+
+// NewReplication builds the replication of one region from env. It must
+// not start any I/O that needs the node: that is Replication.Start's job.
+type NewReplication func(env ReplicationEnv) (Replication, error)
+
+// ReplicationEnv is what a region's replication is built from.
+type ReplicationEnv struct {
+	// Config is the cluster's configuration (regions, peer addresses,
+	// emulated WAN); it must not be modified.
+	Config *config.Config
+	// Region is this region's name.
+	Region string
+	// PeerAddr is the UDP address this region's QUIC endpoint listens on
+	// (the region's peer key in the config); the other regions' addresses
+	// are in Config.Peers(Region).
+	PeerAddr string
+	// TLS is this region's certificate and the cluster CA, loaded from
+	// the config's tls_dir, for mutual TLS between regions.
+	TLS *certs.Bundle
+	// Logger names the region in every record.
+	Logger *slog.Logger
+	// Registerer registers replication metrics; what it registers is
+	// labelled region=Region and served by the region's /metrics.
+	Registerer prometheus.Registerer
+}
+
+// Replication is cross-region replication attached to one region: it
+// sends the region's durable deltas to its peers, applies theirs, and
+// carries requests to a sku's home region.
+//
+// The Server calls, in this order: the NewReplication function; Publish,
+// possibly, from the node's background work before Start; Start once; Close
+// once, after the API has stopped and before the node closes. Publish and
+// Forward may be called concurrently and must be harmless (dropped or
+// refused) after Close.
+type Replication interface {
+	// Publish receives every local delta once it is durable (persist
+	// before send). It must not block.
+	region.Publisher
+	// Forward carries a home request to another region; an unreachable
+	// home is a *region.Error with code home_unavailable.
+	region.Forwarder
+	// Peers returns each peer's state (connected, replication lag,
+	// pending deltas, version vector) for GET /v1/cluster; it must encode
+	// as JSON.
+	Peers() any
+	// Start begins replicating node: it listens on the peer address,
+	// dials the peers, applies received deltas with node.ApplyRemote and
+	// answers forwarded home requests with node.ServeHome. ctx bounds
+	// only the start itself.
+	Start(ctx context.Context, node *region.Node) error
+	// Close stops replication and releases its sockets.
+	Close() error
+}
+
+// PeerStatus is a peer's entry in /v1/cluster while no replication is
+// attached: the peer is known from the config and never connected.
+type PeerStatus struct {
+	Region    string `json:"region"`
+	Peer      string `json:"peer"`
+	Connected bool   `json:"connected"`
+}
+
+// Server is one running region: store, node, API and, when attached,
+// replication.
+type Server struct {
+	cfg  *config.Config
+	name string
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	// metrics records what the region registered with reg, so that Close
+	// unregisters it and a shared registry can hold the region again.
+	metrics *recorder
+	store   *region.Store
+	node    *region.Node
+	repl    Replication
+	http    *http.Server
+	ln      net.Listener
+	active  sync.WaitGroup // requests being served
+
+	shutdownTimeout time.Duration
+
+	done     chan struct{} // closed when the HTTP server has stopped
+	serveMu  sync.Mutex
+	serveErr error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens region name of the cluster cfg describes and serves its
+// API: it opens the store at cfg.RegionDir(name)/data.db with
+// cfg.Durability, attaches replication when opts.Replication is set,
+// makes the node (a sku's home is cfg.Home) and serves HTTP on the
+// region's api address or opts.Listener. ctx bounds the start only; stop
+// the Server with Close.
+func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (s *Server, err error) {
+	if cfg == nil {
+		return nil, errors.New("server: no config")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rc, ok := cfg.Region(name)
+	if !ok {
+		return nil, fmt.Errorf("server: region %q is not in the config (regions: %v)", name, cfg.RegionNames())
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	s = &Server{cfg: cfg, name: name, log: opts.Logger.With("region", name), reg: opts.Registry,
+		ln: opts.Listener, shutdownTimeout: opts.ShutdownTimeout, done: make(chan struct{})}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s.metrics = &recorder{r: s.reg}
+	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"region": name}, s.metrics)
+
+	// Undo what was opened if a later step fails.
+	defer func() {
+		if err != nil {
+			s.release()
+		}
+	}()
+
+	metrics := region.NewMetrics(labelled)
+	path := filepath.Join(cfg.RegionDir(name), DataFile)
+	s.store, err = region.OpenStore(path, region.StoreOptions{
+		Durability: region.Durability(cfg.Durability),
+		Logger:     s.log,
+		Metrics:    metrics,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
+
+	nopts := region.Options{
+		Name:           name,
+		Home:           cfg.Home,
+		Store:          s.store,
+		Clock:          opts.Clock,
+		Logger:         s.log,
+		Metrics:        metrics,
+		ExpiryInterval: opts.ExpiryInterval,
+		Peers:          s.unattachedPeers,
+	}
+	if opts.Replication != nil {
+		bundle, err := certs.Load(cfg.TLSDir, name)
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		}
+		s.repl, err = opts.Replication(ReplicationEnv{Config: cfg, Region: name, PeerAddr: rc.Peer,
+			TLS: bundle, Logger: s.log, Registerer: labelled})
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s: replication: %w", name, err)
+		}
+		nopts.Publisher, nopts.Forwarder, nopts.Peers = s.repl, s.repl, s.repl.Peers
+	} else if peers := cfg.Peers(name); len(peers) > 0 {
+		s.log.Warn("no replication attached: this region replicates nothing, and requests that need another home region answer 503 home_unavailable",
+			"peers", len(peers))
+	}
+	s.node, err = region.NewNode(nopts)
+	if err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
+	if s.repl != nil {
+		if err := s.repl.Start(ctx, s.node); err != nil {
+			return nil, fmt.Errorf("server: region %s: start replication: %w", name, err)
+		}
+	}
+
+	if s.ln == nil {
+		var lc net.ListenConfig
+		if s.ln, err = lc.Listen(ctx, "tcp", rc.API); err != nil {
+			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		}
+	}
+	h := api.New(s.node, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout})
+	s.http = api.NewServer(s.ln.Addr().String(), s.track(h))
+	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	go s.serve()
+	s.log.Info("region serving", "api", s.Addr().String(), "data", path,
+		"durability", string(cfg.Durability), "replication", s.repl != nil)
+	return s, nil
+}
+
+// track counts the requests being served, so that Close can wait for the
+// last of them before it closes the store under them.
+func (s *Server) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.active.Add(1)
+		defer s.active.Done()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) serve() {
+	defer close(s.done)
+	err := s.http.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return
+	}
+	s.log.Error("API server stopped", "err", err)
+	s.serveMu.Lock()
+	s.serveErr = fmt.Errorf("server: region %s: serve: %w", s.name, err)
+	s.serveMu.Unlock()
+}
+
+func (s *Server) unattachedPeers() any {
+	peers := s.cfg.Peers(s.name)
+	out := make([]PeerStatus, len(peers))
+	for i, p := range peers {
+		out[i] = PeerStatus{Region: p.Name, Peer: p.Peer}
+	}
+	return out
+}
+
+// Region returns the region's name.
+func (s *Server) Region() string { return s.name }
+
+// Addr returns the address the API listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// URL returns the base URL of the API, for example http://127.0.0.1:7101.
+func (s *Server) URL() string { return "http://" + s.Addr().String() }
+
+// Node returns the region's node.
+func (s *Server) Node() *region.Node { return s.node }
+
+// Registry returns the registry the region's /metrics serves.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Done is closed when the API server has stopped: after Close, or when
+// serving failed (see Err).
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err returns why the API server stopped on its own, or nil.
+func (s *Server) Err() error {
+	s.serveMu.Lock()
+	defer s.serveMu.Unlock()
+	return s.serveErr
+}
+
+// Close stops the region gracefully: the API stops accepting connections
+// and lets requests in flight finish (for at most the shutdown timeout,
+// after which their connections are closed), then replication, the node
+// and the store close. Every acknowledged write is already durable. Close
+// is safe to call more than once; later calls return the first's result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
+		defer cancel()
+		var errs []error
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.log.Warn("requests still running at the shutdown deadline; closing their connections", "err", err)
+			if err := s.http.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("server: region %s: %w", s.name, err))
+			}
+		}
+		<-s.done
+		s.active.Wait()
+		errs = append(errs, s.release())
+		s.closeErr = errors.Join(errs...)
+		s.log.Info("region stopped")
+	})
+	return s.closeErr
+}
+
+// release closes replication, the node and the store, whichever are open.
+func (s *Server) release() error {
+	var errs []error
+	if s.repl != nil {
+		if err := s.repl.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("server: region %s: close replication: %w", s.name, err))
+		}
+	}
+	if s.node != nil {
+		s.node.Close()
+	}
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("server: region %s: close store: %w", s.name, err))
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.unregisterAll()
+	}
+	if s.http == nil && s.ln != nil {
+		s.ln.Close() // Start failed after it was given or made the listener
+	}
+	return errors.Join(errs...)
+}
+
+// recorder is a Registerer that remembers what it registered.
+type recorder struct {
+	r  prometheus.Registerer
+	mu sync.Mutex
+	cs []prometheus.Collector
+}
+
+func (r *recorder) Register(c prometheus.Collector) error {
+	if err := r.r.Register(c); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.cs = append(r.cs, c)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		if err := r.Register(c); err != nil {
+			panic(err)
+		}
+	}
+}
+
+func (r *recorder) Unregister(c prometheus.Collector) bool { return r.r.Unregister(c) }
+
+func (r *recorder) unregisterAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cs {
+		r.r.Unregister(c)
+	}
+	r.cs = nil
+}
