@@ -496,6 +496,12 @@ func TestQUICReconnectAfterRestart(t *testing.T) {
 	if ev := m.rec["us-east"].peerEvents("eu-west"); !slices.Equal(ev, []bool{true, false, true}) {
 		t.Fatalf("peer events %v", ev)
 	}
+	// The new connection made a full handshake: no resumption, no 0-RTT.
+	if conn := m.tr["us-east"].peers["eu-west"].current(); conn == nil {
+		t.Fatal("no connection")
+	} else if cs := conn.ConnectionState(); cs.TLS.DidResume || cs.Used0RTT || len(cs.TLS.VerifiedChains) == 0 {
+		t.Fatalf("reconnection resumed=%v 0-RTT=%v verified chains=%d", cs.TLS.DidResume, cs.Used0RTT, len(cs.TLS.VerifiedChains))
+	}
 }
 
 // TestQUICReconnectAfterCrash kills a region without a goodbye (its socket
