@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -152,13 +153,14 @@ type Server struct {
 	reg  *prometheus.Registry
 	// metrics records what the region registered with reg, so that Close
 	// unregisters it and a shared registry can hold the region again.
-	metrics *recorder
-	store   *region.Store
-	node    *region.Node
-	repl    Replication
-	http    *http.Server
-	ln      net.Listener
-	active  sync.WaitGroup // requests being served
+	metrics  *recorder
+	store    *region.Store
+	node     *region.Node
+	repl     Replication
+	http     *http.Server
+	ln       net.Listener
+	active   sync.WaitGroup // requests being served
+	inflight atomic.Int64   // how many
 
 	shutdownTimeout time.Duration
 
@@ -176,7 +178,7 @@ type Server struct {
 // makes the node (a sku's home is cfg.Home) and serves HTTP on the
 // region's api address or opts.Listener. ctx bounds the start only; stop
 // the Server with Close.
-func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (s *Server, err error) {
+func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (_ *Server, err error) {
 	if cfg == nil {
 		return nil, errors.New("server: no config")
 	}
@@ -193,7 +195,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	s = &Server{cfg: cfg, name: name, log: opts.Logger.With("region", name), reg: opts.Registry,
+	s := &Server{cfg: cfg, name: name, log: opts.Logger.With("region", name), reg: opts.Registry,
 		ln: opts.Listener, shutdownTimeout: opts.ShutdownTimeout, done: make(chan struct{})}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
@@ -275,7 +277,11 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 func (s *Server) track(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.active.Add(1)
-		defer s.active.Done()
+		s.inflight.Add(1)
+		defer func() {
+			s.inflight.Add(-1)
+			s.active.Done()
+		}()
 		h.ServeHTTP(w, r)
 	})
 }
