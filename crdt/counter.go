@@ -144,3 +144,8 @@ func (it *Item) Brings(delta *Item) bool {
 
 // Clone returns a deep copy of it.
 func (it *Item) Clone() *Item { return &Item{Stock: it.Stock.Clone(), Held: it.Held} }
+
+// Empty reports whether it holds no stock operation and no held value.
+func (it *Item) Empty() bool {
+	return len(it.Stock.P) == 0 && len(it.Stock.N) == 0 && it.Held.Version == 0
+}

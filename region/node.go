@@ -58,6 +58,9 @@ type Options struct {
 	Forwarder Forwarder
 	// Peers returns the replication state of each peer for /v1/cluster.
 	Peers func() any
+	// DigestBuckets is the number of anti-entropy digest buckets; every
+	// region of a cluster must use the same (default DefaultDigestBuckets).
+	DigestBuckets int
 	// ExpiryInterval is how often held reservations past their expiry are
 	// released in the background (they are also expired lazily on use).
 	ExpiryInterval time.Duration
@@ -87,6 +90,7 @@ type Node struct {
 	// it; it is only touched inside the store's write lock.
 	txApplied crdt.Context
 	locks     keyLocks
+	dg        *digest
 
 	imu      sync.Mutex
 	inflight map[string]struct{}
@@ -126,6 +130,9 @@ func NewNode(opts Options) (*Node, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = opts.Store.metrics
 	}
+	if opts.DigestBuckets == 0 {
+		opts.DigestBuckets = DefaultDigestBuckets
+	}
 	if opts.ExpiryInterval == 0 {
 		opts.ExpiryInterval = 500 * time.Millisecond
 	}
@@ -149,6 +156,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := n.buildDigest(); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
@@ -208,11 +218,15 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 	g := &crdt.Group{}
 	err := n.store.UpdateLocked(func(tx *Tx) error { return fn(tx, g) }, func(tx *Tx) error {
 		if g.Len() == 0 {
+			n.commitDigest(tx, nil)
 			return nil
 		}
 		dot := n.txApplied.Next(n.name)
 		n.txApplied.Insert(dot)
 		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+		var c crdt.Context
+		c.Insert(dot)
+		n.commitDigest(tx, &c)
 		d = Delta{Origin: n.name, Seq: dot.Counter, Group: g, At: n.clock.Now()}
 		return nil
 	})
@@ -220,7 +234,9 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 		return n.storeErr(err)
 	}
 	if d.Group != nil {
-		n.noteApplied(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		var c crdt.Context
+		c.Insert(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		n.noteApplied(&c)
 		if n.opts.Publisher != nil {
 			n.opts.Publisher.Publish(d)
 		}
@@ -240,11 +256,9 @@ func (n *Node) storeErr(err error) error {
 	return err
 }
 
-func (n *Node) noteApplied(dots ...crdt.Dot) {
+func (n *Node) noteApplied(dots *crdt.Context) {
 	n.amu.Lock()
-	for _, d := range dots {
-		n.applied.Insert(d)
-	}
+	n.applied.Join(dots)
 	close(n.appliedCh)
 	n.appliedCh = make(chan struct{})
 	n.amu.Unlock()
@@ -289,7 +303,13 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 // ApplyRemote joins a delta-group made by another region (or an
 // anti-entropy repair) in one transaction and records the dots it carries
 // in the applied context. Joins are idempotent, so a duplicate is harmless.
-func (n *Node) ApplyRemote(dots []crdt.Dot, g *crdt.Group) error {
+func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
+	if dots == nil {
+		dots = &crdt.Context{}
+	}
+	if g == nil {
+		g = &crdt.Group{}
+	}
 	keys := make([]string, 0, g.Len())
 	for id := range g.Carts {
 		keys = append(keys, prefixCart+id)
@@ -319,24 +339,22 @@ func (n *Node) ApplyRemote(dots []crdt.Dot, g *crdt.Group) error {
 				tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
 			}
 		}
-		if len(dots) > 0 {
+		if !dots.Empty() {
 			tx.Set(keyApplied, nil) // placeholder: written under the lock
 		}
 		return nil
 	}, func(tx *Tx) error {
-		if len(dots) == 0 {
-			return nil
+		if !dots.Empty() {
+			n.txApplied.Join(dots)
+			tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 		}
-		for _, d := range dots {
-			n.txApplied.Insert(d)
-		}
-		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+		n.commitDigest(tx, dots)
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	n.noteApplied(dots...)
+	n.noteApplied(dots)
 	return nil
 }
 
@@ -346,16 +364,20 @@ func (n *Node) ReadObjects(carts, items []string) (*crdt.Group, error) {
 	g := &crdt.Group{}
 	err := n.store.View(func(r Reader) error {
 		for _, id := range carts {
-			if c, err := loadCart(r, id); err == nil && !c.Empty() {
+			c, err := loadCart(r, id)
+			switch {
+			case err == nil && !c.Empty():
 				g.AddCart(id, c)
-			} else if err != nil && !errors.Is(err, ErrCorrupt) {
+			case err != nil && !errors.Is(err, ErrCorrupt):
 				return err
 			}
 		}
 		for _, sku := range items {
-			if it, err := loadItem(r, sku); err == nil {
+			it, err := loadItem(r, sku)
+			switch {
+			case err == nil && !it.Empty():
 				g.AddItem(sku, it)
-			} else if !errors.Is(err, ErrCorrupt) {
+			case err != nil && !errors.Is(err, ErrCorrupt):
 				return err
 			}
 		}

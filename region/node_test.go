@@ -360,7 +360,9 @@ func TestCheckoutKeepsConcurrentAdds(t *testing.T) {
 	// eu-west's concurrent add arrives before the checkout finishes.
 	var remote crdt.Cart
 	d := remote.Add("eu-west", "a", 4)
-	if err := n.ApplyRemote([]crdt.Dot{{Replica: "eu-west", Counter: 1}}, &crdt.Group{Carts: map[string]*crdt.Cart{"c": d}}); err != nil {
+	var dots crdt.Context
+	dots.Insert(crdt.Dot{Replica: "eu-west", Counter: 1})
+	if err := n.ApplyRemote(&dots, &crdt.Group{Carts: map[string]*crdt.Cart{"c": d}}); err != nil {
 		t.Fatal(err)
 	}
 	o, err := n.runCheckout(bg, "c", plan, Idem{})
@@ -420,11 +422,7 @@ func TestCausalToken(t *testing.T) {
 		defer cancel()
 		done <- n.WaitToken(ctx, crdt.FormatToken(&future))
 	}()
-	var dots []crdt.Dot
-	for i := uint64(1); i <= 3; i++ {
-		dots = append(dots, crdt.Dot{Replica: "eu-west", Counter: i})
-	}
-	if err := n.ApplyRemote(dots, &crdt.Group{}); err != nil {
+	if err := n.ApplyRemote(&future, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -1,0 +1,130 @@
+package region
+
+import (
+	"maps"
+	"strings"
+	"sync"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+// DefaultDigestBuckets is the number of anti-entropy digest buckets.
+const DefaultDigestBuckets = 1024
+
+// digest is the anti-entropy summary of the replicated key space (carts and
+// items), kept up to date inside the store's write lock together with the
+// applied context, so a snapshot of both is consistent.
+type digest struct {
+	mu      sync.Mutex
+	buckets []uint64
+	keys    []map[string]uint64 // per bucket: key → state hash
+	applied crdt.Context
+}
+
+func newDigest(n int) *digest {
+	d := &digest{buckets: make([]uint64, n), keys: make([]map[string]uint64, n)}
+	for i := range d.keys {
+		d.keys[i] = make(map[string]uint64)
+	}
+	return d
+}
+
+func replicated(key string) bool {
+	return strings.HasPrefix(key, prefixCart) || strings.HasPrefix(key, prefixItem)
+}
+
+// set records the new state of key; the caller holds d.mu.
+func (d *digest) set(key string, state []byte) {
+	b := protocol.BucketOf(key, len(d.buckets))
+	h := protocol.HashState(key, state)
+	if old, ok := d.keys[b][key]; ok {
+		d.buckets[b] ^= old
+	}
+	d.keys[b][key] = h
+	d.buckets[b] ^= h
+}
+
+// remove forgets key (its stored state is damaged); the caller holds d.mu.
+func (d *digest) remove(key string) {
+	b := protocol.BucketOf(key, len(d.buckets))
+	if old, ok := d.keys[b][key]; ok {
+		d.buckets[b] ^= old
+		delete(d.keys[b], key)
+	}
+}
+
+// commit is run inside the store's write lock for every transaction of the
+// node: it updates the digest and the applied context together.
+func (n *Node) commitDigest(tx *Tx, dots *crdt.Context) {
+	n.dg.mu.Lock()
+	defer n.dg.mu.Unlock()
+	for k, v := range tx.sets {
+		if replicated(k) {
+			n.dg.set(k, v)
+		}
+	}
+	if dots != nil {
+		n.dg.applied.Join(dots)
+	}
+}
+
+// Snapshot implements protocol.Storage.
+func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*protocol.Snapshot, error) {
+	n.dg.mu.Lock()
+	defer n.dg.mu.Unlock()
+	s := &protocol.Snapshot{Buckets: append([]uint64(nil), n.dg.buckets...), Applied: n.dg.applied.Clone(), Keys: map[string]uint64{}}
+	if choose != nil {
+		for _, b := range choose(s.Buckets) {
+			if int(b) < len(n.dg.keys) {
+				maps.Copy(s.Keys, n.dg.keys[b])
+			}
+		}
+	}
+	return s, nil
+}
+
+// Read implements protocol.Storage.
+func (n *Node) Read(keys []string) (*crdt.Group, error) {
+	var carts, items []string
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, prefixCart); ok {
+			carts = append(carts, id)
+		} else if sku, ok := strings.CutPrefix(k, prefixItem); ok {
+			items = append(items, sku)
+		}
+	}
+	return n.ReadObjects(carts, items)
+}
+
+var _ protocol.Storage = (*Node)(nil)
+
+// buildDigest computes the digest from the store at start-up.
+func (n *Node) buildDigest() error {
+	n.dg = newDigest(n.opts.DigestBuckets)
+	n.dg.applied = n.applied.Clone()
+	return n.store.View(func(r Reader) error {
+		for _, prefix := range []string{prefixCart, prefixItem} {
+			err := r.Ascend(prefix, func(k string, v []byte, err error) bool {
+				if err != nil {
+					return true // damaged: left out, so a peer's state repairs it
+				}
+				if prefix == prefixCart {
+					if _, err := crdt.DecodeCart(v); err != nil {
+						n.store.markCorrupt(k)
+						return true
+					}
+				} else if _, err := crdt.DecodeItem(v); err != nil {
+					n.store.markCorrupt(k)
+					return true
+				}
+				n.dg.set(k, v)
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,241 @@
+package protocol
+
+import (
+	"slices"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// startAE opens an anti-entropy round with pr: our digest and applied
+// context, from one snapshot.
+func (p *Protocol) startAE(pr *peer) {
+	snap, err := p.st.Snapshot(nil)
+	if err != nil {
+		p.err = err
+		return
+	}
+	p.round++
+	pr.ae = &aeRound{round: p.round, started: p.now, myApplied: snap.Applied}
+	pr.aeCount++
+	p.send(pr, &Message{Kind: KindDigest, Round: p.round, Buckets: snap.Buckets, Applied: crdt.EncodeContext(&snap.Applied)})
+}
+
+// onDigest answers a round: the buckets that differ (as many as fit), our
+// key hashes in them and our applied context, from one snapshot.
+func (p *Protocol) onDigest(pr *peer, m *Message) {
+	final := true
+	snap, err := p.st.Snapshot(func(mine []uint64) []uint32 {
+		var diff []uint32
+		for i := range mine {
+			if mine[i] != m.Buckets[i] {
+				diff = append(diff, uint32(i))
+			}
+		}
+		return diff
+	})
+	if err != nil {
+		p.err = err
+		return
+	}
+	var diff []uint32
+	for i := range snap.Buckets {
+		if snap.Buckets[i] != m.Buckets[i] {
+			diff = append(diff, uint32(i))
+		}
+	}
+	// Keep whole buckets while the key hashes fit in one round.
+	byBucket := make(map[uint32][]KeyHash)
+	for k, h := range snap.Keys {
+		b := bucketOf(k, len(snap.Buckets))
+		byBucket[b] = append(byBucket[b], KeyHash{Key: k, Hash: h})
+	}
+	var keys []KeyHash
+	var chosen []uint32
+	for _, b := range diff {
+		if len(chosen) > 0 && len(keys)+len(byBucket[b]) > p.cfg.MaxRoundKeys {
+			final = false
+			break
+		}
+		chosen = append(chosen, b)
+		keys = append(keys, byBucket[b]...)
+	}
+	if len(keys) > p.cfg.MaxRoundKeys {
+		keys, final = keys[:p.cfg.MaxRoundKeys], false
+	}
+	slices.SortFunc(keys, func(a, b KeyHash) int { return cmpString(a.Key, b.Key) })
+	if len(diff) == 0 {
+		// Equal key spaces: the peer's state then is ours now.
+		if c, err := crdt.DecodeContext(m.Applied); err == nil {
+			p.adopt(pr, c)
+		}
+	}
+	p.send(pr, &Message{Kind: KindDiff, Round: m.Round, Diff: chosen, Keys: keys, Applied: crdt.EncodeContext(&snap.Applied), Final: final})
+}
+
+// onDiff continues our round: push the keys where we differ, pull theirs.
+func (p *Protocol) onDiff(pr *peer, m *Message) {
+	ae := pr.ae
+	if ae == nil || ae.round != m.Round || ae.waiting {
+		return
+	}
+	theirApplied, err := crdt.DecodeContext(m.Applied)
+	if err != nil {
+		pr.ae = nil
+		return
+	}
+	ae.theirApplied, ae.final = theirApplied, m.Final
+	if len(m.Diff) == 0 {
+		if m.Final {
+			p.adopt(pr, theirApplied)
+		}
+		p.finishAE(pr)
+		return
+	}
+	want := slices.Clone(m.Diff)
+	snap, err := p.st.Snapshot(func([]uint64) []uint32 { return want })
+	if err != nil {
+		p.err = err
+		pr.ae = nil
+		return
+	}
+	theirs := make(map[string]uint64, len(m.Keys))
+	for _, kh := range m.Keys {
+		theirs[kh.Key] = kh.Hash
+	}
+	var push, pull []string
+	for k, h := range snap.Keys {
+		if th, ok := theirs[k]; !ok || th != h {
+			push = append(push, k)
+		}
+	}
+	for k, th := range theirs {
+		if h, ok := snap.Keys[k]; !ok || h != th {
+			pull = append(pull, k)
+		}
+	}
+	slices.Sort(push)
+	slices.Sort(pull)
+	if len(pull) > MaxKeys {
+		pull, ae.final = pull[:MaxKeys], false
+	}
+	g, complete := p.readBounded(push)
+	if !complete {
+		ae.final = false
+	}
+	pr.pushed += uint64(len(push))
+	pr.pulled += uint64(len(pull))
+	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Pull: pull, Applied: crdt.EncodeContext(&ae.myApplied), Final: ae.final})
+	if len(pull) == 0 {
+		if ae.final {
+			p.adopt(pr, theirApplied)
+		}
+		p.finishAE(pr)
+		return
+	}
+	ae.waiting = true
+}
+
+// onObjects handles pushed states: as the responder, apply them (adopting
+// the initiator's applied context if the round was complete) and send back
+// what was pulled; as the initiator, apply the pulled states and finish.
+func (p *Protocol) onObjects(pr *peer, m *Message) {
+	if ae := pr.ae; ae != nil && ae.round == m.Round && ae.waiting {
+		p.applyObjects(pr, m.Group)
+		if ae.final && m.Final {
+			p.adopt(pr, ae.theirApplied)
+		}
+		p.finishAE(pr)
+		return
+	}
+	p.applyObjects(pr, m.Group)
+	if m.Final && m.Applied != nil {
+		if c, err := crdt.DecodeContext(m.Applied); err == nil {
+			p.adopt(pr, c)
+		}
+	}
+	if len(m.Pull) == 0 {
+		return
+	}
+	g, complete := p.readBounded(m.Pull)
+	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Final: complete})
+}
+
+func (p *Protocol) applyObjects(pr *peer, g *crdt.Group) {
+	if g == nil || g.Len() == 0 {
+		return
+	}
+	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Group: g})
+}
+
+// adopt records that our state now reflects c.
+func (p *Protocol) adopt(pr *peer, c crdt.Context) {
+	if p.seen.Covers(&c) {
+		return
+	}
+	p.seen.Join(&c)
+	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: c})
+}
+
+func (p *Protocol) finishAE(pr *peer) {
+	pr.needAE = pr.needAE && !pr.ae.final
+	pr.lastAE = p.now
+	pr.ae = nil
+}
+
+// readBounded reads keys, leaving out the tail that would make the group
+// larger than a message may carry; complete is false if it left any out.
+func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
+	complete := true
+	for {
+		g, err := p.st.Read(keys)
+		if err != nil {
+			p.err = err
+			return &crdt.Group{}, false
+		}
+		if len(keys) <= 1 || len(crdt.EncodeGroup(g)) <= crdt.MaxGroupBytes/2 {
+			return g, complete
+		}
+		keys, complete = keys[:len(keys)/2], false
+	}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// bucketOf returns the digest bucket of a key (FNV-1a 32 of the key). Every
+// region must use the same function and bucket count.
+func bucketOf(key string, buckets int) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return h % uint32(buckets)
+}
+
+// BucketOf is bucketOf for Storage implementations.
+func BucketOf(key string, buckets int) uint32 { return bucketOf(key, buckets) }
+
+// HashState returns the hash of a key's stored state (FNV-1a 64 over the
+// key and its canonical encoding), XORed into its bucket's digest.
+func HashState(key string, state []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	h ^= 0xff
+	h *= 1099511628211
+	for _, c := range state {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
+}

@@ -1,0 +1,5 @@
+package protocol_test
+
+import "context"
+
+var bg = context.Background()

@@ -1,0 +1,242 @@
+package protocol
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// Kind is a message's type.
+type Kind uint8
+
+// Message kinds.
+const (
+	// KindDelta carries a delta-group and the region-level dots it holds;
+	// Tag is the sender's buffer position, acknowledged by KindAck.
+	KindDelta Kind = 1
+	// KindAck acknowledges every delta of the sender up to Tag.
+	KindAck Kind = 2
+	// KindDigest opens an anti-entropy round: the initiator's bucket
+	// digest of its key space and its applied context, from one snapshot.
+	KindDigest Kind = 3
+	// KindDiff answers a digest: the buckets that differ, the responder's
+	// key hashes in them and its applied context, from one snapshot.
+	KindDiff Kind = 4
+	// KindObjects carries the states of keys that differ; Pull names the
+	// keys the sender wants back; Final says the round covered every
+	// differing bucket, so the receiver may adopt Applied.
+	KindObjects Kind = 5
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindDelta:
+		return "delta"
+	case KindAck:
+		return "ack"
+	case KindDigest:
+		return "digest"
+	case KindDiff:
+		return "diff"
+	case KindObjects:
+		return "objects"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// DotRange is the region-level dots From..To of one origin, with the
+// origin's time of the first of them (Unix microseconds), used to measure
+// convergence.
+type DotRange struct {
+	_      struct{} `cbor:",toarray"`
+	Origin string
+	From   uint64
+	To     uint64
+	AtUs   int64
+}
+
+// KeyHash is the hash of one key's stored state.
+type KeyHash struct {
+	_    struct{} `cbor:",toarray"`
+	Key  string
+	Hash uint64
+}
+
+// Message is one protocol message between two regions.
+type Message struct {
+	Kind    Kind        `cbor:"1,keyasint"`
+	Tag     uint64      `cbor:"2,keyasint,omitempty"`
+	Dots    []DotRange  `cbor:"3,keyasint,omitempty"`
+	Group   *crdt.Group `cbor:"4,keyasint,omitempty"`
+	Round   uint64      `cbor:"5,keyasint,omitempty"`
+	Buckets []uint64    `cbor:"6,keyasint,omitempty"`
+	Diff    []uint32    `cbor:"7,keyasint,omitempty"`
+	Keys    []KeyHash   `cbor:"8,keyasint,omitempty"`
+	Pull    []string    `cbor:"9,keyasint,omitempty"`
+	Applied []byte      `cbor:"10,keyasint,omitempty"`
+	Final   bool        `cbor:"11,keyasint,omitempty"`
+}
+
+// Limits on a decoded message.
+const (
+	// MaxMessageBytes bounds one encoded message.
+	MaxMessageBytes = crdt.MaxGroupBytes + 1<<20
+	// MaxDotRanges bounds the dot ranges of one message.
+	MaxDotRanges = 4096
+	// MaxKeys bounds the key hashes or pulled keys of one message.
+	MaxKeys = 8192
+	// MaxRangeLen bounds the dots of one range.
+	MaxRangeLen = 1 << 20
+)
+
+// Encode returns the message's CBOR encoding.
+func Encode(m *Message) ([]byte, error) { return crdt.Marshal(m) }
+
+// Decode decodes and validates a message from an untrusted peer.
+func Decode(b []byte, buckets int) (*Message, error) {
+	var m Message
+	if err := crdt.Unmarshal(b, &m, MaxMessageBytes); err != nil {
+		return nil, fmt.Errorf("protocol: %w", err)
+	}
+	if err := m.validate(buckets); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// ValidKey reports whether k names a replicated object: "c/" + cart id or
+// "i/" + sku.
+func ValidKey(k string) bool {
+	id, ok := strings.CutPrefix(k, "c/")
+	if !ok {
+		id, ok = strings.CutPrefix(k, "i/")
+	}
+	return ok && crdt.ValidID(id)
+}
+
+func (m *Message) validate(buckets int) error {
+	if m.Kind < KindDelta || m.Kind > KindObjects {
+		return fmt.Errorf("protocol: unknown message kind %d", m.Kind)
+	}
+	if len(m.Dots) > MaxDotRanges {
+		return fmt.Errorf("protocol: %d dot ranges, limit %d", len(m.Dots), MaxDotRanges)
+	}
+	var dots uint64
+	for _, r := range m.Dots {
+		if dots += r.To - r.From + 1; dots > MaxRangeLen {
+			return fmt.Errorf("protocol: message names more than %d dots", MaxRangeLen)
+		}
+		if !crdt.ValidID(r.Origin) || len(r.Origin) > crdt.MaxReplicaIDLen {
+			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
+		}
+		if r.From == 0 || r.To < r.From || r.To-r.From >= MaxRangeLen || r.To > crdt.MaxCounter {
+			return fmt.Errorf("protocol: invalid dot range %s:%d..%d", r.Origin, r.From, r.To)
+		}
+	}
+	if len(m.Buckets) != 0 && len(m.Buckets) != buckets {
+		return fmt.Errorf("protocol: digest of %d buckets, want %d", len(m.Buckets), buckets)
+	}
+	for i, b := range m.Diff {
+		if int(b) >= buckets || (i > 0 && m.Diff[i-1] >= b) {
+			return errors.New("protocol: diff buckets out of range or unsorted")
+		}
+	}
+	if len(m.Keys) > MaxKeys || len(m.Pull) > MaxKeys {
+		return fmt.Errorf("protocol: more than %d keys", MaxKeys)
+	}
+	for _, k := range m.Keys {
+		if !ValidKey(k.Key) {
+			return fmt.Errorf("protocol: invalid key %q", k.Key)
+		}
+	}
+	for _, k := range m.Pull {
+		if !ValidKey(k) {
+			return fmt.Errorf("protocol: invalid key %q", k)
+		}
+	}
+	if m.Applied != nil {
+		if _, err := crdt.DecodeContext(m.Applied); err != nil {
+			return fmt.Errorf("protocol: applied context: %w", err)
+		}
+	}
+	switch m.Kind {
+	case KindDelta:
+		if m.Group == nil || len(m.Dots) == 0 || m.Tag == 0 {
+			return errors.New("protocol: delta without group, dots or tag")
+		}
+	case KindAck:
+		if m.Tag == 0 && m.Applied == nil {
+			return errors.New("protocol: ack without tag or applied context")
+		}
+	case KindDigest:
+		if len(m.Buckets) != buckets || m.Applied == nil || m.Round == 0 {
+			return errors.New("protocol: digest without buckets, applied context or round")
+		}
+	case KindDiff, KindObjects:
+		if m.Round == 0 {
+			return errors.New("protocol: anti-entropy message without round")
+		}
+	}
+	return nil
+}
+
+// rangesToContext returns the dots of ranges as a causal context.
+func rangesToContext(rs []DotRange) crdt.Context {
+	var c crdt.Context
+	for _, r := range rs {
+		insertRange(&c, r)
+	}
+	return c
+}
+
+// insertRange adds the dots of r to c.
+func insertRange(c *crdt.Context, r DotRange) {
+	o := crdt.ReplicaID(r.Origin)
+	if r.From <= c.VV[o]+1 {
+		if r.To > c.VV[o] {
+			if c.VV == nil {
+				c.VV = make(map[crdt.ReplicaID]uint64)
+			}
+			c.VV[o] = r.To
+			c.Compact()
+		}
+		return
+	}
+	if c.Cloud == nil {
+		c.Cloud = make(map[crdt.Dot]struct{})
+	}
+	for k := r.From; k <= r.To; k++ {
+		c.Cloud[crdt.Dot{Replica: o, Counter: k}] = struct{}{}
+	}
+	c.Compact()
+}
+
+// coveredBy reports whether every dot of ranges is in c.
+func coveredBy(rs []DotRange, c *crdt.Context) bool {
+	for _, r := range rs {
+		for k := r.From; k <= r.To; k++ {
+			if !c.Contains(crdt.Dot{Replica: crdt.ReplicaID(r.Origin), Counter: k}) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mergeRanges appends rs to dst, extending the last range of an origin
+// when contiguous.
+func mergeRanges(dst []DotRange, rs ...DotRange) []DotRange {
+next:
+	for _, r := range rs {
+		for i := len(dst) - 1; i >= 0; i-- {
+			if dst[i].Origin == r.Origin && dst[i].To+1 == r.From {
+				dst[i].To = r.To
+				continue next
+			}
+		}
+		dst = append(dst, r)
+	}
+	return dst
+}

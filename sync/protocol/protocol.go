@@ -1,0 +1,552 @@
+// Package protocol is Lattice's replication protocol as a single-threaded
+// state machine with no I/O, no clock and no goroutines: inputs are local
+// deltas (Local), messages from peers (Step), connectivity (PeerUp,
+// PeerDown) and time (Tick); outputs, collected by Ready, are deltas to
+// apply to the store and messages to send.
+//
+// The driver's loop is: feed inputs, call Ready, apply every Apply to the
+// store durably, THEN send every message (an acknowledgement must never
+// leave before the delta it acknowledges is stored), and repeat. The
+// protocol reads the store only through Storage.
+//
+// Deltas. Every local write is a delta-group named by one region-level dot
+// (origin, seq). A region keeps recent deltas in a bounded buffer and sends
+// each to every peer that still needs it, batching what is pending into one
+// delta-group per message, with a window of unacknowledged messages and
+// retransmission after a timeout. Deltas received from a peer are never
+// sent back to it (back-propagation), and a delta whose dots this region
+// has all seen is neither applied nor relayed (redundancy).
+//
+// Relays. A delta is relayed from one peer to another only after
+// RelayDelay, and only if the other peer has not reported (in the applied
+// context it piggybacks on acknowledgements) that it has those dots. In a
+// healthy full mesh each delta thus crosses the network R−1 times; a region
+// cut off from the origin still gets it through a third region.
+//
+// Anti-entropy. After a peer reconnects, when the buffer dropped deltas a
+// peer still needed, and every AntiEntropyEvery, the regions compare
+// bucketed digests of their key spaces and ship only the keys that differ,
+// both ways (push-pull). Digest, key hashes and applied context come from
+// one consistent snapshot, so once a round has covered every differing
+// bucket each side may adopt the other's applied context (the dots its
+// state reflects).
+package protocol
+
+import (
+	"slices"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+// Snapshot is a consistent view of a region's replicated key space.
+type Snapshot struct {
+	// Buckets is the digest: for each bucket, the XOR of the hashes of
+	// its keys' states.
+	Buckets []uint64
+	// Keys holds the hash of every key in the chosen buckets.
+	Keys map[string]uint64
+	// Applied is the region-level causal context the state reflects.
+	Applied crdt.Context
+}
+
+// Storage is what the protocol reads of its region. It never writes:
+// writes leave as Applies.
+type Storage interface {
+	// Snapshot computes the digest and applied context and, in the same
+	// instant, the key hashes of the buckets choose picks from the digest
+	// (choose may be nil for none).
+	Snapshot(choose func(digest []uint64) []uint32) (*Snapshot, error)
+	// Read returns the current states of keys; absent or damaged keys are
+	// left out.
+	Read(keys []string) (*crdt.Group, error)
+}
+
+// Config tunes the protocol. DefaultConfig gives values for WAN links.
+type Config struct {
+	// Buckets is the number of digest buckets (same in every region).
+	Buckets int
+	// MaxBufferEntries and MaxBufferBytes bound the delta buffer; a peer
+	// that still needed a dropped delta is repaired by anti-entropy.
+	MaxBufferEntries int
+	MaxBufferBytes   int
+	// MaxMessageBytes bounds the delta-group of one message.
+	MaxMessageBytes int
+	// Window bounds unacknowledged delta messages per peer.
+	Window int
+	// RetransmitAfter is when an unacknowledged message is sent again.
+	RetransmitAfter time.Duration
+	// RelayDelay is how long a delta from one peer waits before it is
+	// relayed to another that has not reported it.
+	RelayDelay time.Duration
+	// StatusInterval bounds how often a region's applied context rides on
+	// its acknowledgements (or travels alone when it changed).
+	StatusInterval time.Duration
+	// AntiEntropyEvery is the period of anti-entropy with each peer.
+	AntiEntropyEvery time.Duration
+	// AntiEntropyTimeout abandons a round that got no answer.
+	AntiEntropyTimeout time.Duration
+	// MaxRoundKeys bounds the key hashes of one anti-entropy round.
+	MaxRoundKeys int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Buckets:            1024,
+		MaxBufferEntries:   1 << 16,
+		MaxBufferBytes:     64 << 20,
+		MaxMessageBytes:    1 << 20,
+		Window:             16,
+		RetransmitAfter:    2 * time.Second,
+		RelayDelay:         500 * time.Millisecond,
+		StatusInterval:     100 * time.Millisecond,
+		AntiEntropyEvery:   30 * time.Second,
+		AntiEntropyTimeout: 10 * time.Second,
+		MaxRoundKeys:       MaxKeys,
+	}
+}
+
+// Apply is a change to make durable before the Ready's messages are sent:
+// join Group into the store and Dots into the applied context.
+type Apply struct {
+	From  crdt.ReplicaID
+	Dots  crdt.Context
+	Group *crdt.Group
+	// Ranges are the delta's new dots with their origin times, for
+	// convergence measurement (empty for anti-entropy repairs).
+	Ranges []DotRange
+}
+
+// Envelope is a message for one peer.
+type Envelope struct {
+	To  crdt.ReplicaID
+	Msg *Message
+}
+
+// Ready is the protocol's output since the last call.
+type Ready struct {
+	Applies  []Apply
+	Messages []Envelope
+}
+
+// LocalDelta is a durable local write.
+type LocalDelta struct {
+	Seq   uint64
+	Group *crdt.Group
+	At    time.Time
+}
+
+type entry struct {
+	seq     uint64
+	from    crdt.ReplicaID // "" for a local delta
+	dots    []DotRange
+	group   *crdt.Group
+	size    int
+	at      time.Time // when it entered the buffer
+	pending uint64    // peers (by index) that still need it
+	sent    uint64    // peers it is in flight to
+}
+
+type inflight struct {
+	seqs   []uint64
+	sentAt time.Time
+}
+
+type aeRound struct {
+	round        uint64
+	started      time.Time
+	myApplied    crdt.Context
+	theirApplied crdt.Context
+	final        bool
+	waiting      bool // pulled keys requested, objects awaited
+}
+
+// PeerStatus is the replication state of one peer.
+type PeerStatus struct {
+	Region          string    `json:"region"`
+	Connected       bool      `json:"connected"`
+	PendingDeltas   int       `json:"pending_deltas"`
+	PendingBytes    int       `json:"pending_bytes"`
+	InflightMsgs    int       `json:"inflight_messages"`
+	LagMs           int64     `json:"lag_ms"`
+	LastAck         time.Time `json:"last_ack"`
+	PeerApplied     string    `json:"peer_version_vector"`
+	AntiEntropy     string    `json:"anti_entropy"`
+	AERounds        uint64    `json:"anti_entropy_rounds"`
+	AEKeysPushed    uint64    `json:"anti_entropy_keys_pushed"`
+	AEKeysPulled    uint64    `json:"anti_entropy_keys_pulled"`
+	LastAntiEntropy time.Time `json:"last_anti_entropy"`
+	BytesSent       uint64    `json:"bytes_sent"`
+	DeltasSent      uint64    `json:"delta_messages_sent"`
+}
+
+type peer struct {
+	id       crdt.ReplicaID
+	bit      uint64
+	up       bool
+	nextMsg  uint64
+	inflight map[uint64]*inflight
+	applied  crdt.Context // as the peer last reported it
+	lastAck  time.Time
+
+	reported     crdt.Context // our applied context as last reported to it
+	lastReported time.Time
+
+	needAE  bool
+	ae      *aeRound
+	lastAE  time.Time
+	aeCount uint64
+	pushed  uint64
+	pulled  uint64
+
+	bytesSent  uint64
+	deltasSent uint64
+}
+
+// Protocol is one region's replication state machine. It is not safe for
+// concurrent use.
+type Protocol struct {
+	self  crdt.ReplicaID
+	cfg   Config
+	st    Storage
+	peers []*peer
+	byID  map[crdt.ReplicaID]*peer
+
+	seen   crdt.Context // every dot this region has (or is about to have) applied
+	buf    []*entry
+	bufLen int // bytes
+	seq    uint64
+	round  uint64
+	now    time.Time
+
+	out Ready
+	err error
+}
+
+// New returns the protocol of region self with the given peers. seen is
+// the applied context of the region's store. Every peer starts in need of
+// anti-entropy: a restarted region's buffers are gone.
+func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Storage, cfg Config) *Protocol {
+	p := &Protocol{self: self, cfg: cfg, st: st, byID: make(map[crdt.ReplicaID]*peer), seen: seen.Clone()}
+	ids := slices.Clone(peers)
+	slices.Sort(ids)
+	for i, id := range ids {
+		if id == self || i >= 64 {
+			continue
+		}
+		pr := &peer{id: id, bit: 1 << uint(len(p.peers)), inflight: make(map[uint64]*inflight), needAE: true}
+		p.peers = append(p.peers, pr)
+		p.byID[id] = pr
+	}
+	return p
+}
+
+// Ready returns and clears the outputs collected so far.
+func (p *Protocol) Ready() Ready {
+	r := p.out
+	p.out = Ready{}
+	return r
+}
+
+// Err returns and clears the last storage error the protocol met.
+func (p *Protocol) Err() error {
+	err := p.err
+	p.err = nil
+	return err
+}
+
+func (p *Protocol) send(to *peer, m *Message) {
+	p.out.Messages = append(p.out.Messages, Envelope{To: to.id, Msg: m})
+}
+
+// Local buffers a durable local delta and sends it to every connected
+// peer at once.
+func (p *Protocol) Local(d LocalDelta, now time.Time) {
+	p.now = now
+	dot := crdt.Dot{Replica: p.self, Counter: d.Seq}
+	p.seen.Insert(dot)
+	p.push(&entry{from: "", dots: []DotRange{{Origin: string(p.self), From: d.Seq, To: d.Seq, AtUs: d.At.UnixMicro()}}, group: d.Group})
+	p.flushAll()
+}
+
+// push adds e to the buffer for every peer but the one it came from.
+func (p *Protocol) push(e *entry) {
+	p.seq++
+	e.seq = p.seq
+	e.at = p.now
+	e.size = len(crdt.EncodeGroup(e.group))
+	for _, pr := range p.peers {
+		if pr.id != e.from {
+			e.pending |= pr.bit
+		}
+	}
+	if e.pending == 0 {
+		return
+	}
+	p.buf = append(p.buf, e)
+	p.bufLen += e.size
+	for len(p.buf) > p.cfg.MaxBufferEntries || p.bufLen > p.cfg.MaxBufferBytes {
+		old := p.buf[0]
+		p.buf = p.buf[1:]
+		p.bufLen -= old.size
+		for _, pr := range p.peers {
+			if old.pending&pr.bit != 0 {
+				pr.needAE = true
+			}
+		}
+	}
+}
+
+// gc drops buffer entries no peer needs any more.
+func (p *Protocol) gc() {
+	i := 0
+	for i < len(p.buf) && p.buf[i].pending == 0 {
+		p.bufLen -= p.buf[i].size
+		i++
+	}
+	if i > 0 {
+		p.buf = slices.Delete(p.buf, 0, i)
+	}
+}
+
+func (p *Protocol) flushAll() {
+	for _, pr := range p.peers {
+		p.flush(pr)
+	}
+	p.gc()
+}
+
+// flush sends pr what it still needs, in batches, within the window.
+func (p *Protocol) flush(pr *peer) {
+	if !pr.up {
+		return
+	}
+	for len(pr.inflight) < p.cfg.Window {
+		var seqs []uint64
+		var g crdt.Group
+		var dots []DotRange
+		size := 0
+		for _, e := range p.buf {
+			if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
+				continue
+			}
+			if e.from != "" {
+				// A relay: wait, then send only if the peer lacks it.
+				if p.now.Sub(e.at) < p.cfg.RelayDelay {
+					continue
+				}
+				if covered(e.dots, &pr.applied) {
+					e.pending &^= pr.bit
+					continue
+				}
+			}
+			if size > 0 && size+e.size > p.cfg.MaxMessageBytes {
+				break
+			}
+			g.Join(e.group)
+			dots = mergeRanges(dots, e.dots...)
+			size += e.size
+			seqs = append(seqs, e.seq)
+			e.sent |= pr.bit
+		}
+		if len(seqs) == 0 {
+			return
+		}
+		pr.nextMsg++
+		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now}
+		pr.deltasSent++
+		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g})
+	}
+}
+
+func covered(rs []DotRange, c *crdt.Context) bool { return coveredBy(rs, c) }
+
+// PeerUp records that a connection to the peer is up. Anti-entropy runs
+// on every (re)connection.
+func (p *Protocol) PeerUp(id crdt.ReplicaID, now time.Time) {
+	p.now = now
+	if pr := p.byID[id]; pr != nil && !pr.up {
+		pr.up = true
+		pr.needAE = true
+		p.flush(pr)
+	}
+}
+
+// PeerDown records that the connection to the peer is down: what was in
+// flight will be sent again.
+func (p *Protocol) PeerDown(id crdt.ReplicaID, now time.Time) {
+	p.now = now
+	pr := p.byID[id]
+	if pr == nil || !pr.up {
+		return
+	}
+	pr.up = false
+	p.requeue(pr, func(*inflight) bool { return true })
+	pr.ae = nil
+}
+
+// requeue marks the in-flight messages that match as not sent.
+func (p *Protocol) requeue(pr *peer, match func(*inflight) bool) {
+	var seqs []uint64
+	for id, f := range pr.inflight {
+		if match(f) {
+			seqs = append(seqs, f.seqs...)
+			delete(pr.inflight, id)
+		}
+	}
+	if len(seqs) == 0 {
+		return
+	}
+	slices.Sort(seqs)
+	for _, e := range p.buf {
+		if _, ok := slices.BinarySearch(seqs, e.seq); ok {
+			e.sent &^= pr.bit
+		}
+	}
+}
+
+// Tick advances time: retransmissions, relays that came due, status
+// reports and anti-entropy.
+func (p *Protocol) Tick(now time.Time) {
+	p.now = now
+	for _, pr := range p.peers {
+		if !pr.up {
+			continue
+		}
+		p.requeue(pr, func(f *inflight) bool { return now.Sub(f.sentAt) >= p.cfg.RetransmitAfter })
+		p.flush(pr)
+		if now.Sub(pr.lastReported) >= p.cfg.StatusInterval && !pr.reported.Equal(&p.seen) {
+			p.send(pr, &Message{Kind: KindAck, Applied: p.report(pr)})
+		}
+		if pr.ae != nil && now.Sub(pr.ae.started) >= p.cfg.AntiEntropyTimeout {
+			pr.ae = nil
+		}
+		if pr.ae == nil && (pr.needAE || now.Sub(pr.lastAE) >= p.cfg.AntiEntropyEvery) {
+			p.startAE(pr)
+		}
+	}
+	p.gc()
+}
+
+// report returns our applied context for pr and notes that it was sent.
+func (p *Protocol) report(pr *peer) []byte {
+	pr.reported = p.seen.Clone()
+	pr.lastReported = p.now
+	return crdt.EncodeContext(&p.seen)
+}
+
+// Step handles a message from a peer. Messages from unknown peers are
+// ignored.
+func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
+	p.now = now
+	pr := p.byID[from]
+	if pr == nil {
+		return
+	}
+	if m.Applied != nil && (m.Kind == KindAck || m.Kind == KindDelta) {
+		if c, err := crdt.DecodeContext(m.Applied); err == nil {
+			pr.applied.Join(&c)
+		}
+	}
+	switch m.Kind {
+	case KindDelta:
+		p.onDelta(pr, m)
+	case KindAck:
+		p.onAck(pr, m)
+	case KindDigest:
+		p.onDigest(pr, m)
+	case KindDiff:
+		p.onDiff(pr, m)
+	case KindObjects:
+		p.onObjects(pr, m)
+	}
+	p.flushAll()
+}
+
+func (p *Protocol) onDelta(pr *peer, m *Message) {
+	var fresh []DotRange
+	for _, r := range m.Dots {
+		if !coveredBy([]DotRange{r}, &p.seen) {
+			fresh = append(fresh, r)
+		}
+	}
+	// Note what the sender has: its delta's dots.
+	c := rangesToContext(m.Dots)
+	pr.applied.Join(&c)
+	if len(fresh) > 0 {
+		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: c.Clone(), Group: m.Group, Ranges: fresh})
+		p.seen.Join(&c)
+		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
+	}
+	ack := &Message{Kind: KindAck, Tag: m.Tag}
+	if p.now.Sub(pr.lastReported) >= p.cfg.StatusInterval {
+		ack.Applied = p.report(pr)
+	}
+	p.send(pr, ack)
+}
+
+func (p *Protocol) onAck(pr *peer, m *Message) {
+	if m.Tag == 0 {
+		return
+	}
+	f := pr.inflight[m.Tag]
+	if f == nil {
+		return
+	}
+	delete(pr.inflight, m.Tag)
+	pr.lastAck = p.now
+	slices.Sort(f.seqs)
+	for _, e := range p.buf {
+		if _, ok := slices.BinarySearch(f.seqs, e.seq); ok {
+			e.pending &^= pr.bit
+			e.sent &^= pr.bit
+		}
+	}
+}
+
+// Status returns the replication state of each peer.
+func (p *Protocol) Status() []PeerStatus {
+	out := make([]PeerStatus, 0, len(p.peers))
+	for _, pr := range p.peers {
+		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight), LastAck: pr.lastAck,
+			PeerApplied: formatVV(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled,
+			LastAntiEntropy: pr.lastAE, BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent}
+		var oldest time.Time
+		for _, e := range p.buf {
+			if e.pending&pr.bit != 0 {
+				s.PendingDeltas++
+				s.PendingBytes += e.size
+				if oldest.IsZero() {
+					oldest = e.at
+				}
+			}
+		}
+		if !oldest.IsZero() {
+			s.LagMs = p.now.Sub(oldest).Milliseconds()
+		}
+		switch {
+		case pr.ae != nil:
+			s.AntiEntropy = "running"
+		case pr.needAE:
+			s.AntiEntropy = "needed"
+		default:
+			s.AntiEntropy = "idle"
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// NoteSent adds n bytes to the bytes sent to a peer (the driver counts
+// them after encoding).
+func (p *Protocol) NoteSent(id crdt.ReplicaID, n int) {
+	if pr := p.byID[id]; pr != nil {
+		pr.bytesSent += uint64(n)
+	}
+}
+
+// Seen returns the dots this region has applied or is applying.
+func (p *Protocol) Seen() crdt.Context { return p.seen.Clone() }
+
+func formatVV(c *crdt.Context) string { return crdt.FormatToken(c) }

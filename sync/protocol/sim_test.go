@@ -1,0 +1,403 @@
+package protocol_test
+
+import (
+	"bytes"
+	"container/heap"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+var (
+	simSeeds = flag.Int("sim.seeds", 150, "number of seeds TestSimulation runs")
+	simSeed  = flag.Uint64("sim.seed", 0, "run TestSimulation for this seed only (replay)")
+	simFirst = flag.Uint64("sim.first", 1, "first seed TestSimulation runs")
+)
+
+type simClock struct{ t time.Time }
+
+func (c *simClock) Now() time.Time { return c.t }
+
+type pub struct{ ds []region.Delta }
+
+func (p *pub) Publish(d region.Delta) { p.ds = append(p.ds, d) }
+
+type simRegion struct {
+	name  crdt.ReplicaID
+	store *region.Store
+	node  *region.Node
+	pub   *pub
+	proto *protocol.Protocol
+	alive bool
+}
+
+type packet struct {
+	at       time.Time
+	from, to int
+	b        []byte
+	seq      int
+}
+
+type queue []*packet
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(*packet)) }
+func (q *queue) Pop() any {
+	old := *q
+	p := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return p
+}
+
+// sim is a cluster of regions running the real protocol and real region
+// nodes (BuntDB in memory) over a seeded network that delays, drops,
+// duplicates and reorders messages, partitions links and crashes regions.
+type sim struct {
+	t       *testing.T
+	rng     *rand.Rand
+	clock   *simClock
+	cfg     protocol.Config
+	regions []*simRegion
+	net     queue
+	pseq    int
+	cut     map[[2]int]bool
+	loss    float64
+	dup     float64
+	delay   [2]time.Duration // base, jitter
+	ref     crdt.Group       // join of every acknowledged delta
+	dots    crdt.Context     // every acknowledged write
+	carts   []string
+	skus    []string
+	trace   bool
+}
+
+var names = []crdt.ReplicaID{"ap-south", "eu-west", "us-east"}
+
+func simConfig() protocol.Config {
+	c := protocol.DefaultConfig()
+	c.Buckets = 64
+	c.MaxBufferEntries = 40 // small, so overflow and anti-entropy happen
+	c.RetransmitAfter = 300 * time.Millisecond
+	c.RelayDelay = 200 * time.Millisecond
+	c.AntiEntropyEvery = 3 * time.Second
+	c.AntiEntropyTimeout = 2 * time.Second
+	c.MaxRoundKeys = 8
+	c.Window = 4
+	return c
+}
+
+func newSim(t *testing.T, seed uint64) *sim {
+	s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), clock: &simClock{t: time.Unix(1_800_000_000, 0)},
+		cfg: simConfig(), cut: map[[2]int]bool{}}
+	s.loss = s.rng.Float64() * 0.2
+	s.dup = s.rng.Float64() * 0.1
+	s.delay = [2]time.Duration{time.Duration(5+s.rng.IntN(95)) * time.Millisecond, time.Duration(1+s.rng.IntN(60)) * time.Millisecond}
+	for i := range 4 {
+		s.carts = append(s.carts, fmt.Sprintf("cart-%d", i))
+	}
+	for i := range 5 {
+		s.skus = append(s.skus, fmt.Sprintf("sku-%d", i))
+	}
+	for _, n := range names {
+		st, err := region.OpenStore(":memory:", region.StoreOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &simRegion{name: n, store: st}
+		s.regions = append(s.regions, r)
+		s.start(len(s.regions) - 1)
+		t.Cleanup(func() { r.node.Close(); st.Close() })
+	}
+	for i := range s.regions {
+		s.connectivity(i)
+	}
+	return s
+}
+
+func (s *sim) home(sku string) string { return string(names[int(sku[len(sku)-1]-'0')%len(names)]) }
+
+func (s *sim) start(i int) {
+	r := s.regions[i]
+	r.pub = &pub{}
+	n, err := region.NewNode(region.Options{Name: string(r.name), Store: r.store, Clock: s.clock, Publisher: r.pub,
+		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	r.node = n
+	r.proto = protocol.New(r.name, names, n.Applied(), n, s.cfg)
+	r.alive = true
+}
+
+func (s *sim) connected(i, j int) bool {
+	return i != j && s.regions[i].alive && s.regions[j].alive && !s.cut[[2]int{min(i, j), max(i, j)}]
+}
+
+// connectivity tells region i's protocol which peers it reaches (as the
+// transport would).
+func (s *sim) connectivity(i int) {
+	for j := range s.regions {
+		if j == i {
+			continue
+		}
+		for _, pair := range [][2]int{{i, j}, {j, i}} {
+			a, b := pair[0], pair[1]
+			if !s.regions[a].alive {
+				continue
+			}
+			if s.connected(a, b) {
+				s.regions[a].proto.PeerUp(names[b], s.clock.t)
+			} else {
+				s.regions[a].proto.PeerDown(names[b], s.clock.t)
+			}
+		}
+	}
+}
+
+func (s *sim) logf(format string, args ...any) {
+	if s.trace {
+		s.t.Logf("%s "+format, append([]any{s.clock.t.Format("05.000")}, args...)...)
+	}
+}
+
+// process drains a region's local deltas and protocol output: applies
+// first, then messages onto the network.
+func (s *sim) process(i int) {
+	r := s.regions[i]
+	for _, d := range r.pub.ds {
+		s.ref.Join(d.Group)
+		s.dots.Insert(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		r.proto.Local(protocol.LocalDelta{Seq: d.Seq, Group: d.Group, At: d.At}, s.clock.t)
+	}
+	r.pub.ds = nil
+	rd := r.proto.Ready()
+	if err := r.proto.Err(); err != nil {
+		s.t.Fatalf("storage error: %v", err)
+	}
+	for _, a := range rd.Applies {
+		if err := r.node.ApplyRemote(&a.Dots, a.Group); err != nil {
+			s.t.Fatalf("apply: %v", err)
+		}
+	}
+	for _, env := range rd.Messages {
+		b, err := protocol.Encode(env.Msg)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		j := slices.Index(names, env.To)
+		if !s.connected(i, j) || s.rng.Float64() < s.loss {
+			continue
+		}
+		copies := 1
+		if s.rng.Float64() < s.dup {
+			copies = 2
+		}
+		for range copies {
+			s.pseq++
+			at := s.clock.t.Add(s.delay[0] + time.Duration(s.rng.Int64N(int64(s.delay[1]))))
+			heap.Push(&s.net, &packet{at: at, from: i, to: j, b: b, seq: s.pseq})
+		}
+	}
+}
+
+func (s *sim) deliverDue() {
+	for len(s.net) > 0 && !s.net[0].at.After(s.clock.t) {
+		p := heap.Pop(&s.net).(*packet)
+		if !s.connected(p.from, p.to) {
+			continue
+		}
+		m, err := protocol.Decode(p.b, s.cfg.Buckets)
+		if err != nil {
+			s.t.Fatalf("a message the protocol made does not decode: %v", err)
+		}
+		s.logf("%s -> %s %s tag=%d round=%d", names[p.from], names[p.to], m.Kind, m.Tag, m.Round)
+		s.regions[p.to].proto.Step(names[p.from], m, s.clock.t)
+		s.process(p.to)
+	}
+}
+
+func (s *sim) randomOp() {
+	i := s.rng.IntN(len(s.regions))
+	r := s.regions[i]
+	if !r.alive {
+		return
+	}
+	n := r.node
+	cart := s.carts[s.rng.IntN(len(s.carts))]
+	sku := s.skus[s.rng.IntN(len(s.skus))]
+	var err error
+	switch op := s.rng.IntN(100); {
+	case op < 35:
+		_, err = n.AddItem(bg, cart, sku, int64(1+s.rng.IntN(3)))
+	case op < 50:
+		_, err = n.SetItem(bg, cart, sku, int64(s.rng.IntN(5)))
+	case op < 60:
+		_, err = n.RemoveItem(bg, cart, sku)
+	case op < 65:
+		_, err = n.ClearCart(bg, cart)
+	case op < 80:
+		_, err = n.Restock(bg, sku, int64(1+s.rng.IntN(5)))
+	default:
+		if s.home(sku) != string(r.name) {
+			return
+		}
+		res, rerr := n.Reserve(bg, sku, int64(1+s.rng.IntN(3)), time.Minute, region.Idem{})
+		if rerr == nil && s.rng.IntN(2) == 0 {
+			_, err = n.Commit(bg, res.ID, region.Idem{})
+		}
+	}
+	if err != nil {
+		s.t.Fatalf("op at %s: %v", r.name, err)
+	}
+	s.process(i)
+}
+
+func (s *sim) step(dt time.Duration) {
+	s.clock.t = s.clock.t.Add(dt)
+	s.deliverDue()
+	for i, r := range s.regions {
+		if r.alive {
+			r.proto.Tick(s.clock.t)
+			s.process(i)
+		}
+	}
+}
+
+func (s *sim) chaos() {
+	switch s.rng.IntN(100) {
+	case 0, 1:
+		a, b := s.rng.IntN(3), s.rng.IntN(3)
+		if a != b {
+			k := [2]int{min(a, b), max(a, b)}
+			s.cut[k] = !s.cut[k]
+			s.logf("link %s-%s cut=%v", names[a], names[b], s.cut[k])
+			totals.cuts++
+			s.connectivity(a)
+		}
+	case 2:
+		i := s.rng.IntN(3)
+		r := s.regions[i]
+		if r.alive {
+			s.logf("crash %s", r.name)
+			totals.crashes++
+			r.alive = false
+			r.node.Close()
+			s.connectivity(i)
+		} else {
+			s.logf("restart %s", r.name)
+			s.start(i)
+			s.connectivity(i)
+		}
+	}
+}
+
+// state returns a region's whole replicated state, encoded.
+func (s *sim) state(i int) []byte {
+	g, err := s.regions[i].node.ReadObjects(s.carts, s.skus)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return crdt.EncodeGroup(g)
+}
+
+func (s *sim) converged() bool {
+	want := crdt.EncodeGroup(&s.ref)
+	for i, r := range s.regions {
+		applied := r.node.Applied()
+		if !bytes.Equal(s.state(i), want) || !applied.Covers(&s.dots) {
+			return false
+		}
+	}
+	return true
+}
+
+type simStats struct{ crashes, cuts, aeKeys, deltas int }
+
+var totals simStats
+
+func runSim(t *testing.T, seed uint64, trace bool) {
+	s := newSim(t, seed)
+	s.trace = trace
+	ops := 60 + s.rng.IntN(120)
+	for range ops {
+		s.randomOp()
+		s.chaos()
+		s.step(time.Duration(1+s.rng.IntN(40)) * time.Millisecond)
+	}
+	// Heal: every region up, every link whole, no more loss.
+	for i, r := range s.regions {
+		if !r.alive {
+			s.start(i)
+		}
+	}
+	clear(s.cut)
+	s.loss, s.dup = 0, 0
+	for i := range s.regions {
+		s.connectivity(i)
+	}
+	deadline := s.clock.t.Add(5 * time.Minute)
+	for !s.converged() {
+		if s.clock.t.After(deadline) {
+			for _, r := range s.regions {
+				a := r.node.Applied()
+				g, _ := r.node.ReadObjects(s.carts, s.skus)
+				t.Logf("%s applied=%v cloud=%v", r.name, a.VV, a.Cloud)
+				for _, c := range s.carts {
+					if got, want := g.Carts[c], s.ref.Carts[c]; got == nil || want == nil || !bytes.Equal(crdt.EncodeCart(got), crdt.EncodeCart(want)) {
+						t.Logf("  cart %s: got %+v want %+v", c, got, want)
+					}
+				}
+				for _, k := range s.skus {
+					if got, want := g.Items[k], s.ref.Items[k]; (got == nil) != (want == nil) || (got != nil && !bytes.Equal(crdt.EncodeItem(got), crdt.EncodeItem(want))) {
+						t.Logf("  item %s: got %+v want %+v", k, got, want)
+					}
+				}
+			}
+			t.Logf("want dots=%v", s.dots.VV)
+			t.Fatalf("seed %d: regions did not converge within 5 virtual minutes after healing (replay with -run TestSimulation -sim.seed=%d -v)", seed, seed)
+		}
+		s.step(10 * time.Millisecond)
+	}
+	for _, r := range s.regions {
+		for _, ps := range r.proto.Status() {
+			totals.aeKeys += int(ps.AEKeysPushed + ps.AEKeysPulled)
+			totals.deltas += int(ps.DeltasSent)
+		}
+	}
+}
+
+// TestSimulation runs many seeded histories of random cart and inventory
+// operations under loss, duplication, reordering, partitions and crashes;
+// after healing every region must hold exactly the join of every
+// acknowledged delta and have applied every acknowledged write.
+func TestSimulation(t *testing.T) {
+	if *simSeed != 0 {
+		runSim(t, *simSeed, testing.Verbose())
+		return
+	}
+	for seed := *simFirst; seed < *simFirst+uint64(*simSeeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runSim(t, seed, false) })
+		if t.Failed() {
+			return
+		}
+	}
+	t.Logf("over %d seeds: %d crashes, %d link cuts, %d delta messages, %d keys repaired by anti-entropy",
+		*simSeeds, totals.crashes, totals.cuts, totals.deltas, totals.aeKeys)
+	if *simSeeds >= 50 && (totals.crashes == 0 || totals.cuts == 0 || totals.aeKeys == 0) {
+		t.Fatal("the simulation did not exercise crashes, partitions and anti-entropy repairs")
+	}
+}

@@ -1,0 +1,338 @@
+// Package replication runs the replication protocol (sync/protocol) of one
+// region over a transport (sync/transport): it feeds the protocol local
+// deltas, peer messages, connectivity and ticks from one goroutine, makes
+// every received delta durable in the region's store before any message
+// that acknowledges it leaves, and forwards home requests to other
+// regions.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/sync/protocol"
+	"github.com/latticedb/lattice/sync/transport"
+)
+
+// Options configure a Replicator.
+type Options struct {
+	Node     *region.Node
+	Peers    []string
+	Protocol protocol.Config
+	// TickInterval is how often the protocol's timers are checked.
+	TickInterval time.Duration
+	Logger       *slog.Logger
+	Metrics      *Metrics
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// OnApply, if set, is called after each durable apply of remote
+	// deltas with the new dot ranges it made visible (the benchmark
+	// measures convergence with it).
+	OnApply func(from string, ranges []protocol.DotRange, at time.Time)
+}
+
+type inbound struct {
+	from string
+	msg  *protocol.Message
+	peer *bool // connectivity event when set
+}
+
+// Replicator is one region's replication driver. It implements
+// region.Publisher (local deltas in), transport.Handler and
+// transport.PeerObserver (traffic in), and region.Forwarder (home requests
+// out).
+type Replicator struct {
+	opts  Options
+	node  *region.Node
+	log   *slog.Logger
+	m     *Metrics
+	proto *protocol.Protocol
+
+	mu     sync.Mutex
+	local  []region.Delta
+	in     []inbound
+	wake   chan struct{}
+	status []protocol.PeerStatus
+
+	tmu sync.RWMutex
+	t   transport.Transport
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns a replicator for the node; Start attaches the transport.
+func New(opts Options) *Replicator {
+	if opts.Protocol.Buckets == 0 {
+		opts.Protocol = protocol.DefaultConfig()
+	}
+	if opts.TickInterval == 0 {
+		opts.TickInterval = 20 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	peers := make([]crdt.ReplicaID, 0, len(opts.Peers))
+	for _, p := range opts.Peers {
+		peers = append(peers, crdt.ReplicaID(p))
+	}
+	r := &Replicator{opts: opts, node: opts.Node, log: opts.Logger, m: opts.Metrics,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	r.proto = protocol.New(crdt.ReplicaID(opts.Node.Region()), peers, opts.Node.Applied(), opts.Node, opts.Protocol)
+	return r
+}
+
+// Start runs the replicator over t until Close.
+func (r *Replicator) Start(t transport.Transport) {
+	r.tmu.Lock()
+	r.t = t
+	r.tmu.Unlock()
+	for _, p := range r.opts.Peers {
+		if t.Connected(p) {
+			r.OnPeer(p, true)
+		}
+	}
+	go r.loop()
+}
+
+// Close stops the loop. It does not close the transport.
+func (r *Replicator) Close() {
+	select {
+	case <-r.stop:
+		return
+	default:
+	}
+	close(r.stop)
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Second):
+		r.log.Error("replication loop did not stop")
+	}
+}
+
+func (r *Replicator) transport() transport.Transport {
+	r.tmu.RLock()
+	defer r.tmu.RUnlock()
+	return r.t
+}
+
+func (r *Replicator) signal() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Publish implements region.Publisher.
+func (r *Replicator) Publish(d region.Delta) {
+	r.mu.Lock()
+	r.local = append(r.local, d)
+	r.mu.Unlock()
+	r.signal()
+}
+
+// OnMessage implements transport.Handler: it decodes and validates a
+// protocol message; a bad one is logged, counted and dropped.
+func (r *Replicator) OnMessage(from string, payload []byte) {
+	r.m.BytesReceived.WithLabelValues(from).Add(float64(len(payload)))
+	m, err := protocol.Decode(payload, r.opts.Protocol.Buckets)
+	if err != nil {
+		r.m.Rejected.WithLabelValues(from).Inc()
+		r.log.Warn("rejected a message from a peer", "peer", from, "err", err)
+		return
+	}
+	r.m.MessagesReceived.WithLabelValues(from, m.Kind.String()).Inc()
+	r.mu.Lock()
+	r.in = append(r.in, inbound{from: from, msg: m})
+	r.mu.Unlock()
+	r.signal()
+}
+
+// OnPeer implements transport.PeerObserver.
+func (r *Replicator) OnPeer(peer string, connected bool) {
+	r.mu.Lock()
+	r.in = append(r.in, inbound{from: peer, peer: &connected})
+	r.mu.Unlock()
+	r.signal()
+}
+
+func (r *Replicator) loop() {
+	defer close(r.done)
+	tick := time.NewTicker(r.opts.TickInterval)
+	defer tick.Stop()
+	for {
+		ticked := false
+		select {
+		case <-r.stop:
+			return
+		case <-r.wake:
+		case <-tick.C:
+			ticked = true
+		}
+		r.mu.Lock()
+		local, in := r.local, r.in
+		r.local, r.in = nil, nil
+		r.mu.Unlock()
+		now := r.opts.Now()
+		for _, ev := range in {
+			switch {
+			case ev.peer != nil && *ev.peer:
+				r.proto.PeerUp(crdt.ReplicaID(ev.from), now)
+			case ev.peer != nil:
+				r.proto.PeerDown(crdt.ReplicaID(ev.from), now)
+			default:
+				r.proto.Step(crdt.ReplicaID(ev.from), ev.msg, now)
+			}
+		}
+		for _, d := range local {
+			r.proto.Local(protocol.LocalDelta{Seq: d.Seq, Group: d.Group, At: d.At}, now)
+		}
+		if ticked {
+			r.proto.Tick(now)
+		}
+		if err := r.proto.Err(); err != nil {
+			r.log.Error("replication could not read the store", "err", err)
+		}
+		r.process()
+		if ticked {
+			r.publishStatus()
+		}
+	}
+}
+
+// process applies what the protocol produced, durably, then sends its
+// messages. If the apply fails nothing is sent: the peers retransmit.
+func (r *Replicator) process() {
+	rd := r.proto.Ready()
+	if len(rd.Applies) > 0 {
+		var g crdt.Group
+		var dots crdt.Context
+		for _, a := range rd.Applies {
+			if a.Group != nil {
+				g.Join(a.Group)
+			}
+			dots.Join(&a.Dots)
+		}
+		if err := r.node.ApplyRemote(&dots, &g); err != nil {
+			r.log.Error("could not apply remote deltas; not acknowledging them", "err", err)
+			return
+		}
+		now := r.opts.Now()
+		for _, a := range rd.Applies {
+			for _, rg := range a.Ranges {
+				r.m.Convergence.WithLabelValues(rg.Origin).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
+			}
+			if r.opts.OnApply != nil && len(a.Ranges) > 0 {
+				r.opts.OnApply(string(a.From), a.Ranges, now)
+			}
+		}
+	}
+	t := r.transport()
+	for _, env := range rd.Messages {
+		b, err := protocol.Encode(env.Msg)
+		if err != nil {
+			r.log.Error("could not encode a message", "err", err)
+			continue
+		}
+		to := string(env.To)
+		if err := t.Send(to, b); err != nil {
+			r.m.SendErrors.WithLabelValues(to).Inc()
+			continue
+		}
+		r.proto.NoteSent(env.To, len(b))
+		r.m.BytesSent.WithLabelValues(to).Add(float64(len(b)))
+		r.m.MessagesSent.WithLabelValues(to, env.Msg.Kind.String()).Inc()
+	}
+}
+
+func (r *Replicator) publishStatus() {
+	st := r.proto.Status()
+	for _, s := range st {
+		r.m.PendingDeltas.WithLabelValues(s.Region).Set(float64(s.PendingDeltas))
+		r.m.PendingBytes.WithLabelValues(s.Region).Set(float64(s.PendingBytes))
+		r.m.LagSeconds.WithLabelValues(s.Region).Set(float64(s.LagMs) / 1000)
+		r.m.AERounds.WithLabelValues(s.Region).Set(float64(s.AERounds))
+		r.m.AEKeys.WithLabelValues(s.Region, "pushed").Set(float64(s.AEKeysPushed))
+		r.m.AEKeys.WithLabelValues(s.Region, "pulled").Set(float64(s.AEKeysPulled))
+	}
+	r.mu.Lock()
+	r.status = st
+	r.mu.Unlock()
+}
+
+// Status returns each peer's replication state for /v1/cluster.
+func (r *Replicator) Status() any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]protocol.PeerStatus, len(r.status))
+	copy(out, r.status)
+	return out
+}
+
+// MaxCallBytes bounds a forwarded request or its answer.
+const MaxCallBytes = 1 << 20
+
+// Forward implements region.Forwarder: it sends req to the home region on
+// a stream of its own and returns the home's answer. An unreachable home
+// fails at once, and a home that does not answer within ctx's deadline
+// fails then, with home_unavailable.
+func (r *Replicator) Forward(ctx context.Context, home string, req *region.HomeRequest) (*region.HomeResponse, error) {
+	unavailable := func(why string) error {
+		return &region.Error{Code: region.CodeHomeUnavailable, RetryAfter: 1,
+			Detail: fmt.Sprintf("home region %s is unreachable: %s", home, why)}
+	}
+	t := r.transport()
+	if t == nil || !t.Connected(home) {
+		return nil, unavailable("not connected")
+	}
+	b, err := crdt.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.Call(ctx, home, b)
+	if err != nil {
+		var re *transport.RemoteError
+		if errors.As(err, &re) {
+			return nil, unavailable(re.Msg)
+		}
+		return nil, unavailable(err.Error())
+	}
+	var out region.HomeResponse
+	if err := crdt.Unmarshal(resp, &out, MaxCallBytes); err != nil {
+		return nil, unavailable("malformed answer")
+	}
+	if out.Res == nil && out.Item == nil && out.Err == nil {
+		return nil, unavailable("empty answer")
+	}
+	return &out, nil
+}
+
+// OnCall implements transport.Handler: it decides a home request from
+// another region.
+func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([]byte, error) {
+	var req region.HomeRequest
+	if err := crdt.Unmarshal(payload, &req, MaxCallBytes); err != nil {
+		r.m.Rejected.WithLabelValues(from).Inc()
+		return nil, fmt.Errorf("replication: bad home request: %w", err)
+	}
+	return crdt.Marshal(r.node.ServeHome(ctx, &req))
+}
+
+var (
+	_ region.Publisher       = (*Replicator)(nil)
+	_ region.Forwarder       = (*Replicator)(nil)
+	_ transport.Handler      = (*Replicator)(nil)
+	_ transport.PeerObserver = (*Replicator)(nil)
+)
