@@ -128,6 +128,11 @@ func (c *Cart) toWire() []wireCartReplica {
 	for d, l := range c.Entries {
 		byReplica[d.Replica] = append(byReplica[d.Replica], wireEntry{Counter: d.Counter, SKU: l.SKU, Kind: uint8(l.Kind), N: l.N})
 	}
+	// One pass over the cloud, not one per replica.
+	clouds := make(map[ReplicaID][]uint64)
+	for d := range c.Ctx.Cloud {
+		clouds[d.Replica] = append(clouds[d.Replica], d.Counter)
+	}
 	reps := c.Ctx.Replicas()
 	for r := range byReplica {
 		if !slices.Contains(reps, r) {
@@ -139,7 +144,9 @@ func (c *Cart) toWire() []wireCartReplica {
 	for _, r := range reps {
 		es := byReplica[r]
 		slices.SortFunc(es, func(a, b wireEntry) int { return cmpU64(a.Counter, b.Counter) })
-		out = append(out, wireCartReplica{Replica: string(r), VV: c.Ctx.VV[r], Cloud: c.Ctx.cloudOf(r), Entries: es})
+		cloud := clouds[r]
+		slices.Sort(cloud)
+		out = append(out, wireCartReplica{Replica: string(r), VV: c.Ctx.VV[r], Cloud: cloud, Entries: es})
 	}
 	return out
 }
@@ -341,6 +348,115 @@ func groupFromWire(w *wireGroup) (*Group, error) {
 	return g, nil
 }
 
+// shape describes a wire type for a check that runs before the typed
+// decoder: the decoder allocates every array it meets at its declared
+// length, even when the elements turn out to be of the wrong type, so an
+// ill-typed input of a few megabytes could make it allocate over a hundred
+// times its size. check walks the input without allocating and refuses any
+// item of the wrong major type, any struct array with the wrong number of
+// fields and any array over its limit, so the decoder only allocates for
+// well-typed input, a small multiple of its size.
+type shape struct {
+	name   string
+	major  byte     // CBOR major type: 0 unsigned, 3 text, 4 array
+	signed bool     // an integer that may also be negative (major 1)
+	fields []*shape // a toarray struct: exactly these fields
+	elem   *shape   // an array of elements of this shape
+	max    int      // most elements of an elem array
+}
+
+var (
+	uintShape  = &shape{name: "unsigned integer", major: 0}
+	intShape   = &shape{name: "integer", major: 0, signed: true}
+	textShape  = &shape{name: "text string", major: 3}
+	entryShape = &shape{name: "cart entry", major: 4, fields: []*shape{uintShape, textShape, uintShape, intShape}}
+	replShape  = &shape{name: "cart replica record", major: 4, fields: []*shape{textShape, uintShape, arrayOf(uintShape, maxArray), arrayOf(entryShape, maxArray)}}
+	cartShape  = arrayOf(replShape, MaxReplicas)
+	ctrShape   = &shape{name: "counter record", major: 4, fields: []*shape{textShape, uintShape, uintShape}}
+	itemShape  = &shape{name: "item", major: 4, fields: []*shape{arrayOf(ctrShape, MaxReplicas), uintShape, textShape, intShape}}
+	groupShape = &shape{name: "group", major: 4, fields: []*shape{arrayOf(gCartShape, MaxGroupKeys), arrayOf(gItemShape, MaxGroupKeys)}}
+	gCartShape = &shape{name: "group cart", major: 4, fields: []*shape{textShape, cartShape}}
+	gItemShape = &shape{name: "group item", major: 4, fields: []*shape{textShape, itemShape}}
+)
+
+func arrayOf(elem *shape, max int) *shape {
+	return &shape{name: "array of " + elem.name, major: 4, elem: elem, max: max}
+}
+
+// check reports whether b is one data item of shape s and nothing else.
+func (s *shape) check(b []byte) error {
+	end, err := s.scan(b, 0)
+	if err != nil {
+		return fmt.Errorf("crdt: decode: %w", err)
+	}
+	if end != len(b) {
+		return fmt.Errorf("crdt: decode: extraneous data at byte %d", end)
+	}
+	return nil
+}
+
+var errTruncated = errors.New("unexpected EOF")
+
+// scan checks the data item at b[i:] against s and returns where it ends.
+func (s *shape) scan(b []byte, i int) (int, error) {
+	at := i
+	if i >= len(b) {
+		return 0, errTruncated
+	}
+	major, info := b[i]>>5, b[i]&0x1f
+	i++
+	var arg uint64
+	switch {
+	case info < 24:
+		arg = uint64(info)
+	case info <= 27:
+		n := 1 << (info - 24)
+		if len(b)-i < n {
+			return 0, errTruncated
+		}
+		for _, c := range b[i : i+n] {
+			arg = arg<<8 | uint64(c)
+		}
+		i += n
+	case info == 31 && major >= 2 && major <= 5:
+		return 0, fmt.Errorf("indefinite-length item at byte %d", at)
+	default:
+		return 0, fmt.Errorf("malformed item at byte %d", at)
+	}
+	if major != s.major && !(s.signed && major == 1) {
+		what := [8]string{"unsigned integer", "negative integer", "byte string", "text string", "array", "map", "tag", "simple value or float"}[major]
+		return 0, fmt.Errorf("%s expected at byte %d, found %s", s.name, at, what)
+	}
+	switch major {
+	case 3:
+		if arg > uint64(len(b)-i) {
+			return 0, errTruncated
+		}
+		return i + int(arg), nil
+	case 4:
+		if s.fields != nil && arg != uint64(len(s.fields)) {
+			return 0, fmt.Errorf("%s of %d fields expected at byte %d, found %d", s.name, len(s.fields), at, arg)
+		}
+		if s.elem != nil && arg > uint64(s.max) {
+			return 0, fmt.Errorf("%s of %d elements at byte %d exceeds limit of %d", s.name, arg, at, s.max)
+		}
+		if arg > uint64(len(b)-i) { // every element takes a byte at least
+			return 0, errTruncated
+		}
+		for k := range int(arg) {
+			sub := s.elem
+			if s.fields != nil {
+				sub = s.fields[k]
+			}
+			var err error
+			if i, err = sub.scan(b, i); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return i, nil
+}
+
 func mustMarshal(v any) []byte {
 	b, err := encMode.Marshal(v)
 	if err != nil {
@@ -350,11 +466,17 @@ func mustMarshal(v any) []byte {
 	return b
 }
 
-// decode is the one decoding path: size limit, strict CBOR, validation by
-// conv, then a canonical check (the value must re-encode to b exactly).
-func decode[W any, V any](b []byte, limit int, conv func(*W) (V, error), enc func(V) []byte) (V, error) {
+// decode is the one decoding path: size limit, shape check, strict CBOR,
+// validation by conv, then a canonical check (the value must re-encode to
+// b exactly).
+func decode[W any, V any](b []byte, limit int, sh *shape, conv func(*W) (V, error), enc func(V) []byte) (V, error) {
 	var zero V
 	var w W
+	if len(b) <= limit {
+		if err := sh.check(b); err != nil {
+			return zero, err
+		}
+	}
 	if err := Unmarshal(b, &w, limit); err != nil {
 		return zero, err
 	}
@@ -373,7 +495,7 @@ func EncodeCart(c *Cart) []byte { return mustMarshal(c.toWire()) }
 
 // DecodeCart decodes and validates a canonical cart encoding.
 func DecodeCart(b []byte) (*Cart, error) {
-	return decode(b, MaxObjectBytes, func(w *[]wireCartReplica) (*Cart, error) { return cartFromWire(*w) }, EncodeCart)
+	return decode(b, MaxObjectBytes, cartShape, func(w *[]wireCartReplica) (*Cart, error) { return cartFromWire(*w) }, EncodeCart)
 }
 
 // EncodeItem returns the canonical encoding of it.
@@ -381,7 +503,7 @@ func EncodeItem(it *Item) []byte { return mustMarshal(it.toWire()) }
 
 // DecodeItem decodes and validates a canonical item encoding.
 func DecodeItem(b []byte) (*Item, error) {
-	return decode(b, MaxObjectBytes, itemFromWire, EncodeItem)
+	return decode(b, MaxObjectBytes, itemShape, itemFromWire, EncodeItem)
 }
 
 // EncodeGroup returns the canonical encoding of g.
@@ -389,7 +511,7 @@ func EncodeGroup(g *Group) []byte { return mustMarshal(g.toWire()) }
 
 // DecodeGroup decodes and validates a canonical delta-group encoding.
 func DecodeGroup(b []byte) (*Group, error) {
-	return decode(b, MaxGroupBytes, groupFromWire, EncodeGroup)
+	return decode(b, MaxGroupBytes, groupShape, groupFromWire, EncodeGroup)
 }
 
 // MarshalCBOR lets a Group travel inside other CBOR messages.

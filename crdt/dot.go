@@ -131,26 +131,29 @@ func (c *Context) Join(o *Context) {
 }
 
 // Compact moves cloud dots that extend the version vector into it and drops
-// cloud dots the vector already covers.
+// cloud dots the vector already covers. It takes time linear in the size
+// of the cloud: the dot that extends a replica's vector entry starts one
+// walk along the run of dots that follows it.
 func (c *Context) Compact() {
-	for len(c.Cloud) > 0 {
-		moved := false
-		for d := range c.Cloud {
-			v := c.VV[d.Replica]
-			switch {
-			case d.Counter <= v:
-				delete(c.Cloud, d)
-			case d.Counter == v+1:
-				if c.VV == nil {
-					c.VV = make(map[ReplicaID]uint64)
-				}
-				c.VV[d.Replica] = d.Counter
-				delete(c.Cloud, d)
-				moved = true
-			}
+	for d := range c.Cloud {
+		v := c.VV[d.Replica]
+		if d.Counter != v+1 {
+			continue
 		}
-		if !moved {
-			break
+		for {
+			if _, ok := c.Cloud[Dot{d.Replica, v + 1}]; !ok {
+				break
+			}
+			v++
+		}
+		if c.VV == nil {
+			c.VV = make(map[ReplicaID]uint64)
+		}
+		c.VV[d.Replica] = v
+	}
+	for d := range c.Cloud {
+		if d.Counter <= c.VV[d.Replica] {
+			delete(c.Cloud, d)
 		}
 	}
 	if len(c.Cloud) == 0 {
@@ -204,18 +207,6 @@ func (c *Context) Replicas() []ReplicaID {
 		seen[d.Replica] = struct{}{}
 	}
 	return slices.Sorted(maps.Keys(seen))
-}
-
-// cloudOf returns the cloud counters of replica r, ascending.
-func (c *Context) cloudOf(r ReplicaID) []uint64 {
-	var out []uint64
-	for d := range c.Cloud {
-		if d.Replica == r {
-			out = append(out, d.Counter)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // ValidID reports whether s is a valid cart id or sku: 1–128 characters of
