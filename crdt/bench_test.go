@@ -1,0 +1,119 @@
+package crdt
+
+import (
+	"fmt"
+	"testing"
+)
+
+var benchLines = []int{1, 10, 100}
+
+// benchCart returns a realistic cart of n lines: lines added at the three
+// regions, after a history of add/remove cycles that gives every region a
+// counter in the thousands, fully exchanged (no cloud).
+func benchCart(n int) *Cart {
+	c := freshCart(n, testReplicas...)
+	for k := range 3000 {
+		r := testReplicas[k%3]
+		c.Join(c.Add(r, "cycled", 1))
+		c.Join(c.Remove("cycled"))
+	}
+	return c
+}
+
+// batch is how many prepared inputs a benchmark makes at a time, with its
+// timer stopped.
+const batch = 256
+
+// BenchmarkJoin joins the state of a replica that made one concurrent set
+// into a replica that made one concurrent add (full-state anti-entropy of
+// one cart).
+func BenchmarkJoin(b *testing.B) {
+	for _, n := range benchLines {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			base := benchCart(n)
+			east, west := base.Clone(), base.Clone()
+			east.Join(east.Add(usEast, "line-00", 1))
+			west.Join(west.Set(euWest, fmt.Sprintf("line-%02d", n-1), 9))
+			dsts := make([]*Cart, batch)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%batch == 0 {
+					b.StopTimer()
+					for k := range dsts {
+						dsts[k] = east.Clone()
+					}
+					b.StartTimer()
+				}
+				dsts[i%batch].Join(west)
+			}
+			b.StopTimer()
+			if got := dsts[0]; got.Qty(fmt.Sprintf("line-%02d", n-1)) < 9 {
+				b.Fatalf("join lost the concurrent set")
+			}
+		})
+	}
+}
+
+// BenchmarkDeltaApply applies at a peer, in order, the deltas a region
+// sends for a stream of set operations on the cart's lines (the cart keeps
+// n lines).
+func BenchmarkDeltaApply(b *testing.B) {
+	for _, n := range benchLines {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			src := benchCart(n)
+			dst := src.Clone()
+			deltas := make([]*Cart, batch)
+			q := int64(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i%batch == 0 {
+					b.StopTimer()
+					for k := range deltas {
+						q = q%MaxQty + 1
+						d := src.Set(usEast, fmt.Sprintf("line-%02d", (i+k)%n), q)
+						src.Join(d)
+						deltas[k] = d
+					}
+					b.StartTimer()
+				}
+				dst.Join(deltas[i%batch])
+			}
+			b.StopTimer()
+			if len(dst.Entries) != n {
+				b.Fatalf("the peer holds %d entries, want %d", len(dst.Entries), n)
+			}
+		})
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, n := range benchLines {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			c := benchCart(n)
+			b.SetBytes(int64(len(EncodeCart(c))))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				EncodeCart(c)
+			}
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, n := range benchLines {
+		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
+			enc := EncodeCart(benchCart(n))
+			b.SetBytes(int64(len(enc)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := DecodeCart(enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
