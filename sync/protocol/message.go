@@ -16,7 +16,8 @@ const (
 	// KindDelta carries a delta-group and the region-level dots it holds;
 	// Tag is the sender's buffer position, acknowledged by KindAck.
 	KindDelta Kind = 1
-	// KindAck acknowledges every delta of the sender up to Tag.
+	// KindAck carries acknowledgements (Acks) and/or the sender's applied
+	// context, when no delta is going that way to carry them.
 	KindAck Kind = 2
 	// KindDigest opens an anti-entropy round: the initiator's bucket
 	// digest of its key space and its applied context, from one snapshot.
@@ -48,7 +49,7 @@ func (k Kind) String() string {
 
 // DotRange is the region-level dots From..To of one origin, with the
 // origin's time of the first of them (Unix microseconds), used to measure
-// convergence.
+// convergence. An empty Origin is the sender.
 type DotRange struct {
 	_      struct{} `cbor:",toarray"`
 	Origin string
@@ -77,6 +78,8 @@ type Message struct {
 	Pull    []string    `cbor:"9,keyasint,omitempty"`
 	Applied []byte      `cbor:"10,keyasint,omitempty"`
 	Final   bool        `cbor:"11,keyasint,omitempty"`
+	// Acks acknowledges the receiver's delta messages with these tags.
+	Acks []uint64 `cbor:"12,keyasint,omitempty"`
 }
 
 // Limits on a decoded message.
@@ -128,7 +131,7 @@ func (m *Message) validate(buckets int) error {
 		if dots += r.To - r.From + 1; dots > MaxRangeLen {
 			return fmt.Errorf("protocol: message names more than %d dots", MaxRangeLen)
 		}
-		if !crdt.ValidID(r.Origin) || len(r.Origin) > crdt.MaxReplicaIDLen {
+		if r.Origin != "" && (!crdt.ValidID(r.Origin) || len(r.Origin) > crdt.MaxReplicaIDLen) {
 			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
 		}
 		if r.From == 0 || r.To < r.From || r.To-r.From >= MaxRangeLen || r.To > crdt.MaxCounter {
@@ -143,7 +146,7 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: diff buckets out of range or unsorted")
 		}
 	}
-	if len(m.Keys) > MaxKeys || len(m.Pull) > MaxKeys {
+	if len(m.Keys) > MaxKeys || len(m.Pull) > MaxKeys || len(m.Acks) > MaxKeys {
 		return fmt.Errorf("protocol: more than %d keys", MaxKeys)
 	}
 	for _, k := range m.Keys {
@@ -167,8 +170,8 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: delta without group, dots or tag")
 		}
 	case KindAck:
-		if m.Tag == 0 && m.Applied == nil {
-			return errors.New("protocol: ack without tag or applied context")
+		if len(m.Acks) == 0 && m.Applied == nil {
+			return errors.New("protocol: ack without acknowledgements or applied context")
 		}
 	case KindDigest:
 		if len(m.Buckets) != buckets || m.Applied == nil || m.Round == 0 {

@@ -100,7 +100,7 @@ func DefaultConfig() Config {
 		Window:             16,
 		RetransmitAfter:    2 * time.Second,
 		RelayDelay:         500 * time.Millisecond,
-		StatusInterval:     100 * time.Millisecond,
+		StatusInterval:     250 * time.Millisecond,
 		AntiEntropyEvery:   30 * time.Second,
 		AntiEntropyTimeout: 10 * time.Second,
 		MaxRoundKeys:       MaxKeys,
@@ -192,6 +192,7 @@ type peer struct {
 
 	reported     crdt.Context // our applied context as last reported to it
 	lastReported time.Time
+	acks         []uint64 // tags of its delta messages we owe an ack
 
 	needAE  bool
 	ae      *aeRound
@@ -256,7 +257,16 @@ func (p *Protocol) Err() error {
 	return err
 }
 
+// send queues m for a peer, with the acknowledgements we owe it and, at
+// most every StatusInterval, our applied context riding along.
 func (p *Protocol) send(to *peer, m *Message) {
+	if m.Kind == KindDelta || m.Kind == KindAck {
+		m.Acks = append(m.Acks, to.acks...)
+		to.acks = nil
+		if m.Applied == nil && p.statusDue(to) {
+			m.Applied = p.report(to)
+		}
+	}
 	p.out.Messages = append(p.out.Messages, Envelope{To: to.id, Msg: m})
 }
 
@@ -336,7 +346,7 @@ func (p *Protocol) flush(pr *peer) {
 				if p.now.Sub(e.at) < p.cfg.RelayDelay {
 					continue
 				}
-				if covered(e.dots, &pr.applied) {
+				if covered(e.dots, &pr.applied) || onlyFrom(e.dots, pr.id) {
 					e.pending &^= pr.bit
 					continue
 				}
@@ -356,11 +366,27 @@ func (p *Protocol) flush(pr *peer) {
 		pr.nextMsg++
 		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now}
 		pr.deltasSent++
+		for i := range dots {
+			if dots[i].Origin == string(p.self) {
+				dots[i].Origin = "" // the receiver reads the sender
+			}
+		}
 		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g})
 	}
 }
 
 func covered(rs []DotRange, c *crdt.Context) bool { return coveredBy(rs, c) }
+
+// onlyFrom reports whether every dot of rs is the peer's own: it made
+// them durable before sending them anywhere, so it never needs them back.
+func onlyFrom(rs []DotRange, id crdt.ReplicaID) bool {
+	for _, r := range rs {
+		if r.Origin != string(id) {
+			return false
+		}
+	}
+	return true
+}
 
 // PeerUp records that a connection to the peer is up. Anti-entropy runs
 // on every (re)connection.
@@ -416,8 +442,8 @@ func (p *Protocol) Tick(now time.Time) {
 		}
 		p.requeue(pr, func(f *inflight) bool { return now.Sub(f.sentAt) >= p.cfg.RetransmitAfter })
 		p.flush(pr)
-		if now.Sub(pr.lastReported) >= p.cfg.StatusInterval && !pr.reported.Equal(&p.seen) {
-			p.send(pr, &Message{Kind: KindAck, Applied: p.report(pr)})
+		if len(pr.acks) > 0 || p.statusDue(pr) {
+			p.send(pr, &Message{Kind: KindAck})
 		}
 		if pr.ae != nil && now.Sub(pr.ae.started) >= p.cfg.AntiEntropyTimeout {
 			pr.ae = nil
@@ -427,6 +453,26 @@ func (p *Protocol) Tick(now time.Time) {
 		}
 	}
 	p.gc()
+}
+
+// statusDue reports whether pr should hear our applied context: it is
+// StatusInterval since the last report and we have new dots of an origin
+// other than pr and us (the only dots pr could ever relay to us).
+func (p *Protocol) statusDue(pr *peer) bool {
+	if p.now.Sub(pr.lastReported) < p.cfg.StatusInterval {
+		return false
+	}
+	for r, v := range p.seen.VV {
+		if r != pr.id && r != p.self && v > pr.reported.VV[r] {
+			return true
+		}
+	}
+	for d := range p.seen.Cloud {
+		if d.Replica != pr.id && d.Replica != p.self && !pr.reported.Contains(d) {
+			return true
+		}
+	}
+	return false
 }
 
 // report returns our applied context for pr and notes that it was sent.
@@ -444,16 +490,22 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 	if pr == nil {
 		return
 	}
+	for i := range m.Dots {
+		if m.Dots[i].Origin == "" {
+			m.Dots[i].Origin = string(from)
+		}
+	}
 	if m.Applied != nil && (m.Kind == KindAck || m.Kind == KindDelta) {
 		if c, err := crdt.DecodeContext(m.Applied); err == nil {
 			pr.applied.Join(&c)
 		}
 	}
+	p.onAcks(pr, m.Acks)
 	switch m.Kind {
 	case KindDelta:
 		p.onDelta(pr, m)
 	case KindAck:
-		p.onAck(pr, m)
+		// Acks and applied context were handled above.
 	case KindDigest:
 		p.onDigest(pr, m)
 	case KindDiff:
@@ -479,26 +531,25 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 		p.seen.Join(&c)
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
 	}
-	ack := &Message{Kind: KindAck, Tag: m.Tag}
-	if p.now.Sub(pr.lastReported) >= p.cfg.StatusInterval {
-		ack.Applied = p.report(pr)
-	}
-	p.send(pr, ack)
+	// Acknowledged on the next message to the sender, or at the next tick.
+	pr.acks = append(pr.acks, m.Tag)
 }
 
-func (p *Protocol) onAck(pr *peer, m *Message) {
-	if m.Tag == 0 {
+func (p *Protocol) onAcks(pr *peer, tags []uint64) {
+	var seqs []uint64
+	for _, tag := range tags {
+		if f := pr.inflight[tag]; f != nil {
+			delete(pr.inflight, tag)
+			seqs = append(seqs, f.seqs...)
+		}
+	}
+	if len(seqs) == 0 {
 		return
 	}
-	f := pr.inflight[m.Tag]
-	if f == nil {
-		return
-	}
-	delete(pr.inflight, m.Tag)
 	pr.lastAck = p.now
-	slices.Sort(f.seqs)
+	slices.Sort(seqs)
 	for _, e := range p.buf {
-		if _, ok := slices.BinarySearch(f.seqs, e.seq); ok {
+		if _, ok := slices.BinarySearch(seqs, e.seq); ok {
 			e.pending &^= pr.bit
 			e.sent &^= pr.bit
 		}

@@ -67,23 +67,30 @@ func (q *queue) Pop() any {
 // nodes (BuntDB in memory) over a seeded network that delays, drops,
 // duplicates and reorders messages, partitions links and crashes regions.
 type sim struct {
-	t       *testing.T
-	rng     *rand.Rand
-	clock   *simClock
-	cfg     protocol.Config
-	regions []*simRegion
-	net     queue
-	pseq    int
-	cut     map[[2]int]bool
-	loss    float64
-	dup     float64
-	delay   [2]time.Duration // base, jitter
-	ref     crdt.Group       // join of every acknowledged delta
-	dots    crdt.Context     // every acknowledged write
-	carts   []string
-	skus    []string
-	trace   bool
+	t        *testing.T
+	rng      *rand.Rand
+	clock    *simClock
+	cfg      protocol.Config
+	regions  []*simRegion
+	net      queue
+	pseq     int
+	cut      map[[2]int]bool
+	loss     float64
+	dup      float64
+	delay    [2]time.Duration // base, jitter
+	ref      crdt.Group       // join of every acknowledged delta
+	dots     crdt.Context     // every acknowledged write
+	carts    []string
+	skus     []string
+	trace    bool
+	sent     func(m *protocol.Message, n int) // sees every encoded message, if set
+	lastTick time.Time
 }
+
+// simTick is how often protocols tick, as the driver's ticker does.
+const simTick = 20 * time.Millisecond
+
+func (s *sim) index(r *simRegion) int { return slices.Index(s.regions, r) }
 
 var names = []crdt.ReplicaID{"ap-south", "eu-west", "us-east"}
 
@@ -100,9 +107,11 @@ func simConfig() protocol.Config {
 	return c
 }
 
-func newSim(t *testing.T, seed uint64) *sim {
+func newSim(t *testing.T, seed uint64) *sim { return newSimWith(t, seed, simConfig()) }
+
+func newSimWith(t *testing.T, seed uint64, cfg protocol.Config) *sim {
 	s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), clock: &simClock{t: time.Unix(1_800_000_000, 0)},
-		cfg: simConfig(), cut: map[[2]int]bool{}}
+		cfg: cfg, cut: map[[2]int]bool{}}
 	s.loss = s.rng.Float64() * 0.2
 	s.dup = s.rng.Float64() * 0.1
 	s.delay = [2]time.Duration{time.Duration(5+s.rng.IntN(95)) * time.Millisecond, time.Duration(1+s.rng.IntN(60)) * time.Millisecond}
@@ -198,6 +207,9 @@ func (s *sim) process(i int) {
 		if err != nil {
 			s.t.Fatal(err)
 		}
+		if s.sent != nil {
+			s.sent(env.Msg, len(b))
+		}
 		j := slices.Index(names, env.To)
 		if !s.connected(i, j) || s.rng.Float64() < s.loss {
 			continue
@@ -269,6 +281,10 @@ func (s *sim) randomOp() {
 func (s *sim) step(dt time.Duration) {
 	s.clock.t = s.clock.t.Add(dt)
 	s.deliverDue()
+	if s.clock.t.Sub(s.lastTick) < simTick {
+		return
+	}
+	s.lastTick = s.clock.t
 	for i, r := range s.regions {
 		if r.alive {
 			r.proto.Tick(s.clock.t)
