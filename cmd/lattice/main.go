@@ -179,10 +179,6 @@ func flagStatus(err error) int {
 	return exitUsage
 }
 
-func runDev(_ context.Context, cio cmdIO, args []string) int {
-	return notBuilt(cio, "dev", args)
-}
-
 func runBench(_ context.Context, cio cmdIO, args []string) int {
 	return notBuilt(cio, "bench", args)
 }

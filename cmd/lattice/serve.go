@@ -11,6 +11,7 @@ import (
 
 	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/server"
+	"github.com/latticedb/lattice/sync/replication"
 )
 
 // runServe runs one region until SIGINT or SIGTERM (or ctx ends), then
@@ -57,7 +58,11 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := server.Start(ctx, cfg, *name, server.Options{Logger: log})
+	opts := server.Options{Logger: log}
+	if len(cfg.Regions) > 1 {
+		opts.Replication = replication.Attach(replication.AttachOptions{WANSeed: 1})
+	}
+	srv, err := server.Start(ctx, cfg, *name, opts)
 	if err != nil {
 		log.Error("cannot start region", "err", err)
 		return exitFail

@@ -164,21 +164,21 @@ type aeRound struct {
 
 // PeerStatus is the replication state of one peer.
 type PeerStatus struct {
-	Region          string    `json:"region"`
-	Connected       bool      `json:"connected"`
-	PendingDeltas   int       `json:"pending_deltas"`
-	PendingBytes    int       `json:"pending_bytes"`
-	InflightMsgs    int       `json:"inflight_messages"`
-	LagMs           int64     `json:"lag_ms"`
-	LastAck         time.Time `json:"last_ack"`
-	PeerApplied     string    `json:"peer_version_vector"`
-	AntiEntropy     string    `json:"anti_entropy"`
-	AERounds        uint64    `json:"anti_entropy_rounds"`
-	AEKeysPushed    uint64    `json:"anti_entropy_keys_pushed"`
-	AEKeysPulled    uint64    `json:"anti_entropy_keys_pulled"`
-	LastAntiEntropy time.Time `json:"last_anti_entropy"`
-	BytesSent       uint64    `json:"bytes_sent"`
-	DeltasSent      uint64    `json:"delta_messages_sent"`
+	Region          string            `json:"region"`
+	Connected       bool              `json:"connected"`
+	PendingDeltas   int               `json:"pending_deltas"`
+	PendingBytes    int               `json:"pending_bytes"`
+	InflightMsgs    int               `json:"inflight_messages"`
+	LagMs           int64             `json:"lag_ms"`
+	LastAck         *time.Time        `json:"last_ack,omitempty"`
+	PeerApplied     map[string]uint64 `json:"peer_version_vector"`
+	AntiEntropy     string            `json:"anti_entropy"`
+	AERounds        uint64            `json:"anti_entropy_rounds"`
+	AEKeysPushed    uint64            `json:"anti_entropy_keys_pushed"`
+	AEKeysPulled    uint64            `json:"anti_entropy_keys_pulled"`
+	LastAntiEntropy *time.Time        `json:"last_anti_entropy,omitempty"`
+	BytesSent       uint64            `json:"bytes_sent"`
+	DeltasSent      uint64            `json:"delta_messages_sent"`
 }
 
 type peer struct {
@@ -560,9 +560,17 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 func (p *Protocol) Status() []PeerStatus {
 	out := make([]PeerStatus, 0, len(p.peers))
 	for _, pr := range p.peers {
-		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight), LastAck: pr.lastAck,
-			PeerApplied: formatVV(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled,
-			LastAntiEntropy: pr.lastAE, BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent}
+		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight),
+			PeerApplied: vvOf(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled,
+			BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent}
+		if !pr.lastAck.IsZero() {
+			t := pr.lastAck
+			s.LastAck = &t
+		}
+		if !pr.lastAE.IsZero() {
+			t := pr.lastAE
+			s.LastAntiEntropy = &t
+		}
 		var oldest time.Time
 		for _, e := range p.buf {
 			if e.pending&pr.bit != 0 {
@@ -600,4 +608,11 @@ func (p *Protocol) NoteSent(id crdt.ReplicaID, n int) {
 // Seen returns the dots this region has applied or is applying.
 func (p *Protocol) Seen() crdt.Context { return p.seen.Clone() }
 
-func formatVV(c *crdt.Context) string { return crdt.FormatToken(c) }
+// vvOf returns the version vector of c (its contiguous part) by region.
+func vvOf(c *crdt.Context) map[string]uint64 {
+	out := make(map[string]uint64, len(c.VV))
+	for r, v := range c.VV {
+		out[string(r)] = v
+	}
+	return out
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -22,7 +23,8 @@ import (
 
 // Options configure a Replicator.
 type Options struct {
-	Node     *region.Node
+	// Region is this region's name.
+	Region   string
 	Peers    []string
 	Protocol protocol.Config
 	// TickInterval is how often the protocol's timers are checked.
@@ -49,7 +51,7 @@ type inbound struct {
 // out).
 type Replicator struct {
 	opts  Options
-	node  *region.Node
+	node  atomic.Pointer[region.Node]
 	log   *slog.Logger
 	m     *Metrics
 	proto *protocol.Protocol
@@ -67,7 +69,8 @@ type Replicator struct {
 	done chan struct{}
 }
 
-// New returns a replicator for the node; Start attaches the transport.
+// New returns a replicator; Start attaches the node and the transport.
+// Local deltas published before Start are kept and sent once it runs.
 func New(opts Options) *Replicator {
 	if opts.Protocol.Buckets == 0 {
 		opts.Protocol = protocol.DefaultConfig()
@@ -84,18 +87,19 @@ func New(opts Options) *Replicator {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	peers := make([]crdt.ReplicaID, 0, len(opts.Peers))
-	for _, p := range opts.Peers {
-		peers = append(peers, crdt.ReplicaID(p))
-	}
-	r := &Replicator{opts: opts, node: opts.Node, log: opts.Logger, m: opts.Metrics,
+	return &Replicator{opts: opts, log: opts.Logger, m: opts.Metrics,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	r.proto = protocol.New(crdt.ReplicaID(opts.Node.Region()), peers, opts.Node.Applied(), opts.Node, opts.Protocol)
-	return r
 }
 
-// Start runs the replicator over t until Close.
-func (r *Replicator) Start(t transport.Transport) {
+// Start runs the replicator for node over t until Close. The node's
+// region must be Options.Region.
+func (r *Replicator) Start(node *region.Node, t transport.Transport) {
+	peers := make([]crdt.ReplicaID, 0, len(r.opts.Peers))
+	for _, p := range r.opts.Peers {
+		peers = append(peers, crdt.ReplicaID(p))
+	}
+	r.node.Store(node)
+	r.proto = protocol.New(crdt.ReplicaID(node.Region()), peers, node.Applied(), node, r.opts.Protocol)
 	r.tmu.Lock()
 	r.t = t
 	r.tmu.Unlock()
@@ -115,6 +119,9 @@ func (r *Replicator) Close() {
 	default:
 	}
 	close(r.stop)
+	if r.proto == nil {
+		return // never started
+	}
 	select {
 	case <-r.done:
 	case <-time.After(5 * time.Second):
@@ -225,7 +232,7 @@ func (r *Replicator) process() {
 			}
 			dots.Join(&a.Dots)
 		}
-		if err := r.node.ApplyRemote(&dots, &g); err != nil {
+		if err := r.node.Load().ApplyRemote(&dots, &g); err != nil {
 			r.log.Error("could not apply remote deltas; not acknowledging them", "err", err)
 			return
 		}
@@ -322,12 +329,16 @@ func (r *Replicator) Forward(ctx context.Context, home string, req *region.HomeR
 // OnCall implements transport.Handler: it decides a home request from
 // another region.
 func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([]byte, error) {
+	node := r.node.Load()
+	if node == nil {
+		return nil, errors.New("replication: region is starting")
+	}
 	var req region.HomeRequest
 	if err := crdt.Unmarshal(payload, &req, MaxCallBytes); err != nil {
 		r.m.Rejected.WithLabelValues(from).Inc()
 		return nil, fmt.Errorf("replication: bad home request: %w", err)
 	}
-	return crdt.Marshal(r.node.ServeHome(ctx, &req))
+	return crdt.Marshal(node.ServeHome(ctx, &req))
 }
 
 var (

@@ -1,0 +1,129 @@
+package replication
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/server"
+	"github.com/latticedb/lattice/sync/protocol"
+	"github.com/latticedb/lattice/sync/transport"
+	"github.com/latticedb/lattice/sync/wan"
+)
+
+// AttachOptions tune the replication Attach builds.
+type AttachOptions struct {
+	// Protocol overrides the protocol's defaults when its Buckets is set.
+	Protocol protocol.Config
+	// Transport, if set, adjusts the transport's config before use.
+	Transport func(*transport.Config)
+	// WANSeed seeds the emulated WAN's randomness (loss, jitter).
+	WANSeed uint64
+	// OnApply is passed to the Replicator (convergence measurement).
+	OnApply func(region, from string, ranges []protocol.DotRange)
+	// Started, if set, is called with each region's replication once it
+	// runs (tests use it to partition a region's WAN).
+	Started func(*QUICReplication)
+}
+
+// Attach returns the server.NewReplication that replicates a region over
+// QUIC with mutual TLS, through an emulated WAN when the config's
+// emulate key asks for one.
+func Attach(opts AttachOptions) server.NewReplication {
+	return func(env server.ReplicationEnv) (server.Replication, error) {
+		var peers []string
+		for _, p := range env.Config.Peers(env.Region) {
+			peers = append(peers, p.Name)
+		}
+		o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger,
+			Metrics: NewMetrics(env.Registerer)}
+		if opts.OnApply != nil {
+			name := env.Region
+			o.OnApply = func(from string, rs []protocol.DotRange, _ time.Time) { opts.OnApply(name, from, rs) }
+		}
+		return &QUICReplication{Replicator: New(o), env: env, opts: opts}, nil
+	}
+}
+
+// QUICReplication is a region's replication over QUIC: the Replicator,
+// its UDP socket (wrapped in an emulated WAN) and its transport. It
+// implements server.Replication.
+type QUICReplication struct {
+	*Replicator
+	env  server.ReplicationEnv
+	opts AttachOptions
+	udp  net.PacketConn
+	wan  *wan.Conn
+	t    *transport.QUICTransport
+}
+
+var _ server.Replication = (*QUICReplication)(nil)
+
+// Peers implements server.Replication.
+func (q *QUICReplication) Peers() any { return q.Status() }
+
+// WAN returns the emulated WAN under the region's QUIC socket.
+func (q *QUICReplication) WAN() *wan.Conn { return q.wan }
+
+// Region returns the region's name.
+func (q *QUICReplication) Region() string { return q.env.Region }
+
+// Start implements server.Replication: it listens on the region's peer
+// address, dials the peers and starts replicating node.
+func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
+	cfg := q.env.Config
+	udp, err := net.ListenPacket("udp", q.env.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("replication: listen %s: %w", q.env.PeerAddr, err)
+	}
+	q.udp = udp
+	q.wan = wan.Wrap(udp, wan.WithSeed(q.opts.WANSeed))
+	tc := transport.DefaultConfig()
+	tc.Region, tc.Certs, tc.Logger = q.env.Region, q.env.TLS, q.env.Logger
+	tc.Peers = map[string]string{}
+	for _, p := range cfg.Peers(q.env.Region) {
+		tc.Peers[p.Name] = p.Peer
+		addr, err := net.ResolveUDPAddr("udp", p.Peer)
+		if err != nil {
+			udp.Close()
+			return fmt.Errorf("replication: peer %s address %q: %w", p.Name, p.Peer, err)
+		}
+		link := wan.Link{Delay: cfg.Latency(q.env.Region, p.Name), Loss: cfg.Emulate.LossPct / 100}
+		if err := link.Validate(); err != nil {
+			udp.Close()
+			return fmt.Errorf("replication: emulated link to %s: %w", p.Name, err)
+		}
+		q.wan.SetLink(addr.String(), link)
+	}
+	if q.opts.Transport != nil {
+		q.opts.Transport(&tc)
+	}
+	t, err := transport.NewQUIC(q.wan, tc, q.Replicator)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("replication: %w", err)
+	}
+	q.t = t
+	q.Replicator.Start(node, t)
+	if q.opts.Started != nil {
+		q.opts.Started(q)
+	}
+	return nil
+}
+
+// Close implements server.Replication.
+func (q *QUICReplication) Close() error {
+	q.Replicator.Close()
+	var err error
+	if q.t != nil {
+		err = q.t.Close()
+	}
+	if q.wan != nil {
+		q.wan.Close()
+	} else if q.udp != nil {
+		q.udp.Close()
+	}
+	return err
+}
