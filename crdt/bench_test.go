@@ -117,3 +117,26 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCompactLongRuns joins the one dot that closes the gap in front
+// of a cloud of 4 × 16,384 dots; compaction is linear in the cloud, so
+// this stays in the milliseconds (a quadratic compaction took seconds).
+func BenchmarkCompactLongRuns(b *testing.B) {
+	reps := []ReplicaID{"ap-south", "eu-west", "us-east", "us-west"}
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		c := &Cart{}
+		c.Ctx.Cloud = make(map[Dot]struct{}, len(reps)*maxArray)
+		for _, r := range reps {
+			for k := range maxArray {
+				c.Ctx.Cloud[Dot{r, uint64(k + 2)}] = struct{}{}
+			}
+		}
+		gap := &Cart{}
+		for _, r := range reps {
+			gap.Ctx.Insert(Dot{r, 1})
+		}
+		b.StartTimer()
+		c.Join(gap)
+	}
+}
