@@ -3,9 +3,13 @@ GO      ?= go
 BIN     ?= bin/lattice
 FUZZTIME ?= 5s
 # Fuzz targets run by `make test` (package:target), each for $(FUZZTIME).
-FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGroup
+FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGroup \
+	./sync/protocol:FuzzDecodeMessage ./sync/transport:FuzzReadFrame
+# Seeds of the replication simulation run without the race detector by
+# `make test` (the race-enabled suite runs 150 of them).
+SIM_SEEDS ?= 2000
 
-.PHONY: all build test unit fuzz vet lint run bench bench-go clean
+.PHONY: all build test unit sim fuzz vet lint run bench bench-go clean
 
 all: build
 
@@ -28,9 +32,16 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-# test is what CI runs: formatting, vet, the race-enabled test suite and a
-# short fuzz pass over every decoder.
-test: lint unit fuzz
+# sim replays SIM_SEEDS seeded histories of the replication protocol over
+# a lossy, duplicating, reordering, partitioning network with crashes.
+# Replay one: go test ./sync/protocol -run TestSimulation -args -sim.seed=N -v
+sim:
+	$(GO) test -count=1 -run '^TestSimulation$$' ./sync/protocol -args -sim.seeds=$(SIM_SEEDS)
+
+# test is what CI runs: formatting, vet, the race-enabled test suite, the
+# long simulation and a short fuzz pass over every decoder of untrusted
+# input.
+test: lint unit sim fuzz
 
 run: build
 	./$(BIN) dev

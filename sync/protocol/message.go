@@ -91,7 +91,7 @@ const (
 	// MaxKeys bounds the key hashes or pulled keys of one message.
 	MaxKeys = 8192
 	// MaxRangeLen bounds the dots of one range.
-	MaxRangeLen = 1 << 20
+	MaxRangeLen = 1 << 16
 )
 
 // Encode returns the message's CBOR encoding.
@@ -128,14 +128,14 @@ func (m *Message) validate(buckets int) error {
 	}
 	var dots uint64
 	for _, r := range m.Dots {
-		if dots += r.To - r.From + 1; dots > MaxRangeLen {
-			return fmt.Errorf("protocol: message names more than %d dots", MaxRangeLen)
-		}
 		if r.Origin != "" && (!crdt.ValidID(r.Origin) || len(r.Origin) > crdt.MaxReplicaIDLen) {
 			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
 		}
 		if r.From == 0 || r.To < r.From || r.To-r.From >= MaxRangeLen || r.To > crdt.MaxCounter {
 			return fmt.Errorf("protocol: invalid dot range %s:%d..%d", r.Origin, r.From, r.To)
+		}
+		if dots += r.To - r.From + 1; dots > MaxRangeLen {
+			return fmt.Errorf("protocol: message names more than %d dots", MaxRangeLen)
 		}
 	}
 	if len(m.Buckets) != 0 && len(m.Buckets) != buckets {

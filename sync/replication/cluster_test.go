@@ -374,3 +374,5 @@ func TestTokenGivesReadYourWritesAcrossRegions(t *testing.T) {
 		t.Fatalf("cut-off read with a newer token: %d %v", code, prob)
 	}
 }
+
+var bg = context.Background()

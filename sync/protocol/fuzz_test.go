@@ -1,0 +1,132 @@
+package protocol_test
+
+import (
+	"testing"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+func seedMessages() []*protocol.Message {
+	var c crdt.Cart
+	d := c.Add("us-east", "book", 2)
+	g := &crdt.Group{}
+	g.AddCart("cart-1", d)
+	var it crdt.Item
+	g.AddItem("sku-1", it.Restock("eu-west", 5))
+	var ctx crdt.Context
+	ctx.Insert(crdt.Dot{Replica: "us-east", Counter: 1})
+	applied := crdt.EncodeContext(&ctx)
+	return []*protocol.Message{
+		{Kind: protocol.KindDelta, Tag: 7, Dots: []protocol.DotRange{{From: 1, To: 1, AtUs: 1}}, Group: g, Acks: []uint64{3}},
+		{Kind: protocol.KindAck, Acks: []uint64{1, 2}, Applied: applied},
+		{Kind: protocol.KindDigest, Round: 1, Buckets: make([]uint64, 64), Applied: applied},
+		{Kind: protocol.KindDiff, Round: 1, Diff: []uint32{3, 9}, Keys: []protocol.KeyHash{{Key: "c/cart-1", Hash: 42}}, Applied: applied, Final: true},
+		{Kind: protocol.KindObjects, Round: 1, Group: g, Pull: []string{"i/sku-1"}, Applied: applied, Final: true},
+	}
+}
+
+// FuzzDecodeMessage feeds arbitrary bytes to the decoder of peer
+// messages: it must never panic, and what it accepts must be valid (it
+// encodes and decodes again).
+func FuzzDecodeMessage(f *testing.F) {
+	for _, m := range seedMessages() {
+		b, err := protocol.Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0xa1, 0x01, 0x09})
+	f.Add([]byte{0x9f, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := protocol.Decode(b, 64)
+		if err != nil {
+			return
+		}
+		again, err := protocol.Encode(m)
+		if err != nil {
+			t.Fatalf("accepted message does not encode: %v", err)
+		}
+		if _, err := protocol.Decode(again, 64); err != nil {
+			t.Fatalf("accepted message does not decode again: %v", err)
+		}
+	})
+}
+
+func TestDecodeRejectsHostileMessages(t *testing.T) {
+	valid := seedMessages()
+	mutate := []struct {
+		name string
+		m    func() *protocol.Message
+		want string
+	}{
+		{"unknown kind", func() *protocol.Message { return &protocol.Message{Kind: 9} }, "unknown message kind"},
+		{"delta without group", func() *protocol.Message {
+			return &protocol.Message{Kind: protocol.KindDelta, Tag: 1, Dots: []protocol.DotRange{{From: 1, To: 1}}}
+		}, "delta without"},
+		{"reversed range", func() *protocol.Message {
+			m := *valid[0]
+			m.Dots = []protocol.DotRange{{From: 5, To: 2}}
+			return &m
+		}, "invalid dot range"},
+		{"too many dots", func() *protocol.Message {
+			m := *valid[0]
+			m.Dots = []protocol.DotRange{{From: 1, To: protocol.MaxRangeLen + 5}}
+			return &m
+		}, "dot"},
+		{"bad origin", func() *protocol.Message {
+			m := *valid[0]
+			m.Dots = []protocol.DotRange{{Origin: "no/slash", From: 1, To: 1}}
+			return &m
+		}, "invalid origin"},
+		{"wrong bucket count", func() *protocol.Message {
+			m := *valid[2]
+			m.Buckets = make([]uint64, 10)
+			return &m
+		}, "buckets"},
+		{"diff out of range", func() *protocol.Message {
+			m := *valid[3]
+			m.Diff = []uint32{70}
+			return &m
+		}, "diff buckets"},
+		{"bad key", func() *protocol.Message {
+			m := *valid[4]
+			m.Pull = []string{"x/whatever"}
+			return &m
+		}, "invalid key"},
+		{"bad applied context", func() *protocol.Message {
+			m := *valid[1]
+			m.Applied = []byte{0xff}
+			return &m
+		}, "applied context"},
+	}
+	for _, tc := range mutate {
+		b, err := protocol.Encode(tc.m())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = protocol.Decode(b, 64)
+		if err == nil || !contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := protocol.Decode(make([]byte, protocol.MaxMessageBytes+1), 64); err == nil || !contains(err.Error(), "exceeds limit") {
+		t.Errorf("oversized message: %v", err)
+	}
+	for _, m := range valid {
+		b, _ := protocol.Encode(m)
+		if _, err := protocol.Decode(b, 64); err != nil {
+			t.Errorf("valid %s message refused: %v", m.Kind, err)
+		}
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
