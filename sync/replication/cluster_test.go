@@ -22,7 +22,7 @@ import (
 // cluster is three regions in this process, replicating over real QUIC on
 // 127.0.0.1 through the emulated WAN.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	cfg     *config.Config
 	servers map[string]*server.Server
 	repl    map[string]*replication.QUICReplication
@@ -32,7 +32,7 @@ type cluster struct {
 
 var regions = []string{"us-east", "eu-west", "ap-south"}
 
-func freeUDP(t *testing.T) string {
+func freeUDP(t testing.TB) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -42,7 +42,7 @@ func freeUDP(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-func newCluster(t *testing.T, latencyMS map[string]int) *cluster {
+func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.DefaultConfig()
@@ -102,7 +102,7 @@ func (c *cluster) stop(name string) {
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(20 * time.Millisecond)
