@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,8 +19,8 @@ import (
 // process: us-east, eu-west and ap-south on 127.0.0.1, real QUIC between
 // them through an emulated WAN, until SIGINT or SIGTERM.
 func runDev(ctx context.Context, cio cmdIO, args []string) int {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(cio.stderr)
+	cmd, _ := lookup("dev")
+	fs := newFlagSet(cio, cmd)
 	data := fs.String("data", "", "data directory (default: a fresh temporary directory)")
 	latency := fs.String("latency", "wan", "emulated WAN between regions: wan (SPEC one-way latencies) or none")
 	loss := fs.Float64("loss", 0, "emulated packet loss between regions, in percent")
@@ -29,14 +28,12 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 	peerBase := fs.Int("peer-port", 7201, "QUIC port of us-east; eu-west and ap-south take the next two")
 	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	format := fs.String("log-format", "text", "log format: text or json")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return flagStatus(err)
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(cio.stderr, "lattice dev: unexpected argument %q\n", fs.Arg(0))
+	if len(pos) > 0 {
+		fmt.Fprintf(cio.stderr, "lattice dev: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
 	log, err := newLogger(cio.stderr, *level, *format)
@@ -92,19 +89,6 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 // certificates under data (a new temporary directory when empty).
 func devConfig(data, latency string, loss float64, apiBase, peerBase int) (*config.Config, error) {
 	cfg := config.DefaultConfig()
-	if data == "" {
-		d, err := os.MkdirTemp("", "lattice-dev-")
-		if err != nil {
-			return nil, err
-		}
-		data = d
-	}
-	abs, err := filepath.Abs(data)
-	if err != nil {
-		return nil, err
-	}
-	cfg.DataDir = abs
-	cfg.TLSDir = filepath.Join(abs, "certs")
 	switch latency {
 	case "wan":
 	case "none":
@@ -120,6 +104,19 @@ func devConfig(data, latency string, loss float64, apiBase, peerBase int) (*conf
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if data == "" {
+		d, err := os.MkdirTemp("", "lattice-dev-")
+		if err != nil {
+			return nil, err
+		}
+		data = d
+	}
+	abs, err := filepath.Abs(data)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = abs
+	cfg.TLSDir = filepath.Join(abs, "certs")
 	if _, err := os.Stat(filepath.Join(cfg.TLSDir, certs.CACertFile)); errors.Is(err, os.ErrNotExist) {
 		if err := certs.Generate(cfg.TLSDir, cfg.Cluster, cfg.RegionNames()); err != nil {
 			return nil, err
