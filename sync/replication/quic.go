@@ -21,8 +21,13 @@ type AttachOptions struct {
 	Transport func(*transport.Config)
 	// WANSeed seeds the emulated WAN's randomness (loss, jitter).
 	WANSeed uint64
-	// OnApply is passed to the Replicator (convergence measurement).
-	OnApply func(region, from string, ranges []protocol.DotRange)
+	// OnApply, if set, is called after each durable apply of remote deltas
+	// at region with the dot ranges it made visible, and the time.
+	OnApply func(region, from string, ranges []protocol.DotRange, at time.Time)
+	// OnPublish, if set, is called when a local delta of region is
+	// durable and handed to replication (when its write is acknowledged),
+	// with the time. The benchmark measures convergence from it.
+	OnPublish func(region string, d region.Delta, at time.Time)
 	// Started, if set, is called with each region's replication once it
 	// runs (tests use it to partition a region's WAN).
 	Started func(*QUICReplication)
@@ -39,9 +44,12 @@ func Attach(opts AttachOptions) server.NewReplication {
 		}
 		o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger,
 			Metrics: NewMetrics(env.Registerer)}
+		name := env.Region
 		if opts.OnApply != nil {
-			name := env.Region
-			o.OnApply = func(from string, rs []protocol.DotRange, _ time.Time) { opts.OnApply(name, from, rs) }
+			o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }
+		}
+		if opts.OnPublish != nil {
+			o.OnPublish = func(d region.Delta, at time.Time) { opts.OnPublish(name, d, at) }
 		}
 		return &QUICReplication{Replicator: New(o), env: env, opts: opts}, nil
 	}

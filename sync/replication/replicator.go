@@ -37,6 +37,9 @@ type Options struct {
 	// deltas with the new dot ranges it made visible (the benchmark
 	// measures convergence with it).
 	OnApply func(from string, ranges []protocol.DotRange, at time.Time)
+	// OnPublish, if set, is called with each durable local delta as it is
+	// published.
+	OnPublish func(d region.Delta, at time.Time)
 }
 
 type inbound struct {
@@ -144,6 +147,9 @@ func (r *Replicator) signal() {
 
 // Publish implements region.Publisher.
 func (r *Replicator) Publish(d region.Delta) {
+	if r.opts.OnPublish != nil {
+		r.opts.OnPublish(d, r.opts.Now())
+	}
 	r.mu.Lock()
 	r.local = append(r.local, d)
 	r.mu.Unlock()
