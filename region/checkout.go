@@ -133,6 +133,9 @@ func (n *Node) plan(cartID string, ttl time.Duration, idem Idem) (*checkoutPlan,
 	return plan, nil
 }
 
+// compensateTimeout bounds the releases of a failed checkout.
+const compensateTimeout = 2 * time.Second
+
 func transient(e *Error) bool {
 	switch e.Code {
 	case CodeHomeUnavailable, CodeUnavailable, CodeInternal, CodeRequestInProgress:
@@ -171,13 +174,17 @@ func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPla
 		}
 	}
 	if firstErr != nil {
-		// Compensate: release every reservation this checkout made.
+		// Compensate: release every reservation this checkout made. A line
+		// whose home timed out has spent the request's deadline, so the
+		// releases get one of their own.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
+		defer cancel()
 		each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
 			if reserved[i].Err != nil {
 				return nil
 			}
 			key, fp := derived(plan.OrderID, "release", l.SKU)
-			r := n.atHome(ctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
+			r := n.atHome(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
 			if r.Err != nil {
 				n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
 			}
