@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/latticedb/lattice/crdt"
@@ -62,7 +63,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	if len(keys) > p.cfg.MaxRoundKeys {
 		keys, final = keys[:p.cfg.MaxRoundKeys], false
 	}
-	slices.SortFunc(keys, func(a, b KeyHash) int { return cmpString(a.Key, b.Key) })
+	slices.SortFunc(keys, func(a, b KeyHash) int { return cmp.Compare(a.Key, b.Key) })
 	if len(diff) == 0 {
 		// Equal key spaces: the peer's state then is ours now.
 		if c, err := crdt.DecodeContext(m.Applied); err == nil {
@@ -197,16 +198,6 @@ func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
 		}
 		keys, complete = keys[:len(keys)/2], false
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // bucketOf returns the digest bucket of a key (FNV-1a 32 of the key). Every
