@@ -184,7 +184,10 @@ func (p *Protocol) finishAE(pr *peer) {
 }
 
 // readBounded reads keys, leaving out the tail that would make the group
-// larger than a message may carry; complete is false if it left any out.
+// larger than a quarter of MaxMessageBytes (anti-entropy shares the
+// ordered per-peer stream with deltas, so its batches stay small enough
+// not to hold deltas up for long); complete is false if it left any out,
+// and the next round ships them.
 func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
 	complete := true
 	for {
@@ -193,7 +196,7 @@ func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
 			p.err = err
 			return &crdt.Group{}, false
 		}
-		if len(keys) <= 1 || len(crdt.EncodeGroup(g)) <= crdt.MaxGroupBytes/2 {
+		if len(keys) <= 1 || len(crdt.EncodeGroup(g)) <= p.cfg.MaxMessageBytes/4 {
 			return g, complete
 		}
 		keys, complete = keys[:len(keys)/2], false
