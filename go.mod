@@ -2,7 +2,10 @@ module github.com/latticedb/lattice
 
 go 1.26.0
 
-require github.com/fxamacker/cbor/v2 v2.9.6
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	github.com/fxamacker/cbor/v2 v2.9.6
+)
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
