@@ -360,6 +360,17 @@ func TestStartErrors(t *testing.T) {
 	if _, err := Start(context.Background(), cfg, "ap-south", Options{Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), `"ap-south"`) {
 		t.Errorf("unknown region: %v", err)
 	}
+	early := mustListen(t)
+	if _, err := Start(context.Background(), cfg, "ap-south", Options{Listener: early}); err == nil {
+		t.Errorf("unknown region started")
+	}
+	if c, err := net.Dial("tcp", early.Addr().String()); err == nil {
+		c.Close()
+		t.Errorf("Start refused the config and left the listener it was given open")
+	}
+	if _, err := Start(context.Background(), cfg, "us-east", Options{Listener: mustListen(t), ExpiryInterval: -time.Second}); err == nil {
+		t.Errorf("a negative expiry interval was accepted")
+	}
 	bad := testConfig(dir, "sometimes")
 	if _, err := Start(context.Background(), bad, "us-east", Options{Logger: testLogger(t)}); err == nil || !strings.Contains(err.Error(), "durability") {
 		t.Errorf("invalid config: %v", err)
@@ -376,7 +387,8 @@ func TestStartErrors(t *testing.T) {
 	}
 	// The failed Start closed the store and the listener it was given:
 	// the region starts again on the same files.
-	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
 		t.Errorf("the listener of a failed Start is still open")
 	}
 	if err := certs.Generate(cfg.TLSDir, cfg.Cluster, []string{"us-east"}); err != nil {

@@ -177,8 +177,15 @@ type Server struct {
 // cfg.Durability, attaches replication when opts.Replication is set,
 // makes the node (a sku's home is cfg.Home) and serves HTTP on the
 // region's api address or opts.Listener. ctx bounds the start only; stop
-// the Server with Close.
+// the Server with Close. The Server keeps cfg, which must not change
+// while it runs. If Start fails, it has closed whatever it opened,
+// opts.Listener included.
 func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (_ *Server, err error) {
+	defer func() {
+		if err != nil && opts.Listener != nil {
+			opts.Listener.Close() // the Server owned it
+		}
+	}()
 	if cfg == nil {
 		return nil, errors.New("server: no config")
 	}
@@ -189,10 +196,13 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if !ok {
 		return nil, fmt.Errorf("server: region %q is not in the config (regions: %v)", name, cfg.RegionNames())
 	}
+	if opts.ExpiryInterval < 0 || opts.RequestTimeout < 0 || opts.ShutdownTimeout < 0 {
+		return nil, errors.New("server: negative ExpiryInterval, RequestTimeout or ShutdownTimeout")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.ShutdownTimeout <= 0 {
+	if opts.ShutdownTimeout == 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	s := &Server{cfg: cfg, name: name, log: opts.Logger.With("region", name), reg: opts.Registry,
@@ -378,7 +388,7 @@ func (s *Server) release() error {
 		s.metrics.unregisterAll()
 	}
 	if s.http == nil && s.ln != nil {
-		s.ln.Close() // Start failed after it was given or made the listener
+		s.ln.Close() // Start failed after it made the listener
 	}
 	return errors.Join(errs...)
 }
