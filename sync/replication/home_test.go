@@ -990,3 +990,30 @@ func TestNoOversellUnderPartitionAndRestart(t *testing.T) {
 		waitItemEverywhere(t, c, cl, sku, it.Stock, it.Reserved)
 	}
 }
+
+// TestManyOpenReservationsOfOneSku holds more reservations of one sku at
+// once than a small map bound would allow (300, at its home) and checks
+// the sku stays usable: a consistent read, one more reservation and a
+// release all succeed.
+func TestManyOpenReservationsOfOneSku(t *testing.T) {
+	c := newCluster(t, map[string]int{"us-east/eu-west": 5, "us-east/ap-south": 5, "eu-west/ap-south": 5})
+	cl := newClients(c)
+	sku := skuHomedAt(c.cfg, "us-east", "popular")
+	const holds = 300
+	cl.must(t, 200, "us-east", "POST", "/v1/inventory/"+sku+"/restock", map[string]any{"qty": 10 * holds}, nil)
+	var ids []string
+	for range holds {
+		r := cl.send("us-east", "POST", "/v1/reservations", map[string]any{"sku": sku, "qty": 1, "ttl_ms": 600_000})
+		var res reservationJSON
+		if !r.is(201, "") || json.Unmarshal(r.body, &res) != nil {
+			t.Fatalf("reservation %d of %s: %s", len(ids)+1, sku, r)
+		}
+		ids = append(ids, res.ID)
+	}
+	if r := cl.send("us-east", "GET", "/v1/inventory/"+sku+"?consistent=true", nil); !r.is(200, "") {
+		t.Errorf("consistent read of %s with %d holds: %s", sku, holds, r)
+	}
+	if r := cl.send("eu-west", "POST", "/v1/reservations/"+ids[0]+"/release", nil); !r.is(200, "") {
+		t.Errorf("release of %s with %d holds: %s", ids[0], holds, r)
+	}
+}
