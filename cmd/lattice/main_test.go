@@ -63,7 +63,7 @@ func TestUsage(t *testing.T) {
 		{name: "dev with an argument", args: []string{"dev", "extra"}, code: 2, stderr: `unexpected argument "extra"`},
 		{name: "dev with a bad latency", args: []string{"dev", "--latency", "slow"}, code: 2, stderr: "--latency"},
 		{name: "dev with a bad loss", args: []string{"dev", "--loss", "150"}, code: 2, stderr: "loss_pct"},
-		{name: "bench is not built", args: []string{"bench", "--rate", "10"}, code: 2, stderr: "lattice bench: not built yet"},
+		{name: "bench -h", args: []string{"bench", "-h"}, code: 0},
 		{name: "dev -h", args: []string{"dev", "-h"}, code: 0, stderr: "Usage: lattice dev"},
 		{name: "serve without flags", args: []string{"serve"}, code: 2, stderr: "--config is required"},
 		{name: "serve without region", args: []string{"serve", "--config", "x.yaml"}, code: 2, stderr: "--region is required"},
