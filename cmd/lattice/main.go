@@ -178,17 +178,3 @@ func flagStatus(err error) int {
 	}
 	return exitUsage
 }
-
-func runBench(_ context.Context, cio cmdIO, args []string) int {
-	return notBuilt(cio, "bench", args)
-}
-
-func notBuilt(cio cmdIO, name string, args []string) int {
-	if len(args) == 1 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-		cmd, _ := lookup(name)
-		fmt.Fprintf(cio.stdout, "Usage: lattice %s %s\n\n%s (not built yet).\n", cmd.name, cmd.args, upperFirst(cmd.summary))
-		return exitOK
-	}
-	fmt.Fprintf(cio.stderr, "lattice %s: not built yet\n", name)
-	return exitUsage
-}

@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"time"
+)
+
+// OpsResult counts the measured operations (those whose target time is
+// past the warm-up) and what became of them.
+type OpsResult struct {
+	// Scheduled operations in the measured period.
+	Scheduled int `json:"scheduled"`
+	// Answered operations: sent and ended (OK, Refused or Unknown).
+	Answered int `json:"answered"`
+	OK       int `json:"ok"`
+	Refused  int `json:"refused"`
+	Unknown  int `json:"unknown"`
+	NotRun   int `json:"not_run"`
+	// WarmupOps are the operations run during the warm-up, not counted
+	// above.
+	WarmupOps int `json:"warmup_ops"`
+	// ByKind breaks the measured operations down by kind.
+	ByKind map[string]KindCount `json:"by_kind"`
+	// Codes counts the error codes of every request that was not a 2xx
+	// (problem codes such as insufficient_stock or home_unavailable,
+	// "transport" for no answer), commits and releases included.
+	Codes map[string]int `json:"codes"`
+}
+
+// KindCount counts the measured operations of one kind.
+type KindCount struct {
+	Scheduled int     `json:"scheduled"`
+	OK        int     `json:"ok"`
+	Refused   int     `json:"refused"`
+	Unknown   int     `json:"unknown"`
+	Share     float64 `json:"share"`
+}
+
+// ReservationResult is the latency of reservations by where they were
+// sent, and of their second step.
+type ReservationResult struct {
+	// Home and NonHome are the latencies of the hold request (POST
+	// /v1/reservations) sent to the sku's home or to another region,
+	// counting every decided answer (granted or insufficient_stock).
+	Home    Summary `json:"from_home"`
+	NonHome Summary `json:"from_non_home"`
+	// Commit and Release are the latencies of the granted holds' second
+	// step, sent to the same region as the hold.
+	Commit  Summary `json:"commit"`
+	Release Summary `json:"release"`
+	// Granted, Insufficient and Unavailable count the holds granted,
+	// refused with insufficient_stock, and answered 503
+	// home_unavailable.
+	Granted      int `json:"granted"`
+	Insufficient int `json:"insufficient_stock"`
+	Unavailable  int `json:"home_unavailable"`
+}
+
+// analysis is what the operations' results say, before the final reads.
+type analysis struct {
+	ops                       OpsResult
+	throughput, throughputOK  float64
+	write                     Summary
+	writeByKind               map[string]Summary
+	lag                       Summary
+	res                       ReservationResult
+	adds                      *AddModel
+	stock                     StockModel
+	writeSamples, homeSamples []float64
+	nonHomeSamples            []float64
+}
+
+// analyze tallies results (one per operation of sched, started at start
+// + Op.At): the operations measured (At ≥ warmup), their latencies, and
+// the models of acknowledged adds and stock (every operation, warm-up
+// included, joined into stock, which holds the set-up's restocks).
+func analyze(sched *Schedule, results []opResult, start time.Time, warmup time.Duration, stock StockModel) analysis {
+	a := analysis{adds: NewAddModel(), stock: stock, writeByKind: map[string]Summary{}}
+	a.ops.ByKind = map[string]KindCount{}
+	a.ops.Codes = map[string]int{}
+	byKind := map[Kind][]float64{}
+	var lag, commit, release []float64
+	var lastDone time.Time
+	measureStart := start.Add(warmup)
+	for i, op := range sched.Ops {
+		r := results[i]
+		// The models take every operation.
+		switch op.Kind {
+		case CartAdd:
+			l := CartLine{op.Cart, op.SKU}
+			switch r.First.Outcome {
+			case OK:
+				a.adds.Acked[l] += op.Qty
+			case Unknown:
+				a.adds.Unknown[l] += op.Qty
+			}
+		case Restock:
+			l := a.stock.Ledger(op.SKU)
+			switch r.First.Outcome {
+			case OK:
+				l.RestockAcked += op.Qty
+			case Unknown:
+				l.RestockUnknown += op.Qty
+			}
+		case Reserve:
+			if op.Commit && r.First.Outcome == OK {
+				l := a.stock.Ledger(op.SKU)
+				switch r.Second.Outcome {
+				case OK:
+					l.CommitAcked += op.Qty
+				case Unknown, NotRun:
+					l.CommitUnknown += op.Qty
+				}
+			}
+		}
+		if op.At < warmup {
+			a.ops.WarmupOps++
+			continue
+		}
+
+		kc := a.ops.ByKind[op.Kind.String()]
+		kc.Scheduled++
+		a.ops.Scheduled++
+		switch r.First.Outcome {
+		case NotRun:
+			a.ops.NotRun++
+		case OK:
+			a.ops.OK++
+			kc.OK++
+		case Refused:
+			a.ops.Refused++
+			kc.Refused++
+		case Unknown:
+			a.ops.Unknown++
+			kc.Unknown++
+		}
+		a.ops.ByKind[op.Kind.String()] = kc
+		if r.First.Outcome == NotRun {
+			continue
+		}
+		a.ops.Answered++
+		if r.Done.After(lastDone) {
+			lastDone = r.Done
+		}
+		lag = append(lag, ms(r.Sent.Sub(start.Add(op.At))))
+		for _, c := range []call{r.First, r.Second} {
+			if c.Outcome == Refused || c.Outcome == Unknown {
+				a.ops.Codes[c.Code]++
+			}
+		}
+		if op.Kind.Local() {
+			if r.First.Outcome == OK {
+				v := ms(r.First.Latency)
+				a.writeSamples = append(a.writeSamples, v)
+				byKind[op.Kind] = append(byKind[op.Kind], v)
+			}
+			continue
+		}
+		// A reservation.
+		decided := r.First.Outcome == OK || r.First.Code == "insufficient_stock"
+		switch {
+		case r.First.Outcome == OK:
+			a.res.Granted++
+		case r.First.Code == "insufficient_stock":
+			a.res.Insufficient++
+		case r.First.Code == "home_unavailable":
+			a.res.Unavailable++
+		}
+		if decided {
+			v := ms(r.First.Latency)
+			if op.FromHome {
+				a.homeSamples = append(a.homeSamples, v)
+			} else {
+				a.nonHomeSamples = append(a.nonHomeSamples, v)
+			}
+		}
+		if r.Second.Outcome == OK {
+			if op.Commit {
+				commit = append(commit, ms(r.Second.Latency))
+			} else {
+				release = append(release, ms(r.Second.Latency))
+			}
+		}
+	}
+	for k, kc := range a.ops.ByKind {
+		if a.ops.Scheduled > 0 {
+			kc.Share = float64(kc.Scheduled) / float64(a.ops.Scheduled)
+		}
+		a.ops.ByKind[k] = kc
+	}
+	a.write = Summarize(a.writeSamples)
+	for k, s := range byKind {
+		a.writeByKind[k.String()] = Summarize(s)
+	}
+	a.lag = Summarize(lag)
+	a.res.Home = Summarize(a.homeSamples)
+	a.res.NonHome = Summarize(a.nonHomeSamples)
+	a.res.Commit = Summarize(commit)
+	a.res.Release = Summarize(release)
+	if el := lastDone.Sub(measureStart).Seconds(); el > 0 {
+		a.throughput = float64(a.ops.Answered) / el
+		a.throughputOK = float64(a.ops.OK) / el
+	}
+	return a
+}

@@ -1,0 +1,203 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// CartState is a cart as a region shows it: the quantity of each sku in
+// it (skus with qty ≤ 0 are absent).
+type CartState map[string]int64
+
+func (c CartState) String() string {
+	skus := make([]string, 0, len(c))
+	for s, q := range c {
+		if q > 0 {
+			skus = append(skus, s)
+		}
+	}
+	sort.Strings(skus)
+	var b strings.Builder
+	for _, s := range skus {
+		fmt.Fprintf(&b, "%s=%d ", s, c[s])
+	}
+	return b.String()
+}
+
+// ItemState is an inventory item as a region shows it.
+type ItemState struct {
+	Stock    int64 `json:"stock"`
+	Reserved int64 `json:"reserved"`
+}
+
+// RegionState is the final state of the benchmark's keys at one region.
+type RegionState struct {
+	Carts map[string]CartState
+	Items map[string]ItemState
+}
+
+// CartLine names one sku of one cart.
+type CartLine struct{ Cart, SKU string }
+
+// AddModel is what the add-only carts must hold: per line, the units of
+// the acknowledged adds, and of the adds whose outcome is unknown (the
+// request failed without an answer, so the add may or may not have
+// happened). Those carts receive nothing but adds, so a line's final
+// quantity q must satisfy Acked ≤ q ≤ Acked + Unknown at every region.
+type AddModel struct {
+	Acked, Unknown map[CartLine]int64
+}
+
+// NewAddModel returns an empty model.
+func NewAddModel() *AddModel {
+	return &AddModel{Acked: map[CartLine]int64{}, Unknown: map[CartLine]int64{}}
+}
+
+// Check compares the carts of every region with m. lost counts the units
+// of acknowledged adds missing from a line, at the region where the most
+// are missing (every add of an add-only cart is one unit, so this is the
+// number of lost acknowledged adds); phantom counts units beyond every
+// add that may have happened, likewise. Only the lines of addCarts are
+// compared.
+func (m *AddModel) Check(states []RegionState, addCarts []string) (lost, phantom int64) {
+	lines := map[CartLine]bool{}
+	for l := range m.Acked {
+		lines[l] = true
+	}
+	for l := range m.Unknown {
+		lines[l] = true
+	}
+	for _, st := range states {
+		for _, c := range addCarts {
+			for sku := range st.Carts[c] {
+				lines[CartLine{c, sku}] = true
+			}
+		}
+	}
+	for l := range lines {
+		var worstLost, worstPhantom int64
+		for _, st := range states {
+			q := st.Carts[l.Cart][l.SKU]
+			worstLost = max(worstLost, m.Acked[l]-q)
+			worstPhantom = max(worstPhantom, q-m.Acked[l]-m.Unknown[l])
+		}
+		lost += worstLost
+		phantom += worstPhantom
+	}
+	return lost, phantom
+}
+
+// StockLedger is what the benchmark knows of one sku's stock: units of
+// acknowledged restocks and commits, and of those whose outcome is
+// unknown.
+type StockLedger struct {
+	RestockAcked   int64 `json:"restock_acked"`
+	RestockUnknown int64 `json:"restock_unknown"`
+	CommitAcked    int64 `json:"commit_acked"`
+	CommitUnknown  int64 `json:"commit_unknown"`
+}
+
+// StockModel is the ledger of every hot sku.
+type StockModel map[string]*StockLedger
+
+// Ledger returns sku's ledger, made on first use.
+func (m StockModel) Ledger(sku string) *StockLedger {
+	l := m[sku]
+	if l == nil {
+		l = &StockLedger{}
+		m[sku] = l
+	}
+	return l
+}
+
+// CheckStock compares the final state of each sku at its home (a
+// consistent read) with m. oversold counts, per sku, the units by which
+// what is held and committed exceeds what was ever restocked: the larger
+// of reserved − stock at the home (stock already has the commits
+// subtracted) and acknowledged commits − every restock that may have
+// happened. mismatches counts the skus whose home stock is outside what
+// the acknowledged and unknown restocks and commits allow (a lost or
+// doubled restock or commit).
+func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismatches int) {
+	skus := make([]string, 0, len(m))
+	for s := range m {
+		skus = append(skus, s)
+	}
+	for s := range home {
+		if m[s] == nil {
+			skus = append(skus, s)
+		}
+	}
+	for _, s := range skus {
+		l := m.Ledger(s)
+		it := home[s]
+		over := max(0, it.Reserved-it.Stock, l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
+		oversold += over
+		lo := l.RestockAcked - (l.CommitAcked + l.CommitUnknown)
+		hi := l.RestockAcked + l.RestockUnknown - l.CommitAcked
+		if it.Stock < lo || it.Stock > hi {
+			mismatches++
+		}
+	}
+	return oversold, mismatches
+}
+
+// Divergence compares the regions' final states key by key. For each key
+// (a cart or an item) the value most regions show is taken as agreed (a
+// tie goes to the earliest region); regions lists, in order, the indices
+// of the regions that differ from it on at least one key, keys the keys
+// they differ on ("cart:ID" or "item:SKU"), sorted. A key absent at a
+// region reads as an empty cart or an item with nothing.
+func Divergence(states []RegionState) (regions []int, keys []string) {
+	cartKeys, itemKeys := map[string]bool{}, map[string]bool{}
+	for _, st := range states {
+		for k := range st.Carts {
+			cartKeys[k] = true
+		}
+		for k := range st.Items {
+			itemKeys[k] = true
+		}
+	}
+	bad := make([]bool, len(states))
+	compare := func(key string, value func(RegionState) string) {
+		vals := make([]string, len(states))
+		count := map[string]int{}
+		for i, st := range states {
+			vals[i] = value(st)
+			count[vals[i]]++
+		}
+		agreed := vals[0]
+		for _, v := range vals {
+			if count[v] > count[agreed] {
+				agreed = v
+			}
+		}
+		differs := false
+		for i, v := range vals {
+			if v != agreed {
+				bad[i], differs = true, true
+			}
+		}
+		if differs {
+			keys = append(keys, key)
+		}
+	}
+	for k := range cartKeys {
+		compare("cart:"+k, func(st RegionState) string { return st.Carts[k].String() })
+	}
+	for k := range itemKeys {
+		compare("item:"+k, func(st RegionState) string {
+			it := st.Items[k]
+			return fmt.Sprintf("%d/%d", it.Stock, it.Reserved)
+		})
+	}
+	for i, b := range bad {
+		if b {
+			regions = append(regions, i)
+		}
+	}
+	slices.Sort(keys)
+	return regions, keys
+}

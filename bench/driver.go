@@ -1,0 +1,208 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// Outcome is what became of one request.
+type Outcome uint8
+
+// Outcomes of a request.
+const (
+	// NotRun is a request never sent (the run was stopped first).
+	NotRun Outcome = iota
+	// OK is a 2xx answer: the operation happened.
+	OK
+	// Refused is a 4xx answer: the operation was decided against
+	// (insufficient_stock, say) and changed nothing.
+	Refused
+	// Unknown is any other end (a 5xx such as home_unavailable, a
+	// timeout, a broken connection): the operation may or may not have
+	// happened.
+	Unknown
+)
+
+var outcomeNames = [...]string{"not_run", "ok", "refused", "unknown"}
+
+// String names the outcome.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// call is the result of one HTTP request.
+type call struct {
+	Outcome Outcome
+	Status  int
+	// Code is the problem's code of an error answer, or the transport
+	// error's kind ("transport").
+	Code    string
+	Latency time.Duration
+}
+
+// Result of one operation. A reservation has two calls: the hold and,
+// when it was granted, its commit or release.
+type opResult struct {
+	Sent   time.Time // when the first request was sent
+	Done   time.Time // when the last answer was read
+	First  call
+	Second call
+}
+
+// client sends the benchmark's requests.
+type client struct {
+	http *http.Client
+	urls []string
+	// ttl is the ttl_ms of reservations.
+	ttl int64
+}
+
+func newClient(urls []string, concurrency int, timeout time.Duration) *client {
+	tr := &http.Transport{
+		MaxIdleConns:        concurrency * len(urls),
+		MaxIdleConnsPerHost: concurrency,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	return &client{http: &http.Client{Transport: tr, Timeout: timeout}, urls: urls, ttl: 15_000}
+}
+
+func (c *client) close() { c.http.CloseIdleConnections() }
+
+// do sends one request to region and decodes a 2xx JSON answer into out.
+func (c *client) do(ctx context.Context, region int, method, path string, body, out any) call {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return call{Outcome: Unknown, Code: "encode"}
+		}
+		rd = bytes.NewReader(b)
+	}
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, method, c.urls[region]+path, rd)
+	if err != nil {
+		return call{Outcome: Unknown, Code: "request"}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return call{Outcome: Unknown, Code: "transport", Latency: time.Since(start)}
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	cl := call{Status: resp.StatusCode, Latency: time.Since(start)}
+	switch {
+	case err != nil:
+		cl.Outcome, cl.Code = Unknown, "transport"
+	case resp.StatusCode/100 == 2:
+		cl.Outcome = OK
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				cl.Code = "bad_json"
+			}
+		}
+	default:
+		cl.Outcome = Unknown
+		if resp.StatusCode/100 == 4 {
+			cl.Outcome = Refused
+		}
+		var p struct {
+			Code string `json:"code"`
+		}
+		if json.Unmarshal(b, &p) == nil && p.Code != "" {
+			cl.Code = p.Code
+		} else {
+			cl.Code = fmt.Sprintf("http_%d", resp.StatusCode)
+		}
+	}
+	return cl
+}
+
+// run executes op and returns its result.
+func (c *client) run(ctx context.Context, op Op) opResult {
+	r := opResult{Sent: time.Now()}
+	p := url.PathEscape
+	switch op.Kind {
+	case CartAdd, CartMixAdd:
+		r.First = c.do(ctx, op.Region, "POST", "/v1/carts/"+p(op.Cart)+"/items", map[string]any{"sku": op.SKU, "qty": op.Qty}, nil)
+	case CartSet:
+		r.First = c.do(ctx, op.Region, "PUT", "/v1/carts/"+p(op.Cart)+"/items/"+p(op.SKU), map[string]any{"qty": op.Qty}, nil)
+	case CartRemove:
+		r.First = c.do(ctx, op.Region, "DELETE", "/v1/carts/"+p(op.Cart)+"/items/"+p(op.SKU), nil, nil)
+	case Restock:
+		r.First = c.do(ctx, op.Region, "POST", "/v1/inventory/"+p(op.SKU)+"/restock", map[string]any{"qty": op.Qty}, nil)
+	case Reserve:
+		var res struct {
+			ID string `json:"reservation_id"`
+		}
+		r.First = c.do(ctx, op.Region, "POST", "/v1/reservations", map[string]any{"sku": op.SKU, "qty": op.Qty, "ttl_ms": c.ttl}, &res)
+		if r.First.Outcome == OK && res.ID != "" {
+			step := "release"
+			if op.Commit {
+				step = "commit"
+			}
+			r.Second = c.do(ctx, op.Region, "POST", "/v1/reservations/"+p(res.ID)+"/"+step, nil, nil)
+		}
+	}
+	r.Done = time.Now()
+	return r
+}
+
+// get reads path at region into out; it fails on anything but 200.
+func (c *client) get(ctx context.Context, region int, path string, out any) error {
+	cl := c.do(ctx, region, "GET", path, nil, out)
+	if cl.Status != http.StatusOK || cl.Code != "" {
+		return fmt.Errorf("bench: GET %s at %s: status %d %s", path, c.urls[region], cl.Status, cl.Code)
+	}
+	return nil
+}
+
+// drive runs the schedule open-loop: each operation starts at start +
+// its target time, or as soon after as one of concurrency slots is free;
+// a slow answer never delays the schedule of the others beyond that
+// bound. It returns one result per operation (NotRun for those not
+// started when ctx ended).
+func (c *client) drive(ctx context.Context, ops []Op, start time.Time, concurrency int) []opResult {
+	results := make([]opResult, len(ops))
+	sem := make(chan struct{}, concurrency)
+	var wg sync.WaitGroup
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+loop:
+	for i, op := range ops {
+		if d := time.Until(start.Add(op.At)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				break loop
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break loop
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = c.run(ctx, op)
+		}()
+	}
+	wg.Wait()
+	return results
+}

@@ -1,0 +1,285 @@
+package bench
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// Plot size: 1000 × 600 pixels (the PNG canvas has 96 dots per inch).
+const (
+	plotW = 1000 * vg.Inch / vgimg.DefaultDPI
+	plotH = 600 * vg.Inch / vgimg.DefaultDPI
+)
+
+// save writes p to path as a PNG image.
+func save(p *plot.Plot, path string) error {
+	c := vgimg.PngCanvas{Canvas: vgimg.New(plotW, plotH)}
+	p.Draw(draw.New(c))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// Bin is one bar of a histogram: Count samples in [Lo, Hi).
+type Bin struct {
+	Lo, Hi float64
+	Count  int
+}
+
+// LogBins sorts the positive samples into n bins of equal width on a
+// logarithmic scale, from the smallest sample to the largest (the last
+// bin includes its upper bound). Samples ≤ 0 are left out. It returns nil
+// when no sample is positive.
+func LogBins(samples []float64, n int) []Bin {
+	var pos []float64
+	for _, v := range samples {
+		if v > 0 {
+			pos = append(pos, v)
+		}
+	}
+	if len(pos) == 0 || n < 1 {
+		return nil
+	}
+	lo, hi := slices.Min(pos), slices.Max(pos)
+	if hi <= lo {
+		hi = lo * 1.01
+	}
+	llo, lhi := math.Log(lo), math.Log(hi)
+	step := (lhi - llo) / float64(n)
+	bins := make([]Bin, n)
+	for i := range bins {
+		bins[i].Lo = math.Exp(llo + float64(i)*step)
+		bins[i].Hi = math.Exp(llo + float64(i+1)*step)
+	}
+	bins[0].Lo, bins[n-1].Hi = lo, hi
+	for _, v := range pos {
+		i := int((math.Log(v) - llo) / step)
+		bins[min(max(i, 0), n-1)].Count++
+	}
+	return bins
+}
+
+// logTicks labels 1, 2 and 5 times the powers of ten between min and
+// max, with unlabelled minor ticks between.
+var logTicks = plot.TickerFunc(func(min, max float64) []plot.Tick {
+	if min <= 0 {
+		min = 1e-3
+	}
+	var ts []plot.Tick
+	for e := math.Floor(math.Log10(min)); e <= math.Ceil(math.Log10(max)); e++ {
+		p := math.Pow(10, e)
+		for m := 1; m < 10; m++ {
+			v := float64(m) * p
+			if v < min || v > max {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
+			}
+			ts = append(ts, t)
+		}
+	}
+	return ts
+})
+
+func newPlot(title, x, y string) *plot.Plot {
+	p := plot.New()
+	p.Title.Text = title
+	p.Title.TextStyle.Font.Size = vg.Points(15)
+	p.X.Label.Text = x
+	p.Y.Label.Text = y
+	for _, a := range []*plot.Axis{&p.X, &p.Y} {
+		a.Label.TextStyle.Font.Size = vg.Points(13)
+		a.Tick.Label.Font.Size = vg.Points(11)
+	}
+	p.Legend.TextStyle.Font.Size = vg.Points(11)
+	p.Add(plotter.NewGrid())
+	return p
+}
+
+func logX(p *plot.Plot, lo, hi float64) {
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = logTicks
+	p.X.Min, p.X.Max = lo, hi
+}
+
+// vline is a vertical line at x from y0 to y1.
+func vline(x, y0, y1 float64, c color.Color, dashes []vg.Length) (*plotter.Line, error) {
+	l, err := plotter.NewLine(plotter.XYs{{X: x, Y: y0}, {X: x, Y: y1}})
+	if err != nil {
+		return nil, err
+	}
+	l.Color, l.Dashes, l.Width = c, dashes, vg.Points(1.2)
+	return l, nil
+}
+
+// plot writes the three plots of r to dir.
+func (r *Result) plot(dir string) error {
+	if err := r.plotConvergence(filepath.Join(dir, ConvergencePlotFile)); err != nil {
+		return fmt.Errorf("bench: convergence plot: %w", err)
+	}
+	if err := r.plotWrites(filepath.Join(dir, WriteLatencyPlotFile)); err != nil {
+		return fmt.Errorf("bench: write latency plot: %w", err)
+	}
+	if err := r.plotReservations(filepath.Join(dir, ReservationPlotFile)); err != nil {
+		return fmt.Errorf("bench: reservation latency plot: %w", err)
+	}
+	return nil
+}
+
+func (r *Result) plotConvergence(path string) error {
+	p := newPlot("Cross-region convergence: acknowledged at the origin → durable at the remote",
+		"milliseconds (log scale)", "fraction of writes visible")
+	p.Legend.Top, p.Legend.Left = true, true
+	lo, hi := math.Inf(1), 0.0
+	floors := map[float64]bool{}
+	for _, pr := range r.Convergence {
+		for _, v := range pr.Samples {
+			if v > 0 {
+				lo, hi = min(lo, v), max(hi, v)
+			}
+		}
+		if pr.OneWayMS > 0 {
+			floors[pr.OneWayMS] = true
+			lo = min(lo, pr.OneWayMS)
+		}
+	}
+	if hi == 0 {
+		lo, hi = 0.1, 1
+	}
+	logX(p, lo*0.8, hi*1.25)
+	p.Y.Min, p.Y.Max = 0, 1.02
+	for i, pr := range r.Convergence {
+		cdf := Downsample(CDF(pr.Samples), 2000)
+		if len(cdf) == 0 {
+			continue
+		}
+		xys := make(plotter.XYs, 0, len(cdf)+1)
+		xys = append(xys, plotter.XY{X: cdf[0].X, Y: 0})
+		for _, pt := range cdf {
+			if pt.X > 0 {
+				xys = append(xys, plotter.XY{X: pt.X, Y: pt.F})
+			}
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color, l.Width = plotutil.Color(i), vg.Points(2)
+		if i >= 7 {
+			l.Dashes = plotutil.Dashes(i / 7)
+		}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s → %s (p50 %s, p99 %s ms)", pr.From, pr.To, f(pr.P50), f(pr.P99)), l)
+	}
+	fl := make([]float64, 0, len(floors))
+	for v := range floors {
+		fl = append(fl, v)
+	}
+	slices.Sort(fl)
+	for i, v := range fl {
+		l, err := vline(v, 0, 1.02, color.Gray{Y: 90}, []vg.Length{vg.Points(5), vg.Points(4)})
+		if err != nil {
+			return err
+		}
+		p.Add(l)
+		if i == 0 {
+			p.Legend.Add("one-way latency of a pair (physical floor)", l)
+		}
+	}
+	return save(p, path)
+}
+
+// histogram returns a log-binned histogram of samples.
+func histogram(samples []float64, fill color.Color, line color.Color) *plotter.Histogram {
+	bins := LogBins(samples, 60)
+	h := &plotter.Histogram{FillColor: fill, LineStyle: draw.LineStyle{Color: line, Width: vg.Points(0.6)}}
+	for _, b := range bins {
+		h.Bins = append(h.Bins, plotter.HistogramBin{Min: b.Lo, Max: b.Hi, Weight: float64(b.Count)})
+	}
+	return h
+}
+
+func (r *Result) plotWrites(path string) error {
+	s := r.WriteLatency
+	p := newPlot(fmt.Sprintf("Local write latency (HTTP, at the origin): %d cart writes and restocks", s.Count),
+		"milliseconds (log scale)", "requests per bin")
+	p.Legend.Top = true
+	if s.Count == 0 {
+		return save(p, path)
+	}
+	h := histogram(r.writeSamples, color.NRGBA{R: 60, G: 110, B: 190, A: 200}, color.NRGBA{R: 30, G: 60, B: 120, A: 255})
+	p.Add(h)
+	logX(p, s.Min*0.9, s.Max*1.6)
+	_, _, _, ymax := h.DataRange()
+	p.Y.Min, p.Y.Max = 0, ymax*1.08
+	marks := []struct {
+		name string
+		v    float64
+		c    color.Color
+	}{{"p50", s.P50, color.NRGBA{G: 140, A: 255}}, {"p99", s.P99, color.NRGBA{R: 220, G: 120, A: 255}},
+		{"p99.9", s.P999, color.NRGBA{R: 200, A: 255}}}
+	for _, m := range marks {
+		l, err := vline(m.v, 0, ymax*1.08, m.c, []vg.Length{vg.Points(6), vg.Points(3)})
+		if err != nil {
+			return err
+		}
+		l.Width = vg.Points(2)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s = %s ms", m.name, f(m.v)), l)
+	}
+	return save(p, path)
+}
+
+func (r *Result) plotReservations(path string) error {
+	rs := r.Reservations
+	p := newPlot("Reservation latency (hold request, granted or refused): from the home vs from another region",
+		"milliseconds (log scale)", "requests per bin")
+	p.Legend.Top = true
+	all := append(slices.Clone(r.homeSamples), r.nonHomeSamples...)
+	if len(all) == 0 {
+		return save(p, path)
+	}
+	ymax := 0.0
+	for _, set := range []struct {
+		name    string
+		samples []float64
+		s       Summary
+		fill    color.Color
+		line    color.Color
+	}{
+		{"from the home", r.homeSamples, rs.Home, color.NRGBA{G: 150, B: 80, A: 150}, color.NRGBA{G: 90, B: 40, A: 255}},
+		{"from a non-home region", r.nonHomeSamples, rs.NonHome, color.NRGBA{R: 210, G: 90, B: 30, A: 150}, color.NRGBA{R: 140, G: 50, A: 255}},
+	} {
+		if len(set.samples) == 0 {
+			continue
+		}
+		h := histogram(set.samples, set.fill, set.line)
+		p.Add(h)
+		_, _, _, y := h.DataRange()
+		ymax = max(ymax, y)
+		p.Legend.Add(fmt.Sprintf("%s: %d, p50 %s ms, p99 %s ms", set.name, set.s.Count, f(set.s.P50), f(set.s.P99)), h)
+	}
+	logX(p, slices.Min(all)*0.9, slices.Max(all)*1.1)
+	p.Y.Min, p.Y.Max = 0, ymax*1.08
+	return save(p, path)
+}

@@ -1,0 +1,288 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Files written to the output directory.
+const (
+	ResultsFile           = "results.json"
+	SummaryFile           = "summary.md"
+	ConvergencePlotFile   = "convergence_cdf.png"
+	WriteLatencyPlotFile  = "write_latency.png"
+	ReservationPlotFile   = "reservation_latency.png"
+	cdfPointsPerPairInRes = 200
+)
+
+// Result is what a benchmark run measured; it is results.json.
+type Result struct {
+	Command   string    `json:"command,omitempty"`
+	Seed      uint64    `json:"seed"`
+	StartedAt time.Time `json:"started_at"`
+	GoVersion string    `json:"go_version"`
+	Platform  string    `json:"platform"`
+	NumCPU    int       `json:"num_cpu"`
+	Regions   []string  `json:"regions"`
+	// Latency is wan or none; LatencyMS the one-way latencies emulated.
+	Latency     string           `json:"latency"`
+	LatencyMS   map[string]int   `json:"latency_ms"`
+	LossPct     float64          `json:"loss_pct"`
+	Partition   *PartitionWindow `json:"partition,omitempty"`
+	TargetRate  float64          `json:"target_rate_ops_per_s"`
+	DurationS   float64          `json:"duration_s"`
+	WarmupS     float64          `json:"warmup_s"`
+	Concurrency int              `json:"concurrency"`
+	Durability  string           `json:"durability"`
+
+	Ops OpsResult `json:"ops"`
+	// Throughput is the measured operations answered per second, from
+	// the end of the warm-up to the last answer; ThroughputOK counts the
+	// 2xx answers only.
+	Throughput   float64 `json:"throughput_ops_per_s"`
+	ThroughputOK float64 `json:"throughput_ok_ops_per_s"`
+	// WriteLatency is the HTTP latency of the local writes (cart writes
+	// and restocks) acknowledged by the region they were sent to,
+	// measured by the client from sending the request to reading the
+	// answer.
+	WriteLatency       Summary            `json:"write_latency"`
+	WriteLatencyByKind map[string]Summary `json:"write_latency_by_kind"`
+	// ScheduleLag is how late operations were sent after their target
+	// time (a lag that grows means the cluster did not keep up).
+	ScheduleLag  Summary           `json:"schedule_lag"`
+	Reservations ReservationResult `json:"reservations"`
+	// Convergence is, per ordered pair of regions, the time from a
+	// write's acknowledgement at its origin to its durable application
+	// at the other region, for every write of the measured period.
+	Convergence []PairResult `json:"convergence"`
+	// DotsMeasured counts the writes (region-level dots: cart writes,
+	// restocks, ledger updates, commits) of the measured period.
+	DotsMeasured int `json:"dots_measured"`
+	// ConvergedViaAntiEntropy counts (write, region) pairs that reached
+	// the region through anti-entropy rather than a delta.
+	ConvergedViaAntiEntropy int `json:"converged_via_anti_entropy"`
+	// SettleMS is how long after the workload every region held every
+	// write.
+	SettleMS    float64     `json:"settle_ms"`
+	Bytes       BytesResult `json:"bytes"`
+	Stock       []SKUStock  `json:"stock"`
+	Correctness Correctness `json:"correctness"`
+	// OK is true when every correctness counter is 0.
+	OK bool `json:"ok"`
+
+	writeSamples, homeSamples, nonHomeSamples []float64
+}
+
+// PartitionWindow is when a region was cut off, in milliseconds from the
+// start of the measured period.
+type PartitionWindow struct {
+	Region  string  `json:"region"`
+	StartMS float64 `json:"start_ms"`
+	EndMS   float64 `json:"end_ms"`
+}
+
+// BytesResult is what crossed the network between regions from the end
+// of the warm-up until every region held every write.
+type BytesResult struct {
+	// Replication is the protocol bytes sent by every region
+	// (lattice_replication_bytes_sent_total: deltas, acks, status,
+	// anti-entropy), before QUIC framing and encryption.
+	Replication uint64 `json:"replication_bytes"`
+	// UDP is the UDP payload bytes every region's emulated WAN sent: QUIC
+	// packets carrying replication, forwarded home requests (reservations
+	// sent to a non-home region, consistent reads), acknowledgements and
+	// keep-alives.
+	UDP uint64 `json:"udp_bytes"`
+	// Per operation answered, and per write (dot).
+	ReplicationPerOp  float64 `json:"replication_bytes_per_op"`
+	UDPPerOp          float64 `json:"udp_bytes_per_op"`
+	ReplicationPerDot float64 `json:"replication_bytes_per_dot"`
+	UDPPerDot         float64 `json:"udp_bytes_per_dot"`
+}
+
+func bytesResult(app0, udp0, app1, udp1 uint64, ops, dots int) BytesResult {
+	b := BytesResult{Replication: app1 - app0, UDP: udp1 - udp0}
+	if ops > 0 {
+		b.ReplicationPerOp = float64(b.Replication) / float64(ops)
+		b.UDPPerOp = float64(b.UDP) / float64(ops)
+	}
+	if dots > 0 {
+		b.ReplicationPerDot = float64(b.Replication) / float64(dots)
+		b.UDPPerDot = float64(b.UDP) / float64(dots)
+	}
+	return b
+}
+
+// SKUStock is a hot sku's final state at its home and its ledger.
+type SKUStock struct {
+	SKU      string `json:"sku"`
+	Home     string `json:"home"`
+	Stock    int64  `json:"stock"`
+	Reserved int64  `json:"reserved"`
+	StockLedger
+}
+
+// Correctness holds the counters that must all be 0.
+type Correctness struct {
+	// OversoldUnits: units held and committed beyond the stock (see
+	// CheckStock).
+	OversoldUnits int64 `json:"oversold_units"`
+	// LostCartWrites: acknowledged adds missing from a final cart (see
+	// AddModel.Check).
+	LostCartWrites int64 `json:"lost_cart_writes"`
+	// RegionsNotConverged: regions whose final state differs from the
+	// others', or that lack a write, after the settle period.
+	RegionsNotConverged int `json:"regions_not_converged"`
+	// PhantomCartUnits: cart units no add can explain.
+	PhantomCartUnits int64 `json:"phantom_cart_units"`
+	// StockMismatches: skus whose final stock no set of restocks and
+	// commits can explain.
+	StockMismatches int `json:"stock_mismatches"`
+	// UnconvergedDots: (write, region) pairs missing at the end.
+	UnconvergedDots int `json:"unconverged_dots"`
+	// DivergedKeys lists (at most 20) keys whose state differs.
+	DivergedKeys []string `json:"diverged_keys,omitempty"`
+}
+
+func (c Correctness) zero() bool {
+	return c.OversoldUnits == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
+		c.PhantomCartUnits == 0 && c.StockMismatches == 0 && c.UnconvergedDots == 0
+}
+
+// resultJSON is a Result with the convergence CDFs, downsampled.
+type resultJSON struct {
+	*Result
+	ConvergenceCDF []pairCDF `json:"convergence_cdf"`
+}
+
+type pairCDF struct {
+	From   string  `json:"from"`
+	To     string  `json:"to"`
+	Points []Point `json:"points"`
+}
+
+// Write writes results.json, summary.md and the plots to dir, making it
+// if needed.
+func (r *Result) Write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	rj := resultJSON{Result: r}
+	for _, p := range r.Convergence {
+		rj.ConvergenceCDF = append(rj.ConvergenceCDF, pairCDF{From: p.From, To: p.To, Points: Downsample(CDF(p.Samples), cdfPointsPerPairInRes)})
+	}
+	b, err := json.MarshalIndent(rj, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ResultsFile), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, SummaryFile), []byte(r.Markdown()), 0o644); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	return r.plot(dir)
+}
+
+// Markdown returns the summary as Markdown tables.
+func (r *Result) Markdown() string {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	w("# Lattice benchmark\n\n")
+	net := "emulated WAN (one-way latencies below)"
+	if r.Latency == "none" {
+		net = "no emulated latency"
+	}
+	w("%d regions (%s) on 127.0.0.1, real QUIC, %s, loss %v %%", len(r.Regions), strings.Join(r.Regions, ", "), net, r.LossPct)
+	if r.Partition != nil {
+		w(", %s cut off from %.1f s to %.1f s", r.Partition.Region, r.Partition.StartMS/1000, r.Partition.EndMS/1000)
+	}
+	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; %s, %s, %d CPUs.\n\n",
+		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.GoVersion, r.Platform, r.NumCPU)
+	if r.Command != "" {
+		w("`%s`\n\n", r.Command)
+	}
+
+	w("| | |\n|---|---:|\n")
+	w("| throughput (answered / 2xx) | %.1f / %.1f ops/s (target %v, scheduled %.1f) |\n", r.Throughput, r.ThroughputOK, r.TargetRate,
+		float64(r.Ops.Scheduled)/r.DurationS)
+	w("| measured operations | %d scheduled, %d ok, %d refused, %d unknown, %d not run |\n",
+		r.Ops.Scheduled, r.Ops.OK, r.Ops.Refused, r.Ops.Unknown, r.Ops.NotRun)
+	w("| schedule lag p50 / p99 / max | %s / %s / %s ms |\n", f(r.ScheduleLag.P50), f(r.ScheduleLag.P99), f(r.ScheduleLag.Max))
+	w("| settle (all writes everywhere after the workload) | %s ms |\n", f(r.SettleMS))
+	if len(r.Ops.Codes) > 0 {
+		var codes []string
+		for c, n := range r.Ops.Codes {
+			codes = append(codes, fmt.Sprintf("%s %d", c, n))
+		}
+		sort.Strings(codes)
+		w("| error answers | %s |\n", strings.Join(codes, ", "))
+	}
+	w("\n## Local write latency (HTTP, at the origin), ms\n\n")
+	w("| writes | count | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n")
+	w("| all local writes | %d | %s | %s | %s | %s |\n", r.WriteLatency.Count, f(r.WriteLatency.P50), f(r.WriteLatency.P99), f(r.WriteLatency.P999), f(r.WriteLatency.Max))
+	for _, k := range Kinds() {
+		if s, ok := r.WriteLatencyByKind[k.String()]; ok {
+			w("| %s | %d | %s | %s | %s | %s |\n", k, s.Count, f(s.P50), f(s.P99), f(s.P999), f(s.Max))
+		}
+	}
+
+	w("\n## Reservation latency, ms\n\n")
+	w("Holds granted %d, refused insufficient_stock %d, home_unavailable %d.\n\n",
+		r.Reservations.Granted, r.Reservations.Insufficient, r.Reservations.Unavailable)
+	w("| request | count | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, row := range []struct {
+		name string
+		s    Summary
+	}{{"hold, sent to the home", r.Reservations.Home}, {"hold, sent to a non-home region", r.Reservations.NonHome},
+		{"commit", r.Reservations.Commit}, {"release", r.Reservations.Release}} {
+		w("| %s | %d | %s | %s | %s | %s |\n", row.name, row.s.Count, f(row.s.P50), f(row.s.P99), f(row.s.P999), f(row.s.Max))
+	}
+
+	w("\n## Cross-region convergence (acknowledged at the origin → durable at the remote), ms\n\n")
+	w("%d writes measured; %d (write, region) pairs arrived by anti-entropy instead of a delta.\n\n", r.DotsMeasured, r.ConvergedViaAntiEntropy)
+	w("| from → to | one-way floor | count | p50 | p99 | p99.9 | max | p50 − floor | via anti-entropy | missing |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, p := range r.Convergence {
+		w("| %s → %s | %s | %d | %s | %s | %s | %s | %s | %d | %d |\n", p.From, p.To, f(p.OneWayMS), p.Count,
+			f(p.P50), f(p.P99), f(p.P999), f(p.Max), f(p.OverFloorP50MS), p.ViaAntiEntropy, p.Missing)
+	}
+
+	w("\n## Bytes on the wire between regions (measured period and settle)\n\n")
+	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
+	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
+	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
+
+	w("\n## Correctness (each must be 0)\n\n")
+	c := r.Correctness
+	w("| counter | value |\n|---|---:|\n")
+	w("| oversold units | %d |\n| lost cart writes | %d |\n| regions not converged | %d |\n", c.OversoldUnits, c.LostCartWrites, c.RegionsNotConverged)
+	w("| phantom cart units | %d |\n| stock mismatches | %d |\n| writes missing at a region | %d |\n", c.PhantomCartUnits, c.StockMismatches, c.UnconvergedDots)
+	if len(c.DivergedKeys) > 0 {
+		w("\nDiverged keys: %s\n", strings.Join(c.DivergedKeys, ", "))
+	}
+	if r.OK {
+		w("\n**PASS**: every correctness counter is 0.\n")
+	} else {
+		w("\n**FAIL**: a correctness counter is not 0.\n")
+	}
+	return b.String()
+}
+
+// f formats milliseconds for a table.
+func f(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v < 10 && v > -10:
+		return fmt.Sprintf("%.2f", v)
+	case v < 1000 && v > -1000:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}

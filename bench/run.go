@@ -1,0 +1,448 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+// InitialStock is the stock each hot sku is given, at its home, before
+// the workload starts.
+const InitialStock = 50
+
+// Config configures a benchmark run.
+type Config struct {
+	// Regions is the number of regions (1..MaxRegions); see RegionNames
+	// and LatencyMatrix.
+	Regions int
+	// Rate is the target rate, operations per second.
+	Rate float64
+	// Duration is how long the measured workload runs, after Warmup.
+	Duration time.Duration
+	// Warmup is how long the workload runs before it is measured.
+	Warmup time.Duration
+	// Seed seeds the workload (and the emulated WAN's loss).
+	Seed uint64
+	// Latency is "wan" (LatencyMatrix) or "none".
+	Latency string
+	// LossPct is the emulated packet loss between regions, in percent.
+	LossPct float64
+	// Partition, if set, is "REGION@START+DUR": REGION is cut off from
+	// every other region from START after the measured period begins, for
+	// DUR or until the workload ends, whichever is first (see
+	// ParsePartition).
+	Partition string
+	// Concurrency bounds the requests in flight.
+	Concurrency int
+	// Settle bounds the wait, after the workload, for every region to hold
+	// every write and show the same state.
+	Settle time.Duration
+	// Durability is the regions' durability: always or everysec.
+	Durability string
+	// Carts is the number of carts of each set (add-only, mixed); 0 means
+	// DefaultCarts.
+	Carts int
+	// RequestTimeout bounds one HTTP request of the workload.
+	RequestTimeout time.Duration
+	// Out is the directory the report is written to ("" writes nothing).
+	Out string
+	// Command is the command line, recorded in the report.
+	Command string
+	// Logger receives the regions' records (default: discarded).
+	Logger *slog.Logger
+	// Progress receives one line per phase (default: discarded).
+	Progress io.Writer
+}
+
+// DefaultConfig returns the defaults of `lattice bench`: 3 regions over the
+// WAN, 500 ops/s for 20 s after a 2 s warm-up, seed 1, at most 128
+// requests in flight, 60 s to settle, durability always, output in
+// ./bench-out.
+func DefaultConfig() Config {
+	return Config{Regions: 3, Rate: 500, Duration: 20 * time.Second, Warmup: 2 * time.Second, Seed: 1,
+		Latency: "wan", Concurrency: 128, Settle: 60 * time.Second, Durability: string(config.DurabilityAlways),
+		RequestTimeout: 10 * time.Second, Out: "bench-out"}
+}
+
+// Validate reports the first problem of c.
+func (c *Config) Validate() error {
+	switch {
+	case c.Regions < 1 || c.Regions > MaxRegions:
+		return fmt.Errorf("bench: --regions %d, want 1..%d", c.Regions, MaxRegions)
+	case !(c.Rate > 0) || c.Rate > 1e6:
+		return fmt.Errorf("bench: --rate %v, want > 0 and at most 1,000,000", c.Rate)
+	case c.Duration <= 0:
+		return fmt.Errorf("bench: --duration %v, want > 0", c.Duration)
+	case c.Warmup < 0:
+		return fmt.Errorf("bench: --warmup %v, want ≥ 0", c.Warmup)
+	case c.Latency != "wan" && c.Latency != "none":
+		return fmt.Errorf("bench: --latency %q, want wan or none", c.Latency)
+	case !(c.LossPct >= 0 && c.LossPct <= 100):
+		return fmt.Errorf("bench: --loss %v, want 0..100", c.LossPct)
+	case c.Concurrency < 1:
+		return fmt.Errorf("bench: --concurrency %d, want ≥ 1", c.Concurrency)
+	case c.Settle <= 0:
+		return fmt.Errorf("bench: --settle %v, want > 0", c.Settle)
+	case c.Durability != string(config.DurabilityAlways) && c.Durability != string(config.DurabilityEverySec):
+		return fmt.Errorf("bench: --durability %q, want always or everysec", c.Durability)
+	case c.Carts < 0:
+		return fmt.Errorf("bench: --carts %d, want ≥ 0", c.Carts)
+	case c.RequestTimeout <= 0:
+		return fmt.Errorf("bench: request timeout %v, want > 0", c.RequestTimeout)
+	}
+	if c.Partition != "" {
+		p, err := ParsePartition(c.Partition)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(RegionNames(c.Regions), p.Region) {
+			return fmt.Errorf("bench: --partition %q: region %q is not one of %s", c.Partition, p.Region,
+				strings.Join(RegionNames(c.Regions), ", "))
+		}
+	}
+	return nil
+}
+
+// Partition isolates Region from every other region from Start (after
+// the measured period begins) for Duration.
+type Partition struct {
+	Region   string
+	Start    time.Duration
+	Duration time.Duration
+}
+
+// String formats p as ParsePartition reads it.
+func (p Partition) String() string { return fmt.Sprintf("%s@%s+%s", p.Region, p.Start, p.Duration) }
+
+// ParsePartition reads "REGION@START+DUR", START and DUR Go durations
+// ("ap-south@5s+4s"): REGION is cut off from START for DUR.
+func ParsePartition(s string) (Partition, error) {
+	bad := func(why string) (Partition, error) {
+		return Partition{}, fmt.Errorf("bench: --partition %q: %s (want REGION@START+DUR, for example ap-south@5s+4s)", s, why)
+	}
+	name, rest, ok := strings.Cut(s, "@")
+	if !ok || name == "" {
+		return bad("no REGION@")
+	}
+	start, dur, ok := strings.Cut(rest, "+")
+	if !ok {
+		return bad("no +DUR")
+	}
+	p := Partition{Region: name}
+	var err error
+	if p.Start, err = time.ParseDuration(start); err != nil || p.Start < 0 {
+		return bad("START is not a duration ≥ 0")
+	}
+	if p.Duration, err = time.ParseDuration(dur); err != nil || p.Duration <= 0 {
+		return bad("DUR is not a duration > 0")
+	}
+	return p, nil
+}
+
+// Run starts the regions, drives the workload, lets the regions settle,
+// checks the outcome and, when cfg.Out is set, writes the report there.
+// It returns an error when the benchmark could not run; a run whose
+// correctness counters are not all 0 returns a Result with OK false.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	progress := cfg.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	say := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
+
+	names := RegionNames(cfg.Regions)
+	var latency map[string]int
+	if cfg.Latency == "wan" {
+		latency = LatencyMatrix(names)
+	}
+	var part *Partition
+	partIdx := -1
+	if cfg.Partition != "" {
+		p, _ := ParsePartition(cfg.Partition)
+		part, partIdx = &p, slices.Index(names, p.Region)
+	}
+
+	dir, err := os.MkdirTemp("", "lattice-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	tr := NewTracker(names)
+	h := hooks{
+		onPublish: func(r string, d region.Delta, at time.Time) { tr.Published(r, d.Seq, at) },
+		onApply:   func(r, _ string, rs []protocol.DotRange, at time.Time) { tr.Applied(r, rs, at) },
+	}
+	say("starting %d regions (%s), latency %s, loss %v %%, durability %s", len(names), strings.Join(names, ", "),
+		cfg.Latency, cfg.LossPct, cfg.Durability)
+	c, err := startCluster(ctx, dir, names, latency, cfg.LossPct, cfg.Seed, config.Durability(cfg.Durability), cfg.Logger, h)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	if err := poll(ctx, 30*time.Second, c.connected); err != nil {
+		return nil, fmt.Errorf("bench: regions did not connect to each other: %w", err)
+	}
+
+	sched, err := Generate(Workload{Seed: cfg.Seed, Rate: cfg.Rate, Span: cfg.Warmup + cfg.Duration,
+		Regions: names, Home: c.cfg.Home, Carts: cfg.Carts})
+	if err != nil {
+		return nil, err
+	}
+	cl := newClient(c.urls(), cfg.Concurrency, cfg.RequestTimeout)
+	defer cl.close()
+
+	// Set-up: stock for the hot skus, at their homes, seen everywhere.
+	stock := StockModel{}
+	for _, sku := range sched.Hot {
+		home := slices.Index(names, c.cfg.Home(sku))
+		r := cl.do(ctx, home, "POST", "/v1/inventory/"+url.PathEscape(sku)+"/restock", map[string]any{"qty": InitialStock}, nil)
+		if r.Outcome != OK {
+			return nil, fmt.Errorf("bench: set-up restock of %s at %s: %d %s", sku, names[home], r.Status, r.Code)
+		}
+		stock.Ledger(sku).RestockAcked += InitialStock
+	}
+	if err := poll(ctx, 30*time.Second, func() bool { return pending(c, tr) == 0 }); err != nil {
+		return nil, fmt.Errorf("bench: the set-up's writes did not reach every region: %w", err)
+	}
+
+	say("running %d operations: %s warm-up, then %s measured, at %v ops/s (seed %d)",
+		len(sched.Ops), cfg.Warmup, cfg.Duration, cfg.Rate, cfg.Seed)
+	start := time.Now().Add(50 * time.Millisecond)
+	measureStart := start.Add(cfg.Warmup)
+	tr.Measure(measureStart)
+
+	var wg sync.WaitGroup
+	bg, stopBG := context.WithCancel(ctx)
+	type snap struct {
+		app, udp uint64
+		err      error
+	}
+	before := make(chan snap, 1)
+	wg.Go(func() {
+		if sleepUntil(bg, measureStart) != nil {
+			before <- snap{err: bg.Err()}
+			return
+		}
+		a, u, err := c.wireBytes()
+		before <- snap{a, u, err}
+	})
+	var partWindow *PartitionWindow
+	if part != nil {
+		partWindow = &PartitionWindow{Region: part.Region}
+		wg.Go(func() {
+			if sleepUntil(bg, measureStart.Add(part.Start)) != nil {
+				return
+			}
+			c.isolate(partIdx, true)
+			partWindow.StartMS = ms(time.Since(measureStart))
+			say("partition: %s cut off", part.Region)
+			sleepUntil(bg, measureStart.Add(part.Start+part.Duration))
+			c.isolate(partIdx, false)
+			partWindow.EndMS = ms(time.Since(measureStart))
+			say("partition: %s healed", part.Region)
+		})
+	}
+	results := cl.drive(ctx, sched.Ops, start, cfg.Concurrency)
+	workloadEnd := time.Now()
+	stopBG()
+	wg.Wait()
+	if partIdx >= 0 {
+		c.isolate(partIdx, false)
+	}
+	b0 := <-before
+	if b0.err != nil {
+		return nil, fmt.Errorf("bench: %w", b0.err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("bench: stopped: %w", err)
+	}
+
+	say("workload done in %s; waiting up to %s for every region to hold every write", workloadEnd.Sub(start).Round(time.Millisecond), cfg.Settle)
+	settleDeadline := workloadEnd.Add(cfg.Settle)
+	pollUntil(ctx, settleDeadline, func() bool { return pending(c, tr) == 0 })
+	settled := time.Now()
+	appEnd, udpEnd, err := c.wireBytes()
+	if err != nil {
+		return nil, err
+	}
+
+	// Final states: every region the same, polled until the deadline.
+	var states []RegionState
+	var divergent []int
+	var divergedKeys []string
+	var readErr error
+	pollUntil(ctx, settleDeadline.Add(10*time.Second), func() bool {
+		states, readErr = readStates(ctx, cl, len(names), sched)
+		if readErr != nil {
+			return false
+		}
+		divergent, divergedKeys = Divergence(states)
+		return len(divergent) == 0
+	})
+	if readErr != nil {
+		return nil, readErr
+	}
+	home := map[string]ItemState{}
+	for _, sku := range sched.Hot {
+		var it region.Item
+		if err := cl.get(ctx, slices.Index(names, c.cfg.Home(sku)), "/v1/inventory/"+url.PathEscape(sku)+"?consistent=true", &it); err != nil {
+			return nil, err
+		}
+		home[sku] = ItemState{Stock: it.Stock, Reserved: it.Reserved}
+	}
+
+	a := analyze(sched, results, start, cfg.Warmup, stock)
+	res := &Result{
+		Command: cfg.Command, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
+		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),
+		Regions: names, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
+		TargetRate: cfg.Rate, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
+		Concurrency: cfg.Concurrency, Durability: cfg.Durability,
+		Ops: a.ops, Throughput: a.throughput, ThroughputOK: a.throughputOK,
+		WriteLatency: a.write, WriteLatencyByKind: a.writeByKind, ScheduleLag: a.lag,
+		Reservations: a.res, SettleMS: ms(settled.Sub(workloadEnd)),
+		writeSamples: a.writeSamples, homeSamples: a.homeSamples, nonHomeSamples: a.nonHomeSamples,
+	}
+	applied := c.applied()
+	has := func(r, origin int, seq uint64) bool {
+		return applied[r].Contains(crdt.Dot{Replica: crdt.ReplicaID(names[origin]), Counter: seq})
+	}
+	res.Convergence, res.DotsMeasured = tr.Pairs(has, c.cfg.Latency)
+	for _, p := range res.Convergence {
+		res.ConvergedViaAntiEntropy += p.ViaAntiEntropy
+	}
+	res.Bytes = bytesResult(b0.app, b0.udp, appEnd, udpEnd, a.ops.Answered, res.DotsMeasured)
+
+	lost, phantom := a.adds.Check(states, sched.AddCarts)
+	oversold, mismatches := CheckStock(a.stock, home)
+	notConverged := map[int]bool{}
+	for _, r := range divergent {
+		notConverged[r] = true
+	}
+	unconverged := tr.PendingBy(has, func(r int) { notConverged[r] = true })
+	if len(divergedKeys) > 20 {
+		divergedKeys = divergedKeys[:20]
+	}
+	res.Correctness = Correctness{OversoldUnits: oversold, LostCartWrites: lost, RegionsNotConverged: len(notConverged),
+		PhantomCartUnits: phantom, StockMismatches: mismatches, UnconvergedDots: unconverged, DivergedKeys: divergedKeys}
+	for _, sku := range sched.Hot {
+		res.Stock = append(res.Stock, SKUStock{SKU: sku, Home: c.cfg.Home(sku), Stock: home[sku].Stock,
+			Reserved: home[sku].Reserved, StockLedger: *a.stock.Ledger(sku)})
+	}
+	res.OK = res.Correctness.zero()
+
+	if cfg.Out != "" {
+		if err := res.Write(cfg.Out); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// pending returns the writes some region does not hold yet.
+func pending(c *cluster, tr *Tracker) int {
+	applied := c.applied()
+	return tr.Pending(func(r, origin int, seq uint64) bool {
+		return applied[r].Contains(crdt.Dot{Replica: crdt.ReplicaID(c.names[origin]), Counter: seq})
+	})
+}
+
+// readStates reads every cart and hot item of sched at every region.
+func readStates(ctx context.Context, cl *client, regions int, sched *Schedule) ([]RegionState, error) {
+	states := make([]RegionState, regions)
+	errs := make([]error, regions)
+	var wg sync.WaitGroup
+	for r := range regions {
+		wg.Go(func() { states[r], errs[r] = readState(ctx, cl, r, sched) })
+	}
+	wg.Wait()
+	return states, errors.Join(errs...)
+}
+
+func readState(ctx context.Context, cl *client, r int, sched *Schedule) (RegionState, error) {
+	st := RegionState{Carts: map[string]CartState{}, Items: map[string]ItemState{}}
+	carts := append(slices.Clone(sched.AddCarts), sched.MixCarts...)
+	for _, id := range carts {
+		var v region.Cart
+		if err := cl.get(ctx, r, "/v1/carts/"+url.PathEscape(id), &v); err != nil {
+			return st, err
+		}
+		cs := CartState{}
+		for _, it := range v.Items {
+			cs[it.SKU] = it.Qty
+		}
+		st.Carts[id] = cs
+	}
+	for _, sku := range sched.Hot {
+		var it region.Item
+		if err := cl.get(ctx, r, "/v1/inventory/"+url.PathEscape(sku), &it); err != nil {
+			return st, err
+		}
+		st.Items[sku] = ItemState{Stock: it.Stock, Reserved: it.Reserved}
+	}
+	return st, nil
+}
+
+// poll checks cond every 20 ms until it holds; it fails after d.
+func poll(ctx context.Context, d time.Duration, cond func() bool) error {
+	if pollUntil(ctx, time.Now().Add(d), cond) {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return fmt.Errorf("not within %s", d)
+}
+
+// pollUntil checks cond every 20 ms until it holds (true) or deadline
+// passes or ctx ends (false).
+func pollUntil(ctx context.Context, deadline time.Time, cond func() bool) bool {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// sleepUntil waits until t or ctx's end, whichever is first.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

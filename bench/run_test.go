@@ -1,0 +1,219 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runShort runs a short benchmark into a temporary directory and checks
+// what every run must produce: the files, the JSON fields, and
+// correctness counters at 0.
+func runShort(t *testing.T, cfg Config) (*Result, map[string]any) {
+	t.Helper()
+	t.Logf("seed %d", cfg.Seed)
+	cfg.Out = t.TempDir()
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{ResultsFile, SummaryFile, ConvergencePlotFile, WriteLatencyPlotFile, ReservationPlotFile} {
+		b, err := os.ReadFile(filepath.Join(cfg.Out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(name, ".png") && !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Errorf("%s is not a PNG image", name)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.Out, ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{
+		"seed", "regions", "throughput_ops_per_s",
+		"write_latency.p50_ms", "write_latency.p99_ms", "write_latency.p999_ms",
+		"reservations.from_home.p50_ms", "reservations.from_home.p99_ms",
+		"reservations.from_non_home.p50_ms", "reservations.from_non_home.p99_ms",
+		"bytes.replication_bytes_per_op", "bytes.udp_bytes_per_op",
+		"converged_via_anti_entropy", "convergence", "convergence_cdf",
+		"correctness.oversold_units", "correctness.lost_cart_writes", "correctness.regions_not_converged",
+		"ok",
+	} {
+		if _, ok := lookupJSON(doc, path); !ok {
+			t.Errorf("results.json has no %s", path)
+		}
+	}
+	pairs, _ := doc["convergence"].([]any)
+	if want := len(res.Regions) * (len(res.Regions) - 1); len(pairs) != want {
+		t.Errorf("%d convergence pairs, want %d", len(pairs), want)
+	}
+	for _, p := range pairs {
+		for _, k := range []string{"from", "to", "one_way_ms", "p50_ms", "p99_ms", "p999_ms"} {
+			if _, ok := p.(map[string]any)[k]; !ok {
+				t.Errorf("a convergence pair has no %s", k)
+			}
+		}
+	}
+	for _, k := range []string{"oversold_units", "lost_cart_writes", "regions_not_converged", "phantom_cart_units", "stock_mismatches", "unconverged_dots"} {
+		if v, _ := lookupJSON(doc, "correctness."+k); v != 0.0 {
+			t.Errorf("correctness.%s = %v, want 0", k, v)
+		}
+	}
+	if !res.OK || doc["ok"] != true {
+		t.Errorf("not OK: %+v", res.Correctness)
+	}
+	md, err := os.ReadFile(filepath.Join(cfg.Out, SummaryFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(md), "| oversold units | 0 |") || !strings.Contains(string(md), "**PASS**") {
+		t.Errorf("summary.md:\n%s", md)
+	}
+	if res.Ops.Answered == 0 || res.WriteLatency.Count == 0 || res.DotsMeasured == 0 || res.Bytes.Replication == 0 || res.Bytes.UDP == 0 {
+		t.Errorf("nothing measured: ops %+v, writes %d, dots %d, bytes %+v", res.Ops, res.WriteLatency.Count, res.DotsMeasured, res.Bytes)
+	}
+	for _, p := range res.Convergence {
+		if p.Count+p.ViaAntiEntropy == 0 {
+			t.Errorf("%s → %s: no write converged", p.From, p.To)
+		}
+	}
+	return res, doc
+}
+
+func lookupJSON(doc map[string]any, path string) (any, bool) {
+	var v any = doc
+	for k := range strings.SplitSeq(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
+}
+
+func shortConfig(seed uint64) Config {
+	cfg := DefaultConfig()
+	cfg.Seed = seed
+	cfg.Rate, cfg.Duration, cfg.Warmup = 200, 2*time.Second, 500*time.Millisecond
+	cfg.Latency = "none"
+	cfg.Settle = 20 * time.Second
+	cfg.Command = "go test ./bench"
+	return cfg
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	res, _ := runShort(t, shortConfig(1))
+	if res.Reservations.Home.Count == 0 || res.Reservations.NonHome.Count == 0 {
+		t.Errorf("reservations from home %d, from non-home %d: want both", res.Reservations.Home.Count, res.Reservations.NonHome.Count)
+	}
+	if res.Ops.Unknown != 0 {
+		t.Errorf("%d operations failed without an answer on a healthy cluster: %v", res.Ops.Unknown, res.Ops.Codes)
+	}
+}
+
+// TestRunThroughAPartitionAndLoss cuts a region off mid-run on lossy
+// links: its writes and the others' reach everyone after the heal, and
+// nothing is lost or oversold.
+func TestRunThroughAPartitionAndLoss(t *testing.T) {
+	cfg := shortConfig(2)
+	cfg.Rate = 150
+	cfg.LossPct = 1
+	cfg.Partition = "ap-south@200ms+800ms"
+	res, _ := runShort(t, cfg)
+	if res.Partition == nil || res.Partition.Region != "ap-south" || res.Partition.EndMS <= res.Partition.StartMS {
+		t.Fatalf("partition window %+v", res.Partition)
+	}
+	var ap float64
+	for _, p := range res.Convergence {
+		if p.From == "ap-south" {
+			ap = max(ap, p.Max)
+		}
+	}
+	if ap < 500 {
+		t.Errorf("ap-south's writes converged within %v ms while it was cut off for 800 ms", ap)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	bad := map[string]func(*Config){
+		"no regions":         func(c *Config) { c.Regions = 0 },
+		"too many regions":   func(c *Config) { c.Regions = MaxRegions + 1 },
+		"zero rate":          func(c *Config) { c.Rate = 0 },
+		"zero duration":      func(c *Config) { c.Duration = 0 },
+		"negative warmup":    func(c *Config) { c.Warmup = -time.Second },
+		"latency":            func(c *Config) { c.Latency = "slow" },
+		"loss":               func(c *Config) { c.LossPct = 101 },
+		"concurrency":        func(c *Config) { c.Concurrency = 0 },
+		"durability":         func(c *Config) { c.Durability = "never" },
+		"partition syntax":   func(c *Config) { c.Partition = "ap-south" },
+		"partition region":   func(c *Config) { c.Partition = "mars@1s+1s" },
+		"partition duration": func(c *Config) { c.Partition = "ap-south@1s+0s" },
+		"region-4 of three":  func(c *Config) { c.Partition = "region-4@1s+1s" },
+	}
+	for name, mutate := range bad {
+		t.Run(name, func(t *testing.T) {
+			c := DefaultConfig()
+			mutate(&c)
+			if err := c.Validate(); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	c := DefaultConfig()
+	c.Regions, c.Partition = 5, "region-5@2s+3s"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestParsePartition(t *testing.T) {
+	p, err := ParsePartition("eu-west@1.5s+250ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Partition{Region: "eu-west", Start: 1500 * time.Millisecond, Duration: 250 * time.Millisecond}); p != want {
+		t.Fatalf("%+v, want %+v", p, want)
+	}
+	if p.String() != "eu-west@1.5s+250ms" {
+		t.Fatalf("String %q", p.String())
+	}
+	for _, s := range []string{"", "@1s+1s", "eu-west", "eu-west@1s", "eu-west@x+1s", "eu-west@1s+y", "eu-west@-1s+1s"} {
+		if _, err := ParsePartition(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestRegionNamesAndLatencies(t *testing.T) {
+	names := RegionNames(5)
+	want := []string{"us-east", "eu-west", "ap-south", "region-4", "region-5"}
+	if strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Fatalf("names %v, want %v", names, want)
+	}
+	if got := RegionNames(2); len(got) != 2 || got[1] != "eu-west" {
+		t.Fatalf("RegionNames(2) = %v", got)
+	}
+	m := LatencyMatrix(names)
+	if len(m) != 10 {
+		t.Fatalf("%d pairs, want 10", len(m))
+	}
+	for pair, ms := range map[string]int{"us-east/eu-west": 34, "us-east/ap-south": 92, "eu-west/ap-south": 60,
+		"us-east/region-4": 50, "region-4/region-5": 50, "ap-south/region-5": 50} {
+		if m[pair] != ms {
+			t.Errorf("%s = %d ms, want %d", pair, m[pair], ms)
+		}
+	}
+}

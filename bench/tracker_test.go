@@ -1,0 +1,91 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+func TestTrackerMeasuresEachDotAtEachRemote(t *testing.T) {
+	regions := []string{"a", "b", "c"}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(msec int) time.Time { return t0.Add(time.Duration(msec) * time.Millisecond) }
+	tr := NewTracker(regions)
+	tr.Measure(at(100))
+
+	tr.Published("a", 1, at(50)) // before the measured period
+	tr.Published("a", 2, at(100))
+	tr.Published("a", 3, at(110))
+	tr.Published("b", 1, at(120))
+	tr.Published("zz", 1, at(120)) // not a region: ignored
+
+	// b gets a's dots 1..3 in one range at 150; c gets 2 at 200 by relay
+	// from b, then 2..3 again at 300 (only the first time counts).
+	tr.Applied("b", []protocol.DotRange{{Origin: "a", From: 1, To: 3}}, at(150))
+	tr.Applied("c", []protocol.DotRange{{Origin: "a", From: 2, To: 2}}, at(200))
+	tr.Applied("c", []protocol.DotRange{{Origin: "a", From: 2, To: 3}}, at(300))
+	// a gets b's dot; c never sees it as a delta but holds it at the end.
+	tr.Applied("a", []protocol.DotRange{{Origin: "b", From: 1, To: 1}}, at(140))
+
+	holds := map[[3]int]bool{{2, 1, 1}: true} // c holds b:1
+	has := func(r, o int, seq uint64) bool { return holds[[3]int{r, o, int(seq)}] }
+	if n := tr.Pending(has); n != 1 {
+		t.Fatalf("pending %d, want 1 (a:1 at c)", n)
+	}
+	var missing []int
+	tr.PendingBy(has, func(r int) { missing = append(missing, r) })
+	if len(missing) != 1 || missing[0] != 2 {
+		t.Fatalf("missing at %v, want [2]", missing)
+	}
+
+	oneWay := func(x, y string) time.Duration { return 30 * time.Millisecond }
+	pairs, measured := tr.Pairs(has, oneWay)
+	if measured != 3 {
+		t.Fatalf("measured %d dots, want 3 (a:2, a:3, b:1)", measured)
+	}
+	if len(pairs) != 6 {
+		t.Fatalf("%d pairs, want 6", len(pairs))
+	}
+	get := func(from, to string) PairResult {
+		for _, p := range pairs {
+			if p.From == from && p.To == to {
+				return p
+			}
+		}
+		t.Fatalf("no pair %s → %s", from, to)
+		return PairResult{}
+	}
+	ab := get("a", "b")
+	if ab.Count != 2 || ab.Min != 40 || ab.Max != 50 {
+		t.Errorf("a → b: %+v, want 2 samples, 50 ms (a:2) and 40 ms (a:3)", ab.Summary)
+	}
+	ac := get("a", "c")
+	if ac.Count != 2 || ac.Min != 100 || ac.Max != 190 {
+		t.Errorf("a → c: %+v, want 100 ms (a:2) and 190 ms (a:3)", ac.Summary)
+	}
+	if ac.OneWayMS != 30 || ac.OverFloorP50MS != ac.P50-30 {
+		t.Errorf("a → c floor: %v, over %v", ac.OneWayMS, ac.OverFloorP50MS)
+	}
+	ba := get("b", "a")
+	if ba.Count != 1 || ba.P50 != 20 {
+		t.Errorf("b → a: %+v, want one sample of 20 ms", ba.Summary)
+	}
+	if bc := get("b", "c"); bc.Count != 0 || bc.ViaAntiEntropy != 1 || bc.Missing != 0 {
+		t.Errorf("b → c: %+v, want b:1 by anti-entropy", bc)
+	}
+	if ca := get("c", "a"); ca.Count != 0 || ca.Missing != 0 {
+		t.Errorf("c → a: %+v, want nothing", ca)
+	}
+}
+
+func TestTrackerCountsMissingDots(t *testing.T) {
+	tr := NewTracker([]string{"a", "b"})
+	tr.Published("a", 1, time.Unix(1, 0))
+	pairs, _ := tr.Pairs(func(int, int, uint64) bool { return false }, func(string, string) time.Duration { return 0 })
+	for _, p := range pairs {
+		if p.From == "a" && p.Missing != 1 {
+			t.Fatalf("a → b: missing %d, want 1", p.Missing)
+		}
+	}
+}
