@@ -11,7 +11,7 @@ const MaxTokenBytes = 8 << 10
 
 // EncodeContext returns the canonical encoding of a causal context (the
 // encoding of a cart with no entries).
-func EncodeContext(c *Context) []byte { return EncodeCart(&Cart{Ctx: *c}) }
+func EncodeContext(c *Context) []byte { return AppendContext(nil, c) }
 
 // DecodeContext decodes a causal context encoded by EncodeContext.
 func DecodeContext(b []byte) (Context, error) {
