@@ -88,21 +88,45 @@ func BenchmarkDeltaApply(b *testing.B) {
 	}
 }
 
-func BenchmarkEncode(b *testing.B) {
+// BenchmarkEncode measures EncodeCart.
+func BenchmarkEncode(b *testing.B) { benchEncode(b, EncodeCart) }
+
+// BenchmarkEncodeReflect measures the reflection-based reference encoder
+// that EncodeCart replaced.
+func BenchmarkEncodeReflect(b *testing.B) { benchEncode(b, refEncodeCart) }
+
+// BenchmarkAppendCart measures AppendCart into a reused buffer.
+func BenchmarkAppendCart(b *testing.B) {
+	var buf []byte
+	benchEncode(b, func(c *Cart) []byte { buf = AppendCart(buf[:0], c); return buf })
+}
+
+func benchEncode(b *testing.B, enc func(*Cart) []byte) {
 	for _, n := range benchLines {
 		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
 			c := benchCart(n)
-			b.SetBytes(int64(len(EncodeCart(c))))
+			b.SetBytes(int64(len(enc(c))))
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				EncodeCart(c)
+				enc(c)
 			}
 		})
 	}
 }
 
-func BenchmarkDecode(b *testing.B) {
+// BenchmarkDecode measures DecodeCart.
+func BenchmarkDecode(b *testing.B) { benchDecode(b, DecodeCart) }
+
+// BenchmarkDecodeReflect measures the reflection-based reference decoder
+// that DecodeCart replaced.
+func BenchmarkDecodeReflect(b *testing.B) { benchDecode(b, refDecodeCart) }
+
+// BenchmarkDecodeStored measures DecodeCartStored, which skips the
+// canonical check.
+func BenchmarkDecodeStored(b *testing.B) { benchDecode(b, DecodeCartStored) }
+
+func benchDecode(b *testing.B, dec func([]byte) (*Cart, error)) {
 	for _, n := range benchLines {
 		b.Run(fmt.Sprintf("lines=%d", n), func(b *testing.B) {
 			enc := EncodeCart(benchCart(n))
@@ -110,7 +134,7 @@ func BenchmarkDecode(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, err := DecodeCart(enc); err != nil {
+				if _, err := dec(enc); err != nil {
 					b.Fatal(err)
 				}
 			}
