@@ -394,7 +394,7 @@ func loadCart(r Reader, id string) (*crdt.Cart, error) {
 	if !ok {
 		return &crdt.Cart{}, nil
 	}
-	c, err := crdt.DecodeCart(b)
+	c, err := crdt.DecodeCartStored(b)
 	if err != nil {
 		return &crdt.Cart{}, &CorruptError{Key: prefixCart + id}
 	}
@@ -409,7 +409,7 @@ func loadItem(r Reader, sku string) (*crdt.Item, error) {
 	if !ok {
 		return &crdt.Item{}, nil
 	}
-	it, err := crdt.DecodeItem(b)
+	it, err := crdt.DecodeItemStored(b)
 	if err != nil {
 		return &crdt.Item{}, &CorruptError{Key: prefixItem + sku}
 	}
