@@ -4,6 +4,7 @@ BIN     ?= bin/lattice
 FUZZTIME ?= 5s
 # Fuzz targets run by `make test` (package:target), each for $(FUZZTIME).
 FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGroup \
+	./crdt:FuzzDecodeCartStored ./crdt:FuzzDecodeItemStored ./crdt:FuzzDecodeGroupReference \
 	./sync/protocol:FuzzDecodeMessage ./sync/transport:FuzzReadFrame
 # Seeds of the replication simulation run without the race detector by
 # `make test` (the race-enabled suite runs 150 of them).
