@@ -102,6 +102,17 @@ func (c *Context) Insert(d Dot) {
 	if c.Contains(d) {
 		return
 	}
+	if v := c.VV[d.Replica]; d.Counter == v+1 {
+		// The common case: the next dot of a replica extends its entry.
+		if c.VV == nil {
+			c.VV = make(map[ReplicaID]uint64, 4)
+		}
+		c.VV[d.Replica] = d.Counter
+		if len(c.Cloud) > 0 {
+			c.Compact()
+		}
+		return
+	}
 	if c.Cloud == nil {
 		c.Cloud = make(map[Dot]struct{})
 	}
@@ -127,7 +138,9 @@ func (c *Context) Join(o *Context) {
 			c.Cloud[d] = struct{}{}
 		}
 	}
-	c.Compact()
+	if len(c.Cloud) > 0 {
+		c.Compact()
+	}
 }
 
 // Compact moves cloud dots that extend the version vector into it and drops
