@@ -226,7 +226,7 @@ func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.
 // saveLedger writes the ledger and publishes the held total as an item
 // delta.
 func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
-	tx.Set(prefixLedger+sku, encode(l))
+	tx.Set(prefixLedger+sku, l.encode())
 	d := it.SetHeld(n.name, l.held())
 	it.Join(d)
 	tx.Set(prefixItem+sku, crdt.EncodeItem(it))
@@ -267,6 +267,10 @@ func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (
 	}
 	if avail := it.Stock.Value() - l.held(); req.Qty > avail {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
+	}
+	if len(l.Holds) >= MaxOpenHolds {
+		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1,
+			Detail: fmt.Sprintf("%s has %d open reservations, the most one sku may hold; retry once some commit, release or expire", req.SKU, MaxOpenHolds)}}, nil
 	}
 	seq, err := n.nextReservationSeq()
 	if err != nil {
@@ -390,8 +394,8 @@ func (n *Node) ExpireDue() error {
 			if err != nil {
 				return true
 			}
-			var l ledger
-			if decodeInto(v, &l) != nil {
+			l, err := parseLedger(v)
+			if err != nil {
 				return true
 			}
 			for _, h := range l.Holds {

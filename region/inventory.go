@@ -1,8 +1,10 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -71,14 +73,51 @@ func (r *ResRecord) View(now time.Time) Reservation {
 	return Reservation{ID: r.ID, SKU: r.SKU, Qty: r.Qty, Home: r.Home, State: st, ExpiresAt: time.UnixMilli(r.ExpMs).UTC()}
 }
 
-// ledger is the home's record of the open holds of one sku.
+// ledger is the home's record of the open holds of one sku. It is stored
+// as an array of holds sorted by reservation id.
 type ledger struct {
-	Holds map[string]hold `cbor:"1,keyasint"`
+	Holds map[string]hold
 }
 
 type hold struct {
-	Qty   int64 `cbor:"1,keyasint"`
-	ExpMs int64 `cbor:"2,keyasint"`
+	Qty   int64
+	ExpMs int64
+}
+
+type storedHold struct {
+	_     struct{} `cbor:",toarray"`
+	ID    string
+	Qty   int64
+	ExpMs int64
+}
+
+// MaxOpenHolds bounds the held reservations of one sku at its home; a
+// reservation beyond it is refused with 503 unavailable until some commit,
+// release or expire.
+const MaxOpenHolds = 4096
+
+func (l *ledger) encode() []byte {
+	hs := make([]storedHold, 0, len(l.Holds))
+	for id, h := range l.Holds {
+		hs = append(hs, storedHold{ID: id, Qty: h.Qty, ExpMs: h.ExpMs})
+	}
+	slices.SortFunc(hs, func(a, b storedHold) int { return cmp.Compare(a.ID, b.ID) })
+	return encode(hs)
+}
+
+func parseLedger(b []byte) (*ledger, error) {
+	var hs []storedHold
+	if err := decodeInto(b, &hs); err != nil {
+		return nil, err
+	}
+	l := &ledger{Holds: make(map[string]hold, len(hs))}
+	for _, h := range hs {
+		if _, dup := l.Holds[h.ID]; dup || h.Qty < 1 {
+			return nil, fmt.Errorf("region: ledger hold %q duplicated or empty", h.ID)
+		}
+		l.Holds[h.ID] = hold{Qty: h.Qty, ExpMs: h.ExpMs}
+	}
+	return l, nil
 }
 
 func (l *ledger) held() int64 {
@@ -113,13 +152,13 @@ func encode(v any) []byte {
 }
 
 func loadLedger(r Reader, sku string) (*ledger, error) {
-	l := &ledger{}
 	b, ok, err := r.Get(prefixLedger + sku)
 	if err != nil || !ok {
-		return l, err
+		return &ledger{}, err
 	}
-	if err := decodeInto(b, l); err != nil {
-		return l, &CorruptError{Key: prefixLedger + sku}
+	l, err := parseLedger(b)
+	if err != nil {
+		return &ledger{}, &CorruptError{Key: prefixLedger + sku}
 	}
 	return l, nil
 }

@@ -437,3 +437,27 @@ func TestStoreFileKept(t *testing.T) {
 		t.Fatalf("store file: %v %v", fi, err)
 	}
 }
+
+// TestManyOpenHolds holds thousands of reservations of one sku at once:
+// the ledger stays readable, and past MaxOpenHolds reservations are
+// refused cleanly until holds are released.
+func TestManyOpenHolds(t *testing.T) {
+	n := newNode(t)
+	must[Item](t)(n.Restock(bg, "hot", MaxOpenHolds+10))
+	var first Reservation
+	for i := range MaxOpenHolds {
+		r := must[Reservation](t)(n.Reserve(bg, "hot", 1, time.Hour, Idem{}))
+		if i == 0 {
+			first = r
+		}
+	}
+	if it := must[Item](t)(n.GetItem(bg, "hot", false)); it.Reserved != MaxOpenHolds {
+		t.Fatalf("reserved %d, want %d", it.Reserved, MaxOpenHolds)
+	}
+	e := wantCode(t, second3(n.Reserve(bg, "hot", 1, time.Hour, Idem{})), CodeUnavailable)
+	if e.RetryAfter == 0 {
+		t.Fatal("no Retry-After on a full ledger")
+	}
+	must[Reservation](t)(n.Release(bg, first.ID, Idem{}))
+	must[Reservation](t)(n.Reserve(bg, "hot", 1, time.Hour, Idem{}))
+}
