@@ -70,19 +70,28 @@ type analysis struct {
 }
 
 // analyze tallies results (one per operation of sched, started at start
-// + Op.At): the operations measured (At ≥ warmup), their latencies, and
-// the models of acknowledged adds and stock (every operation, warm-up
-// included, joined into stock, which holds the set-up's restocks).
-func analyze(sched *Schedule, results []opResult, start time.Time, warmup time.Duration, stock StockModel) analysis {
+// + Op.At): the operations measured (At ≥ warmup), their latencies, the
+// throughput over the measured period [start+warmup, start+warmup+
+// duration), and the models of acknowledged adds and stock (every
+// operation, warm-up included, joined into stock, which holds the
+// set-up's restocks).
+func analyze(sched *Schedule, results []opResult, start time.Time, warmup, duration time.Duration, stock StockModel) analysis {
 	a := analysis{adds: NewAddModel(), stock: stock, writeByKind: map[string]Summary{}}
 	a.ops.ByKind = map[string]KindCount{}
 	a.ops.Codes = map[string]int{}
 	byKind := map[Kind][]float64{}
 	var lag, commit, release []float64
-	var lastDone time.Time
+	var inWindow, inWindowOK int
 	measureStart := start.Add(warmup)
+	measureEnd := measureStart.Add(duration)
 	for i, op := range sched.Ops {
 		r := results[i]
+		if r.First.Outcome != NotRun && !r.Done.Before(measureStart) && r.Done.Before(measureEnd) {
+			inWindow++
+			if r.First.Outcome == OK {
+				inWindowOK++
+			}
+		}
 		// The models take every operation.
 		switch op.Kind {
 		case CartAdd:
@@ -138,9 +147,6 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup time.D
 			continue
 		}
 		a.ops.Answered++
-		if r.Done.After(lastDone) {
-			lastDone = r.Done
-		}
 		lag = append(lag, ms(r.Sent.Sub(start.Add(op.At))))
 		for _, c := range []call{r.First, r.Second} {
 			if c.Outcome == Refused || c.Outcome == Unknown {
@@ -196,9 +202,9 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup time.D
 	a.res.NonHome = Summarize(a.nonHomeSamples)
 	a.res.Commit = Summarize(commit)
 	a.res.Release = Summarize(release)
-	if el := lastDone.Sub(measureStart).Seconds(); el > 0 {
-		a.throughput = float64(a.ops.Answered) / el
-		a.throughputOK = float64(a.ops.OK) / el
+	if duration > 0 {
+		a.throughput = float64(inWindow) / duration.Seconds()
+		a.throughputOK = float64(inWindowOK) / duration.Seconds()
 	}
 	return a
 }

@@ -48,7 +48,7 @@ func TestAnalyzeBuildsTheModelsFromOutcomes(t *testing.T) {
 	}
 	stock := StockModel{}
 	stock.Ledger("h").RestockAcked = 50
-	a := analyze(sched, res, start, time.Second, stock)
+	a := analyze(sched, res, start, time.Second, time.Second, stock)
 
 	if got := a.adds.Acked[CartLine{"add-0", "x"}]; got != 2 {
 		t.Errorf("acked adds %d, want 2 (warm-up included)", got)
@@ -80,8 +80,9 @@ func TestAnalyzeBuildsTheModelsFromOutcomes(t *testing.T) {
 	if r.Commit.Count != 1 || r.Release.Count != 1 {
 		t.Errorf("commit %+v, release %+v", r.Commit, r.Release)
 	}
-	// 10 answered operations from 1 s to the last answer at 1.911 s.
-	if want := 10 / 0.911; a.throughput < want-0.01 || a.throughput > want+0.01 {
-		t.Errorf("throughput %v, want %v", a.throughput, want)
+	// 10 answered operations from 1 s to 2 s (the warm-up's ended
+	// before), 5 of them 2xx.
+	if a.throughput != 10 || a.throughputOK != 5 {
+		t.Errorf("throughput %v (2xx %v), want 10 (5)", a.throughput, a.throughputOK)
 	}
 }

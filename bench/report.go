@@ -41,8 +41,9 @@ type Result struct {
 	Durability  string           `json:"durability"`
 
 	Ops OpsResult `json:"ops"`
-	// Throughput is the measured operations answered per second, from
-	// the end of the warm-up to the last answer; ThroughputOK counts the
+	// Throughput is the operations answered per second during the
+	// measured period (answers read between its start and its end,
+	// whatever the operation's target time); ThroughputOK counts the
 	// 2xx answers only.
 	Throughput   float64 `json:"throughput_ops_per_s"`
 	ThroughputOK float64 `json:"throughput_ok_ops_per_s"`

@@ -312,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		home[sku] = ItemState{Stock: it.Stock, Reserved: it.Reserved}
 	}
 
-	a := analyze(sched, results, start, cfg.Warmup, stock)
+	a := analyze(sched, results, start, cfg.Warmup, cfg.Duration, stock)
 	res := &Result{
 		Command: cfg.Command, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
 		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),

@@ -25,7 +25,9 @@ const (
 	CartSet
 	// CartRemove removes a sku from a mixed cart.
 	CartRemove
-	// Restock adds 1–5 units of stock to a hot sku at any region.
+	// Restock adds 1–3 units of stock to a hot sku at any region: a little
+	// less, on average, than the reservations commit, so that stock runs
+	// short and reservations compete for the last units.
 	Restock
 	// Reserve holds 1–3 units of a hot sku, then commits or releases the
 	// hold (Op.Commit) if it was granted.
@@ -287,7 +289,7 @@ func Generate(w Workload) (*Schedule, error) {
 			op.SKU = s.Catalog[rng.IntN(len(s.Catalog))]
 		case Restock:
 			op.SKU = s.Hot[rng.IntN(len(s.Hot))]
-			op.Qty = 1 + rng.Int64N(5)
+			op.Qty = 1 + rng.Int64N(3)
 		case Reserve:
 			op.SKU = s.Hot[rng.IntN(len(s.Hot))]
 			op.Qty = 1 + rng.Int64N(3)
