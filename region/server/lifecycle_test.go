@@ -73,27 +73,29 @@ func TestIdempotentReplays(t *testing.T) {
 	})
 
 	t.Run("checkout", func(t *testing.T) {
-		r.ok(200, "POST", "/v1/carts/ci/items", `{"sku":"us-idem","qty":2}`)
-		first := r.do("POST", "/v1/carts/ci/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1")
+		// A checkout with a key is decided at the cart's home region
+		// (placed like a sku): us-* carts are homed here.
+		r.ok(200, "POST", "/v1/carts/us-ci/items", `{"sku":"us-idem","qty":2}`)
+		first := r.do("POST", "/v1/carts/us-ci/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1")
 		expectOK(t, first, 201)
 		checkItem(t, r.ok(200, "GET", "/v1/inventory/us-idem", ""), "us-idem", "us-east", 1095, 0)
 		// The cart changes after the checkout; the retry still returns the
 		// original order and buys nothing more.
-		r.ok(200, "POST", "/v1/carts/ci/items", `{"sku":"us-idem","qty":5}`)
-		again := r.do("POST", "/v1/carts/ci/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1")
+		r.ok(200, "POST", "/v1/carts/us-ci/items", `{"sku":"us-idem","qty":5}`)
+		again := r.do("POST", "/v1/carts/us-ci/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1")
 		expectOK(t, again, 201)
 		if string(again.body) != string(first.body) {
 			t.Errorf("checkout replay %s, first %s", again.body, first.body)
 		}
 		checkItem(t, r.ok(200, "GET", "/v1/inventory/us-idem", ""), "us-idem", "us-east", 1095, 0)
-		checkCart(t, r.ok(200, "GET", "/v1/carts/ci", ""), "ci", "us-idem", 5)
-		expectProblem(t, r.do("POST", "/v1/carts/ci/checkout", `{"ttl_ms":70000}`, "Idempotency-Key", "order-1"), 422, "idempotency_mismatch", "")
-		expectProblem(t, r.do("POST", "/v1/carts/other/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1"), 422, "idempotency_mismatch", "")
+		checkCart(t, r.ok(200, "GET", "/v1/carts/us-ci", ""), "us-ci", "us-idem", 5)
+		expectProblem(t, r.do("POST", "/v1/carts/us-ci/checkout", `{"ttl_ms":70000}`, "Idempotency-Key", "order-1"), 422, "idempotency_mismatch", "")
+		expectProblem(t, r.do("POST", "/v1/carts/us-other/checkout", `{"ttl_ms":60000}`, "Idempotency-Key", "order-1"), 422, "idempotency_mismatch", "")
 		// The replay of a cart_empty is cart_empty even once the cart
 		// holds something.
-		expectProblem(t, r.do("POST", "/v1/carts/ce/checkout", "", "Idempotency-Key", "order-2"), 409, "cart_empty", "")
-		r.ok(200, "POST", "/v1/carts/ce/items", `{"sku":"us-idem","qty":1}`)
-		expectProblem(t, r.do("POST", "/v1/carts/ce/checkout", "", "Idempotency-Key", "order-2"), 409, "cart_empty", "")
+		expectProblem(t, r.do("POST", "/v1/carts/us-ce/checkout", "", "Idempotency-Key", "order-2"), 409, "cart_empty", "")
+		r.ok(200, "POST", "/v1/carts/us-ce/items", `{"sku":"us-idem","qty":1}`)
+		expectProblem(t, r.do("POST", "/v1/carts/us-ce/checkout", "", "Idempotency-Key", "order-2"), 409, "cart_empty", "")
 		checkItem(t, r.ok(200, "GET", "/v1/inventory/us-idem", ""), "us-idem", "us-east", 1095, 0)
 	})
 }
@@ -161,7 +163,7 @@ func TestReplicationSeamAndRequestInProgress(t *testing.T) {
 	if fake.node != r.srv.Node() {
 		t.Errorf("replication started with another node")
 	}
-	r.ok(200, "POST", "/v1/carts/cp/items", `{"sku":"eu-x","qty":1}`)
+	r.ok(200, "POST", "/v1/carts/us-cp/items", `{"sku":"eu-x","qty":1}`)
 	if fake.published.Load() == 0 {
 		t.Errorf("a durable write was not published")
 	}
@@ -176,7 +178,7 @@ func TestReplicationSeamAndRequestInProgress(t *testing.T) {
 	go func() {
 		// Off the test goroutine: a transport error becomes a response
 		// with status 0.
-		req, _ := newRequest("POST", first.base+"/v1/carts/cp/checkout", "", map[string]string{"Idempotency-Key": "slow-1"})
+		req, _ := newRequest("POST", first.base+"/v1/carts/us-cp/checkout", "", map[string]string{"Idempotency-Key": "slow-1"})
 		done <- doRaw(first, req)
 	}()
 	select {
@@ -187,7 +189,7 @@ func TestReplicationSeamAndRequestInProgress(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the checkout never reached the forwarder")
 	}
-	expectProblem(t, r.do("POST", "/v1/carts/cp/checkout", "", "Idempotency-Key", "slow-1"), 409, "request_in_progress", "")
+	expectProblem(t, r.do("POST", "/v1/carts/us-cp/checkout", "", "Idempotency-Key", "slow-1"), 409, "request_in_progress", "")
 	close(fake.unblock)
 	var res response
 	select {
@@ -199,7 +201,7 @@ func TestReplicationSeamAndRequestInProgress(t *testing.T) {
 	if res.header.Get("Retry-After") != "2" {
 		t.Errorf("Retry-After %q, want the forwarder's 2", res.header.Get("Retry-After"))
 	}
-	checkCart(t, r.ok(200, "GET", "/v1/carts/cp", ""), "cp", "eu-x", 1)
+	checkCart(t, r.ok(200, "GET", "/v1/carts/us-cp", ""), "us-cp", "eu-x", 1)
 
 	if err := r.srv.Close(); err != nil {
 		t.Fatal(err)
