@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
@@ -232,15 +234,12 @@ func (c *cluster) applied() []crdt.Context {
 // WANs have sent (QUIC packets: replication, forwarded home requests,
 // handshakes, acknowledgements and keep-alives).
 func (c *cluster) wireBytes() (app, udp uint64, err error) {
-	for i, s := range c.servers {
-		mfs, err := s.Registry().Gather()
+	for i := range c.servers {
+		mfs, err := c.gather(i)
 		if err != nil {
-			return 0, 0, fmt.Errorf("bench: region %s metrics: %w", c.names[i], err)
+			return 0, 0, err
 		}
-		for _, mf := range mfs {
-			if mf.GetName() != "lattice_replication_bytes_sent_total" {
-				continue
-			}
+		if mf := mfs["lattice_replication_bytes_sent_total"]; mf != nil {
 			for _, m := range mf.GetMetric() {
 				app += uint64(m.GetCounter().GetValue())
 			}
@@ -248,4 +247,70 @@ func (c *cluster) wireBytes() (app, udp uint64, err error) {
 		udp += c.replication(i).WAN().Stats().SentBytes
 	}
 	return app, udp, nil
+}
+
+func (c *cluster) gather(i int) (map[string]*dto.MetricFamily, error) {
+	mfs, err := c.servers[i].Registry().Gather()
+	if err != nil {
+		return nil, fmt.Errorf("bench: region %s metrics: %w", c.names[i], err)
+	}
+	out := make(map[string]*dto.MetricFamily, len(mfs))
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf
+	}
+	return out, nil
+}
+
+// StoreStats is what a region's store did over the whole run (set-up and
+// settle included), from its metrics: it tells write latency tails from
+// the disk apart from the rest.
+type StoreStats struct {
+	Region string `json:"region"`
+	// Fsyncs, their mean duration, and how many took longer than 51.2 ms
+	// (the fsync histogram's bucket bound nearest 50 ms).
+	Fsyncs      uint64  `json:"fsyncs"`
+	FsyncMeanMS float64 `json:"fsync_mean_ms"`
+	FsyncsOver  uint64  `json:"fsyncs_over_51ms"`
+	// BatchMean is the mean number of transactions one fsync made durable
+	// (group commit).
+	BatchMean float64 `json:"fsync_batch_mean"`
+	// Shrinks counts rewrites of the store file to its live data.
+	Shrinks uint64 `json:"shrinks"`
+}
+
+// storeStats returns the store statistics of every region.
+func (c *cluster) storeStats() ([]StoreStats, error) {
+	var out []StoreStats
+	for i, name := range c.names {
+		mfs, err := c.gather(i)
+		if err != nil {
+			return nil, err
+		}
+		st := StoreStats{Region: name}
+		if h := histogramOf(mfs["lattice_store_fsync_seconds"]); h != nil && h.GetSampleCount() > 0 {
+			st.Fsyncs = h.GetSampleCount()
+			st.FsyncMeanMS = h.GetSampleSum() / float64(st.Fsyncs) * 1000
+			st.FsyncsOver = st.Fsyncs
+			for _, b := range h.GetBucket() {
+				if b.GetUpperBound() <= 0.0512+1e-9 {
+					st.FsyncsOver = st.Fsyncs - b.GetCumulativeCount()
+				}
+			}
+		}
+		if h := histogramOf(mfs["lattice_store_fsync_batch_size"]); h != nil && h.GetSampleCount() > 0 {
+			st.BatchMean = h.GetSampleSum() / float64(h.GetSampleCount())
+		}
+		if mf := mfs["lattice_store_shrinks_total"]; mf != nil && len(mf.GetMetric()) > 0 {
+			st.Shrinks = uint64(mf.GetMetric()[0].GetCounter().GetValue())
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func histogramOf(mf *dto.MetricFamily) *dto.Histogram {
+	if mf == nil || len(mf.GetMetric()) == 0 {
+		return nil
+	}
+	return mf.GetMetric()[0].GetHistogram()
 }

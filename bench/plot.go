@@ -45,10 +45,11 @@ type Bin struct {
 }
 
 // LogBins sorts the positive samples into n bins of equal width on a
-// logarithmic scale, from the smallest sample to the largest (the last
-// bin includes its upper bound). Samples ≤ 0 are left out. It returns nil
-// when no sample is positive.
-func LogBins(samples []float64, n int) []Bin {
+// logarithmic scale from lo to hi (the last bin includes hi); samples
+// outside count in the first or last bin, samples ≤ 0 are left out. When
+// lo or hi is ≤ 0, the smallest or largest positive sample is used. It
+// returns nil when no sample is positive or n < 1.
+func LogBins(samples []float64, n int, lo, hi float64) []Bin {
 	var pos []float64
 	for _, v := range samples {
 		if v > 0 {
@@ -58,7 +59,12 @@ func LogBins(samples []float64, n int) []Bin {
 	if len(pos) == 0 || n < 1 {
 		return nil
 	}
-	lo, hi := slices.Min(pos), slices.Max(pos)
+	if lo <= 0 {
+		lo = slices.Min(pos)
+	}
+	if hi <= 0 {
+		hi = slices.Max(pos)
+	}
 	if hi <= lo {
 		hi = lo * 1.01
 	}
@@ -71,18 +77,20 @@ func LogBins(samples []float64, n int) []Bin {
 	}
 	bins[0].Lo, bins[n-1].Hi = lo, hi
 	for _, v := range pos {
-		i := int((math.Log(v) - llo) / step)
+		i := int(math.Floor((math.Log(v) - llo) / step))
 		bins[min(max(i, 0), n-1)].Count++
 	}
 	return bins
 }
 
 // logTicks labels 1, 2 and 5 times the powers of ten between min and
-// max, with unlabelled minor ticks between.
+// max (and 3 when they are less than two decades apart), with unlabelled
+// minor ticks between.
 var logTicks = plot.TickerFunc(func(min, max float64) []plot.Tick {
 	if min <= 0 {
 		min = 1e-3
 	}
+	dense := max/min < 100
 	var ts []plot.Tick
 	for e := math.Floor(math.Log10(min)); e <= math.Ceil(math.Log10(max)); e++ {
 		p := math.Pow(10, e)
@@ -92,7 +100,7 @@ var logTicks = plot.TickerFunc(func(min, max float64) []plot.Tick {
 				continue
 			}
 			t := plot.Tick{Value: v}
-			if m == 1 || m == 2 || m == 5 {
+			if m == 1 || m == 2 || m == 5 || m == 3 && dense {
 				t.Label = strconv.FormatFloat(v, 'g', -1, 64)
 			}
 			ts = append(ts, t)
@@ -149,7 +157,10 @@ func (r *Result) plot(dir string) error {
 func (r *Result) plotConvergence(path string) error {
 	p := newPlot("Cross-region convergence: acknowledged at the origin → durable at the remote",
 		"milliseconds (log scale)", "fraction of writes visible")
-	p.Legend.Top, p.Legend.Left = true, true
+	// The curves rise from the bottom left to the top right: the bottom
+	// right corner is free for the legend.
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Legend.YOffs = vg.Points(12)
 	lo, hi := math.Inf(1), 0.0
 	floors := map[float64]bool{}
 	for _, pr := range r.Convergence {
@@ -209,15 +220,19 @@ func (r *Result) plotConvergence(path string) error {
 	return save(p, path)
 }
 
-// histogram returns a log-binned histogram of samples.
-func histogram(samples []float64, fill color.Color, line color.Color) *plotter.Histogram {
-	bins := LogBins(samples, 60)
+// histogram returns a histogram of samples in n bins of equal width on a
+// log scale from lo to hi.
+func histogram(samples []float64, lo, hi float64, fill color.Color, line color.Color) *plotter.Histogram {
 	h := &plotter.Histogram{FillColor: fill, LineStyle: draw.LineStyle{Color: line, Width: vg.Points(0.6)}}
-	for _, b := range bins {
+	for _, b := range LogBins(samples, 60, lo, hi) {
 		h.Bins = append(h.Bins, plotter.HistogramBin{Min: b.Lo, Max: b.Hi, Weight: float64(b.Count)})
 	}
 	return h
 }
+
+// headroom is the share of a histogram's height left free above its
+// highest bar for the legend.
+const headroom = 1.3
 
 func (r *Result) plotWrites(path string) error {
 	s := r.WriteLatency
@@ -227,11 +242,11 @@ func (r *Result) plotWrites(path string) error {
 	if s.Count == 0 {
 		return save(p, path)
 	}
-	h := histogram(r.writeSamples, color.NRGBA{R: 60, G: 110, B: 190, A: 200}, color.NRGBA{R: 30, G: 60, B: 120, A: 255})
+	h := histogram(r.writeSamples, s.Min, s.Max, color.NRGBA{R: 60, G: 110, B: 190, A: 200}, color.NRGBA{R: 30, G: 60, B: 120, A: 255})
 	p.Add(h)
-	logX(p, s.Min*0.9, s.Max*1.6)
+	logX(p, s.Min*0.9, s.Max*1.1)
 	_, _, _, ymax := h.DataRange()
-	p.Y.Min, p.Y.Max = 0, ymax*1.08
+	p.Y.Min, p.Y.Max = 0, ymax*headroom
 	marks := []struct {
 		name string
 		v    float64
@@ -239,7 +254,7 @@ func (r *Result) plotWrites(path string) error {
 	}{{"p50", s.P50, color.NRGBA{G: 140, A: 255}}, {"p99", s.P99, color.NRGBA{R: 220, G: 120, A: 255}},
 		{"p99.9", s.P999, color.NRGBA{R: 200, A: 255}}}
 	for _, m := range marks {
-		l, err := vline(m.v, 0, ymax*1.08, m.c, []vg.Length{vg.Points(6), vg.Points(3)})
+		l, err := vline(m.v, 0, ymax, m.c, []vg.Length{vg.Points(6), vg.Points(3)})
 		if err != nil {
 			return err
 		}
@@ -259,6 +274,7 @@ func (r *Result) plotReservations(path string) error {
 	if len(all) == 0 {
 		return save(p, path)
 	}
+	lo, hi := slices.Min(all), slices.Max(all)
 	ymax := 0.0
 	for _, set := range []struct {
 		name    string
@@ -273,13 +289,13 @@ func (r *Result) plotReservations(path string) error {
 		if len(set.samples) == 0 {
 			continue
 		}
-		h := histogram(set.samples, set.fill, set.line)
+		h := histogram(set.samples, lo, hi, set.fill, set.line)
 		p.Add(h)
 		_, _, _, y := h.DataRange()
 		ymax = max(ymax, y)
 		p.Legend.Add(fmt.Sprintf("%s: %d, p50 %s ms, p99 %s ms", set.name, set.s.Count, f(set.s.P50), f(set.s.P99)), h)
 	}
-	logX(p, slices.Min(all)*0.9, slices.Max(all)*1.1)
-	p.Y.Min, p.Y.Max = 0, ymax*1.08
+	logX(p, lo*0.9, hi*1.1)
+	p.Y.Min, p.Y.Max = 0, ymax*headroom
 	return save(p, path)
 }

@@ -69,10 +69,12 @@ type Result struct {
 	ConvergedViaAntiEntropy int `json:"converged_via_anti_entropy"`
 	// SettleMS is how long after the workload every region held every
 	// write.
-	SettleMS    float64     `json:"settle_ms"`
-	Bytes       BytesResult `json:"bytes"`
-	Stock       []SKUStock  `json:"stock"`
-	Correctness Correctness `json:"correctness"`
+	SettleMS float64     `json:"settle_ms"`
+	Bytes    BytesResult `json:"bytes"`
+	// Stores is what each region's store did over the run.
+	Stores      []StoreStats `json:"stores"`
+	Stock       []SKUStock   `json:"stock"`
+	Correctness Correctness  `json:"correctness"`
 	// OK is true when every correctness counter is 0.
 	OK bool `json:"ok"`
 
@@ -258,6 +260,12 @@ func (r *Result) Markdown() string {
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
 	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
 	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
+
+	w("\n## Stores (whole run)\n\n")
+	w("| region | fsyncs | mean fsync | fsyncs > 51 ms | writes per fsync | file rewrites |\n|---|---:|---:|---:|---:|---:|\n")
+	for _, st := range r.Stores {
+		w("| %s | %d | %s ms | %d | %.1f | %d |\n", st.Region, st.Fsyncs, f(st.FsyncMeanMS), st.FsyncsOver, st.BatchMean, st.Shrinks)
+	}
 
 	w("\n## Correctness (each must be 0)\n\n")
 	c := r.Correctness

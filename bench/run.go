@@ -286,6 +286,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	stores, err := c.storeStats()
+	if err != nil {
+		return nil, err
+	}
 
 	// Final states: every region the same, polled until the deadline.
 	var states []RegionState
@@ -321,7 +325,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Concurrency: cfg.Concurrency, Durability: cfg.Durability,
 		Ops: a.ops, Throughput: a.throughput, ThroughputOK: a.throughputOK,
 		WriteLatency: a.write, WriteLatencyByKind: a.writeByKind, ScheduleLag: a.lag,
-		Reservations: a.res, SettleMS: ms(settled.Sub(workloadEnd)),
+		Reservations: a.res, SettleMS: ms(settled.Sub(workloadEnd)), Stores: stores,
 		writeSamples: a.writeSamples, homeSamples: a.homeSamples, nonHomeSamples: a.nonHomeSamples,
 	}
 	applied := c.applied()
