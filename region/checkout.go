@@ -13,15 +13,20 @@ import (
 )
 
 // checkoutPlan is what a checkout decided to buy: the lines it read, the
-// dots of the cart entries it will remove, and its order id. With an
-// Idempotency-Key it is stored before any reservation is made, so a retry
-// after a crash resumes the same checkout; its reservations and commits
-// carry keys derived from the order id, so each happens once at its home.
+// dots of the cart entries it will remove, its order id and its attempt.
+// With an Idempotency-Key it is stored before any reservation is made, so
+// a retry after a crash resumes the same checkout; its reservations,
+// commits and releases carry keys derived from the order id and the
+// attempt, so each happens once at its home. A transient failure ends the
+// attempt (its reservations released or left to expire) and the next
+// retry starts the next attempt, with fresh keys: it never reuses a
+// released reservation.
 type checkoutPlan struct {
 	OrderID string      `cbor:"1,keyasint"`
 	TTLMs   int64       `cbor:"2,keyasint"`
 	Lines   []OrderLine `cbor:"3,keyasint"`
 	Dots    []planDot   `cbor:"4,keyasint"`
+	Attempt uint32      `cbor:"5,keyasint,omitempty"`
 }
 
 type planDot struct {
@@ -30,8 +35,8 @@ type planDot struct {
 	C uint64
 }
 
-func derived(orderID, step, sku string) (string, []byte) {
-	key := "\x00checkout/" + orderID + "/" + step + "/" + sku
+func derived(plan *checkoutPlan, step, sku string) (string, []byte) {
+	key := fmt.Sprintf("\x00checkout/%s/%d/%s/%s", plan.OrderID, plan.Attempt, step, sku)
 	fp := sha256.Sum256([]byte(key))
 	return key, fp[:]
 }
@@ -46,10 +51,15 @@ func newOrderID(cartID, key string) string {
 	return "o-" + hex.EncodeToString(b[:])
 }
 
-// Checkout reserves every line of the cart at its sku's home in parallel;
-// if any fails, it releases what it reserved and answers
-// insufficient_stock listing the failing skus; otherwise it commits every
-// reservation and removes exactly the cart entries it read.
+// Checkout reserves every line of the cart, as this region reads it, at
+// its sku's home in parallel; if any fails, it releases what it reserved
+// and answers insufficient_stock listing the failing skus; otherwise it
+// commits every reservation and removes exactly the cart entries it read.
+//
+// With an Idempotency-Key the checkout is coordinated by the home of its
+// cart id (placed like a sku), which keeps the plan and the outcome, so a
+// retry through any region finds them; this region sends it the lines it
+// read. Without a key it runs here.
 func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, idem Idem) (Order, error) {
 	if err := validateID("cart_id", cartID); err != nil {
 		return Order{}, err
@@ -58,13 +68,62 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	if err != nil {
 		return Order{}, err
 	}
-	release, err := n.claim(idem.Key)
+	home := n.HomeOf(cartID)
+	if idem.Key == "" || home == string(n.name) {
+		order, _, err := n.checkoutHere(ctx, cartID, ttl, idem, nil)
+		return order, err
+	}
+	plan, err := n.readPlan(cartID, ttl, idem)
 	if err != nil {
 		return Order{}, err
+	}
+	resp := n.atHome(ctx, home, &HomeRequest{Op: OpCheckout, CartID: cartID, TTLMs: plan.TTLMs, IdemKey: idem.Key,
+		IdemFP: fpBytes(idem), Lines: plan.Lines, Dots: plan.Dots})
+	if resp.Err != nil {
+		return Order{}, resp.Err
+	}
+	if resp.Order == nil {
+		return Order{}, Errorf(CodeInternal, "the checkout's coordinator gave no order")
+	}
+	// Remove what the coordinator bought from this region's copy too, so
+	// the answer's causal token covers the removal.
+	if err := n.removeObserved(cartID, resp.Removed); err != nil {
+		return Order{}, err
+	}
+	return *resp.Order, nil
+}
+
+// readPlan reads the cart's lines and entries as this region has them.
+func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem) (*checkoutPlan, error) {
+	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
+	err := n.store.View(func(r Reader) error {
+		c, err := loadCart(r, cartID)
+		if err != nil {
+			return err
+		}
+		for _, it := range c.Items() {
+			plan.Lines = append(plan.Lines, OrderLine{SKU: it.SKU, Qty: it.Qty, Home: n.HomeOf(it.SKU)})
+		}
+		for _, d := range c.Dots() {
+			plan.Dots = append(plan.Dots, planDot{R: string(d.Replica), C: d.Counter})
+		}
+		return nil
+	})
+	return plan, n.storeErr(err)
+}
+
+// checkoutHere runs a checkout at this region: from the plan given (the
+// lines another region read) or from this region's cart. It returns the
+// order and the cart entries it removed.
+func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duration, idem Idem, given *checkoutPlan) (Order, []planDot, error) {
+	release, err := n.claim(idem.Key)
+	if err != nil {
+		return Order{}, nil, err
 	}
 	defer release()
 
 	var plan *checkoutPlan
+	var attempt uint32
 	if idem.Key != "" {
 		var rec *idemRecord
 		err := n.store.View(func(r Reader) error {
@@ -73,64 +132,84 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 			return err
 		})
 		if err != nil {
-			return Order{}, n.storeErr(err)
+			return Order{}, nil, n.storeErr(err)
 		}
 		switch {
 		case rec == nil:
 		case string(rec.FP) != string(idem.Fingerprint[:]) || rec.Resp != nil:
-			return Order{}, mismatch()
+			return Order{}, nil, mismatch()
 		case rec.Order != nil:
-			return *rec.Order, nil
+			var removed []planDot
+			if rec.Plan != nil {
+				removed = rec.Plan.Dots
+			}
+			return *rec.Order, removed, nil
 		case rec.Err != nil:
-			return Order{}, rec.Err
+			return Order{}, nil, rec.Err
+		case rec.Plan != nil:
+			plan = rec.Plan // resume the attempt a crash interrupted
 		default:
-			plan = rec.Plan
+			attempt = rec.Attempt
 		}
 	}
 	if plan == nil {
-		if plan, err = n.plan(cartID, ttl, idem); err != nil {
-			return Order{}, err
+		if given == nil {
+			if given, err = n.readPlan(cartID, ttl, idem); err != nil {
+				return Order{}, nil, err
+			}
+		}
+		plan = given
+		plan.OrderID, plan.Attempt = newOrderID(cartID, idem.Key), attempt
+		if len(plan.Lines) == 0 {
+			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
+			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e}, e)
+		}
+		if err := n.recordCheckout(idem, &idemRecord{Plan: plan}, nil); err != nil {
+			return Order{}, nil, err
 		}
 	}
-	return n.runCheckout(ctx, cartID, plan, idem)
+	order, err := n.runCheckout(ctx, cartID, plan, idem)
+	return order, plan.Dots, err
 }
 
-// plan reads the cart and, with an Idempotency-Key, stores the plan.
-func (n *Node) plan(cartID string, ttl time.Duration, idem Idem) (*checkoutPlan, error) {
-	var plan *checkoutPlan
-	var empty bool
-	defer n.locks.lock(prefixCart + cartID)()
-	err := n.store.Update(func(tx *Tx) error {
+// recordCheckout stores rec as the record of idem's key (when there is a
+// key) and returns failure, or the store's error.
+func (n *Node) recordCheckout(idem Idem, rec *idemRecord, failure *Error) error {
+	if idem.Key == "" {
+		if failure != nil {
+			return failure
+		}
+		return nil
+	}
+	rec.FP, rec.AtMs = idem.Fingerprint[:], n.clock.Now().UnixMilli()
+	if err := n.store.Update(func(tx *Tx) error { tx.Set(prefixIdem+idem.Key, encode(rec)); return nil }); err != nil {
+		return n.storeErr(err)
+	}
+	if failure != nil {
+		return failure
+	}
+	return nil
+}
+
+// removeObserved removes the given cart entries (the lines a checkout
+// bought) from this region's copy of the cart.
+func (n *Node) removeObserved(cartID string, removed []planDot) error {
+	dots := make([]crdt.Dot, len(removed))
+	for i, d := range removed {
+		dots[i] = crdt.Dot{Replica: crdt.ReplicaID(d.R), Counter: d.C}
+	}
+	return n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, cartID)
 		if err != nil {
 			return err
 		}
-		items := c.Items()
-		plan = &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
-		for _, it := range items {
-			plan.Lines = append(plan.Lines, OrderLine{SKU: it.SKU, Qty: it.Qty, Home: n.HomeOf(it.SKU)})
+		if d := c.RemoveObserved(dots); c.Brings(d) {
+			c.Join(d)
+			tx.Set(prefixCart+cartID, crdt.EncodeCart(c))
+			g.AddCart(cartID, d)
 		}
-		for _, d := range c.Dots() {
-			plan.Dots = append(plan.Dots, planDot{R: string(d.Replica), C: d.Counter})
-		}
-		empty = len(items) == 0
-		if idem.Key == "" {
-			return nil
-		}
-		rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Plan: plan}
-		if empty {
-			rec.Plan, rec.Err = nil, Errorf(CodeCartEmpty, "cart %s is empty", cartID)
-		}
-		tx.Set(prefixIdem+idem.Key, encode(rec))
 		return nil
 	})
-	if err != nil {
-		return nil, n.storeErr(err)
-	}
-	if empty {
-		return nil, Errorf(CodeCartEmpty, "cart %s is empty", cartID)
-	}
-	return plan, nil
 }
 
 // compensateTimeout bounds the releases of a failed checkout.
@@ -155,14 +234,34 @@ func each(lines []OrderLine, fn func(i int, l OrderLine) *HomeResponse) []*HomeR
 	return out
 }
 
+// phaseContext bounds one phase of a checkout to three quarters of the
+// time left, so that compensation and the answer (perhaps to a region that
+// forwarded the checkout) fit in the caller's deadline.
+func phaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)*3/4))
+}
+
 func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) (Order, error) {
+	pctx, cancel := phaseContext(ctx)
+	defer cancel()
 	reserved := each(plan.Lines, func(_ int, l OrderLine) *HomeResponse {
-		key, fp := derived(plan.OrderID, "reserve", l.SKU)
-		return n.atHome(ctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
+		key, fp := derived(plan, "reserve", l.SKU)
+		return n.atHome(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
 	})
 	var failed []SkuAvailable
 	var firstErr *Error
 	for i, r := range reserved {
+		if r.Err == nil && r.Res != nil && r.Res.State != StateHeld && r.Res.State != StateCommitted {
+			// Resuming an attempt whose reservation was released or
+			// expired: the attempt is over; the next one starts afresh.
+			r.Err = &Error{Code: CodeUnavailable, RetryAfter: 1,
+				Detail: fmt.Sprintf("reservation %s of this checkout is %s; retry to start a new attempt", r.Res.ID, r.Res.State)}
+			r.Res = nil
+		}
 		if r.Err == nil {
 			continue
 		}
@@ -183,7 +282,7 @@ func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPla
 			if reserved[i].Err != nil {
 				return nil
 			}
-			key, fp := derived(plan.OrderID, "release", l.SKU)
+			key, fp := derived(plan, "release", l.SKU)
 			r := n.atHome(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
 			if r.Err != nil {
 				n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
@@ -196,9 +295,11 @@ func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPla
 		}
 		return Order{}, n.finishCheckout(cartID, plan, idem, nil, e)
 	}
+	cctx, ccancel := phaseContext(ctx)
+	defer ccancel()
 	committed := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
-		key, fp := derived(plan.OrderID, "commit", l.SKU)
-		return n.atHome(ctx, l.Home, &HomeRequest{Op: OpCommit, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
+		key, fp := derived(plan, "commit", l.SKU)
+		return n.atHome(cctx, l.Home, &HomeRequest{Op: OpCommit, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
 	})
 	order := &Order{OrderID: plan.OrderID, CartID: cartID}
 	for i, r := range committed {
@@ -216,18 +317,13 @@ func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPla
 	return *order, n.finishCheckout(cartID, plan, idem, order, nil)
 }
 
-// finishCheckout removes the entries the checkout read (on success) and
-// records the outcome. A transient failure drops the plan instead, so a
-// retry plans afresh (the reservations it released, or that expire, hold
-// nothing). It returns the checkout's error, or nil.
+// finishCheckout records the outcome and, on success, removes the entries
+// the checkout read. A transient failure ends the attempt: the record
+// keeps only the number of the next one, so a retry plans afresh with new
+// keys. It returns the checkout's error, or nil.
 func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
 	if failure != nil && transient(failure) {
-		if idem.Key != "" {
-			if err := n.store.Update(func(tx *Tx) error { tx.Delete(prefixIdem + idem.Key); return nil }); err != nil {
-				n.log.Error("could not drop a checkout plan", "err", err)
-			}
-		}
-		return failure
+		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1}, failure)
 	}
 	err := n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		if order != nil {
@@ -246,7 +342,11 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 			}
 		}
 		if idem.Key != "" {
-			tx.Set(prefixIdem+idem.Key, encode(&idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure}))
+			rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure}
+			if order != nil {
+				rec.Plan = plan // its dots: what a retry elsewhere removes too
+			}
+			tx.Set(prefixIdem+idem.Key, encode(rec))
 		}
 		return nil
 	})

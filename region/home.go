@@ -23,6 +23,9 @@ type idemRecord struct {
 	Order *Order        `cbor:"4,keyasint,omitempty"`
 	Err   *Error        `cbor:"5,keyasint,omitempty"`
 	Plan  *checkoutPlan `cbor:"6,keyasint,omitempty"`
+	// Attempt is the next attempt of a checkout whose earlier attempts
+	// failed transiently.
+	Attempt uint32 `cbor:"7,keyasint,omitempty"`
 }
 
 func loadIdem(r Reader, key string, now time.Time) (*idemRecord, error) {
@@ -65,12 +68,15 @@ func mismatch() *Error {
 
 // ServeHome decides a home request at this region. It validates the
 // request as untrusted input (it may come from another region).
-func (n *Node) ServeHome(_ context.Context, req *HomeRequest) *HomeResponse {
+func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if err := n.checkHomeRequest(req); err != nil {
 		return &HomeResponse{Err: err}
 	}
 	if req.Op == OpGet || req.Op == OpItem {
 		return n.readHome(req)
+	}
+	if req.Op == OpCheckout {
+		return n.serveCheckout(ctx, req)
 	}
 	release, err := n.claim(req.IdemKey)
 	if err != nil {
@@ -139,6 +145,10 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		if home := n.HomeOf(req.SKU); home != string(n.name) {
 			return Errorf(CodeHomeUnavailable, "region %s is not the home of %s (%s is)", n.name, req.SKU, home)
 		}
+	case OpCheckout:
+		if err := n.checkCheckoutRequest(req); err != nil {
+			return err
+		}
 	case OpGet, OpCommit, OpRelease:
 		home, ok := ReservationHome(req.ID)
 		if !ok || home != string(n.name) {
@@ -198,6 +208,55 @@ func (n *Node) readHome(req *HomeRequest) *HomeResponse {
 		return &HomeResponse{Err: Errorf(CodeInternal, "the home region could not read its ledger")}
 	}
 	return out
+}
+
+func (n *Node) checkCheckoutRequest(req *HomeRequest) *Error {
+	switch {
+	case !crdt.ValidID(req.CartID):
+		return InvalidField("cart_id", "cart_id must be 1-128 characters of [A-Za-z0-9._:-]")
+	case n.HomeOf(req.CartID) != string(n.name):
+		return Errorf(CodeHomeUnavailable, "region %s does not coordinate checkouts of cart %s", n.name, req.CartID)
+	case req.IdemKey == "":
+		return InvalidField("Idempotency-Key", "a forwarded checkout needs its idempotency key")
+	case len(req.Lines) > MaxCartSKUs || len(req.Dots) > crdt.MaxCartEntries:
+		return InvalidField("lines", "checkout plan too large")
+	}
+	if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
+		return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+	}
+	for i, l := range req.Lines {
+		if !crdt.ValidID(l.SKU) || l.Qty < 1 || l.Qty > crdt.MaxCount || (i > 0 && req.Lines[i-1].SKU >= l.SKU) {
+			return InvalidField("lines", "checkout line %d is invalid", i)
+		}
+	}
+	for _, d := range req.Dots {
+		if !crdt.ValidID(d.R) || d.C == 0 {
+			return InvalidField("dots", "checkout plan names an invalid cart entry")
+		}
+	}
+	return nil
+}
+
+// serveCheckout coordinates a checkout forwarded by the region that read
+// the cart.
+func (n *Node) serveCheckout(ctx context.Context, req *HomeRequest) *HomeResponse {
+	plan := &checkoutPlan{TTLMs: req.TTLMs, Dots: req.Dots}
+	for _, l := range req.Lines {
+		plan.Lines = append(plan.Lines, OrderLine{SKU: l.SKU, Qty: l.Qty, Home: n.HomeOf(l.SKU)})
+	}
+	var idem Idem
+	idem.Key = req.IdemKey
+	copy(idem.Fingerprint[:], req.IdemFP)
+	order, removed, err := n.checkoutHere(ctx, req.CartID, time.Duration(req.TTLMs)*time.Millisecond, idem, plan)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return &HomeResponse{Err: e}
+		}
+		n.log.Error("forwarded checkout failed", "cart", req.CartID, "err", err)
+		return &HomeResponse{Err: Errorf(CodeInternal, "the checkout's coordinator failed")}
+	}
+	return &HomeResponse{Order: &order, Removed: removed}
 }
 
 // expireDue moves the holds of sku that are past their expiry to expired.
@@ -268,9 +327,9 @@ func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (
 	if avail := it.Stock.Value() - l.held(); req.Qty > avail {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
-	if len(l.Holds) >= MaxOpenHolds {
+	if len(l.Holds) >= n.opts.MaxOpenHolds {
 		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1,
-			Detail: fmt.Sprintf("%s has %d open reservations, the most one sku may hold; retry once some commit, release or expire", req.SKU, MaxOpenHolds)}}, nil
+			Detail: fmt.Sprintf("%s has %d open reservations, the most one sku may hold; retry once some commit, release or expire", req.SKU, n.opts.MaxOpenHolds)}}, nil
 	}
 	seq, err := n.nextReservationSeq()
 	if err != nil {

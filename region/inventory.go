@@ -27,6 +27,9 @@ const (
 	OpRelease = "release"
 	OpAdjust  = "adjust"
 	OpItem    = "item"
+	// OpCheckout is a checkout with an Idempotency-Key, forwarded to the
+	// home of its cart id with the lines the answering region read.
+	OpCheckout = "checkout"
 )
 
 // HomeRequest is an operation that only a sku's home region may decide.
@@ -42,6 +45,10 @@ type HomeRequest struct {
 	Reason  string `cbor:"7,keyasint,omitempty"`
 	IdemKey string `cbor:"8,keyasint,omitempty"`
 	IdemFP  []byte `cbor:"9,keyasint,omitempty"`
+	// CartID, Lines and Dots are a forwarded checkout's cart and plan.
+	CartID string      `cbor:"10,keyasint,omitempty"`
+	Lines  []OrderLine `cbor:"11,keyasint,omitempty"`
+	Dots   []planDot   `cbor:"12,keyasint,omitempty"`
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
@@ -49,6 +56,10 @@ type HomeResponse struct {
 	Res  *ResRecord `cbor:"1,keyasint,omitempty"`
 	Item *Item      `cbor:"2,keyasint,omitempty"`
 	Err  *Error     `cbor:"3,keyasint,omitempty"`
+	// Order and Removed answer a forwarded checkout: the order and the
+	// cart entries it bought.
+	Order   *Order    `cbor:"4,keyasint,omitempty"`
+	Removed []planDot `cbor:"5,keyasint,omitempty"`
 }
 
 // ResRecord is a reservation as the home stores it.
@@ -91,10 +102,10 @@ type storedHold struct {
 	ExpMs int64
 }
 
-// MaxOpenHolds bounds the held reservations of one sku at its home; a
-// reservation beyond it is refused with 503 unavailable until some commit,
-// release or expire.
-const MaxOpenHolds = 4096
+// DefaultMaxOpenHolds bounds the held reservations of one sku at its
+// home (Options.MaxOpenHolds); a reservation beyond it is refused with 503
+// unavailable until some commit, release or expire.
+const DefaultMaxOpenHolds = 4096
 
 func (l *ledger) encode() []byte {
 	hs := make([]storedHold, 0, len(l.Holds))

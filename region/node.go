@@ -58,6 +58,9 @@ type Options struct {
 	Forwarder Forwarder
 	// Peers returns the replication state of each peer for /v1/cluster.
 	Peers func() any
+	// MaxOpenHolds bounds the held reservations of one sku (default
+	// DefaultMaxOpenHolds).
+	MaxOpenHolds int
 	// DigestBuckets is the number of anti-entropy digest buckets; every
 	// region of a cluster must use the same (default DefaultDigestBuckets).
 	DigestBuckets int
@@ -129,6 +132,9 @@ func NewNode(opts Options) (*Node, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = opts.Store.metrics
+	}
+	if opts.MaxOpenHolds == 0 {
+		opts.MaxOpenHolds = DefaultMaxOpenHolds
 	}
 	if opts.DigestBuckets == 0 {
 		opts.DigestBuckets = DefaultDigestBuckets

@@ -353,7 +353,7 @@ func TestCheckoutKeepsConcurrentAdds(t *testing.T) {
 	n := newNode(t)
 	must[Item](t)(n.Restock(bg, "a", 5))
 	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
-	plan, err := n.plan("c", DefaultTTL, Idem{})
+	plan, err := n.readPlan("c", DefaultTTL, Idem{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,11 +438,13 @@ func TestStoreFileKept(t *testing.T) {
 	}
 }
 
-// TestManyOpenHolds holds thousands of reservations of one sku at once:
-// the ledger stays readable, and past MaxOpenHolds reservations are
-// refused cleanly until holds are released.
+// TestManyOpenHolds holds hundreds of reservations of one sku at once:
+// the ledger stays readable, and past the bound reservations are refused
+// cleanly until holds are released.
 func TestManyOpenHolds(t *testing.T) {
+	const MaxOpenHolds = 300 // above the 256 entries a CBOR map may decode to
 	n := newNode(t)
+	n.opts.MaxOpenHolds = MaxOpenHolds
 	must[Item](t)(n.Restock(bg, "hot", MaxOpenHolds+10))
 	var first Reservation
 	for i := range MaxOpenHolds {
