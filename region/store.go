@@ -71,6 +71,12 @@ type StoreOptions struct {
 	ShrinkMinBytes int64
 	Logger         *slog.Logger
 	Metrics        *Metrics
+
+	// For benchmarks only: fsyncDelay is added to every fsync (a slower
+	// disk) and serialFsync makes every writer fsync alone while holding
+	// a lock (no group commit), as BuntDB's SyncPolicy Always does.
+	fsyncDelay  time.Duration
+	serialFsync bool
 }
 
 // Store is a region's BuntDB file. Update runs one logical write as one
@@ -400,6 +406,12 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 		s.gmu.Unlock()
 		return nil
 	}
+	if s.opts.serialFsync {
+		s.gmu.Lock()
+		defer s.gmu.Unlock()
+		s.written++
+		return s.fsync()
+	}
 	return s.waitDurable()
 }
 
@@ -443,6 +455,9 @@ func (s *Store) fsync() error {
 	defer s.fileMu.Unlock()
 	if s.syncFile == nil {
 		return nil
+	}
+	if s.opts.fsyncDelay > 0 {
+		time.Sleep(s.opts.fsyncDelay)
 	}
 	return s.syncFile.Sync()
 }
