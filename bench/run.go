@@ -113,6 +113,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("bench: --partition %q: region %q is not one of %s", c.Partition, p.Region,
 				strings.Join(RegionNames(c.Regions), ", "))
 		}
+		if p.Start >= c.Duration {
+			return fmt.Errorf("bench: --partition %q starts at or after the end of the measured period (--duration %s)", c.Partition, c.Duration)
+		}
 	}
 	return nil
 }

@@ -162,6 +162,7 @@ func TestConfigValidate(t *testing.T) {
 		"partition region":   func(c *Config) { c.Partition = "mars@1s+1s" },
 		"partition duration": func(c *Config) { c.Partition = "ap-south@1s+0s" },
 		"region-4 of three":  func(c *Config) { c.Partition = "region-4@1s+1s" },
+		"partition too late": func(c *Config) { c.Partition = "ap-south@20s+1s" },
 	}
 	for name, mutate := range bad {
 		t.Run(name, func(t *testing.T) {
