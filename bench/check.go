@@ -11,6 +11,8 @@ import (
 // it (skus with qty ≤ 0 are absent).
 type CartState map[string]int64
 
+// String formats c as "sku=qty " pairs in sku order, leaving out skus
+// with qty ≤ 0, so that equal carts format equally.
 func (c CartState) String() string {
 	skus := make([]string, 0, len(c))
 	for s, q := range c {

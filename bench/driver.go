@@ -50,8 +50,8 @@ type call struct {
 	Latency time.Duration
 }
 
-// Result of one operation. A reservation has two calls: the hold and,
-// when it was granted, its commit or release.
+// opResult is the result of one operation. A reservation has two calls:
+// the hold and, when it was granted, its commit or release.
 type opResult struct {
 	Sent   time.Time // when the first request was sent
 	Done   time.Time // when the last answer was read
