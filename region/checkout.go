@@ -51,15 +51,19 @@ func newOrderID(cartID, key string) string {
 	return "o-" + hex.EncodeToString(b[:])
 }
 
-// Checkout reserves every line of the cart, as this region reads it, at
-// its sku's home in parallel; if any fails, it releases what it reserved
-// and answers insufficient_stock listing the failing skus; otherwise it
-// commits every reservation and removes exactly the cart entries it read.
+// Checkout reserves every line of the cart at its sku's home in
+// parallel; if any fails, it releases what it reserved and answers
+// insufficient_stock listing the failing skus; otherwise it commits every
+// reservation and removes exactly the cart entries it read.
 //
-// With an Idempotency-Key the checkout is coordinated by the home of its
-// cart id (placed like a sku), which keeps the plan and the outcome, so a
-// retry through any region finds them; this region sends it the lines it
-// read. Without a key it runs here.
+// Every checkout of a cart is coordinated by the home of its cart id
+// (placed like a sku), one at a time: a second checkout of the cart while
+// one runs is 409 request_in_progress, so a cart is never bought twice by
+// concurrent checkouts. This region sends the coordinator its copy of the
+// cart, which the coordinator joins with its own, so the checkout covers
+// every line this region shows and none that was already bought. The
+// coordinator keeps an Idempotency-Key's plan and outcome, so a retry
+// through any region finds them.
 func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, idem Idem) (Order, error) {
 	if err := validateID("cart_id", cartID); err != nil {
 		return Order{}, err
@@ -69,16 +73,21 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 		return Order{}, err
 	}
 	home := n.HomeOf(cartID)
-	if idem.Key == "" || home == string(n.name) {
+	if home == string(n.name) {
 		order, _, err := n.checkoutHere(ctx, cartID, ttl, idem, nil)
 		return order, err
 	}
-	plan, err := n.readPlan(cartID, ttl, idem)
+	var state []byte
+	err = n.store.View(func(r Reader) error {
+		c, err := loadCart(r, cartID)
+		state = crdt.EncodeCart(c)
+		return err
+	})
 	if err != nil {
-		return Order{}, err
+		return Order{}, n.storeErr(err)
 	}
-	resp := n.atHome(ctx, home, &HomeRequest{Op: OpCheckout, CartID: cartID, TTLMs: plan.TTLMs, IdemKey: idem.Key,
-		IdemFP: fpBytes(idem), Lines: plan.Lines, Dots: plan.Dots})
+	resp := n.atHome(ctx, home, &HomeRequest{Op: OpCheckout, CartID: cartID, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key,
+		IdemFP: fpBytes(idem), Cart: state})
 	if resp.Err != nil {
 		return Order{}, resp.Err
 	}
@@ -93,13 +102,17 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	return *resp.Order, nil
 }
 
-// readPlan reads the cart's lines and entries as this region has them.
-func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem) (*checkoutPlan, error) {
+// readPlan plans a checkout of this region's copy of the cart joined with
+// the copy another region sent (nil for none).
+func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
 	err := n.store.View(func(r Reader) error {
 		c, err := loadCart(r, cartID)
 		if err != nil {
 			return err
+		}
+		if other != nil {
+			c.Join(other)
 		}
 		for _, it := range c.Items() {
 			plan.Lines = append(plan.Lines, OrderLine{SKU: it.SKU, Qty: it.Qty, Home: n.HomeOf(it.SKU)})
@@ -112,10 +125,15 @@ func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem) (*checkoutP
 	return plan, n.storeErr(err)
 }
 
-// checkoutHere runs a checkout at this region: from the plan given (the
-// lines another region read) or from this region's cart. It returns the
-// order and the cart entries it removed.
-func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duration, idem Idem, given *checkoutPlan) (Order, []planDot, error) {
+// checkoutHere runs a checkout at this region, the coordinator of the
+// cart, from its copy of the cart joined with the copy another region sent
+// (other, or nil). It returns the order and the cart entries it removed.
+func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (Order, []planDot, error) {
+	releaseCart, err := n.claim("\x00checkout-of/" + cartID)
+	if err != nil {
+		return Order{}, nil, Errorf(CodeRequestInProgress, "another checkout of cart %s is running", cartID)
+	}
+	defer releaseCart()
 	release, err := n.claim(idem.Key)
 	if err != nil {
 		return Order{}, nil, err
@@ -153,13 +171,10 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		}
 	}
 	if plan == nil {
-		if given == nil {
-			if given, err = n.readPlan(cartID, ttl, idem); err != nil {
-				return Order{}, nil, err
-			}
+		if plan, err = n.readPlan(cartID, ttl, idem, other); err != nil {
+			return Order{}, nil, err
 		}
-		plan = given
-		plan.OrderID, plan.Attempt = newOrderID(cartID, idem.Key), attempt
+		plan.Attempt = attempt
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
 			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e}, e)

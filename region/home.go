@@ -216,38 +216,26 @@ func (n *Node) checkCheckoutRequest(req *HomeRequest) *Error {
 		return InvalidField("cart_id", "cart_id must be 1-128 characters of [A-Za-z0-9._:-]")
 	case n.HomeOf(req.CartID) != string(n.name):
 		return Errorf(CodeHomeUnavailable, "region %s does not coordinate checkouts of cart %s", n.name, req.CartID)
-	case req.IdemKey == "":
-		return InvalidField("Idempotency-Key", "a forwarded checkout needs its idempotency key")
-	case len(req.Lines) > MaxCartSKUs || len(req.Dots) > crdt.MaxCartEntries:
-		return InvalidField("lines", "checkout plan too large")
 	}
 	if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
 		return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
 	}
-	for i, l := range req.Lines {
-		if !crdt.ValidID(l.SKU) || l.Qty < 1 || l.Qty > crdt.MaxCount || (i > 0 && req.Lines[i-1].SKU >= l.SKU) {
-			return InvalidField("lines", "checkout line %d is invalid", i)
-		}
-	}
-	for _, d := range req.Dots {
-		if !crdt.ValidID(d.R) || d.C == 0 {
-			return InvalidField("dots", "checkout plan names an invalid cart entry")
-		}
-	}
 	return nil
 }
 
-// serveCheckout coordinates a checkout forwarded by the region that read
-// the cart.
+// serveCheckout coordinates a checkout forwarded by the region that
+// answered it, with that region's copy of the cart.
 func (n *Node) serveCheckout(ctx context.Context, req *HomeRequest) *HomeResponse {
-	plan := &checkoutPlan{TTLMs: req.TTLMs, Dots: req.Dots}
-	for _, l := range req.Lines {
-		plan.Lines = append(plan.Lines, OrderLine{SKU: l.SKU, Qty: l.Qty, Home: n.HomeOf(l.SKU)})
+	other, err := crdt.DecodeCart(req.Cart)
+	if err != nil {
+		return &HomeResponse{Err: InvalidField("cart", "forwarded cart: %v", err)}
 	}
 	var idem Idem
-	idem.Key = req.IdemKey
-	copy(idem.Fingerprint[:], req.IdemFP)
-	order, removed, err := n.checkoutHere(ctx, req.CartID, time.Duration(req.TTLMs)*time.Millisecond, idem, plan)
+	if req.IdemKey != "" {
+		idem.Key = req.IdemKey
+		copy(idem.Fingerprint[:], req.IdemFP)
+	}
+	order, removed, err := n.checkoutHere(ctx, req.CartID, time.Duration(req.TTLMs)*time.Millisecond, idem, other)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {

@@ -27,8 +27,8 @@ const (
 	OpRelease = "release"
 	OpAdjust  = "adjust"
 	OpItem    = "item"
-	// OpCheckout is a checkout with an Idempotency-Key, forwarded to the
-	// home of its cart id with the lines the answering region read.
+	// OpCheckout is a checkout forwarded to the home of its cart id, with
+	// the answering region's copy of the cart.
 	OpCheckout = "checkout"
 )
 
@@ -45,10 +45,10 @@ type HomeRequest struct {
 	Reason  string `cbor:"7,keyasint,omitempty"`
 	IdemKey string `cbor:"8,keyasint,omitempty"`
 	IdemFP  []byte `cbor:"9,keyasint,omitempty"`
-	// CartID, Lines and Dots are a forwarded checkout's cart and plan.
-	CartID string      `cbor:"10,keyasint,omitempty"`
-	Lines  []OrderLine `cbor:"11,keyasint,omitempty"`
-	Dots   []planDot   `cbor:"12,keyasint,omitempty"`
+	// CartID and Cart are a forwarded checkout's cart id and the
+	// answering region's copy of the cart (canonical encoding).
+	CartID string `cbor:"10,keyasint,omitempty"`
+	Cart   []byte `cbor:"11,keyasint,omitempty"`
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.

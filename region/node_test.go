@@ -1,6 +1,7 @@
 package region
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -353,7 +354,7 @@ func TestCheckoutKeepsConcurrentAdds(t *testing.T) {
 	n := newNode(t)
 	must[Item](t)(n.Restock(bg, "a", 5))
 	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
-	plan, err := n.readPlan("c", DefaultTTL, Idem{})
+	plan, err := n.readPlan("c", DefaultTTL, Idem{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,4 +463,38 @@ func TestManyOpenHolds(t *testing.T) {
 	}
 	must[Reservation](t)(n.Release(bg, first.ID, Idem{}))
 	must[Reservation](t)(n.Reserve(bg, "hot", 1, time.Hour, Idem{}))
+}
+
+// TestConcurrentCheckoutsBuyOnce races checkouts of one cart, with no key
+// and with different keys: the cart is bought once.
+func TestConcurrentCheckoutsBuyOnce(t *testing.T) {
+	n := newNode(t)
+	must[Item](t)(n.Restock(bg, "a", 100))
+	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
+	var wg sync.WaitGroup
+	var orders atomic.Int64
+	for i := range 16 {
+		wg.Go(func() {
+			idem := Idem{}
+			if i%2 == 1 {
+				idem = fp(fmt.Sprintf("race-%d", i))
+			}
+			_, err := n.Checkout(bg, "c", 0, idem)
+			if err == nil {
+				orders.Add(1)
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || (e.Code != CodeRequestInProgress && e.Code != CodeCartEmpty) {
+				t.Errorf("concurrent checkout: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if orders.Load() != 1 {
+		t.Fatalf("%d orders for one cart", orders.Load())
+	}
+	if it := must[Item](t)(n.GetItem(bg, "a", false)); it.Stock != 99 || it.Reserved != 0 {
+		t.Fatalf("stock after racing checkouts: %+v", it)
+	}
 }

@@ -160,9 +160,9 @@ func TestErrorCodes(t *testing.T) {
 		// A checkout that cannot reserve a line releases what it reserved
 		// and lists each failing sku.
 		r.ok(200, "POST", "/v1/inventory/us-t/restock", `{"qty":10}`)
-		r.ok(200, "POST", "/v1/carts/cs/items", `{"sku":"us-s","qty":5}`)
-		r.ok(200, "POST", "/v1/carts/cs/items", `{"sku":"us-t","qty":4}`)
-		p = expectProblem(t, r.do("POST", "/v1/carts/cs/checkout", `{}`), 409, "insufficient_stock", "")
+		r.ok(200, "POST", "/v1/carts/us-cs/items", `{"sku":"us-s","qty":5}`)
+		r.ok(200, "POST", "/v1/carts/us-cs/items", `{"sku":"us-t","qty":4}`)
+		p = expectProblem(t, r.do("POST", "/v1/carts/us-cs/checkout", `{}`), 409, "insufficient_stock", "")
 		lines, _ := p["lines"].([]any)
 		if len(lines) != 1 {
 			t.Fatalf("lines %v, want the one failing sku", p["lines"])
@@ -171,7 +171,7 @@ func TestErrorCodes(t *testing.T) {
 			t.Errorf("failing line %v, want us-s with 2 available", l)
 		}
 		checkItem(t, r.ok(200, "GET", "/v1/inventory/us-t", ""), "us-t", "us-east", 10, 0)
-		checkCart(t, r.ok(200, "GET", "/v1/carts/cs", ""), "cs", "us-s", 5, "us-t", 4)
+		checkCart(t, r.ok(200, "GET", "/v1/carts/us-cs", ""), "us-cs", "us-s", 5, "us-t", 4)
 	})
 
 	t.Run("cart_empty", func(t *testing.T) {

@@ -246,8 +246,8 @@ func TestReservationExpiresEndToEnd(t *testing.T) {
 	// A checkout's reservations expire the same way if it never commits;
 	// a committed one does not.
 	r.ok(200, "POST", "/v1/inventory/us-ttl2/restock", `{"qty":1}`)
-	r.ok(200, "POST", "/v1/carts/ct/items", `{"sku":"us-ttl2","qty":1}`)
-	o := r.ok(201, "POST", "/v1/carts/ct/checkout", `{"ttl_ms":1000}`)
+	r.ok(200, "POST", "/v1/carts/us-ct/items", `{"sku":"us-ttl2","qty":1}`)
+	o := r.ok(201, "POST", "/v1/carts/us-ct/checkout", `{"ttl_ms":1000}`)
 	lid := o["lines"].([]any)[0].(map[string]any)["reservation_id"].(string)
 	waitFor(t, 10*time.Second, "the checkout's ttl to pass", func() bool { return time.Now().After(exp.Add(2 * time.Second)) })
 	if st := r.ok(200, "GET", "/v1/reservations/"+lid, "")["state"]; st != "committed" {

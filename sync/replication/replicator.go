@@ -295,7 +295,7 @@ func (r *Replicator) Status() any {
 }
 
 // MaxCallBytes bounds a forwarded request or its answer.
-const MaxCallBytes = 1 << 20
+const MaxCallBytes = 2 << 20
 
 // Forward implements region.Forwarder: it sends req to the home region on
 // a stream of its own and returns the home's answer. An unreachable home
