@@ -59,20 +59,7 @@ func BenchmarkDurableWrites(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("lattice-cart-add/clients=%d", clients), func(b *testing.B) {
-			st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), StoreOptions{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer st.Close()
-			n, err := NewNode(Options{Name: "us-east", Store: st})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer n.Close()
-			concurrently(b, clients, func(c, i int) error {
-				_, err := n.AddItem(bg, fmt.Sprintf("cart-%d-%d", c, i%100), "sku", 1)
-				return err
-			})
+			benchCartAdds(b, clients, StoreOptions{})
 		})
 	}
 }
@@ -91,21 +78,27 @@ func BenchmarkGroupCommitSlowDisk(b *testing.B) {
 				name = "fsync-per-write"
 			}
 			b.Run(fmt.Sprintf("%s/clients=%d", name, clients), func(b *testing.B) {
-				st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), StoreOptions{fsyncDelay: 2 * time.Millisecond, serialFsync: serial})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer st.Close()
-				n, err := NewNode(Options{Name: "us-east", Store: st})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer n.Close()
-				concurrently(b, clients, func(c, i int) error {
-					_, err := n.AddItem(bg, fmt.Sprintf("cart-%d-%d", c, i%100), "sku", 1)
-					return err
-				})
+				benchCartAdds(b, clients, StoreOptions{fsyncDelay: 2 * time.Millisecond, serialFsync: serial})
 			})
 		}
 	}
+}
+
+// benchCartAdds runs durable cart adds from clients concurrent writers on
+// a region whose store has the given options.
+func benchCartAdds(b *testing.B, clients int, opts StoreOptions) {
+	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	n, err := NewNode(Options{Name: "us-east", Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	concurrently(b, clients, func(c, i int) error {
+		_, err := n.AddItem(bg, fmt.Sprintf("cart-%d-%d", c, i%100), "sku", 1)
+		return err
+	})
 }

@@ -57,35 +57,7 @@ func writeClusterConfig(t *testing.T, dir string) (string, map[string]string) {
 // child process logging to logPath, and waits until it is ready.
 func startRegion(t *testing.T, bin, cfg, region, base, logPath string) *child {
 	t.Helper()
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--region", region, "--log-level", "info")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, log: logPath, exited: make(chan int, 1), done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		c.status = cmd.ProcessState.ExitCode()
-		if err != nil && c.status == 0 {
-			c.status = -1
-		}
-		c.exited <- c.status
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-c.done
-		}
-	})
+	c := startServe(t, bin, cfg, region, logPath)
 	waitReady(t, base, c.exited)
 	return c
 }
