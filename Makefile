@@ -42,7 +42,7 @@ sim:
 # test is what CI runs: formatting, vet, the race-enabled test suite, the
 # long simulation and a short fuzz pass over every decoder of untrusted
 # input.
-test: lint unit sim fuzz
+test: lint fuzz sim unit
 
 run: build
 	./$(BIN) dev
