@@ -21,7 +21,8 @@ type Config struct {
 	Peers map[string]string
 	// Certs holds the cluster CA and this region's certificate.
 	Certs *certs.Bundle
-	// Logger receives the transport's logs; nil discards them.
+	// Logger receives the transport's logs (give it one that names the
+	// region when several regions share a process); nil discards them.
 	Logger *slog.Logger
 
 	// MaxFrameSize bounds one message, request or response payload.

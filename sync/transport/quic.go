@@ -137,7 +137,6 @@ func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("region", cfg.Region)
 	resetKey, err := statelessResetKey(cfg.Certs)
 	if err != nil {
 		return nil, err
