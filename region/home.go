@@ -274,6 +274,7 @@ func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.
 // delta.
 func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
 	tx.Set(prefixLedger+sku, l.encode())
+	n.due.note(sku, l)
 	d := it.SetHeld(n.name, l.held())
 	it.Join(d)
 	tx.Set(prefixItem+sku, crdt.EncodeItem(it))
@@ -430,33 +431,13 @@ func (n *Node) adjustDown(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time
 	return &HomeResponse{Item: &v}, nil
 }
 
-// ExpireDue expires every held reservation past its expiry now, publishing
+// ExpireDue expires every held reservation past its expiry now (the skus
+// the due index names), publishing
 // the new held totals. The background loop calls it; tests with a fake
 // clock may call it directly.
 func (n *Node) ExpireDue() error {
 	now := n.clock.Now()
-	var due []string
-	err := n.store.View(func(r Reader) error {
-		return r.Ascend(prefixLedger, func(k string, v []byte, err error) bool {
-			if err != nil {
-				return true
-			}
-			l, err := parseLedger(v)
-			if err != nil {
-				return true
-			}
-			for _, h := range l.Holds {
-				if now.UnixMilli() >= h.ExpMs {
-					due = append(due, k[len(prefixLedger):])
-					break
-				}
-			}
-			return true
-		})
-	})
-	if err != nil {
-		return err
-	}
+	due := n.due.due(now.UnixMilli())
 	for _, sku := range due {
 		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 			_, _, err := n.loadForDecision(tx, g, sku, now)

@@ -94,6 +94,7 @@ type Node struct {
 	txApplied crdt.Context
 	locks     keyLocks
 	dg        *digest
+	due       dueIndex
 
 	imu      sync.Mutex
 	inflight map[string]struct{}
@@ -165,6 +166,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.buildDigest(); err != nil {
+		return nil, err
+	}
+	if err := n.buildDueIndex(); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
@@ -306,6 +310,10 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 	}
 }
 
+// MaxApplyKeys bounds the keys of one ApplyRemote (one store transaction
+// sets at most 65,535 keys, the applied context among them).
+const MaxApplyKeys = 0xffff - 1
+
 // ApplyRemote joins a delta-group made by another region (or an
 // anti-entropy repair) in one transaction and records the dots it carries
 // in the applied context. Joins are idempotent, so a duplicate is harmless.
@@ -322,6 +330,12 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 	}
 	for sku := range g.Items {
 		keys = append(keys, prefixItem+sku)
+	}
+	if len(keys) > MaxApplyKeys {
+		// Refused before the transaction: its commit step, which advances
+		// the applied context and the digest, must not run for a
+		// transaction the store then refuses.
+		return fmt.Errorf("region: a remote group of %d keys exceeds the %d of one transaction", len(keys), MaxApplyKeys)
 	}
 	defer n.locks.lock(keys...)()
 	err := n.store.UpdateLocked(func(tx *Tx) error {
