@@ -197,16 +197,17 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 // matchesPattern reports whether path has the segments of the echo route
 // pattern: the same number, static ones equal.
 func matchesPattern(pattern, path string) bool {
-	ps, xs := strings.Split(pattern, "/"), strings.Split(path, "/")
-	if len(ps) != len(xs) {
-		return false
-	}
-	for i, p := range ps {
-		if !strings.HasPrefix(p, ":") && p != xs[i] {
+	for {
+		p, prest, pmore := strings.Cut(pattern, "/")
+		x, xrest, xmore := strings.Cut(path, "/")
+		if pmore != xmore || !strings.HasPrefix(p, ":") && p != x {
 			return false
 		}
+		if !pmore {
+			return true
+		}
+		pattern, path = prest, xrest
 	}
-	return true
 }
 
 // recoverPanic turns a panic in a handler into an internal error (a 500

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,21 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+
+	// mu guards the children of requests and duration already looked up,
+	// so that a request does not hash its label values again.
+	mu       sync.RWMutex
+	counters map[requestKey]prometheus.Counter
+	timers   map[routeKey]prometheus.Observer
+}
+
+// routeKey names a child of lattice_http_request_duration_seconds.
+type routeKey struct{ method, route string }
+
+// requestKey names a child of lattice_http_requests_total.
+type requestKey struct {
+	routeKey
+	status int
 }
 
 func prometheusDefaultCollectors() []prometheus.Collector {
@@ -43,6 +59,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to serve an HTTP request of the API, by method and route pattern.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
 		}, []string{"method", "route"}),
+		counters: make(map[requestKey]prometheus.Counter),
+		timers:   make(map[routeKey]prometheus.Observer),
 	}
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
@@ -69,8 +87,35 @@ func (m *metrics) observe(method, route string, status int, d time.Duration) {
 	if !knownMethods[method] {
 		method = "OTHER"
 	}
-	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
-	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+	rk := routeKey{method, route}
+	k := requestKey{rk, status}
+	m.mu.RLock()
+	c, t := m.counters[k], m.timers[rk]
+	m.mu.RUnlock()
+	if c == nil || t == nil {
+		c, t = m.children(k)
+	}
+	c.Inc()
+	t.Observe(d.Seconds())
+}
+
+// children looks up and remembers the children of the metrics for k. The
+// label sets are bounded (known methods, registered routes, the statuses
+// the handlers write), and so is what is remembered.
+func (m *metrics) children(k requestKey) (prometheus.Counter, prometheus.Observer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.counters[k]
+	if !ok {
+		c = m.requests.WithLabelValues(k.method, k.route, strconv.Itoa(k.status))
+		m.counters[k] = c
+	}
+	t, ok := m.timers[k.routeKey]
+	if !ok {
+		t = m.duration.WithLabelValues(k.method, k.route)
+		m.timers[k.routeKey] = t
+	}
+	return c, t
 }
 
 func (m *metrics) handler(g prometheus.Gatherer) http.Handler {
