@@ -201,6 +201,15 @@ func decodeBody(c echo.Context, dst any, optional bool) error {
 		}
 		return region.InvalidField("body", "the request body must be a JSON object; it is empty")
 	}
+	if fb, ok := dst.(fastBody); ok && decodeFast(b, fb) {
+		return nil
+	}
+	return decodeStrict(b, dst)
+}
+
+// decodeStrict decodes the non-empty body b into dst as decodeBody
+// describes, and words the error of a body it refuses.
+func decodeStrict(b []byte, dst any) error {
 	keys, err := scanObject(b)
 	if err != nil {
 		return err
