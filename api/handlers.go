@@ -86,7 +86,7 @@ func (h *handler) getCart(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ok(c, http.StatusOK, cartView(cart))
+	return h.okCart(c, cart)
 }
 
 func (h *handler) addItem(c echo.Context) error {
@@ -115,7 +115,7 @@ func (h *handler) addItem(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ok(c, http.StatusOK, cartView(cart))
+	return h.okCart(c, cart)
 }
 
 func (h *handler) setItem(c echo.Context) error {
@@ -144,7 +144,7 @@ func (h *handler) setItem(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ok(c, http.StatusOK, cartView(cart))
+	return h.okCart(c, cart)
 }
 
 func (h *handler) removeItem(c echo.Context) error {
@@ -168,7 +168,7 @@ func (h *handler) removeItem(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ok(c, http.StatusOK, cartView(cart))
+	return h.okCart(c, cart)
 }
 
 func (h *handler) clearCart(c echo.Context) error {
@@ -188,7 +188,7 @@ func (h *handler) clearCart(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return h.ok(c, http.StatusOK, cartView(cart))
+	return h.okCart(c, cart)
 }
 
 func (h *handler) checkout(c echo.Context) error {

@@ -1,0 +1,83 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/latticedb/lattice/region"
+)
+
+// okCart writes a cart as h.ok does, encoding it without reflection when
+// appendCartJSON can.
+func (h *handler) okCart(c echo.Context, cart region.Cart) error {
+	cart = cartView(cart)
+	bp := jsonBuffers.Get().(*[]byte)
+	defer jsonBuffers.Put(bp)
+	b, ok := appendCartJSON((*bp)[:0], cart)
+	if !ok {
+		return h.ok(c, http.StatusOK, cart)
+	}
+	if cap(b) <= maxPooledJSON {
+		*bp = b
+	}
+	if tok := h.svc.Token(); tok != "" {
+		c.Response().Header().Set(HeaderToken, tok)
+	}
+	return c.JSONBlob(http.StatusOK, b)
+}
+
+// maxPooledJSON bounds the buffers jsonBuffers keeps.
+const maxPooledJSON = 16 << 10
+
+// jsonBuffers holds buffers for response bodies; a body is copied to the
+// connection before its buffer is put back.
+var jsonBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// appendCartJSON appends the JSON encoding of c to b, byte for byte what
+// encoding/json.Marshal writes, and reports whether it did: it does not if
+// a string of c needs escaping, and b is then to be discarded.
+func appendCartJSON(b []byte, c region.Cart) ([]byte, bool) {
+	b = append(b, `{"cart_id":`...)
+	b, ok := appendPlainString(b, c.CartID)
+	if !ok {
+		return b, false
+	}
+	b = append(b, `,"region":`...)
+	if b, ok = appendPlainString(b, c.Region); !ok {
+		return b, false
+	}
+	if c.Items == nil {
+		return append(b, `,"items":null}`...), true
+	}
+	b = append(b, `,"items":[`...)
+	for i, it := range c.Items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"sku":`...)
+		if b, ok = appendPlainString(b, it.SKU); !ok {
+			return b, false
+		}
+		b = append(b, `,"qty":`...)
+		b = strconv.AppendInt(b, it.Qty, 10)
+		b = append(b, '}')
+	}
+	return append(b, "]}"...), true
+}
+
+// appendPlainString appends s as a JSON string if encoding/json writes it
+// unchanged between quotes: printable ASCII other than the quote, the
+// backslash and the characters it escapes for HTML (<, > and &).
+func appendPlainString(b []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return b, false
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"'), true
+}
