@@ -85,9 +85,13 @@ type Node struct {
 	log   *slog.Logger
 	m     *Metrics
 
-	amu       sync.Mutex
-	applied   crdt.Context
-	appliedCh chan struct{} // closed and replaced when applied grows
+	amu     sync.Mutex
+	applied crdt.Context
+	// appliedCh is closed when applied grows; nil while no one waits.
+	appliedCh chan struct{}
+	// token is the causal token of applied, "" until asked for since
+	// applied last grew.
+	token string
 
 	// txApplied is the applied context as the store's transactions see
 	// it; it is only touched inside the store's write lock.
@@ -144,7 +148,7 @@ func NewNode(opts Options) (*Node, error) {
 		opts.ExpiryInterval = 500 * time.Millisecond
 	}
 	n := &Node{name: crdt.ReplicaID(opts.Name), opts: opts, store: opts.Store, clock: opts.Clock,
-		log: opts.Logger, m: opts.Metrics, appliedCh: make(chan struct{}),
+		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
 	err := n.store.View(func(r Reader) error {
 		ctx, err := readApplied(r)
@@ -244,9 +248,7 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 		return n.storeErr(err)
 	}
 	if d.Group != nil {
-		var c crdt.Context
-		c.Insert(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
-		n.noteApplied(&c)
+		n.noteAppliedDot(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
 		if n.opts.Publisher != nil {
 			n.opts.Publisher.Publish(d)
 		}
@@ -269,9 +271,26 @@ func (n *Node) storeErr(err error) error {
 func (n *Node) noteApplied(dots *crdt.Context) {
 	n.amu.Lock()
 	n.applied.Join(dots)
-	close(n.appliedCh)
-	n.appliedCh = make(chan struct{})
+	n.appliedGrew()
 	n.amu.Unlock()
+}
+
+// noteAppliedDot is noteApplied of the context that holds only dot.
+func (n *Node) noteAppliedDot(dot crdt.Dot) {
+	n.amu.Lock()
+	n.applied.Insert(dot)
+	n.appliedGrew()
+	n.amu.Unlock()
+}
+
+// appliedGrew wakes the waiters on applied and forgets its token; the
+// caller holds n.amu.
+func (n *Node) appliedGrew() {
+	if n.appliedCh != nil {
+		close(n.appliedCh)
+		n.appliedCh = nil
+	}
+	n.token = ""
 }
 
 // Applied returns a copy of the region-level causal context: every write
@@ -283,10 +302,14 @@ func (n *Node) Applied() crdt.Context {
 }
 
 // Token returns the causal token of everything this region has applied.
+// It is encoded once per state of the applied context.
 func (n *Node) Token() string {
 	n.amu.Lock()
 	defer n.amu.Unlock()
-	return crdt.FormatToken(&n.applied)
+	if n.token == "" {
+		n.token = crdt.FormatToken(&n.applied)
+	}
+	return n.token
 }
 
 // WaitToken waits until the region has applied everything token covers.
@@ -297,7 +320,11 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 	}
 	for {
 		n.amu.Lock()
-		ok, ch := n.applied.Covers(&want), n.appliedCh
+		ok := n.applied.Covers(&want)
+		if !ok && n.appliedCh == nil {
+			n.appliedCh = make(chan struct{})
+		}
+		ch := n.appliedCh
 		n.amu.Unlock()
 		if ok {
 			return nil

@@ -431,6 +431,41 @@ func TestCausalToken(t *testing.T) {
 	}
 }
 
+// TestTokenIsOfApplied checks that Token, which is encoded once per state
+// of the applied context, is the token of the applied context after local
+// writes, remote deltas (in and out of order) and writes that change
+// nothing.
+func TestTokenIsOfApplied(t *testing.T) {
+	n := newNode(t)
+	check := func(step string) {
+		t.Helper()
+		applied := n.Applied()
+		if got, want := n.Token(), crdt.FormatToken(&applied); got != want {
+			t.Fatalf("%s: Token() = %q, want %q", step, got, want)
+		}
+		if got := n.Token(); got != crdt.FormatToken(&applied) {
+			t.Fatalf("%s: second Token() = %q", step, got)
+		}
+	}
+	check("empty")
+	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
+	check("local write")
+	must[Cart](t)(n.RemoveItem(bg, "c", "zz"))
+	check("write that changes nothing")
+	out := crdt.Context{Cloud: map[crdt.Dot]struct{}{{Replica: "eu-west", Counter: 3}: {}}}
+	if err := n.ApplyRemote(&out, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("remote dot out of order")
+	in := crdt.Context{VV: map[crdt.ReplicaID]uint64{"eu-west": 2}}
+	if err := n.ApplyRemote(&in, nil); err != nil {
+		t.Fatal(err)
+	}
+	check("remote dots that fill the gap")
+	must[Cart](t)(n.AddItem(bg, "c", "b", 2))
+	check("second local write")
+}
+
 func TestStoreFileKept(t *testing.T) {
 	n := newNode(t)
 	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
