@@ -37,6 +37,10 @@ func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
 	return view, n.storeErr(err)
 }
 
+// encodedCartHint is the capacity a cart's encoding starts with: enough
+// for a cart of several lines, so that it is rarely grown.
+const encodedCartHint = 256
+
 // cartWrite applies the delta that mut computes from the current cart.
 func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
@@ -54,8 +58,10 @@ func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) 
 		}
 		if c.Brings(delta) {
 			c.Join(delta)
-			tx.Set(prefixCart+id, crdt.EncodeCart(c))
-			g.AddCart(id, delta)
+			tx.Set(prefixCart+id, crdt.AppendCart(make([]byte, 0, encodedCartHint), c))
+			// The group is this write's own and delta is not used again,
+			// so the group takes it rather than a copy (AddCart copies).
+			g.Carts = map[string]*crdt.Cart{id: delta}
 		}
 		view = n.cartView(id, c)
 		return nil
@@ -67,8 +73,8 @@ func checkRoom(c *crdt.Cart, sku string) error {
 	if len(c.Entries) >= MaxCartEntries {
 		return Errorf(CodeCartFull, "cart holds %d entries; set the quantity of a line to fold its entries", len(c.Entries))
 	}
-	if c.Has(sku) {
-		return nil
+	if c.Has(sku) || len(c.Entries) < MaxCartSKUs {
+		return nil // fewer entries than the most skus allowed
 	}
 	skus := make(map[string]struct{})
 	for _, l := range c.Entries {

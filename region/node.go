@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sync"
@@ -469,11 +468,14 @@ type keyLocks [256]sync.Mutex
 
 // lock locks the stripes of keys in a fixed order and returns the unlock.
 func (l *keyLocks) lock(keys ...string) func() {
+	if len(keys) == 1 {
+		m := &l[l.stripe(keys[0])]
+		m.Lock()
+		return m.Unlock
+	}
 	idx := make([]int, 0, len(keys))
 	for _, k := range keys {
-		h := fnv.New32a()
-		h.Write([]byte(k))
-		idx = append(idx, int(h.Sum32()%uint32(len(l))))
+		idx = append(idx, l.stripe(k))
 	}
 	slices.Sort(idx)
 	idx = slices.Compact(idx)
@@ -485,6 +487,17 @@ func (l *keyLocks) lock(keys ...string) func() {
 			l[i].Unlock()
 		}
 	}
+}
+
+// stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the
+// number of stripes.
+func (l *keyLocks) stripe(key string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return int(h % uint32(len(l)))
 }
 
 func validateID(field, v string) error {

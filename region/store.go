@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -229,12 +230,16 @@ func (s *Store) Corrupt() []string {
 }
 
 func frame(txid uint64, n uint16, payload []byte) string {
-	b := make([]byte, valueHeader+len(payload))
-	binary.BigEndian.PutUint64(b[4:], txid)
-	binary.BigEndian.PutUint16(b[12:], n)
-	copy(b[valueHeader:], payload)
-	binary.BigEndian.PutUint32(b, crc32.Checksum(b[4:], crcTable))
-	return string(b)
+	var h [valueHeader]byte
+	binary.BigEndian.PutUint64(h[4:], txid)
+	binary.BigEndian.PutUint16(h[12:], n)
+	crc := crc32.Update(crc32.Update(0, crcTable, h[4:]), crcTable, payload)
+	binary.BigEndian.PutUint32(h[:], crc)
+	var sb strings.Builder
+	sb.Grow(valueHeader + len(payload))
+	sb.Write(h[:])
+	sb.Write(payload)
+	return sb.String()
 }
 
 func unframe(b []byte) (txid uint64, n uint16, payload []byte, err error) {

@@ -3,6 +3,8 @@ package region
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"fmt"
 	"io"
 	"os"
@@ -280,4 +282,31 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 		t.Fatalf("%d fsyncs for %d concurrent writes: no group commit", count, writers*each)
 	}
 	t.Logf("%d writes made durable by %d fsyncs", sum, count)
+}
+
+// TestFrameLayout checks the stored value layout: crc32c of the rest, the
+// transaction id, the key count and the payload, and that unframe reads it
+// back and refuses it once any byte changes.
+func TestFrameLayout(t *testing.T) {
+	for _, payload := range [][]byte{nil, {}, []byte("x"), bytes.Repeat([]byte("cart"), 100)} {
+		v := []byte(frame(0x0102030405060708, 0x0a0b, payload))
+		rest := binary.BigEndian.AppendUint64(nil, 0x0102030405060708)
+		rest = binary.BigEndian.AppendUint16(rest, 0x0a0b)
+		rest = append(rest, payload...)
+		want := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
+		if !bytes.Equal(v, want) {
+			t.Fatalf("frame(%q) = %x, want %x", payload, v, want)
+		}
+		txid, n, p, err := unframe(v)
+		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || !bytes.Equal(p, payload) {
+			t.Fatalf("unframe(frame(%q)) = %x, %x, %q, %v", payload, txid, n, p, err)
+		}
+		for i := range v {
+			bad := bytes.Clone(v)
+			bad[i] ^= 0x40
+			if _, _, _, err := unframe(bad); err == nil {
+				t.Fatalf("unframe accepts %x, byte %d flipped", bad, i)
+			}
+		}
+	}
 }
