@@ -44,6 +44,9 @@ func pathID(c echo.Context, name string) (string, error) {
 // checkQuery refuses every query parameter but the allowed ones, and any
 // parameter given more than once.
 func checkQuery(c echo.Context, allowed ...string) error {
+	if c.Request().URL.RawQuery == "" {
+		return nil // no parameter: nothing to parse
+	}
 	for name, vals := range c.QueryParams() {
 		ok := false
 		for _, a := range allowed {
@@ -168,21 +171,38 @@ func idem(c echo.Context, params []string, body any) (region.Idem, error) {
 	return region.Idem{Key: key, Fingerprint: fingerprint(c.Request().Method, routeLabel(c.Path()), params, body)}, nil
 }
 
-// readBody reads the request body, at most MaxBodyBytes of it.
-func readBody(c echo.Context) ([]byte, error) {
+// readBody appends the request body, at most MaxBodyBytes of it, to buf.
+func readBody(c echo.Context, buf []byte) ([]byte, error) {
 	req := c.Request()
 	if req.ContentLength > MaxBodyBytes {
-		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
+		return buf, &http.MaxBytesError{Limit: MaxBodyBytes}
 	}
-	b, err := io.ReadAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes))
+	b, err := readAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes), buf)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, err
+			return b, err
 		}
-		return nil, region.InvalidField("body", "reading the request body: %v", err)
+		return b, region.InvalidField("body", "reading the request body: %v", err)
 	}
 	return b, nil
+}
+
+// readAll is io.ReadAll appending to b.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
+	}
 }
 
 // decodeBody reads the body into dst, a pointer to a struct of pointer
@@ -191,7 +211,9 @@ func readBody(c echo.Context) ([]byte, error) {
 // its field's type. An empty body is an error unless optional is set, in
 // which case dst is left as it is.
 func decodeBody(c echo.Context, dst any, optional bool) error {
-	b, err := readBody(c)
+	bp := getBuffer()
+	b, err := readBody(c, *bp)
+	defer putBuffer(bp, b) // decoding keeps no reference to b
 	if err != nil {
 		return err
 	}

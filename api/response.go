@@ -14,14 +14,11 @@ import (
 // appendCartJSON can.
 func (h *handler) okCart(c echo.Context, cart region.Cart) error {
 	cart = cartView(cart)
-	bp := jsonBuffers.Get().(*[]byte)
-	defer jsonBuffers.Put(bp)
-	b, ok := appendCartJSON((*bp)[:0], cart)
+	bp := getBuffer()
+	b, ok := appendCartJSON(*bp, cart)
+	defer putBuffer(bp, b)
 	if !ok {
 		return h.ok(c, http.StatusOK, cart)
-	}
-	if cap(b) <= maxPooledJSON {
-		*bp = b
 	}
 	if tok := h.svc.Token(); tok != "" {
 		c.Response().Header().Set(HeaderToken, tok)
@@ -29,12 +26,25 @@ func (h *handler) okCart(c echo.Context, cart region.Cart) error {
 	return c.JSONBlob(http.StatusOK, b)
 }
 
-// maxPooledJSON bounds the buffers jsonBuffers keeps.
-const maxPooledJSON = 16 << 10
+// maxPooledBuffer bounds the capacity of the buffers buffers keeps.
+const maxPooledBuffer = 16 << 10
 
-// jsonBuffers holds buffers for response bodies; a body is copied to the
-// connection before its buffer is put back.
-var jsonBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+// buffers holds buffers for request and response bodies.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// getBuffer returns an empty buffer from buffers.
+func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
+
+// putBuffer puts bp back into buffers once nothing refers to it any more,
+// keeping b, what it grew into, if it is not too large.
+func putBuffer(bp *[]byte, b []byte) {
+	if cap(b) <= maxPooledBuffer {
+		*bp = b[:0]
+	} else {
+		*bp = (*bp)[:0]
+	}
+	buffers.Put(bp)
+}
 
 // appendCartJSON appends the JSON encoding of c to b, byte for byte what
 // encoding/json.Marshal writes, and reports whether it did: it does not if
