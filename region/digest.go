@@ -20,10 +20,13 @@ type digest struct {
 	buckets []uint64
 	keys    []map[string]uint64 // per bucket: key → state hash
 	applied crdt.Context
+	// damaged holds the replicated keys left out because their stored
+	// values failed their checksums, until they are written again.
+	damaged map[string]struct{}
 }
 
 func newDigest(n int) *digest {
-	d := &digest{buckets: make([]uint64, n), keys: make([]map[string]uint64, n)}
+	d := &digest{buckets: make([]uint64, n), keys: make([]map[string]uint64, n), damaged: make(map[string]struct{})}
 	for i := range d.keys {
 		d.keys[i] = make(map[string]uint64)
 	}
@@ -43,6 +46,7 @@ func (d *digest) set(key string, state []byte) {
 	}
 	d.keys[b][key] = h
 	d.buckets[b] ^= h
+	delete(d.damaged, key)
 }
 
 // remove forgets key (its stored state is damaged); the caller holds d.mu.
@@ -69,11 +73,17 @@ func (n *Node) commitDigest(tx *Tx, dots *crdt.Context) {
 	}
 }
 
-// Snapshot implements protocol.Storage.
+// Snapshot implements protocol.Storage. While a replicated key's stored
+// value is damaged, the snapshot's applied context is empty: the state the
+// digest describes lacks that key, so it does not reflect the applied
+// context, and a peer must not adopt it.
 func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*protocol.Snapshot, error) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
-	s := &protocol.Snapshot{Buckets: append([]uint64(nil), n.dg.buckets...), Applied: n.dg.applied.Clone(), Keys: map[string]uint64{}}
+	s := &protocol.Snapshot{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}}
+	if len(n.dg.damaged) == 0 {
+		s.Applied = n.dg.applied.Clone()
+	}
 	if choose != nil {
 		for _, b := range choose(s.Buckets) {
 			if int(b) < len(n.dg.keys) {
@@ -107,15 +117,18 @@ func (n *Node) buildDigest() error {
 		for _, prefix := range []string{prefixCart, prefixItem} {
 			err := r.Ascend(prefix, func(k string, v []byte, err error) bool {
 				if err != nil {
-					return true // damaged: left out, so a peer's state repairs it
+					n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
+					return true
 				}
 				if prefix == prefixCart {
 					if _, err := crdt.DecodeCart(v); err != nil {
 						n.store.markCorrupt(k)
+						n.dg.damaged[k] = struct{}{}
 						return true
 					}
 				} else if _, err := crdt.DecodeItem(v); err != nil {
 					n.store.markCorrupt(k)
+					n.dg.damaged[k] = struct{}{}
 					return true
 				}
 				n.dg.set(k, v)

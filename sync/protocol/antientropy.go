@@ -15,10 +15,15 @@ func (p *Protocol) startAE(pr *peer) {
 		p.err = err
 		return
 	}
-	p.round++
-	pr.ae = &aeRound{round: p.round, started: p.now, myApplied: snap.Applied}
+	// Round numbers go on from the clock, so that a message of a round of
+	// an earlier run names no round of this one.
+	p.round = max(p.round+1, uint64(p.now.UnixNano()))
+	mine := p.bounded(&snap.Applied)
+	applied := crdt.EncodeContext(&mine)
+	pr.ae = &aeRound{round: p.round, id: DigestID(snap.Buckets, applied), started: p.now, needed: pr.needAE, myApplied: mine}
+	pr.needAE = false
 	pr.aeCount++
-	p.send(pr, &Message{Kind: KindDigest, Round: p.round, Buckets: snap.Buckets, Applied: crdt.EncodeContext(&snap.Applied)})
+	p.send(pr, &Message{Kind: KindDigest, Round: p.round, Buckets: snap.Buckets, Applied: applied})
 }
 
 // onDigest answers a round: the buckets that differ (as many as fit), our
@@ -70,14 +75,15 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 			p.adopt(pr, c)
 		}
 	}
-	p.send(pr, &Message{Kind: KindDiff, Round: m.Round, Diff: chosen, Keys: keys, Applied: crdt.EncodeContext(&snap.Applied), Final: final})
+	p.send(pr, &Message{Kind: KindDiff, Round: m.Round, Of: DigestID(m.Buckets, m.Applied), Diff: chosen, Keys: keys,
+		Applied: p.wire(&snap.Applied), Final: final})
 }
 
 // onDiff continues our round: push the keys where we differ, pull theirs.
 func (p *Protocol) onDiff(pr *peer, m *Message) {
 	ae := pr.ae
-	if ae == nil || ae.round != m.Round || ae.waiting {
-		return
+	if ae == nil || ae.round != m.Round || ae.waiting || m.Of != ae.id {
+		return // not an answer to the digest of our running round
 	}
 	theirApplied, err := crdt.DecodeContext(m.Applied)
 	if err != nil {
@@ -140,12 +146,15 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 // the initiator's applied context if the round was complete) and send back
 // what was pulled; as the initiator, apply the pulled states and finish.
 func (p *Protocol) onObjects(pr *peer, m *Message) {
-	if ae := pr.ae; ae != nil && ae.round == m.Round && ae.waiting {
+	if m.Reply {
 		p.applyObjects(pr, m.Group)
-		if ae.final && m.Final {
-			p.adopt(pr, ae.theirApplied)
+		if ae := pr.ae; ae != nil && ae.round == m.Round && ae.waiting {
+			ae.final = ae.final && m.Final
+			if ae.final {
+				p.adopt(pr, ae.theirApplied)
+			}
+			p.finishAE(pr)
 		}
-		p.finishAE(pr)
 		return
 	}
 	p.applyObjects(pr, m.Group)
@@ -158,7 +167,7 @@ func (p *Protocol) onObjects(pr *peer, m *Message) {
 		return
 	}
 	g, complete := p.readBounded(m.Pull)
-	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Final: complete})
+	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Reply: true, Group: g, Final: complete})
 }
 
 func (p *Protocol) applyObjects(pr *peer, g *crdt.Group) {
@@ -170,15 +179,19 @@ func (p *Protocol) applyObjects(pr *peer, g *crdt.Group) {
 
 // adopt records that our state now reflects c.
 func (p *Protocol) adopt(pr *peer, c crdt.Context) {
-	if p.seen.Covers(&c) {
+	claim := p.admit(&p.seen, &c)
+	if p.seen.Covers(&claim) {
 		return
 	}
-	p.seen.Join(&c)
-	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: c})
+	p.seen.Join(&claim)
+	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim})
 }
 
+// finishAE ends the round with pr. The peer still needs anti-entropy if
+// it came to need it during the round, or if the round it needed did not
+// cover every differing bucket.
 func (p *Protocol) finishAE(pr *peer) {
-	pr.needAE = pr.needAE && !pr.ae.final
+	pr.needAE = pr.needAE || (pr.ae.needed && !pr.ae.final)
 	pr.lastAE = p.now
 	pr.ae = nil
 }

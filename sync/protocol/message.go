@@ -23,11 +23,15 @@ const (
 	// digest of its key space and its applied context, from one snapshot.
 	KindDigest Kind = 3
 	// KindDiff answers a digest: the buckets that differ, the responder's
-	// key hashes in them and its applied context, from one snapshot.
+	// key hashes in them and its applied context, from one snapshot; Of
+	// identifies the digest it answers (DigestID).
 	KindDiff Kind = 4
 	// KindObjects carries the states of keys that differ; Pull names the
 	// keys the sender wants back; Final says the round covered every
-	// differing bucket, so the receiver may adopt Applied.
+	// differing bucket, so the receiver may adopt Applied. Reply marks the
+	// responder's answer to a Pull, which belongs to the receiver's own
+	// round (both regions may run rounds with each other at once, with the
+	// same round numbers).
 	KindObjects Kind = 5
 )
 
@@ -80,6 +84,31 @@ type Message struct {
 	Final   bool        `cbor:"11,keyasint,omitempty"`
 	// Acks acknowledges the receiver's delta messages with these tags.
 	Acks []uint64 `cbor:"12,keyasint,omitempty"`
+	// Reply marks objects that answer the receiver's own round.
+	Reply bool `cbor:"13,keyasint,omitempty"`
+	// Of is the DigestID of the digest a diff answers.
+	Of uint64 `cbor:"14,keyasint,omitempty"`
+}
+
+// DigestID identifies the digest of an anti-entropy round: a hash of its
+// buckets and encoded applied context. A diff names the digest it was
+// computed against, so that the initiator acts only on a diff of the
+// snapshot it took (round numbers start again when a region restarts).
+func DigestID(buckets []uint64, applied []byte) uint64 {
+	h := uint64(14695981039346656037)
+	mix := func(b byte) {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	for _, v := range buckets {
+		for i := 0; i < 8; i++ {
+			mix(byte(v >> (8 * i)))
+		}
+	}
+	for _, b := range applied {
+		mix(b)
+	}
+	return h
 }
 
 // Limits on a decoded message.
@@ -185,35 +214,31 @@ func (m *Message) validate(buckets int) error {
 	return nil
 }
 
-// rangesToContext returns the dots of ranges as a causal context.
+// rangesToContext returns the dots of ranges as a causal context (dots
+// from 1 go to the version vector, the others to the cloud; one
+// compaction at the end).
 func rangesToContext(rs []DotRange) crdt.Context {
 	var c crdt.Context
 	for _, r := range rs {
-		insertRange(&c, r)
-	}
-	return c
-}
-
-// insertRange adds the dots of r to c.
-func insertRange(c *crdt.Context, r DotRange) {
-	o := crdt.ReplicaID(r.Origin)
-	if r.From <= c.VV[o]+1 {
-		if r.To > c.VV[o] {
-			if c.VV == nil {
-				c.VV = make(map[crdt.ReplicaID]uint64)
+		o := crdt.ReplicaID(r.Origin)
+		if r.From <= c.VV[o]+1 {
+			if r.To > c.VV[o] {
+				if c.VV == nil {
+					c.VV = make(map[crdt.ReplicaID]uint64)
+				}
+				c.VV[o] = r.To
 			}
-			c.VV[o] = r.To
-			c.Compact()
+			continue
 		}
-		return
-	}
-	if c.Cloud == nil {
-		c.Cloud = make(map[crdt.Dot]struct{})
-	}
-	for k := r.From; k <= r.To; k++ {
-		c.Cloud[crdt.Dot{Replica: o, Counter: k}] = struct{}{}
+		if c.Cloud == nil {
+			c.Cloud = make(map[crdt.Dot]struct{})
+		}
+		for k := r.From; k <= r.To; k++ {
+			c.Cloud[crdt.Dot{Replica: o, Counter: k}] = struct{}{}
+		}
 	}
 	c.Compact()
+	return c
 }
 
 // coveredBy reports whether every dot of ranges is in c.

@@ -30,9 +30,19 @@
 // one consistent snapshot, so once a round has covered every differing
 // bucket each side may adopt the other's applied context (the dots its
 // state reflects).
+//
+// Claims. Every dot the protocol takes as applied (a delta's, an adopted
+// context's) reaches the store's applied context, which tokens promise
+// and peers adopt. The protocol claims dots of cluster regions only, and
+// never more than MaxCloudDots dots beyond a context's version vector, so
+// every context it keeps, stores or sends stays bounded and decodable.
+// Claiming fewer dots than a region holds is always safe: a delta whose
+// dots are not claimed is applied again if it comes again, and a later
+// anti-entropy round claims them.
 package protocol
 
 import (
+	"cmp"
 	"slices"
 	"time"
 
@@ -137,6 +147,12 @@ type LocalDelta struct {
 	At    time.Time
 }
 
+// MaxCloudDots bounds the dots beyond the version vector (received out of
+// order) of the contexts the protocol keeps and sends. The decoder of
+// contexts accepts at most 16,384 such dots per region, and the store's
+// applied context must stay decodable when the region restarts.
+const MaxCloudDots = 4096
+
 type entry struct {
 	seq     uint64
 	from    crdt.ReplicaID // "" for a local delta
@@ -151,11 +167,14 @@ type entry struct {
 type inflight struct {
 	seqs   []uint64
 	sentAt time.Time
+	batch  uint64 // the Ready it left in
 }
 
 type aeRound struct {
 	round        uint64
+	id           uint64 // DigestID of our digest
 	started      time.Time
+	needed       bool // the peer needed anti-entropy when the round began
 	myApplied    crdt.Context
 	theirApplied crdt.Context
 	final        bool
@@ -219,6 +238,7 @@ type Protocol struct {
 	bufLen int // bytes
 	seq    uint64
 	round  uint64
+	batch  uint64 // Ready calls so far
 	now    time.Time
 
 	out Ready
@@ -229,7 +249,7 @@ type Protocol struct {
 // the applied context of the region's store. Every peer starts in need of
 // anti-entropy: a restarted region's buffers are gone.
 func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Storage, cfg Config) *Protocol {
-	p := &Protocol{self: self, cfg: cfg, st: st, byID: make(map[crdt.ReplicaID]*peer), seen: seen.Clone()}
+	p := &Protocol{self: self, cfg: cfg, st: st, byID: make(map[crdt.ReplicaID]*peer)}
 	ids := slices.Clone(peers)
 	slices.Sort(ids)
 	for i, id := range ids {
@@ -240,6 +260,7 @@ func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Stor
 		p.peers = append(p.peers, pr)
 		p.byID[id] = pr
 	}
+	p.seen = p.bounded(&seen)
 	return p
 }
 
@@ -247,7 +268,98 @@ func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Stor
 func (p *Protocol) Ready() Ready {
 	r := p.out
 	p.out = Ready{}
+	p.batch++
 	return r
+}
+
+// Discard tells the protocol that the driver could not make the Applies
+// of the last Ready durable and sent none of its messages; applied is the
+// applied context the region's store holds. The protocol forgets the dots
+// it took for applied beyond it, so that the peers' retransmissions are
+// applied instead of being dropped as redundant; it sends the lost delta
+// messages again, reports its applied context again, and runs
+// anti-entropy with every peer (an adopted context may have been lost).
+func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
+	p.now = now
+	p.seen = p.bounded(&applied)
+	lost := p.batch - 1
+	for _, pr := range p.peers {
+		p.requeue(pr, func(f *inflight) bool { return f.batch == lost })
+		pr.reported = crdt.Context{}
+		pr.lastReported = time.Time{}
+		pr.needAE = true
+		pr.ae = nil
+	}
+}
+
+// member reports whether r is a region of the cluster.
+func (p *Protocol) member(r crdt.ReplicaID) bool { return r == p.self || p.byID[r] != nil }
+
+// admit returns the part of c that may be joined into base: dots of
+// cluster regions only, and no more dots beyond base's version vector
+// than keep that cloud within MaxCloudDots (the lowest are kept; dots that
+// extend the version vector are always kept).
+func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
+	var out crdt.Context
+	merged := base.Clone()
+	extend := func(r crdt.ReplicaID, v uint64) {
+		if out.VV == nil {
+			out.VV = make(map[crdt.ReplicaID]uint64)
+		}
+		if merged.VV == nil {
+			merged.VV = make(map[crdt.ReplicaID]uint64)
+		}
+		out.VV[r], merged.VV[r] = v, v
+	}
+	for r, v := range c.VV {
+		if p.member(r) && v > merged.VV[r] {
+			extend(r, v)
+		}
+	}
+	merged.Compact()
+	var extra []crdt.Dot
+	for d := range c.Cloud {
+		if p.member(d.Replica) && !merged.Contains(d) {
+			extra = append(extra, d)
+		}
+	}
+	if len(extra) == 0 {
+		return out
+	}
+	slices.SortFunc(extra, func(a, b crdt.Dot) int {
+		if a.Counter != b.Counter {
+			return cmp.Compare(a.Counter, b.Counter)
+		}
+		return cmp.Compare(a.Replica, b.Replica)
+	})
+	rest := extra[:0]
+	for _, d := range extra {
+		if d.Counter == merged.VV[d.Replica]+1 {
+			extend(d.Replica, d.Counter)
+		} else {
+			rest = append(rest, d)
+		}
+	}
+	merged.Compact()
+	room := max(MaxCloudDots-len(merged.Cloud), 0)
+	for _, d := range rest[:min(room, len(rest))] {
+		if out.Cloud == nil {
+			out.Cloud = make(map[crdt.Dot]struct{})
+		}
+		out.Cloud[d] = struct{}{}
+	}
+	out.Compact()
+	return out
+}
+
+// bounded returns c as it may be sent or kept: bounded as admit bounds
+// claims.
+func (p *Protocol) bounded(c *crdt.Context) crdt.Context { return p.admit(&crdt.Context{}, c) }
+
+// wire returns the encoding of c bounded.
+func (p *Protocol) wire(c *crdt.Context) []byte {
+	b := p.bounded(c)
+	return crdt.EncodeContext(&b)
 }
 
 // Err returns and clears the last storage error the protocol met.
@@ -332,6 +444,11 @@ func (p *Protocol) flush(pr *peer) {
 	if !pr.up {
 		return
 	}
+	if pr.nextMsg == 0 {
+		// Tags go on from the clock, so that an acknowledgement still on
+		// its way from before a restart names no message of this run.
+		pr.nextMsg = uint64(p.now.UnixMicro()) & (1<<32 - 1)
+	}
 	for len(pr.inflight) < p.cfg.Window {
 		var seqs []uint64
 		var g crdt.Group
@@ -364,7 +481,7 @@ func (p *Protocol) flush(pr *peer) {
 			return
 		}
 		pr.nextMsg++
-		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now}
+		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now, batch: p.batch}
 		pr.deltasSent++
 		for i := range dots {
 			if dots[i].Origin == string(p.self) {
@@ -446,6 +563,7 @@ func (p *Protocol) Tick(now time.Time) {
 			p.send(pr, &Message{Kind: KindAck})
 		}
 		if pr.ae != nil && now.Sub(pr.ae.started) >= p.cfg.AntiEntropyTimeout {
+			pr.needAE = pr.needAE || pr.ae.needed
 			pr.ae = nil
 		}
 		if pr.ae == nil && (pr.needAE || now.Sub(pr.lastAE) >= p.cfg.AntiEntropyEvery) {
@@ -479,7 +597,7 @@ func (p *Protocol) statusDue(pr *peer) bool {
 func (p *Protocol) report(pr *peer) []byte {
 	pr.reported = p.seen.Clone()
 	pr.lastReported = p.now
-	return crdt.EncodeContext(&p.seen)
+	return p.wire(&p.seen)
 }
 
 // Step handles a message from a peer. Messages from unknown peers are
@@ -497,7 +615,7 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 	}
 	if m.Applied != nil && (m.Kind == KindAck || m.Kind == KindDelta) {
 		if c, err := crdt.DecodeContext(m.Applied); err == nil {
-			pr.applied.Join(&c)
+			p.noteHas(pr, &c)
 		}
 	}
 	p.onAcks(pr, m.Acks)
@@ -525,14 +643,22 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 	}
 	// Note what the sender has: its delta's dots.
 	c := rangesToContext(m.Dots)
-	pr.applied.Join(&c)
+	p.noteHas(pr, &c)
 	if len(fresh) > 0 {
-		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: c.Clone(), Group: m.Group, Ranges: fresh})
-		p.seen.Join(&c)
+		claim := p.admit(&p.seen, &c)
+		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh})
+		p.seen.Join(&claim)
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
 	}
 	// Acknowledged on the next message to the sender, or at the next tick.
 	pr.acks = append(pr.acks, m.Tag)
+}
+
+// noteHas records that pr has the dots of c (bounded like our own
+// claims: what is left out only costs a relay).
+func (p *Protocol) noteHas(pr *peer, c *crdt.Context) {
+	has := p.admit(&pr.applied, c)
+	pr.applied.Join(&has)
 }
 
 func (p *Protocol) onAcks(pr *peer, tags []uint64) {

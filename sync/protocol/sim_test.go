@@ -36,6 +36,12 @@ type simRegion struct {
 	pub   *pub
 	proto *protocol.Protocol
 	alive bool
+	// held holds the dots whose deltas the region's state was checked to
+	// hold (states only grow, so a check stays true).
+	held crdt.Context
+	// failing is how many more of the region's non-empty applies fail,
+	// as a store that cannot write would.
+	failing int
 }
 
 type packet struct {
@@ -67,24 +73,31 @@ func (q *queue) Pop() any {
 // nodes (BuntDB in memory) over a seeded network that delays, drops,
 // duplicates and reorders messages, partitions links and crashes regions.
 type sim struct {
-	t        *testing.T
-	rng      *rand.Rand
-	clock    *simClock
-	cfg      protocol.Config
-	regions  []*simRegion
-	net      queue
-	pseq     int
-	cut      map[[2]int]bool
-	loss     float64
-	dup      float64
-	delay    [2]time.Duration // base, jitter
-	ref      crdt.Group       // join of every acknowledged delta
-	dots     crdt.Context     // every acknowledged write
-	carts    []string
-	skus     []string
-	trace    bool
-	sent     func(m *protocol.Message, n int) // sees every encoded message, if set
-	lastTick time.Time
+	t       *testing.T
+	seed    uint64
+	rng     *rand.Rand
+	clock   *simClock
+	cfg     protocol.Config
+	regions []*simRegion
+	net     queue
+	pseq    int
+	cut     map[[2]int]bool
+	loss    float64
+	dup     float64
+	delay   [2]time.Duration // base, jitter
+	ref     crdt.Group       // join of every acknowledged delta
+	dots    crdt.Context     // every acknowledged write
+	deltas  map[crdt.Dot]*crdt.Group
+	carts   []string
+	skus    []string
+	trace   bool
+	sent    func(m *protocol.Message, n int) // sees every encoded message, if set
+	// deliver, if set, decides whether a due message is delivered (a
+	// scenario holds some back or drops them).
+	deliver func(from, to int, m *protocol.Message) bool
+	// unchecked names regions whose claims check does not verify.
+	unchecked map[int]bool
+	lastTick  time.Time
 }
 
 // simTick is how often protocols tick, as the driver's ticker does.
@@ -110,8 +123,8 @@ func simConfig() protocol.Config {
 func newSim(t *testing.T, seed uint64) *sim { return newSimWith(t, seed, simConfig()) }
 
 func newSimWith(t *testing.T, seed uint64, cfg protocol.Config) *sim {
-	s := &sim{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), clock: &simClock{t: time.Unix(1_800_000_000, 0)},
-		cfg: cfg, cut: map[[2]int]bool{}}
+	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), clock: &simClock{t: time.Unix(1_800_000_000, 0)},
+		cfg: cfg, cut: map[[2]int]bool{}, deltas: map[crdt.Dot]*crdt.Group{}}
 	s.loss = s.rng.Float64() * 0.2
 	s.dup = s.rng.Float64() * 0.1
 	s.delay = [2]time.Duration{time.Duration(5+s.rng.IntN(95)) * time.Millisecond, time.Duration(1+s.rng.IntN(60)) * time.Millisecond}
@@ -150,6 +163,7 @@ func (s *sim) start(i int) {
 	r.node = n
 	r.proto = protocol.New(r.name, names, n.Applied(), n, s.cfg)
 	r.alive = true
+	s.check(i)
 }
 
 func (s *sim) connected(i, j int) bool {
@@ -190,6 +204,7 @@ func (s *sim) process(i int) {
 	for _, d := range r.pub.ds {
 		s.ref.Join(d.Group)
 		s.dots.Insert(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		s.deltas[crdt.Dot{Replica: d.Origin, Counter: d.Seq}] = d.Group
 		r.proto.Local(protocol.LocalDelta{Seq: d.Seq, Group: d.Group, At: d.At}, s.clock.t)
 	}
 	r.pub.ds = nil
@@ -197,11 +212,25 @@ func (s *sim) process(i int) {
 	if err := r.proto.Err(); err != nil {
 		s.t.Fatalf("storage error: %v", err)
 	}
-	for _, a := range rd.Applies {
+	fail := -1
+	if r.failing > 0 && len(rd.Applies) > 0 {
+		r.failing--
+		fail = s.rng.IntN(len(rd.Applies))
+	}
+	for k, a := range rd.Applies {
+		if k == fail {
+			// As the driver does: nothing of this Ready is sent, and the
+			// protocol hears what the store holds.
+			s.logf("%s: apply fails", r.name)
+			r.proto.Discard(r.node.Applied(), s.clock.t)
+			s.check(i)
+			return
+		}
 		if err := r.node.ApplyRemote(&a.Dots, a.Group); err != nil {
 			s.t.Fatalf("apply: %v", err)
 		}
 	}
+	s.check(i)
 	for _, env := range rd.Messages {
 		b, err := protocol.Encode(env.Msg)
 		if err != nil {
@@ -226,6 +255,84 @@ func (s *sim) process(i int) {
 	}
 }
 
+// check verifies the causal-token invariant of region i: every dot in its
+// applied context (what tokens promise and WaitToken checks), in its
+// digest's applied context (what peers adopt) and in its protocol's seen
+// set (what it drops as redundant and reports to peers) names a delta its
+// durable state holds.
+func (s *sim) check(i int) {
+	r := s.regions[i]
+	if !r.alive || s.unchecked[i] {
+		return
+	}
+	applied := r.node.Applied()
+	snap, err := r.node.Snapshot(nil)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	seen := r.proto.Seen()
+	for _, c := range []struct {
+		what string
+		ctx  *crdt.Context
+	}{{"applied context", &applied}, {"digest's applied context", &snap.Applied}, {"protocol's seen set", &seen}} {
+		for _, d := range dotsOf(c.ctx) {
+			if r.held.Contains(d) {
+				continue
+			}
+			g := s.deltas[d]
+			if g == nil {
+				s.t.Fatalf("seed %d at %s: the %s of %s claims %v, a write never made", s.seed, s.clock.t.Format("05.000"), c.what, r.name, d)
+			}
+			if !s.holds(i, g) {
+				s.t.Fatalf("seed %d at %s: the %s of %s claims %v, whose delta its state does not hold", s.seed, s.clock.t.Format("05.000"), c.what, r.name, d)
+			}
+			r.held.Insert(d)
+		}
+	}
+}
+
+// dotsOf lists the dots of c.
+func dotsOf(c *crdt.Context) []crdt.Dot {
+	var out []crdt.Dot
+	for r, v := range c.VV {
+		for k := uint64(1); k <= v; k++ {
+			out = append(out, crdt.Dot{Replica: r, Counter: k})
+		}
+	}
+	for d := range c.Cloud {
+		out = append(out, d)
+	}
+	return out
+}
+
+// holds reports whether region i's stored state already includes g.
+func (s *sim) holds(i int, g *crdt.Group) bool {
+	carts, items := g.Keys()
+	st, err := s.regions[i].node.ReadObjects(carts, items)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for id, d := range g.Carts {
+		c := st.Carts[id]
+		if c == nil {
+			c = &crdt.Cart{}
+		}
+		if c.Brings(d) {
+			return false
+		}
+	}
+	for sku, d := range g.Items {
+		it := st.Items[sku]
+		if it == nil {
+			it = &crdt.Item{}
+		}
+		if it.Brings(d) {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *sim) deliverDue() {
 	for len(s.net) > 0 && !s.net[0].at.After(s.clock.t) {
 		p := heap.Pop(&s.net).(*packet)
@@ -236,10 +343,18 @@ func (s *sim) deliverDue() {
 		if err != nil {
 			s.t.Fatalf("a message the protocol made does not decode: %v", err)
 		}
-		s.logf("%s -> %s %s tag=%d round=%d", names[p.from], names[p.to], m.Kind, m.Tag, m.Round)
-		s.regions[p.to].proto.Step(names[p.from], m, s.clock.t)
-		s.process(p.to)
+		if s.deliver != nil && !s.deliver(p.from, p.to, m) {
+			continue
+		}
+		s.stepMsg(p.from, p.to, m)
 	}
+}
+
+// stepMsg hands region to a message from region from.
+func (s *sim) stepMsg(from, to int, m *protocol.Message) {
+	s.logf("%s -> %s %s tag=%d round=%d", names[from], names[to], m.Kind, m.Tag, m.Round)
+	s.regions[to].proto.Step(names[from], m, s.clock.t)
+	s.process(to)
 }
 
 func (s *sim) randomOp() {
@@ -304,6 +419,12 @@ func (s *sim) chaos() {
 			totals.cuts++
 			s.connectivity(a)
 		}
+	case 3:
+		i := s.rng.IntN(3)
+		if s.regions[i].alive {
+			s.regions[i].failing = 1 + s.rng.IntN(4)
+			s.logf("%s: store fails %d applies", s.regions[i].name, s.regions[i].failing)
+		}
 	case 2:
 		i := s.rng.IntN(3)
 		r := s.regions[i]
@@ -330,9 +451,14 @@ func (s *sim) state(i int) []byte {
 	return crdt.EncodeGroup(g)
 }
 
-func (s *sim) converged() bool {
+func (s *sim) converged() bool { return s.convergedAmong(0, 1, 2) }
+
+// convergedAmong reports whether the regions named hold exactly the join
+// of every acknowledged delta and have applied every acknowledged write.
+func (s *sim) convergedAmong(regions ...int) bool {
 	want := crdt.EncodeGroup(&s.ref)
-	for i, r := range s.regions {
+	for _, i := range regions {
+		r := s.regions[i]
 		applied := r.node.Applied()
 		if !bytes.Equal(s.state(i), want) || !applied.Covers(&s.dots) {
 			return false
@@ -384,7 +510,7 @@ func runSim(t *testing.T, seed uint64, trace bool) {
 				}
 			}
 			t.Logf("want dots=%v", s.dots.VV)
-			t.Fatalf("seed %d: regions did not converge within 5 virtual minutes after healing (replay with -run TestSimulation -sim.seed=%d -v)", seed, seed)
+			t.Fatalf("seed %d: regions did not converge within 5 virtual minutes after healing (replay with go test -v ./sync/protocol -run TestSimulation -args -sim.seed=%d)", seed, seed)
 		}
 		s.step(10 * time.Millisecond)
 	}
