@@ -226,24 +226,38 @@ func (r *Replicator) loop() {
 }
 
 // process applies what the protocol produced, durably, then sends its
-// messages. If the apply fails nothing is sent: the peers retransmit.
+// messages. Applies go to the store in transactions of at most
+// applyKeys keys. If one fails nothing is sent (the peers retransmit) and
+// the protocol is told what the store holds, so that it takes those
+// retransmissions for new.
 func (r *Replicator) process() {
 	rd := r.proto.Ready()
-	if len(rd.Applies) > 0 {
+	node := r.node.Load()
+	for len(rd.Applies) > 0 {
+		n, keys := 0, 0
 		var g crdt.Group
 		var dots crdt.Context
 		for _, a := range rd.Applies {
+			k := 0
+			if a.Group != nil {
+				k = a.Group.Len()
+			}
+			if n > 0 && keys+k > applyKeys {
+				break
+			}
 			if a.Group != nil {
 				g.Join(a.Group)
 			}
 			dots.Join(&a.Dots)
+			n, keys = n+1, keys+k
 		}
-		if err := r.node.Load().ApplyRemote(&dots, &g); err != nil {
+		if err := node.ApplyRemote(&dots, &g); err != nil {
 			r.log.Error("could not apply remote deltas; not acknowledging them", "err", err)
+			r.proto.Discard(node.Applied(), r.opts.Now())
 			return
 		}
 		now := r.opts.Now()
-		for _, a := range rd.Applies {
+		for _, a := range rd.Applies[:n] {
 			for _, rg := range a.Ranges {
 				r.m.Convergence.WithLabelValues(rg.Origin).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
 			}
@@ -251,6 +265,7 @@ func (r *Replicator) process() {
 				r.opts.OnApply(string(a.From), a.Ranges, now)
 			}
 		}
+		rd.Applies = rd.Applies[n:]
 	}
 	t := r.transport()
 	for _, env := range rd.Messages {
@@ -293,6 +308,12 @@ func (r *Replicator) Status() any {
 	copy(out, r.status)
 	return out
 }
+
+// applyKeys bounds the keys of one store transaction of remote applies:
+// the applies of one Ready are joined up to it (one apply, whose group
+// came in one message, has at most as many, well within
+// region.MaxApplyKeys).
+const applyKeys = crdt.MaxGroupKeys
 
 // MaxCallBytes bounds a forwarded request or its answer.
 const MaxCallBytes = 2 << 20
