@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -282,6 +282,65 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 		t.Fatalf("%d fsyncs for %d concurrent writes: no group commit", count, writers*each)
 	}
 	t.Logf("%d writes made durable by %d fsyncs", sum, count)
+}
+
+// TestGroupCommitFsyncFailure checks that while fsync fails no durable
+// write is acknowledged and none is left waiting, and that writes are
+// acknowledged again once fsync works.
+func TestGroupCommitFsyncFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.db")
+	st, err := OpenStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	broken, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close() // Sync on a closed file fails
+	st.fileMu.Lock()
+	good := st.syncFile
+	st.syncFile = broken
+	st.fileMu.Unlock()
+
+	write := func(w, i int) error {
+		return st.Update(func(tx *Tx) error {
+			tx.Set(fmt.Sprintf("w/%d/%d", w, i), []byte{byte(i)})
+			return nil
+		})
+	}
+	const writers, each = 16, 10
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	acked := 0
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if err := write(w, i); err == nil {
+					mu.Lock()
+					acked++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if acked > 0 {
+		t.Fatalf("%d writes acknowledged while fsync fails", acked)
+	}
+
+	st.fileMu.Lock()
+	st.syncFile = good
+	st.fileMu.Unlock()
+	for w := range writers {
+		wg.Go(func() {
+			if err := write(w, each); err != nil {
+				t.Errorf("write after fsync recovered: %v", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // TestFrameLayout checks the stored value layout: crc32c of the rest, the
