@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 
 	"github.com/latticedb/lattice/crdt"
@@ -31,6 +32,9 @@ func (p *Protocol) startAE(pr *peer) {
 func (p *Protocol) onDigest(pr *peer, m *Message) {
 	final := true
 	snap, err := p.st.Snapshot(func(mine []uint64) []uint32 {
+		if len(mine) != len(m.Buckets) {
+			return nil
+		}
 		var diff []uint32
 		for i := range mine {
 			if mine[i] != m.Buckets[i] {
@@ -41,6 +45,10 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	})
 	if err != nil {
 		p.err = err
+		return
+	}
+	if len(snap.Buckets) != len(m.Buckets) {
+		p.err = fmt.Errorf("protocol: a digest of %d buckets, the store has %d", len(m.Buckets), len(snap.Buckets))
 		return
 	}
 	var diff []uint32

@@ -34,7 +34,7 @@
 // Claims. Every dot the protocol takes as applied (a delta's, an adopted
 // context's) reaches the store's applied context, which tokens promise
 // and peers adopt. The protocol claims dots of cluster regions only, and
-// never more than MaxCloudDots dots beyond a context's version vector, so
+// of each only those within a window past its version vector entry, so
 // every context it keeps, stores or sends stays bounded and decodable.
 // Claiming fewer dots than a region holds is always safe: a delta whose
 // dots are not claimed is applied again if it comes again, and a later
@@ -148,9 +148,11 @@ type LocalDelta struct {
 }
 
 // MaxCloudDots bounds the dots beyond the version vector (received out of
-// order) of the contexts the protocol keeps and sends. The decoder of
-// contexts accepts at most 16,384 such dots per region, and the store's
-// applied context must stay decodable when the region restarts.
+// order) of the contexts the protocol keeps and sends: each cluster
+// region's share is a window of MaxCloudDots/R dots past its version
+// vector entry. The decoder of contexts accepts at most 16,384 such dots
+// per region, and the store's applied context must stay decodable when
+// the region restarts.
 const MaxCloudDots = 4096
 
 type entry struct {
@@ -206,8 +208,13 @@ type peer struct {
 	up       bool
 	nextMsg  uint64
 	inflight map[uint64]*inflight
-	applied  crdt.Context // as the peer last reported it
-	lastAck  time.Time
+	// resent holds the buffer positions of the last messages sent again
+	// (by tag, oldest first in resentTags): a late acknowledgement of one
+	// still counts, the peer did apply it.
+	resent     map[uint64][]uint64
+	resentTags []uint64
+	applied    crdt.Context // as the peer last reported it
+	lastAck    time.Time
 
 	reported     crdt.Context // our applied context as last reported to it
 	lastReported time.Time
@@ -256,7 +263,8 @@ func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Stor
 		if id == self || i >= 64 {
 			continue
 		}
-		pr := &peer{id: id, bit: 1 << uint(len(p.peers)), inflight: make(map[uint64]*inflight), needAE: true}
+		pr := &peer{id: id, bit: 1 << uint(len(p.peers)), inflight: make(map[uint64]*inflight),
+			resent: make(map[uint64][]uint64), needAE: true}
 		p.peers = append(p.peers, pr)
 		p.byID[id] = pr
 	}
@@ -296,11 +304,25 @@ func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 func (p *Protocol) member(r crdt.ReplicaID) bool { return r == p.self || p.byID[r] != nil }
 
 // admit returns the part of c that may be joined into base: dots of
-// cluster regions only, and no more dots beyond base's version vector
-// than keep that cloud within MaxCloudDots (the lowest are kept; dots that
-// extend the version vector are always kept).
+// cluster regions only and, of each region r, only dots up to
+// base.VV[r] + cloudWindow beyond its version vector (dots that extend
+// the version vector count as its part). A context kept that way never
+// holds more than MaxCloudDots dots out of order, however many peers
+// send, and dots claimed far ahead of what a region has of their origin
+// cannot crowd out the ones that will fill its gaps.
 func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 	var out crdt.Context
+	if len(c.Cloud) == 0 {
+		for r, v := range c.VV {
+			if p.member(r) && v > base.VV[r] {
+				if out.VV == nil {
+					out.VV = make(map[crdt.ReplicaID]uint64, len(c.VV))
+				}
+				out.VV[r] = v
+			}
+		}
+		return out
+	}
 	merged := base.Clone()
 	extend := func(r crdt.ReplicaID, v uint64) {
 		if out.VV == nil {
@@ -323,30 +345,23 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 			extra = append(extra, d)
 		}
 	}
-	if len(extra) == 0 {
-		return out
-	}
 	slices.SortFunc(extra, func(a, b crdt.Dot) int {
 		if a.Counter != b.Counter {
 			return cmp.Compare(a.Counter, b.Counter)
 		}
 		return cmp.Compare(a.Replica, b.Replica)
 	})
-	rest := extra[:0]
+	window := uint64(MaxCloudDots / (len(p.peers) + 1))
 	for _, d := range extra {
-		if d.Counter == merged.VV[d.Replica]+1 {
+		switch v := merged.VV[d.Replica]; {
+		case d.Counter == v+1:
 			extend(d.Replica, d.Counter)
-		} else {
-			rest = append(rest, d)
+		case d.Counter <= v+window:
+			if out.Cloud == nil {
+				out.Cloud = make(map[crdt.Dot]struct{})
+			}
+			out.Cloud[d] = struct{}{}
 		}
-	}
-	merged.Compact()
-	room := max(MaxCloudDots-len(merged.Cloud), 0)
-	for _, d := range rest[:min(room, len(rest))] {
-		if out.Cloud == nil {
-			out.Cloud = make(map[crdt.Dot]struct{})
-		}
-		out.Cloud[d] = struct{}{}
 	}
 	out.Compact()
 	return out
@@ -532,11 +547,17 @@ func (p *Protocol) PeerDown(id crdt.ReplicaID, now time.Time) {
 // requeue marks the in-flight messages that match as not sent.
 func (p *Protocol) requeue(pr *peer, match func(*inflight) bool) {
 	var seqs []uint64
-	for id, f := range pr.inflight {
+	for tag, f := range pr.inflight {
 		if match(f) {
 			seqs = append(seqs, f.seqs...)
-			delete(pr.inflight, id)
+			delete(pr.inflight, tag)
+			pr.resent[tag] = f.seqs
+			pr.resentTags = append(pr.resentTags, tag)
 		}
+	}
+	for len(pr.resentTags) > 4*p.cfg.Window {
+		delete(pr.resent, pr.resentTags[0])
+		pr.resentTags = pr.resentTags[1:]
 	}
 	if len(seqs) == 0 {
 		return
@@ -667,6 +688,9 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 		if f := pr.inflight[tag]; f != nil {
 			delete(pr.inflight, tag)
 			seqs = append(seqs, f.seqs...)
+		} else if s, ok := pr.resent[tag]; ok {
+			delete(pr.resent, tag)
+			seqs = append(seqs, s...)
 		}
 	}
 	if len(seqs) == 0 {

@@ -370,3 +370,20 @@ func TestDamagedKeyIsNotAdoptedAway(t *testing.T) {
 	s.setCut(0, 1, false)
 	s.run(3 * time.Second) // eu-west is checked after every message
 }
+
+// TestLateAckStillAcknowledges runs a link whose round trip is longer than
+// RetransmitAfter: every message is sent again before its
+// acknowledgement arrives, and that acknowledgement (for a message that
+// was received and applied) must still count, or no delta is ever
+// acknowledged and the buffer only empties by overflowing.
+func TestLateAckStillAcknowledges(t *testing.T) {
+	s := newQuietSim(t, simConfig())
+	s.delay = [2]time.Duration{s.cfg.RetransmitAfter * 2 / 3, 1}
+	s.isolate(2)
+	s.run(5 * time.Second) // the first rounds are over
+	s.add(0, "cart-1")
+	s.run(3 * time.Second)
+	if n := pending(t, s.regions[0].proto, names[1]); n != 0 {
+		t.Fatalf("%d deltas still pending for eu-west", n)
+	}
+}

@@ -97,7 +97,10 @@ type sim struct {
 	deliver func(from, to int, m *protocol.Message) bool
 	// unchecked names regions whose claims check does not verify.
 	unchecked map[int]bool
-	lastTick  time.Time
+	// hostile is the chance per step that a region is handed a forged
+	// message from another (see forge).
+	hostile  float64
+	lastTick time.Time
 }
 
 // simTick is how often protocols tick, as the driver's ticker does.
@@ -280,6 +283,9 @@ func (s *sim) check(i int) {
 				continue
 			}
 			g := s.deltas[d]
+			if g == nil && d.Counter >= forgedDots {
+				continue // a forged claim taken on trust
+			}
 			if g == nil {
 				s.t.Fatalf("seed %d at %s: the %s of %s claims %v, a write never made", s.seed, s.clock.t.Format("05.000"), c.what, r.name, d)
 			}
@@ -419,6 +425,17 @@ func (s *sim) chaos() {
 			totals.cuts++
 			s.connectivity(a)
 		}
+	case 4:
+		// A connection drops and comes back at once: both sides run
+		// anti-entropy with each other at the next tick.
+		a, b := s.rng.IntN(3), s.rng.IntN(3)
+		if k := [2]int{min(a, b), max(a, b)}; a != b && !s.cut[k] {
+			s.logf("link %s-%s flaps", names[a], names[b])
+			s.cut[k] = true
+			s.connectivity(a)
+			s.cut[k] = false
+			s.connectivity(a)
+		}
 	case 3:
 		i := s.rng.IntN(3)
 		if s.regions[i].alive {
@@ -471,13 +488,21 @@ type simStats struct{ crashes, cuts, aeKeys, deltas int }
 
 var totals simStats
 
-func runSim(t *testing.T, seed uint64, trace bool) {
+func runSim(t *testing.T, seed uint64, trace bool) { runSimWith(t, seed, trace, 0) }
+
+// runSimWith runs one seeded history and returns the healed, converged
+// cluster.
+func runSimWith(t *testing.T, seed uint64, trace bool, hostile float64) *sim {
 	s := newSim(t, seed)
 	s.trace = trace
+	s.hostile = hostile
 	ops := 60 + s.rng.IntN(120)
 	for range ops {
 		s.randomOp()
 		s.chaos()
+		if s.rng.Float64() < s.hostile {
+			s.forge()
+		}
 		s.step(time.Duration(1+s.rng.IntN(40)) * time.Millisecond)
 	}
 	// Heal: every region up, every link whole, no more loss.
@@ -497,7 +522,7 @@ func runSim(t *testing.T, seed uint64, trace bool) {
 			for _, r := range s.regions {
 				a := r.node.Applied()
 				g, _ := r.node.ReadObjects(s.carts, s.skus)
-				t.Logf("%s applied=%v cloud=%v", r.name, a.VV, a.Cloud)
+				t.Logf("%s applied=%v and %d dots out of order", r.name, a.VV, len(a.Cloud))
 				for _, c := range s.carts {
 					if got, want := g.Carts[c], s.ref.Carts[c]; got == nil || want == nil || !bytes.Equal(crdt.EncodeCart(got), crdt.EncodeCart(want)) {
 						t.Logf("  cart %s: got %+v want %+v", c, got, want)
@@ -520,6 +545,7 @@ func runSim(t *testing.T, seed uint64, trace bool) {
 			totals.deltas += int(ps.DeltasSent)
 		}
 	}
+	return s
 }
 
 // TestSimulation runs many seeded histories of random cart and inventory
@@ -541,5 +567,116 @@ func TestSimulation(t *testing.T) {
 		*simSeeds, totals.crashes, totals.cuts, totals.deltas, totals.aeKeys)
 	if *simSeeds >= 50 && (totals.crashes == 0 || totals.cuts == 0 || totals.aeKeys == 0) {
 		t.Fatal("the simulation did not exercise crashes, partitions and anti-entropy repairs")
+	}
+}
+
+// forgedDots is where the counters of the dots forge claims begin: far
+// beyond any write of a simulation, so that check tells them apart.
+const forgedDots = 1 << 40
+
+// forge hands a live region a message that a hostile (but authenticated)
+// peer could send: valid, with no state, but with random tags, rounds,
+// digests and keys, and with contexts that claim dots of regions outside
+// the cluster and dots of cluster regions that were never made.
+func (s *sim) forge() {
+	i, j := s.rng.IntN(3), s.rng.IntN(3)
+	if i == j || !s.regions[i].alive {
+		return
+	}
+	// At most 50 strangers in one message (a context names at most 64
+	// regions), a thousand over all.
+	base := s.rng.IntN(1000)
+	stranger := func() string { return fmt.Sprintf("stranger-%d", base+s.rng.IntN(50)) }
+	claim := func() []byte {
+		var c crdt.Context
+		for range s.rng.IntN(200) {
+			r := names[s.rng.IntN(len(names))]
+			if s.rng.IntN(2) == 0 {
+				r = crdt.ReplicaID(stranger())
+			}
+			c.Insert(crdt.Dot{Replica: r, Counter: forgedDots + s.rng.Uint64N(1<<20)})
+		}
+		return crdt.EncodeContext(&c)
+	}
+	key := func() string { return "c/" + s.carts[s.rng.IntN(len(s.carts))] }
+	var m *protocol.Message
+	switch s.rng.IntN(6) {
+	case 0:
+		m = &protocol.Message{Kind: protocol.KindAck, Acks: []uint64{s.rng.Uint64(), s.rng.Uint64N(100)}, Applied: claim()}
+	case 1:
+		var rs []protocol.DotRange
+		for range 1 + s.rng.IntN(50) {
+			from := forgedDots + s.rng.Uint64N(1<<20)
+			r := protocol.DotRange{Origin: string(names[s.rng.IntN(len(names))]), From: from, To: from + s.rng.Uint64N(400)}
+			if s.rng.IntN(2) == 0 {
+				r.Origin = stranger()
+			}
+			rs = append(rs, r)
+		}
+		m = &protocol.Message{Kind: protocol.KindDelta, Tag: 1 + s.rng.Uint64N(1<<40), Dots: rs, Group: &crdt.Group{}, Applied: claim()}
+	case 2:
+		b := make([]uint64, s.cfg.Buckets)
+		for k := range b {
+			b[k] = s.rng.Uint64()
+		}
+		m = &protocol.Message{Kind: protocol.KindDigest, Round: 1 + s.rng.Uint64(), Buckets: b, Applied: claim()}
+	case 3:
+		m = &protocol.Message{Kind: protocol.KindDiff, Round: 1 + s.rng.Uint64(), Of: s.rng.Uint64(), Diff: []uint32{uint32(s.rng.IntN(s.cfg.Buckets))},
+			Keys: []protocol.KeyHash{{Key: key(), Hash: s.rng.Uint64()}}, Applied: claim(), Final: true}
+	case 4:
+		m = &protocol.Message{Kind: protocol.KindObjects, Round: 1 + s.rng.Uint64(), Group: &crdt.Group{}, Pull: []string{key()}, Applied: claim(), Final: true}
+	default:
+		m = &protocol.Message{Kind: protocol.KindObjects, Round: 1 + s.rng.Uint64(), Reply: true, Group: &crdt.Group{}, Final: true}
+	}
+	b, err := protocol.Encode(m)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if m, err = protocol.Decode(b, s.cfg.Buckets); err != nil {
+		s.t.Fatalf("a forged message does not decode: %v", err)
+	}
+	s.logf("forged %s from %s to %s", m.Kind, names[j], names[i])
+	s.stepMsg(j, i, m)
+}
+
+// TestSimulationWithHostilePeer runs seeded histories in which regions are
+// also handed forged messages (forge). What a forged context claims of
+// cluster regions is taken on trust, but nothing else may give: every real
+// claim is still checked after every step, the regions converge, every
+// context a region keeps stays within the decoder's bounds (cluster
+// regions only, at most protocol.MaxCloudDots dots out of order), and
+// every region restarts from its store.
+func TestSimulationWithHostilePeer(t *testing.T) {
+	seeds := max(*simSeeds/5, 10)
+	for seed := *simFirst; seed < *simFirst+uint64(seeds); seed++ {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) { runHostile(t, seed) })
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func runHostile(t *testing.T, seed uint64) {
+	s := runSimWith(t, seed, false, 0.3)
+	bounded := func(what string, c crdt.Context) {
+		for _, r := range c.Replicas() {
+			if !slices.Contains(names, r) {
+				t.Fatalf("seed %d: %s names %s, not a cluster region", seed, what, r)
+			}
+		}
+		if len(c.Cloud) > protocol.MaxCloudDots {
+			t.Fatalf("seed %d: %s holds %d dots out of order", seed, what, len(c.Cloud))
+		}
+	}
+	for i, r := range s.regions {
+		bounded(string(r.name)+"'s applied context", r.node.Applied())
+		bounded(string(r.name)+"'s seen set", r.proto.Seen())
+		for _, ps := range r.proto.Status() {
+			if len(ps.PeerApplied) > len(names) {
+				t.Fatalf("seed %d: %s records %s with %d regions", seed, r.name, ps.Region, len(ps.PeerApplied))
+			}
+		}
+		s.crash(i)
+		s.restart(i) // the stored applied context decodes
 	}
 }
