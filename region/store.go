@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,7 @@ type Store struct {
 	synced  uint64
 	syncing bool
 	syncErr error
+	shared  bool // the last fsync covered more than one write
 
 	fileMu   sync.Mutex // guards syncFile; held across a shrink
 	syncFile *os.File
@@ -422,7 +424,11 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 
 // waitDurable is group commit: the first waiter fsyncs everything written
 // so far while later writers queue; when it finishes, every writer its
-// fsync covered returns, and the next waiter leads the next fsync.
+// fsync covered returns, and the next waiter leads the next fsync. When
+// the last fsync was shared (writers are concurrent), the leader yields the
+// processor once before it fsyncs, so that writers ready to run commit
+// first and share its fsync rather than wait for the next one; a lone
+// writer does not wait.
 func (s *Store) waitDurable() error {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()
@@ -434,7 +440,13 @@ func (s *Store) waitDurable() error {
 			continue
 		}
 		s.syncing = true
+		if s.shared {
+			s.gmu.Unlock()
+			runtime.Gosched()
+			s.gmu.Lock()
+		}
 		target, from := s.written, s.synced
+		s.shared = target-from > 1
 		s.gmu.Unlock()
 		start := time.Now()
 		err := s.fsync()
