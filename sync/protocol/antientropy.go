@@ -204,13 +204,17 @@ func (p *Protocol) finishAE(pr *peer) {
 	pr.ae = nil
 }
 
-// readBounded reads keys, leaving out the tail that would make the group
-// larger than a quarter of MaxMessageBytes (anti-entropy shares the
-// ordered per-peer stream with deltas, so its batches stay small enough
-// not to hold deltas up for long); complete is false if it left any out,
-// and the next round ships them.
+// readBounded reads keys, leaving out the tail beyond crdt.MaxGroupKeys
+// keys or that would make the group larger than a quarter of
+// MaxMessageBytes (anti-entropy shares the ordered per-peer stream with
+// deltas, so its batches stay small enough not to hold deltas up for
+// long); complete is false if it left any out, and the next round ships
+// them.
 func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
 	complete := true
+	if len(keys) > crdt.MaxGroupKeys {
+		keys, complete = keys[:crdt.MaxGroupKeys], false
+	}
 	for {
 		g, err := p.st.Read(keys)
 		if err != nil {

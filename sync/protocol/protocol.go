@@ -150,10 +150,11 @@ type LocalDelta struct {
 // MaxCloudDots bounds the dots beyond the version vector (received out of
 // order) of the contexts the protocol keeps and sends: each cluster
 // region's share is a window of MaxCloudDots/R dots past its version
-// vector entry. The decoder of contexts accepts at most 16,384 such dots
-// per region, and the store's applied context must stay decodable when
-// the region restarts.
-const MaxCloudDots = 4096
+// vector entry. The applied context is the region's causal token, which
+// must stay within crdt.MaxTokenBytes (8 KiB) however its dots fall, and
+// the store's applied context must stay decodable when the region
+// restarts.
+const MaxCloudDots = 512
 
 type entry struct {
 	seq     uint64
@@ -311,7 +312,13 @@ func (p *Protocol) member(r crdt.ReplicaID) bool { return r == p.self || p.byID[
 // send, and dots claimed far ahead of what a region has of their origin
 // cannot crowd out the ones that will fill its gaps.
 func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
-	var out crdt.Context
+	out, _ := p.admitAll(base, c)
+	return out
+}
+
+// admitAll is admit that also reports whether it left out dots of cluster
+// regions (past the window).
+func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, short bool) {
 	if len(c.Cloud) == 0 {
 		for r, v := range c.VV {
 			if p.member(r) && v > base.VV[r] {
@@ -321,7 +328,7 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 				out.VV[r] = v
 			}
 		}
-		return out
+		return out, false
 	}
 	merged := base.Clone()
 	extend := func(r crdt.ReplicaID, v uint64) {
@@ -361,10 +368,12 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 				out.Cloud = make(map[crdt.Dot]struct{})
 			}
 			out.Cloud[d] = struct{}{}
+		default:
+			short = true
 		}
 	}
 	out.Compact()
-	return out
+	return out, short
 }
 
 // bounded returns c as it may be sent or kept: bounded as admit bounds
@@ -388,8 +397,9 @@ func (p *Protocol) Err() error {
 // most every StatusInterval, our applied context riding along.
 func (p *Protocol) send(to *peer, m *Message) {
 	if m.Kind == KindDelta || m.Kind == KindAck {
-		m.Acks = append(m.Acks, to.acks...)
-		to.acks = nil
+		n := min(len(to.acks), MaxKeys) // the rest go with the next
+		m.Acks = append(m.Acks, to.acks[:n]...)
+		to.acks = slices.Clone(to.acks[n:])
 		if m.Applied == nil && p.statusDue(to) {
 			m.Applied = p.report(to)
 		}
@@ -468,7 +478,7 @@ func (p *Protocol) flush(pr *peer) {
 		var seqs []uint64
 		var g crdt.Group
 		var dots []DotRange
-		size := 0
+		size, ndots := 0, uint64(0)
 		for _, e := range p.buf {
 			if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
 				continue
@@ -483,12 +493,17 @@ func (p *Protocol) flush(pr *peer) {
 					continue
 				}
 			}
-			if size > 0 && size+e.size > p.cfg.MaxMessageBytes {
+			// A batch stays within what a peer's decoder accepts; one
+			// entry always does (it came in a valid message, or is a
+			// local write).
+			n := dotCount(e.dots)
+			if len(seqs) > 0 && (size+e.size > p.cfg.MaxMessageBytes || g.Len()+e.group.Len() > crdt.MaxGroupKeys ||
+				ndots+n > MaxRangeLen || len(dots)+len(e.dots) > MaxDotRanges) {
 				break
 			}
 			g.Join(e.group)
 			dots = mergeRanges(dots, e.dots...)
-			size += e.size
+			size, ndots = size+e.size, ndots+n
 			seqs = append(seqs, e.seq)
 			e.sent |= pr.bit
 		}
@@ -508,6 +523,15 @@ func (p *Protocol) flush(pr *peer) {
 }
 
 func covered(rs []DotRange, c *crdt.Context) bool { return coveredBy(rs, c) }
+
+// dotCount returns how many dots rs name.
+func dotCount(rs []DotRange) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r.To - r.From + 1
+	}
+	return n
+}
 
 // onlyFrom reports whether every dot of rs is the peer's own: it made
 // them durable before sending them anywhere, so it never needs them back.
@@ -666,7 +690,12 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 	c := rangesToContext(m.Dots)
 	p.noteHas(pr, &c)
 	if len(fresh) > 0 {
-		claim := p.admit(&p.seen, &c)
+		claim, short := p.admitAll(&p.seen, &c)
+		if short {
+			// Applied but not all claimed: anti-entropy with the sender,
+			// which has them, claims the rest.
+			pr.needAE = true
+		}
 		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh})
 		p.seen.Join(&claim)
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})

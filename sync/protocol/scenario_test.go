@@ -259,31 +259,67 @@ func TestBufferOverflowDuringRound(t *testing.T) {
 	}
 }
 
-// TestOutOfOrderDotsStayBounded hands a region a delta whose dots lie
-// far beyond what it has of their origin (as when a peer's buffer dropped
-// a delta and tens of thousands of later ones arrive before anti-entropy
-// fills the gap): the region applies it, but its applied context must
-// stay decodable in its messages and in its store.
+// TestOutOfOrderDotsStayBounded hands a region, from each of its peers,
+// deltas whose dots lie far beyond what it has of their origin (as when a
+// peer's buffer dropped a delta and tens of thousands of later ones
+// arrive before anti-entropy fills the gap): the region applies them, but
+// its applied context must stay decodable in its messages and in its
+// store, and its causal token within the size any region accepts.
 func TestOutOfOrderDotsStayBounded(t *testing.T) {
 	s := newQuietSim(t, simConfig())
 	s.isolate(2)
-	var c crdt.Cart
-	g := &crdt.Group{}
-	g.AddCart("cart-1", c.Add(names[0], "sku-1", 1))
-	dots := protocol.DotRange{From: 2, To: 20001}
-	for k := dots.From; k <= dots.To; k++ {
-		s.deltas[crdt.Dot{Replica: names[0], Counter: k}] = g // stands for the writes
+	for _, from := range []int{0, 2} {
+		var c crdt.Cart
+		g := &crdt.Group{}
+		g.AddCart("cart-1", c.Add(names[from], "sku-1", 1))
+		for k := uint64(1); k <= 85537; k++ {
+			s.deltas[crdt.Dot{Replica: names[from], Counter: k}] = g // stands for the writes
+		}
+		s.stepMsg(from, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 1, Dots: []protocol.DotRange{{From: 1, To: 65536}}, Group: g})
+		// 65537 is missing.
+		s.stepMsg(from, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 2, Dots: []protocol.DotRange{{From: 65538, To: 85537}}, Group: g})
 	}
-	s.stepMsg(0, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 1, Dots: []protocol.DotRange{dots}, Group: g})
 	applied := s.regions[1].node.Applied()
 	if n := len(applied.Cloud); n == 0 || n > protocol.MaxCloudDots {
 		t.Fatalf("%d dots beyond the version vector, want 1..%d", n, protocol.MaxCloudDots)
+	}
+	if _, err := crdt.ParseToken(s.regions[1].node.Token()); err != nil {
+		t.Fatalf("the region's causal token is refused: %v", err)
 	}
 	s.setCut(0, 1, true) // eu-west sends its applied context on reconnection
 	s.setCut(0, 1, false)
 	s.run(500 * time.Millisecond) // every message is decoded on delivery
 	s.crash(1)
 	s.restart(1) // the stored applied context decodes
+}
+
+// TestGapIsClaimedPromptly loses the first of a burst of deltas: the
+// later ones arrive first and are applied, but only a window of them is
+// claimed, and the rest must be claimed (by anti-entropy with the sender)
+// soon after the gap is filled, not at the next periodic round.
+func TestGapIsClaimedPromptly(t *testing.T) {
+	cfg := simConfig()
+	cfg.MaxBufferEntries = 1 << 12
+	s := newQuietSim(t, cfg)
+	s.isolate(2)
+	s.run(time.Second) // the first rounds are over
+	lost := false
+	s.deliver = func(from, to int, m *protocol.Message) bool {
+		if from == 0 && m.Kind == protocol.KindDelta && !lost {
+			lost = true
+			return false
+		}
+		return true
+	}
+	for i := range 600 {
+		s.add(0, fmt.Sprintf("cart-%d", i))
+	}
+	s.run(time.Second)
+	got, want := s.regions[1].node.Applied(), s.regions[0].node.Applied()
+	if !got.Covers(&want) {
+		t.Fatalf("eu-west has %v and %d more of ap-south's %v a second later (anti-entropy every %s)",
+			got.VV, len(got.Cloud), want.VV, cfg.AntiEntropyEvery)
+	}
 }
 
 // TestForeignOriginsAreNotClaimed has a peer name dots of regions outside
@@ -385,5 +421,36 @@ func TestLateAckStillAcknowledges(t *testing.T) {
 	s.run(3 * time.Second)
 	if n := pending(t, s.regions[0].proto, names[1]); n != 0 {
 		t.Fatalf("%d deltas still pending for eu-west", n)
+	}
+}
+
+// TestBacklogIsSentInDecodableMessages lets a backlog of deltas to
+// distinct carts build up while a peer is cut off, then restores the
+// link: the batches the region sends must stay within what a peer
+// accepts (crdt.MaxGroupKeys keys in a group), or they are refused every
+// time they are sent again and the peer only catches up by
+// anti-entropy.
+func TestBacklogIsSentInDecodableMessages(t *testing.T) {
+	cfg := simConfig()
+	cfg.MaxBufferEntries = 1 << 15
+	cfg.MaxMessageBytes = protocol.DefaultConfig().MaxMessageBytes
+	cfg.AntiEntropyEvery = time.Hour // deltas alone must do it
+	s := newQuietSim(t, cfg)
+	s.isolate(2)
+	s.run(time.Second) // the first rounds are over
+	s.setCut(0, 1, true)
+	n := crdt.MaxGroupKeys + 100
+	for i := range n {
+		if _, err := s.regions[0].node.AddItem(bg, fmt.Sprintf("c%d", i), "s", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.process(0)
+	s.deliver = func(from, to int, m *protocol.Message) bool { return m.Kind != protocol.KindDigest }
+	s.setCut(0, 1, false)
+	s.run(2 * time.Second)
+	got, want := s.regions[1].node.Applied(), s.regions[0].node.Applied()
+	if !got.Covers(&want) {
+		t.Fatalf("eu-west has %v of ap-south's %v", got.VV, want.VV)
 	}
 }

@@ -278,10 +278,7 @@ func (s *sim) check(i int) {
 		what string
 		ctx  *crdt.Context
 	}{{"applied context", &applied}, {"digest's applied context", &snap.Applied}, {"protocol's seen set", &seen}} {
-		for _, d := range dotsOf(c.ctx) {
-			if r.held.Contains(d) {
-				continue
-			}
+		for _, d := range unheld(c.ctx, &r.held) {
 			g := s.deltas[d]
 			if g == nil && d.Counter >= forgedDots {
 				continue // a forged claim taken on trust
@@ -297,16 +294,20 @@ func (s *sim) check(i int) {
 	}
 }
 
-// dotsOf lists the dots of c.
-func dotsOf(c *crdt.Context) []crdt.Dot {
+// unheld lists the dots of c that held lacks.
+func unheld(c, held *crdt.Context) []crdt.Dot {
 	var out []crdt.Dot
 	for r, v := range c.VV {
-		for k := uint64(1); k <= v; k++ {
-			out = append(out, crdt.Dot{Replica: r, Counter: k})
+		for k := held.VV[r] + 1; k <= v; k++ {
+			if d := (crdt.Dot{Replica: r, Counter: k}); !held.Contains(d) {
+				out = append(out, d)
+			}
 		}
 	}
 	for d := range c.Cloud {
-		out = append(out, d)
+		if !held.Contains(d) {
+			out = append(out, d)
+		}
 	}
 	return out
 }
