@@ -37,10 +37,6 @@ func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
 	return view, n.storeErr(err)
 }
 
-// encodedCartHint is the capacity a cart's encoding starts with: enough
-// for a cart of several lines, so that it is rarely grown.
-const encodedCartHint = 256
-
 // cartWrite applies the delta that mut computes from the current cart.
 func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
@@ -58,7 +54,7 @@ func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) 
 		}
 		if c.Brings(delta) {
 			c.Join(delta)
-			tx.Set(prefixCart+id, crdt.AppendCart(make([]byte, 0, encodedCartHint), c))
+			tx.Set(prefixCart+id, crdt.EncodeCart(c))
 			// The group is this write's own and delta is not used again,
 			// so the group takes it rather than a copy (AddCart copies).
 			g.Carts = map[string]*crdt.Cart{id: delta}

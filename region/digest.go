@@ -63,13 +63,27 @@ func (d *digest) remove(key string) {
 func (n *Node) commitDigest(tx *Tx, dots *crdt.Context) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
-	for k, v := range tx.sets {
-		if replicated(k) {
-			n.dg.set(k, v)
-		}
-	}
+	n.dg.setAll(tx)
 	if dots != nil {
 		n.dg.applied.Join(dots)
+	}
+}
+
+// commitDigestDot is commitDigest of the context that holds only dot.
+func (n *Node) commitDigestDot(tx *Tx, dot crdt.Dot) {
+	n.dg.mu.Lock()
+	defer n.dg.mu.Unlock()
+	n.dg.setAll(tx)
+	n.dg.applied.Insert(dot)
+}
+
+// setAll records the new states of the replicated keys tx sets; the caller
+// holds d.mu.
+func (d *digest) setAll(tx *Tx) {
+	for _, st := range tx.sets {
+		if replicated(st.key) {
+			d.set(st.key, st.val)
+		}
 	}
 }
 

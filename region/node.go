@@ -237,9 +237,7 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 		dot := n.txApplied.Next(n.name)
 		n.txApplied.Insert(dot)
 		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
-		var c crdt.Context
-		c.Insert(dot)
-		n.commitDigest(tx, &c)
+		n.commitDigestDot(tx, dot)
 		d = Delta{Origin: n.name, Seq: dot.Counter, Group: g, At: n.clock.Now()}
 		return nil
 	})

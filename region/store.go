@@ -308,15 +308,44 @@ func (s *Store) View(fn func(r Reader) error) error {
 // holds per-key locks). A transaction either sets keys or deletes exactly
 // one key (a delete has no value to carry the transaction id).
 type Tx struct {
-	s    *Store
-	sets map[string][]byte
-	del  string
+	s *Store
+	// sets holds the staged values, one per key, in the order their keys
+	// were first set; index finds a key's among many.
+	sets  []staged
+	index map[string]int
+	del   string
+}
+
+// staged is a value staged under a key.
+type staged struct {
+	key string
+	val []byte
+}
+
+// indexFrom is how many staged values a transaction looks through before
+// it indexes them by key.
+const indexFrom = 8
+
+// lookup returns the index in t.sets of the value staged under key, or -1.
+func (t *Tx) lookup(key string) int {
+	if t.index != nil {
+		if i, ok := t.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range t.sets {
+		if t.sets[i].key == key {
+			return i
+		}
+	}
+	return -1
 }
 
 // Get returns the value under key as this transaction sees it.
 func (t *Tx) Get(key string) (val []byte, ok bool, err error) {
-	if v, ok := t.sets[key]; ok {
-		return v, true, nil
+	if i := t.lookup(key); i >= 0 {
+		return t.sets[i].val, true, nil
 	}
 	err = t.s.View(func(r Reader) error {
 		val, ok, err = r.Get(key)
@@ -333,10 +362,20 @@ func (t *Tx) Ascend(prefix string, fn func(key string, val []byte, err error) bo
 
 // Set stages val under key.
 func (t *Tx) Set(key string, val []byte) {
-	if t.sets == nil {
-		t.sets = make(map[string][]byte, 4)
+	if i := t.lookup(key); i >= 0 {
+		t.sets[i].val = val
+		return
 	}
-	t.sets[key] = val
+	t.sets = append(t.sets, staged{key, val})
+	switch n := len(t.sets); {
+	case t.index != nil:
+		t.index[key] = n - 1
+	case n > indexFrom:
+		t.index = make(map[string]int, 2*n)
+		for i, st := range t.sets {
+			t.index[st.key] = i
+		}
+	}
 }
 
 // Delete stages the deletion of key; the transaction may set nothing else.
@@ -385,7 +424,8 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 			return nil
 		}
 		s.txid++
-		for k, v := range t.sets {
+		for _, st := range t.sets {
+			k, v := st.key, st.val
 			old, replaced, err := btx.Set(k, frame(s.txid, uint16(len(t.sets)), v), nil)
 			if err != nil {
 				return err
@@ -402,8 +442,8 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 	}
 	if len(t.sets) > 0 {
 		s.corruptMu.Lock()
-		for k := range t.sets {
-			delete(s.corrupt, k) // a rewritten key is whole again
+		for _, st := range t.sets {
+			delete(s.corrupt, st.key) // a rewritten key is whole again
 		}
 		s.corruptMu.Unlock()
 	}

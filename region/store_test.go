@@ -369,3 +369,49 @@ func TestFrameLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestTxStagesOneValuePerKey checks that a transaction's reads see its own
+// writes, that setting a key again replaces its staged value, whether the
+// transaction stages a few keys or many, and that what was staged last is
+// what is committed.
+func TestTxStagesOneValuePerKey(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "s.db"), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, keys := range []int{1, indexFrom, indexFrom + 1, 100} {
+		want := map[string]string{}
+		err := st.Update(func(tx *Tx) error {
+			for round := range 3 {
+				for k := range keys {
+					key, val := fmt.Sprintf("t/%d/%d", keys, k), fmt.Sprintf("%d-%d", round, k)
+					tx.Set(key, []byte(val))
+					want[key] = val
+					if got, ok, err := tx.Get(key); err != nil || !ok || string(got) != val {
+						t.Fatalf("Get(%s) in the transaction = %q, %v, %v; want %q", key, got, ok, err, val)
+					}
+				}
+			}
+			if len(tx.sets) != keys {
+				t.Fatalf("%d keys set three times stage %d values", keys, len(tx.sets))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = st.View(func(r Reader) error {
+			for key, val := range want {
+				got, ok, err := r.Get(key)
+				if err != nil || !ok || string(got) != val {
+					t.Fatalf("Get(%s) after commit = %q, %v, %v; want %q", key, got, ok, err, val)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
