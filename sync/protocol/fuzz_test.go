@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/latticedb/lattice/crdt"
@@ -100,6 +101,17 @@ func TestDecodeRejectsHostileMessages(t *testing.T) {
 			m.Applied = []byte{0xff}
 			return &m
 		}, "applied context"},
+		{"oversized applied context", func() *protocol.Message {
+			c := crdt.Context{Cloud: map[crdt.Dot]struct{}{}}
+			for r := range 8 {
+				for k := range uint64(2000) {
+					c.Cloud[crdt.Dot{Replica: crdt.ReplicaID(fmt.Sprintf("region-%d", r)), Counter: 1<<40 + 2*k}] = struct{}{}
+				}
+			}
+			m := *valid[1]
+			m.Applied = crdt.EncodeContext(&c)
+			return &m
+		}, "applied context of"},
 	}
 	for _, tc := range mutate {
 		b, err := protocol.Encode(tc.m())

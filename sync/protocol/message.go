@@ -121,6 +121,11 @@ const (
 	MaxKeys = 8192
 	// MaxRangeLen bounds the dots of one range.
 	MaxRangeLen = 1 << 16
+	// MaxAppliedBytes bounds an encoded applied context. A region sends
+	// its context bounded (cluster regions only, at most MaxCloudDots dots
+	// out of order), well under this; a larger one would only make the
+	// receiver decode (twice) and hold a large context for nothing.
+	MaxAppliedBytes = 64 << 10
 )
 
 // Encode returns the message's CBOR encoding.
@@ -189,6 +194,9 @@ func (m *Message) validate(buckets int) error {
 		}
 	}
 	if m.Applied != nil {
+		if len(m.Applied) > MaxAppliedBytes {
+			return fmt.Errorf("protocol: applied context of %d bytes, limit %d", len(m.Applied), MaxAppliedBytes)
+		}
 		if _, err := crdt.DecodeContext(m.Applied); err != nil {
 			return fmt.Errorf("protocol: applied context: %w", err)
 		}
