@@ -18,6 +18,8 @@ import (
 // held back or dropped where a scenario needs them to be. Region 0 is
 // ap-south, 1 eu-west, 2 us-east; most scenarios leave us-east cut off.
 
+// newQuietSim returns a scripted simulation (seed 1) with configuration
+// cfg.
 func newQuietSim(t *testing.T, cfg protocol.Config) *sim {
 	s := newSimWith(t, 1, cfg)
 	s.loss, s.dup = 0, 0
@@ -40,6 +42,7 @@ func (s *sim) isolate(i int) {
 	}
 }
 
+// crash stops region i (its store stays).
 func (s *sim) crash(i int) {
 	r := s.regions[i]
 	r.alive = false
@@ -47,6 +50,7 @@ func (s *sim) crash(i int) {
 	s.connectivity(i)
 }
 
+// restart starts region i again on its store.
 func (s *sim) restart(i int) {
 	s.start(i)
 	s.connectivity(i)
@@ -82,6 +86,7 @@ func cartsInBuckets(n, buckets int) []string {
 	return out
 }
 
+// pending returns how many buffered deltas p still has to deliver to peer.
 func pending(t *testing.T, p *protocol.Protocol, peer crdt.ReplicaID) int {
 	t.Helper()
 	for _, ps := range p.Status() {
