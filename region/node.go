@@ -224,7 +224,8 @@ func readApplied(r Reader) (crdt.Context, error) {
 // commit. If fn reports a replicated change (a non-empty group), the
 // transaction also records the next region-level dot, allocated inside the
 // store's write lock so dots follow commit order; once durable, the applied
-// context is advanced and the delta published (persist before send).
+// context is advanced (by the store, together for the writes one fsync made
+// durable) and the delta published (persist before send).
 func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
 	defer n.locks.lock(keys...)()
 	var d Delta
@@ -238,17 +239,15 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 		n.txApplied.Insert(dot)
 		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 		n.commitDigestDot(tx, dot)
+		tx.OnDurable(func() { n.noteAppliedDot(dot) })
 		d = Delta{Origin: n.name, Seq: dot.Counter, Group: g, At: n.clock.Now()}
 		return nil
 	})
 	if err != nil {
 		return n.storeErr(err)
 	}
-	if d.Group != nil {
-		n.noteAppliedDot(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
-		if n.opts.Publisher != nil {
-			n.opts.Publisher.Publish(d)
-		}
+	if d.Group != nil && n.opts.Publisher != nil {
+		n.opts.Publisher.Publish(d)
 	}
 	return nil
 }

@@ -105,6 +105,9 @@ type Store struct {
 	syncing bool
 	syncErr error
 	shared  bool // the last fsync covered more than one write
+	// onDurable holds the OnDurable functions of written transactions that
+	// no fsync covers yet, in the order of their writes.
+	onDurable []durableFunc
 
 	fileMu   sync.Mutex // guards syncFile; held across a shrink
 	syncFile *os.File
@@ -311,9 +314,16 @@ type Tx struct {
 	s *Store
 	// sets holds the staged values, one per key, in the order their keys
 	// were first set; index finds a key's among many.
-	sets  []staged
-	index map[string]int
-	del   string
+	sets    []staged
+	index   map[string]int
+	del     string
+	durable func()
+}
+
+// durableFunc is the OnDurable function of the seq-th write.
+type durableFunc struct {
+	seq uint64
+	f   func()
 }
 
 // staged is a value staged under a key.
@@ -377,6 +387,13 @@ func (t *Tx) Set(key string, val []byte) {
 		}
 	}
 }
+
+// OnDurable has f run once the transaction is durable (with
+// DurabilityAlways, once an fsync covers it) and before Update returns nil;
+// f is not run if Update returns an error. f may run on another writer's
+// goroutine, together with the functions of the other writes the same
+// fsync made durable, and must be quick and not use the store.
+func (t *Tx) OnDurable(f func()) { t.durable = f }
 
 // Delete stages the deletion of key; the transaction may set nothing else.
 func (t *Tx) Delete(key string) { t.del = key }
@@ -451,15 +468,24 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 		s.gmu.Lock()
 		s.written++
 		s.gmu.Unlock()
+		if t.durable != nil {
+			t.durable()
+		}
 		return nil
 	}
 	if s.opts.serialFsync {
 		s.gmu.Lock()
 		defer s.gmu.Unlock()
 		s.written++
-		return s.fsync()
+		if err := s.fsync(); err != nil {
+			return err
+		}
+		if t.durable != nil {
+			t.durable()
+		}
+		return nil
 	}
-	return s.waitDurable()
+	return s.waitDurable(t.durable)
 }
 
 // waitDurable is group commit: the first waiter fsyncs everything written
@@ -468,12 +494,18 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 // the last fsync was shared (writers are concurrent), the leader yields the
 // processor once before it fsyncs, so that writers ready to run commit
 // first and share its fsync rather than wait for the next one; a lone
-// writer does not wait.
-func (s *Store) waitDurable() error {
+// writer does not wait. The leader of a successful fsync runs the
+// OnDurable functions of the writes it covered (onDurable) before any of
+// their writers returns; a writer whose own fsync fails returns the error
+// and its function is dropped.
+func (s *Store) waitDurable(onDurable func()) error {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()
 	s.written++
 	seq := s.written
+	if onDurable != nil {
+		s.onDurable = append(s.onDurable, durableFunc{seq, onDurable})
+	}
 	for s.synced < seq {
 		if s.syncing {
 			s.gcond.Wait()
@@ -496,8 +528,10 @@ func (s *Store) waitDurable() error {
 		s.syncing = false
 		if err != nil {
 			s.syncErr = err
+			s.dropDurable(seq)
 		} else {
 			s.synced = target
+			s.runDurable(target)
 		}
 		s.gcond.Broadcast()
 		if err != nil {
@@ -505,6 +539,31 @@ func (s *Store) waitDurable() error {
 		}
 	}
 	return nil
+}
+
+// runDurable runs and forgets the OnDurable functions of the writes up to
+// seq; the caller holds s.gmu.
+func (s *Store) runDurable(seq uint64) {
+	i := 0
+	for ; i < len(s.onDurable) && s.onDurable[i].seq <= seq; i++ {
+		s.onDurable[i].f()
+		s.onDurable[i] = durableFunc{}
+	}
+	s.onDurable = s.onDurable[i:]
+	if len(s.onDurable) == 0 {
+		s.onDurable = s.onDurable[:0:0]
+	}
+}
+
+// dropDurable forgets the OnDurable function of the seq-th write; the
+// caller holds s.gmu.
+func (s *Store) dropDurable(seq uint64) {
+	for i, d := range s.onDurable {
+		if d.seq == seq {
+			s.onDurable = append(s.onDurable[:i], s.onDurable[i+1:]...)
+			return
+		}
+	}
 }
 
 func (s *Store) fsync() error {

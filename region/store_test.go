@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,8 +286,9 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 }
 
 // TestGroupCommitFsyncFailure checks that while fsync fails no durable
-// write is acknowledged and none is left waiting, and that writes are
-// acknowledged again once fsync works.
+// write is acknowledged nor reported durable (OnDurable) and none is left
+// waiting, and that writes are acknowledged again once fsync works, each
+// reported durable once before it is.
 func TestGroupCommitFsyncFailure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f.db")
 	st, err := OpenStore(path, StoreOptions{})
@@ -304,11 +306,25 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 	st.syncFile = broken
 	st.fileMu.Unlock()
 
+	var durable sync.Map // key → times its OnDurable ran
 	write := func(w, i int) error {
-		return st.Update(func(tx *Tx) error {
-			tx.Set(fmt.Sprintf("w/%d/%d", w, i), []byte{byte(i)})
+		key := fmt.Sprintf("w/%d/%d", w, i)
+		err := st.Update(func(tx *Tx) error {
+			tx.Set(key, []byte{byte(i)})
+			tx.OnDurable(func() {
+				n, _ := durable.LoadOrStore(key, new(atomic.Int32))
+				n.(*atomic.Int32).Add(1)
+			})
 			return nil
 		})
+		n, ok := durable.Load(key)
+		switch {
+		case err != nil && ok:
+			t.Errorf("OnDurable of %s ran, but its Update failed: %v", key, err)
+		case err == nil && (!ok || n.(*atomic.Int32).Load() != 1):
+			t.Errorf("OnDurable of %s did not run exactly once before Update returned", key)
+		}
+		return err
 	}
 	const writers, each = 16, 10
 	var wg sync.WaitGroup
