@@ -193,6 +193,7 @@ func (p *Protocol) adopt(pr *peer, c crdt.Context) {
 	}
 	p.seen.Join(&claim)
 	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim})
+	p.claimHeld(pr)
 }
 
 // finishAE ends the round with pr. The peer still needs anti-entropy if

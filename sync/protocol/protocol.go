@@ -43,6 +43,7 @@ package protocol
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"time"
 
@@ -241,7 +242,12 @@ type Protocol struct {
 	peers []*peer
 	byID  map[crdt.ReplicaID]*peer
 
-	seen   crdt.Context // every dot this region has (or is about to have) applied
+	seen crdt.Context // every dot this region has (or is about to have) applied
+	// held are dots of deltas this region has applied (or is about to)
+	// without claiming them, past the window of out-of-order dots; they
+	// are claimed when the version vector comes near.
+	held   map[crdt.Dot]struct{}
+	heldVV map[crdt.ReplicaID]uint64 // seen.VV when held was last tried
 	buf    []*entry
 	bufLen int // bytes
 	seq    uint64
@@ -291,6 +297,7 @@ func (p *Protocol) Ready() Ready {
 func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 	p.now = now
 	p.seen = p.bounded(&applied)
+	p.held = nil // their deltas may not have been applied
 	lost := p.batch - 1
 	for _, pr := range p.peers {
 		p.requeue(pr, func(f *inflight) bool { return f.batch == lost })
@@ -316,9 +323,9 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 	return out
 }
 
-// admitAll is admit that also reports whether it left out dots of cluster
-// regions (past the window).
-func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, short bool) {
+// admitAll is admit that also returns the dots of cluster regions it left
+// out (past the window).
+func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crdt.Dot) {
 	if len(c.Cloud) == 0 {
 		for r, v := range c.VV {
 			if p.member(r) && v > base.VV[r] {
@@ -328,7 +335,7 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, short bool
 				out.VV[r] = v
 			}
 		}
-		return out, false
+		return out, nil
 	}
 	merged := base.Clone()
 	extend := func(r crdt.ReplicaID, v uint64) {
@@ -369,11 +376,62 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, short bool
 			}
 			out.Cloud[d] = struct{}{}
 		default:
-			short = true
+			left = append(left, d)
 		}
 	}
 	out.Compact()
-	return out, short
+	return out, left
+}
+
+// maxHeld bounds the dots a region holds unclaimed; past it, anti-entropy
+// claims them.
+const maxHeld = 1 << 14
+
+// hold records dots whose deltas were applied without being claimed.
+// Dots more than maxHeld past the version vector, and the highest when
+// there are more than maxHeld, are forgotten, and pr, which sent them,
+// runs anti-entropy with us, whose adoption claims them.
+func (p *Protocol) hold(pr *peer, dots []crdt.Dot) {
+	if len(dots) == 0 {
+		return
+	}
+	if p.held == nil {
+		p.held = make(map[crdt.Dot]struct{})
+	}
+	for _, d := range dots {
+		if d.Counter-p.seen.VV[d.Replica] > maxHeld {
+			pr.needAE = true
+			continue
+		}
+		p.held[d] = struct{}{}
+	}
+	if len(p.held) <= maxHeld {
+		return
+	}
+	all := slices.SortedFunc(maps.Keys(p.held), func(a, b crdt.Dot) int { return cmp.Compare(a.Counter, b.Counter) })
+	for _, d := range all[maxHeld:] {
+		delete(p.held, d)
+	}
+	pr.needAE = true
+}
+
+// claimHeld claims the held dots the version vector has come near enough
+// to (their deltas were applied before, or earlier in this Ready).
+func (p *Protocol) claimHeld(pr *peer) {
+	if len(p.held) == 0 || maps.Equal(p.heldVV, p.seen.VV) {
+		return
+	}
+	claim := p.admit(&p.seen, &crdt.Context{Cloud: p.held})
+	if !claim.Empty() {
+		p.seen.Join(&claim)
+		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim})
+	}
+	for d := range p.held {
+		if p.seen.Contains(d) {
+			delete(p.held, d)
+		}
+	}
+	p.heldVV = maps.Clone(p.seen.VV)
 }
 
 // bounded returns c as it may be sent or kept: bounded as admit bounds
@@ -682,7 +740,7 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 func (p *Protocol) onDelta(pr *peer, m *Message) {
 	var fresh []DotRange
 	for _, r := range m.Dots {
-		if !coveredBy([]DotRange{r}, &p.seen) {
+		if !p.has(r) {
 			fresh = append(fresh, r)
 		}
 	}
@@ -690,18 +748,26 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 	c := rangesToContext(m.Dots)
 	p.noteHas(pr, &c)
 	if len(fresh) > 0 {
-		claim, short := p.admitAll(&p.seen, &c)
-		if short {
-			// Applied but not all claimed: anti-entropy with the sender,
-			// which has them, claims the rest.
-			pr.needAE = true
-		}
+		claim, left := p.admitAll(&p.seen, &c)
 		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh})
 		p.seen.Join(&claim)
+		p.hold(pr, left)
+		p.claimHeld(pr)
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
 	}
 	// Acknowledged on the next message to the sender, or at the next tick.
 	pr.acks = append(pr.acks, m.Tag)
+}
+
+// has reports whether every dot of r was applied here, claimed or held.
+func (p *Protocol) has(r DotRange) bool {
+	for k := r.From; k <= r.To; k++ {
+		d := crdt.Dot{Replica: crdt.ReplicaID(r.Origin), Counter: k}
+		if _, ok := p.held[d]; !ok && !p.seen.Contains(d) {
+			return false
+		}
+	}
+	return true
 }
 
 // noteHas records that pr has the dots of c (bounded like our own

@@ -266,8 +266,8 @@ func TestBufferOverflowDuringRound(t *testing.T) {
 
 // TestOutOfOrderDotsStayBounded hands a region, from each of its peers,
 // deltas whose dots lie far beyond what it has of their origin (as when a
-// peer's buffer dropped a delta and tens of thousands of later ones
-// arrive before anti-entropy fills the gap): the region applies them, but
+// peer's buffer dropped a delta and thousands of later ones arrive before
+// anti-entropy fills the gap): the region applies them, but
 // its applied context must stay decodable in its messages and in its
 // store, and its causal token within the size any region accepts.
 func TestOutOfOrderDotsStayBounded(t *testing.T) {
@@ -277,12 +277,12 @@ func TestOutOfOrderDotsStayBounded(t *testing.T) {
 		var c crdt.Cart
 		g := &crdt.Group{}
 		g.AddCart("cart-1", c.Add(names[from], "sku-1", 1))
-		for k := uint64(1); k <= 85537; k++ {
+		for k := uint64(1); k <= 67537; k++ {
 			s.deltas[crdt.Dot{Replica: names[from], Counter: k}] = g // stands for the writes
 		}
 		s.stepMsg(from, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 1, Dots: []protocol.DotRange{{From: 1, To: 65536}}, Group: g})
 		// 65537 is missing.
-		s.stepMsg(from, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 2, Dots: []protocol.DotRange{{From: 65538, To: 85537}}, Group: g})
+		s.stepMsg(from, 1, &protocol.Message{Kind: protocol.KindDelta, Tag: 2, Dots: []protocol.DotRange{{From: 65538, To: 67537}}, Group: g})
 	}
 	applied := s.regions[1].node.Applied()
 	if n := len(applied.Cloud); n == 0 || n > protocol.MaxCloudDots {
@@ -299,9 +299,9 @@ func TestOutOfOrderDotsStayBounded(t *testing.T) {
 }
 
 // TestGapIsClaimedPromptly loses the first of a burst of deltas: the
-// later ones arrive first and are applied, but only a window of them is
-// claimed, and the rest must be claimed (by anti-entropy with the sender)
-// soon after the gap is filled, not at the next periodic round.
+// later ones arrive first and are applied, but only a window of them can
+// be claimed while the gap lasts, and the rest must be claimed as soon as
+// the gap is filled, not at the next periodic round of anti-entropy.
 func TestGapIsClaimedPromptly(t *testing.T) {
 	cfg := simConfig()
 	cfg.MaxBufferEntries = 1 << 12
