@@ -201,13 +201,13 @@ func (n *Node) HomeOf(sku string) string {
 	return n.opts.Home(sku)
 }
 
-// Ready reports whether the store is open.
+// Ready reports whether the store is open and taking writes.
 func (n *Node) Ready() bool {
 	select {
 	case <-n.stop:
 		return false
 	default:
-		return true
+		return !n.store.Failed()
 	}
 }
 
@@ -256,6 +256,9 @@ func (n *Node) storeErr(err error) error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
+	}
+	if errors.Is(err, ErrStoreFailed) {
+		return &Error{Code: CodeUnavailable, Detail: "this region's store failed a write to its file and takes no writes until the region restarts"}
 	}
 	var ce *CorruptError
 	if errors.As(err, &ce) {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/buntdb"
@@ -53,6 +54,13 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // ErrCorrupt is returned (wrapped in a *CorruptError) for a stored value
 // whose checksum fails. The value is never served or replicated.
 var ErrCorrupt = errors.New("region: stored value failed its checksum")
+
+// ErrStoreFailed is returned by every write after the store failed: an
+// fsync failed (after which Linux may have dropped the unwritten pages,
+// so retrying it could falsely succeed), or a commit failed after the
+// node had advanced its in-memory state for it. The store stops taking
+// writes until the region restarts and reloads what its file holds.
+var ErrStoreFailed = errors.New("region: the store failed a write to its file and takes no more writes until the region restarts")
 
 // CorruptError names the key whose stored value is damaged.
 type CorruptError struct{ Key string }
@@ -116,6 +124,7 @@ type Store struct {
 	corrupt   map[string]struct{}
 
 	persist bool
+	failed  atomic.Bool
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -131,7 +140,7 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 		return nil, fmt.Errorf("region: unknown durability %q", opts.Durability)
 	}
 	if opts.ShrinkMinBytes == 0 {
-		opts.ShrinkMinBytes = 4 << 20
+		opts.ShrinkMinBytes = 64 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -411,6 +420,9 @@ func (s *Store) Update(fn func(tx *Tx) error) error { return s.UpdateLocked(fn, 
 // serialised in commit order; it may stage more writes. The node uses it
 // to number its writes.
 func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
+	if s.failed.Load() {
+		return ErrStoreFailed
+	}
 	t := &Tx{s: s}
 	if err := fn(t); err != nil {
 		return err
@@ -421,14 +433,16 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 	if t.del != "" && len(t.sets) > 0 {
 		return errors.New("region: a transaction may not both delete and set keys")
 	}
+	if len(t.sets) > 0xffff {
+		return errors.New("region: transaction sets too many keys")
+	}
+	hooked := false
 	err := s.db.Update(func(btx *buntdb.Tx) error {
 		if locked != nil {
 			if err := locked(t); err != nil {
 				return err
 			}
-		}
-		if len(t.sets) > 0xffff {
-			return errors.New("region: transaction sets too many keys")
+			hooked = true
 		}
 		s.txMu.Lock()
 		defer s.txMu.Unlock()
@@ -455,6 +469,10 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 		return nil
 	})
 	if err != nil {
+		if hooked {
+			s.fail(fmt.Errorf("commit: %w", err))
+			return ErrStoreFailed
+		}
 		return err
 	}
 	if len(t.sets) > 0 {
@@ -507,6 +525,10 @@ func (s *Store) waitDurable(onDurable func()) error {
 		s.onDurable = append(s.onDurable, durableFunc{seq, onDurable})
 	}
 	for s.synced < seq {
+		if s.failed.Load() {
+			s.dropDurable(seq)
+			return ErrStoreFailed
+		}
 		if s.syncing {
 			s.gcond.Wait()
 			continue
@@ -566,7 +588,26 @@ func (s *Store) dropDurable(seq uint64) {
 	}
 }
 
+// fail stops the store taking writes.
+func (s *Store) fail(err error) {
+	if s.failed.CompareAndSwap(false, true) {
+		s.log.Error("store failed; it takes no more writes until the region restarts", "err", err)
+	}
+}
+
+// Failed reports whether the store stopped taking writes (see
+// ErrStoreFailed).
+func (s *Store) Failed() bool { return s.failed.Load() }
+
 func (s *Store) fsync() error {
+	if err := s.syncFile0(); err != nil {
+		s.fail(fmt.Errorf("fsync: %w", err))
+		return err
+	}
+	return nil
+}
+
+func (s *Store) syncFile0() error {
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
 	if s.syncFile == nil {
@@ -725,8 +766,11 @@ func recoverTail(path string) (int64, error) {
 		var txid uint64
 		var n uint16
 		if len(cmd) == 3 && bytes.EqualFold(cmd[0], []byte("set")) {
-			if t, nn, _, err := unframe(cmd[2]); err == nil {
-				txid, n = t, nn
+			// The header is read without checking the value's checksum:
+			// a damaged value (found and refused later) must not make its
+			// transaction look torn.
+			if v := cmd[2]; len(v) >= valueHeader {
+				txid, n = binary.BigEndian.Uint64(v[4:]), binary.BigEndian.Uint16(v[12:])
 			}
 		}
 		if txid == 0 || txid != groupTx {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -285,10 +286,12 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	t.Logf("%d writes made durable by %d fsyncs", sum, count)
 }
 
-// TestGroupCommitFsyncFailure checks that while fsync fails no durable
+// TestGroupCommitFsyncFailure checks that when fsync fails no durable
 // write is acknowledged nor reported durable (OnDurable) and none is left
-// waiting, and that writes are acknowledged again once fsync works, each
-// reported durable once before it is.
+// waiting; that the store then refuses writes even once fsync would work
+// again (after a failed fsync Linux may have dropped the unwritten pages,
+// so a later fsync's success proves nothing); and that reopening the file
+// gives a working store again.
 func TestGroupCommitFsyncFailure(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f.db")
 	st, err := OpenStore(path, StoreOptions{})
@@ -349,14 +352,21 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 	st.fileMu.Lock()
 	st.syncFile = good
 	st.fileMu.Unlock()
-	for w := range writers {
-		wg.Go(func() {
-			if err := write(w, each); err != nil {
-				t.Errorf("write after fsync recovered: %v", err)
-			}
-		})
+	if !st.Failed() {
+		t.Fatal("the store did not fail on a failed fsync")
 	}
-	wg.Wait()
+	if err := write(0, each); !errors.Is(err, ErrStoreFailed) {
+		t.Fatalf("write after a failed fsync: %v, want ErrStoreFailed", err)
+	}
+	st.Close()
+	again, err := OpenStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if err := again.Update(func(tx *Tx) error { tx.Set("after", []byte("restart")); return nil }); err != nil {
+		t.Fatalf("write after reopening: %v", err)
+	}
 }
 
 // TestFrameLayout checks the stored value layout: crc32c of the rest, the
@@ -430,4 +440,45 @@ func TestTxStagesOneValuePerKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDamageInLastTransactionIsNotTorn flips a byte in a value of the
+// file's last transaction: recovery must not take the transaction for a
+// torn one and cut it (which would lose the applied context written with
+// it, so the region's next write would reuse a dot); the damaged value
+// alone is refused.
+func TestDamageInLastTransactionIsNotTorn(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	must[Cart](t)(n.AddItem(bg, "victim", "apple", 2))
+	tok := n.Token()
+	n.close()
+	b, err := os.ReadFile(n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(b, []byte("c/victim\r\n$"))
+	j := i + bytes.Index(b[i+len("c/victim\r\n$"):], []byte("\r\n")) + len("c/victim\r\n$") + 2
+	b[j+valueHeader+3] ^= 0x40
+	if err := os.WriteFile(n.path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(nil)
+	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { node.Close(); st.Close() }()
+	if got := testutil.ToFloat64(m.TornTails); got != 0 {
+		t.Fatalf("a damaged value was taken for a torn transaction (%v cut)", got)
+	}
+	if err := node.WaitToken(bg, tok); err != nil {
+		t.Fatalf("the applied context lost the write's dot: %v", err)
+	}
+	wantCode(t, second(node.GetCart(bg, "victim")), CodeUnavailable)
 }
