@@ -919,3 +919,25 @@ func TestOverHTTP(t *testing.T) {
 		t.Errorf("chunked 80 KiB body: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestClusterHonoursCommonHeaders checks that GET /v1/cluster refuses an
+// Idempotency-Key and waits on a causal token like every other route.
+func TestClusterHonoursCommonHeaders(t *testing.T) {
+	h, f := newTestAPI(t)
+	w := req{method: "GET", path: "/v1/cluster", header: map[string]string{"Idempotency-Key": "k"}}.do(t, h)
+	if p := decodeObject(t, w); w.Code != 400 || p["code"] != "invalid_request" {
+		t.Fatalf("cluster with an Idempotency-Key: %d %v", w.Code, p)
+	}
+	f.waitFn = func(context.Context, string) error {
+		return region.Errorf(region.CodeCausalTimeout, "not yet")
+	}
+	w = req{method: "GET", path: "/v1/cluster", header: map[string]string{"Lattice-Token": "t"}}.do(t, h)
+	if p := decodeObject(t, w); w.Code != 503 || p["code"] != "causal_timeout" {
+		t.Fatalf("cluster with an unmet token: %d %v", w.Code, p)
+	}
+	f.waitFn = nil
+	w = req{method: "GET", path: "/v1/cluster", header: map[string]string{"Lattice-Token": "t"}}.do(t, h)
+	if w.Code != 200 || w.Header().Get("Lattice-Token") == "" {
+		t.Fatalf("cluster with a met token: %d %s", w.Code, w.Body.String())
+	}
+}

@@ -414,6 +414,16 @@ func (h *handler) cluster(c echo.Context) error {
 	if err := checkQuery(c); err != nil {
 		return err
 	}
+	if err := noIdempotencyKey(c.Request().Header); err != nil {
+		return err
+	}
+	// A causal token is honoured here too, so a client can wait until a
+	// region has applied what it saw before reading its status.
+	_, cancel, err := h.begin(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
 	return h.ok(c, http.StatusOK, h.svc.Cluster())
 }
 
