@@ -152,19 +152,7 @@ func TestChecksumDamageIsRefused(t *testing.T) {
 	must[Cart](t)(n.AddItem(bg, "other", "pear", 1))
 	n.close()
 
-	b, err := os.ReadFile(n.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.LastIndex(b, []byte("c/victim\r\n$"))
-	if i < 0 {
-		t.Fatal("stored cart not found in file")
-	}
-	j := i + bytes.Index(b[i+len("c/victim\r\n$"):], []byte("\r\n")) + len("c/victim\r\n$") + 2
-	b[j+valueHeader+3] ^= 0x40 // inside the CBOR payload
-	if err := os.WriteFile(n.path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	flipStoredByte(t, n.path, "c/victim")
 
 	m := NewMetrics(nil)
 	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
@@ -454,16 +442,7 @@ func TestDamageInLastTransactionIsNotTorn(t *testing.T) {
 	must[Cart](t)(n.AddItem(bg, "victim", "apple", 2))
 	tok := n.Token()
 	n.close()
-	b, err := os.ReadFile(n.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.LastIndex(b, []byte("c/victim\r\n$"))
-	j := i + bytes.Index(b[i+len("c/victim\r\n$"):], []byte("\r\n")) + len("c/victim\r\n$") + 2
-	b[j+valueHeader+3] ^= 0x40
-	if err := os.WriteFile(n.path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	flipStoredByte(t, n.path, "c/victim")
 	m := NewMetrics(nil)
 	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
 	if err != nil {
@@ -481,4 +460,24 @@ func TestDamageInLastTransactionIsNotTorn(t *testing.T) {
 		t.Fatalf("the applied context lost the write's dot: %v", err)
 	}
 	wantCode(t, second(node.GetCart(bg, "victim")), CodeUnavailable)
+}
+
+// flipStoredByte flips a byte inside the CBOR payload of the last value
+// stored under key in the BuntDB file at path.
+func flipStoredByte(t *testing.T, path, key string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := []byte(key + "\r\n$")
+	i := bytes.LastIndex(b, head)
+	if i < 0 {
+		t.Fatalf("%s not found in the file", key)
+	}
+	j := i + len(head) + bytes.Index(b[i+len(head):], []byte("\r\n")) + 2
+	b[j+valueHeader+3] ^= 0x40
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
