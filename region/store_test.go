@@ -103,16 +103,7 @@ func TestTornTransactionIsAllOrNothing(t *testing.T) {
 			if err := os.Truncate(p, at); err != nil {
 				t.Fatal(err)
 			}
-			m := NewMetrics(nil)
-			st, err := OpenStore(p, StoreOptions{Metrics: m})
-			if err != nil {
-				t.Fatal(err)
-			}
-			node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { node.Close(); st.Close() }()
+			node, _, m := reopen(t, p, clock)
 			complete := at == ends[len(ends)-1]
 			it := must[Item](t)(node.GetItem(bg, "w", false))
 			_, gerr := node.GetReservation(bg, r.ID)
@@ -154,16 +145,7 @@ func TestChecksumDamageIsRefused(t *testing.T) {
 
 	flipStoredByte(t, n.path, "c/victim")
 
-	m := NewMetrics(nil)
-	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { node.Close(); st.Close() }()
+	node, st, m := reopen(t, n.path, clock)
 	if got := testutil.ToFloat64(m.ChecksumFailures); got != 1 {
 		t.Fatalf("checksum failures = %v", got)
 	}
@@ -443,16 +425,7 @@ func TestDamageInLastTransactionIsNotTorn(t *testing.T) {
 	tok := n.Token()
 	n.close()
 	flipStoredByte(t, n.path, "c/victim")
-	m := NewMetrics(nil)
-	st, err := OpenStore(n.path, StoreOptions{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { node.Close(); st.Close() }()
+	node, _, m := reopen(t, n.path, clock)
 	if got := testutil.ToFloat64(m.TornTails); got != 0 {
 		t.Fatalf("a damaged value was taken for a torn transaction (%v cut)", got)
 	}
@@ -480,4 +453,22 @@ func flipStoredByte(t *testing.T, path, key string) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// reopen opens the store file at path with fresh metrics and a region
+// "us-east" on it, closed when the test ends.
+func reopen(t *testing.T, path string, clock Clock) (*Node, *Store, *Metrics) {
+	t.Helper()
+	m := NewMetrics(nil)
+	st, err := OpenStore(path, StoreOptions{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour})
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close(); st.Close() })
+	return node, st, m
 }

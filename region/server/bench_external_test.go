@@ -4,11 +4,9 @@ package server
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,8 +20,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/latticedb/lattice/region/config"
 )
 
 // loadGenEnv carries the load a child process of the test binary generates
@@ -75,15 +71,7 @@ type loadResult struct {
 // from clients connections (at rate writes/s when rate > 0) and reports the
 // region's cost per write. It returns the writes/s.
 func benchExternal(b *testing.B, clients int, rate float64) float64 {
-	cfg := testConfig(b.TempDir(), config.DurabilityAlways)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := Start(context.Background(), cfg, "us-east", Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := startBenchRegion(b)
 	defer srv.Close()
 
 	cmd := exec.Command(os.Args[0])

@@ -57,15 +57,7 @@ func BenchmarkHTTPDurableCartAdds(b *testing.B) {
 // against a fresh region and returns the writes/s. With rate > 0 the adds
 // are scheduled at that rate (open loop).
 func benchLattice(b *testing.B, clients int, rate float64) float64 {
-	cfg := testConfig(b.TempDir(), config.DurabilityAlways)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := Start(context.Background(), cfg, "us-east", Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := startBenchRegion(b)
 	defer srv.Close()
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxIdleConns: clients, IdleConnTimeout: time.Minute}
 	defer tr.CloseIdleConnections()
@@ -243,4 +235,20 @@ func histogram(b *testing.B, srv *Server, name string) (sum, count float64) {
 		}
 	}
 	return sum, count
+}
+
+// startBenchRegion starts region us-east with durability always on a
+// loopback listener, for the HTTP benchmarks.
+func startBenchRegion(b *testing.B) *Server {
+	b.Helper()
+	cfg := testConfig(b.TempDir(), config.DurabilityAlways)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := Start(context.Background(), cfg, "us-east", Options{Listener: ln, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
 }

@@ -158,11 +158,7 @@ func loadOrCreateCA(dir, cluster string) (*x509.Certificate, *ecdsa.PrivateKey, 
 		return nil, nil, fmt.Errorf("certs: %s holds only one of %s and %s", dir, CACertFile, CAKeyFile)
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certs: %w", err)
-	}
-	serial, err := serialNumber()
+	key, serial, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -211,11 +207,7 @@ func clusterOf(ca *x509.Certificate) string {
 
 // issue makes region's certificate and key, signed by ca.
 func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cluster, region string) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("certs: %w", err)
-	}
-	serial, err := serialNumber()
+	key, serial, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -246,6 +238,20 @@ func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cluster, region string
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+}
+
+// newKey returns a fresh P-256 key and a random serial number for the
+// certificate that will carry it.
+func newKey() (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, serial, nil
 }
 
 func serialNumber() (*big.Int, error) {
