@@ -129,6 +129,7 @@ func startCluster(ctx context.Context, dir string, names []string, latency map[s
 	}
 	attach := replication.Attach(replication.AttachOptions{
 		WANSeed:   wanSeed,
+		WAN:       true,
 		OnPublish: h.onPublish,
 		OnApply:   h.onApply,
 		Started: func(q *replication.QUICReplication) {

@@ -21,6 +21,11 @@ type AttachOptions struct {
 	Transport func(*transport.Config)
 	// WANSeed seeds the emulated WAN's randomness (loss, jitter).
 	WANSeed uint64
+	// WAN puts the emulated WAN under the region's socket even when the
+	// config emulates nothing, so tests and benchmarks can partition a
+	// region and count its UDP bytes. Without it, and without an emulate
+	// key, QUIC runs on the plain UDP socket (with its GSO and ECN).
+	WAN bool
 	// OnApply, if set, is called after each durable apply of remote deltas
 	// at region with the dot ranges it made visible, and the time.
 	OnApply func(region, from string, ranges []protocol.DotRange, at time.Time)
@@ -72,7 +77,8 @@ var _ server.Replication = (*QUICReplication)(nil)
 // Peers implements server.Replication.
 func (q *QUICReplication) Peers() any { return q.Status() }
 
-// WAN returns the emulated WAN under the region's QUIC socket.
+// WAN returns the emulated WAN under the region's QUIC socket, or nil
+// when the region runs on a plain socket.
 func (q *QUICReplication) WAN() *wan.Conn { return q.wan }
 
 // Region returns the region's name.
@@ -87,12 +93,19 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 		return fmt.Errorf("replication: listen %s: %w", q.env.PeerAddr, err)
 	}
 	q.udp = udp
-	q.wan = wan.Wrap(udp, wan.WithSeed(q.opts.WANSeed))
+	var pc net.PacketConn = udp
+	if q.opts.WAN || len(cfg.Emulate.LatencyMS) > 0 || cfg.Emulate.LossPct > 0 {
+		q.wan = wan.Wrap(udp, wan.WithSeed(q.opts.WANSeed))
+		pc = q.wan
+	}
 	tc := transport.DefaultConfig()
 	tc.Region, tc.Certs, tc.Logger = q.env.Region, q.env.TLS, q.env.Logger
 	tc.Peers = map[string]string{}
 	for _, p := range cfg.Peers(q.env.Region) {
 		tc.Peers[p.Name] = p.Peer
+		if q.wan == nil {
+			continue
+		}
 		addr, err := net.ResolveUDPAddr("udp", p.Peer)
 		if err != nil {
 			udp.Close()
@@ -108,7 +121,7 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 	if q.opts.Transport != nil {
 		q.opts.Transport(&tc)
 	}
-	t, err := transport.NewQUIC(q.wan, tc, q.Replicator)
+	t, err := transport.NewQUIC(pc, tc, q.Replicator)
 	if err != nil {
 		udp.Close()
 		return fmt.Errorf("replication: %w", err)
