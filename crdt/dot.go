@@ -25,10 +25,12 @@ type ReplicaID string
 // Limits on identifiers and counters. A decoded value outside them is
 // refused.
 const (
-	// MaxReplicaIDLen bounds a replica id in bytes.
+	// MaxReplicaIDLen bounds the region name of a replica id in bytes (an
+	// incarnation suffix may follow it, see Incarnation).
 	MaxReplicaIDLen = 64
-	// MaxReplicas bounds how many replicas one object may mention.
-	MaxReplicas = 64
+	// MaxReplicas bounds how many replicas (region incarnations) one
+	// object or context may mention.
+	MaxReplicas = 256
 	// MaxCounter bounds dot counters and version-vector entries.
 	MaxCounter = 1 << 62
 	// MaxIDLen bounds a cart id or sku.
@@ -240,8 +242,5 @@ func ValidID(s string) bool {
 	return true
 }
 
-// validReplica reports whether r may name a replica: 1–64 bytes of the
-// identifier alphabet.
-func validReplica(r ReplicaID) bool {
-	return len(r) <= MaxReplicaIDLen && ValidID(string(r))
-}
+// validReplica is ValidReplica.
+func validReplica(r ReplicaID) bool { return ValidReplica(r) }
