@@ -105,6 +105,13 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		case OpReserve:
 			out, err = n.reserve(tx, g, req, now)
 		case OpCommit, OpRelease:
+			if _, seq, _ := parseReservationID(req.ID); !n.issued(seq) {
+				// No such reservation, nor ever one: nothing to
+				// remember under the key either, so that it does not
+				// answer for the number once it is issued.
+				out = &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)}
+				return nil
+			}
 			out, err = n.transition(tx, g, req, now)
 		case OpAdjust:
 			out, err = n.adjustDown(tx, g, req, now)
@@ -150,8 +157,13 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 			return err
 		}
 	case OpGet, OpCommit, OpRelease:
-		home, ok := ReservationHome(req.ID)
+		home, seq, ok := parseReservationID(req.ID)
 		if !ok || home != string(n.name) {
+			return Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)
+		}
+		// A commit or release of a number never issued is refused in
+		// ServeHome, after its Idempotency-Key is looked up.
+		if req.Op == OpGet && !n.issued(seq) {
 			return Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)
 		}
 	default:
@@ -353,6 +365,17 @@ func (n *Node) nextReservationSeq() (uint64, error) {
 	}
 	n.resSeq++
 	return n.resSeq, nil
+}
+
+// issued reports whether reservation number seq may have been handed out
+// by this region: whether it is at most the last number handed out. After
+// a restart that is the durable high-water mark, which no number handed out
+// before the restart exceeds, so a number above it was never issued in
+// this store's lifetime.
+func (n *Node) issued(seq uint64) bool {
+	n.resMu.Lock()
+	defer n.resMu.Unlock()
+	return seq <= n.resSeq
 }
 
 // homeLockKeys returns the keys a home request writes under: the item of

@@ -140,16 +140,27 @@ func (l *ledger) held() int64 {
 }
 
 // ReservationHome returns the home region named by a reservation id
-// ("HOME:SEQ").
+// ("HOME:SEQ"); ok is false when id is not of the form a home issues.
 func ReservationHome(id string) (string, bool) {
+	home, _, ok := parseReservationID(id)
+	return home, ok
+}
+
+// parseReservationID splits a reservation id into its home and number. It
+// accepts only the form a home issues: "HOME:SEQ" with HOME not empty and
+// SEQ a number from 1 that fits in 64 bits, in lower-case base 36 with no
+// leading zeros. Any other id names no reservation.
+func parseReservationID(id string) (home string, seq uint64, ok bool) {
 	i := strings.LastIndexByte(id, ':')
 	if i <= 0 || i == len(id)-1 || !crdt.ValidID(id) {
-		return "", false
+		return "", 0, false
 	}
-	if _, err := strconv.ParseUint(id[i+1:], 36, 64); err != nil {
-		return "", false
+	s := id[i+1:]
+	seq, err := strconv.ParseUint(s, 36, 64)
+	if err != nil || seq == 0 || strconv.FormatUint(seq, 36) != s {
+		return "", 0, false
 	}
-	return id[:i], true
+	return id[:i], seq, true
 }
 
 func decodeInto(b []byte, v any) error { return crdt.Unmarshal(b, v, crdt.MaxObjectBytes) }
@@ -329,11 +340,22 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 }
 
 func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation, error) {
-	home, ok := ReservationHome(id)
+	// An id that cannot name a reservation is not_found here, without a
+	// round trip: a home that is not a region would never answer.
+	home, _, ok := parseReservationID(id)
 	if !ok {
 		return Reservation{}, Errorf(CodeNotFound, "no reservation %q", id)
 	}
+	if !n.isRegion(home) {
+		return Reservation{}, Errorf(CodeNotFound, "no reservation %q: %s is not a region of this cluster", id, home)
+	}
 	return n.resResult(n.atHome(ctx, home, &HomeRequest{Op: op, ID: id, IdemKey: idem.Key, IdemFP: fpBytes(idem)}))
+}
+
+// isRegion reports whether name is a region of the cluster
+// (Options.IsRegion; this region always is).
+func (n *Node) isRegion(name string) bool {
+	return name == string(n.name) || n.opts.IsRegion == nil || n.opts.IsRegion(name)
 }
 
 func (n *Node) resResult(resp *HomeResponse) (Reservation, error) {

@@ -57,6 +57,10 @@ type Options struct {
 	Forwarder Forwarder
 	// Peers returns the replication state of each peer for /v1/cluster.
 	Peers func() any
+	// IsRegion reports whether name is a region of the cluster. A
+	// reservation id whose home is not one is answered not_found without
+	// being forwarded. nil takes every name for a region.
+	IsRegion func(name string) bool
 	// MaxOpenHolds bounds the held reservations of one sku (default
 	// DefaultMaxOpenHolds).
 	MaxOpenHolds int

@@ -235,6 +235,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	nopts := region.Options{
 		Name:           name,
 		Home:           cfg.Home,
+		IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 		Store:          s.store,
 		Clock:          opts.Clock,
 		Logger:         s.log,

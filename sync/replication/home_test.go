@@ -1017,3 +1017,66 @@ func TestManyOpenReservationsOfOneSku(t *testing.T) {
 		t.Errorf("release of %s with %d holds: %s", ids[0], holds, r)
 	}
 }
+
+// TestUnnamableReservationIDsAreNotForwarded reads, commits and releases,
+// from a region cut off from both peers, reservation ids that cannot name
+// a reservation: homed at a region the cluster does not have, malformed
+// (homed at a real peer), or homed here and never issued. Each is 404
+// not_found without a Retry-After, decided without forwarding (a forward
+// from the cut-off region would answer 503 home_unavailable, as the
+// control request does). Connected, a number the home never issued is
+// not_found at the home.
+func TestUnnamableReservationIDsAreNotForwarded(t *testing.T) {
+	c := newCluster(t, map[string]int{"us-east/eu-west": 5, "us-east/ap-south": 5, "eu-west/ap-south": 5})
+	cl := newClients(c)
+	const from = "eu-west"
+	sku := skuHomedAt(c.cfg, "us-east", "unnamable")
+	cl.must(t, 200, "us-east", "POST", "/v1/inventory/"+sku+"/restock", map[string]any{"qty": 5}, nil)
+	held := cl.reserve(t, "us-east", sku, 1)
+	cl.must(t, 200, from, "GET", "/v1/reservations/"+held.ID, nil, nil)
+
+	notFound := func(phase, id string) {
+		t.Helper()
+		for _, op := range []homeOp{
+			{"get", "GET", "/v1/reservations/" + id, nil},
+			{"commit", "POST", "/v1/reservations/" + id + "/commit", nil},
+			{"release", "POST", "/v1/reservations/" + id + "/release", nil},
+		} {
+			for _, hdr := range [][]string{nil, {"Idempotency-Key", "unnamable-" + op.name + "-" + id}} {
+				if op.method == "GET" && hdr != nil {
+					continue
+				}
+				r := cl.send(from, op.method, op.path, op.body, hdr...)
+				if !r.is(404, "not_found") || r.hdr.Get("Retry-After") != "" {
+					t.Errorf("%s: %s %s from %s (key %v): %s (Retry-After %q), want 404 not_found without Retry-After",
+						phase, op.name, id, from, hdr != nil, r, r.hdr.Get("Retry-After"))
+				}
+			}
+		}
+	}
+	// Connected: the home answers for a number it never issued.
+	notFound("connected", "us-east:zz")
+
+	c.isolate(from, true)
+	for _, id := range []string{
+		"nohome:1",
+		"nohome:zz",
+		"US-EAST:1",
+		"no-colon",
+		":1",
+		"us-east:",
+		"us-east:01",
+		"ap-south:0",
+		"us-east:A",
+		"ap-south:-1",
+		"us-east:3w5e11264sgsh", // one past the largest 64-bit number
+		from + ":1",             // nothing issued here yet
+		from + ":01",
+	} {
+		notFound("cut off", id)
+	}
+	// Control: an id that names a reservation is forwarded, and fails.
+	if r := cl.send(from, "GET", "/v1/reservations/"+held.ID, nil); !r.is(503, "home_unavailable") {
+		t.Errorf("cut off: get %s from %s: %s, want 503 home_unavailable", held.ID, from, r)
+	}
+}
