@@ -101,7 +101,7 @@ func (n *Node) AddItem(_ context.Context, id, sku string, qty int64) (Cart, erro
 		if err := checkRoom(c, sku); err != nil {
 			return nil, err
 		}
-		return c.Add(n.name, sku, qty), nil
+		return c.Add(n.self, sku, qty), nil
 	})
 }
 
@@ -119,7 +119,7 @@ func (n *Node) SetItem(_ context.Context, id, sku string, qty int64) (Cart, erro
 				return nil, err
 			}
 		}
-		return c.Set(n.name, sku, qty), nil
+		return c.Set(n.self, sku, qty), nil
 	})
 }
 

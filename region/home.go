@@ -287,7 +287,7 @@ func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.
 func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
 	tx.Set(prefixLedger+sku, l.encode())
 	n.due.note(sku, l)
-	d := it.SetHeld(n.name, l.held())
+	d := it.SetHeld(n.self, l.held())
 	it.Join(d)
 	tx.Set(prefixItem+sku, crdt.EncodeItem(it))
 	g.AddItem(sku, d)
@@ -415,7 +415,7 @@ func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time
 	switch {
 	case rec.State == StateHeld && req.Op == OpCommit:
 		delete(l.Holds, rec.ID)
-		d := it.Consume(n.name, uint64(rec.Qty))
+		d := it.Consume(n.self, uint64(rec.Qty))
 		it.Join(d)
 		g.AddItem(rec.SKU, d)
 		rec.State = StateCommitted
@@ -446,7 +446,7 @@ func (n *Node) adjustDown(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time
 	if avail := it.Stock.Value() - l.held(); avail+req.Delta < 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
-	d := it.Consume(n.name, uint64(-req.Delta))
+	d := it.Consume(n.self, uint64(-req.Delta))
 	it.Join(d)
 	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
 	g.AddItem(req.SKU, d)

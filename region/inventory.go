@@ -266,7 +266,7 @@ func (n *Node) restock(sku string, qty int64) (Item, error) {
 		if it.Stock.Value()+qty > crdt.MaxCount {
 			return InvalidField("qty", "stock of %s would exceed %d", sku, int64(crdt.MaxCount))
 		}
-		d := it.Restock(n.name, uint64(qty))
+		d := it.Restock(n.self, uint64(qty))
 		it.Join(d)
 		tx.Set(prefixItem+sku, crdt.EncodeItem(it))
 		g.AddItem(sku, d)

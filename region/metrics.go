@@ -11,6 +11,10 @@ type Metrics struct {
 	Shrinks          prometheus.Counter
 	Reservations     *prometheus.CounterVec
 	Expired          prometheus.Counter
+	Incarnations     prometheus.Counter
+	// DivergentKeys counts keys found holding a dot with other content
+	// than a peer's (a divergence no join repairs).
+	DivergentKeys prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,9 +51,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_reservations_expired_total",
 			Help: "Held reservations expired by their TTL.",
 		}),
+		Incarnations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_store_new_incarnations_total",
+			Help: "Times the store started a new incarnation because it may have lost writes it had handed out.",
+		}),
+		DivergentKeys: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_replication_divergent_dots_total",
+			Help: "Remote deltas that carried a dot this region holds with other content (a divergence joins cannot repair).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired)
+		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,
+			m.Incarnations, m.DivergentKeys)
 	}
 	return m
 }

@@ -81,7 +81,11 @@ type Options struct {
 // applied context and, where it applies, writes the idempotency record.
 // It is published to replication only after it is durable.
 type Node struct {
-	name  crdt.ReplicaID
+	name crdt.ReplicaID
+	// self is the replica id of this incarnation of the region (see
+	// crdt.Incarnation): every dot it makes, region-level or in an
+	// object, is self's.
+	self  crdt.ReplicaID
 	opts  Options
 	store *Store
 	clock Clock
@@ -150,7 +154,7 @@ func NewNode(opts Options) (*Node, error) {
 	if opts.ExpiryInterval == 0 {
 		opts.ExpiryInterval = 500 * time.Millisecond
 	}
-	n := &Node{name: crdt.ReplicaID(opts.Name), opts: opts, store: opts.Store, clock: opts.Clock,
+	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: opts.Clock,
 		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
 	err := n.store.View(func(r Reader) error {
@@ -166,7 +170,9 @@ func NewNode(opts Options) (*Node, error) {
 				return &CorruptError{Key: keyResSeq}
 			}
 		}
-		n.resSeq = n.resHWM
+		// A new incarnation may have lost the tail that raised resHWM: its
+		// reservation numbers start past every earlier incarnation's.
+		n.resSeq = max(n.resHWM, resSeqFloor(n.store.Incarnation()))
 		return nil
 	})
 	if err != nil {
@@ -196,6 +202,15 @@ func (n *Node) Close() {
 
 // Region returns the region's name.
 func (n *Node) Region() string { return string(n.name) }
+
+// Self returns the replica id of this incarnation of the region, the
+// replica of every dot it makes.
+func (n *Node) Self() crdt.ReplicaID { return n.self }
+
+// resSeqFloor is where the reservation numbers of incarnation k begin:
+// k × 2³², past any number an earlier incarnation handed out (k grows by
+// at least one per second, see nextIncarnation).
+func resSeqFloor(k uint64) uint64 { return k << 32 }
 
 // HomeOf returns the home region of sku.
 func (n *Node) HomeOf(sku string) string {
@@ -231,6 +246,9 @@ func readApplied(r Reader) (crdt.Context, error) {
 // context is advanced (by the store, together for the writes one fsync made
 // durable) and the delta published (persist before send).
 func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
+	if err := n.store.markUsed(); err != nil {
+		return n.storeErr(err)
+	}
 	defer n.locks.lock(keys...)()
 	var d Delta
 	g := &crdt.Group{}
@@ -239,12 +257,12 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 			n.commitDigest(tx, nil)
 			return nil
 		}
-		dot := n.txApplied.Next(n.name)
+		dot := n.txApplied.Next(n.self)
 		n.txApplied.Insert(dot)
 		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 		n.commitDigestDot(tx, dot)
 		tx.OnDurable(func() { n.noteAppliedDot(dot) })
-		d = Delta{Origin: n.name, Seq: dot.Counter, Group: g, At: n.clock.Now()}
+		d = Delta{Origin: n.self, Seq: dot.Counter, Group: g, At: n.clock.Now()}
 		return nil
 	})
 	if err != nil {

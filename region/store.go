@@ -125,6 +125,15 @@ type Store struct {
 
 	persist bool
 	failed  atomic.Bool
+
+	// The store's identity (identity.go): idMu guards id; used is set once
+	// the identity file records that the incarnation may issue dots; lock
+	// is the held lock file.
+	idMu sync.Mutex
+	id   identity
+	used atomic.Bool
+	lock *os.File
+
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -153,12 +162,18 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	s.gcond = sync.NewCond(&s.gmu)
 	persist := path != ":memory:"
 	s.persist = persist
+	var cut int64
+	var err error
 	if persist {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("region: %w", err)
 		}
-		cut, err := recoverTail(path)
+		if s.lock, err = lockStore(path); err != nil {
+			return nil, err
+		}
+		cut, err = recoverTail(path)
 		if err != nil {
+			s.lock.Close()
 			return nil, err
 		}
 		if cut > 0 {
@@ -168,6 +183,9 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 	}
 	db, err := buntdb.Open(path)
 	if err != nil {
+		if s.lock != nil {
+			s.lock.Close()
+		}
 		return nil, fmt.Errorf("region: open %s: %w", path, err)
 	}
 	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
@@ -181,11 +199,15 @@ func OpenStore(path string, opts StoreOptions) (*Store, error) {
 			return nil, fmt.Errorf("region: %w", err)
 		}
 	}
+	go s.maintain()
 	if err := s.scan(); err != nil {
-		s.Close()
+		s.closeFiles()
 		return nil, err
 	}
-	go s.maintain()
+	if err := s.openIdentity(cut, time.Now()); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -710,8 +732,23 @@ func (s *Store) Shrink() error {
 	return nil
 }
 
-// Close flushes and closes the store.
+// Close flushes and closes the store; a store that has not failed
+// records a clean stop (identity.go).
 func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	idErr := s.closeIdentity()
+	if idErr != nil {
+		s.log.Error("could not record a clean stop; the next start begins a new incarnation", "err", idErr)
+	}
+	return errors.Join(s.closeFiles(), idErr)
+}
+
+// closeFiles stops the store's background work and closes its files.
+func (s *Store) closeFiles() error {
 	select {
 	case <-s.stop:
 		return nil
@@ -722,6 +759,9 @@ func (s *Store) Close() error {
 	err := s.db.Close()
 	if s.syncFile != nil {
 		s.syncFile.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close()
 	}
 	return err
 }

@@ -63,8 +63,9 @@ const (
 const (
 	// MaxFileSize bounds the size of a config file Load reads.
 	MaxFileSize = 1 << 20
-	// MaxRegions bounds the regions of a cluster (one replica id each).
-	MaxRegions = crdt.MaxReplicas
+	// MaxRegions bounds the regions of a cluster (each region adds
+	// replica ids to objects, one per incarnation; see crdt.MaxReplicas).
+	MaxRegions = 64
 	// MaxRegionNameLen bounds a region name in bytes: it is a replica id.
 	MaxRegionNameLen = crdt.MaxReplicaIDLen
 	// MaxLatencyMS bounds an emulated one-way latency.

@@ -162,7 +162,7 @@ func (m *Message) validate(buckets int) error {
 	}
 	var dots uint64
 	for _, r := range m.Dots {
-		if r.Origin != "" && (!crdt.ValidID(r.Origin) || len(r.Origin) > crdt.MaxReplicaIDLen) {
+		if r.Origin != "" && !crdt.ValidReplica(crdt.ReplicaID(r.Origin)) {
 			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
 		}
 		if r.From == 0 || r.To < r.From || r.To-r.From >= MaxRangeLen || r.To > crdt.MaxCounter {

@@ -236,7 +236,15 @@ type peer struct {
 // Protocol is one region's replication state machine. It is not safe for
 // concurrent use.
 type Protocol struct {
-	self  crdt.ReplicaID
+	// self is this region's current incarnation (crdt.Incarnation), the
+	// replica of its local dots; region is its name.
+	self   crdt.ReplicaID
+	region string
+	// latest is the highest incarnation seen of each region: only its
+	// dots may be claimed out of order (older incarnations issue no more
+	// dots, so theirs are claimed in order), which keeps the dots out of
+	// order within MaxCloudDots however many incarnations a region had.
+	latest map[string]uint64
 	cfg   Config
 	st    Storage
 	peers []*peer
@@ -263,11 +271,12 @@ type Protocol struct {
 // the applied context of the region's store. Every peer starts in need of
 // anti-entropy: a restarted region's buffers are gone.
 func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Storage, cfg Config) *Protocol {
-	p := &Protocol{self: self, cfg: cfg, st: st, byID: make(map[crdt.ReplicaID]*peer)}
+	p := &Protocol{self: self, region: self.Region(), cfg: cfg, st: st, byID: make(map[crdt.ReplicaID]*peer),
+		latest: map[string]uint64{self.Region(): self.Incarnation()}}
 	ids := slices.Clone(peers)
 	slices.Sort(ids)
 	for i, id := range ids {
-		if id == self || i >= 64 {
+		if string(id) == p.region || i >= 64 {
 			continue
 		}
 		pr := &peer{id: id, bit: 1 << uint(len(p.peers)), inflight: make(map[uint64]*inflight),
@@ -308,8 +317,23 @@ func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 	}
 }
 
-// member reports whether r is a region of the cluster.
-func (p *Protocol) member(r crdt.ReplicaID) bool { return r == p.self || p.byID[r] != nil }
+// member reports whether r is an incarnation of a region of the cluster.
+func (p *Protocol) member(r crdt.ReplicaID) bool {
+	reg := r.Region()
+	return reg == p.region || p.byID[crdt.ReplicaID(reg)] != nil
+}
+
+// outOfOrder reports whether dots of r may be claimed out of order: r is
+// the latest incarnation of its region seen so far.
+func (p *Protocol) outOfOrder(r crdt.ReplicaID) bool {
+	reg, k := r.Region(), r.Incarnation()
+	if k > p.latest[reg] {
+		if reg != p.region || k <= p.self.Incarnation() {
+			p.latest[reg] = k
+		}
+	}
+	return k >= p.latest[reg]
+}
 
 // admit returns the part of c that may be joined into base: dots of
 // cluster regions only and, of each region r, only dots up to
@@ -370,7 +394,7 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crd
 		switch v := merged.VV[d.Replica]; {
 		case d.Counter == v+1:
 			extend(d.Replica, d.Counter)
-		case d.Counter <= v+window:
+		case d.Counter <= v+window && p.outOfOrder(d.Replica):
 			if out.Cloud == nil {
 				out.Cloud = make(map[crdt.Dot]struct{})
 			}
@@ -572,8 +596,8 @@ func (p *Protocol) flush(pr *peer) {
 		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now, batch: p.batch}
 		pr.deltasSent++
 		for i := range dots {
-			if dots[i].Origin == string(p.self) {
-				dots[i].Origin = "" // the receiver reads the sender
+			if dots[i].Origin == p.region {
+				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
 		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g})
@@ -591,11 +615,13 @@ func dotCount(rs []DotRange) uint64 {
 	return n
 }
 
-// onlyFrom reports whether every dot of rs is the peer's own: it made
-// them durable before sending them anywhere, so it never needs them back.
+// onlyFrom reports whether every dot of rs is the peer's own (of any of
+// its incarnations): it made them durable before sending them anywhere,
+// so it does not need them back (one that a restart lost comes back by
+// anti-entropy).
 func onlyFrom(rs []DotRange, id crdt.ReplicaID) bool {
 	for _, r := range rs {
-		if r.Origin != string(id) {
+		if crdt.ReplicaID(r.Origin).Region() != string(id) {
 			return false
 		}
 	}
@@ -684,12 +710,12 @@ func (p *Protocol) statusDue(pr *peer) bool {
 		return false
 	}
 	for r, v := range p.seen.VV {
-		if r != pr.id && r != p.self && v > pr.reported.VV[r] {
+		if reg := r.Region(); reg != string(pr.id) && reg != p.region && v > pr.reported.VV[r] {
 			return true
 		}
 	}
 	for d := range p.seen.Cloud {
-		if d.Replica != pr.id && d.Replica != p.self && !pr.reported.Contains(d) {
+		if reg := d.Replica.Region(); reg != string(pr.id) && reg != p.region && !pr.reported.Contains(d) {
 			return true
 		}
 	}

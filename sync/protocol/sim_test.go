@@ -166,7 +166,7 @@ func (s *sim) start(i int) {
 		s.t.Fatal(err)
 	}
 	r.node = n
-	r.proto = protocol.New(r.name, names, n.Applied(), n, s.cfg)
+	r.proto = protocol.New(n.Self(), names, n.Applied(), n, s.cfg)
 	r.alive = true
 	s.check(i)
 }

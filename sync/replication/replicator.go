@@ -102,7 +102,7 @@ func (r *Replicator) Start(node *region.Node, t transport.Transport) {
 		peers = append(peers, crdt.ReplicaID(p))
 	}
 	r.node.Store(node)
-	r.proto = protocol.New(crdt.ReplicaID(node.Region()), peers, node.Applied(), node, r.opts.Protocol)
+	r.proto = protocol.New(node.Self(), peers, node.Applied(), node, r.opts.Protocol)
 	r.tmu.Lock()
 	r.t = t
 	r.tmu.Unlock()
@@ -259,7 +259,7 @@ func (r *Replicator) process() {
 		now := r.opts.Now()
 		for _, a := range rd.Applies[:n] {
 			for _, rg := range a.Ranges {
-				r.m.Convergence.WithLabelValues(rg.Origin).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
+				r.m.Convergence.WithLabelValues(crdt.ReplicaID(rg.Origin).Region()).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
 			}
 			if r.opts.OnApply != nil && len(a.Ranges) > 0 {
 				r.opts.OnApply(string(a.From), a.Ranges, now)

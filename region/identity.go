@@ -1,0 +1,434 @@
+package region
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tidwall/buntdb"
+)
+
+// A region's identity: which incarnation of the region its store is, kept
+// in a small file beside the store (path + ".id") that is written on its
+// own, fsynced and renamed into place, and in the store (keyIncarnation).
+//
+// Dots, object counters, register versions and reservation numbers all
+// go on from what the store holds. A store that may have lost some of its
+// tail — a torn or cut file, an unclean stop (with everysec a power loss
+// loses the last second), a restore from a backup — cannot tell which of
+// them it had already handed out to peers and clients. So such a store
+// goes on as a new incarnation: a new replica id (crdt.Incarnation) that
+// has issued nothing. The store starts a new incarnation when
+//
+//   - the last stop was not clean (the identity file says so), and the
+//     incarnation had issued at least one dot (markUsed records that,
+//     durably, before the first);
+//   - recovery cut a torn transaction off the file;
+//   - the file is not the one the identity file last saw closed (its last
+//     transaction differs: the file was cut, replaced or copied);
+//   - the store was restored (lattice restore sets catch_up);
+//   - there is a store but no identity file.
+//
+// A new incarnation is max(last + 1, the Unix time in seconds), so that a
+// region restored on a machine that lost its identity file as well still
+// picks a number no earlier incarnation used (as long as the clock has
+// not gone back past the last one).
+type identity struct {
+	Incarnation uint64 `json:"incarnation"`
+	// Clean is true once the store was closed cleanly; TxID is then the id
+	// of its last transaction (the close marker).
+	Clean bool   `json:"clean"`
+	TxID  uint64 `json:"txid,omitempty"`
+	// Used is true once the incarnation may have issued a dot.
+	Used bool `json:"used"`
+	// CatchUp is true from a restore until the region has completed
+	// anti-entropy with every peer: until then it decides no reservation.
+	CatchUp bool `json:"catch_up,omitempty"`
+}
+
+// Store keys of the identity.
+const (
+	keyIncarnation = "m/incarnation"
+	keyClosed      = "m/closed"
+)
+
+func identityPath(store string) string { return store + ".id" }
+func lockPath(store string) string     { return store + ".lock" }
+
+// readIdentity reads the identity file of the store at path; ok is false
+// if there is none.
+func readIdentity(path string) (id identity, ok bool, err error) {
+	b, err := os.ReadFile(identityPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		return identity{}, false, nil
+	}
+	if err != nil {
+		return identity{}, false, fmt.Errorf("region: %w", err)
+	}
+	if err := json.Unmarshal(b, &id); err != nil {
+		return identity{}, false, fmt.Errorf("region: identity file %s is damaged (%v); move it away to start the store as a new incarnation", identityPath(path), err)
+	}
+	return id, true, nil
+}
+
+// writeIdentity replaces the identity file durably: a new file, fsynced,
+// renamed over the old one, and the directory fsynced.
+func writeIdentity(path string, id identity) error {
+	b, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	tmp := identityPath(path) + ".tmp"
+	if err := writeFileSync(tmp, b); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, identityPath(path)); err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("region: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("region: fsync %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("region: fsync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// lockStore takes the store's lock file, so that no two processes open
+// one store and lattice restore never replaces the file of a running
+// region.
+func lockStore(path string) (*os.File, error) {
+	f, err := os.OpenFile(lockPath(path), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("region: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("region: the store %s is open in another process (a running region?)", path)
+		}
+		return nil, fmt.Errorf("region: lock %s: %w", lockPath(path), err)
+	}
+	return f, nil
+}
+
+// nextIncarnation returns the incarnation that follows last.
+func nextIncarnation(last uint64, now time.Time) uint64 {
+	return max(last+1, uint64(max(now.Unix(), 0)))
+}
+
+// openIdentity decides the store's incarnation after it was opened and
+// scanned (cut is how many bytes recovery cut off its tail) and makes the
+// decision durable before any write: the identity file first, then the
+// store's own record.
+func (s *Store) openIdentity(cut int64, now time.Time) error {
+	var stored uint64
+	var empty = true
+	err := s.View(func(r Reader) error {
+		b, ok, err := r.Get(keyIncarnation)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := decodeInto(b, &stored); err != nil {
+				return &CorruptError{Key: keyIncarnation}
+			}
+		}
+		return r.Ascend("", func(k string, _ []byte, _ error) bool {
+			if k != epochKey {
+				empty = false
+			}
+			return empty
+		})
+	})
+	if err != nil {
+		return err
+	}
+	if !s.persist {
+		s.id = identity{Incarnation: stored}
+		return nil
+	}
+	rec, exists, err := readIdentity(s.path)
+	if err != nil {
+		return err
+	}
+	var why string
+	switch {
+	case cut > 0:
+		why = "a torn transaction was cut off the store's tail"
+	case rec.CatchUp:
+		why = "the store was restored from a backup"
+	case !exists && !empty:
+		why = "the store has no identity file"
+	case exists && rec.Incarnation != stored:
+		why = "the store is not the one the identity file describes"
+	case exists && rec.Clean && rec.TxID != s.txid:
+		why = "the store file changed since it was closed"
+	case exists && !rec.Clean && rec.Used:
+		why = "the last stop was not clean"
+	}
+	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, Used: rec.Used && why == ""}
+	if why != "" {
+		next.Incarnation = nextIncarnation(next.Incarnation, now)
+		s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",
+			"path", s.path, "reason", why, "incarnation", next.Incarnation)
+		s.metrics.Incarnations.Inc()
+	}
+	if err := writeIdentity(s.path, next); err != nil {
+		return err
+	}
+	s.id = next
+	if next.Incarnation != stored {
+		err := s.Update(func(tx *Tx) error {
+			tx.Set(keyIncarnation, encode(next.Incarnation))
+			return nil
+		})
+		if err == nil {
+			err = s.fsync()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Incarnation returns the store's incarnation (see crdt.Incarnation).
+func (s *Store) Incarnation() uint64 {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.id.Incarnation
+}
+
+// CatchingUp reports whether the store was restored and the region has
+// not yet completed anti-entropy with every peer since.
+func (s *Store) CatchingUp() bool {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.id.CatchUp
+}
+
+// CaughtUp records, durably, that the restored region has caught up.
+func (s *Store) CaughtUp() error {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	if !s.id.CatchUp {
+		return nil
+	}
+	next := s.id
+	next.CatchUp = false
+	if s.persist {
+		if err := writeIdentity(s.path, next); err != nil {
+			return err
+		}
+	}
+	s.id = next
+	return nil
+}
+
+// markUsed records, durably, that the incarnation may issue dots; the
+// node calls it before its first local write.
+func (s *Store) markUsed() error {
+	if s.used.Load() {
+		return nil
+	}
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	if s.used.Load() {
+		return nil
+	}
+	if s.persist && !s.id.Used {
+		next := s.id
+		next.Used = true
+		if err := writeIdentity(s.path, next); err != nil {
+			s.fail(err)
+			return ErrStoreFailed
+		}
+		s.id = next
+	}
+	s.used.Store(true)
+	return nil
+}
+
+// closeIdentity writes the close marker as the store's last transaction,
+// fsyncs it and records a clean stop.
+func (s *Store) closeIdentity() error {
+	if !s.persist || s.Failed() {
+		return nil
+	}
+	if err := s.Update(func(tx *Tx) error {
+		tx.Set(keyClosed, []byte{1})
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.fsync(); err != nil {
+		return err
+	}
+	s.txMu.Lock()
+	txid := s.txid
+	s.txMu.Unlock()
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	next := s.id
+	next.Clean, next.TxID = true, txid
+	return writeIdentity(s.path, next)
+}
+
+// Backup writes a consistent snapshot of the store file at path to w,
+// while a region may be writing to it: the file as it is when Backup
+// opens it, less a final transaction still being written. It returns the
+// bytes written.
+func Backup(path string, w io.Writer) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".backup-*")
+	if err != nil {
+		tmp, err = os.CreateTemp("", "lattice-backup-*")
+		if err != nil {
+			return 0, fmt.Errorf("region: %w", err)
+		}
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := io.Copy(tmp, io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return 0, fmt.Errorf("region: copy %s: %w", path, err)
+	}
+	if _, err := recoverTail(tmp.Name()); err != nil {
+		return 0, err
+	}
+	if err := checkSnapshot(tmp.Name()); err != nil {
+		return 0, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	n, err := io.Copy(w, tmp)
+	if err != nil {
+		return n, fmt.Errorf("region: write backup: %w", err)
+	}
+	return n, nil
+}
+
+// checkSnapshot opens the BuntDB file at path and checks that it loads
+// and that its values carry valid frames.
+func checkSnapshot(path string) error {
+	db, err := buntdb.Open(path)
+	if err != nil {
+		return fmt.Errorf("region: %s is not a store snapshot: %w", path, err)
+	}
+	defer db.Close()
+	bad, total := 0, 0
+	err = db.View(func(tx *buntdb.Tx) error {
+		return tx.Ascend("", func(k, v string) bool {
+			total++
+			if _, _, _, err := unframe([]byte(v)); err != nil {
+				bad++
+			}
+			return true
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("region: read %s: %w", path, err)
+	}
+	if total == 0 {
+		return fmt.Errorf("region: %s holds no data: not a store snapshot", path)
+	}
+	if bad == total {
+		return fmt.Errorf("region: no value of %s passes its checksum: not a store snapshot", path)
+	}
+	return nil
+}
+
+// Restore puts the snapshot from (written by Backup) in place of the store
+// at path. The region must be stopped. The next open starts a new
+// incarnation (so no dot is issued twice) in catch-up mode: the region
+// serves carts and stock at once, and decides reservations again once it
+// has completed anti-entropy with every peer, so that commits it made
+// after the snapshot and its peers hold count again before it decides.
+func Restore(path, from string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	lock, err := lockStore(path)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	src, err := os.Open(from)
+	if err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	defer src.Close()
+	tmp := path + ".restore"
+	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	_, err = io.Copy(dst, src)
+	if err == nil {
+		err = dst.Sync()
+	}
+	dst.Close()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("region: copy %s: %w", from, err)
+	}
+	if _, err := recoverTail(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := checkSnapshot(tmp); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	rec, _, err := readIdentity(path)
+	if err != nil {
+		rec = identity{} // a damaged identity: the new incarnation comes from the clock
+	}
+	// The identity says "restored" before the file is replaced: a crash in
+	// between leaves either store marked for a new incarnation.
+	rec.Clean, rec.TxID, rec.Used, rec.CatchUp = false, 0, true, true
+	if err := writeIdentity(path, rec); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
+}
