@@ -221,3 +221,18 @@ func (c *Cart) Clone() *Cart {
 
 // Empty reports whether c holds neither entries nor context.
 func (c *Cart) Empty() bool { return len(c.Entries) == 0 && c.Ctx.Empty() }
+
+// Conflicts returns the dots that c and o both hold as entries with
+// different lines, sorted. Dots are unique per replica, so a conflict
+// means some replica issued one dot twice: a divergence that joins keep
+// (each side keeps its own entry) and nothing repairs.
+func (c *Cart) Conflicts(o *Cart) []Dot {
+	var out []Dot
+	for d, l := range o.Entries {
+		if mine, ok := c.Entries[d]; ok && mine != l {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, compareDots)
+	return out
+}

@@ -75,6 +75,10 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if req.Op == OpGet || req.Op == OpItem {
 		return n.readHome(req)
 	}
+	if n.store.CatchingUp() {
+		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 5,
+			Detail: fmt.Sprintf("region %s was restored from a backup and decides again once it has caught up with every peer", n.name)}}
+	}
 	if req.Op == OpCheckout {
 		return n.serveCheckout(ctx, req)
 	}

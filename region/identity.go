@@ -25,9 +25,9 @@ import (
 // goes on as a new incarnation: a new replica id (crdt.Incarnation) that
 // has issued nothing. The store starts a new incarnation when
 //
-//   - the last stop was not clean (the identity file says so), and the
-//     incarnation had issued at least one dot (markUsed records that,
-//     durably, before the first);
+//   - the last stop was not clean (the identity file says so), and that
+//     run had issued at least one dot (markUsed records that, durably,
+//     before the first) or the file is now shorter than when it opened;
 //   - recovery cut a torn transaction off the file;
 //   - the file is not the one the identity file last saw closed (its last
 //     transaction differs: the file was cut, replaced or copied);
@@ -41,10 +41,11 @@ import (
 type identity struct {
 	Incarnation uint64 `json:"incarnation"`
 	// Clean is true once the store was closed cleanly; TxID is then the id
-	// of its last transaction (the close marker).
+	// of its last transaction (the close marker). While the store is open,
+	// TxID is the id of the last transaction the file held when it opened.
 	Clean bool   `json:"clean"`
 	TxID  uint64 `json:"txid,omitempty"`
-	// Used is true once the incarnation may have issued a dot.
+	// Used is true once this run of the store may have issued a dot.
 	Used bool `json:"used"`
 	// CatchUp is true from a restore until the region has completed
 	// anti-entropy with every peer: until then it decides no reservation.
@@ -193,8 +194,10 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		why = "the store file changed since it was closed"
 	case exists && !rec.Clean && rec.Used:
 		why = "the last stop was not clean"
+	case exists && !rec.Clean && s.txid < rec.TxID:
+		why = "the store lost transactions it held when it last opened"
 	}
-	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, Used: rec.Used && why == ""}
+	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid}
 	if why != "" {
 		next.Incarnation = nextIncarnation(next.Incarnation, now)
 		s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",

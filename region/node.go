@@ -114,9 +114,19 @@ type Node struct {
 	resSeq uint64 // last reservation number handed out
 	resHWM uint64 // reservation numbers up to this are reserved in the store
 
+	// divergent are keys found holding a dot with other content than a
+	// peer's (at most maxDivergent); synced are the peers a restored
+	// region has completed anti-entropy with.
+	dmu       sync.Mutex
+	divergent map[string][]crdt.Dot
+	synced    map[string]bool
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
+
+// maxDivergent bounds the divergent keys a node lists.
+const maxDivergent = 64
 
 // Store keys.
 const (
@@ -392,6 +402,9 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 			if err != nil && !errors.Is(err, ErrCorrupt) {
 				return err
 			}
+			if bad := cur.Conflicts(c); len(bad) > 0 {
+				n.noteDivergent(prefixCart+id, bad)
+			}
 			if cur.Brings(c) || err != nil {
 				cur.Join(c)
 				tx.Set(prefixCart+id, crdt.EncodeCart(cur))
@@ -539,7 +552,16 @@ type StoreStatus struct {
 
 // ClusterStatus is the body of GET /v1/cluster.
 type ClusterStatus struct {
-	Region        string            `json:"region"`
+	Region string `json:"region"`
+	// Replica is the replica id of the region's current incarnation.
+	Replica string `json:"replica"`
+	// CatchingUp is true while a restored region has not yet completed
+	// anti-entropy with every peer (it decides no reservation meanwhile).
+	CatchingUp bool `json:"catching_up"`
+	// DivergentKeys are keys found holding a dot with other content than
+	// a peer's; each peer's unrepaired_keys lists keys anti-entropy
+	// shipped again and again in vain. Both should always be empty.
+	DivergentKeys []string          `json:"divergent_keys"`
 	VersionVector map[string]uint64 `json:"version_vector"`
 	Store         StoreStatus       `json:"store"`
 	// Peers is each peer's replication state, from the replication layer.
@@ -557,11 +579,108 @@ func (n *Node) Cluster() any {
 	file, live := n.store.Sizes()
 	corrupt := n.store.Corrupt()
 	slices.Sort(corrupt)
-	st := ClusterStatus{Region: string(n.name), VersionVector: vv,
+	st := ClusterStatus{Region: string(n.name), Replica: string(n.self), CatchingUp: n.CatchingUp(), DivergentKeys: n.Divergent(), VersionVector: vv,
 		Store: StoreStatus{FileBytes: file, LiveBytes: live, Durability: string(n.store.opts.Durability), CorruptKeys: corrupt},
 		Peers: []any{}}
 	if n.opts.Peers != nil {
 		st.Peers = n.opts.Peers()
 	}
 	return st
+}
+
+// noteDivergent records that key holds entries under dots a peer holds
+// with other content: counted, logged and listed in /v1/cluster.
+func (n *Node) noteDivergent(key string, dots []crdt.Dot) {
+	n.m.DivergentKeys.Inc()
+	n.log.Error("a peer holds dots of this key with other content: some replica issued a dot twice; joins cannot repair this",
+		"key", key, "dots", fmt.Sprint(dots))
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	if n.divergent == nil {
+		n.divergent = make(map[string][]crdt.Dot)
+	}
+	if _, ok := n.divergent[key]; ok || len(n.divergent) < maxDivergent {
+		n.divergent[key] = dots
+	}
+}
+
+// Divergent returns the keys found holding a dot with other content than
+// a peer's, sorted.
+func (n *Node) Divergent() []string {
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	out := make([]string, 0, len(n.divergent))
+	for k := range n.divergent {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// CatchingUp reports whether the region was restored from a backup and
+// has not yet completed anti-entropy with every peer: until then it
+// decides no reservation, commit, release, adjustment or checkout.
+func (n *Node) CatchingUp() bool { return n.store.CatchingUp() }
+
+// SyncedWith records that an anti-entropy round with peer completed (its
+// applies durable); peers are all of the region's peers. Once a restored
+// region has synced with every peer, the holds of its restored ledgers
+// fail (their fate after the snapshot is unknown here: a commit made
+// then is back in the stock counter, a release or an expiry made them
+// free anyway) and it decides again.
+func (n *Node) SyncedWith(peer string, peers []string) {
+	if !n.store.CatchingUp() {
+		return
+	}
+	n.dmu.Lock()
+	if n.synced == nil {
+		n.synced = make(map[string]bool)
+	}
+	n.synced[peer] = true
+	done := true
+	for _, p := range peers {
+		done = done && n.synced[p]
+	}
+	n.dmu.Unlock()
+	if !done {
+		return
+	}
+	if err := n.failRestoredHolds(); err != nil {
+		n.log.Error("could not fail the holds of the restored ledgers; still catching up", "err", err)
+		return
+	}
+	if err := n.store.CaughtUp(); err != nil {
+		n.log.Error("could not record that the restored region caught up", "err", err)
+		return
+	}
+	n.log.Info("the restored region has caught up with every peer and decides reservations again")
+}
+
+// failRestoredHolds expires every hold of the ledgers (see SyncedWith),
+// publishing the held totals anew.
+func (n *Node) failRestoredHolds() error {
+	var skus []string
+	err := n.store.View(func(r Reader) error {
+		return r.Ascend(prefixLedger, func(k string, _ []byte, _ error) bool {
+			skus = append(skus, k[len(prefixLedger):])
+			return true
+		})
+	})
+	if err != nil {
+		return err
+	}
+	never := time.UnixMilli(1 << 50)
+	for _, sku := range skus {
+		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+			it, l, err := n.loadForDecision(tx, g, sku, never)
+			if err == nil && len(l.Holds) == 0 {
+				n.saveLedger(tx, g, sku, it, l) // republish held (0) past the peers' version
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

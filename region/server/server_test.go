@@ -150,7 +150,7 @@ func TestEveryEndpoint(t *testing.T) {
 
 	t.Run("cluster", func(t *testing.T) {
 		m := r.ok(200, "GET", "/v1/cluster", "")
-		checkKeys(t, "cluster", m, sorted("region", "version_vector", "store", "peers"))
+		checkKeys(t, "cluster", m, sorted("region", "replica", "catching_up", "divergent_keys", "version_vector", "store", "peers"))
 		if m["region"] != "us-east" {
 			t.Errorf("cluster region %v", m["region"])
 		}

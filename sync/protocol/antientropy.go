@@ -128,6 +128,7 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 			pull = append(pull, k)
 		}
 	}
+	pr.noteShipped(snap.Keys, theirs)
 	slices.Sort(push)
 	slices.Sort(pull)
 	if len(pull) > MaxKeys {
@@ -185,8 +186,12 @@ func (p *Protocol) applyObjects(pr *peer, g *crdt.Group) {
 	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Group: g})
 }
 
-// adopt records that our state now reflects c.
+// adopt records that our state now reflects c, the applied context of
+// pr's state that a complete round has brought here.
 func (p *Protocol) adopt(pr *peer, c crdt.Context) {
+	if !slices.Contains(p.out.Synced, pr.id) {
+		p.out.Synced = append(p.out.Synced, pr.id)
+	}
 	claim := p.admit(&p.seen, &c)
 	if p.seen.Covers(&claim) {
 		return
@@ -258,4 +263,53 @@ func HashState(key string, state []byte) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// Unrepaired keys.
+const (
+	// UnrepairedRounds is how many anti-entropy rounds in a row must ship
+	// a key with no effect before it counts as unrepaired (one lost
+	// message can make one round ship a key in vain).
+	UnrepairedRounds = 3
+	// MaxUnrepaired bounds the unrepaired keys kept per peer.
+	MaxUnrepaired = 64
+)
+
+// noteShipped records the keys a round found different in the buckets it
+// compared (ours: their hashes here; theirs: at the peer). States only
+// grow by joins, so a key that differs with the same pair of hashes as in
+// the last round was shipped both ways and changed neither side: its two
+// states hold a divergence no join repairs (for example one dot with two
+// contents).
+func (pr *peer) noteShipped(ours, theirs map[string]uint64) {
+	next := make(map[string][2]uint64)
+	streak := make(map[string]int)
+	for k, h := range ours {
+		if th, ok := theirs[k]; ok && th != h {
+			pair := [2]uint64{h, th}
+			if len(next) < 4*MaxUnrepaired {
+				next[k] = pair
+			}
+			if last, ok := pr.shipped[k]; ok && last == pair {
+				streak[k] = pr.unrepaired[k] + 1
+			}
+		}
+	}
+	pr.shipped, pr.unrepaired = next, streak
+}
+
+// unrepairedKeys lists (sorted, at most MaxUnrepaired) the keys shipped
+// UnrepairedRounds rounds in a row in vain.
+func (pr *peer) unrepairedKeys() []string {
+	out := []string{}
+	for k, n := range pr.unrepaired {
+		if n+1 >= UnrepairedRounds {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > MaxUnrepaired {
+		out = out[:MaxUnrepaired]
+	}
+	return out
 }

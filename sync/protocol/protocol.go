@@ -139,6 +139,10 @@ type Envelope struct {
 type Ready struct {
 	Applies  []Apply
 	Messages []Envelope
+	// Synced lists the peers with which an anti-entropy round completed:
+	// once the Applies are durable, this region's state includes
+	// everything the peer's state held when the round began.
+	Synced []crdt.ReplicaID
 }
 
 // LocalDelta is a durable local write.
@@ -187,21 +191,26 @@ type aeRound struct {
 
 // PeerStatus is the replication state of one peer.
 type PeerStatus struct {
-	Region          string            `json:"region"`
-	Connected       bool              `json:"connected"`
-	PendingDeltas   int               `json:"pending_deltas"`
-	PendingBytes    int               `json:"pending_bytes"`
-	InflightMsgs    int               `json:"inflight_messages"`
-	LagMs           int64             `json:"lag_ms"`
-	LastAck         *time.Time        `json:"last_ack,omitempty"`
-	PeerApplied     map[string]uint64 `json:"peer_version_vector"`
-	AntiEntropy     string            `json:"anti_entropy"`
-	AERounds        uint64            `json:"anti_entropy_rounds"`
-	AEKeysPushed    uint64            `json:"anti_entropy_keys_pushed"`
-	AEKeysPulled    uint64            `json:"anti_entropy_keys_pulled"`
-	LastAntiEntropy *time.Time        `json:"last_anti_entropy,omitempty"`
-	BytesSent       uint64            `json:"bytes_sent"`
-	DeltasSent      uint64            `json:"delta_messages_sent"`
+	Region        string            `json:"region"`
+	Connected     bool              `json:"connected"`
+	PendingDeltas int               `json:"pending_deltas"`
+	PendingBytes  int               `json:"pending_bytes"`
+	InflightMsgs  int               `json:"inflight_messages"`
+	LagMs         int64             `json:"lag_ms"`
+	LastAck       *time.Time        `json:"last_ack,omitempty"`
+	PeerApplied   map[string]uint64 `json:"peer_version_vector"`
+	AntiEntropy   string            `json:"anti_entropy"`
+	AERounds      uint64            `json:"anti_entropy_rounds"`
+	// UnrepairedKeys are keys that anti-entropy with the peer shipped
+	// UnrepairedRounds rounds in a row without either side's state
+	// changing: a divergence joins cannot repair (at most MaxUnrepaired
+	// are listed).
+	UnrepairedKeys  []string   `json:"unrepaired_keys"`
+	AEKeysPushed    uint64     `json:"anti_entropy_keys_pushed"`
+	AEKeysPulled    uint64     `json:"anti_entropy_keys_pulled"`
+	LastAntiEntropy *time.Time `json:"last_anti_entropy,omitempty"`
+	BytesSent       uint64     `json:"bytes_sent"`
+	DeltasSent      uint64     `json:"delta_messages_sent"`
 }
 
 type peer struct {
@@ -231,6 +240,14 @@ type peer struct {
 
 	bytesSent  uint64
 	deltasSent uint64
+
+	// shipped are the keys the last anti-entropy round with the peer
+	// shipped, with the pair of hashes (ours, theirs) they had; a key that
+	// differs again with the same pair has gained nothing from the
+	// exchange. unrepaired counts, per key, how many rounds in a row that
+	// happened.
+	shipped    map[string][2]uint64
+	unrepaired map[string]int
 }
 
 // Protocol is one region's replication state machine. It is not safe for
@@ -245,10 +262,10 @@ type Protocol struct {
 	// dots, so theirs are claimed in order), which keeps the dots out of
 	// order within MaxCloudDots however many incarnations a region had.
 	latest map[string]uint64
-	cfg   Config
-	st    Storage
-	peers []*peer
-	byID  map[crdt.ReplicaID]*peer
+	cfg    Config
+	st     Storage
+	peers  []*peer
+	byID   map[crdt.ReplicaID]*peer
 
 	seen crdt.Context // every dot this region has (or is about to have) applied
 	// held are dots of deltas this region has applied (or is about to)
@@ -831,7 +848,7 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 func (p *Protocol) Status() []PeerStatus {
 	out := make([]PeerStatus, 0, len(p.peers))
 	for _, pr := range p.peers {
-		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight),
+		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight), UnrepairedKeys: pr.unrepairedKeys(),
 			PeerApplied: vvOf(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled,
 			BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent}
 		if !pr.lastAck.IsZero() {

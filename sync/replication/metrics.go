@@ -14,6 +14,7 @@ type Metrics struct {
 	PendingBytes     *prometheus.GaugeVec
 	LagSeconds       *prometheus.GaugeVec
 	AERounds         *prometheus.GaugeVec
+	AEUnrepaired     *prometheus.GaugeVec
 	AEKeys           *prometheus.GaugeVec
 	Convergence      *prometheus.HistogramVec
 }
@@ -33,14 +34,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PendingBytes:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_replication_pending_bytes", Help: "Bytes of buffered deltas a peer has not acknowledged."}, peer),
 		LagSeconds:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_replication_lag_seconds", Help: "Age of the oldest delta a peer has not acknowledged."}, peer),
 		AERounds:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_antientropy_rounds", Help: "Anti-entropy rounds started with a peer."}, peer),
-		AEKeys:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_antientropy_keys", Help: "Keys shipped by anti-entropy with a peer."}, []string{"peer", "direction"}),
+		AEUnrepaired: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_antientropy_unrepaired_keys",
+			Help: "Keys anti-entropy with a peer shipped several rounds in a row without either state changing (a divergence joins cannot repair; should be 0)."}, peer),
+		AEKeys: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "lattice_antientropy_keys", Help: "Keys shipped by anti-entropy with a peer."}, []string{"peer", "direction"}),
 		Convergence: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "lattice_replication_convergence_seconds",
 			Help:    "Time from a delta's origin to its application here (origin clock to local clock).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 1.6, 24)}, []string{"origin"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.BytesSent, m.BytesReceived, m.MessagesSent, m.MessagesReceived, m.SendErrors, m.Rejected,
-			m.PendingDeltas, m.PendingBytes, m.LagSeconds, m.AERounds, m.AEKeys, m.Convergence)
+			m.PendingDeltas, m.PendingBytes, m.LagSeconds, m.AERounds, m.AEKeys, m.Convergence,
+			m.AEUnrepaired)
 	}
 	return m
 }

@@ -267,6 +267,9 @@ func (r *Replicator) process() {
 		}
 		rd.Applies = rd.Applies[n:]
 	}
+	for _, id := range rd.Synced {
+		node.SyncedWith(string(id), r.opts.Peers)
+	}
 	t := r.transport()
 	for _, env := range rd.Messages {
 		b, err := protocol.Encode(env.Msg)
@@ -292,10 +295,17 @@ func (r *Replicator) publishStatus() {
 		r.m.PendingBytes.WithLabelValues(s.Region).Set(float64(s.PendingBytes))
 		r.m.LagSeconds.WithLabelValues(s.Region).Set(float64(s.LagMs) / 1000)
 		r.m.AERounds.WithLabelValues(s.Region).Set(float64(s.AERounds))
+		r.m.AEUnrepaired.WithLabelValues(s.Region).Set(float64(len(s.UnrepairedKeys)))
 		r.m.AEKeys.WithLabelValues(s.Region, "pushed").Set(float64(s.AEKeysPushed))
 		r.m.AEKeys.WithLabelValues(s.Region, "pulled").Set(float64(s.AEKeysPulled))
 	}
 	r.mu.Lock()
+	for i, s := range st {
+		if len(s.UnrepairedKeys) > 0 && (i >= len(r.status) || len(r.status[i].UnrepairedKeys) < len(s.UnrepairedKeys)) {
+			r.log.Error("anti-entropy ships keys again and again without repairing them: the regions diverge",
+				"peer", s.Region, "keys", s.UnrepairedKeys)
+		}
+	}
 	r.status = st
 	r.mu.Unlock()
 }
