@@ -34,6 +34,20 @@ const (
 const (
 	// MaxBodyBytes bounds a request body; a larger one is 413.
 	MaxBodyBytes = 64 << 10
+	// MaxBodyDepth bounds how deeply the objects and arrays of a request
+	// body nest (a flat object is depth 1), MaxBodyTokens how many member
+	// names and values it holds in all, at any depth (an object or array
+	// counting as one value besides what it holds), and MaxBodyTokenBytes
+	// the bytes of one name, string, number or literal as written. A body
+	// over any of them is 400 invalid_request, refused by a scan of its
+	// bytes before anything decodes it. The limits keep what serving a
+	// body allocates within 8× its size plus a fixed 32 KiB, and are far
+	// above what the API takes: every body it accepts is one flat object
+	// of at most 7 names and values, none longer than 3,072 bytes (a
+	// reason of 256 astral characters, each escaped as a surrogate pair).
+	MaxBodyDepth      = 32
+	MaxBodyTokens     = 128
+	MaxBodyTokenBytes = 4096
 	// MaxQty bounds the qty of an add, a set, a restock and a
 	// reservation. An add, a restock and a reservation take 1..MaxQty, a
 	// set 0..MaxQty.

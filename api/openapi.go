@@ -51,8 +51,14 @@ func jsonContent(schema Object) Object {
 }
 
 func requestBody(schema string, required bool) Object {
-	return Object{"required": required, "content": jsonContent(schemaRef(schema))}
+	return Object{"required": required, "content": jsonContent(schemaRef(schema)), "description": bodyLimits}
 }
+
+// bodyLimits describes the limits every request body is held to.
+var bodyLimits = "One JSON object of at most " + strconv.Itoa(MaxBodyBytes>>10) + " KiB (else 413 body_too_large), " +
+	"nesting objects and arrays at most " + strconv.Itoa(MaxBodyDepth) + " deep, " +
+	"holding at most " + strconv.Itoa(MaxBodyTokens) + " names and values in all, " +
+	"none longer than " + strconv.Itoa(MaxBodyTokenBytes) + " bytes as written (else 400 invalid_request, field body)."
 
 func success(desc, schema string) Object {
 	return Object{
@@ -299,11 +305,11 @@ func OpenAPI() *Document {
 				"Location":   {"description": "The URL of the new reservation.", "schema": Object{"type": "string"}},
 			},
 			Responses: map[string]Object{
-				"BadRequest": problemResponse("invalid_request (naming the field) or invalid_token."),
+				"BadRequest": problemResponse("invalid_request naming the field (body for a body that is not one JSON object or is over a limit its description states), or invalid_token."),
 				"NotFound":   problemResponse("not_found."),
 				"Conflict": problemResponse("insufficient_stock (with available, or lines on checkout), cart_empty, " +
 					"reservation_expired, reservation_released, reservation_committed or request_in_progress."),
-				"TooLarge":      problemResponse("body_too_large: the body is over 64 KiB."),
+				"TooLarge":      problemResponse("body_too_large: the body is over " + strconv.Itoa(MaxBodyBytes>>10) + " KiB."),
 				"Unprocessable": problemResponse("cart_full or idempotency_mismatch."),
 				"Internal":      problemResponse("internal."),
 				"Unavailable": withRetryAfter(problemResponse(

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -172,12 +173,20 @@ func idem(c echo.Context, params []string, body any) (region.Idem, error) {
 }
 
 // readBody appends the request body, at most MaxBodyBytes of it, to buf.
+// With a Content-Length it makes room for the whole body at once; without
+// one, readAll doubles buf as it fills, so that the buffers it allocates
+// add up to at most about 4× the body.
 func readBody(c echo.Context, buf []byte) ([]byte, error) {
 	req := c.Request()
 	if req.ContentLength > MaxBodyBytes {
 		return buf, &http.MaxBytesError{Limit: MaxBodyBytes}
 	}
-	b, err := readAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes), buf)
+	if req.ContentLength > 0 {
+		// One byte more, for the read that finds the end.
+		buf = grow(buf, int(req.ContentLength)+1)
+	}
+	// The reader yields at most MaxBodyBytes+1 bytes: one over is an error.
+	b, err := readAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes), buf, MaxBodyBytes+1)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -188,11 +197,18 @@ func readBody(c echo.Context, buf []byte) ([]byte, error) {
 	return b, nil
 }
 
-// readAll is io.ReadAll appending to b.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
+// readAll is io.ReadAll appending to b, for a reader that yields at most
+// limit bytes: whenever b is full it doubles its room (by 512 bytes at
+// least) but grows no further than those limit bytes need.
+func readAll(r io.Reader, b []byte, limit int) ([]byte, error) {
+	start := len(b)
 	for {
 		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+			n := max(cap(b), 512)
+			if rest := start + limit - len(b); rest > 0 {
+				n = min(n, rest)
+			}
+			b = grow(b, n)
 		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -203,6 +219,17 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 			return b, err
 		}
 	}
+}
+
+// grow returns b with room for n more bytes: b itself if it has it, else
+// a copy of exactly len(b)+n bytes of capacity.
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), len(b)+n)
+	copy(nb, b)
+	return nb
 }
 
 // decodeBody reads the body into dst, a pointer to a struct of pointer
@@ -223,14 +250,21 @@ func decodeBody(c echo.Context, dst any, optional bool) error {
 		}
 		return region.InvalidField("body", "the request body must be a JSON object; it is empty")
 	}
+	// Before anything decodes b, a scan that allocates nothing refuses a
+	// body whose decoding could cost more than a small multiple of its
+	// size.
+	if err := checkLimits(b); err != nil {
+		return err
+	}
 	if fb, ok := dst.(fastBody); ok && decodeFast(b, fb) {
 		return nil
 	}
 	return decodeStrict(b, dst)
 }
 
-// decodeStrict decodes the non-empty body b into dst as decodeBody
-// describes, and words the error of a body it refuses.
+// decodeStrict decodes the non-empty body b, which checkLimits has
+// passed, into dst as decodeBody describes, and words the error of a body
+// it refuses. No error repeats more than maxEcho bytes of the body.
 func decodeStrict(b []byte, dst any) error {
 	keys, err := scanObject(b)
 	if err != nil {
@@ -239,14 +273,14 @@ func decodeStrict(b []byte, dst any) error {
 	names := jsonNames(dst)
 	for _, k := range keys {
 		if !names[k] {
+			k = clip(k)
 			return region.InvalidField(k, "unknown field %q", k)
 		}
 	}
-	// The scan has checked the structure; the decoder checks the types
-	// (and, again, the field names).
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(dst); err != nil {
+	// The scan has checked the structure, that b holds exactly one value
+	// and every key of the object; encoding/json checks the types. (It
+	// decodes b where it is: a json.Decoder would copy it first.)
+	if err := json.Unmarshal(b, dst); err != nil {
 		return decodeError(err)
 	}
 	return nil
@@ -261,26 +295,29 @@ func noBody(c echo.Context) error {
 
 // scanObject checks that b holds exactly one JSON value, that it is an
 // object, and that no object in it repeats a key; it returns the keys of
-// the outer object.
+// the outer object. b must have passed checkLimits: the decoder allocates
+// for every token, and scanObject keeps a frame for every open level.
 func scanObject(b []byte) ([]string, error) {
-	type frame struct {
-		object  bool
-		wantKey bool
-		keys    map[string]bool
-		path    string
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
+	// The names of the members of every open object are in keys,
+	// outermost first; the path to a member is only joined for an error.
 	var (
-		stack   []*frame
+		frames  [MaxBodyDepth]scanFrame
+		stack   = frames[:0]
+		keys    []string
 		top     []string
 		lastKey string
 	)
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].object {
-			stack[n-1].wantKey = true
+	path := func(name string) string {
+		p := ""
+		for _, f := range stack {
+			if f.named {
+				p = joinPath(p, f.name)
+			}
 		}
+		return joinPath(p, name)
 	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
 	for first := true; first || len(stack) > 0; first = false {
 		tok, err := dec.Token()
 		if err != nil {
@@ -289,33 +326,32 @@ func scanObject(b []byte) ([]string, error) {
 		if first && tok != json.Delim('{') {
 			return nil, region.InvalidField("body", "the request body must be a JSON object")
 		}
-		var cur *frame
+		var cur *scanFrame
 		if n := len(stack); n > 0 {
-			cur = stack[n-1]
+			cur = &stack[n-1]
 		}
 		switch t := tok.(type) {
 		case json.Delim:
 			switch t {
 			case '{', '[':
-				path := ""
-				if cur != nil {
-					path = cur.path
-					if cur.object {
-						path = joinPath(cur.path, lastKey)
-					}
+				named := cur != nil && cur.object
+				f := scanFrame{object: t == '{', wantKey: true, named: named, keys: len(keys)}
+				if named {
+					f.name = lastKey
 				}
-				stack = append(stack, &frame{object: t == '{', wantKey: true, keys: map[string]bool{}, path: path})
+				stack = append(stack, f)
 			case '}', ']':
+				keys = keys[:cur.keys]
 				stack = stack[:len(stack)-1]
-				valueDone()
+				valueDone(stack)
 			}
 		case string:
 			if cur != nil && cur.object && cur.wantKey {
-				if cur.keys[t] {
-					key := joinPath(cur.path, t)
+				if slices.Contains(keys[cur.keys:], t) {
+					key := clip(path(t))
 					return nil, region.InvalidField(key, "%s is given more than once", key)
 				}
-				cur.keys[t] = true
+				keys = append(keys, t)
 				cur.wantKey = false
 				lastKey = t
 				if len(stack) == 1 {
@@ -323,15 +359,122 @@ func scanObject(b []byte) ([]string, error) {
 				}
 				continue
 			}
-			valueDone()
+			valueDone(stack)
 		default:
-			valueDone()
+			valueDone(stack)
 		}
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, region.InvalidField("body", "the request body must hold exactly one JSON value")
 	}
 	return top, nil
+}
+
+// scanFrame is an object or array that scanObject is reading.
+type scanFrame struct {
+	object  bool
+	wantKey bool
+	named   bool   // it is the value of an object member,
+	name    string // of this name
+	keys    int    // where the names of its members start in scanObject's keys
+}
+
+// valueDone notes that a value in the innermost open object or array of
+// stack has been read: an object then wants a key.
+func valueDone(stack []scanFrame) {
+	if n := len(stack); n > 0 && stack[n-1].object {
+		stack[n-1].wantKey = true
+	}
+}
+
+// checkLimits refuses a body that nests deeper than MaxBodyDepth, holds
+// more than MaxBodyTokens names and values, or holds a name, string,
+// number or literal longer than MaxBodyTokenBytes. It allocates nothing
+// unless it refuses b.
+func checkLimits(b []byte) error {
+	depth, tokens, longest := bodyShape(b)
+	switch {
+	case depth > MaxBodyDepth:
+		return region.InvalidField("body", "the request body nests deeper than %d levels of objects and arrays", MaxBodyDepth)
+	case tokens > MaxBodyTokens:
+		return region.InvalidField("body", "the request body holds more than %d names and values", MaxBodyTokens)
+	case longest > MaxBodyTokenBytes:
+		return region.InvalidField("body", "the request body holds a name or value longer than %d bytes", MaxBodyTokenBytes)
+	}
+	return nil
+}
+
+// bodyShape measures the JSON text b without decoding it: how deeply its
+// objects and arrays nest, how many names and values it holds (an object
+// or array counting as one value besides what it holds), and the bytes of
+// its longest name, string, number or literal as written (a string's
+// without its quotes). Outside strings, which it skips (escaped quotes
+// included), '{' and '[' open a level and '}' and ']' close one, and every
+// run of bytes other than those, '"', ',', ':' and white space is one
+// value. On valid JSON the measures are exact; on any other they are
+// exact up to the first error, where the decoder stops.
+func bodyShape(b []byte) (maxDepth, tokens, longest int) {
+	var (
+		depth    int
+		n        int // bytes so far of the string or scalar being read; 0 between tokens
+		inString bool
+		escaped  bool
+	)
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString, n = false, 0
+				continue
+			}
+			n++
+			longest = max(longest, n)
+			continue
+		}
+		switch c {
+		case '"':
+			inString, n = true, 0
+			tokens++
+		case '{', '[':
+			depth++
+			maxDepth = max(maxDepth, depth)
+			tokens++
+			n = 0
+		case '}', ']':
+			depth--
+			n = 0
+		case ',', ':', ' ', '\t', '\n', '\r':
+			n = 0
+		default:
+			if n == 0 {
+				tokens++
+			}
+			n++
+			longest = max(longest, n)
+		}
+	}
+	return maxDepth, tokens, longest
+}
+
+// maxEcho bounds the bytes of a name or value of the body that an error
+// repeats, so that the problem refusing a body stays small.
+const maxEcho = 64
+
+// clip returns s, or if it is longer than maxEcho bytes, its first
+// maxEcho bytes at most (whole UTF-8 sequences) followed by "…".
+func clip(s string) string {
+	if len(s) <= maxEcho {
+		return s
+	}
+	i := maxEcho
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 func syntaxError(err error) error {
@@ -366,13 +509,7 @@ func decodeError(err error) error {
 		if te.Field == "" {
 			return region.InvalidField("body", "the request body must be a JSON object")
 		}
-		return region.InvalidField(te.Field, "%s must be %s, not %s", te.Field, describeType(te.Type), te.Value)
-	}
-	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		if f, err := strconv.Unquote(name); err == nil {
-			name = f
-		}
-		return region.InvalidField(name, "unknown field %q", name)
+		return region.InvalidField(te.Field, "%s must be %s, not %s", te.Field, describeType(te.Type), clip(te.Value))
 	}
 	return syntaxError(err)
 }
