@@ -189,6 +189,8 @@ func (f *fakeService) Cluster() any {
 	return map[string]any{"region": "us-east", "peers": []any{}}
 }
 
+func (f *fakeService) Warnings() []string { return nil }
+
 func (f *fakeService) Ready() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -437,10 +437,15 @@ func (h *handler) healthz(c echo.Context) error {
 }
 
 // readyz answers 200 when the region's storage is open and serving, else a
-// 503 unavailable problem.
+// 503 unavailable problem. The 200 lists warnings, if any: what an
+// operator should look at although the region serves.
 func (h *handler) readyz(c echo.Context) error {
 	if !h.svc.Ready() {
 		return region.Errorf(region.CodeUnavailable, "region %s is not ready", h.svc.Region())
 	}
-	return writeJSON(c, http.StatusOK, map[string]string{"status": "ready", "region": h.svc.Region()})
+	body := map[string]any{"status": "ready", "region": h.svc.Region()}
+	if w := h.svc.Warnings(); len(w) > 0 {
+		body["warnings"] = w
+	}
+	return writeJSON(c, http.StatusOK, body)
 }

@@ -51,6 +51,10 @@ type Service interface {
 	Cluster() any
 	// Ready reports whether storage is open and serving.
 	Ready() bool
+	// Warnings lists what an operator should look at although the
+	// region serves (divergent keys, a restore catching up); GET /readyz
+	// shows them.
+	Warnings() []string
 }
 
 var _ Service = (*region.Node)(nil)

@@ -166,6 +166,13 @@ func TestDivergentDotIsReported(t *testing.T) {
 	if err := n.ApplyRemote(nil, &crdt.Group{Carts: map[string]*crdt.Cart{"c": forged}}); err != nil {
 		t.Fatal(err)
 	}
+	if w := n.Warnings(); len(w) != 1 || !strings.Contains(w[0], "divergent_keys") {
+		t.Fatalf("warnings %q", w)
+	}
+	n.NoteUnrepaired("eu-west", []string{"c/c"})
+	if w := n.Warnings(); len(w) != 2 || !strings.Contains(w[1], "eu-west") {
+		t.Fatalf("warnings %q", w)
+	}
 	if d := n.Divergent(); len(d) != 1 || d[0] != "c/c" {
 		t.Fatalf("divergent keys %v, want [c/c]", d)
 	}
@@ -230,6 +237,9 @@ func TestBackupAndRestore(t *testing.T) {
 	if c := must[Cart](t)(n.GetCart(bg, "c")); qtyOf(c, "after") != 0 || qtyOf(c, "a") != 1 {
 		t.Fatalf("restored cart %+v", c)
 	}
+	if w := n.Warnings(); len(w) != 1 || !strings.Contains(w[0], "catching up") {
+		t.Fatalf("warnings while catching up: %q", w)
+	}
 	// Until it has caught up, it decides nothing.
 	_, err := n.Reserve(bg, "w", 1, time.Minute, Idem{})
 	wantCode(t, err, CodeUnavailable)
@@ -243,6 +253,9 @@ func TestBackupAndRestore(t *testing.T) {
 	n.SyncedWith("ap-south", []string{"eu-west", "ap-south"})
 	if n.CatchingUp() {
 		t.Fatal("still catching up after every peer")
+	}
+	if w := n.Warnings(); len(w) != 0 {
+		t.Fatalf("warnings after catching up: %q", w)
 	}
 	// The hold of the restored ledger failed explicitly.
 	r := must[Reservation](t)(n.GetReservation(bg, held.ID))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -117,9 +118,10 @@ type Node struct {
 	// divergent are keys found holding a dot with other content than a
 	// peer's (at most maxDivergent); synced are the peers a restored
 	// region has completed anti-entropy with.
-	dmu       sync.Mutex
-	divergent map[string][]crdt.Dot
-	synced    map[string]bool
+	dmu        sync.Mutex
+	divergent  map[string][]crdt.Dot
+	synced     map[string]bool
+	unrepaired map[string][]string // by peer
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -683,4 +685,39 @@ func (n *Node) failRestoredHolds() error {
 		}
 	}
 	return nil
+}
+
+// NoteUnrepaired records the keys anti-entropy with peer keeps shipping
+// without repairing them (see protocol.PeerStatus.UnrepairedKeys).
+func (n *Node) NoteUnrepaired(peer string, keys []string) {
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	if len(keys) == 0 {
+		delete(n.unrepaired, peer)
+		return
+	}
+	if n.unrepaired == nil {
+		n.unrepaired = make(map[string][]string)
+	}
+	n.unrepaired[peer] = slices.Clone(keys)
+}
+
+// Warnings returns what an operator should look at although the region
+// serves: divergent or unrepaired keys, and a restore still catching up.
+// GET /readyz shows them.
+func (n *Node) Warnings() []string {
+	var out []string
+	if n.CatchingUp() {
+		out = append(out, "restored from a backup: catching up with its peers; reservations are refused until then")
+	}
+	if d := n.Divergent(); len(d) > 0 {
+		out = append(out, fmt.Sprintf("%d keys hold a dot with other content than a peer's (divergent_keys in /v1/cluster)", len(d)))
+	}
+	n.dmu.Lock()
+	peers := slices.Sorted(maps.Keys(n.unrepaired))
+	for _, p := range peers {
+		out = append(out, fmt.Sprintf("anti-entropy with %s ships %d keys again and again without repairing them (unrepaired_keys in /v1/cluster)", p, len(n.unrepaired[p])))
+	}
+	n.dmu.Unlock()
+	return out
 }

@@ -296,6 +296,9 @@ func (r *Replicator) publishStatus() {
 		r.m.LagSeconds.WithLabelValues(s.Region).Set(float64(s.LagMs) / 1000)
 		r.m.AERounds.WithLabelValues(s.Region).Set(float64(s.AERounds))
 		r.m.AEUnrepaired.WithLabelValues(s.Region).Set(float64(len(s.UnrepairedKeys)))
+		if node := r.node.Load(); node != nil {
+			node.NoteUnrepaired(s.Region, s.UnrepairedKeys)
+		}
 		r.m.AEKeys.WithLabelValues(s.Region, "pushed").Set(float64(s.AEKeysPushed))
 		r.m.AEKeys.WithLabelValues(s.Region, "pulled").Set(float64(s.AEKeysPulled))
 	}
