@@ -1,10 +1,13 @@
 // Command lattice runs Lattice regions, a local three-region cluster, the
-// certificate generator and the benchmark (SPEC §7).
+// certificate generator, backup and restore of a region's store, and the
+// benchmark (SPEC §7).
 //
 // Usage:
 //
 //	lattice serve --config FILE --region NAME [--log-level LEVEL] [--log-format text|json]
 //	lattice certs --dir DIR [--cluster NAME] [--force] REGION...
+//	lattice backup --config FILE --region NAME --out FILE [--force]
+//	lattice restore --config FILE --region NAME --from FILE
 //	lattice dev [flags]
 //	lattice bench [flags]
 //	lattice help [COMMAND]
@@ -51,6 +54,8 @@ func init() {
 		{"serve", "--config FILE --region NAME", "run one region of the cluster a config file describes", runServe},
 		{"dev", "[flags]", "run a local three-region cluster in one process", runDev},
 		{"certs", "--dir DIR [--cluster NAME] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
+		{"backup", "--config FILE --region NAME --out FILE [--force]", "write a consistent snapshot of a region's store, also while it runs", runBackup},
+		{"restore", "--config FILE --region NAME --from FILE", "put a snapshot in place of a stopped region's store", runRestore},
 		{"bench", "[flags]", "run the benchmark", runBench},
 		{"help", "[COMMAND]", "show this help, or a command's flags", runHelp},
 	}
@@ -100,8 +105,12 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
+	width := 0
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-*s %s\n", width, c.name, c.summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, `Run "lattice help COMMAND" or "lattice COMMAND -h" for a command's flags.`)

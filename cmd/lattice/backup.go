@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/server"
+)
+
+// runBackup writes a consistent snapshot of a region's store to --out:
+// into a temporary file beside it, fsynced, then renamed over --out and
+// the directory fsynced, so --out is either the old file or the whole
+// new snapshot. The region may be running.
+func runBackup(_ context.Context, cio cmdIO, args []string) int {
+	cmd, _ := lookup("backup")
+	fset := newFlagSet(cio, cmd)
+	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	name := fset.String("region", "", "`NAME` of the region whose store to back up, one of the config's regions")
+	out := fset.String("out", "", "`FILE` to write the snapshot to (its directory must exist)")
+	force := fset.Bool("force", false, "replace --out if it exists")
+	pos, err := parseFlags(fset, args)
+	if err != nil {
+		return flagStatus(err)
+	}
+	const me = "lattice backup"
+	switch {
+	case len(pos) > 0:
+		fmt.Fprintf(cio.stderr, "%s: unexpected argument %q\n", me, pos[0])
+		return exitUsage
+	case *cfgPath == "":
+		fmt.Fprintf(cio.stderr, "%s: --config is required\n", me)
+		return exitUsage
+	case *name == "":
+		fmt.Fprintf(cio.stderr, "%s: --region is required\n", me)
+		return exitUsage
+	case *out == "":
+		fmt.Fprintf(cio.stderr, "%s: --out is required\n", me)
+		return exitUsage
+	}
+	store, ok := regionStore(cio, me, *cfgPath, *name)
+	if !ok {
+		return exitFail
+	}
+	if err := checkStoreExists(store, *name); err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+		return exitFail
+	}
+	dst, err := filepath.Abs(*out)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: --out %s: %v\n", me, *out, err)
+		return exitFail
+	}
+	if err := checkOut(dst, store, *force); err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+		return exitFail
+	}
+	n, err := writeBackup(store, dst)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, strings.TrimPrefix(err.Error(), "region: "))
+		return exitFail
+	}
+	fmt.Fprintf(cio.stdout, "wrote %d bytes to %s (a snapshot of region %s's store %s)\n", n, dst, *name, store)
+	return exitOK
+}
+
+// runRestore puts a snapshot written by `lattice backup` in place of a
+// stopped region's store. The region's next start goes on as a new
+// incarnation, in catch-up mode (see region.Restore).
+func runRestore(_ context.Context, cio cmdIO, args []string) int {
+	cmd, _ := lookup("restore")
+	fset := newFlagSet(cio, cmd)
+	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	name := fset.String("region", "", "`NAME` of the region whose store to replace, one of the config's regions; it must be stopped")
+	from := fset.String("from", "", "snapshot `FILE` written by lattice backup")
+	pos, err := parseFlags(fset, args)
+	if err != nil {
+		return flagStatus(err)
+	}
+	const me = "lattice restore"
+	switch {
+	case len(pos) > 0:
+		fmt.Fprintf(cio.stderr, "%s: unexpected argument %q\n", me, pos[0])
+		return exitUsage
+	case *cfgPath == "":
+		fmt.Fprintf(cio.stderr, "%s: --config is required\n", me)
+		return exitUsage
+	case *name == "":
+		fmt.Fprintf(cio.stderr, "%s: --region is required\n", me)
+		return exitUsage
+	case *from == "":
+		fmt.Fprintf(cio.stderr, "%s: --from is required\n", me)
+		return exitUsage
+	}
+	store, ok := regionStore(cio, me, *cfgPath, *name)
+	if !ok {
+		return exitFail
+	}
+	src, err := filepath.Abs(*from)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: --from %s: %v\n", me, *from, err)
+		return exitFail
+	}
+	fi, err := os.Stat(src)
+	switch {
+	case err != nil:
+		fmt.Fprintf(cio.stderr, "%s: --from: %v\n", me, err)
+		return exitFail
+	case !fi.Mode().IsRegular():
+		fmt.Fprintf(cio.stderr, "%s: --from %s is not a regular file\n", me, src)
+		return exitFail
+	case sameFile(src, store):
+		fmt.Fprintf(cio.stderr, "%s: --from %s is region %s's store itself, not a snapshot of it\n", me, src, *name)
+		return exitFail
+	}
+	// Refuse before touching anything: a running region, then a file
+	// that is not a snapshot. region.Restore checks both again.
+	running, err := storeLocked(store)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+		return exitFail
+	}
+	if running {
+		fmt.Fprintf(cio.stderr, "%s: region %s is running (another process holds the lock on its store %s); stop it first\n", me, *name, store)
+		return exitFail
+	}
+	// Backup to nowhere checks that the file is a snapshot the way
+	// Restore will (torn tail cut off a copy, the copy loads, its values
+	// carry valid frames), leaving nothing behind.
+	n, err := region.Backup(src, io.Discard)
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: --from %s: %s\n", me, src, strings.TrimPrefix(err.Error(), "region: "))
+		return exitFail
+	}
+	if err := region.Restore(store, src); err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %s\n", me, strings.TrimPrefix(err.Error(), "region: "))
+		return exitFail
+	}
+	fmt.Fprintf(cio.stdout, "restored region %s's store %s from %s (%d bytes)\n", *name, store, src, n)
+	fmt.Fprintf(cio.stdout, "its next start goes on as a new incarnation and catches up with its peers by anti-entropy\n")
+	return exitOK
+}
+
+// regionStore loads the config and returns the path of region name's
+// store file, reporting a problem on cio.stderr.
+func regionStore(cio cmdIO, me, cfgPath, name string) (string, bool) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		printLines(cio.stderr, me+": ", err)
+		return "", false
+	}
+	if _, ok := cfg.Region(name); !ok {
+		fmt.Fprintf(cio.stderr, "%s: region %q is not in %s (regions: %s)\n",
+			me, name, cfgPath, strings.Join(cfg.RegionNames(), ", "))
+		return "", false
+	}
+	return filepath.Join(cfg.RegionDir(name), server.DataFile), true
+}
+
+// checkStoreExists reports a store that is not there (a region that
+// never ran, or a data_dir that points elsewhere).
+func checkStoreExists(store, name string) error {
+	fi, err := os.Stat(store)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("region %s has no store at %s (has it ever run with this config's data_dir?)", name, store)
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("region %s's store %s is not a regular file", name, store)
+	}
+	return nil
+}
+
+// checkOut refuses an --out that would replace the store or one of its
+// files, a directory, or an existing file without --force, and one whose
+// directory does not exist.
+func checkOut(out, store string, force bool) error {
+	for _, f := range []string{store, store + ".id", store + ".lock"} {
+		if out == f || sameFile(out, f) {
+			return fmt.Errorf("--out %s is a file of the region's store; write the snapshot elsewhere", out)
+		}
+	}
+	dir := filepath.Dir(out)
+	if fi, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("--out %s: directory %s does not exist", out, dir)
+		}
+		return fmt.Errorf("--out %s: %v", out, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("--out %s: %s is not a directory", out, dir)
+	}
+	fi, err := os.Lstat(out)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("--out %s: %v", out, err)
+	case fi.IsDir():
+		return fmt.Errorf("--out %s is a directory; name the snapshot file", out)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("--out %s exists and is not a regular file", out)
+	case !force:
+		return fmt.Errorf("--out %s already exists; pass --force to replace it", out)
+	}
+	return nil
+}
+
+// sameFile reports whether a and b name one existing file.
+func sameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	return os.SameFile(fa, fb)
+}
+
+// writeBackup writes the snapshot of store to a temporary file beside
+// out, fsyncs it, renames it to out and fsyncs the directory. On failure
+// it leaves no file behind and out as it was.
+func writeBackup(store, out string) (n int64, err error) {
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if n, err = region.Backup(store, tmp); err != nil {
+		return 0, err
+	}
+	if err = tmp.Sync(); err != nil {
+		return 0, fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+	}
+	if err = tmp.Close(); err != nil {
+		return 0, err
+	}
+	if err = os.Chmod(tmp.Name(), 0o644); err != nil {
+		return 0, err
+	}
+	if err = os.Rename(tmp.Name(), out); err != nil {
+		return 0, err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return n, err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return n, fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return n, nil
+}
+
+// storeLocked reports whether a process (a running region) holds the
+// lock file region.OpenStore takes beside the store (store + ".lock").
+// It creates nothing: no lock file means no region has the store open.
+func storeLocked(store string) (bool, error) {
+	f, err := os.OpenFile(store+".lock", os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lock %s: %w", store+".lock", err)
+	}
+	return false, syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
