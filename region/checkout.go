@@ -6,27 +6,112 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
 )
 
-// checkoutPlan is what a checkout decided to buy: the lines it read, the
-// dots of the cart entries it will remove, its order id and its attempt.
-// With an Idempotency-Key it is stored before any reservation is made, so
-// a retry after a crash resumes the same checkout; its reservations,
-// commits and releases carry keys derived from the order id and the
-// attempt, so each happens once at its home. A transient failure ends the
-// attempt (its reservations released or left to expire) and the next
-// retry starts the next attempt, with fresh keys: it never reuses a
-// released reservation.
+// A checkout is a saga across the homes of its skus, coordinated by the
+// home of its cart. Its plan — the lines it read, the dots of the cart
+// entries it will remove, its order id, its attempt and phase — is stored
+// at the coordinator under the request's Idempotency-Key (or, without
+// one, under an internal key of the order) before any reservation is
+// made, and again at every change of phase. Every reservation, commit,
+// release and return carries a key derived from the order id, the
+// attempt and the line's generation, so each happens once at its home
+// however often it is sent.
+//
+// The rule: once settled, a checkout is exactly one of
+//
+//   - an order whose every line is committed, or
+//   - a clean failure: nothing committed and nothing held (holds that a
+//     release could not reach expire by their ttl; nothing commits them).
+//
+// Phase reserve: every line is reserved. If any fails, the others are
+// released and the attempt fails; a transient failure (a home
+// unreachable) lets the next retry start a new attempt with fresh keys,
+// so it never revives a released reservation.
+//
+// Phase commit begins — durably, before the first commit is sent — once
+// every line is held. From then on the checkout only rolls forward:
+// commits are sent (again) until every line is committed; a line whose
+// hold expired or was released is reserved again (a new generation of
+// the line, its key derived anew) and committed. A transient failure
+// leaves the plan in phase commit: a retry with the same key, or the
+// coordinator's background settling, goes on where it stopped. Only when
+// rolling forward is impossible (a line can no longer be reserved) does
+// the checkout compensate:
+//
+// Phase return undoes every line: a keyed, idempotent return at the
+// line's home puts a committed reservation's units back into stock (and
+// releases a held one). Once every line is returned the checkout fails
+// cleanly with the reason.
+//
+// A checkout without an Idempotency-Key has no client to retry it, so a
+// transient failure in phase commit compensates (phase return) instead of
+// waiting; the coordinator's background settling finishes either kind.
 type checkoutPlan struct {
 	OrderID string      `cbor:"1,keyasint"`
 	TTLMs   int64       `cbor:"2,keyasint"`
 	Lines   []OrderLine `cbor:"3,keyasint"`
 	Dots    []planDot   `cbor:"4,keyasint"`
 	Attempt uint32      `cbor:"5,keyasint,omitempty"`
+	Phase   uint8       `cbor:"6,keyasint,omitempty"`
+	// Res is the reservation of each line in phases commit and return
+	// ("" while a line is being reserved again); Gen counts each line's
+	// reservations after the first.
+	Res []string `cbor:"7,keyasint,omitempty"`
+	Gen []uint32 `cbor:"8,keyasint,omitempty"`
+	// Steps is what happened, oldest first (at most maxSteps).
+	Steps []sagaStep `cbor:"9,keyasint,omitempty"`
+	// Failure is the reason a checkout in phase return ends with.
+	Failure *Error `cbor:"10,keyasint,omitempty"`
+	// Keyless marks a checkout without an Idempotency-Key.
+	Keyless bool `cbor:"11,keyasint,omitempty"`
+	// Cart is the cart id.
+	Cart string `cbor:"12,keyasint,omitempty"`
+}
+
+// Saga phases.
+const (
+	phaseReserve uint8 = iota
+	phaseCommit
+	phaseReturn
+)
+
+var phaseNames = [...]string{"reserve", "commit", "return"}
+
+// sagaStep is one step's outcome: when, in which attempt, which step of
+// which line, on which reservation, with which result ("ok" or an error
+// code).
+type sagaStep struct {
+	_       struct{} `cbor:",toarray"`
+	AtMs    int64
+	Attempt uint32
+	Step    string
+	SKU     string
+	Res     string
+	Result  string
+}
+
+// maxSteps bounds the steps a plan keeps (the latest).
+const maxSteps = 64
+
+func (p *checkoutPlan) note(now time.Time, step, sku, res string, r *HomeResponse) {
+	result := "ok"
+	if r.Err != nil {
+		result = r.Err.Code
+	}
+	if res == "" && r.Res != nil {
+		res = r.Res.ID
+	}
+	p.Steps = append(p.Steps, sagaStep{AtMs: now.UnixMilli(), Attempt: p.Attempt, Step: step, SKU: sku, Res: res, Result: result})
+	if len(p.Steps) > maxSteps {
+		p.Steps = slices.Delete(p.Steps, 0, len(p.Steps)-maxSteps)
+	}
 }
 
 type planDot struct {
@@ -35,8 +120,13 @@ type planDot struct {
 	C uint64
 }
 
-func derived(plan *checkoutPlan, step, sku string) (string, []byte) {
-	key := fmt.Sprintf("\x00checkout/%s/%d/%s/%s", plan.OrderID, plan.Attempt, step, sku)
+// derived returns the idempotency key and fingerprint of a step of line
+// i of the plan.
+func derived(plan *checkoutPlan, step string, i int) (string, []byte) {
+	key := fmt.Sprintf("\x00checkout/%s/%d/%s/%s", plan.OrderID, plan.Attempt, step, plan.Lines[i].SKU)
+	if len(plan.Gen) > i && plan.Gen[i] > 0 {
+		key += fmt.Sprintf("/%d", plan.Gen[i])
+	}
 	fp := sha256.Sum256([]byte(key))
 	return key, fp[:]
 }
@@ -134,6 +224,15 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		return Order{}, nil, Errorf(CodeRequestInProgress, "another checkout of cart %s is running", cartID)
 	}
 	defer releaseCart()
+	keyless := idem.Key == ""
+	if keyless {
+		// The plan of a checkout without a key is stored too, under a
+		// key of its own order, so that its saga can be settled after a
+		// crash and read by an operator.
+		id := newOrderID(cartID, "")
+		idem = Idem{Key: sagaKeyPrefix + id}
+		idem.Fingerprint = sha256.Sum256([]byte(idem.Key))
+	}
 	release, err := n.claim(idem.Key)
 	if err != nil {
 		return Order{}, nil, err
@@ -142,7 +241,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 
 	var plan *checkoutPlan
 	var attempt uint32
-	if idem.Key != "" {
+	if !keyless {
 		var rec *idemRecord
 		err := n.store.View(func(r Reader) error {
 			var err error
@@ -174,7 +273,10 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		if plan, err = n.readPlan(cartID, ttl, idem, other); err != nil {
 			return Order{}, nil, err
 		}
-		plan.Attempt = attempt
+		if keyless {
+			plan.OrderID = idem.Key[len(sagaKeyPrefix):]
+		}
+		plan.Attempt, plan.Keyless, plan.Cart = attempt, keyless, cartID
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
 			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e}, e)
@@ -260,22 +362,44 @@ func phaseContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, time.Now().Add(time.Until(deadline)*3/4))
 }
 
+// sagaKeyPrefix begins the internal key under which the plan of a
+// checkout without an Idempotency-Key is kept.
+const sagaKeyPrefix = "\x00saga/"
+
+// runCheckout drives the plan's saga from its phase until it settles or a
+// transient failure stops it (see checkoutPlan).
 func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) (Order, error) {
+	if plan.Phase == phaseReserve {
+		if err := n.reservePhase(ctx, cartID, plan, idem); err != nil {
+			return Order{}, err
+		}
+	}
+	if plan.Phase == phaseCommit {
+		order, err := n.commitPhase(ctx, cartID, plan, idem)
+		if plan.Phase != phaseReturn {
+			return order, err
+		}
+	}
+	return Order{}, n.returnPhase(ctx, cartID, plan, idem)
+}
+
+// reservePhase reserves every line. It returns nil with the plan in phase
+// commit (stored) once every line is held; otherwise it releases what it
+// reserved and returns the attempt's (recorded) failure.
+func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) error {
 	pctx, cancel := phaseContext(ctx)
 	defer cancel()
-	reserved := each(plan.Lines, func(_ int, l OrderLine) *HomeResponse {
-		key, fp := derived(plan, "reserve", l.SKU)
+	reserved := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+		key, fp := derived(plan, "reserve", i)
 		return n.atHome(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
 	})
+	now := n.clock.Now()
 	var failed []SkuAvailable
 	var firstErr *Error
 	for i, r := range reserved {
-		if r.Err == nil && r.Res != nil && r.Res.State != StateHeld && r.Res.State != StateCommitted {
-			// Resuming an attempt whose reservation was released or
-			// expired: the attempt is over; the next one starts afresh.
-			r.Err = &Error{Code: CodeUnavailable, RetryAfter: 1,
-				Detail: fmt.Sprintf("reservation %s of this checkout is %s; retry to start a new attempt", r.Res.ID, r.Res.State)}
-			r.Res = nil
+		plan.note(now, "reserve", plan.Lines[i].SKU, "", r)
+		if r.Err == nil && r.Res == nil {
+			r.Err = Errorf(CodeInternal, "the home of %s answered a reservation without one", plan.Lines[i].SKU)
 		}
 		if r.Err == nil {
 			continue
@@ -287,58 +411,355 @@ func (n *Node) runCheckout(ctx context.Context, cartID string, plan *checkoutPla
 			failed = append(failed, SkuAvailable{SKU: plan.Lines[i].SKU, Available: *r.Err.Available, Home: plan.Lines[i].Home})
 		}
 	}
-	if firstErr != nil {
-		// Compensate: release every reservation this checkout made. A line
-		// whose home timed out has spent the request's deadline, so the
-		// releases get one of their own.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
-		defer cancel()
-		each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
-			if reserved[i].Err != nil {
-				return nil
-			}
-			key, fp := derived(plan, "release", l.SKU)
-			r := n.atHome(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
-			if r.Err != nil {
-				n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
-			}
-			return r
-		})
-		e := firstErr
-		if len(failed) > 0 {
-			e = &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("%d line(s) of cart %s cannot be reserved", len(failed), cartID), Lines: failed}
+	if firstErr == nil {
+		// Every line is held (a replayed hold may have expired since: the
+		// commit phase finds out and reserves it again).
+		plan.Phase = phaseCommit
+		plan.Res = make([]string, len(plan.Lines))
+		plan.Gen = make([]uint32, len(plan.Lines))
+		for i, r := range reserved {
+			plan.Res[i] = r.Res.ID
 		}
-		return Order{}, n.finishCheckout(cartID, plan, idem, nil, e)
+		if err := n.savePlan(idem, plan); err == nil {
+			return nil
+		}
+		// Not stored: no commit may be sent; undo the attempt.
+		plan.Phase, plan.Res, plan.Gen = phaseReserve, nil, nil
+		firstErr = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout's coordinator could not store its plan"}
 	}
+	// Release every reservation this attempt made. A line whose home timed
+	// out has spent the request's deadline, so the releases get one of
+	// their own. Nothing was committed in this phase: no commit is sent
+	// before the plan is stored in phase commit.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
+	defer rcancel()
+	released := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+		if reserved[i].Err != nil {
+			return nil
+		}
+		key, fp := derived(plan, "release", i)
+		return n.atHome(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
+	})
+	now = n.clock.Now()
+	for i, r := range released {
+		if r == nil {
+			continue
+		}
+		plan.note(now, "release", plan.Lines[i].SKU, reserved[i].Res.ID, r)
+		if r.Err != nil {
+			n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
+		}
+	}
+	e := firstErr
+	if len(failed) > 0 {
+		e = &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("%d line(s) of cart %s cannot be reserved", len(failed), cartID), Lines: failed}
+	}
+	return n.finishCheckout(cartID, plan, idem, nil, e)
+}
+
+// maxRollForward bounds the rounds of re-reservation one run of the
+// commit phase makes.
+const maxRollForward = 3
+
+// commitPhase commits every line, reserving again the lines whose holds
+// are gone. It returns the order; or a transient error with the plan left
+// in phase commit (stored); or it moves the plan to phase return (stored,
+// with the reason) when a line can no longer be reserved.
+func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) (Order, error) {
 	cctx, ccancel := phaseContext(ctx)
 	defer ccancel()
-	committed := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
-		key, fp := derived(plan, "commit", l.SKU)
-		return n.atHome(cctx, l.Home, &HomeRequest{Op: OpCommit, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
-	})
-	order := &Order{OrderID: plan.OrderID, CartID: cartID}
-	for i, r := range committed {
-		if r.Err != nil {
-			if transient(r.Err) {
-				// The plan stays: a retry with the same key finishes it.
-				return Order{}, r.Err
+	done := make([]bool, len(plan.Lines))
+	for round := 0; ; round++ {
+		committed := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+			if done[i] || plan.Res[i] == "" {
+				return nil
 			}
-			return Order{}, n.finishCheckout(cartID, plan, idem, nil, r.Err)
+			key, fp := derived(plan, "commit", i)
+			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpCommit, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
+		})
+		now := n.clock.Now()
+		var again []int
+		var stop *Error
+		for i, r := range committed {
+			switch {
+			case done[i]:
+				continue
+			case r == nil: // being reserved again when a run stopped
+				again = append(again, i)
+				continue
+			}
+			plan.note(now, "commit", plan.Lines[i].SKU, plan.Res[i], r)
+			switch {
+			case r.Err == nil, r.Err.Code == CodeReservationCommit:
+				// Committed now, or by an earlier run of this saga (only
+				// the saga commits its reservations).
+				done[i] = true
+			case r.Err.Code == CodeReservationExpired, r.Err.Code == CodeReservationReleased, r.Err.Code == CodeNotFound:
+				again = append(again, i)
+			case transient(r.Err):
+				if stop == nil {
+					stop = r.Err
+				}
+			default:
+				stop = r.Err
+			}
 		}
-		l := plan.Lines[i]
-		l.ReservationID = r.Res.ID
-		order.Lines = append(order.Lines, l)
+		if stop == nil && len(again) == 0 {
+			order := &Order{OrderID: plan.OrderID, CartID: cartID}
+			for i, l := range plan.Lines {
+				l.ReservationID = plan.Res[i]
+				order.Lines = append(order.Lines, l)
+			}
+			return *order, n.finishCheckout(cartID, plan, idem, order, nil)
+		}
+		if stop == nil && round >= maxRollForward {
+			stop = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout's reservations keep expiring before they are committed; retry to go on"}
+		}
+		if stop != nil {
+			return Order{}, n.pauseCommit(cartID, plan, idem, stop)
+		}
+		// Roll forward: reserve the lost lines again, each as a new
+		// generation stored before it is sent.
+		for _, i := range again {
+			plan.Gen[i]++
+			plan.Res[i] = ""
+		}
+		if err := n.savePlan(idem, plan); err != nil {
+			return Order{}, err
+		}
+		reserved := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+			if !slices.Contains(again, i) {
+				return nil
+			}
+			key, fp := derived(plan, "reserve", i)
+			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
+		})
+		now = n.clock.Now()
+		var failed []SkuAvailable
+		for _, i := range again {
+			r := reserved[i]
+			plan.note(now, "reserve", plan.Lines[i].SKU, "", r)
+			switch {
+			case r.Err == nil && r.Res != nil && r.Res.State == StateHeld:
+				plan.Res[i] = r.Res.ID
+			case r.Err == nil && r.Res != nil && r.Res.State == StateCommitted:
+				plan.Res[i] = r.Res.ID // an earlier run committed it
+			case r.Err == nil:
+				// A replayed reservation that has expired since: the
+				// next round reserves it again.
+				if r.Res != nil {
+					plan.Res[i] = r.Res.ID
+				}
+			case transient(r.Err):
+				if stop == nil {
+					stop = r.Err
+				}
+			case r.Err.Code == CodeInsufficientStock && r.Err.Available != nil:
+				failed = append(failed, SkuAvailable{SKU: plan.Lines[i].SKU, Available: *r.Err.Available, Home: plan.Lines[i].Home})
+			default:
+				if stop == nil || transient(stop) {
+					stop = r.Err
+				}
+			}
+		}
+		if len(failed) > 0 {
+			// Rolling forward is impossible: undo every line.
+			plan.Phase = phaseReturn
+			plan.Failure = &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("%d line(s) of cart %s cannot be reserved", len(failed), cartID), Lines: failed}
+			if err := n.savePlan(idem, plan); err != nil {
+				return Order{}, err
+			}
+			return Order{}, nil
+		}
+		if stop != nil {
+			return Order{}, n.pauseCommit(cartID, plan, idem, stop)
+		}
+		if err := n.savePlan(idem, plan); err != nil {
+			return Order{}, err
+		}
 	}
-	return *order, n.finishCheckout(cartID, plan, idem, order, nil)
+}
+
+// pauseCommit stops the commit phase on failure: the plan stays in phase
+// commit for a retry or the background settling to go on with. A
+// checkout without a key compensates instead (nobody retries it), and so
+// does any checkout whose failure is not transient.
+func (n *Node) pauseCommit(cartID string, plan *checkoutPlan, idem Idem, failure *Error) error {
+	if plan.Keyless || !transient(failure) {
+		plan.Phase = phaseReturn
+		plan.Failure = failure
+		if err := n.savePlan(idem, plan); err != nil {
+			return err
+		}
+		return nil
+	}
+	if err := n.savePlan(idem, plan); err != nil {
+		return err
+	}
+	return failure
+}
+
+// returnPhase undoes every line of the plan: a committed reservation's
+// units go back to stock, a held one is released. It fails the checkout
+// with the plan's failure once every line is undone, or returns a
+// transient error with the plan left in phase return.
+func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) error {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
+	defer cancel()
+	returned := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+		if plan.Res[i] == "" {
+			return nil // never held under this generation: nothing to undo (a hold made but not recorded expires)
+		}
+		key, fp := derived(plan, "return", i)
+		return n.atHome(rctx, l.Home, &HomeRequest{Op: OpReturn, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
+	})
+	now := n.clock.Now()
+	var stop *Error
+	for i, r := range returned {
+		if r == nil {
+			continue
+		}
+		plan.note(now, "return", plan.Lines[i].SKU, plan.Res[i], r)
+		if r.Err != nil && r.Err.Code != CodeNotFound && stop == nil {
+			stop = r.Err
+		}
+	}
+	if stop != nil {
+		if !transient(stop) {
+			n.log.Error("checkout could not return a reservation's units", "order", plan.OrderID, "err", stop)
+			stop = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout is undoing its reservations: " + stop.Detail}
+		}
+		if err := n.savePlan(idem, plan); err != nil {
+			return err
+		}
+		return stop
+	}
+	failure := plan.Failure
+	if failure == nil {
+		failure = Errorf(CodeInternal, "checkout %s was undone", plan.OrderID)
+	}
+	return n.finishCheckout(cartID, plan, idem, nil, failure)
+}
+
+// savePlan stores the plan as the unsettled record of idem's key.
+func (n *Node) savePlan(idem Idem, plan *checkoutPlan) error {
+	n.noteSaga(idem.Key, true)
+	return n.recordCheckout(idem, &idemRecord{Plan: plan}, nil)
+}
+
+// noteSaga adds key to (or removes it from) the keys of unsettled
+// checkouts this region coordinates.
+func (n *Node) noteSaga(key string, unsettled bool) {
+	n.sagaMu.Lock()
+	defer n.sagaMu.Unlock()
+	if !unsettled {
+		delete(n.sagas, key)
+		return
+	}
+	if n.sagas == nil {
+		n.sagas = make(map[string]struct{})
+	}
+	n.sagas[key] = struct{}{}
+}
+
+// loadSagas finds the unsettled checkouts in the store (at start-up).
+func (n *Node) loadSagas() error {
+	return n.store.View(func(r Reader) error {
+		return r.Ascend(prefixIdem, func(k string, v []byte, err error) bool {
+			var rec idemRecord
+			if err == nil && decodeInto(v, &rec) == nil && rec.unsettled() {
+				n.noteSaga(k[len(prefixIdem):], true)
+			}
+			return true
+		})
+	})
+}
+
+// Background settling of checkouts.
+const (
+	// settleEvery is how many expiry ticks pass between two rounds of
+	// settling.
+	settleEvery = 4
+	// settleAfter is how long a checkout stays unsettled before the
+	// coordinator settles it itself (a client retrying with its key
+	// usually comes first).
+	settleAfter = 5 * time.Second
+	// settleTimeout bounds one checkout's settling.
+	settleTimeout = 10 * time.Second
+)
+
+// SettleCheckouts drives every checkout this region coordinates that a
+// failure left unsettled for settleAfter: in phase commit it rolls
+// forward, in phase return it goes on undoing, in phase reserve it runs
+// the attempt (as a retry with the key would). A checkout a request is
+// running is skipped.
+func (n *Node) SettleCheckouts() {
+	n.sagaMu.Lock()
+	keys := slices.Collect(maps.Keys(n.sagas))
+	n.sagaMu.Unlock()
+	for _, key := range keys {
+		select {
+		case <-n.stop:
+			return
+		default:
+		}
+		n.settle(key)
+	}
+}
+
+func (n *Node) settle(key string) {
+	var rec *idemRecord
+	err := n.store.View(func(r Reader) error {
+		var err error
+		rec, err = loadIdem(r, key, n.clock.Now())
+		return err
+	})
+	if err != nil {
+		n.log.Error("cannot read a checkout to settle it", "key", key, "err", err)
+		return
+	}
+	if rec == nil || !rec.unsettled() {
+		n.noteSaga(key, false)
+		return
+	}
+	if n.clock.Now().Sub(time.UnixMilli(rec.AtMs)) < settleAfter {
+		return
+	}
+	cartID := rec.Plan.Cart
+	if cartID == "" {
+		return // a plan stored before plans named their cart: a retry settles it
+	}
+	releaseCart, err := n.claim("\x00checkout-of/" + cartID)
+	if err != nil {
+		return
+	}
+	defer releaseCart()
+	release, err := n.claim(key)
+	if err != nil {
+		return
+	}
+	defer release()
+	idem := Idem{Key: key}
+	copy(idem.Fingerprint[:], rec.FP)
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	plan := rec.Plan
+	phase := phaseNames[min(int(plan.Phase), len(phaseNames)-1)]
+	if _, err := n.runCheckout(ctx, cartID, plan, idem); err != nil {
+		n.log.Warn("a checkout is still unsettled", "order", plan.OrderID, "phase", phase, "err", err)
+		return
+	}
+	n.log.Info("settled a checkout", "order", plan.OrderID, "from_phase", phase)
 }
 
 // finishCheckout records the outcome and, on success, removes the entries
-// the checkout read. A transient failure ends the attempt: the record
-// keeps only the number of the next one, so a retry plans afresh with new
-// keys. It returns the checkout's error, or nil.
+// the checkout read. A transient failure of phase reserve ends the
+// attempt: the record keeps only the number of the next one (and the
+// plan's steps), so a retry plans afresh with new keys. It returns the
+// checkout's error, or nil.
 func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
-	if failure != nil && transient(failure) {
-		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1}, failure)
+	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
+		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
 	}
 	err := n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		if order != nil {
@@ -356,18 +777,17 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 				g.AddCart(cartID, d)
 			}
 		}
-		if idem.Key != "" {
-			rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure}
-			if order != nil {
-				rec.Plan = plan // its dots: what a retry elsewhere removes too
-			}
-			tx.Set(prefixIdem+idem.Key, encode(rec))
+		rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure, Last: plan}
+		if order != nil {
+			rec.Plan = plan // its dots: what a retry elsewhere removes too
 		}
+		tx.Set(prefixIdem+idem.Key, encode(rec))
 		return nil
 	})
 	if err != nil {
 		return n.storeErr(err)
 	}
+	n.noteSaga(idem.Key, false)
 	if failure != nil {
 		return failure
 	}

@@ -26,7 +26,14 @@ type idemRecord struct {
 	// Attempt is the next attempt of a checkout whose earlier attempts
 	// failed transiently.
 	Attempt uint32 `cbor:"7,keyasint,omitempty"`
+	// Last is the plan of a settled checkout, or of its last attempt
+	// (its steps: why it ended as it did).
+	Last *checkoutPlan `cbor:"8,keyasint,omitempty"`
 }
+
+// unsettled reports whether rec is the plan of a checkout whose saga has
+// not settled.
+func (rec *idemRecord) unsettled() bool { return rec.Plan != nil && rec.Order == nil && rec.Err == nil }
 
 func loadIdem(r Reader, key string, now time.Time) (*idemRecord, error) {
 	b, ok, err := r.Get(prefixIdem + key)
@@ -75,6 +82,9 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if req.Op == OpGet || req.Op == OpItem {
 		return n.readHome(req)
 	}
+	if gaveUp(req) {
+		return &HomeResponse{Err: callerGaveUp()}
+	}
 	if n.store.CatchingUp() {
 		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 5,
 			Detail: fmt.Sprintf("region %s was restored from a backup and decides again once it has caught up with every peer", n.name)}}
@@ -104,11 +114,15 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 				return nil
 			}
 		}
+		if gaveUp(req) {
+			out = &HomeResponse{Err: callerGaveUp()}
+			return nil // decided nothing: nothing to remember under the key
+		}
 		var err error
 		switch req.Op {
 		case OpReserve:
 			out, err = n.reserve(tx, g, req, now)
-		case OpCommit, OpRelease:
+		case OpCommit, OpRelease, OpReturn:
 			if _, seq, _ := parseReservationID(req.ID); !n.issued(seq) {
 				// No such reservation, nor ever one: nothing to
 				// remember under the key either, so that it does not
@@ -160,7 +174,7 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		if err := n.checkCheckoutRequest(req); err != nil {
 			return err
 		}
-	case OpGet, OpCommit, OpRelease:
+	case OpGet, OpCommit, OpRelease, OpReturn:
 		home, seq, ok := parseReservationID(req.ID)
 		if !ok || home != string(n.name) {
 			return Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)
@@ -426,6 +440,14 @@ func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time
 	case rec.State == StateHeld && req.Op == OpRelease:
 		delete(l.Holds, rec.ID)
 		rec.State = StateReleased
+	case rec.State == StateHeld && req.Op == OpReturn:
+		delete(l.Holds, rec.ID)
+		rec.State = StateReleased
+	case rec.State == StateCommitted && req.Op == OpReturn:
+		d := it.Restock(n.self, uint64(rec.Qty))
+		it.Join(d)
+		g.AddItem(rec.SKU, d)
+		rec.State = StateReleased
 	case req.Op == OpCommit && rec.State == StateReleased:
 		return &HomeResponse{Err: Errorf(CodeReservationReleased, "reservation %s was released", rec.ID)}, nil
 	case req.Op == OpCommit && rec.State == StateExpired:
@@ -484,7 +506,7 @@ func (n *Node) CollectIdempotency() error {
 	err := n.store.View(func(r Reader) error {
 		return r.Ascend(prefixIdem, func(k string, v []byte, err error) bool {
 			var rec idemRecord
-			if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && rec.Plan == nil {
+			if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled() {
 				old = append(old, k)
 			}
 			return true
@@ -515,10 +537,24 @@ func (n *Node) expiryLoop() {
 		if err := n.ExpireDue(); err != nil {
 			n.log.Error("reservation expiry failed", "err", err)
 		}
+		if ticks%settleEvery == 0 {
+			n.SettleCheckouts()
+		}
 		if ticks++; ticks%120 == 0 {
 			if err := n.CollectIdempotency(); err != nil {
 				n.log.Error("idempotency collection failed", "err", err)
 			}
 		}
 	}
+}
+
+// gaveUp reports whether the caller of req has given up by now (real
+// time: deadlines come from request contexts).
+func gaveUp(req *HomeRequest) bool {
+	return req.DeadlineMs != 0 && time.Now().UnixMilli() > req.DeadlineMs
+}
+
+func callerGaveUp() *Error {
+	return &Error{Code: CodeUnavailable, RetryAfter: 1,
+		Detail: "the request reached its home region after its caller's deadline; nothing was decided"}
 }

@@ -25,8 +25,13 @@ const (
 	OpGet     = "get"
 	OpCommit  = "commit"
 	OpRelease = "release"
-	OpAdjust  = "adjust"
-	OpItem    = "item"
+	// OpReturn undoes a reservation for the checkout that made it: a
+	// held one is released, a committed one's units go back to stock
+	// (its state becomes released). Only a checkout's compensation sends
+	// it; no client route does.
+	OpReturn = "return"
+	OpAdjust = "adjust"
+	OpItem   = "item"
 	// OpCheckout is a checkout forwarded to the home of its cart id, with
 	// the answering region's copy of the cart.
 	OpCheckout = "checkout"
@@ -49,6 +54,11 @@ type HomeRequest struct {
 	// answering region's copy of the cart (canonical encoding).
 	CartID string `cbor:"10,keyasint,omitempty"`
 	Cart   []byte `cbor:"11,keyasint,omitempty"`
+	// DeadlineMs is when the caller gives up, Unix milliseconds (0: no
+	// deadline). A home refuses a request past it, however late it comes
+	// (a paused home resumed, a message held up), so that no decision is
+	// made for a caller that already took the request for failed.
+	DeadlineMs int64 `cbor:"12,keyasint,omitempty"`
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
@@ -382,6 +392,9 @@ func (n *Node) Release(ctx context.Context, id string, idem Idem) (Reservation, 
 
 // atHome runs req at the home region: here, or through the Forwarder.
 func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
+	if d, ok := ctx.Deadline(); ok && req.DeadlineMs == 0 {
+		req.DeadlineMs = d.UnixMilli()
+	}
 	if home == string(n.name) {
 		return n.ServeHome(ctx, req)
 	}

@@ -123,6 +123,11 @@ type Node struct {
 	synced     map[string]bool
 	unrepaired map[string][]string // by peer
 
+	// sagas are the idempotency keys of the unsettled checkouts this
+	// region coordinates (checkout.go).
+	sagaMu sync.Mutex
+	sagas  map[string]struct{}
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -194,6 +199,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.buildDueIndex(); err != nil {
+		return nil, err
+	}
+	if err := n.loadSagas(); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)
