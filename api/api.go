@@ -154,6 +154,7 @@ func New(svc Service, opts Options) *echo.Echo {
 	e.PUT("/v1/carts/:cart_id/items/:sku", h.setItem)
 	e.DELETE("/v1/carts/:cart_id/items/:sku", h.removeItem)
 	e.POST("/v1/carts/:cart_id/checkout", h.checkout)
+	e.GET("/v1/carts/:cart_id/checkout", h.checkoutStatus)
 
 	e.GET("/v1/inventory/:sku", h.getItem)
 	e.POST("/v1/inventory/:sku/restock", h.restock)

@@ -105,6 +105,10 @@ func (f *fakeService) ClearCart(ctx context.Context, cartID string) (region.Cart
 	return f.cart(cartID), nil
 }
 
+func (f *fakeService) CheckoutStatusOf(ctx context.Context, cartID, key string) (region.CheckoutStatus, error) {
+	return region.CheckoutStatus{}, region.Errorf(region.CodeNotFound, "no checkout of cart %s with this Idempotency-Key", cartID)
+}
+
 func (f *fakeService) Checkout(ctx context.Context, cartID string, ttl time.Duration, idem Idem) (region.Order, error) {
 	if err := f.record(ctx, "Checkout", idem, cartID, ttl); err != nil {
 		return region.Order{}, err

@@ -226,6 +226,36 @@ func (h *handler) checkout(c echo.Context) error {
 	return h.ok(c, http.StatusCreated, order)
 }
 
+// checkoutStatus answers what the cart's coordinator knows of the
+// checkout made with the request's Idempotency-Key: its phase, outcome
+// and every step.
+func (h *handler) checkoutStatus(c echo.Context) error {
+	cartID, err := pathID(c, "cart_id")
+	if err != nil {
+		return err
+	}
+	if err := checkQuery(c); err != nil {
+		return err
+	}
+	key, err := idempotencyKey(c.Request().Header)
+	if err != nil {
+		return err
+	}
+	if key == "" {
+		return region.InvalidField("Idempotency-Key", "the Idempotency-Key of the checkout is required")
+	}
+	ctx, cancel, err := h.begin(c)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	st, err := h.svc.CheckoutStatusOf(ctx, cartID, key)
+	if err != nil {
+		return err
+	}
+	return h.ok(c, http.StatusOK, st)
+}
+
 // skuRequest validates what every inventory route shares: sku, the allowed
 // query parameters, no Idempotency-Key.
 func skuRequest(c echo.Context, query ...string) (string, error) {

@@ -138,6 +138,9 @@ func OpenAPI() *Document {
 			"post": op("checkout", "Reserve and commit every line of a cart, then remove them from it", "carts",
 				with(cartID, idemKey), requestBody("CheckoutRequest", false),
 				http.StatusCreated, success("The order.", "Order"), "Conflict", "Unprocessable"),
+			"get": op("checkoutStatus", "What the cart's coordinator knows of the checkout made with this Idempotency-Key: phase, outcome and every step", "carts",
+				with(cartID, idemKey), nil,
+				http.StatusOK, success("The checkout's status.", "CheckoutStatus")),
 		},
 		"/v1/inventory/{sku}": {
 			"get": op("getItem", "Read a sku's stock as this region knows it, or as its home knows it", "inventory",
@@ -238,6 +241,21 @@ func OpenAPI() *Document {
 					"order_id": Object{"type": "string"},
 					"cart_id":  idSchema("The cart."),
 					"lines":    Object{"type": "array", "items": schemaRef("OrderLine")},
+				}},
+				"CheckoutStatus": {"type": "object", "required": []string{"cart_id", "order_id", "phase", "attempt", "lines", "steps"}, "properties": Object{
+					"cart_id":  idSchema("The cart."),
+					"order_id": Object{"type": "string"},
+					"phase": Object{"type": "string", "enum": []string{"reserve", "commit", "return", "settled", "failed-transiently"},
+						"description": "reserve, commit or return while the saga runs; settled once it is an order or a clean failure; failed-transiently when an attempt ended on an unreachable home (the next retry starts a new attempt)."},
+					"attempt":      Object{"type": "integer"},
+					"order":        schemaRef("Order"),
+					"failure":      Object{"type": "object", "properties": Object{"code": Object{"type": "string"}, "detail": Object{"type": "string"}}},
+					"lines":        Object{"type": "array", "items": Object{"type": "object"}},
+					"reservations": Object{"type": "array", "items": Object{"type": "string"}},
+					"steps": Object{"type": "array", "items": Object{"type": "object", "properties": Object{
+						"at": Object{"type": "string", "format": "date-time"}, "attempt": Object{"type": "integer"},
+						"step": Object{"type": "string", "enum": []string{"reserve", "commit", "release", "return"}}, "sku": Object{"type": "string"},
+						"reservation": Object{"type": "string"}, "result": Object{"type": "string", "description": "ok, or the error code the home answered."}}}},
 				}},
 				"Cluster": {"type": "object", "description": "This region and each peer: connected, replication lag, pending deltas, version vector."},
 				"Health": {"type": "object", "required": []string{"status", "region"}, "properties": Object{

@@ -29,6 +29,9 @@ type Service interface {
 	RemoveItem(ctx context.Context, cartID, sku string) (region.Cart, error)
 	ClearCart(ctx context.Context, cartID string) (region.Cart, error)
 	Checkout(ctx context.Context, cartID string, ttl time.Duration, idem Idem) (region.Order, error)
+	// CheckoutStatusOf returns what the cart's coordinator knows of the
+	// checkout made with an Idempotency-Key.
+	CheckoutStatusOf(ctx context.Context, cartID, key string) (region.CheckoutStatus, error)
 
 	GetItem(ctx context.Context, sku string, consistent bool) (region.Item, error)
 	Restock(ctx context.Context, sku string, qty int64) (region.Item, error)

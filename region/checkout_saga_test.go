@@ -219,6 +219,10 @@ func TestCheckoutSagaReturnsUnitsWhenItCannotRollForward(t *testing.T) {
 	if it := r.item("h1", "a"); it.Stock != 9 {
 		t.Fatalf("a after its commit: %+v", it)
 	}
+	st := must[CheckoutStatus](t)(r.coord.CheckoutStatusOf(bg, "c", fp("saga").Key))
+	if st.Phase != "commit" || len(st.Reservations) != 2 || !hasStep(st, "commit", "b", CodeHomeUnavailable) || !hasStep(st, "commit", "a", "ok") {
+		t.Fatalf("status of a checkout stopped in its commit phase: %+v", st)
+	}
 	r.homes.set(false)
 	r.clock.Advance(2 * sagaTTL)
 	must[Reservation](t)(r.homes.nodes["h2"].Reserve(bg, "b", 10, time.Hour, Idem{}))
@@ -232,6 +236,13 @@ func TestCheckoutSagaReturnsUnitsWhenItCannotRollForward(t *testing.T) {
 	}
 	_, err = r.checkout()
 	wantCode(t, err, CodeInsufficientStock)
+	st = must[CheckoutStatus](t)(r.coord.CheckoutStatusOf(bg, "c", fp("saga").Key))
+	if st.Phase != "settled" || st.Failure == nil || st.Failure.Code != CodeInsufficientStock || !hasStep(st, "return", "a", "ok") ||
+		!hasStep(st, "commit", "b", CodeReservationExpired) || !hasStep(st, "reserve", "b", CodeInsufficientStock) {
+		t.Fatalf("status of a checkout undone: %+v", st)
+	}
+	_, err = r.coord.CheckoutStatusOf(bg, "c", "no-such-key")
+	wantCode(t, err, CodeNotFound)
 	if c := must[Cart](t)(r.coord.GetCart(bg, "c")); len(c.Items) != 2 {
 		t.Fatalf("cart of a failed checkout: %+v", c)
 	}
@@ -272,4 +283,13 @@ func TestCheckoutSagaSettlesInTheBackground(t *testing.T) {
 	if !errors.As(err, &e) && err != nil {
 		t.Fatal(err)
 	}
+}
+
+func hasStep(st CheckoutStatus, step, sku, result string) bool {
+	for _, s := range st.Steps {
+		if s.Step == step && s.SKU == sku && s.Result == result {
+			return true
+		}
+	}
+	return false
 }

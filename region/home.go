@@ -82,6 +82,9 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if req.Op == OpGet || req.Op == OpItem {
 		return n.readHome(req)
 	}
+	if req.Op == OpCheckoutStatus {
+		return n.checkoutStatus(req)
+	}
 	if gaveUp(req) {
 		return &HomeResponse{Err: callerGaveUp()}
 	}
@@ -159,7 +162,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 }
 
 func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
-	if req.IdemKey != "" && (len(req.IdemKey) > 512 || len(req.IdemFP) != 32) {
+	if req.IdemKey != "" && req.Op != OpCheckoutStatus && (len(req.IdemKey) > 512 || len(req.IdemFP) != 32) {
 		return InvalidField("Idempotency-Key", "idempotency key or fingerprint malformed")
 	}
 	switch req.Op {
@@ -174,6 +177,16 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		if err := n.checkCheckoutRequest(req); err != nil {
 			return err
 		}
+	case OpCheckoutStatus:
+		switch {
+		case !crdt.ValidID(req.CartID):
+			return InvalidField("cart_id", "cart_id must be 1-128 characters of [A-Za-z0-9._:-]")
+		case req.IdemKey == "" || len(req.IdemKey) > 512:
+			return InvalidField("Idempotency-Key", "the Idempotency-Key of the checkout is required (at most 512 bytes)")
+		case n.HomeOf(req.CartID) != string(n.name):
+			return Errorf(CodeHomeUnavailable, "region %s does not coordinate checkouts of cart %s", n.name, req.CartID)
+		}
+		return nil
 	case OpGet, OpCommit, OpRelease, OpReturn:
 		home, seq, ok := parseReservationID(req.ID)
 		if !ok || home != string(n.name) {

@@ -70,6 +70,8 @@ type HomeResponse struct {
 	// cart entries it bought.
 	Order   *Order    `cbor:"4,keyasint,omitempty"`
 	Removed []planDot `cbor:"5,keyasint,omitempty"`
+	// Saga answers OpCheckoutStatus.
+	Saga *CheckoutStatus `cbor:"6,keyasint,omitempty"`
 }
 
 // ResRecord is a reservation as the home stores it.
