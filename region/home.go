@@ -90,7 +90,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	}
 	if n.store.CatchingUp() {
 		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 5,
-			Detail: fmt.Sprintf("region %s was restored from a backup and decides again once it has caught up with every peer", n.name)}}
+			Detail: fmt.Sprintf("region %s may have lost some of its store (an unclean stop, a damaged file or a restore) and decides again once it has caught up with every peer", n.name)}}
 	}
 	if req.Op == OpCheckout {
 		return n.serveCheckout(ctx, req)

@@ -47,7 +47,8 @@ type identity struct {
 	TxID  uint64 `json:"txid,omitempty"`
 	// Used is true once this run of the store may have issued a dot.
 	Used bool `json:"used"`
-	// CatchUp is true from a restore until the region has completed
+	// CatchUp is true from the start of an incarnation that may have lost
+	// writes (a restore among them) until the region has completed
 	// anti-entropy with every peer: until then it decides no reservation.
 	CatchUp bool `json:"catch_up,omitempty"`
 }
@@ -199,6 +200,11 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	}
 	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid}
 	if why != "" {
+		// What the store lost may include decisions of the reservation
+		// ledger (holds, commits) that its peers already count: decide
+		// again only once anti-entropy with every peer has brought back
+		// what they hold (Node.SyncedWith).
+		next.CatchUp = true
 		next.Incarnation = nextIncarnation(next.Incarnation, now)
 		s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",
 			"path", s.path, "reason", why, "incarnation", next.Incarnation)
@@ -230,7 +236,8 @@ func (s *Store) Incarnation() uint64 {
 	return s.id.Incarnation
 }
 
-// CatchingUp reports whether the store was restored and the region has
+// CatchingUp reports whether the store began an incarnation that may have
+// lost writes (see openIdentity) and the region has
 // not yet completed anti-entropy with every peer since.
 func (s *Store) CatchingUp() bool {
 	s.idMu.Lock()

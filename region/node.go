@@ -627,17 +627,21 @@ func (n *Node) Divergent() []string {
 	return out
 }
 
-// CatchingUp reports whether the region was restored from a backup and
-// has not yet completed anti-entropy with every peer: until then it
-// decides no reservation, commit, release, adjustment or checkout.
+// CatchingUp reports whether the region began an incarnation that may
+// have lost writes (an unclean stop, a damaged file, a restore; see
+// Store.openIdentity) and has not yet completed anti-entropy with every
+// peer: until then it decides no reservation, commit, release,
+// adjustment or checkout, since its ledgers may lack decisions its peers
+// already count.
 func (n *Node) CatchingUp() bool { return n.store.CatchingUp() }
 
 // SyncedWith records that an anti-entropy round with peer completed (its
-// applies durable); peers are all of the region's peers. Once a restored
-// region has synced with every peer, the holds of its restored ledgers
-// fail (their fate after the snapshot is unknown here: a commit made
-// then is back in the stock counter, a release or an expiry made them
-// free anyway) and it decides again.
+// applies durable); peers are all of the region's peers (none: a region
+// alone catches up at once). Once a region catching up has synced with
+// every peer, the holds of its ledgers fail (their fate after what the
+// store lost is unknown here: a commit made then is back in the stock
+// counter, a release or an expiry made them free anyway) and it decides
+// again.
 func (n *Node) SyncedWith(peer string, peers []string) {
 	if !n.store.CatchingUp() {
 		return
@@ -716,7 +720,7 @@ func (n *Node) NoteUnrepaired(peer string, keys []string) {
 func (n *Node) Warnings() []string {
 	var out []string
 	if n.CatchingUp() {
-		out = append(out, "restored from a backup: catching up with its peers; reservations are refused until then")
+		out = append(out, "may have lost writes (an unclean stop, a damaged file or a restore): catching up with its peers; reservations are refused until then")
 	}
 	if d := n.Divergent(); len(d) > 0 {
 		out = append(out, fmt.Sprintf("%d keys hold a dot with other content than a peer's (divergent_keys in /v1/cluster)", len(d)))

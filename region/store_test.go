@@ -109,10 +109,14 @@ func TestTornTransactionIsAllOrNothing(t *testing.T) {
 			node, _, m := reopen(t, p, clock)
 			complete := at == ends[len(ends)-1]
 			it := must[Item](t)(node.GetItem(bg, "w", false))
-			_, gerr := node.GetReservation(bg, r.ID)
+			got, gerr := node.GetReservation(bg, r.ID)
 			if complete {
-				if it.Reserved != 3 || gerr != nil {
-					t.Fatalf("whole transaction lost: %+v %v", it, gerr)
+				// The file lost its close marker: the region went on as
+				// a new incarnation and, once caught up (at once, alone),
+				// failed the holds its ledger had (their fate after the
+				// lost tail is unknown).
+				if gerr != nil || got.State != StateExpired || it.Reserved != 0 || it.Stock != 10 {
+					t.Fatalf("whole transaction lost: %+v %+v %v", it, got, gerr)
 				}
 				return
 			}
@@ -472,6 +476,7 @@ func reopen(t *testing.T, path string, clock Clock) (*Node, *Store, *Metrics) {
 		st.Close()
 		t.Fatal(err)
 	}
+	node.SyncedWith("", nil) // a region alone: nothing to catch up with after a loss
 	t.Cleanup(func() { node.Close(); st.Close() })
 	return node, st, m
 }

@@ -262,6 +262,10 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
+	if len(cfg.Peers(name)) == 0 {
+		// A region alone has no peer to catch up with after a loss.
+		s.node.SyncedWith("", nil)
+	}
 	if s.repl != nil {
 		if err := s.repl.Start(ctx, s.node); err != nil {
 			return nil, fmt.Errorf("server: region %s: start replication: %w", name, err)
