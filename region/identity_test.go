@@ -257,13 +257,13 @@ func TestBackupAndRestore(t *testing.T) {
 	if w := n.Warnings(); len(w) != 0 {
 		t.Fatalf("warnings after catching up: %q", w)
 	}
-	// The hold of the restored ledger failed explicitly.
+	// The restored ledger's hold is held again: its commit after the
+	// snapshot reached no peer (there is none), so it is lost with the
+	// snapshot's tail, and the hold expires by its ttl or commits anew.
 	r := must[Reservation](t)(n.GetReservation(bg, held.ID))
-	if r.State != StateExpired {
-		t.Fatalf("restored hold is %s, want expired", r.State)
+	if r.State != StateHeld {
+		t.Fatalf("restored hold is %s, want held", r.State)
 	}
-	_, err = n.Commit(bg, held.ID, Idem{})
-	wantCode(t, err, CodeReservationExpired)
 	nr := must[Reservation](t)(n.Reserve(bg, "w", 1, time.Minute, Idem{}))
 	if nr.ID == held.ID {
 		t.Fatalf("reservation id %s reused", nr.ID)

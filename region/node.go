@@ -638,10 +638,11 @@ func (n *Node) CatchingUp() bool { return n.store.CatchingUp() }
 // SyncedWith records that an anti-entropy round with peer completed (its
 // applies durable); peers are all of the region's peers (none: a region
 // alone catches up at once). Once a region catching up has synced with
-// every peer, the holds of its ledgers fail (their fate after what the
-// store lost is unknown here: a commit made then is back in the stock
-// counter, a release or an expiry made them free anyway) and it decides
-// again.
+// every peer — its stock counters then include every commit its peers
+// hold, also those its store lost — it republishes its ledgers' held
+// units and decides again. The holds its ledgers kept stay (each expires
+// by its ttl); a hold its store lost is unknown here, so committing it is
+// 404 not_found and its units are free again.
 func (n *Node) SyncedWith(peer string, peers []string) {
 	if !n.store.CatchingUp() {
 		return
@@ -659,8 +660,8 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 	if !done {
 		return
 	}
-	if err := n.failRestoredHolds(); err != nil {
-		n.log.Error("could not fail the holds of the restored ledgers; still catching up", "err", err)
+	if err := n.republishHeld(); err != nil {
+		n.log.Error("could not republish the held units of the ledgers; still catching up", "err", err)
 		return
 	}
 	if err := n.store.CaughtUp(); err != nil {
@@ -670,9 +671,12 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 	n.log.Info("the restored region has caught up with every peer and decides reservations again")
 }
 
-// failRestoredHolds expires every hold of the ledgers (see SyncedWith),
-// publishing the held totals anew.
-func (n *Node) failRestoredHolds() error {
+// republishHeld publishes the held units of every ledger anew, at a
+// version above every version the peers hold (the item was just joined
+// with theirs): what an earlier incarnation published last may differ
+// from what the ledger now holds. Holds past their expiry expire on the
+// way.
+func (n *Node) republishHeld() error {
 	var skus []string
 	err := n.store.View(func(r Reader) error {
 		return r.Ascend(prefixLedger, func(k string, _ []byte, _ error) bool {
@@ -683,12 +687,11 @@ func (n *Node) failRestoredHolds() error {
 	if err != nil {
 		return err
 	}
-	never := time.UnixMilli(1 << 50)
 	for _, sku := range skus {
 		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
-			it, l, err := n.loadForDecision(tx, g, sku, never)
-			if err == nil && len(l.Holds) == 0 {
-				n.saveLedger(tx, g, sku, it, l) // republish held (0) past the peers' version
+			it, l, err := n.loadForDecision(tx, g, sku, n.clock.Now())
+			if err == nil {
+				n.saveLedger(tx, g, sku, it, l)
 			}
 			return err
 		})

@@ -111,11 +111,9 @@ func TestTornTransactionIsAllOrNothing(t *testing.T) {
 			it := must[Item](t)(node.GetItem(bg, "w", false))
 			got, gerr := node.GetReservation(bg, r.ID)
 			if complete {
-				// The file lost its close marker: the region went on as
-				// a new incarnation and, once caught up (at once, alone),
-				// failed the holds its ledger had (their fate after the
-				// lost tail is unknown).
-				if gerr != nil || got.State != StateExpired || it.Reserved != 0 || it.Stock != 10 {
+				// The file lost its close marker (a new incarnation, caught
+				// up at once, alone): the hold stays.
+				if gerr != nil || got.State != StateHeld || it.Reserved != 3 || it.Stock != 10 {
 					t.Fatalf("whole transaction lost: %+v %+v %v", it, got, gerr)
 				}
 				return
