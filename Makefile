@@ -8,7 +8,7 @@ FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGro
 	./sync/protocol:FuzzDecodeMessage ./sync/transport:FuzzReadFrame
 # Seeds of the replication simulation run without the race detector by
 # `make test` (the race-enabled suite runs 150 of them).
-SIM_SEEDS ?= 2000
+SIM_SEEDS ?= 10000
 
 .PHONY: all build test unit sim fuzz vet lint run bench bench-go clean
 
