@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/tidwall/buntdb"
 )
 
@@ -85,8 +86,11 @@ func BenchmarkGroupCommitSlowDisk(b *testing.B) {
 }
 
 // benchCartAdds runs durable cart adds from clients concurrent writers on
-// a region whose store has the given options.
+// a region whose store has the given options, and reports writes/fsync:
+// how many writes one fsync made durable (group commit).
 func benchCartAdds(b *testing.B, clients int, opts StoreOptions) {
+	m := NewMetrics(nil)
+	opts.Metrics = m
 	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), opts)
 	if err != nil {
 		b.Fatal(err)
@@ -97,8 +101,23 @@ func benchCartAdds(b *testing.B, clients int, opts StoreOptions) {
 		b.Fatal(err)
 	}
 	defer n.Close()
+	writes0, fsyncs0 := fsyncBatches(b, m)
 	concurrently(b, clients, func(c, i int) error {
 		_, err := n.AddItem(bg, fmt.Sprintf("cart-%d-%d", c, i%100), "sku", 1)
 		return err
 	})
+	writes1, fsyncs1 := fsyncBatches(b, m)
+	if fsyncs1 > fsyncs0 {
+		b.ReportMetric((writes1-writes0)/(fsyncs1-fsyncs0), "writes/fsync")
+	}
+}
+
+// fsyncBatches returns how many writes the store's fsyncs made durable and
+// how many fsyncs there were.
+func fsyncBatches(b *testing.B, m *Metrics) (writes, fsyncs float64) {
+	var pb dto.Metric
+	if err := m.FsyncBatch.Write(&pb); err != nil {
+		b.Fatal(err)
+	}
+	return pb.GetHistogram().GetSampleSum(), float64(pb.GetHistogram().GetSampleCount())
 }

@@ -116,6 +116,14 @@ type Store struct {
 	// onDurable holds the OnDurable functions of written transactions that
 	// no fsync covers yet, in the order of their writes.
 	onDurable []durableFunc
+	// With GOMAXPROCS=1 the syncer (syncLoop) fsyncs for the writers: a
+	// writer wakes it through the kick pipe, writing one byte unless
+	// kicked says a byte is already on its way. syncerDone is closed when
+	// it has stopped.
+	syncer     syncerState
+	kicked     bool
+	kick       *os.File // the pipe's write end
+	syncerDone chan struct{}
 
 	fileMu   sync.Mutex // guards syncFile; held across a shrink
 	syncFile *os.File
@@ -134,8 +142,8 @@ type Store struct {
 	used atomic.Bool
 	lock *os.File
 
-	stop    chan struct{}
-	done    chan struct{}
+	stop chan struct{}
+	done chan struct{}
 }
 
 // OpenStore opens (creating if needed) the BuntDB file at path, cutting
@@ -528,16 +536,52 @@ func (s *Store) UpdateLocked(fn, locked func(tx *Tx) error) error {
 	return s.waitDurable(t.durable)
 }
 
-// waitDurable is group commit: the first waiter fsyncs everything written
-// so far while later writers queue; when it finishes, every writer its
-// fsync covered returns, and the next waiter leads the next fsync. When
-// the last fsync was shared (writers are concurrent), the leader yields the
-// processor once before it fsyncs, so that writers ready to run commit
-// first and share its fsync rather than wait for the next one; a lone
-// writer does not wait. The leader of a successful fsync runs the
-// OnDurable functions of the writes it covered (onDurable) before any of
-// their writers returns; a writer whose own fsync fails returns the error
-// and its function is dropped.
+// syncerState is the state of a store's syncer.
+type syncerState uint8
+
+const (
+	syncerNotStarted syncerState = iota
+	syncerRunning
+	syncerStopped // stopped, or could not be started
+)
+
+// waitDurable is group commit: it returns once an fsync covers the write
+// just committed, and concurrent writers share fsyncs. The OnDurable
+// functions of the writes an fsync covered run, in write order, before any
+// of their writers returns; a writer whose write no successful fsync
+// covered returns an error wrapping ErrStoreFailed, and its function is
+// dropped.
+//
+// With more than one P (GOMAXPROCS), the first waiter fsyncs everything
+// written so far while later writers queue; when it finishes, every writer
+// its fsync covered returns, and the next waiter leads the next fsync.
+// Writers that commit meanwhile run on the other Ps. When the last fsync
+// was shared (writers are concurrent), the leader yields the processor
+// once before it fsyncs, so that writers ready to run commit first and
+// share its fsync rather than wait for the next one; a lone writer does
+// not wait.
+//
+// With one P (GOMAXPROCS=1, as under a 1-CPU container limit) that does
+// not work: an fsync holds the only P, so no other goroutine runs until
+// it returns (the runtime hands the P of a goroutine in a system call to
+// another thread only once sysmon has seen the call twice, and an idle
+// sysmon sleeps up to 10 ms), and the runtime polls the network only when
+// it has nothing else to run. A leader covered only the writes of
+// goroutines already runnable: the HTTP handler whose next request was
+// always waiting when it came back for it committed and fsynced alone,
+// write after write, while the other connections' requests waited
+// unpolled. So with one P the writers hand their fsyncs to the syncer
+// (syncLoop), a goroutine woken through a pipe that the network poller
+// watches: it runs only once the poller has been asked, together with
+// the goroutines whose connections have data, and it yields once more so
+// that they commit their writes before its fsync. (Goroutines that keep
+// the P busy without blocking delay it, as they delay every network
+// event, until sysmon polls the network, which it does once no poll
+// happened for 10 ms.)
+//
+// A writer leads an fsync itself whenever none is running and the syncer
+// has no kick to answer: with more than one P, if the syncer could not be
+// started (no pipe), or once it has stopped (the store is closing).
 func (s *Store) waitDurable(onDurable func()) error {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()
@@ -546,12 +590,34 @@ func (s *Store) waitDurable(onDurable func()) error {
 	if onDurable != nil {
 		s.onDurable = append(s.onDurable, durableFunc{seq, onDurable})
 	}
+	if s.syncer != syncerStopped && runtime.GOMAXPROCS(0) == 1 {
+		if s.syncer == syncerNotStarted {
+			s.startSyncer()
+		}
+		if s.syncer == syncerRunning && !s.kicked {
+			s.kicked = true
+			kick := s.kick
+			s.gmu.Unlock()
+			_, err := kick.Write([]byte{1})
+			s.gmu.Lock()
+			if err != nil {
+				// The pipe was closed (the syncer stops): no kick is on
+				// its way, so this writer and those that counted on its
+				// kick lead fsyncs themselves.
+				s.kicked = false
+				s.gcond.Broadcast()
+			}
+		}
+	}
 	for s.synced < seq {
 		if s.failed.Load() {
 			s.dropDurable(seq)
+			if s.syncErr != nil {
+				return fmt.Errorf("%w: fsync: %w", ErrStoreFailed, s.syncErr)
+			}
 			return ErrStoreFailed
 		}
-		if s.syncing {
+		if s.syncing || s.kicked && s.syncer == syncerRunning {
 			s.gcond.Wait()
 			continue
 		}
@@ -561,28 +627,87 @@ func (s *Store) waitDurable(onDurable func()) error {
 			runtime.Gosched()
 			s.gmu.Lock()
 		}
-		target, from := s.written, s.synced
-		s.shared = target-from > 1
-		s.gmu.Unlock()
-		start := time.Now()
-		err := s.fsync()
-		s.metrics.FsyncSeconds.Observe(time.Since(start).Seconds())
-		s.metrics.FsyncBatch.Observe(float64(target - from))
-		s.gmu.Lock()
-		s.syncing = false
-		if err != nil {
-			s.syncErr = err
-			s.dropDurable(seq)
-		} else {
-			s.synced = target
-			s.runDurable(target)
-		}
-		s.gcond.Broadcast()
-		if err != nil {
-			return fmt.Errorf("region: fsync: %w", err)
-		}
+		s.shared = s.written-s.synced > 1
+		s.syncThrough(s.written)
 	}
 	return nil
+}
+
+// syncThrough fsyncs, covering the writes up to target, and wakes the
+// waiters; the caller holds s.gmu and has set s.syncing. It releases s.gmu
+// during the fsync.
+func (s *Store) syncThrough(target uint64) {
+	from := s.synced
+	s.gmu.Unlock()
+	start := time.Now()
+	err := s.fsync()
+	s.metrics.FsyncSeconds.Observe(time.Since(start).Seconds())
+	s.metrics.FsyncBatch.Observe(float64(target - from))
+	s.gmu.Lock()
+	s.syncing = false
+	if err != nil {
+		s.syncErr = err
+	} else {
+		s.synced = target
+		s.runDurable(target)
+	}
+	s.gcond.Broadcast()
+}
+
+// startSyncer starts the syncer, or marks it stopped if it cannot start;
+// the caller holds s.gmu.
+func (s *Store) startSyncer() {
+	r, w, err := os.Pipe()
+	if err != nil {
+		s.log.Warn("group commit without a syncer: with GOMAXPROCS=1 fewer writes share an fsync", "err", err)
+		s.syncer = syncerStopped
+		return
+	}
+	s.syncer, s.kick, s.syncerDone = syncerRunning, w, make(chan struct{})
+	go s.syncLoop(r)
+}
+
+// syncLoop is the syncer: woken by a kick, it yields once (so that
+// writers made runnable together with it commit first), then fsyncs
+// everything written so far, unless an fsync is running or nothing is
+// left to fsync. Once the pipe's write end is closed and every kick
+// answered, it stops.
+func (s *Store) syncLoop(r *os.File) {
+	defer close(s.syncerDone)
+	defer r.Close()
+	var buf [16]byte
+	for {
+		if _, err := r.Read(buf[:]); err != nil {
+			break
+		}
+		runtime.Gosched()
+		s.gmu.Lock()
+		s.kicked = false
+		if s.synced < s.written && !s.syncing && !s.failed.Load() {
+			s.syncing = true
+			s.syncThrough(s.written)
+		}
+		s.gcond.Broadcast()
+		s.gmu.Unlock()
+	}
+	s.gmu.Lock()
+	s.syncer = syncerStopped
+	s.gcond.Broadcast()
+	s.gmu.Unlock()
+}
+
+// stopSyncer stops the syncer, if it runs, and waits until it has.
+func (s *Store) stopSyncer() {
+	s.gmu.Lock()
+	if s.syncer == syncerNotStarted {
+		s.syncer = syncerStopped
+	}
+	kick, done := s.kick, s.syncerDone
+	s.gmu.Unlock()
+	if kick != nil {
+		kick.Close()
+		<-done
+	}
 }
 
 // runDurable runs and forgets the OnDurable functions of the writes up to
@@ -645,6 +770,7 @@ func (s *Store) syncFile0() error {
 // it holds more than twice the live data.
 func (s *Store) maintain() {
 	defer close(s.done)
+	defer s.stopSyncer()
 	if !s.persist {
 		<-s.stop
 		return
