@@ -23,13 +23,14 @@ func (n *Node) cartView(id string, c *crdt.Cart) Cart {
 	return Cart{CartID: id, Region: string(n.name), Items: items}
 }
 
-// GetCart returns the cart as this region has it.
+// GetCart returns the cart as this region has it: what it has durably
+// applied (see Node.view).
 func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.store.View(func(r Reader) error {
+	err := n.view(prefixCart+id, func(r Reader) error {
 		c, err := loadCart(r, id)
 		view = n.cartView(id, c)
 		return err

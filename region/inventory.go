@@ -225,8 +225,8 @@ func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Ite
 	return v
 }
 
-// GetItem returns the item as this region has it, or as its home has it
-// when consistent is set.
+// GetItem returns the item as this region has durably applied it (see
+// Node.view), or as its home has it when consistent is set.
 func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Item{}, err
@@ -240,7 +240,8 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 		return *resp.Item, nil
 	}
 	var view Item
-	err := n.store.View(func(r Reader) error {
+	// The item's ledger is written under the item's lock too.
+	err := n.view(prefixItem+sku, func(r Reader) error {
 		it, err := loadItem(r, sku)
 		if err != nil {
 			return err

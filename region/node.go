@@ -264,7 +264,9 @@ func readApplied(r Reader) (crdt.Context, error) {
 // transaction also records the next region-level dot, allocated inside the
 // store's write lock so dots follow commit order; once durable, the applied
 // context is advanced (by the store, together for the writes one fsync made
-// durable) and the delta published (persist before send).
+// durable) and the delta published (persist before send). The locks are
+// released only after that, so a read of the keys (Node.view) never sees
+// the write before it is durable and in the applied context.
 func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
 	if err := n.store.markUsed(); err != nil {
 		return n.storeErr(err)
@@ -385,6 +387,10 @@ const MaxApplyKeys = 0xffff - 1
 // ApplyRemote joins a delta-group made by another region (or an
 // anti-entropy repair) in one transaction and records the dots it carries
 // in the applied context. Joins are idempotent, so a duplicate is harmless.
+// Like write, it holds the locks of the keys it changes until the
+// transaction is durable and its dots are in the applied context, so a
+// read (Node.view) never shows the group's changes before the region's
+// token covers them.
 func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 	if dots == nil {
 		dots = &crdt.Context{}
@@ -445,8 +451,36 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 	if err != nil {
 		return err
 	}
-	n.noteApplied(dots)
+	n.noteApplied(dots) // before the deferred unlock
 	return nil
+}
+
+// view runs fn on a read-only snapshot of the store taken while holding
+// the lock of key (shared with other reads, exclusive of writes), for a
+// read that fn answers from key's value (and values written under key's
+// lock, such as an item's ledger).
+//
+// Every write of key holds key's lock (exclusively) until it is durable
+// and its dots are in n.applied (write, ApplyRemote). So the snapshot
+// shows only writes of key that are durable in this region and whose dots
+// n.applied holds, and every write of key acknowledged before the view
+// began. The causal token of the answer is taken after view returns
+// (api: Service.Token once the call is done); n.applied only grows, so
+// that token covers everything the snapshot showed and everything the
+// region acknowledged before the read. A token read while the lock is
+// still held would cover no less, but no more of what fn saw either: the
+// lock does not need to be held while it is encoded.
+//
+// A read waits only for the writes of key (or of a key on the same
+// stripe) that hold its lock when it comes, that is for their fsync; reads
+// of keys no one is writing do not wait. (A read barrier, which would let a
+// read see the store at once and then wait until every transaction it may
+// have seen is durable and claimed, made every read wait for an fsync
+// while any key was being written: p50 0.4–1.5 ms against 6 µs for reads
+// of keys no one wrote, BenchmarkReadsUnderWrites.)
+func (n *Node) view(key string, fn func(r Reader) error) error {
+	defer n.locks.rlock(key).RUnlock()
+	return n.store.View(fn)
 }
 
 // ReadObjects returns the stored states of the given carts and items as a
@@ -507,9 +541,14 @@ func loadItem(r Reader, sku string) (*crdt.Item, error) {
 	return it, nil
 }
 
-// keyLocks are striped per-key locks held by a write from its first read
-// to its commit.
-type keyLocks [256]sync.Mutex
+// keyLocks are striped per-key locks. A write holds the locks of its keys
+// (exclusively) from its first read until it is durable and its dots are in
+// the applied context; a read holds the lock of its key (shared) while it
+// reads (see Node.view). A read whose key shares a stripe with a write in
+// flight waits for that write's fsync: with 4,096 stripes, 64 writes in
+// flight hold 1.5 % of them (with 256, 22 %, which showed in the p99 of
+// reads of keys no one wrote).
+type keyLocks [4096]sync.RWMutex
 
 // lock locks the stripes of keys in a fixed order and returns the unlock.
 func (l *keyLocks) lock(keys ...string) func() {
@@ -532,6 +571,14 @@ func (l *keyLocks) lock(keys ...string) func() {
 			l[i].Unlock()
 		}
 	}
+}
+
+// rlock read-locks the stripe of key and returns it, for the caller to
+// RUnlock.
+func (l *keyLocks) rlock(key string) *sync.RWMutex {
+	m := &l[l.stripe(key)]
+	m.RLock()
+	return m
 }
 
 // stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the

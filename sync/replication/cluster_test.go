@@ -29,6 +29,8 @@ type cluster struct {
 	repl    map[string]*replication.QUICReplication
 	mu      sync.Mutex
 	client  *http.Client
+	// attach, if set, adjusts each region's replication options.
+	attach func(*replication.AttachOptions)
 }
 
 var regions = []string{"us-east", "eu-west", "ap-south"}
@@ -44,6 +46,13 @@ func freeUDP(t testing.TB) string {
 }
 
 func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
+	t.Helper()
+	return newClusterWith(t, latencyMS, nil)
+}
+
+// newClusterWith is newCluster with attach adjusting the replication
+// options of every region (nil for none).
+func newClusterWith(t testing.TB, latencyMS map[string]int, attach func(*replication.AttachOptions)) *cluster {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.DefaultConfig()
@@ -61,7 +70,7 @@ func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, cfg: cfg, servers: map[string]*server.Server{}, repl: map[string]*replication.QUICReplication{},
-		client: &http.Client{Timeout: 15 * time.Second}}
+		client: &http.Client{Timeout: 15 * time.Second}, attach: attach}
 	for _, r := range regions {
 		c.start(r)
 	}
@@ -82,12 +91,15 @@ func (c *cluster) start(name string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s, err := server.Start(context.Background(), c.cfg, name, server.Options{Listener: ln,
-		Replication: replication.Attach(replication.AttachOptions{WANSeed: 7, WAN: c.cfg.Emulate.LatencyMS != nil, Started: func(q *replication.QUICReplication) {
-			c.mu.Lock()
-			c.repl[q.Region()] = q
-			c.mu.Unlock()
-		}})})
+	opts := replication.AttachOptions{WANSeed: 7, WAN: c.cfg.Emulate.LatencyMS != nil, Started: func(q *replication.QUICReplication) {
+		c.mu.Lock()
+		c.repl[q.Region()] = q
+		c.mu.Unlock()
+	}}
+	if c.attach != nil {
+		c.attach(&opts)
+	}
+	s, err := server.Start(context.Background(), c.cfg, name, server.Options{Listener: ln, Replication: replication.Attach(opts)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
