@@ -83,6 +83,10 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 			p.adopt(pr, c)
 		}
 	}
+	pr.answered = append(pr.answered, m.Round)
+	if len(pr.answered) > 4 {
+		pr.answered = pr.answered[1:]
+	}
 	p.send(pr, &Message{Kind: KindDiff, Round: m.Round, Of: DigestID(m.Buckets, m.Applied), Diff: chosen, Keys: keys,
 		Applied: p.wire(&snap.Applied), Final: final})
 }
@@ -167,7 +171,7 @@ func (p *Protocol) onObjects(pr *peer, m *Message) {
 		return
 	}
 	p.applyObjects(pr, m.Group)
-	if m.Final && m.Applied != nil {
+	if m.Final && m.Applied != nil && slices.Contains(pr.answered, m.Round) {
 		if c, err := crdt.DecodeContext(m.Applied); err == nil {
 			p.adopt(pr, c)
 		}

@@ -248,6 +248,13 @@ type peer struct {
 	// happened.
 	shipped    map[string][2]uint64
 	unrepaired map[string]int
+
+	// answered are the rounds of the peer's digests this run answered
+	// (the latest few): only the objects of such a round may make it
+	// adopt the peer's context, since only then were the keys pushed
+	// chosen against this run's state (a run after a restart that lost
+	// writes must not adopt a round its predecessor answered).
+	answered []uint64
 }
 
 // Protocol is one region's replication state machine. It is not safe for
