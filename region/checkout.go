@@ -219,6 +219,11 @@ func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem, other *crdt
 // cart, from its copy of the cart joined with the copy another region sent
 // (other, or nil). It returns the order and the cart entries it removed.
 func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (Order, []planDot, error) {
+	if n.store.CatchingUp() {
+		// Its checkout records may be among what it lost (see CatchingUp).
+		return Order{}, nil, &Error{Code: CodeUnavailable, RetryAfter: 5,
+			Detail: fmt.Sprintf("region %s may have lost some of its store and coordinates checkouts again once it has caught up with every peer", n.name)}
+	}
 	releaseCart, err := n.claim("\x00checkout-of/" + cartID)
 	if err != nil {
 		return Order{}, nil, Errorf(CodeRequestInProgress, "another checkout of cart %s is running", cartID)
@@ -694,6 +699,9 @@ const (
 // the attempt (as a retry with the key would). A checkout a request is
 // running is skipped.
 func (n *Node) SettleCheckouts() {
+	if n.store.CatchingUp() {
+		return
+	}
 	n.sagaMu.Lock()
 	keys := slices.Collect(maps.Keys(n.sagas))
 	n.sagaMu.Unlock()

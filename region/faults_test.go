@@ -244,6 +244,7 @@ func TestSyncNowIsAPowerLossPoint(t *testing.T) {
 // clean Close keeps it), and closing again does nothing.
 func TestCloseUncleanIsACrash(t *testing.T) {
 	n := newNode(t)
+	k0 := n.store.Incarnation()
 	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
 	n.Node.Close()
 	if err := n.store.Close(); err != nil {
@@ -251,8 +252,8 @@ func TestCloseUncleanIsACrash(t *testing.T) {
 	}
 	n = reopenNode(t, n)
 	k := n.store.Incarnation()
-	if k != 0 {
-		t.Fatalf("after a clean stop: incarnation %d", k)
+	if k != k0 {
+		t.Fatalf("after a clean stop: incarnation %d, want %d", k, k0)
 	}
 	must[Cart](t)(n.AddItem(bg, "c", "b", 1))
 	n.Node.Close()

@@ -140,7 +140,9 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		if err != nil {
 			return err
 		}
-		if req.IdemKey != "" {
+		// A transient refusal (503 with Retry-After, e.g. too many open
+		// holds) is not an outcome: a retry with the key decides anew.
+		if req.IdemKey != "" && (out.Err == nil || out.Err.RetryAfter == 0) {
 			tx.Set(prefixIdem+req.IdemKey, encode(&idemRecord{FP: req.IdemFP, AtMs: now.UnixMilli(), Resp: out}))
 		}
 		return nil

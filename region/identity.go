@@ -32,7 +32,11 @@ import (
 //   - the file is not the one the identity file last saw closed (its last
 //     transaction differs: the file was cut, replaced or copied);
 //   - the store was restored (lattice restore sets catch_up);
-//   - there is a store but no identity file.
+//   - there is a store but no identity file (written by an older version).
+//
+// A new, empty store is incarnation 0 of its region: a region whose disk
+// was lost must be brought back with lattice restore, not started on an
+// empty directory (which would reuse its incarnation 0's dots).
 //
 // A new incarnation is max(last + 1, the Unix time in seconds), so that a
 // region restored on a machine that lost its identity file as well still

@@ -68,6 +68,10 @@ type Options struct {
 	// DigestBuckets is the number of anti-entropy digest buckets; every
 	// region of a cluster must use the same (default DefaultDigestBuckets).
 	DigestBuckets int
+	// PeerRegions are the regions this one replicates with. After a loss
+	// (see CatchingUp) the region decides again once it has synced with
+	// every one of them; a region without peers catches up at once.
+	PeerRegions []string
 	// ExpiryInterval is how often held reservations past their expiry are
 	// released in the background (they are also expired lazily on use).
 	ExpiryInterval time.Duration
@@ -204,6 +208,9 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.loadSagas(); err != nil {
 		return nil, err
 	}
+	if len(opts.PeerRegions) == 0 {
+		n.SyncedWith("", nil) // nobody to catch up with
+	}
 	n.wg.Add(1)
 	go n.expiryLoop()
 	return n, nil
@@ -228,9 +235,10 @@ func (n *Node) Region() string { return string(n.name) }
 func (n *Node) Self() crdt.ReplicaID { return n.self }
 
 // resSeqFloor is where the reservation numbers of incarnation k begin:
-// k × 2³², past any number an earlier incarnation handed out (k grows by
-// at least one per second, see nextIncarnation).
-func resSeqFloor(k uint64) uint64 { return k << 32 }
+// k × 2²⁰, past any number an earlier incarnation handed out (k grows by at
+// least one per second, see nextIncarnation, and no incarnation issues a
+// million reservations a second).
+func resSeqFloor(k uint64) uint64 { return k << 20 }
 
 // HomeOf returns the home region of sku.
 func (n *Node) HomeOf(sku string) string {
@@ -715,7 +723,7 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 		n.log.Error("could not record that the restored region caught up", "err", err)
 		return
 	}
-	n.log.Info("the restored region has caught up with every peer and decides reservations again")
+	n.log.Info("the region has caught up with every peer and decides reservations again")
 }
 
 // republishHeld publishes the held units of every ledger anew, at a

@@ -474,7 +474,6 @@ func reopen(t *testing.T, path string, clock Clock) (*Node, *Store, *Metrics) {
 		st.Close()
 		t.Fatal(err)
 	}
-	node.SyncedWith("", nil) // a region alone: nothing to catch up with after a loss
 	t.Cleanup(func() { node.Close(); st.Close() })
 	return node, st, m
 }

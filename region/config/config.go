@@ -54,8 +54,8 @@ type Durability string
 const (
 	// DurabilityAlways fsyncs every write before it is acknowledged.
 	DurabilityAlways Durability = "always"
-	// DurabilityEverySec fsyncs once a second; a crash may lose the last
-	// second of acknowledged writes.
+	// DurabilityEverySec fsyncs once a second; a power loss (not a
+	// process crash) may lose the last second of acknowledged writes.
 	DurabilityEverySec Durability = "everysec"
 )
 

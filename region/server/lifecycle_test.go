@@ -129,7 +129,15 @@ func (f *fakeReplication) Peers() any {
 
 func (f *fakeReplication) Start(_ context.Context, n *region.Node) error {
 	f.node = n
+	syncedWithEveryPeer(n)
 	return nil
+}
+
+// syncedWithEveryPeer tells n that anti-entropy with each region of the
+// test config completed, as a connected replication would soon after
+// start (a new store catches up before it decides reservations).
+func syncedWithEveryPeer(n *region.Node) {
+	n.SyncedWith("eu-west", []string{"eu-west"})
 }
 
 func (f *fakeReplication) Close() error {

@@ -24,9 +24,12 @@ func (f *countingReplication) Forward(_ context.Context, home string, _ *region.
 	return nil, &region.Error{Code: region.CodeHomeUnavailable, Detail: "fake: " + home + " is away", RetryAfter: 1}
 }
 
-func (f *countingReplication) Peers() any                                { return []any{} }
-func (f *countingReplication) Start(context.Context, *region.Node) error { return nil }
-func (f *countingReplication) Close() error                              { return nil }
+func (f *countingReplication) Peers() any { return []any{} }
+func (f *countingReplication) Start(_ context.Context, n *region.Node) error {
+	syncedWithEveryPeer(n)
+	return nil
+}
+func (f *countingReplication) Close() error { return nil }
 
 // expectNotFound checks that r is 404 not_found with no Retry-After: an
 // answer no client retries.
@@ -51,9 +54,13 @@ func TestUnnamableReservationIDs(t *testing.T) {
 	r := startRegion(t, cfg, "us-east", Options{Replication: func(ReplicationEnv) (Replication, error) { return fake, nil }})
 	r.ok(200, "POST", "/v1/inventory/us-rid/restock", `{"qty":10}`)
 	held := r.ok(201, "POST", "/v1/reservations", `{"sku":"us-rid","qty":1}`)
-	if held["reservation_id"] != "us-east:1" {
-		t.Fatalf("first reservation of a new region is %v, want us-east:1", held["reservation_id"])
+	// A new store's numbers start past every earlier incarnation's.
+	first, _ := held["reservation_id"].(string)
+	n, err := strconv.ParseUint(strings.TrimPrefix(first, "us-east:"), 36, 64)
+	if err != nil || !strings.HasPrefix(first, "us-east:") {
+		t.Fatalf("first reservation of a new region is %v", held["reservation_id"])
 	}
+	second := "us-east:" + strconv.FormatUint(n+1, 36)
 
 	for _, tc := range []struct{ name, id string }{
 		{"unknown region", "nohome:1"},
@@ -71,7 +78,7 @@ func TestUnnamableReservationIDs(t *testing.T) {
 		{"number beyond 64 bits", "eu-west:3w5e11264sgsh"},
 		{"number far beyond 64 bits", "eu-west:zzzzzzzzzzzzzzzzzzzz"},
 		{"home's number with a leading zero", "us-east:01"},
-		{"home's number never issued", "us-east:2"},
+		{"home's number never issued", second},
 		{"home's larger number never issued", "us-east:zzzz"},
 		{"home's largest number never issued", "us-east:3w5e11264sgsg"},
 	} {
@@ -92,19 +99,19 @@ func TestUnnamableReservationIDs(t *testing.T) {
 
 	// What can name a reservation still reaches its home: the one held
 	// here, and one homed at eu-west (forwarded, and away).
-	r.ok(200, "GET", "/v1/reservations/us-east:1", "")
+	r.ok(200, "GET", "/v1/reservations/"+first, "")
 	expectProblem(t, r.do("GET", "/v1/reservations/eu-west:1", ""), 503, "home_unavailable", "")
 	if n := fake.forwarded.Load(); n != 1 {
 		t.Errorf("%d requests forwarded, want the one for eu-west:1", n)
 	}
-	// The keyed commit of us-east:2 above left nothing behind: once the
-	// number is issued, the same request commits it.
-	if id := r.ok(201, "POST", "/v1/reservations", `{"sku":"us-rid","qty":1}`)["reservation_id"]; id != "us-east:2" {
-		t.Fatalf("second reservation is %v, want us-east:2", id)
+	// The keyed commit of the second number above left nothing behind:
+	// once the number is issued, the same request commits it.
+	if id := r.ok(201, "POST", "/v1/reservations", `{"sku":"us-rid","qty":1}`)["reservation_id"]; id != second {
+		t.Fatalf("second reservation is %v, want %s", id, second)
 	}
-	c := r.ok(200, "POST", "/v1/reservations/us-east:2/commit", "", "Idempotency-Key", "rid-home's number never issued")
+	c := r.ok(200, "POST", "/v1/reservations/"+second+"/commit", "", "Idempotency-Key", "rid-home's number never issued")
 	if c["state"] != "committed" {
-		t.Errorf("commit of us-east:2 once issued: %v", c)
+		t.Errorf("commit of %s once issued: %v", second, c)
 	}
 }
 

@@ -254,6 +254,9 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 			return nil, fmt.Errorf("server: region %s: replication: %w", name, err)
 		}
 		nopts.Publisher, nopts.Forwarder, nopts.Peers = s.repl, s.repl, s.repl.Peers
+		for _, p := range cfg.Peers(name) {
+			nopts.PeerRegions = append(nopts.PeerRegions, p.Name)
+		}
 	} else if peers := cfg.Peers(name); len(peers) > 0 {
 		s.log.Warn("no replication attached: this region replicates nothing, and requests that need another home region answer 503 home_unavailable",
 			"peers", len(peers))
@@ -261,10 +264,6 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	s.node, err = region.NewNode(nopts)
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
-	}
-	if len(cfg.Peers(name)) == 0 {
-		// A region alone has no peer to catch up with after a loss.
-		s.node.SyncedWith("", nil)
 	}
 	if s.repl != nil {
 		if err := s.repl.Start(ctx, s.node); err != nil {

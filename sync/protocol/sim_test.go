@@ -302,7 +302,7 @@ func (s *sim) start(i int) {
 	r.frozen, r.frozenApplied, r.restartAt, r.unapplied = nil, crdt.Context{}, time.Time{}, nil
 	r.pub = &pub{}
 	n, err := region.NewNode(region.Options{Name: string(r.name), Store: r.store, Clock: s.clock, Publisher: r.pub,
-		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour})
+		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -833,7 +833,7 @@ func (s *sim) fault(i int, damage func(r *simRegion)) {
 func (s *sim) peek(i int) (*crdt.Group, crdt.Context) {
 	r := s.regions[i]
 	n, err := region.NewNode(region.Options{Name: string(r.name), Store: r.store, Clock: s.clock,
-		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour})
+		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)})
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -360,7 +360,7 @@ func (r *Replicator) Forward(ctx context.Context, home string, req *region.HomeR
 	if err := crdt.Unmarshal(resp, &out, MaxCallBytes); err != nil {
 		return nil, unavailable("malformed answer")
 	}
-	if out.Res == nil && out.Item == nil && out.Err == nil && out.Order == nil {
+	if out.Res == nil && out.Item == nil && out.Err == nil && out.Order == nil && out.Saga == nil {
 		return nil, unavailable("empty answer")
 	}
 	return &out, nil
