@@ -12,10 +12,10 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/server"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/protocol"
 	"github.com/latticedb/lattice/sync/replication"
@@ -127,7 +127,7 @@ func startCluster(ctx context.Context, dir string, names []string, latency map[s
 		}
 		c.peers = append(c.peers, addr.String())
 	}
-	attach := replication.Attach(replication.AttachOptions{
+	attach := server.QUIC(replication.AttachOptions{
 		WANSeed:   wanSeed,
 		WAN:       true,
 		OnPublish: h.onPublish,

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/latticedb/lattice/crdt"
-	"github.com/latticedb/lattice/sync/protocol"
 )
 
 // DefaultDigestBuckets is the number of anti-entropy digest buckets.
@@ -39,8 +38,8 @@ func replicated(key string) bool {
 
 // set records the new state of key; the caller holds d.mu.
 func (d *digest) set(key string, state []byte) {
-	b := protocol.BucketOf(key, len(d.buckets))
-	h := protocol.HashState(key, state)
+	b := crdt.KeyBucket(key, len(d.buckets))
+	h := crdt.StateHash(key, state)
 	if old, ok := d.keys[b][key]; ok {
 		d.buckets[b] ^= old
 	}
@@ -51,7 +50,7 @@ func (d *digest) set(key string, state []byte) {
 
 // remove forgets key (its stored state is damaged); the caller holds d.mu.
 func (d *digest) remove(key string) {
-	b := protocol.BucketOf(key, len(d.buckets))
+	b := crdt.KeyBucket(key, len(d.buckets))
 	if old, ok := d.keys[b][key]; ok {
 		d.buckets[b] ^= old
 		delete(d.keys[b], key)
@@ -87,14 +86,15 @@ func (d *digest) setAll(tx *Tx) {
 	}
 }
 
-// Snapshot implements protocol.Storage. While a replicated key's stored
-// value is damaged, the snapshot's applied context is empty: the state the
-// digest describes lacks that key, so it does not reflect the applied
-// context, and a peer must not adopt it.
-func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*protocol.Snapshot, error) {
+// Snapshot is the digest of the replicated key space for anti-entropy
+// (Node implements the replication protocol's Storage). While a
+// replicated key's stored value is damaged, the snapshot's applied context
+// is empty: the state the digest describes lacks that key, so it does not
+// reflect the applied context, and a peer must not adopt it.
+func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, error) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
-	s := &protocol.Snapshot{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}}
+	s := &crdt.Digest{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}}
 	if len(n.dg.damaged) == 0 {
 		s.Applied = n.dg.applied.Clone()
 	}
@@ -108,7 +108,7 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*protocol.Snapsh
 	return s, nil
 }
 
-// Read implements protocol.Storage.
+// Read returns the stored states of replicated keys (for anti-entropy).
 func (n *Node) Read(keys []string) (*crdt.Group, error) {
 	var carts, items []string
 	for _, k := range keys {
@@ -120,8 +120,6 @@ func (n *Node) Read(keys []string) (*crdt.Group, error) {
 	}
 	return n.ReadObjects(carts, items)
 }
-
-var _ protocol.Storage = (*Node)(nil)
 
 // buildDigest computes the digest from the store at start-up.
 func (n *Node) buildDigest() error {

@@ -591,14 +591,7 @@ func (l *keyLocks) rlock(key string) *sync.RWMutex {
 
 // stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the
 // number of stripes.
-func (l *keyLocks) stripe(key string) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return int(h % uint32(len(l)))
-}
+func (l *keyLocks) stripe(key string) int { return int(crdt.FNV32(key) % uint32(len(l))) }
 
 func validateID(field, v string) error {
 	if !crdt.ValidID(v) {

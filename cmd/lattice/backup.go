@@ -11,9 +11,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/server"
 )
 
 // runBackup writes a consistent snapshot of a region's store to --out:

@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/server"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -131,7 +131,7 @@ func startCluster(ctx context.Context, cfg *config.Config, opts server.Options) 
 	var servers []*server.Server
 	for _, r := range cfg.Regions {
 		o := opts
-		o.Replication = replication.Attach(replication.AttachOptions{WANSeed: 1})
+		o.Replication = server.QUIC(replication.AttachOptions{WANSeed: 1})
 		s, err := server.Start(ctx, cfg, r.Name, o)
 		if err != nil {
 			for _, s := range servers {

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/server"
 	"github.com/latticedb/lattice/sync/replication"
 )
 
@@ -60,7 +60,7 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 	defer stop()
 	opts := server.Options{Logger: log}
 	if len(cfg.Regions) > 1 {
-		opts.Replication = replication.Attach(replication.AttachOptions{WANSeed: 1})
+		opts.Replication = server.QUIC(replication.AttachOptions{WANSeed: 1})
 	}
 	srv, err := server.Start(ctx, cfg, *name, opts)
 	if err != nil {

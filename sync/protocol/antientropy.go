@@ -238,36 +238,7 @@ func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
 	}
 }
 
-// bucketOf returns the digest bucket of a key (FNV-1a 32 of the key). Every
-// region must use the same function and bucket count.
-func bucketOf(key string, buckets int) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return h % uint32(buckets)
-}
-
-// BucketOf is bucketOf for Storage implementations.
-func BucketOf(key string, buckets int) uint32 { return bucketOf(key, buckets) }
-
-// HashState returns the hash of a key's stored state (FNV-1a 64 over the
-// key and its canonical encoding), XORed into its bucket's digest.
-func HashState(key string, state []byte) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(key); i++ {
-		h ^= uint64(key[i])
-		h *= 1099511628211
-	}
-	h ^= 0xff
-	h *= 1099511628211
-	for _, c := range state {
-		h ^= uint64(c)
-		h *= 1099511628211
-	}
-	return h
-}
+func bucketOf(key string, buckets int) uint32 { return crdt.KeyBucket(key, buckets) }
 
 // Unrepaired keys.
 const (

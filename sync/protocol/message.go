@@ -95,20 +95,14 @@ type Message struct {
 // computed against, so that the initiator acts only on a diff of the
 // snapshot it took (round numbers start again when a region restarts).
 func DigestID(buckets []uint64, applied []byte) uint64 {
-	h := uint64(14695981039346656037)
-	mix := func(b byte) {
-		h ^= uint64(b)
-		h *= 1099511628211
-	}
+	h := crdt.NewFNV64()
 	for _, v := range buckets {
 		for i := 0; i < 8; i++ {
-			mix(byte(v >> (8 * i)))
+			h.Byte(byte(v >> (8 * i)))
 		}
 	}
-	for _, b := range applied {
-		mix(b)
-	}
-	return h
+	h.Bytes(applied)
+	return uint64(h)
 }
 
 // Limits on a decoded message.

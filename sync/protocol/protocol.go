@@ -50,16 +50,9 @@ import (
 	"github.com/latticedb/lattice/crdt"
 )
 
-// Snapshot is a consistent view of a region's replicated key space.
-type Snapshot struct {
-	// Buckets is the digest: for each bucket, the XOR of the hashes of
-	// its keys' states.
-	Buckets []uint64
-	// Keys holds the hash of every key in the chosen buckets.
-	Keys map[string]uint64
-	// Applied is the region-level causal context the state reflects.
-	Applied crdt.Context
-}
+// Snapshot is a consistent view of a region's replicated key space
+// (crdt.KeyBucket places keys in buckets, crdt.StateHash hashes states).
+type Snapshot = crdt.Digest
 
 // Storage is what the protocol reads of its region. It never writes:
 // writes leave as Applies.

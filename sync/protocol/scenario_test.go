@@ -78,7 +78,7 @@ func cartsInBuckets(n, buckets int) []string {
 	used := map[uint32]bool{}
 	for i := 0; len(out) < n; i++ {
 		id := fmt.Sprintf("cart-%d", i)
-		if b := protocol.BucketOf("c/"+id, buckets); !used[b] {
+		if b := crdt.KeyBucket("c/"+id, buckets); !used[b] {
 			used[b] = true
 			out = append(out, id)
 		}

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/server"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -99,7 +99,7 @@ func (c *cluster) start(name string) {
 	if c.attach != nil {
 		c.attach(&opts)
 	}
-	s, err := server.Start(context.Background(), c.cfg, name, server.Options{Listener: ln, Replication: replication.Attach(opts)})
+	s, err := server.Start(context.Background(), c.cfg, name, server.Options{Listener: ln, Replication: server.QUIC(opts)})
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -6,14 +6,19 @@ import (
 	"net"
 	"time"
 
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/latticedb/lattice/region"
-	"github.com/latticedb/lattice/region/server"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/protocol"
 	"github.com/latticedb/lattice/sync/transport"
 	"github.com/latticedb/lattice/sync/wan"
 )
 
-// AttachOptions tune the replication Attach builds.
+// AttachOptions tune the replication NewQUIC builds.
 type AttachOptions struct {
 	// Protocol overrides the protocol's defaults when its Buckets is set.
 	Protocol protocol.Config
@@ -38,43 +43,59 @@ type AttachOptions struct {
 	Started func(*QUICReplication)
 }
 
-// Attach returns the server.NewReplication that replicates a region over
-// QUIC with mutual TLS, through an emulated WAN when the config's
-// emulate key asks for one.
-func Attach(opts AttachOptions) server.NewReplication {
-	return func(env server.ReplicationEnv) (server.Replication, error) {
-		var peers []string
-		for _, p := range env.Config.Peers(env.Region) {
-			peers = append(peers, p.Name)
-		}
-		o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger,
-			Metrics: NewMetrics(env.Registerer)}
-		name := env.Region
-		if opts.OnApply != nil {
-			o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }
-		}
-		if opts.OnPublish != nil {
-			o.OnPublish = func(d region.Delta, at time.Time) { opts.OnPublish(name, d, at) }
-		}
-		return &QUICReplication{Replicator: New(o), env: env, opts: opts}, nil
+// Env is what a region's replication is built from.
+type Env struct {
+	// Config is the cluster's configuration (regions, peer addresses,
+	// emulated WAN); it must not be modified.
+	Config *config.Config
+	// Region is this region's name.
+	Region string
+	// PeerAddr is the UDP address this region's QUIC endpoint listens on
+	// (the region's peer key in the config); the other regions' addresses
+	// are in Config.Peers(Region).
+	PeerAddr string
+	// TLS is this region's certificate and the cluster CA, loaded from
+	// the config's tls_dir, for mutual TLS between regions.
+	TLS *certs.Bundle
+	// Logger names the region in every record.
+	Logger *slog.Logger
+	// Registerer registers replication metrics; what it registers is
+	// labelled region=Region and served by the region's /metrics.
+	Registerer prometheus.Registerer
+}
+
+// NewQUIC returns the replication of a region over QUIC with mutual TLS,
+// through an emulated WAN when the config's emulate key (or opts.WAN) asks
+// for one. Start runs it.
+func NewQUIC(opts AttachOptions, env Env) *QUICReplication {
+	var peers []string
+	for _, p := range env.Config.Peers(env.Region) {
+		peers = append(peers, p.Name)
 	}
+	o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger,
+		Metrics: NewMetrics(env.Registerer)}
+	name := env.Region
+	if opts.OnApply != nil {
+		o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }
+	}
+	if opts.OnPublish != nil {
+		o.OnPublish = func(d region.Delta, at time.Time) { opts.OnPublish(name, d, at) }
+	}
+	return &QUICReplication{Replicator: New(o), env: env, opts: opts}
 }
 
 // QUICReplication is a region's replication over QUIC: the Replicator,
-// its UDP socket (wrapped in an emulated WAN) and its transport. It
-// implements server.Replication.
+// its UDP socket (wrapped in an emulated WAN) and its transport.
 type QUICReplication struct {
 	*Replicator
-	env  server.ReplicationEnv
+	env  Env
 	opts AttachOptions
 	udp  net.PacketConn
 	wan  *wan.Conn
 	t    *transport.QUICTransport
 }
 
-var _ server.Replication = (*QUICReplication)(nil)
-
-// Peers implements server.Replication.
+// Peers returns each peer's replication state, for /v1/cluster.
 func (q *QUICReplication) Peers() any { return q.Status() }
 
 // WAN returns the emulated WAN under the region's QUIC socket, or nil
@@ -84,7 +105,7 @@ func (q *QUICReplication) WAN() *wan.Conn { return q.wan }
 // Region returns the region's name.
 func (q *QUICReplication) Region() string { return q.env.Region }
 
-// Start implements server.Replication: it listens on the region's peer
+// Start listens on the region's peer
 // address, dials the peers and starts replicating node.
 func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 	cfg := q.env.Config
@@ -134,7 +155,7 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 	return nil
 }
 
-// Close implements server.Replication.
+// Close stops replication and releases its sockets.
 func (q *QUICReplication) Close() error {
 	q.Replicator.Close()
 	var err error

@@ -3,7 +3,8 @@
 // deltas, peer messages, connectivity and ticks from one goroutine, makes
 // every received delta durable in the region's store before any message
 // that acknowledges it leaves, and forwards home requests to other
-// regions.
+// regions. It imports region and the other sync packages; cmd/server
+// attaches it to a region (NewQUIC).
 package replication
 
 import (
@@ -20,6 +21,9 @@ import (
 	"github.com/latticedb/lattice/sync/protocol"
 	"github.com/latticedb/lattice/sync/transport"
 )
+
+// A region node is what the protocol reads.
+var _ protocol.Storage = (*region.Node)(nil)
 
 // Options configure a Replicator.
 type Options struct {

@@ -1,6 +1,8 @@
-// Package server assembles one Lattice region process: its BuntDB store,
-// its region.Node, its HTTP API (SPEC §6), its metrics registry and logger,
-// and the seam where cross-region replication attaches.
+// Package server is Lattice's composition root: it assembles one region
+// process from its BuntDB store, its region.Node, its HTTP API, its
+// certificates, its metrics registry and logger, and cross-region
+// replication (sync/replication over QUIC, or a stand-in a test gives).
+// It may import every package of the module but cmd/lattice and bench.
 //
 // `lattice serve` runs one Server; `lattice dev` and `lattice bench` run
 // several in one process, so a Server keeps nothing global: each has its
@@ -34,6 +36,7 @@ import (
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/sync/certs"
+	"github.com/latticedb/lattice/sync/replication"
 )
 
 // DataFile is the name of a region's BuntDB file inside its directory
@@ -87,25 +90,15 @@ type Options struct {
 type NewReplication func(env ReplicationEnv) (Replication, error)
 
 // ReplicationEnv is what a region's replication is built from.
-type ReplicationEnv struct {
-	// Config is the cluster's configuration (regions, peer addresses,
-	// emulated WAN); it must not be modified.
-	Config *config.Config
-	// Region is this region's name.
-	Region string
-	// PeerAddr is the UDP address this region's QUIC endpoint listens on
-	// (the region's peer key in the config); the other regions' addresses
-	// are in Config.Peers(Region).
-	PeerAddr string
-	// TLS is this region's certificate and the cluster CA, loaded from
-	// the config's tls_dir, for mutual TLS between regions.
-	TLS *certs.Bundle
-	// Logger names the region in every record.
-	Logger *slog.Logger
-	// Registerer registers replication metrics; what it registers is
-	// labelled region=Region and served by the region's /metrics.
-	Registerer prometheus.Registerer
+type ReplicationEnv = replication.Env
+
+// QUIC returns the NewReplication of replication over QUIC with mutual TLS
+// (sync/replication), tuned by opts.
+func QUIC(opts replication.AttachOptions) NewReplication {
+	return func(env ReplicationEnv) (Replication, error) { return replication.NewQUIC(opts, env), nil }
 }
+
+var _ Replication = (*replication.QUICReplication)(nil)
 
 // Replication is cross-region replication attached to one region: it
 // sends the region's durable deltas to its peers, applies theirs, and

@@ -47,7 +47,7 @@ const loadGenCPUsEnv = "LATTICE_BENCH_LOADGEN_CPUS"
 // LATTICE_BENCH_LOADGEN_CPUS, as in
 //
 //	LATTICE_BENCH_LOADGEN_CPUS=1 taskset -c 0 go test -run '^$' \
-//	    -bench 'HTTPDurableServerCPU/clients=(16|64)$' -cpu 1,2 ./region/server/
+//	    -bench 'HTTPDurableServerCPU/clients=(16|64)$' -cpu 1,2 ./cmd/server/
 //
 // which compares a region on one core with GOMAXPROCS=1 (what Go picks
 // under a 1-CPU container limit) and 2. A last run paces 64 clients at half
