@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 )
 
@@ -49,9 +50,9 @@ const (
 	MaxBodyTokens     = 128
 	MaxBodyTokenBytes = 4096
 	// MaxQty bounds the qty of an add, a set, a restock and a
-	// reservation. An add, a restock and a reservation take 1..MaxQty, a
-	// set 0..MaxQty.
-	MaxQty = 1_000_000
+	// reservation (crdt.MaxQty, the bound the cart itself keeps). An add,
+	// a restock and a reservation take 1..MaxQty, a set 0..MaxQty.
+	MaxQty = crdt.MaxQty
 	// MaxAdjust bounds the delta of an adjustment: a nonzero integer in
 	// -MaxAdjust..MaxAdjust.
 	MaxAdjust = 1_000_000

@@ -19,20 +19,23 @@ import (
 	"time"
 
 	"github.com/tidwall/buntdb"
+
+	"github.com/latticedb/lattice/region/config"
 )
 
-// Durability says when a write is acknowledged.
-type Durability string
+// Durability says when a write is acknowledged: the config's type, one
+// fact for both.
+type Durability = config.Durability
 
 // Durability modes (config key durability).
 const (
 	// DurabilityAlways fsyncs before acknowledging; concurrent writers
 	// share one fsync (group commit).
-	DurabilityAlways Durability = "always"
+	DurabilityAlways = config.DurabilityAlways
 	// DurabilityEverySec acknowledges once the write is in the file (the
 	// OS page cache) and fsyncs once a second: a power loss may lose up to
 	// a second of acknowledged writes, a process crash loses none.
-	DurabilityEverySec Durability = "everysec"
+	DurabilityEverySec = config.DurabilityEverySec
 )
 
 // Stored value layout: crc32c(rest) | txid | n | payload, where txid

@@ -217,7 +217,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
 	s.store, err = region.OpenStore(path, region.StoreOptions{
-		Durability: region.Durability(cfg.Durability),
+		Durability: cfg.Durability,
 		Logger:     s.log,
 		Metrics:    metrics,
 	})
