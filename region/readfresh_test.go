@@ -2,6 +2,7 @@ package region
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 // Tests that a read shows only what is durable in the region and what its
@@ -26,20 +28,8 @@ import (
 // write stays committed but not yet durable for that long.
 const slowFsync = 150 * time.Millisecond
 
-// waitUntil polls cond every millisecond until it holds, failing the test
-// after d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
+// waitUntil waits on a condition with a deadline (regiontest.WaitFor).
+var waitUntil = regiontest.WaitFor
 
 // TestReadMeetingAWriteInFlight starts a write on a store whose fsyncs are
 // slow and, once the write is committed to the store but not yet durable,
@@ -67,6 +57,8 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 		// show the change.
 		stored func(r Reader) bool
 		read   func(n *Node) (bool, error)
+		// opts, if set, adjusts the node's options.
+		opts func(o *Options)
 	}{
 		{
 			name: "local cart add, GetCart",
@@ -150,6 +142,51 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				return it.Stock == 15, err
 			},
 		},
+		{
+			name: "local reservation, the home's item read (ServeHome)",
+			write: func(n *Node) crdt.Dot {
+				a := n.Applied()
+				d := a.Next(n.Self())
+				if _, err := n.Reserve(bg, "w", 3, 0, Idem{}); err != nil {
+					t.Error(err)
+				}
+				return d
+			},
+			stored: func(r Reader) bool { l, _ := loadLedger(r, "w"); return l.held() == 3 },
+			read: func(n *Node) (bool, error) {
+				resp := n.ServeHome(bg, &HomeRequest{Op: OpItem, SKU: "w"})
+				if resp.Err != nil {
+					return false, resp.Err
+				}
+				return resp.Item.Reserved == 3, nil
+			},
+		},
+		{
+			name: "local cart add, the cart a forwarded checkout sends",
+			opts: func(o *Options) {
+				o.Home = func(key string) string {
+					if key == "c" {
+						return "eu-west"
+					}
+					return "us-east"
+				}
+				o.Forwarder = &cartCatcher{}
+			},
+			write: func(n *Node) crdt.Dot {
+				a := n.Applied()
+				d := a.Next(n.Self())
+				if _, err := n.AddItem(bg, "c", "new", 1); err != nil {
+					t.Error(err)
+				}
+				return d
+			},
+			stored: func(r Reader) bool { c, _ := loadCart(r, "c"); return c.Has("new") },
+			read: func(n *Node) (bool, error) {
+				_, _ = n.Checkout(bg, "c", 0, Idem{})
+				c, err := crdt.DecodeCart(n.opts.Forwarder.(*cartCatcher).cart)
+				return err == nil && c.Has("new"), err
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -158,7 +195,11 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer st.Close()
-			n, err := NewNode(Options{Name: "us-east", Store: st, ExpiryInterval: time.Hour})
+			o := Options{Name: "us-east", Store: st, ExpiryInterval: time.Hour}
+			if tc.opts != nil {
+				tc.opts(&o)
+			}
+			n, err := NewNode(o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -191,6 +232,15 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cartCatcher is a Forwarder that keeps the cart a forwarded checkout
+// sends and answers that the home is unreachable.
+type cartCatcher struct{ cart []byte }
+
+func (f *cartCatcher) Forward(_ context.Context, _ string, req *HomeRequest) (*HomeResponse, error) {
+	f.cart = req.Cart
+	return nil, Errorf(CodeHomeUnavailable, "no home in this test")
 }
 
 func cartHas(c Cart, sku string) bool {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 // clusterCrashSeed fixes the kill point of TestClusterRegionKilledCatchesUp.
@@ -80,19 +82,8 @@ func clusterPeers(a *api) ([]clusterPeer, bool) {
 	return st.Peers, true
 }
 
-// pollUntil polls cond every 50 ms until it holds or d passes.
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
+// pollUntil waits on a condition with a deadline (regiontest.WaitFor).
+var pollUntil = regiontest.WaitFor
 
 // writer is a client pinned to one region that adds to its own cart, adds
 // its own sku to a cart every writer shares, and restocks its own sku. It

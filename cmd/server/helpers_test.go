@@ -17,6 +17,7 @@ import (
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 // testConfig is a two-region cluster in dir. Skus starting with "us-" are
@@ -326,16 +327,5 @@ func checkItem(t *testing.T, m map[string]any, sku, home string, stock, reserved
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on a condition with a deadline (regiontest.WaitFor).
+var waitFor = regiontest.WaitFor

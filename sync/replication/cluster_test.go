@@ -15,6 +15,7 @@ import (
 
 	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -114,19 +115,8 @@ func (c *cluster) stop(name string) {
 	delete(c.servers, name)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on a condition with a deadline (regiontest.WaitFor).
+var waitFor = regiontest.WaitFor
 
 type peerStatus struct {
 	Region        string `json:"region"`

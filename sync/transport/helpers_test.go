@@ -8,22 +8,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on a condition with a deadline (regiontest.WaitFor).
+var waitFor = regiontest.WaitFor
 
 // logBuf collects log output for assertions.
 type logBuf struct {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 // listen opens a UDP socket on the loopback interface.
@@ -20,19 +22,8 @@ func listen(t *testing.T) *net.UDPConn {
 	return pc
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		<-tick.C
-	}
-}
+// waitFor waits on a condition with a deadline (regiontest.WaitFor).
+var waitFor = regiontest.WaitFor
 
 // read returns the next packet on pc, failing the test if none comes
 // within d.
