@@ -4,14 +4,12 @@
 // one-way messages on an ordered per-peer stream (delta traffic), Call for
 // a request and its response on a stream of its own (forwarded requests,
 // never stuck behind deltas), Connected for the state of a peer. Incoming
-// traffic goes to a Handler. Two implementations exist:
-//
-//   - QUICTransport runs over QUIC (quic-go) on any net.PacketConn, so an
-//     emulated WAN (sync/wan) can sit under it. Regions authenticate each
-//     other with mutual TLS (sync/certs); a peer is known by the region its
-//     verified certificate names.
-//   - MemTransport runs in memory on a MemNetwork, for simulation tests,
-//     with Connect and Disconnect to partition regions without sockets.
+// traffic goes to a Handler. QUICTransport implements it over QUIC
+// (quic-go) on any net.PacketConn, so an emulated WAN (sync/wan) can sit
+// under it. Regions authenticate each other with mutual TLS (sync/certs);
+// a peer is known by the region its verified certificate names. (The
+// simulation of sync/protocol drives the protocol over a seeded network of
+// its own, below any transport.)
 //
 // Delivery is at most once. Messages sent to one peer arrive in the order of
 // the Send calls, without duplicates, but any of them may be lost when a
@@ -133,7 +131,7 @@ type PeerStatus struct {
 }
 
 // StatusReporter is implemented by transports that report per-peer state
-// (both QUICTransport and MemTransport do).
+// (QUICTransport does).
 type StatusReporter interface {
 	// Peers returns the status of every configured peer, sorted by name.
 	Peers() []PeerStatus
