@@ -168,7 +168,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 		return order, err
 	}
 	var state []byte
-	err = n.store.View(func(r Reader) error {
+	err = n.view(prefixCart+cartID, func(r Reader) error {
 		c, err := loadCart(r, cartID)
 		state = crdt.EncodeCart(c)
 		return err
@@ -196,7 +196,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 // the copy another region sent (nil for none).
 func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
-	err := n.store.View(func(r Reader) error {
+	err := n.view(prefixCart+cartID, func(r Reader) error {
 		c, err := loadCart(r, cartID)
 		if err != nil {
 			return err

@@ -218,9 +218,24 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 	return nil
 }
 
+// readHome answers OpItem and OpGet from the home's state under the
+// item's lock (Node.view): an item, its ledger and its reservations are
+// written under the lock of the item's key, so the answer shows only
+// decisions that are durable here and in the applied context.
 func (n *Node) readHome(req *HomeRequest) *HomeResponse {
+	sku := req.SKU
+	if req.Op == OpGet {
+		// A reservation's sku never changes: find it, then read the
+		// record again under its item's lock.
+		_ = n.store.View(func(r Reader) error {
+			if rec, ok, _ := loadRes(r, req.ID); ok {
+				sku = rec.SKU
+			}
+			return nil
+		})
+	}
 	var out *HomeResponse
-	err := n.store.View(func(r Reader) error {
+	err := n.view(prefixItem+sku, func(r Reader) error {
 		if req.Op == OpItem {
 			it, err := loadItem(r, req.SKU)
 			if err != nil {
