@@ -23,7 +23,7 @@ import (
 func runBackup(_ context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("backup")
 	fset := newFlagSet(cio, cmd)
-	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fset.String("region", "", "`NAME` of the region whose store to back up, one of the config's regions")
 	out := fset.String("out", "", "`FILE` to write the snapshot to (its directory must exist)")
 	force := fset.Bool("force", false, "replace --out if it exists")
@@ -32,18 +32,7 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 		return flagStatus(err)
 	}
 	const me = "lattice backup"
-	switch {
-	case len(pos) > 0:
-		fmt.Fprintf(cio.stderr, "%s: unexpected argument %q\n", me, pos[0])
-		return exitUsage
-	case *cfgPath == "":
-		fmt.Fprintf(cio.stderr, "%s: --config is required\n", me)
-		return exitUsage
-	case *name == "":
-		fmt.Fprintf(cio.stderr, "%s: --region is required\n", me)
-		return exitUsage
-	case *out == "":
-		fmt.Fprintf(cio.stderr, "%s: --out is required\n", me)
+	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "out", *out) {
 		return exitUsage
 	}
 	store, ok := regionStore(cio, me, *cfgPath, *name)
@@ -72,13 +61,30 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 	return exitOK
 }
 
+// required reports whether a command got no positional argument and
+// every flag of flagValues (name, value pairs) is set, and says what is
+// wrong on cio.stderr when not.
+func required(cio cmdIO, me string, pos []string, flagValues ...string) bool {
+	if len(pos) > 0 {
+		fmt.Fprintf(cio.stderr, "%s: unexpected argument %q\n", me, pos[0])
+		return false
+	}
+	for i := 0; i+1 < len(flagValues); i += 2 {
+		if flagValues[i+1] == "" {
+			fmt.Fprintf(cio.stderr, "%s: --%s is required\n", me, flagValues[i])
+			return false
+		}
+	}
+	return true
+}
+
 // runRestore puts a snapshot written by `lattice backup` in place of a
 // stopped region's store. The region's next start goes on as a new
 // incarnation, in catch-up mode (see region.Restore).
 func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("restore")
 	fset := newFlagSet(cio, cmd)
-	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fset.String("region", "", "`NAME` of the region whose store to replace, one of the config's regions; it must be stopped")
 	from := fset.String("from", "", "snapshot `FILE` written by lattice backup")
 	pos, err := parseFlags(fset, args)
@@ -86,18 +92,7 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 		return flagStatus(err)
 	}
 	const me = "lattice restore"
-	switch {
-	case len(pos) > 0:
-		fmt.Fprintf(cio.stderr, "%s: unexpected argument %q\n", me, pos[0])
-		return exitUsage
-	case *cfgPath == "":
-		fmt.Fprintf(cio.stderr, "%s: --config is required\n", me)
-		return exitUsage
-	case *name == "":
-		fmt.Fprintf(cio.stderr, "%s: --region is required\n", me)
-		return exitUsage
-	case *from == "":
-		fmt.Fprintf(cio.stderr, "%s: --from is required\n", me)
+	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "from", *from) {
 		return exitUsage
 	}
 	store, ok := regionStore(cio, me, *cfgPath, *name)

@@ -22,7 +22,7 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("dev")
 	fs := newFlagSet(cio, cmd)
 	data := fs.String("data", "", "data directory (default: a fresh temporary directory)")
-	latency := fs.String("latency", "wan", "emulated WAN between regions: wan (SPEC one-way latencies) or none")
+	latency := fs.String("latency", "wan", "emulated WAN between regions: wan (the one-way latencies of docs/configuration.md) or none")
 	loss := fs.Float64("loss", 0, "emulated packet loss between regions, in percent")
 	apiBase := fs.Int("api-port", 7101, "API port of us-east; eu-west and ap-south take the next two")
 	peerBase := fs.Int("peer-port", 7201, "QUIC port of us-east; eu-west and ap-south take the next two")

@@ -20,7 +20,7 @@ import (
 func runServe(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("serve")
 	fs := newFlagSet(cio, cmd)
-	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, SPEC §7)")
+	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fs.String("region", "", "`NAME` of the region to run, one of the config's regions")
 	level := fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	format := fs.String("log-format", "text", "log `FORMAT` on stderr: text or json")
