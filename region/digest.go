@@ -108,6 +108,10 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 	return s, nil
 }
 
+// DigestBuckets returns the number of buckets of the anti-entropy digest
+// (Options.DigestBuckets); the replication protocol uses the same.
+func (n *Node) DigestBuckets() int { return n.opts.DigestBuckets }
+
 // Read returns the stored states of replicated keys (for anti-entropy).
 func (n *Node) Read(keys []string) (*crdt.Group, error) {
 	var carts, items []string

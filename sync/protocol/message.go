@@ -113,6 +113,8 @@ const (
 	MaxDotRanges = 4096
 	// MaxKeys bounds the key hashes or pulled keys of one message.
 	MaxKeys = 8192
+	// MaxBuckets bounds the digest buckets a cluster may use.
+	MaxBuckets = 1 << 16
 	// MaxRangeLen bounds the dots of one range.
 	MaxRangeLen = 1 << 16
 	// MaxAppliedBytes bounds an encoded applied context. A region sends

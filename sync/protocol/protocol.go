@@ -43,6 +43,8 @@ package protocol
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -94,6 +96,27 @@ type Config struct {
 	MaxRoundKeys int
 }
 
+// Validate reports the first setting out of range, or nil.
+func (c Config) Validate() error {
+	switch {
+	case c.Buckets < 1 || c.Buckets > MaxBuckets:
+		return fmt.Errorf("protocol: Buckets %d out of 1..%d", c.Buckets, MaxBuckets)
+	case c.MaxBufferEntries < 1 || c.MaxBufferBytes < 1:
+		return fmt.Errorf("protocol: the delta buffer must hold at least one delta (entries %d, bytes %d)", c.MaxBufferEntries, c.MaxBufferBytes)
+	case c.MaxMessageBytes < 1 || c.MaxMessageBytes > MaxMessageBytes:
+		return fmt.Errorf("protocol: MaxMessageBytes %d out of 1..%d", c.MaxMessageBytes, MaxMessageBytes)
+	case c.Window < 1:
+		return fmt.Errorf("protocol: Window %d must be at least 1", c.Window)
+	case c.RetransmitAfter <= 0 || c.StatusInterval <= 0 || c.AntiEntropyEvery <= 0 || c.AntiEntropyTimeout <= 0:
+		return errors.New("protocol: RetransmitAfter, StatusInterval, AntiEntropyEvery and AntiEntropyTimeout must be positive")
+	case c.RelayDelay < 0:
+		return errors.New("protocol: RelayDelay must not be negative")
+	case c.MaxRoundKeys < 1 || c.MaxRoundKeys > MaxKeys:
+		return fmt.Errorf("protocol: MaxRoundKeys %d out of 1..%d", c.MaxRoundKeys, MaxKeys)
+	}
+	return nil
+}
+
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -128,7 +151,11 @@ type Envelope struct {
 	Msg *Message
 }
 
-// Ready is the protocol's output since the last call.
+// Ready is the protocol's output since the last call. The driver must
+// make every Apply durable in the region's store BEFORE it sends any of
+// Messages (an acknowledgement, a reported context or an anti-entropy
+// answer must never promise what the store does not hold), and tell the
+// protocol with Discard if it could not.
 type Ready struct {
 	Applies  []Apply
 	Messages []Envelope

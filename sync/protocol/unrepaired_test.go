@@ -83,3 +83,25 @@ func TestUnrepairedKeysAreReported(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for name, change := range map[string]func(*Config){
+		"no buckets":          func(c *Config) { c.Buckets = 0 },
+		"too many buckets":    func(c *Config) { c.Buckets = MaxBuckets + 1 },
+		"no window":           func(c *Config) { c.Window = 0 },
+		"no buffer":           func(c *Config) { c.MaxBufferEntries = 0 },
+		"huge messages":       func(c *Config) { c.MaxMessageBytes = MaxMessageBytes + 1 },
+		"no retransmission":   func(c *Config) { c.RetransmitAfter = 0 },
+		"negative relay":      func(c *Config) { c.RelayDelay = -1 },
+		"too many round keys": func(c *Config) { c.MaxRoundKeys = MaxKeys + 1 },
+	} {
+		c := DefaultConfig()
+		change(&c)
+		if c.Validate() == nil {
+			t.Errorf("%s: Validate accepted %+v", name, c)
+		}
+	}
+}

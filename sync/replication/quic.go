@@ -105,9 +105,12 @@ func (q *QUICReplication) WAN() *wan.Conn { return q.wan }
 // Region returns the region's name.
 func (q *QUICReplication) Region() string { return q.env.Region }
 
-// Start listens on the region's peer
-// address, dials the peers and starts replicating node.
+// Start listens on the region's peer address, dials the peers and starts
+// replicating node.
 func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
+	if err := q.Check(node); err != nil {
+		return fmt.Errorf("replication: %w", err)
+	}
 	cfg := q.env.Config
 	udp, err := net.ListenPacket("udp", q.env.PeerAddr)
 	if err != nil {

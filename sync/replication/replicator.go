@@ -98,8 +98,16 @@ func New(opts Options) *Replicator {
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
 
+// Check reports whether the replicator can run for node: its protocol
+// settings are valid, with the digest's bucket count taken from the node
+// (one source: region.Options.DigestBuckets).
+func (r *Replicator) Check(node *region.Node) error {
+	r.opts.Protocol.Buckets = node.DigestBuckets()
+	return r.opts.Protocol.Validate()
+}
+
 // Start runs the replicator for node over t until Close. The node's
-// region must be Options.Region.
+// region must be Options.Region; Check must have passed.
 func (r *Replicator) Start(node *region.Node, t transport.Transport) {
 	peers := make([]crdt.ReplicaID, 0, len(r.opts.Peers))
 	for _, p := range r.opts.Peers {
