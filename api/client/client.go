@@ -1,0 +1,449 @@
+// Package client is a typed Go client of Lattice's REST API (docs/api.md)
+// for app backends.
+//
+// A Client is given the base URLs of one or more regions. It tries the
+// first (its preferred region) and, for the operations that are safe to
+// move, fails over to the next on a transport error or a 503: every read,
+// cart writes (carts are OR-Sets, written at any region) and the
+// operations decided at a home with an Idempotency-Key (reserve, commit,
+// release, checkout; the key makes a repeat return the first outcome).
+//
+// A Client keeps the causal token (Lattice-Token) of the answers it gets,
+// joined so that it only moves forward, and sends it with every request,
+// so that what it wrote at one region is seen by its reads at any other
+// (read-your-writes, monotonic reads). Errors the API answers are
+// *Problem values, usable with errors.As.
+//
+// A Client is safe for concurrent use.
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+)
+
+// Header names of the API.
+const (
+	headerToken = "Lattice-Token"
+	headerWait  = "Lattice-Wait"
+	headerKey   = "Idempotency-Key"
+)
+
+// maxWait is the largest Lattice-Wait the API takes.
+const maxWait = 10 * time.Second
+
+// Options configures a Client. Start from DefaultOptions.
+type Options struct {
+	// HTTPClient sends the requests. Its Timeout, if any, bounds each
+	// attempt; the context of a call bounds the whole call.
+	HTTPClient *http.Client
+	// MaxAttempts bounds the attempts of one call, over every region it
+	// tries (1 means no retry and no failover).
+	MaxAttempts int
+	// Backoff is the pause before trying a region again after a transport
+	// error, doubled at each round over the regions (a 503's Retry-After
+	// is honoured instead).
+	Backoff time.Duration
+	// MaxBackoff caps a pause, Retry-After included.
+	MaxBackoff time.Duration
+	// UserAgent is sent with every request when not empty.
+	UserAgent string
+}
+
+// DefaultOptions returns the options New uses when given none:
+// http.DefaultClient, 4 attempts, a 100 ms backoff, pauses of at most 10 s.
+func DefaultOptions() Options {
+	return Options{HTTPClient: http.DefaultClient, MaxAttempts: 4, Backoff: 100 * time.Millisecond,
+		MaxBackoff: 10 * time.Second, UserAgent: "lattice-go-client"}
+}
+
+// Client calls the API of a Lattice cluster. Make one with New.
+type Client struct {
+	urls []string
+	opts Options
+	tok  *tokenState
+}
+
+// tokenState is the causal token a Client and the Clients made from it
+// by Prefer share.
+type tokenState struct {
+	mu    sync.Mutex
+	token string
+}
+
+// New returns a Client of the regions at baseURLs (for example
+// http://127.0.0.1:7101), the first being the preferred one. Zero fields
+// of opts take their DefaultOptions value.
+func New(baseURLs []string, opts Options) (*Client, error) {
+	if len(baseURLs) == 0 {
+		return nil, errors.New("lattice client: no region URL")
+	}
+	def := DefaultOptions()
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = def.HTTPClient
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = def.MaxAttempts
+	}
+	if opts.Backoff <= 0 {
+		opts.Backoff = def.Backoff
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = def.MaxBackoff
+	}
+	urls := make([]string, len(baseURLs))
+	for i, u := range baseURLs {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("lattice client: %q is not an http or https base URL", u)
+		}
+		urls[i] = strings.TrimSuffix(u, "/")
+	}
+	return &Client{urls: urls, opts: opts, tok: &tokenState{}}, nil
+}
+
+// Regions returns the base URLs of the client's regions, the preferred
+// one first.
+func (c *Client) Regions() []string { return append([]string(nil), c.urls...) }
+
+// Prefer returns a Client that tries the region at baseURL first, then
+// c's other regions, and shares c's causal token: a write made through
+// either is seen by reads through the other, wherever they go.
+func (c *Client) Prefer(baseURL string) *Client {
+	baseURL = strings.TrimSuffix(baseURL, "/")
+	urls := []string{baseURL}
+	for _, u := range c.urls {
+		if u != baseURL {
+			urls = append(urls, u)
+		}
+	}
+	return &Client{urls: urls, opts: c.opts, tok: c.tok}
+}
+
+// Token returns the causal token the client sends: it covers every
+// answer the client has received.
+func (c *Client) Token() string {
+	c.tok.mu.Lock()
+	defer c.tok.mu.Unlock()
+	return c.tok.token
+}
+
+// SetToken joins tok, a causal token of an earlier answer (for example
+// one a web session kept), into the client's token.
+func (c *Client) SetToken(tok string) { c.tok.observe(tok) }
+
+// observe joins tok into the token: the token only moves forward. Two
+// tokens neither of which covers the other (answers to concurrent
+// requests) are joined; a token that cannot be parsed replaces the
+// current one (the API's tokens are opaque and may change form).
+func (s *tokenState) observe(tok string) {
+	if tok == "" {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token == "" || s.token == tok {
+		s.token = tok
+		return
+	}
+	cur, err1 := crdt.ParseToken(s.token)
+	next, err2 := crdt.ParseToken(tok)
+	switch {
+	case err1 != nil || err2 != nil:
+		s.token = tok
+	case cur.Covers(&next):
+	case next.Covers(&cur):
+		s.token = tok
+	default:
+		cur.Join(&next)
+		t := crdt.FormatToken(&cur)
+		if len(t) > maxTokenChars {
+			ceil := cur.Ceil()
+			t = crdt.FormatToken(&ceil)
+		}
+		s.token = t
+	}
+}
+
+// maxTokenChars is the length of the longest token the API takes.
+var maxTokenChars = (crdt.MaxTokenBytes*8 + 5) / 6
+
+// NewIdempotencyKey returns a fresh random Idempotency-Key (128 bits from
+// crypto/rand, in hex). Make one yourself when you need to know a
+// checkout's key, to read its status with CheckoutStatus or to retry it
+// later.
+func NewIdempotencyKey() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("lattice client: crypto/rand: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// retry says which failures a call may be repeated after, at the same
+// region or another.
+type retry int
+
+const (
+	// retryNever repeats a request only when it was never sent (the
+	// connection could not be made): restock, adjust.
+	retryNever retry = iota
+	// retryRefused also repeats a request a region refused with 503: a
+	// cart add, which a repeat after an ambiguous transport error could
+	// apply twice.
+	retryRefused
+	// retrySafe repeats on any transport error and on 503: reads, cart
+	// sets and removals, and keyed operations.
+	retrySafe
+)
+
+// call is one API operation.
+type call struct {
+	method, path string
+	query        url.Values
+	body         any
+	key          string // Idempotency-Key, if any
+	retry        retry
+	pinned       bool // ask only the preferred region (it describes that region)
+	causal       bool // send the causal token and take the answer's
+	want         int  // the success status
+}
+
+// do runs cl and decodes the answer into out (a pointer, or a *[]byte
+// for the raw body).
+func (c *Client) do(ctx context.Context, cl call, out any) error {
+	var payload []byte
+	if cl.body != nil {
+		b, err := json.Marshal(cl.body)
+		if err != nil {
+			return fmt.Errorf("lattice client: encoding the request: %w", err)
+		}
+		payload = b
+	}
+	urls := c.urls
+	if cl.pinned {
+		urls = urls[:1]
+	}
+	var last error
+	var pause time.Duration
+	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
+		base := urls[attempt%len(urls)]
+		if attempt > 0 && attempt%len(urls) == 0 {
+			// Every region has been tried in this round: pause first.
+			if err := c.sleep(ctx, pause); err != nil {
+				return last
+			}
+		}
+		status, hdr, body, err := c.send(ctx, base, cl, payload)
+		if err != nil {
+			last = fmt.Errorf("lattice client: %s %s%s: %w", cl.method, base, cl.path, err)
+			if ctx.Err() != nil || !(cl.retry == retrySafe || notSent(err)) {
+				return last
+			}
+			pause = c.backoff(attempt / len(urls))
+			continue
+		}
+		if status == cl.want {
+			if cl.causal {
+				c.tok.observe(hdr.Get(headerToken))
+			}
+			switch o := out.(type) {
+			case nil:
+				return nil
+			case *[]byte:
+				*o = body
+				return nil
+			default:
+				if err := json.Unmarshal(body, out); err != nil {
+					return fmt.Errorf("lattice client: %s %s%s: decoding the answer: %w", cl.method, base, cl.path, err)
+				}
+				return nil
+			}
+		}
+		p := decodeProblem(status, hdr, body)
+		p.Region = base
+		last = p
+		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
+			return p
+		}
+		pause = min(p.RetryAfter, c.opts.MaxBackoff)
+		if pause <= 0 {
+			pause = c.backoff(attempt / len(urls))
+		}
+	}
+	return last
+}
+
+// backoff is the pause after round transport errors.
+func (c *Client) backoff(round int) time.Duration {
+	d := c.opts.Backoff << min(round, 16)
+	return min(d, c.opts.MaxBackoff)
+}
+
+// sleep pauses for d, unless the context ends first or would end before
+// d has passed (then waiting is in vain): it returns an error then.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return context.DeadlineExceeded
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// notSent reports whether err means the request never reached a server:
+// the connection could not be made.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// send makes one attempt at base.
+func (c *Client) send(ctx context.Context, base string, cl call, payload []byte) (int, http.Header, []byte, error) {
+	u := base + cl.path
+	if len(cl.query) > 0 {
+		u += "?" + cl.query.Encode()
+	}
+	var rd io.Reader
+	if payload != nil {
+		rd = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, cl.method, u, rd)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if payload != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	if c.opts.UserAgent != "" {
+		req.Header.Set("User-Agent", c.opts.UserAgent)
+	}
+	if cl.key != "" {
+		req.Header.Set(headerKey, cl.key)
+	}
+	if cl.causal {
+		if tok := c.Token(); tok != "" {
+			req.Header.Set(headerToken, tok)
+			if dl, ok := ctx.Deadline(); ok {
+				wait := min(max(time.Until(dl), 0), maxWait)
+				req.Header.Set(headerWait, strconv.FormatInt(wait.Milliseconds(), 10))
+			}
+		}
+	}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return resp.StatusCode, resp.Header, body, nil
+}
+
+// Problem is an error the API answered: an RFC 9457 problem details
+// object with Lattice's members (docs/api.md, "Problems"). Use errors.As
+// to get it from an error a Client method returned:
+//
+//	var p *client.Problem
+//	if errors.As(err, &p) && p.Code == "insufficient_stock" { … p.Available … }
+type Problem struct {
+	// Type is urn:lattice:problem: followed by Code.
+	Type string `json:"type"`
+	// Title is fixed per code.
+	Title string `json:"title"`
+	// Status is the HTTP status.
+	Status int `json:"status"`
+	// Detail says what happened, in words; do not parse it.
+	Detail string `json:"detail,omitempty"`
+	// Code is the stable code, for example not_found or
+	// insufficient_stock; empty if the answer was not a problem.
+	Code string `json:"code"`
+	// Field names the offending body member, parameter or header of an
+	// invalid_request or body_too_large.
+	Field string `json:"field,omitempty"`
+	// Available is, on insufficient_stock for one sku, the units
+	// available at its home when it decided.
+	Available *int64 `json:"available,omitempty"`
+	// Lines lists, on a checkout's insufficient_stock, every line that
+	// could not be reserved.
+	Lines []region.SkuAvailable `json:"lines,omitempty"`
+	// RetryAfter is the Retry-After of a 503 (0 if none).
+	RetryAfter time.Duration `json:"-"`
+	// Region is the base URL of the region that answered.
+	Region string `json:"-"`
+}
+
+// Error returns "code: detail".
+func (p *Problem) Error() string {
+	code := p.Code
+	if code == "" {
+		code = strconv.Itoa(p.Status)
+	}
+	if p.Detail == "" {
+		return code + ": " + p.Title
+	}
+	return code + ": " + p.Detail
+}
+
+// Temporary reports whether the problem is a 503: the request decided
+// nothing (or, for a keyed request, may be retried with its key).
+func (p *Problem) Temporary() bool { return p.Status == http.StatusServiceUnavailable }
+
+// decodeProblem makes the Problem of a failed answer. A body that is not
+// a problem (a proxy's page) becomes a Problem with its status and no
+// code.
+func decodeProblem(status int, hdr http.Header, body []byte) *Problem {
+	p := &Problem{}
+	if err := json.Unmarshal(body, p); err != nil || p.Status == 0 {
+		p = &Problem{Status: status, Title: http.StatusText(status), Detail: snippet(body)}
+	}
+	p.Status = status
+	p.RetryAfter = parseRetryAfter(hdr.Get("Retry-After"))
+	return p
+}
+
+func snippet(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// parseRetryAfter reads a Retry-After of delay seconds or an HTTP date.
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
