@@ -10,7 +10,7 @@ FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGro
 # `make test` (the race-enabled suite runs 150 of them).
 SIM_SEEDS ?= 10000
 
-.PHONY: all build test unit sim fuzz vet lint run bench bench-go clean
+.PHONY: all build test unit sim fuzz vet lint run bench bench-go clean image
 
 all: build
 
@@ -43,6 +43,11 @@ sim:
 # long simulation and a short fuzz pass over every decoder of untrusted
 # input.
 test: lint fuzz sim unit
+
+# image builds the static binary and the image lattice:dev (deploy/Dockerfile).
+image:
+	CGO_ENABLED=0 $(GO) build -o deploy/lattice ./cmd/lattice
+	docker build -t lattice:dev -f deploy/Dockerfile deploy
 
 run: build
 	./$(BIN) dev

@@ -109,8 +109,23 @@ type RegionConfig struct {
 	// be empty (all interfaces).
 	API string `yaml:"api"`
 	// Peer is the host:port of the region's QUIC endpoint: it listens
-	// there and the other regions dial it, so the host is required.
+	// there and, unless AdvertisePeer is set, the other regions dial it,
+	// so the host is required then.
 	Peer string `yaml:"peer"`
+	// AdvertisePeer, when set, is the host:port the other regions dial to
+	// reach this region's QUIC endpoint (a load balancer or NAT in front
+	// of it, as on Kubernetes); Peer is then only where the region
+	// listens, and its host may be empty (all interfaces).
+	AdvertisePeer string `yaml:"advertise_peer"`
+}
+
+// DialPeer returns the address other regions dial to reach the region:
+// AdvertisePeer if set, else Peer.
+func (r RegionConfig) DialPeer() string {
+	if r.AdvertisePeer != "" {
+		return r.AdvertisePeer
+	}
+	return r.Peer
 }
 
 // HomeRule homes every sku that starts with Prefix at Region.
@@ -283,8 +298,16 @@ func (c *Config) Validate() error {
 		} else {
 			apis[r.API] = i
 		}
-		if err := checkAddr(r.Peer, true); err != nil {
+		if err := checkAddr(r.Peer, r.AdvertisePeer == ""); err != nil {
 			bad(key+".peer", "%v", err)
+		} else if r.AdvertisePeer != "" {
+			if err := checkAddr(r.AdvertisePeer, true); err != nil {
+				bad(key+".advertise_peer", "%v", err)
+			} else if j, dup := peers[r.AdvertisePeer]; dup {
+				bad(key+".advertise_peer", "%q is also the address regions[%d] is dialled at", r.AdvertisePeer, j)
+			} else {
+				peers[r.AdvertisePeer] = i
+			}
 		} else if j, dup := peers[r.Peer]; dup {
 			bad(key+".peer", "%q is also regions[%d].peer", r.Peer, j)
 		} else {

@@ -175,6 +175,10 @@ func TestParseErrors(t *testing.T) {
 		{"peer no host", two("a", "127.0.0.1:1", "127.0.0.1:2", "b", "127.0.0.1:3", ":4"), "config: regions[1].peer: \":4\": a host is required"},
 		{"peer not host:port", two("a", "127.0.0.1:1", "127.0.0.1:2", "b", "127.0.0.1:3", "[::1"), "config: regions[1].peer: \"[::1\" is not host:port"},
 		{"peer duplicate", two("a", "127.0.0.1:1", "127.0.0.1:2", "b", "127.0.0.1:3", "127.0.0.1:2"), "config: regions[1].peer: \"127.0.0.1:2\" is also regions[0].peer"},
+		{"advertise_peer no host", "cluster: c\nregions:\n  - {name: a, api: \"127.0.0.1:1\", peer: \":2\", advertise_peer: \":3\"}\n",
+			"config: regions[0].advertise_peer: \":3\": a host is required"},
+		{"advertise_peer duplicate", "cluster: c\nregions:\n  - {name: a, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n  - {name: b, api: \"127.0.0.1:3\", peer: \":4\", advertise_peer: \"127.0.0.1:2\"}\n",
+			"config: regions[1].advertise_peer: \"127.0.0.1:2\" is also the address regions[0] is dialled at"},
 		{"home prefix missing", base("", "homes: [{region: a}]\n"), "config: homes[0].prefix: required"},
 		{"home prefix invalid", base("", "homes: [{prefix: \"eu/\", region: a}]\n"), "config: homes[0].prefix: \"eu/\" must be"},
 		{"home prefix unreachable", base("", "homes: [{prefix: \"eu-\", region: a}, {prefix: \"eu-west\", region: b}]\n"), "config: homes[1].prefix: \"eu-west\" is unreachable: homes[0].prefix \"eu-\""},
@@ -436,4 +440,18 @@ func referenceHome(regions []string, sku string) string {
 		}
 	}
 	return best
+}
+
+// TestAdvertisePeer: a region behind a load balancer listens on peer (any
+// host) and is dialled at advertise_peer.
+func TestAdvertisePeer(t *testing.T) {
+	c, err := Parse([]byte("cluster: c\nregions:\n  - {name: a, api: \":1\", peer: \":7201\", advertise_peer: \"lb.a.example.net:7201\"}\n  - {name: b, api: \":2\", peer: \"10.0.0.2:7202\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := c.Region("a")
+	b, _ := c.Region("b")
+	if a.Peer != ":7201" || a.DialPeer() != "lb.a.example.net:7201" || b.DialPeer() != "10.0.0.2:7202" {
+		t.Fatalf("a listens on %q, dialled at %q; b dialled at %q", a.Peer, a.DialPeer(), b.DialPeer())
+	}
 }

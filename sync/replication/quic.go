@@ -126,14 +126,14 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 	tc.Region, tc.Certs, tc.Logger = q.env.Region, q.env.TLS, q.env.Logger
 	tc.Peers = map[string]string{}
 	for _, p := range cfg.Peers(q.env.Region) {
-		tc.Peers[p.Name] = p.Peer
+		tc.Peers[p.Name] = p.DialPeer()
 		if q.wan == nil {
 			continue
 		}
-		addr, err := net.ResolveUDPAddr("udp", p.Peer)
+		addr, err := net.ResolveUDPAddr("udp", p.DialPeer())
 		if err != nil {
 			udp.Close()
-			return fmt.Errorf("replication: peer %s address %q: %w", p.Name, p.Peer, err)
+			return fmt.Errorf("replication: peer %s address %q: %w", p.Name, p.DialPeer(), err)
 		}
 		link := wan.Link{Delay: cfg.Latency(q.env.Region, p.Name), Loss: cfg.Emulate.LossPct / 100}
 		if err := link.Validate(); err != nil {
