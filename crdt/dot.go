@@ -122,6 +122,25 @@ func (c *Context) Insert(d Dot) {
 	c.Compact()
 }
 
+// Ceil returns the version vector that covers c: each replica's entry
+// raised to its highest dot in c (its cloud folded in). It covers c and,
+// of each replica, every dot below c's highest: a token over-approximated
+// so stays small, and is still kept by a region once it has applied every
+// dot up to there (region-level dots are issued one after the other, so
+// those dots exist).
+func (c *Context) Ceil() Context {
+	out := Context{VV: make(map[ReplicaID]uint64, len(c.VV))}
+	for r, v := range c.VV {
+		out.VV[r] = v
+	}
+	for d := range c.Cloud {
+		if d.Counter > out.VV[d.Replica] {
+			out.VV[d.Replica] = d.Counter
+		}
+	}
+	return out
+}
+
 // Join makes c the union of c and o. It does not keep references to o.
 func (c *Context) Join(o *Context) {
 	for r, n := range o.VV {
