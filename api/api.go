@@ -253,9 +253,12 @@ func (h *handler) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 // begin is called once a request is validated and before the service
 // works on it. It honours a Lattice-Token (waiting up to Lattice-Wait for
 // the region to apply what the token covers) and returns the context of
-// the operation, bounded by the request deadline.
+// the operation, bounded by the request deadline. The request's context
+// then carries the operation's region.Answer, from which h.ok takes the
+// answer's token.
 func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, error) {
-	req := c.Request()
+	req := c.Request().WithContext(region.WithAnswer(c.Request().Context()))
+	c.SetRequest(req)
 	wait, err := parseWait(req.Header)
 	if err != nil {
 		return nil, nil, err
@@ -278,10 +281,10 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 	return ctx, cancel, nil
 }
 
-// ok writes a successful JSON response carrying the region's causal token,
-// taken now, after the operation.
+// ok writes a successful JSON response carrying the causal token of the
+// answer (Service.TokenFor), taken now, after the operation.
 func (h *handler) ok(c echo.Context, status int, v any) error {
-	if tok := h.svc.Token(); tok != "" {
+	if tok := h.svc.TokenFor(c.Request().Context()); tok != "" {
 		c.Response().Header().Set(HeaderToken, tok)
 	}
 	return writeJSON(c, status, v)

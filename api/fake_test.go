@@ -172,8 +172,8 @@ func (f *fakeService) Release(ctx context.Context, id string, idem Idem) (region
 	return f.reservation(id, "book", 1, region.StateReleased), nil
 }
 
-// Token returns a token that changes with every successful write.
-func (f *fakeService) Token() string {
+// TokenFor returns a token that changes with every successful write.
+func (f *fakeService) TokenFor(context.Context) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return fmt.Sprintf("vv.us-east.%d", f.writes)

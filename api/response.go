@@ -20,7 +20,7 @@ func (h *handler) okCart(c echo.Context, cart region.Cart) error {
 	if !ok {
 		return h.ok(c, http.StatusOK, cart)
 	}
-	if tok := h.svc.Token(); tok != "" {
+	if tok := h.svc.TokenFor(c.Request().Context()); tok != "" {
 		c.Response().Header().Set(HeaderToken, tok)
 	}
 	return c.JSONBlob(http.StatusOK, b)

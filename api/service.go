@@ -42,9 +42,12 @@ type Service interface {
 	Commit(ctx context.Context, id string, idem Idem) (region.Reservation, error)
 	Release(ctx context.Context, id string, idem Idem) (region.Reservation, error)
 
-	// Token returns the causal token of everything this region has
-	// applied, for the Lattice-Token response header.
-	Token() string
+	// TokenFor returns the causal token of the answer to the operation
+	// whose context is ctx (one that begin gave a region.Answer), for the
+	// Lattice-Token response header: everything this region has applied
+	// and whatever else the answer shows (a repaired state's or a home's
+	// writes).
+	TokenFor(ctx context.Context) string
 	// WaitToken returns once the region has applied everything token
 	// covers, or a *region.Error: invalid_token for a malformed token,
 	// causal_timeout when ctx ends first.

@@ -25,12 +25,12 @@ func (n *Node) cartView(id string, c *crdt.Cart) Cart {
 
 // GetCart returns the cart as this region has it: what it has durably
 // applied (see Node.view).
-func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
+func (n *Node) GetCart(ctx context.Context, id string) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.view(prefixCart+id, func(r Reader) error {
+	err := n.view(ctx, prefixCart+id, func(r Reader) error {
 		c, err := loadCart(r, id)
 		view = n.cartView(id, c)
 		return err
@@ -39,12 +39,12 @@ func (n *Node) GetCart(_ context.Context, id string) (Cart, error) {
 }
 
 // cartWrite applies the delta that mut computes from the current cart.
-func (n *Node) cartWrite(id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
+func (n *Node) cartWrite(ctx context.Context, id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.write([]string{prefixCart + id}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(ctx, []string{prefixCart + id}, func(tx *Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, id)
 		if err != nil {
 			return err
@@ -91,14 +91,14 @@ func validQty(field string, q, lo int64) error {
 }
 
 // AddItem adds qty units of sku to the cart.
-func (n *Node) AddItem(_ context.Context, id, sku string, qty int64) (Cart, error) {
+func (n *Node) AddItem(ctx context.Context, id, sku string, qty int64) (Cart, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Cart{}, err
 	}
 	if err := validQty("qty", qty, 1); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) {
+	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) {
 		if err := checkRoom(c, sku); err != nil {
 			return nil, err
 		}
@@ -107,14 +107,14 @@ func (n *Node) AddItem(_ context.Context, id, sku string, qty int64) (Cart, erro
 }
 
 // SetItem sets the quantity of sku; 0 removes it.
-func (n *Node) SetItem(_ context.Context, id, sku string, qty int64) (Cart, error) {
+func (n *Node) SetItem(ctx context.Context, id, sku string, qty int64) (Cart, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Cart{}, err
 	}
 	if err := validQty("qty", qty, 0); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) {
+	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) {
 		if qty > 0 {
 			if err := checkRoom(c, sku); err != nil && !c.Has(sku) {
 				return nil, err
@@ -125,14 +125,14 @@ func (n *Node) SetItem(_ context.Context, id, sku string, qty int64) (Cart, erro
 }
 
 // RemoveItem removes every observed entry of sku.
-func (n *Node) RemoveItem(_ context.Context, id, sku string) (Cart, error) {
+func (n *Node) RemoveItem(ctx context.Context, id, sku string) (Cart, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Remove(sku), nil })
+	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Remove(sku), nil })
 }
 
 // ClearCart removes every observed entry of the cart.
-func (n *Node) ClearCart(_ context.Context, id string) (Cart, error) {
-	return n.cartWrite(id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Clear(), nil })
+func (n *Node) ClearCart(ctx context.Context, id string) (Cart, error) {
+	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Clear(), nil })
 }

@@ -168,7 +168,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 		return order, err
 	}
 	var state []byte
-	err = n.view(prefixCart+cartID, func(r Reader) error {
+	err = n.view(ctx, prefixCart+cartID, func(r Reader) error {
 		c, err := loadCart(r, cartID)
 		state = crdt.EncodeCart(c)
 		return err
@@ -186,7 +186,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	}
 	// Remove what the coordinator bought from this region's copy too, so
 	// the answer's causal token covers the removal.
-	if err := n.removeObserved(cartID, resp.Removed); err != nil {
+	if err := n.removeObserved(ctx, cartID, resp.Removed); err != nil {
 		return Order{}, err
 	}
 	return *resp.Order, nil
@@ -194,9 +194,9 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 
 // readPlan plans a checkout of this region's copy of the cart joined with
 // the copy another region sent (nil for none).
-func (n *Node) readPlan(cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
+func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
-	err := n.view(prefixCart+cartID, func(r Reader) error {
+	err := n.view(ctx, prefixCart+cartID, func(r Reader) error {
 		c, err := loadCart(r, cartID)
 		if err != nil {
 			return err
@@ -275,7 +275,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		}
 	}
 	if plan == nil {
-		if plan, err = n.readPlan(cartID, ttl, idem, other); err != nil {
+		if plan, err = n.readPlan(ctx, cartID, ttl, idem, other); err != nil {
 			return Order{}, nil, err
 		}
 		if keyless {
@@ -315,12 +315,12 @@ func (n *Node) recordCheckout(idem Idem, rec *idemRecord, failure *Error) error 
 
 // removeObserved removes the given cart entries (the lines a checkout
 // bought) from this region's copy of the cart.
-func (n *Node) removeObserved(cartID string, removed []planDot) error {
+func (n *Node) removeObserved(ctx context.Context, cartID string, removed []planDot) error {
 	dots := make([]crdt.Dot, len(removed))
 	for i, d := range removed {
 		dots[i] = crdt.Dot{Replica: crdt.ReplicaID(d.R), Counter: d.C}
 	}
-	return n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
+	return n.write(ctx, []string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, cartID)
 		if err != nil {
 			return err
@@ -769,7 +769,7 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
 		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
 	}
-	err := n.write([]string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(context.Background(), []string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
 		if order != nil {
 			c, err := loadCart(tx, cartID)
 			if err != nil {

@@ -112,8 +112,9 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 // (Options.DigestBuckets); the replication protocol uses the same.
 func (n *Node) DigestBuckets() int { return n.opts.DigestBuckets }
 
-// Read returns the stored states of replicated keys (for anti-entropy).
-func (n *Node) Read(keys []string) (*crdt.Group, error) {
+// Read returns the stored states of replicated keys (for anti-entropy)
+// and a context covering every write they show (see readObjects).
+func (n *Node) Read(keys []string) (*crdt.Group, crdt.Context, error) {
 	var carts, items []string
 	for _, k := range keys {
 		if id, ok := strings.CutPrefix(k, prefixCart); ok {
@@ -122,7 +123,7 @@ func (n *Node) Read(keys []string) (*crdt.Group, error) {
 			items = append(items, sku)
 		}
 	}
-	return n.ReadObjects(carts, items)
+	return n.readObjects(carts, items)
 }
 
 // buildDigest computes the digest from the store at start-up.

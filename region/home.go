@@ -73,6 +73,19 @@ func mismatch() *Error {
 	return Errorf(CodeIdempotencyMismatch, "this Idempotency-Key was used with a different request")
 }
 
+// ServeForwarded is ServeHome for a request another region forwarded: its
+// answer carries the causal token of what it shows (TokenFor, taken after
+// the read or decision), which the forwarding region joins into its own
+// answer's token.
+func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeResponse {
+	ctx = WithAnswer(ctx)
+	resp := *n.ServeHome(ctx, req)
+	if resp.Err == nil {
+		resp.Token = n.TokenFor(ctx)
+	}
+	return &resp
+}
+
 // ServeHome decides a home request at this region. It validates the
 // request as untrusted input (it may come from another region).
 func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
@@ -80,7 +93,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		return &HomeResponse{Err: err}
 	}
 	if req.Op == OpGet || req.Op == OpItem {
-		return n.readHome(req)
+		return n.readHome(ctx, req)
 	}
 	if req.Op == OpCheckoutStatus {
 		return n.checkoutStatus(req)
@@ -101,7 +114,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	}
 	defer release()
 	var out *HomeResponse
-	werr := n.write(n.homeLockKeys(req), func(tx *Tx, g *crdt.Group) error {
+	werr := n.write(ctx, n.homeLockKeys(req), func(tx *Tx, g *crdt.Group) error {
 		now := n.clock.Now()
 		if req.IdemKey != "" {
 			rec, err := loadIdem(tx, req.IdemKey, now)
@@ -222,7 +235,7 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 // item's lock (Node.view): an item, its ledger and its reservations are
 // written under the lock of the item's key, so the answer shows only
 // decisions that are durable here and in the applied context.
-func (n *Node) readHome(req *HomeRequest) *HomeResponse {
+func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	sku := req.SKU
 	if req.Op == OpGet {
 		// A reservation's sku never changes: find it, then read the
@@ -235,7 +248,7 @@ func (n *Node) readHome(req *HomeRequest) *HomeResponse {
 		})
 	}
 	var out *HomeResponse
-	err := n.view(prefixItem+sku, func(r Reader) error {
+	err := n.view(ctx, prefixItem+sku, func(r Reader) error {
 		if req.Op == OpItem {
 			it, err := loadItem(r, req.SKU)
 			if err != nil {
@@ -518,7 +531,7 @@ func (n *Node) ExpireDue() error {
 	now := n.clock.Now()
 	due := n.due.due(now.UnixMilli())
 	for _, sku := range due {
-		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 			_, _, err := n.loadForDecision(tx, g, sku, now)
 			return err
 		})

@@ -72,6 +72,11 @@ type HomeResponse struct {
 	Removed []planDot `cbor:"5,keyasint,omitempty"`
 	// Saga answers OpCheckoutStatus.
 	Saga *CheckoutStatus `cbor:"6,keyasint,omitempty"`
+	// Token is the home's causal token of its answer, taken after its
+	// read or decision (ServeForwarded): the forwarding region answers
+	// with its own token joined with it, since the answer shows the
+	// home's state.
+	Token string `cbor:"7,keyasint,omitempty"`
 }
 
 // ResRecord is a reservation as the home stores it.
@@ -241,7 +246,7 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 	}
 	var view Item
 	// The item's ledger is written under the item's lock too.
-	err := n.view(prefixItem+sku, func(r Reader) error {
+	err := n.view(ctx, prefixItem+sku, func(r Reader) error {
 		it, err := loadItem(r, sku)
 		if err != nil {
 			return err
@@ -259,19 +264,19 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 }
 
 // Restock adds qty units of stock at this region (any region may).
-func (n *Node) Restock(_ context.Context, sku string, qty int64) (Item, error) {
+func (n *Node) Restock(ctx context.Context, sku string, qty int64) (Item, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Item{}, err
 	}
 	if err := validQty("qty", qty, 1); err != nil {
 		return Item{}, err
 	}
-	return n.restock(sku, qty)
+	return n.restock(ctx, sku, qty)
 }
 
-func (n *Node) restock(sku string, qty int64) (Item, error) {
+func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error) {
 	var view Item
-	err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(ctx, []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 		it, err := loadItem(tx, sku)
 		if err != nil {
 			return err
@@ -311,7 +316,7 @@ func (n *Node) Adjust(ctx context.Context, sku string, delta int64, reason strin
 	}
 	n.log.Info("inventory adjustment", "sku", sku, "delta", delta, "reason", reason)
 	if delta > 0 {
-		return n.restock(sku, delta)
+		return n.restock(ctx, sku, delta)
 	}
 	resp := n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpAdjust, SKU: sku, Delta: delta, Reason: reason})
 	if resp.Err != nil {
@@ -413,6 +418,9 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 		}
 		n.log.Warn("forward to home failed", "home", home, "op", req.Op, "err", err)
 		return unavailable
+	}
+	if resp.Err == nil {
+		answerOf(ctx).addToken(resp.Token)
 	}
 	return resp
 }

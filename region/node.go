@@ -104,6 +104,8 @@ type Node struct {
 	// token is the causal token of applied, "" until asked for since
 	// applied last grew.
 	token string
+	// extra is what keys' states may reflect beyond applied (answer.go).
+	extra extraState
 
 	// txApplied is the applied context as the store's transactions see
 	// it; it is only touched inside the store's write lock.
@@ -275,7 +277,11 @@ func readApplied(r Reader) (crdt.Context, error) {
 // durable) and the delta published (persist before send). The locks are
 // released only after that, so a read of the keys (Node.view) never sees
 // the write before it is durable and in the applied context.
-func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
+//
+// The state it leaves may also reflect what earlier repairs of keys
+// brought beyond the applied context (answer.go): that is added to ctx's
+// Answer, under the locks.
+func (n *Node) write(ctx context.Context, keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
 	if err := n.store.markUsed(); err != nil {
 		return n.storeErr(err)
 	}
@@ -298,6 +304,7 @@ func (n *Node) write(keys []string, fn func(tx *Tx, g *crdt.Group) error) error 
 	if err != nil {
 		return n.storeErr(err)
 	}
+	n.noteShown(ctx, keys...)
 	if d.Group != nil && n.opts.Publisher != nil {
 		n.opts.Publisher.Publish(d)
 	}
@@ -400,6 +407,17 @@ const MaxApplyKeys = 0xffff - 1
 // read (Node.view) never shows the group's changes before the region's
 // token covers them.
 func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
+	return n.ApplyReflecting(dots, g, nil)
+}
+
+// ApplyReflecting is ApplyRemote of a group whose states may reflect, beyond
+// dots, the writes reflects covers: an anti-entropy repair (the context
+// the sender's states reflected) or a delta whose dots the protocol holds
+// unclaimed (its own dots). Until the applied context covers reflects, a
+// read or write of a key of g adds reflects to its answer's token
+// (answer.go); it is recorded before the keys' locks are released, so no
+// read shows the group without it.
+func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
 	if dots == nil {
 		dots = &crdt.Context{}
 	}
@@ -459,7 +477,12 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 	if err != nil {
 		return err
 	}
-	n.noteApplied(dots) // before the deferred unlock
+	// Before the deferred unlock.
+	n.amu.Lock()
+	n.applied.Join(dots)
+	n.appliedGrew()
+	n.noteReflects(keys, reflects)
+	n.amu.Unlock()
 	return nil
 }
 
@@ -486,14 +509,39 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 // have seen is durable and claimed, made every read wait for an fsync
 // while any key was being written: p50 0.4–1.5 ms against 6 µs for reads
 // of keys no one wrote, BenchmarkReadsUnderWrites.)
-func (n *Node) view(key string, fn func(r Reader) error) error {
+//
+// What key's state may reflect beyond n.applied (a repair's, a held
+// delta's writes; answer.go) is added to ctx's Answer while the lock is
+// held, so TokenFor(ctx) covers it too.
+func (n *Node) view(ctx context.Context, key string, fn func(r Reader) error) error {
 	defer n.locks.rlock(key).RUnlock()
-	return n.store.View(fn)
+	if err := n.store.View(fn); err != nil {
+		return err
+	}
+	n.noteShown(ctx, key)
+	return nil
 }
 
 // ReadObjects returns the stored states of the given carts and items as a
 // group (for anti-entropy). Damaged values are left out.
 func (n *Node) ReadObjects(carts, items []string) (*crdt.Group, error) {
+	g, _, err := n.readObjects(carts, items)
+	return g, err
+}
+
+// readObjects is ReadObjects that also returns a context covering every
+// write the states show: it reads under the keys' locks (shared), so it
+// shows only writes that are durable and whose dots are in n.applied or
+// in the keys' extra contexts, and takes both before it lets go.
+func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, error) {
+	keys := make([]string, 0, len(carts)+len(items))
+	for _, id := range carts {
+		keys = append(keys, prefixCart+id)
+	}
+	for _, sku := range items {
+		keys = append(keys, prefixItem+sku)
+	}
+	defer n.locks.rlockAll(keys)()
 	g := &crdt.Group{}
 	err := n.store.View(func(r Reader) error {
 		for _, id := range carts {
@@ -516,7 +564,14 @@ func (n *Node) ReadObjects(carts, items []string) (*crdt.Group, error) {
 		}
 		return nil
 	})
-	return g, err
+	if err != nil {
+		return g, crdt.Context{}, err
+	}
+	c := n.Applied()
+	if x := n.shownExtra(keys...); x != nil {
+		c.Join(x)
+	}
+	return g, c, nil
 }
 
 func loadCart(r Reader, id string) (*crdt.Cart, error) {
@@ -587,6 +642,25 @@ func (l *keyLocks) rlock(key string) *sync.RWMutex {
 	m := &l[l.stripe(key)]
 	m.RLock()
 	return m
+}
+
+// rlockAll read-locks the stripes of keys in the order lock takes them and
+// returns the unlock.
+func (l *keyLocks) rlockAll(keys []string) func() {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		idx = append(idx, l.stripe(k))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		l[i].RLock()
+	}
+	return func() {
+		for _, i := range idx {
+			l[i].RUnlock()
+		}
+	}
 }
 
 // stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the
@@ -736,7 +810,7 @@ func (n *Node) republishHeld() error {
 		return err
 	}
 	for _, sku := range skus {
-		err := n.write([]string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, n.clock.Now())
 			if err == nil {
 				n.saveLedger(tx, g, sku, it, l)

@@ -347,7 +347,7 @@ func TestCheckoutKeepsConcurrentAdds(t *testing.T) {
 	n := newNode(t)
 	must[Item](t)(n.Restock(bg, "a", 5))
 	must[Cart](t)(n.AddItem(bg, "c", "a", 1))
-	plan, err := n.readPlan("c", DefaultTTL, Idem{}, nil)
+	plan, err := n.readPlan(bg, "c", DefaultTTL, Idem{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -110,11 +110,12 @@ func benchReadsUnderWrites(b *testing.B, writers int, hot bool) {
 				}
 				<-tick.C
 				t0 := time.Now()
-				if _, err := n.GetCart(bg, carts[(i*7+r)%len(carts)]); err != nil {
+				ctx := WithAnswer(bg)
+				if _, err := n.GetCart(ctx, carts[(i*7+r)%len(carts)]); err != nil {
 					b.Error(err)
 					return
 				}
-				_ = n.Token()
+				_ = n.TokenFor(ctx)
 				lat[r] = append(lat[r], time.Since(t0))
 			}
 		})

@@ -138,13 +138,14 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 	if len(pull) > MaxKeys {
 		pull, ae.final = pull[:MaxKeys], false
 	}
-	g, complete := p.readBounded(push)
+	g, reflects, complete := p.readBounded(push)
 	if !complete {
 		ae.final = false
 	}
 	pr.pushed += uint64(len(push))
 	pr.pulled += uint64(len(pull))
-	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Pull: pull, Applied: crdt.EncodeContext(&ae.myApplied), Final: ae.final})
+	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Pull: pull, Applied: crdt.EncodeContext(&ae.myApplied), Final: ae.final,
+		Reflects: reflects})
 	if len(pull) == 0 {
 		if ae.final {
 			p.adopt(pr, theirApplied)
@@ -160,7 +161,7 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 // what was pulled; as the initiator, apply the pulled states and finish.
 func (p *Protocol) onObjects(pr *peer, m *Message) {
 	if m.Reply {
-		p.applyObjects(pr, m.Group)
+		p.applyObjects(pr, m)
 		if ae := pr.ae; ae != nil && ae.round == m.Round && ae.waiting {
 			ae.final = ae.final && m.Final
 			if ae.final {
@@ -170,7 +171,7 @@ func (p *Protocol) onObjects(pr *peer, m *Message) {
 		}
 		return
 	}
-	p.applyObjects(pr, m.Group)
+	p.applyObjects(pr, m)
 	if m.Final && m.Applied != nil && slices.Contains(pr.answered, m.Round) {
 		if c, err := crdt.DecodeContext(m.Applied); err == nil {
 			p.adopt(pr, c)
@@ -179,15 +180,25 @@ func (p *Protocol) onObjects(pr *peer, m *Message) {
 	if len(m.Pull) == 0 {
 		return
 	}
-	g, complete := p.readBounded(m.Pull)
-	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Reply: true, Group: g, Final: complete})
+	g, reflects, complete := p.readBounded(m.Pull)
+	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Reply: true, Group: g, Final: complete, Reflects: reflects})
 }
 
-func (p *Protocol) applyObjects(pr *peer, g *crdt.Group) {
+// applyObjects applies the states m carries, as reflecting the context
+// the sender read with them (Apply.Reflects; none from a sender that does
+// not send it).
+func (p *Protocol) applyObjects(pr *peer, m *Message) {
+	g := m.Group
 	if g == nil || g.Len() == 0 {
 		return
 	}
-	p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Group: g})
+	a := Apply{From: pr.id, Group: g}
+	if m.Reflects != nil {
+		if c, err := crdt.DecodeContext(m.Reflects); err == nil {
+			a.Reflects = c
+		}
+	}
+	p.out.Applies = append(p.out.Applies, a)
 }
 
 // adopt records that our state now reflects c, the applied context of
@@ -219,20 +230,32 @@ func (p *Protocol) finishAE(pr *peer) {
 // MaxMessageBytes (anti-entropy shares the ordered per-peer stream with
 // deltas, so its batches stay small enough not to hold deltas up for
 // long); complete is false if it left any out, and the next round ships
-// them.
-func (p *Protocol) readBounded(keys []string) (*crdt.Group, bool) {
-	complete := true
+// them. reflects is the encoding of a context that covers every write the
+// states show (Storage.Read), for Message.Reflects: not bounded by the
+// claims window, which would leave out exactly the dots it is for, but
+// replaced by its version vector ceiling (crdt.Context.Ceil, which covers
+// it) if it would exceed MaxAppliedBytes.
+func (p *Protocol) readBounded(keys []string) (g *crdt.Group, reflects []byte, complete bool) {
+	complete = true
 	if len(keys) > crdt.MaxGroupKeys {
 		keys, complete = keys[:crdt.MaxGroupKeys], false
 	}
 	for {
-		g, err := p.st.Read(keys)
+		g, c, err := p.st.Read(keys)
 		if err != nil {
 			p.err = err
-			return &crdt.Group{}, false
+			return &crdt.Group{}, nil, false
 		}
 		if len(keys) <= 1 || len(crdt.EncodeGroup(g)) <= p.cfg.MaxMessageBytes/4 {
-			return g, complete
+			if g.Len() == 0 {
+				return g, nil, complete
+			}
+			b := crdt.EncodeContext(&c)
+			if len(b) > MaxAppliedBytes {
+				ceil := c.Ceil()
+				b = crdt.EncodeContext(&ceil)
+			}
+			return g, b, complete
 		}
 		keys, complete = keys[:len(keys)/2], false
 	}

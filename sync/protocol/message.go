@@ -88,6 +88,10 @@ type Message struct {
 	Reply bool `cbor:"13,keyasint,omitempty"`
 	// Of is the DigestID of the digest a diff answers.
 	Of uint64 `cbor:"14,keyasint,omitempty"`
+	// Reflects, on objects, is a context covering every write their
+	// states show, read with them (see Apply.Reflects); encoded like
+	// Applied, and bounded like it.
+	Reflects []byte `cbor:"15,keyasint,omitempty"`
 }
 
 // DigestID identifies the digest of an anti-entropy round: a hash of its
@@ -195,6 +199,14 @@ func (m *Message) validate(buckets int) error {
 		}
 		if _, err := crdt.DecodeContext(m.Applied); err != nil {
 			return fmt.Errorf("protocol: applied context: %w", err)
+		}
+	}
+	if m.Reflects != nil {
+		if len(m.Reflects) > MaxAppliedBytes {
+			return fmt.Errorf("protocol: reflected context of %d bytes, limit %d", len(m.Reflects), MaxAppliedBytes)
+		}
+		if _, err := crdt.DecodeContext(m.Reflects); err != nil {
+			return fmt.Errorf("protocol: reflected context: %w", err)
 		}
 	}
 	switch m.Kind {

@@ -63,9 +63,11 @@ type Storage interface {
 	// instant, the key hashes of the buckets choose picks from the digest
 	// (choose may be nil for none).
 	Snapshot(choose func(digest []uint64) []uint32) (*Snapshot, error)
-	// Read returns the current states of keys; absent or damaged keys are
-	// left out.
-	Read(keys []string) (*crdt.Group, error)
+	// Read returns the current states of keys (absent or damaged keys are
+	// left out) and a context that covers every write those states show
+	// (the region's applied context, and more where a state reflects
+	// writes whose dots it has not claimed), taken consistently with them.
+	Read(keys []string) (*crdt.Group, crdt.Context, error)
 }
 
 // Config tunes the protocol. DefaultConfig gives values for WAN links.
@@ -143,6 +145,16 @@ type Apply struct {
 	// Ranges are the delta's new dots with their origin times, for
 	// convergence measurement (empty for anti-entropy repairs).
 	Ranges []DotRange
+	// Reflects covers the writes Group's states may show beyond Dots:
+	// for an anti-entropy repair, the context the sender's states
+	// reflected (Message.Reflects); for a delta whose dots lie past the
+	// claims window, its own dots, which the protocol holds unclaimed.
+	// It is NOT a claim: the store does not join it into its applied
+	// context, which tokens promise and peers adopt; a region only
+	// answers a read of those keys with a token that covers it too, so
+	// that the next region serving that token waits until it has those
+	// writes (region.Node.ApplyReflecting).
+	Reflects crdt.Context
 }
 
 // Envelope is a message for one peer.
@@ -819,7 +831,11 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 	p.noteHas(pr, &c)
 	if len(fresh) > 0 {
 		claim, left := p.admitAll(&p.seen, &c)
-		p.out.Applies = append(p.out.Applies, Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh})
+		a := Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh}
+		if len(left) > 0 {
+			a.Reflects = c // the held dots are among them
+		}
+		p.out.Applies = append(p.out.Applies, a)
 		p.seen.Join(&claim)
 		p.hold(pr, left)
 		p.claimHeld(pr)

@@ -391,7 +391,7 @@ func (s *sim) process(i int) {
 			s.check(i)
 			return
 		}
-		if err := r.node.ApplyRemote(&a.Dots, a.Group); err != nil {
+		if err := r.node.ApplyReflecting(&a.Dots, a.Group, &a.Reflects); err != nil {
 			s.t.Fatalf("apply: %v", err)
 		}
 	}

@@ -32,7 +32,9 @@ func (f *fixedStorage) Snapshot(choose func([]uint64) []uint32) (*Snapshot, erro
 	return s, nil
 }
 
-func (f *fixedStorage) Read([]string) (*crdt.Group, error) { return &crdt.Group{}, nil }
+func (f *fixedStorage) Read([]string) (*crdt.Group, crdt.Context, error) {
+	return &crdt.Group{}, crdt.Context{}, nil
+}
 
 // TestUnrepairedKeysAreReported runs anti-entropy between two regions
 // whose states for one key differ in a way no join changes: after

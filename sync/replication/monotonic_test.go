@@ -48,17 +48,14 @@ func TestReadsShowOnlyWhatTheirTokenCovers(t *testing.T) {
 }
 
 // TestReadsShowOnlyWhatTheirTokenCoversAcrossAPartition is the same with
-// one region cut off from both peers for a while midway. It does not hold
-// yet, so it runs only with LATTICE_KNOWN_GAPS=1: after the heal, the
-// replication protocol applies deltas whose dots lie beyond its window of
-// out-of-order dots without claiming those dots (it holds them until the
-// gap fills), and an anti-entropy repair applies object states before the
-// round adopts the peer's context; in both cases the region shows writes
-// that its applied context, and so its token, does not cover.
+// one region cut off from both peers for a while midway. After the heal
+// the replication protocol applies deltas whose dots lie beyond its
+// window of out-of-order dots without claiming those dots (it holds them
+// until the gap fills), and anti-entropy repairs apply object states
+// before the round adopts the peer's context: in both cases the region
+// shows writes its applied context does not cover, and its answers' tokens
+// cover them through the contexts those states reflect (region/answer.go).
 func TestReadsShowOnlyWhatTheirTokenCoversAcrossAPartition(t *testing.T) {
-	if os.Getenv("LATTICE_KNOWN_GAPS") == "" {
-		t.Skip("known gap of the replication protocol (held dots, anti-entropy repairs); LATTICE_KNOWN_GAPS=1 runs it")
-	}
 	testSessionsUnderWrites(t, true)
 }
 

@@ -248,7 +248,7 @@ func (r *Replicator) process() {
 	for len(rd.Applies) > 0 {
 		n, keys := 0, 0
 		var g crdt.Group
-		var dots crdt.Context
+		var dots, reflects crdt.Context
 		for _, a := range rd.Applies {
 			k := 0
 			if a.Group != nil {
@@ -261,9 +261,13 @@ func (r *Replicator) process() {
 				g.Join(a.Group)
 			}
 			dots.Join(&a.Dots)
+			reflects.Join(&a.Reflects)
 			n, keys = n+1, keys+k
 		}
-		if err := node.ApplyRemote(&dots, &g); err != nil {
+		// One transaction's keys may all reflect what any of its
+		// Applies reflects: a token covering more than its answer shows
+		// is still kept (see region/answer.go).
+		if err := node.ApplyReflecting(&dots, &g, &reflects); err != nil {
 			r.log.Error("could not apply remote deltas; not acknowledging them", "err", err)
 			r.proto.Discard(node.Applied(), r.opts.Now())
 			return
@@ -390,7 +394,7 @@ func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([
 		r.m.Rejected.WithLabelValues(from).Inc()
 		return nil, fmt.Errorf("replication: bad home request: %w", err)
 	}
-	return crdt.Marshal(node.ServeHome(ctx, &req))
+	return crdt.Marshal(node.ServeForwarded(ctx, &req))
 }
 
 var (

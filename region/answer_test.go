@@ -1,0 +1,120 @@
+package region
+
+import (
+	"context"
+	"testing"
+
+	"github.com/latticedb/lattice/crdt"
+)
+
+func tokenCovers(t *testing.T, tok string, d crdt.Dot) bool {
+	t.Helper()
+	c, err := crdt.ParseToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Contains(d)
+}
+
+// TestRepairedStateIsCoveredByItsAnswersToken: a repair (states with no
+// dots of their own) that reflects a peer's write shows that write; the
+// answers that show it (a read, a write of the key) must carry a token
+// covering it, until the applied context covers it and the key's extra
+// context is dropped. A read of another key is not burdened with it.
+func TestRepairedStateIsCoveredByItsAnswersToken(t *testing.T) {
+	n := newNode(t)
+	far := crdt.Dot{Replica: "eu-west", Counter: 7}
+	reflects := &crdt.Context{VV: map[crdt.ReplicaID]uint64{"eu-west": 7}}
+	g := &crdt.Group{}
+	g.AddCart("c", (&crdt.Cart{}).Add("eu-west", "far", 1))
+	if err := n.ApplyReflecting(nil, g, reflects); err != nil {
+		t.Fatal(err)
+	}
+	if tokenCovers(t, n.Token(), far) {
+		t.Fatal("the region claimed a repair's dots")
+	}
+	ctx := WithAnswer(bg)
+	c := must[Cart](t)(n.GetCart(ctx, "c"))
+	if !cartHas(c, "far") {
+		t.Fatal("the repair does not show")
+	}
+	if !tokenCovers(t, n.TokenFor(ctx), far) {
+		t.Fatalf("a read showed the repaired write %v with a token that does not cover it", far)
+	}
+	ctx = WithAnswer(bg)
+	must[Cart](t)(n.AddItem(ctx, "c", "mine", 1))
+	if !tokenCovers(t, n.TokenFor(ctx), far) {
+		t.Fatalf("a write's answer showed the repaired write %v with a token that does not cover it", far)
+	}
+	ctx = WithAnswer(bg)
+	must[Cart](t)(n.GetCart(ctx, "other"))
+	if tokenCovers(t, n.TokenFor(ctx), far) {
+		t.Fatal("a read of another key carries the repair's context")
+	}
+	if err := n.ApplyRemote(reflects, nil); err != nil {
+		t.Fatal(err)
+	}
+	must[Cart](t)(n.GetCart(WithAnswer(bg), "c"))
+	if k := n.extra.n.Load(); k != 0 {
+		t.Fatalf("%d extra contexts kept once the applied context covers them", k)
+	}
+}
+
+// TestAnswerFromTheHomeIsCoveredByItsToken: an item read at its home
+// (consistent) from another region shows the home's state; the answer's
+// token must cover the home's token.
+func TestAnswerFromTheHomeIsCoveredByItsToken(t *testing.T) {
+	home := newNode(t)
+	must[Item](t)(home.Restock(bg, "w", 5))
+	homeDot := crdt.Dot{Replica: home.Self(), Counter: 1}
+	st := newNode(t) // stands for another region: only its applied context matters
+	st.opts.Home = func(string) string { return "eu-west" }
+	st.opts.Forwarder = forwardTo{home.Node}
+	ctx := WithAnswer(bg)
+	it := must[Item](t)(st.GetItem(ctx, "w", true))
+	if it.Stock != 5 {
+		t.Fatalf("the home's item: %+v", it)
+	}
+	if tokenCovers(t, st.Token(), homeDot) {
+		t.Fatal("test setup: the answering region has the home's write")
+	}
+	if !tokenCovers(t, st.TokenFor(ctx), homeDot) {
+		t.Fatalf("the home's answer showed %v with a token that does not cover it", homeDot)
+	}
+}
+
+// forwardTo forwards home requests to a node in process, as replication
+// does (ServeForwarded).
+type forwardTo struct{ n *Node }
+
+func (f forwardTo) Forward(ctx context.Context, _ string, req *HomeRequest) (*HomeResponse, error) {
+	return f.n.ServeForwarded(context.Background(), req), nil
+}
+
+// TestOversizedAnswerTokenStaysBounded: a join too large for a token is
+// answered with its ceiling, which still covers it.
+func TestOversizedAnswerTokenStaysBounded(t *testing.T) {
+	n := newNode(t)
+	var big crdt.Context
+	for k := range uint64(4000) {
+		big.Insert(crdt.Dot{Replica: crdt.ReplicaID("eu-west"), Counter: 10 + 2*k})
+	}
+	if len(crdt.FormatToken(&big)) <= maxTokenChars {
+		t.Fatal("test setup: the context fits a token")
+	}
+	g := &crdt.Group{}
+	g.AddCart("c", (&crdt.Cart{}).Add("eu-west", "far", 1))
+	if err := n.ApplyReflecting(nil, g, &big); err != nil {
+		t.Fatal(err)
+	}
+	ctx := WithAnswer(bg)
+	must[Cart](t)(n.GetCart(ctx, "c"))
+	tok := n.TokenFor(ctx)
+	c, err := crdt.ParseToken(tok)
+	if err != nil {
+		t.Fatalf("the answer's token (%d characters) does not parse: %v", len(tok), err)
+	}
+	if !c.Covers(&big) {
+		t.Fatal("the bounded token does not cover what the answer showed")
+	}
+}
