@@ -1,6 +1,7 @@
 // Command lattice runs Lattice regions, a local three-region cluster, the
 // certificate generator, backup and restore of a region's store, and the
-// benchmark (SPEC §7).
+// benchmark (SPEC §7); and, as a client of a running cluster, shows its
+// status and reads and changes carts, stock and reservations.
 //
 // Usage:
 //
@@ -10,6 +11,11 @@
 //	lattice restore --config FILE --region NAME --from FILE
 //	lattice dev [flags]
 //	lattice bench [flags]
+//	lattice status --config FILE [--timeout D]
+//	lattice cart get|add|set|remove|clear CART [SKU [QTY]] (--config FILE --region NAME | --url URL)
+//	lattice stock get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] (--config FILE --region NAME | --url URL)
+//	lattice reserve SKU QTY [--ttl D] [--key KEY] (--config FILE --region NAME | --url URL)
+//	lattice reservation|commit|release ID [--key KEY] (--config FILE --region NAME | --url URL)
 //	lattice help [COMMAND]
 //
 // Exit status: 0 on success, 1 when a command fails, 2 for a usage error
@@ -46,6 +52,9 @@ type cmdIO struct {
 	stdout, stderr io.Writer
 }
 
+// targetArgs are the flags of the client commands that pick a region.
+const targetArgs = "(--config FILE --region NAME | --url URL)"
+
 // commands lists the subcommands in the order usage shows them.
 var commands []command
 
@@ -57,6 +66,13 @@ func init() {
 		{"backup", "--config FILE --region NAME --out FILE [--force]", "write a consistent snapshot of a region's store, also while it runs", runBackup},
 		{"restore", "--config FILE --region NAME --from FILE", "put a snapshot in place of a stopped region's store", runRestore},
 		{"bench", "[flags]", "run the benchmark", runBench},
+		{"status", "--config FILE [--timeout D]", "show every region of a cluster: reachable, ready, warnings, peers and replication lag", runStatus},
+		{"cart", "get|add|set|remove|clear CART [SKU [QTY]] " + targetArgs, "read or change a cart", runCart},
+		{"stock", "get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] " + targetArgs, "read or change a sku's stock", runStock},
+		{"reserve", "SKU QTY [--ttl D] [--key KEY] " + targetArgs, "hold units of a sku at its home", runReserve},
+		{"reservation", "ID " + targetArgs, "read a reservation at its home", runReservation},
+		{"commit", "ID [--key KEY] " + targetArgs, "commit a held reservation", runCommit},
+		{"release", "ID [--key KEY] " + targetArgs, "release a held reservation", runRelease},
 		{"help", "[COMMAND]", "show this help, or a command's flags", runHelp},
 	}
 }

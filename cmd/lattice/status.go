@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latticedb/lattice/api/client"
+	"github.com/latticedb/lattice/region/config"
+)
+
+// regionStatus is what lattice status learnt of one region.
+type regionStatus struct {
+	name, url string
+	health    *client.Health // from /readyz; nil if not ready
+	readyErr  error
+	cluster   *client.ClusterStatus
+	err       error // from /v1/cluster
+}
+
+// reachable reports whether the region answered at all.
+func (s *regionStatus) reachable() bool {
+	var p *client.Problem
+	return s.health != nil || errors.As(s.readyErr, &p)
+}
+
+// runStatus asks every region of a config for its readiness and its
+// replication, and prints them as tables. It fails if a region is
+// unreachable or not ready.
+func runStatus(ctx context.Context, cio cmdIO, args []string) int {
+	cmd, _ := lookup("status")
+	fs := newFlagSet(cio, cmd)
+	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
+	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each region")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return flagStatus(err)
+	}
+	const me = "lattice status"
+	if !required(cio, me, pos, "config", *cfgPath) {
+		return exitUsage
+	}
+	if *timeout <= 0 {
+		fmt.Fprintf(cio.stderr, "%s: --timeout must be positive\n", me)
+		return exitUsage
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		printLines(cio.stderr, me+": ", err)
+		return exitFail
+	}
+	sts := make([]*regionStatus, len(cfg.Regions))
+	var wg sync.WaitGroup
+	for i, rc := range cfg.Regions {
+		sts[i] = &regionStatus{name: rc.Name, url: apiURL(rc.API)}
+		wg.Go(func() { sts[i].ask(ctx, *timeout) })
+	}
+	wg.Wait()
+	if !printStatus(cio.stdout, sts) {
+		return exitFail
+	}
+	return exitOK
+}
+
+// ask fills s from /readyz and /v1/cluster of its region.
+func (s *regionStatus) ask(ctx context.Context, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cl, err := client.New([]string{s.url}, client.Options{MaxAttempts: 1})
+	if err != nil {
+		s.readyErr, s.err = err, err
+		return
+	}
+	s.health, s.readyErr = cl.Ready(ctx)
+	if !s.reachable() {
+		s.err = s.readyErr
+		return
+	}
+	s.cluster, s.err = cl.Cluster(ctx)
+}
+
+// printStatus writes the regions table, the replication table and the
+// problems, and reports whether every region is reachable and ready.
+func printStatus(w io.Writer, sts []*regionStatus) bool {
+	ok := true
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tAPI\tREACHABLE\tREADY\tCATCHING UP\tPEERS CONNECTED\tMAX LAG\tWARNINGS")
+	for _, s := range sts {
+		ready, catching, peers, lag := "no", "-", "-", "-"
+		if s.health != nil {
+			ready = "yes"
+		}
+		if !s.reachable() || s.health == nil {
+			ok = false
+		}
+		if c := s.cluster; c != nil {
+			catching = yesNo(c.CatchingUp)
+			up, maxLag := 0, int64(0)
+			for _, p := range c.Peers {
+				if p.Connected {
+					up++
+				}
+				maxLag = max(maxLag, p.LagMs)
+			}
+			peers = fmt.Sprintf("%d/%d", up, len(c.Peers))
+			lag = (time.Duration(maxLag) * time.Millisecond).String()
+		}
+		warnings := 0
+		if s.health != nil {
+			warnings = len(s.health.Warnings)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", s.name, strings.TrimPrefix(s.url, "http://"),
+			yesNo(s.reachable()), ready, catching, peers, lag, warnings)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "FROM\tTO\tCONNECTED\tLAG\tPENDING DELTAS\tINFLIGHT\tANTI-ENTROPY\tLAST ACK")
+	for _, s := range sts {
+		if s.cluster == nil {
+			continue
+		}
+		for _, p := range s.cluster.Peers {
+			ack := "never"
+			if p.LastAck != nil {
+				ack = p.LastAck.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.name, p.Region, yesNo(p.Connected),
+				time.Duration(p.LagMs)*time.Millisecond, p.PendingDeltas, p.InflightMessages, p.AntiEntropy, ack)
+		}
+	}
+	tw.Flush()
+
+	var notes []string
+	for _, s := range sts {
+		switch {
+		case !s.reachable():
+			notes = append(notes, fmt.Sprintf("%s: unreachable: %v", s.name, strings.TrimPrefix(s.readyErr.Error(), "lattice client: ")))
+		case s.health == nil:
+			notes = append(notes, fmt.Sprintf("%s: not ready: %v", s.name, s.readyErr))
+		}
+		if s.health != nil {
+			for _, wn := range s.health.Warnings {
+				notes = append(notes, fmt.Sprintf("%s: warning: %s", s.name, wn))
+			}
+		}
+		if s.reachable() && s.err != nil {
+			notes = append(notes, fmt.Sprintf("%s: cluster status: %v", s.name, s.err))
+		}
+		if c := s.cluster; c != nil {
+			if len(c.DivergentKeys) > 0 {
+				notes = append(notes, fmt.Sprintf("%s: divergent keys: %s", s.name, strings.Join(c.DivergentKeys, ", ")))
+			}
+			for _, p := range c.Peers {
+				if len(p.UnrepairedKeys) > 0 {
+					notes = append(notes, fmt.Sprintf("%s: unrepaired keys with %s: %s", s.name, p.Region, strings.Join(p.UnrepairedKeys, ", ")))
+				}
+			}
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
+	return ok
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
