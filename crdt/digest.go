@@ -1,5 +1,7 @@
 package crdt
 
+import "strings"
+
 // Digest is a consistent summary of a replica's replicated key space, as
 // anti-entropy compares it: for each bucket the XOR of the state hashes of
 // its keys, the state hashes of the keys of some chosen buckets, and the
@@ -69,4 +71,22 @@ func StateHash(key string, state []byte) uint64 {
 	h.Byte(0xff)
 	h.Bytes(state)
 	return uint64(h)
+}
+
+// Keys of the replicated key space: a cart's state is stored, digested
+// and shipped under CartPrefix + its id, an item's under ItemPrefix + its
+// sku.
+const (
+	CartPrefix = "c/"
+	ItemPrefix = "i/"
+)
+
+// ValidKey reports whether k names a replicated object: CartPrefix + a
+// cart id or ItemPrefix + a sku.
+func ValidKey(k string) bool {
+	id, ok := strings.CutPrefix(k, CartPrefix)
+	if !ok {
+		id, ok = strings.CutPrefix(k, ItemPrefix)
+	}
+	return ok && ValidID(id)
 }

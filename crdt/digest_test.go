@@ -27,3 +27,11 @@ func TestHashesAreFNV1a(t *testing.T) {
 		}
 	}
 }
+
+func TestValidKey(t *testing.T) {
+	for k, want := range map[string]bool{"c/cart-1": true, "i/sku:42": true, "c/": false, "x/y": false, "c/a b": false, "l/sku": false, "": false} {
+		if ValidKey(k) != want {
+			t.Errorf("ValidKey(%q) = %v", k, !want)
+		}
+	}
+}

@@ -144,8 +144,8 @@ const maxDivergent = 64
 // Store keys.
 const (
 	keyApplied   = "m/applied"
-	prefixCart   = "c/"
-	prefixItem   = "i/"
+	prefixCart   = crdt.CartPrefix
+	prefixItem   = crdt.ItemPrefix
 	prefixLedger = "l/"
 	prefixRes    = "r/"
 	prefixIdem   = "k/"
@@ -575,33 +575,28 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 }
 
 func loadCart(r Reader, id string) (*crdt.Cart, error) {
-	b, ok, err := r.Get(prefixCart + id)
-	if err != nil {
-		return &crdt.Cart{}, err
-	}
-	if !ok {
-		return &crdt.Cart{}, nil
-	}
-	c, err := crdt.DecodeCartStored(b)
-	if err != nil {
-		return &crdt.Cart{}, &CorruptError{Key: prefixCart + id}
-	}
-	return c, nil
+	return load(r, prefixCart+id, crdt.DecodeCartStored)
 }
 
 func loadItem(r Reader, sku string) (*crdt.Item, error) {
-	b, ok, err := r.Get(prefixItem + sku)
+	return load(r, prefixItem+sku, crdt.DecodeItemStored)
+}
+
+// load reads and decodes the stored state under key: the empty state if
+// there is none, a *CorruptError (and the empty state) if it is damaged.
+func load[T any](r Reader, key string, decode func([]byte) (*T, error)) (*T, error) {
+	b, ok, err := r.Get(key)
 	if err != nil {
-		return &crdt.Item{}, err
+		return new(T), err
 	}
 	if !ok {
-		return &crdt.Item{}, nil
+		return new(T), nil
 	}
-	it, err := crdt.DecodeItemStored(b)
+	v, err := decode(b)
 	if err != nil {
-		return &crdt.Item{}, &CorruptError{Key: prefixItem + sku}
+		return new(T), &CorruptError{Key: key}
 	}
-	return it, nil
+	return v, nil
 }
 
 // keyLocks are striped per-key locks. A write holds the locks of its keys

@@ -3,7 +3,6 @@ package protocol
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/latticedb/lattice/crdt"
 )
@@ -143,15 +142,8 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	return &m, nil
 }
 
-// ValidKey reports whether k names a replicated object: "c/" + cart id or
-// "i/" + sku.
-func ValidKey(k string) bool {
-	id, ok := strings.CutPrefix(k, "c/")
-	if !ok {
-		id, ok = strings.CutPrefix(k, "i/")
-	}
-	return ok && crdt.ValidID(id)
-}
+// ValidKey reports whether k names a replicated object (crdt.ValidKey).
+func ValidKey(k string) bool { return crdt.ValidKey(k) }
 
 func (m *Message) validate(buckets int) error {
 	if m.Kind < KindDelta || m.Kind > KindObjects {
