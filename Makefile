@@ -30,7 +30,7 @@ fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$pkg $$name for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+		PATH="$$(dirname $$(command -v $(GO))):$$PATH" bash .ci/fuzz $$pkg $$name $(FUZZTIME); \
 	done
 
 # sim replays SIM_SEEDS seeded histories of the replication protocol over
