@@ -198,6 +198,13 @@ func TestDivergentDotIsReported(t *testing.T) {
 	if len(st.DivergentKeys) != 1 {
 		t.Fatalf("/v1/cluster lists %v", st.DivergentKeys)
 	}
+	// A later state of the key that joins without conflict clears it.
+	if err := n.ApplyRemote(nil, &crdt.Group{Carts: g.Carts}); err != nil {
+		t.Fatal(err)
+	}
+	if d := n.Divergent(); len(d) != 0 {
+		t.Fatalf("divergent keys %v after a conflict-free join", d)
+	}
 }
 
 func TestBackupAndRestore(t *testing.T) {

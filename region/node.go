@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -125,6 +126,7 @@ type Node struct {
 	// peer's (at most maxDivergent); synced are the peers a restored
 	// region has completed anti-entropy with.
 	dmu        sync.Mutex
+	ndivergent atomic.Int32 // len(divergent), read without dmu
 	divergent  map[string][]crdt.Dot
 	synced     map[string]bool
 	unrepaired map[string][]string // by peer
@@ -446,6 +448,8 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			}
 			if bad := cur.Conflicts(c); len(bad) > 0 {
 				n.noteDivergent(prefixCart+id, bad)
+			} else if n.ndivergent.Load() > 0 {
+				n.clearDivergent(prefixCart + id)
 			}
 			if cur.Brings(c) || err != nil {
 				cur.Join(c)
@@ -729,6 +733,17 @@ func (n *Node) noteDivergent(key string, dots []crdt.Dot) {
 	if _, ok := n.divergent[key]; ok || len(n.divergent) < maxDivergent {
 		n.divergent[key] = dots
 	}
+	n.ndivergent.Store(int32(len(n.divergent)))
+}
+
+// clearDivergent forgets that key diverged: a later remote state of it
+// joined without conflict (a divergence that persists with some peer is
+// found again, by its deltas or by anti-entropy's unrepaired keys).
+func (n *Node) clearDivergent(key string) {
+	n.dmu.Lock()
+	defer n.dmu.Unlock()
+	delete(n.divergent, key)
+	n.ndivergent.Store(int32(len(n.divergent)))
 }
 
 // Divergent returns the keys found holding a dot with other content than
