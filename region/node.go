@@ -619,12 +619,7 @@ func (l *keyLocks) lock(keys ...string) func() {
 		m.Lock()
 		return m.Unlock
 	}
-	idx := make([]int, 0, len(keys))
-	for _, k := range keys {
-		idx = append(idx, l.stripe(k))
-	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
+	idx := l.stripes(keys)
 	for _, i := range idx {
 		l[i].Lock()
 	}
@@ -646,12 +641,7 @@ func (l *keyLocks) rlock(key string) *sync.RWMutex {
 // rlockAll read-locks the stripes of keys in the order lock takes them and
 // returns the unlock.
 func (l *keyLocks) rlockAll(keys []string) func() {
-	idx := make([]int, 0, len(keys))
-	for _, k := range keys {
-		idx = append(idx, l.stripe(k))
-	}
-	slices.Sort(idx)
-	idx = slices.Compact(idx)
+	idx := l.stripes(keys)
 	for _, i := range idx {
 		l[i].RLock()
 	}
@@ -660,6 +650,17 @@ func (l *keyLocks) rlockAll(keys []string) func() {
 			l[i].RUnlock()
 		}
 	}
+}
+
+// stripes returns the distinct stripes of keys in the one order every
+// locker takes them (so no two lockers deadlock).
+func (l *keyLocks) stripes(keys []string) []int {
+	idx := make([]int, 0, len(keys))
+	for _, k := range keys {
+		idx = append(idx, l.stripe(k))
+	}
+	slices.Sort(idx)
+	return slices.Compact(idx)
 }
 
 // stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the
