@@ -91,6 +91,11 @@ type Message struct {
 	// states show, read with them (see Apply.Reflects); encoded like
 	// Applied, and bounded like it.
 	Reflects []byte `cbor:"15,keyasint,omitempty"`
+	// Urgent, on a delta or an acknowledgement, asks the receiver to
+	// acknowledge what it has of the sender's delta messages at once
+	// rather than with its next message or tick: a client waits for
+	// the write to reach several regions (see Protocol.Urge).
+	Urgent bool `cbor:"16,keyasint,omitempty"`
 }
 
 // DigestID identifies the digest of an anti-entropy round: a hash of its
@@ -207,8 +212,8 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: delta without group, dots or tag")
 		}
 	case KindAck:
-		if len(m.Acks) == 0 && m.Applied == nil {
-			return errors.New("protocol: ack without acknowledgements or applied context")
+		if len(m.Acks) == 0 && m.Applied == nil && !m.Urgent {
+			return errors.New("protocol: ack without acknowledgements, applied context or request for them")
 		}
 	case KindDigest:
 		if len(m.Buckets) != buckets || m.Applied == nil || m.Round == 0 {

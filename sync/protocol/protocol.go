@@ -202,6 +202,7 @@ type entry struct {
 	at      time.Time // when it entered the buffer
 	pending uint64    // peers (by index) that still need it
 	sent    uint64    // peers it is in flight to
+	urgent  bool      // a client waits for its acknowledgements
 }
 
 type inflight struct {
@@ -262,6 +263,7 @@ type peer struct {
 	reported     crdt.Context // our applied context as last reported to it
 	lastReported time.Time
 	acks         []uint64 // tags of its delta messages we owe an ack
+	ackNow       bool     // it asked for them at once (Message.Urgent)
 
 	needAE  bool
 	ae      *aeRound
@@ -344,8 +346,16 @@ func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Stor
 	return p
 }
 
-// Ready returns and clears the outputs collected so far.
+// Ready returns and clears the outputs collected so far. Acknowledgements
+// a peer asked for at once (Message.Urgent) leave in it, one message per
+// peer however many of its deltas came since the last call.
 func (p *Protocol) Ready() Ready {
+	for _, pr := range p.peers {
+		if pr.ackNow && pr.up && len(pr.acks) > 0 {
+			p.send(pr, &Message{Kind: KindAck})
+		}
+		pr.ackNow = false
+	}
 	r := p.out
 	p.out = Ready{}
 	p.batch++
@@ -616,7 +626,7 @@ func (p *Protocol) flush(pr *peer) {
 		var seqs []uint64
 		var g crdt.Group
 		var dots []DotRange
-		size, ndots := 0, uint64(0)
+		size, ndots, urgent := 0, uint64(0), false
 		for _, e := range p.buf {
 			if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
 				continue
@@ -640,6 +650,7 @@ func (p *Protocol) flush(pr *peer) {
 				break
 			}
 			g.Join(e.group)
+			urgent = urgent || e.urgent
 			dots = mergeRanges(dots, e.dots...)
 			size, ndots = size+e.size, ndots+n
 			seqs = append(seqs, e.seq)
@@ -656,7 +667,7 @@ func (p *Protocol) flush(pr *peer) {
 				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
-		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g})
+		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g, Urgent: urgent})
 	}
 }
 
@@ -804,6 +815,9 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 		}
 	}
 	p.onAcks(pr, m.Acks)
+	if m.Urgent && (m.Kind == KindDelta || m.Kind == KindAck) {
+		pr.ackNow = true
+	}
 	switch m.Kind {
 	case KindDelta:
 		p.onDelta(pr, m)
@@ -883,6 +897,10 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 		if _, ok := slices.BinarySearch(seqs, e.seq); ok {
 			e.pending &^= pr.bit
 			e.sent &^= pr.bit
+			// The peer acknowledges only what it made durable: it has
+			// these dots (Holders).
+			c := rangesToContext(e.dots)
+			p.noteHas(pr, &c)
 		}
 	}
 }
