@@ -28,7 +28,6 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -41,8 +40,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/latticedb/lattice/crdt"
 )
@@ -213,18 +210,9 @@ func resolve(dir, p string) string {
 // defaults (data_dir, tls_dir, durability); relative paths are left
 // relative (Load resolves them against the file's directory).
 func Parse(b []byte) (*Config, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
 	var c Config
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("config: empty document")
-		}
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("config: more than one YAML document")
+	if err := decode(b, &c); err != nil {
+		return nil, err
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {

@@ -147,9 +147,9 @@ func TestParseErrors(t *testing.T) {
 		{"comment only", "# nothing\n", "config: empty document"},
 		{"two documents", base("", "---\ncluster: x\n"), "more than one YAML document"},
 		{"syntax", "cluster: [", "config: yaml:"},
-		{"unknown top key", base("", "colour: blue\n"), "field colour not found"},
-		{"unknown region key", base("\nregions:\n  - {name: a, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", zone: z}\n", ""), "field zone not found"},
-		{"unknown emulate key", base("", "emulate: {loss: 1}\n"), "field loss not found"},
+		{"unknown top key", base("", "colour: blue\n"), "config: unknown key \"colour\" at line 6 (known keys: cluster, "},
+		{"unknown region key", base("\nregions:\n  - {name: a, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", zone: z}\n", ""), "config: unknown key \"zone\" in regions[0] at line 4 (known keys: advertise_peer, api, name, peer)"},
+		{"unknown emulate key", base("", "emulate: {loss: 1}\n"), "config: unknown key \"loss\" in emulate at line 6; did you mean \"loss_pct\"?"},
 		{"duplicate key", base("", "data_dir: x\ndata_dir: y\n"), "already defined"},
 		{"wrong type", "cluster: demo\nregions: 3\n", "cannot unmarshal"},
 		{"wrong scalar type", base("", "emulate: {loss_pct: lots}\n"), "cannot unmarshal"},
@@ -453,5 +453,56 @@ func TestAdvertisePeer(t *testing.T) {
 	b, _ := c.Region("b")
 	if a.Peer != ":7201" || a.DialPeer() != "lb.a.example.net:7201" || b.DialPeer() != "10.0.0.2:7202" {
 		t.Fatalf("a listens on %q, dialled at %q; b dialled at %q", a.Peer, a.DialPeer(), b.DialPeer())
+	}
+}
+
+// TestUnknownKeySuggestsClosest checks that a misspelt key is named with
+// its line and the known key it was meant to be, at every depth, and that
+// every unknown key is reported.
+func TestUnknownKeySuggestsClosest(t *testing.T) {
+	doc := "cluster: demo\n" +
+		"regions:\n" +
+		"  - {name: a, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n" +
+		"duribility: always\n" +
+		"homes:\n" +
+		"  - prefix: x\n" +
+		"    regoin: a\n" +
+		"emulate:\n" +
+		"  latency: {}\n"
+	_, err := Parse([]byte(doc))
+	if err == nil {
+		t.Fatal("Parse accepted misspelt keys")
+	}
+	want := []string{
+		`config: unknown key "duribility" at line 4; did you mean "durability"?`,
+		`config: unknown key "regoin" in homes[0] at line 7; did you mean "region"?`,
+		`config: unknown key "latency" in emulate at line 9; did you mean "latency_ms"?`,
+	}
+	if got := strings.Split(err.Error(), "\n"); !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// TestKeysFollowYAMLTags checks that Keys lists the keys of nested structs
+// from their yaml tags, and that every listed key decodes (a document
+// setting one is not refused as unknown).
+func TestKeysFollowYAMLTags(t *testing.T) {
+	keys := Keys()
+	for _, k := range []string{"cluster", "durability", "regions", "regions.name", "regions.advertise_peer",
+		"homes.prefix", "emulate.latency_ms", "emulate.loss_pct"} {
+		if !slices.Contains(keys, k) {
+			t.Errorf("Keys() lacks %q: %v", k, keys)
+		}
+	}
+	for _, name := range []string{"Config", "RegionConfig", "HomeRule", "Emulate", "config", "regionconfig", "homerule"} {
+		if slices.Contains(keys, name) {
+			t.Errorf("Keys() lists the type name %s", name)
+		}
+	}
+	if got := closest("durabilty", []string{"cluster", "durability"}); got != "durability" {
+		t.Errorf("closest(durabilty) = %q", got)
+	}
+	if got := closest("colour", []string{"cluster", "durability"}); got != "" {
+		t.Errorf("closest(colour) = %q, want none", got)
 	}
 }

@@ -1,0 +1,246 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decode decodes the single YAML document b into c. A key that names no
+// field of the config is an error naming the key, its line and, when one
+// is close, the known key it was probably meant to be; every such key is
+// reported, one line each.
+func decode(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("config: empty document")
+		}
+		return fmt.Errorf("config: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return errors.New("config: more than one YAML document")
+	}
+	if errs := unknownKeys(&doc, reflect.TypeFor[Config](), ""); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := doc.Decode(c); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+
+// unknownKeys walks n against t and returns an error for each mapping key
+// that names no field of the struct it decodes into. path names where n
+// is (regions[1], emulate).
+func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil // the type decodes its own keys
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		var errs []error
+		for _, c := range n.Content {
+			errs = append(errs, unknownKeys(c, t, path)...)
+		}
+		return errs
+	case yaml.AliasNode:
+		return nil // the anchor's node was checked where it stands
+	case yaml.SequenceNode:
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return nil // a type mismatch, which decoding reports
+		}
+		var errs []error
+		for i, c := range n.Content {
+			errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+		return errs
+	case yaml.MappingNode:
+	default:
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Map:
+		var errs []error
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%q]", path, n.Content[i].Value))...)
+		}
+		return errs
+	case reflect.Struct:
+	default:
+		return nil
+	}
+	fields := yamlFields(t)
+	var errs []error
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.Value == "<<" {
+			errs = append(errs, unknownKeys(v, t, path)...) // a merge key
+			continue
+		}
+		ft, ok := fields[k.Value]
+		if !ok {
+			errs = append(errs, unknownKeyError(path, k, fields))
+			continue
+		}
+		errs = append(errs, unknownKeys(v, ft, join(path, k.Value))...)
+	}
+	return errs
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func unknownKeyError(path string, k *yaml.Node, fields map[string]reflect.Type) error {
+	where := ""
+	if path != "" {
+		where = " in " + path
+	}
+	msg := fmt.Sprintf("config: unknown key %q%s at line %d", k.Value, where, k.Line)
+	known := make([]string, 0, len(fields))
+	for name := range fields {
+		known = append(known, name)
+	}
+	slices.Sort(known)
+	if s := closest(k.Value, known); s != "" {
+		return fmt.Errorf("%s; did you mean %q?", msg, s)
+	}
+	return fmt.Errorf("%s (known keys: %s)", msg, strings.Join(known, ", "))
+}
+
+// yamlFields maps each key a struct of type t decodes (its fields' yaml
+// tags, or their lower-cased names as the YAML library does; inline
+// structs' keys included) to the field's type.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	out := make(map[string]reflect.Type)
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() || len(f.Index) > 1 && !inlined(t, f.Index) {
+			continue
+		}
+		tag := f.Tag.Get("yaml")
+		if tag == "-" {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if slices.Contains(strings.Split(opts, ","), "inline") {
+			continue // its fields are listed on their own
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// inlined reports whether the field at index of t sits in structs
+// embedded with the yaml inline option all the way down.
+func inlined(t reflect.Type, index []int) bool {
+	for _, i := range index[:len(index)-1] {
+		f := t.Field(i)
+		_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !slices.Contains(strings.Split(opts, ","), "inline") {
+			return false
+		}
+		t = f.Type
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+	}
+	return true
+}
+
+// Keys returns every key of the config file, as dotted paths from the top
+// (cluster, regions.name, emulate.latency_ms), derived from the yaml tags
+// of Config and the types it holds.
+func Keys() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string, seen map[reflect.Type]bool)
+	walk = func(t reflect.Type, prefix string, seen map[reflect.Type]bool) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || seen[t] || reflect.PointerTo(t).Implements(unmarshalerType) {
+			return
+		}
+		seen[t] = true
+		defer delete(seen, t)
+		fields := yamlFields(t)
+		names := make([]string, 0, len(fields))
+		for n := range fields {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		for _, n := range names {
+			out = append(out, prefix+n)
+			walk(fields[n], prefix+n+".", seen)
+		}
+	}
+	walk(reflect.TypeFor[Config](), "", map[reflect.Type]bool{})
+	return out
+}
+
+// closest returns the known key nearest to key by edit distance, when it
+// is near enough to be a likely misspelling, else the one known key key
+// is a prefix of (or that is a prefix of key), else "".
+func closest(key string, known []string) string {
+	best, bestD := "", -1
+	for _, k := range known {
+		d := editDistance(strings.ToLower(key), k)
+		if bestD < 0 || d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if bestD >= 0 && bestD <= max(2, len(key)/3) {
+		return best
+	}
+	// A key cut short or run on (loss for loss_pct), when only one fits.
+	best = ""
+	for _, k := range known {
+		if len(key) >= 3 && (strings.HasPrefix(k, key) || strings.HasPrefix(key, k)) {
+			if best != "" {
+				return ""
+			}
+			best = k
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, over bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
