@@ -163,7 +163,7 @@ func TestRoutesSuccess(t *testing.T) {
 			call: "Commit", args: []any{"eu-west.r7"}},
 		{name: "release", req: req{method: "POST", path: "/v1/reservations/eu-west.r7/release", body: "{}"}, status: 200, keys: reservationKeys,
 			call: "Release", args: []any{"eu-west.r7"}},
-		{name: "cluster", req: req{method: "GET", path: "/v1/cluster"}, status: 200, keys: sorted("region", "peers")},
+		{name: "cluster", req: req{method: "GET", path: "/v1/cluster"}, status: 200, keys: sorted("region", "replica", "catching_up", "divergent_keys", "version_vector", "store", "peers")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

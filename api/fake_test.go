@@ -189,8 +189,8 @@ func (f *fakeService) WaitToken(ctx context.Context, token string) error {
 	return nil
 }
 
-func (f *fakeService) Cluster() any {
-	return map[string]any{"region": "us-east", "peers": []any{}}
+func (f *fakeService) Cluster() region.ClusterStatus {
+	return region.ClusterStatus{Region: "us-east", Peers: []region.PeerStatus{}}
 }
 
 func (f *fakeService) Warnings() []string { return nil }

@@ -54,7 +54,7 @@ type Service interface {
 	WaitToken(ctx context.Context, token string) error
 
 	// Cluster returns the body of GET /v1/cluster.
-	Cluster() any
+	Cluster() region.ClusterStatus
 	// Ready reports whether storage is open and serving.
 	Ready() bool
 	// Warnings lists what an operator should look at although the

@@ -208,8 +208,8 @@ func (c *cluster) connected() bool {
 		if q == nil {
 			return false
 		}
-		st, ok := q.Status().([]protocol.PeerStatus)
-		if !ok || len(st) != len(c.servers)-1 {
+		st := q.Status()
+		if len(st) != len(c.servers)-1 {
 			return false
 		}
 		for _, p := range st {

@@ -194,7 +194,7 @@ func TestDivergentDotIsReported(t *testing.T) {
 	if d := n.Divergent(); len(d) != 1 || d[0] != "c/c" {
 		t.Fatalf("divergent keys %v, want [c/c]", d)
 	}
-	st := n.Cluster().(ClusterStatus)
+	st := n.Cluster()
 	if len(st.DivergentKeys) != 1 {
 		t.Fatalf("/v1/cluster lists %v", st.DivergentKeys)
 	}

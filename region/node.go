@@ -58,7 +58,7 @@ type Options struct {
 	Publisher Publisher
 	Forwarder Forwarder
 	// Peers returns the replication state of each peer for /v1/cluster.
-	Peers func() any
+	Peers func() []PeerStatus
 	// IsRegion reports whether name is a region of the cluster. A
 	// reservation id whose home is not one is answered not_found without
 	// being forwarded. nil takes every name for a region.
@@ -697,12 +697,12 @@ type ClusterStatus struct {
 	VersionVector map[string]uint64 `json:"version_vector"`
 	Store         StoreStatus       `json:"store"`
 	// Peers is each peer's replication state, from the replication layer.
-	Peers any `json:"peers"`
+	Peers []PeerStatus `json:"peers"`
 }
 
 // Cluster returns this region's status; Options.Peers supplies the
 // peers' replication state.
-func (n *Node) Cluster() any {
+func (n *Node) Cluster() ClusterStatus {
 	applied := n.Applied()
 	vv := make(map[string]uint64, len(applied.VV))
 	for r, c := range applied.VV {
@@ -713,9 +713,11 @@ func (n *Node) Cluster() any {
 	slices.Sort(corrupt)
 	st := ClusterStatus{Region: string(n.name), Replica: string(n.self), CatchingUp: n.CatchingUp(), DivergentKeys: n.Divergent(), VersionVector: vv,
 		Store: StoreStatus{FileBytes: file, LiveBytes: live, Durability: string(n.store.opts.Durability), CorruptKeys: corrupt},
-		Peers: []any{}}
+		Peers: []PeerStatus{}}
 	if n.opts.Peers != nil {
-		st.Peers = n.opts.Peers()
+		if peers := n.opts.Peers(); peers != nil {
+			st.Peers = peers
+		}
 	}
 	return st
 }
@@ -836,7 +838,7 @@ func (n *Node) republishHeld() error {
 }
 
 // NoteUnrepaired records the keys anti-entropy with peer keeps shipping
-// without repairing them (see protocol.PeerStatus.UnrepairedKeys).
+// without repairing them (see PeerStatus.UnrepairedKeys).
 func (n *Node) NoteUnrepaired(peer string, keys []string) {
 	n.dmu.Lock()
 	defer n.dmu.Unlock()

@@ -196,44 +196,13 @@ func (c *Client) settle(ctx context.Context, id, verb string, opts KeyOptions) (
 }
 
 // ClusterStatus is the answer of GET /v1/cluster: a region and its
-// replication to each peer (docs/api.md, "GET /v1/cluster").
-type ClusterStatus struct {
-	// Region is the region's name, Replica the replica id of its current
-	// incarnation.
-	Region  string `json:"region"`
-	Replica string `json:"replica"`
-	// CatchingUp is set while the region refuses decisions as a home.
-	CatchingUp bool `json:"catching_up"`
-	// DivergentKeys should always be empty.
-	DivergentKeys []string `json:"divergent_keys"`
-	// VersionVector maps each replica id to the highest write applied
-	// without gaps.
-	VersionVector map[string]uint64 `json:"version_vector"`
-	// Store describes the region's store.
-	Store region.StoreStatus `json:"store"`
-	// Peers is the replication state of each peer.
-	Peers []PeerStatus `json:"peers"`
-}
+// replication to each peer (docs/api.md, "GET /v1/cluster"). It is the
+// type the region encodes, so the client decodes exactly what is served.
+type ClusterStatus = region.ClusterStatus
 
-// PeerStatus is a region's replication to one peer.
-type PeerStatus struct {
-	Region            string            `json:"region"`
-	Connected         bool              `json:"connected"`
-	PendingDeltas     int               `json:"pending_deltas"`
-	PendingBytes      int               `json:"pending_bytes"`
-	InflightMessages  int               `json:"inflight_messages"`
-	LagMs             int64             `json:"lag_ms"`
-	LastAck           *time.Time        `json:"last_ack,omitempty"`
-	PeerVersionVector map[string]uint64 `json:"peer_version_vector"`
-	AntiEntropy       string            `json:"anti_entropy"`
-	AntiEntropyRounds uint64            `json:"anti_entropy_rounds"`
-	UnrepairedKeys    []string          `json:"unrepaired_keys"`
-	KeysPushed        uint64            `json:"anti_entropy_keys_pushed"`
-	KeysPulled        uint64            `json:"anti_entropy_keys_pulled"`
-	LastAntiEntropy   *time.Time        `json:"last_anti_entropy,omitempty"`
-	BytesSent         uint64            `json:"bytes_sent"`
-	DeltaMessagesSent uint64            `json:"delta_messages_sent"`
-}
+// PeerStatus is a region's replication to one peer, an entry of
+// ClusterStatus.Peers.
+type PeerStatus = region.PeerStatus
 
 // Cluster reads the status of the preferred region (it describes that
 // region, so it does not fail over).

@@ -123,8 +123,8 @@ func (f *fakeReplication) Forward(ctx context.Context, home string, req *region.
 	return nil, &region.Error{Code: region.CodeHomeUnavailable, Detail: "fake: " + home + " is away", RetryAfter: 2}
 }
 
-func (f *fakeReplication) Peers() any {
-	return []map[string]any{{"region": "eu-west", "connected": true, "pending_deltas": 7}}
+func (f *fakeReplication) Peers() []region.PeerStatus {
+	return []region.PeerStatus{{Region: "eu-west", Connected: true, PendingDeltas: 7}}
 }
 
 func (f *fakeReplication) Start(_ context.Context, n *region.Node) error {

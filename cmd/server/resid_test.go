@@ -24,7 +24,7 @@ func (f *countingReplication) Forward(_ context.Context, home string, _ *region.
 	return nil, &region.Error{Code: region.CodeHomeUnavailable, Detail: "fake: " + home + " is away", RetryAfter: 1}
 }
 
-func (f *countingReplication) Peers() any { return []any{} }
+func (f *countingReplication) Peers() []region.PeerStatus { return nil }
 func (f *countingReplication) Start(_ context.Context, n *region.Node) error {
 	syncedWithEveryPeer(n)
 	return nil

@@ -117,9 +117,8 @@ type Replication interface {
 	// home is a *region.Error with code home_unavailable.
 	region.Forwarder
 	// Peers returns each peer's state (connected, replication lag,
-	// pending deltas, version vector) for GET /v1/cluster; it must encode
-	// as JSON.
-	Peers() any
+	// pending deltas, version vector) for GET /v1/cluster.
+	Peers() []region.PeerStatus
 	// Start begins replicating node: it listens on the peer address,
 	// dials the peers, applies received deltas with node.ApplyRemote and
 	// answers forwarded home requests with node.ServeHome. ctx bounds
@@ -127,14 +126,6 @@ type Replication interface {
 	Start(ctx context.Context, node *region.Node) error
 	// Close stops replication and releases its sockets.
 	Close() error
-}
-
-// PeerStatus is a peer's entry in /v1/cluster while no replication is
-// attached: the peer is known from the config and never connected.
-type PeerStatus struct {
-	Region    string `json:"region"`
-	Peer      string `json:"peer"`
-	Connected bool   `json:"connected"`
 }
 
 // Server is one running region: store, node, API and, when attached,
@@ -305,11 +296,13 @@ func (s *Server) serve() {
 	s.serveMu.Unlock()
 }
 
-func (s *Server) unattachedPeers() any {
+// unattachedPeers lists the configured peers in /v1/cluster while no
+// replication is attached: known from the config, never connected.
+func (s *Server) unattachedPeers() []region.PeerStatus {
 	peers := s.cfg.Peers(s.name)
-	out := make([]PeerStatus, len(peers))
+	out := make([]region.PeerStatus, len(peers))
 	for i, p := range peers {
-		out[i] = PeerStatus{Region: p.Name, Peer: p.Peer}
+		out[i] = region.UnattachedPeer(p.Name)
 	}
 	return out
 }

@@ -168,7 +168,12 @@ func TestEveryEndpoint(t *testing.T) {
 			t.Fatalf("peers %v, want eu-west", peers)
 		}
 		p := peers[0].(map[string]any)
-		if p["region"] != "eu-west" || p["peer"] != "127.0.0.1:7202" || p["connected"] != false {
+		// Without replication a configured peer has the shape replication
+		// serves (region.PeerStatus), never connected.
+		checkKeys(t, "peer", p, sorted("region", "connected", "pending_deltas", "pending_bytes", "inflight_messages", "lag_ms",
+			"peer_version_vector", "anti_entropy", "anti_entropy_rounds", "unrepaired_keys", "anti_entropy_keys_pushed",
+			"anti_entropy_keys_pulled", "bytes_sent", "delta_messages_sent"))
+		if p["region"] != "eu-west" || p["connected"] != false || p["anti_entropy"] != "idle" {
 			t.Errorf("peer %v", p)
 		}
 	})

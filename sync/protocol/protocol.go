@@ -222,28 +222,30 @@ type aeRound struct {
 	waiting      bool // pulled keys requested, objects awaited
 }
 
-// PeerStatus is the replication state of one peer.
+// PeerStatus is what the protocol knows of its replication to one peer.
+// The replication driver composes region.PeerStatus, the peer's entry in
+// GET /v1/cluster, from it.
 type PeerStatus struct {
-	Region        string            `json:"region"`
-	Connected     bool              `json:"connected"`
-	PendingDeltas int               `json:"pending_deltas"`
-	PendingBytes  int               `json:"pending_bytes"`
-	InflightMsgs  int               `json:"inflight_messages"`
-	LagMs         int64             `json:"lag_ms"`
-	LastAck       *time.Time        `json:"last_ack,omitempty"`
-	PeerApplied   map[string]uint64 `json:"peer_version_vector"`
-	AntiEntropy   string            `json:"anti_entropy"`
-	AERounds      uint64            `json:"anti_entropy_rounds"`
+	Region        string
+	Connected     bool
+	PendingDeltas int
+	PendingBytes  int
+	InflightMsgs  int
+	LagMs         int64
+	LastAck       *time.Time
+	PeerApplied   map[string]uint64
+	AntiEntropy   string
+	AERounds      uint64
 	// UnrepairedKeys are keys that anti-entropy with the peer shipped
 	// UnrepairedRounds rounds in a row without either side's state
 	// changing: a divergence joins cannot repair (at most MaxUnrepaired
 	// are listed).
-	UnrepairedKeys  []string   `json:"unrepaired_keys"`
-	AEKeysPushed    uint64     `json:"anti_entropy_keys_pushed"`
-	AEKeysPulled    uint64     `json:"anti_entropy_keys_pulled"`
-	LastAntiEntropy *time.Time `json:"last_anti_entropy,omitempty"`
-	BytesSent       uint64     `json:"bytes_sent"`
-	DeltasSent      uint64     `json:"delta_messages_sent"`
+	UnrepairedKeys  []string
+	AEKeysPushed    uint64
+	AEKeysPulled    uint64
+	LastAntiEntropy *time.Time
+	BytesSent       uint64
+	DeltasSent      uint64
 }
 
 type peer struct {

@@ -96,7 +96,7 @@ type QUICReplication struct {
 }
 
 // Peers returns each peer's replication state, for /v1/cluster.
-func (q *QUICReplication) Peers() any { return q.Status() }
+func (q *QUICReplication) Peers() []region.PeerStatus { return q.Status() }
 
 // WAN returns the emulated WAN under the region's QUIC socket, or nil
 // when the region runs on a plain socket.

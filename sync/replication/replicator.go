@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -329,13 +330,46 @@ func (r *Replicator) publishStatus() {
 	r.mu.Unlock()
 }
 
-// Status returns each peer's replication state for /v1/cluster.
-func (r *Replicator) Status() any {
+// Status returns each peer's replication state for /v1/cluster, as of
+// the last tick.
+func (r *Replicator) Status() []region.PeerStatus {
+	st := r.protocolStatus()
+	out := make([]region.PeerStatus, len(st))
+	for i, s := range st {
+		out[i] = peerStatus(s)
+	}
+	return out
+}
+
+// protocolStatus returns what the protocol knew of each peer at the last
+// tick.
+func (r *Replicator) protocolStatus() []protocol.PeerStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]protocol.PeerStatus, len(r.status))
-	copy(out, r.status)
-	return out
+	return slices.Clone(r.status)
+}
+
+// peerStatus composes a peer's entry in /v1/cluster from what the
+// protocol knows of it.
+func peerStatus(s protocol.PeerStatus) region.PeerStatus {
+	return region.PeerStatus{
+		Region:            s.Region,
+		Connected:         s.Connected,
+		PendingDeltas:     s.PendingDeltas,
+		PendingBytes:      s.PendingBytes,
+		InflightMessages:  s.InflightMsgs,
+		LagMs:             s.LagMs,
+		LastAck:           s.LastAck,
+		PeerVersionVector: s.PeerApplied,
+		AntiEntropy:       s.AntiEntropy,
+		AntiEntropyRounds: s.AERounds,
+		UnrepairedKeys:    s.UnrepairedKeys,
+		KeysPushed:        s.AEKeysPushed,
+		KeysPulled:        s.AEKeysPulled,
+		LastAntiEntropy:   s.LastAntiEntropy,
+		BytesSent:         s.BytesSent,
+		DeltaMessagesSent: s.DeltasSent,
+	}
 }
 
 // applyKeys bounds the keys of one store transaction of remote applies:
