@@ -94,6 +94,20 @@ type Options struct {
 	// RequestTimeout is the deadline of each service operation.
 	// Defaults to DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Tokens, when set, makes every request need a bearer token of it
+	// (Authorization: Bearer TOKEN): GET and HEAD a read-only or
+	// read-write one, every other method a read-write one. A request
+	// without a valid token is 401 unauthorized, one whose token may only
+	// read is 403 forbidden; neither reaches the service. When nil, the
+	// API asks for no token.
+	Tokens *Tokens
+	// ProtectProbes makes /healthz, /readyz and /metrics need a token
+	// too. By default they stay open to probes and scrapers.
+	ProtectProbes bool
+	// AccessLog logs every request at INFO (method, path, route, status,
+	// bytes, duration, request id, remote address; the logger adds the
+	// region). Without it the same record is logged at DEBUG.
+	AccessLog bool
 }
 
 // handler holds what the route handlers share.
@@ -103,6 +117,10 @@ type handler struct {
 	timeout time.Duration
 	metrics *metrics
 	openapi []byte
+
+	tokens        *Tokens
+	protectProbes bool
+	accessLevel   slog.Level
 }
 
 // New returns the REST API of SPEC §6 over svc: every route of the table,
@@ -141,13 +159,20 @@ func New(svc Service, opts Options) *echo.Echo {
 		timeout: opts.RequestTimeout,
 		metrics: newMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"region": svc.Region()}, opts.Registerer)),
 		openapi: doc,
+
+		tokens:        opts.Tokens,
+		protectProbes: opts.ProtectProbes,
+		accessLevel:   slog.LevelDebug,
+	}
+	if opts.AccessLog {
+		h.accessLevel = slog.LevelInfo
 	}
 
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = h.writeError
-	e.Use(h.observe, h.recoverPanic)
+	e.Use(h.observe, h.recoverPanic, h.authorize)
 
 	e.GET("/v1/carts/:cart_id", h.getCart)
 	e.DELETE("/v1/carts/:cart_id", h.clearCart)
@@ -174,11 +199,15 @@ func New(svc Service, opts Options) *echo.Echo {
 	return e
 }
 
-// observe is the outermost middleware: it turns a returned error into its
-// problem response, then counts, times and logs the request.
+// observe is the outermost middleware: it gives the request its request
+// id (echoed in X-Request-Id), turns a returned error into its problem
+// response, then counts, times and logs the request.
 func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
+		id := requestIDOf(c.Request())
+		c.SetRequest(c.Request().WithContext(withRequestID(c.Request().Context(), id)))
+		c.Response().Header().Set(HeaderRequestID, id)
 		var err error
 		if p := c.Path(); p != "" && !matchesPattern(p, echo.GetPath(c.Request())) {
 			// echo's router falls back to the longest matching route, so
@@ -196,14 +225,15 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		req, res := c.Request(), c.Response()
 		route := routeLabel(c.Path())
 		h.metrics.observe(req.Method, route, res.Status, elapsed)
-		if h.log.Enabled(req.Context(), slog.LevelDebug) {
-			h.log.LogAttrs(req.Context(), slog.LevelDebug, "api: request",
+		if h.log.Enabled(req.Context(), h.accessLevel) {
+			h.log.LogAttrs(req.Context(), h.accessLevel, "api: request",
 				slog.String("method", req.Method),
 				slog.String("route", route),
 				slog.String("path", req.URL.Path),
 				slog.Int("status", res.Status),
 				slog.Int64("bytes", res.Size),
 				slog.Duration("duration", elapsed),
+				slog.String("request_id", id),
 				slog.String("remote", req.RemoteAddr))
 		}
 		return nil

@@ -18,6 +18,9 @@ type Document struct {
 	Info       Object              `json:"info"`
 	Paths      map[string]PathItem `json:"paths"`
 	Components Components          `json:"components"`
+	// Security is what every operation needs unless it says otherwise:
+	// a bearer token, when the region is configured with tokens.
+	Security []Object `json:"security"`
 }
 
 // PathItem maps a lower-case HTTP method to its operation.
@@ -32,6 +35,8 @@ type Operation struct {
 	Parameters  []Object          `json:"parameters,omitempty"`
 	RequestBody Object            `json:"requestBody,omitempty"`
 	Responses   map[string]Object `json:"responses"`
+	// Security, when set, replaces the document's Security.
+	Security []Object `json:"security,omitempty"`
 }
 
 // Components holds what operations refer to.
@@ -40,6 +45,8 @@ type Components struct {
 	Parameters map[string]Object `json:"parameters"`
 	Headers    map[string]Object `json:"headers"`
 	Responses  map[string]Object `json:"responses"`
+	// SecuritySchemes declares the bearer token scheme.
+	SecuritySchemes map[string]Object `json:"securitySchemes"`
 }
 
 func ref(kind, name string) Object { return Object{"$ref": "#/components/" + kind + "/" + name} }
@@ -190,6 +197,22 @@ func OpenAPI() *Document {
 		},
 	}
 
+	// Every operation may be refused for its token (401), every write
+	// for a read-only token (403); the probes stay open unless the region
+	// protects them; every operation takes an X-Request-Id.
+	for path, item := range paths {
+		for method, o := range item {
+			o.Responses["401"] = ref("responses", "Unauthorized")
+			if method != "get" {
+				o.Responses["403"] = ref("responses", "Forbidden")
+			}
+			if probePaths[path] {
+				o.Security = []Object{{}, {"bearer": []string{}}}
+			}
+			o.Parameters = append(o.Parameters, ref("parameters", "RequestID"))
+		}
+	}
+
 	problemCodes := make([]string, 0, len(codes))
 	for c := range codes {
 		problemCodes = append(problemCodes, c)
@@ -203,9 +226,10 @@ func OpenAPI() *Document {
 			"version": "1",
 			"description": "Multi-region replicated shopping carts and inventory. Every successful response carries " +
 				HeaderToken + "; a request that sends one is served once this region has applied what it covers. " +
-				"Errors are RFC 9457 problem details with a code member.",
+				"Errors are RFC 9457 problem details with a code member and the request's " + HeaderRequestID + " as request_id.",
 		},
-		Paths: paths,
+		Paths:    paths,
+		Security: []Object{{"bearer": []string{}}},
 		Components: Components{
 			Schemas: map[string]Object{
 				"CartItem": {"type": "object", "required": []string{"sku", "qty"}, "properties": Object{
@@ -289,14 +313,15 @@ func OpenAPI() *Document {
 					"home": Object{"type": "string"},
 				}},
 				"Problem": {"type": "object", "required": []string{"type", "title", "status", "code"}, "properties": Object{
-					"type":      Object{"type": "string", "format": "uri", "description": ProblemTypePrefix + "CODE"},
-					"title":     Object{"type": "string"},
-					"status":    Object{"type": "integer"},
-					"detail":    Object{"type": "string"},
-					"code":      Object{"type": "string", "enum": problemCodes},
-					"field":     Object{"type": "string", "description": "The offending body field, path or query parameter, or header."},
-					"available": Object{"type": "integer", "format": "int64", "description": "On insufficient_stock for one sku."},
-					"lines":     Object{"type": "array", "items": schemaRef("SkuAvailable"), "description": "On a checkout's insufficient_stock."},
+					"type":       Object{"type": "string", "format": "uri", "description": ProblemTypePrefix + "CODE"},
+					"title":      Object{"type": "string"},
+					"status":     Object{"type": "integer"},
+					"detail":     Object{"type": "string"},
+					"code":       Object{"type": "string", "enum": problemCodes},
+					"field":      Object{"type": "string", "description": "The offending body field, path or query parameter, or header."},
+					"available":  Object{"type": "integer", "format": "int64", "description": "On insufficient_stock for one sku."},
+					"lines":      Object{"type": "array", "items": schemaRef("SkuAvailable"), "description": "On a checkout's insufficient_stock."},
+					"request_id": Object{"type": "string", "description": "The request's " + HeaderRequestID + "."},
 				}},
 			},
 			Parameters: map[string]Object{
@@ -312,6 +337,9 @@ func OpenAPI() *Document {
 				"LatticeWait": {"name": HeaderWait, "in": "header", "required": false,
 					"description": "How long to wait for " + HeaderToken + ", in milliseconds.",
 					"schema":      Object{"type": "string", "pattern": "^[0-9]{1,5}$", "description": "0..10000, default 1000"}},
+				"RequestID": {"name": HeaderRequestID, "in": "header", "required": false,
+					"description": "Names the request in the answer's " + HeaderRequestID + ", problem bodies and the access log; one that is not valid is replaced by a generated one.",
+					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxRequestIDLen, "pattern": "^[A-Za-z0-9._:/+=@-]+$"}},
 				"IdempotencyKey": {"name": HeaderIdempotencyKey, "in": "header", "required": false,
 					"description": "A retry with the same key and request returns the first outcome and changes nothing.",
 					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxIdempotencyKeyLen, "pattern": "^[\\x20-\\x7e]+$"}},
@@ -321,6 +349,8 @@ func OpenAPI() *Document {
 					"schema": Object{"type": "string"}},
 				"RetryAfter": {"description": "Seconds to wait before retrying.", "schema": Object{"type": "integer"}},
 				"Location":   {"description": "The URL of the new reservation.", "schema": Object{"type": "string"}},
+				"WWWAuthenticate": {"description": "The Bearer challenge (RFC 6750), with error=\"invalid_token\" for an unknown token or error=\"insufficient_scope\" for a read-only one.",
+					"schema": Object{"type": "string"}},
 			},
 			Responses: map[string]Object{
 				"BadRequest": problemResponse("invalid_request naming the field (body for a body that is not one JSON object or is over a limit its description states), or invalid_token."),
@@ -332,6 +362,12 @@ func OpenAPI() *Document {
 				"Internal":      problemResponse("internal."),
 				"Unavailable": withRetryAfter(problemResponse(
 					"home_unavailable, causal_timeout or unavailable, with Retry-After.")),
+				"Unauthorized": withChallenge(problemResponse("unauthorized: the region requires a bearer token and the request has none, or one it does not accept.")),
+				"Forbidden":    withChallenge(problemResponse("forbidden: the bearer token may only read; writes need a read-write token.")),
+			},
+			SecuritySchemes: map[string]Object{
+				"bearer": {"type": "http", "scheme": "bearer",
+					"description": "Needed only when the region is configured with tokens (api_auth): GET and HEAD take a read-only or read-write token, every other method a read-write one. /healthz, /readyz and /metrics stay open unless api_auth.protect_probes is set."},
 			},
 		},
 	}
@@ -359,6 +395,11 @@ func withUnavailable(o *Operation) *Operation {
 func withLocation(o Object) Object {
 	o = maps.Clone(o)
 	o["headers"] = Object{HeaderToken: ref("headers", "LatticeToken"), "Location": ref("headers", "Location")}
+	return o
+}
+
+func withChallenge(o Object) Object {
+	o["headers"] = Object{"WWW-Authenticate": ref("headers", "WWWAuthenticate")}
 	return o
 }
 

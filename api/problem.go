@@ -45,6 +45,9 @@ type Problem struct {
 	Field     string                `json:"field,omitempty"`
 	Available *int64                `json:"available,omitempty"`
 	Lines     []region.SkuAvailable `json:"lines,omitempty"`
+	// RequestID is the request's X-Request-Id, set on every problem the
+	// API answers.
+	RequestID string `json:"request_id,omitempty"`
 	// RetryAfter, in seconds, becomes the Retry-After header of a 503.
 	RetryAfter int `json:"-"`
 }
@@ -62,6 +65,8 @@ var codes = map[string]codeInfo{
 	region.CodeNotFound:            {http.StatusNotFound, "Not found"},
 	CodeMethodNotAllowed:           {http.StatusMethodNotAllowed, "Method not allowed"},
 	CodeBodyTooLarge:               {http.StatusRequestEntityTooLarge, "Request body too large"},
+	CodeUnauthorized:               {http.StatusUnauthorized, "Unauthorized"},
+	CodeForbidden:                  {http.StatusForbidden, "Forbidden"},
 	region.CodeInsufficientStock:   {http.StatusConflict, "Insufficient stock"},
 	region.CodeCartEmpty:           {http.StatusConflict, "Cart is empty"},
 	region.CodeReservationExpired:  {http.StatusConflict, "Reservation expired"},
@@ -154,9 +159,11 @@ func internalProblem() Problem {
 func (h *handler) writeError(err error, c echo.Context) {
 	req := c.Request()
 	p := ProblemFor(err)
+	p.RequestID = RequestID(req.Context())
 	if p.Status >= http.StatusInternalServerError && p.Code == region.CodeInternal {
 		h.log.LogAttrs(req.Context(), slog.LevelError, "api: internal error",
-			slog.String("method", req.Method), slog.String("path", req.URL.Path), slog.Any("error", err))
+			slog.String("method", req.Method), slog.String("path", req.URL.Path),
+			slog.String("request_id", p.RequestID), slog.Any("error", err))
 	}
 	if c.Response().Committed {
 		return

@@ -190,26 +190,26 @@ func encode(v any) []byte {
 	return b
 }
 
-func loadLedger(r Reader, sku string) (*ledger, error) {
+func loadLedger(r store.Reader, sku string) (*ledger, error) {
 	b, ok, err := r.Get(prefixLedger + sku)
 	if err != nil || !ok {
 		return &ledger{}, err
 	}
 	l, err := parseLedger(b)
 	if err != nil {
-		return &ledger{}, &CorruptError{Key: prefixLedger + sku}
+		return &ledger{}, &store.CorruptError{Key: prefixLedger + sku}
 	}
 	return l, nil
 }
 
-func loadRes(r Reader, id string) (*ResRecord, bool, error) {
+func loadRes(r store.Reader, id string) (*ResRecord, bool, error) {
 	b, ok, err := r.Get(prefixRes + id)
 	if err != nil || !ok {
 		return nil, false, err
 	}
 	var rec ResRecord
 	if err := decodeInto(b, &rec); err != nil {
-		return nil, false, &CorruptError{Key: prefixRes + id}
+		return nil, false, &store.CorruptError{Key: prefixRes + id}
 	}
 	return &rec, true, nil
 }
@@ -246,7 +246,7 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 	}
 	var view Item
 	// The item's ledger is written under the item's lock too.
-	err := n.view(ctx, prefixItem+sku, func(r Reader) error {
+	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
 		it, err := loadItem(r, sku)
 		if err != nil {
 			return err
@@ -276,7 +276,7 @@ func (n *Node) Restock(ctx context.Context, sku string, qty int64) (Item, error)
 
 func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error) {
 	var view Item
-	err := n.write(ctx, []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(ctx, []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 		it, err := loadItem(tx, sku)
 		if err != nil {
 			return err
@@ -305,8 +305,9 @@ const MaxAdjust = crdt.MaxQty
 
 // Adjust changes stock by delta. A positive delta is a restock made here;
 // a negative one is decided by the sku's home, which refuses it with
-// insufficient_stock if it would leave available below zero. reason is
-// logged.
+// insufficient_stock if it would leave available below zero. The
+// adjustment is logged with its reason once decided: applied with the
+// resulting stock, or refused with the error.
 func (n *Node) Adjust(ctx context.Context, sku string, delta int64, reason string) (Item, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Item{}, err
@@ -314,15 +315,22 @@ func (n *Node) Adjust(ctx context.Context, sku string, delta int64, reason strin
 	if delta == 0 || delta < -MaxAdjust || delta > MaxAdjust {
 		return Item{}, InvalidField("delta", "delta must be a nonzero integer from %d to %d", -MaxAdjust, MaxAdjust)
 	}
-	n.log.Info("inventory adjustment", "sku", sku, "delta", delta, "reason", reason)
+	var it Item
+	var err error
 	if delta > 0 {
-		return n.restock(ctx, sku, delta)
+		it, err = n.restock(ctx, sku, delta)
+	} else if resp := n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpAdjust, SKU: sku, Delta: delta, Reason: reason}); resp.Err != nil {
+		err = resp.Err
+	} else {
+		it = *resp.Item
 	}
-	resp := n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpAdjust, SKU: sku, Delta: delta, Reason: reason})
-	if resp.Err != nil {
-		return Item{}, resp.Err
+	// Logged once decided, with its outcome.
+	if err != nil {
+		n.log.Info("inventory adjustment refused", "sku", sku, "delta", delta, "reason", reason, "err", err)
+		return Item{}, err
 	}
-	return *resp.Item, nil
+	n.log.Info("inventory adjustment", "sku", sku, "delta", delta, "reason", reason, "stock", it.Stock, "available", it.Available)
+	return it, nil
 }
 
 func ttlOf(ttl time.Duration) (time.Duration, error) {

@@ -22,6 +22,15 @@
 //	emulate:                    # optional, for tests and demos only
 //	  latency_ms: {"us-east/eu-west": 34}
 //	  loss_pct: 0.5
+//	api_tls:                    # optional: HTTPS for the REST API
+//	  cert: api/{region}.crt
+//	  key: api/{region}.key
+//	  client_ca: clients.crt    # optional: require client certificates
+//	api_auth:                   # optional: bearer tokens for the REST API
+//	  read_tokens: tokens/read
+//	  write_tokens: tokens/write
+//	  protect_probes: false     # /healthz, /readyz, /metrics stay open
+//	access_log: false           # log every API request at INFO
 //
 // Unknown keys, duplicate keys, several YAML documents in one file and
 // values of the wrong type are errors.
@@ -93,6 +102,15 @@ type Config struct {
 	Homes []HomeRule `yaml:"homes"`
 	// Emulate configures an emulated WAN between regions.
 	Emulate Emulate `yaml:"emulate"`
+	// APITLS, when it names a certificate, serves the REST API over
+	// HTTPS (see APITLS).
+	APITLS APITLS `yaml:"api_tls"`
+	// APIAuth, when it names a token file, makes the REST API need
+	// bearer tokens (see APIAuth).
+	APIAuth APIAuth `yaml:"api_auth"`
+	// AccessLog logs every API request at INFO: method, path, status,
+	// duration, request id, region.
+	AccessLog bool `yaml:"access_log"`
 }
 
 // RegionConfig is one region of the cluster.
@@ -196,6 +214,7 @@ func Load(path string) (*Config, error) {
 	}
 	c.DataDir = resolve(dir, c.DataDir)
 	c.TLSDir = resolve(dir, c.TLSDir)
+	c.resolveSecurityPaths(dir)
 	return c, nil
 }
 
@@ -353,6 +372,7 @@ func (c *Config) Validate() error {
 	if l := c.Emulate.LossPct; !(l >= 0 && l <= 100) {
 		bad("emulate.loss_pct", "%v is outside 0..100", l)
 	}
+	c.validateSecurity(bad)
 	return errors.Join(errs...)
 }
 
