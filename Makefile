@@ -14,8 +14,14 @@ SIM_SEEDS ?= 10000
 
 all: build
 
+# The version and commit `lattice version`, lattice_build_info and the
+# benchmark's results.json report.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS ?= -X github.com/latticedb/lattice/cmd/server.version=$(VERSION) -X github.com/latticedb/lattice/cmd/server.commit=$(COMMIT)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/lattice
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lattice
 
 vet:
 	$(GO) vet ./...
@@ -46,7 +52,7 @@ test: lint fuzz sim unit
 
 # image builds the static binary and the image lattice:dev (deploy/Dockerfile).
 image:
-	CGO_ENABLED=0 $(GO) build -o deploy/lattice ./cmd/lattice
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o deploy/lattice ./cmd/lattice
 	docker build -t lattice:dev -f deploy/Dockerfile deploy
 
 run: build

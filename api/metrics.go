@@ -48,6 +48,10 @@ func prometheusDefaultCollectors() []prometheus.Collector {
 	}
 }
 
+// LatencyBuckets are the bounds of lattice_http_request_duration_seconds:
+// 0.5 ms to 10 s, written out so that the exposition shows them exactly.
+var LatencyBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10}
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -57,13 +61,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "lattice_http_request_duration_seconds",
 			Help:    "Time to serve an HTTP request of the API, by method and route pattern.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), // 0.5 ms to 16 s
+			Buckets: LatencyBuckets,
 		}, []string{"method", "route"}),
 		counters: make(map[requestKey]prometheus.Counter),
 		timers:   make(map[routeKey]prometheus.Observer),
 	}
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
+	// Every route's latency series exists from the start (requests_total
+	// gains a series per status code as they are answered).
+	for path, item := range OpenAPI().Paths {
+		for method := range item {
+			m.duration.WithLabelValues(strings.ToUpper(method), path)
+		}
+	}
 	return m
 }
 

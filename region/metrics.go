@@ -17,6 +17,10 @@ type Metrics struct {
 	DivergentKeys prometheus.Counter
 }
 
+// FsyncBuckets are the bounds of lattice_store_fsync_seconds: 0.1 ms to
+// 1 s, written out so that the exposition shows them exactly.
+var FsyncBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}
+
 // NewMetrics creates the metrics and registers them with reg (nil: not
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -24,12 +28,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		FsyncBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lattice_store_fsync_batch_size",
 			Help:    "Transactions made durable by one fsync (group commit).",
-			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 		}),
 		FsyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lattice_store_fsync_seconds",
 			Help:    "Duration of store fsyncs.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14),
+			Buckets: FsyncBuckets,
 		}),
 		ChecksumFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lattice_store_checksum_failures_total",
@@ -59,6 +63,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_replication_divergent_dots_total",
 			Help: "Remote deltas that carried a dot this region holds with other content (a divergence joins cannot repair).",
 		}),
+	}
+	// Every ledger operation's successes exist from the start, so that
+	// rate() sees their first increment.
+	for _, op := range []string{OpReserve, OpCommit, OpRelease, OpReturn, OpAdjust} {
+		m.Reservations.WithLabelValues(op, "ok")
 	}
 	if reg != nil {
 		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,

@@ -16,6 +16,7 @@
 //	lattice stock get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] (--config FILE --region NAME | --url URL)
 //	lattice reserve SKU QTY [--ttl D] [--key KEY] (--config FILE --region NAME | --url URL)
 //	lattice reservation|commit|release ID [--key KEY] (--config FILE --region NAME | --url URL)
+//	lattice version (or lattice --version)
 //	lattice help [COMMAND]
 //
 // Exit status: 0 on success, 1 when a command fails, 2 for a usage error
@@ -73,6 +74,7 @@ func init() {
 		{"reservation", "ID " + targetArgs, "read a reservation at its home", runReservation},
 		{"commit", "ID [--key KEY] " + targetArgs, "commit a held reservation", runCommit},
 		{"release", "ID [--key KEY] " + targetArgs, "release a held reservation", runRelease},
+		versionCommand,
 		{"help", "[COMMAND]", "show this help, or a command's flags", runHelp},
 	}
 }
@@ -92,6 +94,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "-h", "-help", "--help":
 		usage(stdout)
+		return exitOK
+	case "-version", "--version":
+		printVersion(cio)
 		return exitOK
 	}
 	cmd, ok := lookup(args[0])

@@ -205,6 +205,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		}
 	}()
 
+	labelled.MustRegister(buildInfoGauge(Build()))
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
 	s.store, err = region.OpenStore(path, region.StoreOptions{

@@ -72,8 +72,9 @@ func NewQUIC(opts AttachOptions, env Env) *QUICReplication {
 	for _, p := range env.Config.Peers(env.Region) {
 		peers = append(peers, p.Name)
 	}
-	o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger,
-		Metrics: NewMetrics(env.Registerer)}
+	m := NewMetrics(env.Registerer)
+	m.InitPeers(peers)
+	o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger, Metrics: m}
 	name := env.Region
 	if opts.OnApply != nil {
 		o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }
@@ -81,7 +82,9 @@ func NewQUIC(opts AttachOptions, env Env) *QUICReplication {
 	if opts.OnPublish != nil {
 		o.OnPublish = func(d region.Delta, at time.Time) { opts.OnPublish(name, d, at) }
 	}
-	return &QUICReplication{Replicator: New(o), env: env, opts: opts}
+	q := &QUICReplication{Replicator: New(o), env: env, opts: opts}
+	m.WatchConnected(q.protocolStatus)
+	return q
 }
 
 // QUICReplication is a region's replication over QUIC: the Replicator,
