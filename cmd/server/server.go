@@ -250,6 +250,16 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
+	node := s.node
+	labelled.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lattice_region_ready",
+		Help: "1 while the region's storage is open and serving (GET /readyz answers 200), else 0.",
+	}, func() float64 {
+		if node.Ready() {
+			return 1
+		}
+		return 0
+	}))
 	if s.repl != nil {
 		if err := s.repl.Start(ctx, s.node); err != nil {
 			return nil, fmt.Errorf("server: region %s: start replication: %w", name, err)
