@@ -23,6 +23,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -87,6 +88,21 @@ func ValidateRegionName(name string) error {
 // CA is made. Region files are overwritten. Keys are written with mode 0600,
 // certificates with 0644, each file atomically.
 func Generate(dir string, cluster string, regions []string) error {
+	return GenerateSplit(dir, dir, cluster, regions)
+}
+
+// RegionFiles returns the names of the files region needs in its tls_dir:
+// ca.crt, REGION.crt and REGION.key. ca.key is not one of them: it is
+// needed only to issue certificates, and belongs offline.
+func RegionFiles(region string) []string {
+	return []string{CACertFile, CertFile(region), KeyFile(region)}
+}
+
+// GenerateSplit is Generate keeping the CA's private key apart: ca.key is
+// read from or written to caKeyDir, while dir receives only what regions
+// need (ca.crt and each region's certificate and key, see RegionFiles).
+// caKeyDir may be dir. It is what `lattice certs --ca-key-dir` runs.
+func GenerateSplit(dir, caKeyDir, cluster string, regions []string) error {
 	if cluster == "" {
 		return errors.New("certs: cluster name is empty")
 	}
@@ -106,7 +122,10 @@ func Generate(dir string, cluster string, regions []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("certs: %w", err)
 	}
-	ca, caKey, err := loadOrCreateCA(dir, cluster)
+	if err := os.MkdirAll(caKeyDir, 0o700); err != nil {
+		return fmt.Errorf("certs: %w", err)
+	}
+	ca, caKey, err := loadOrCreateCA(dir, caKeyDir, cluster)
 	if err != nil {
 		return err
 	}
@@ -125,11 +144,11 @@ func Generate(dir string, cluster string, regions []string) error {
 	return nil
 }
 
-// loadOrCreateCA returns the CA in dir, or makes and writes a new one when
-// dir has neither CA file.
-func loadOrCreateCA(dir, cluster string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+// loadOrCreateCA returns the CA whose certificate is in dir and key in
+// keyDir, or makes and writes a new one when neither file exists.
+func loadOrCreateCA(dir, keyDir, cluster string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	certPath := filepath.Join(dir, CACertFile)
-	keyPath := filepath.Join(dir, CAKeyFile)
+	keyPath := filepath.Join(keyDir, CAKeyFile)
 	_, certErr := os.Stat(certPath)
 	_, keyErr := os.Stat(keyPath)
 	switch {
@@ -155,7 +174,7 @@ func loadOrCreateCA(dir, cluster string) (*x509.Certificate, *ecdsa.PrivateKey, 
 	case keyErr != nil && !errors.Is(keyErr, os.ErrNotExist):
 		return nil, nil, fmt.Errorf("certs: %w", keyErr)
 	default:
-		return nil, nil, fmt.Errorf("certs: %s holds only one of %s and %s", dir, CACertFile, CAKeyFile)
+		return nil, nil, fmt.Errorf("certs: only one of %s and %s exists", certPath, keyPath)
 	}
 
 	key, serial, err := newKey()
@@ -346,7 +365,10 @@ func readKey(path string) (*ecdsa.PrivateKey, error) {
 }
 
 // Bundle is what one region needs for mutual TLS: the cluster CA and the
-// region's own certificate and key. Its methods are safe for concurrent use.
+// region's own certificate and key. Its exported fields are what Load
+// read; Reload reads the files again, and the TLS configurations made by
+// ServerTLS and ClientTLS use the latest reading for every new handshake.
+// Its methods are safe for concurrent use.
 type Bundle struct {
 	// Region is the region the certificate names.
 	Region string
@@ -356,6 +378,11 @@ type Bundle struct {
 	Pool *x509.CertPool
 	// Cert is the region's certificate chain and private key.
 	Cert tls.Certificate
+
+	// dir is where the files were read, cur what the TLS configurations
+	// use now (see Reload).
+	dir string
+	cur atomic.Pointer[material]
 }
 
 // Load reads ca.crt, REGION.crt and REGION.key from dir and checks that the
@@ -365,6 +392,17 @@ func Load(dir, region string) (*Bundle, error) {
 	if err := ValidateRegionName(region); err != nil {
 		return nil, err
 	}
+	m, err := loadMaterial(dir, region)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bundle{Region: region, CA: m.ca, Pool: m.pool, Cert: *m.cert, dir: dir}
+	b.cur.Store(m)
+	return b, nil
+}
+
+// loadMaterial reads and checks a region's files (see Load).
+func loadMaterial(dir, region string) (*material, error) {
 	ca, err := readCert(filepath.Join(dir, CACertFile))
 	if err != nil {
 		return nil, err
@@ -398,7 +436,7 @@ func Load(dir, region string) (*Bundle, error) {
 	if got, err := regionOf(pair.Leaf); err != nil || got != region {
 		return nil, fmt.Errorf("certs: %s must name exactly region %s", certPath, region)
 	}
-	return &Bundle{Region: region, CA: ca, Pool: pool, Cert: pair}, nil
+	return &material{ca: ca, pool: pool, cert: &pair}, nil
 }
 
 // ServerTLS returns the TLS configuration for accepting region connections:
@@ -410,12 +448,17 @@ func Load(dir, region string) (*Bundle, error) {
 //
 // Callers may chain their own VerifyConnection (for example to accept only
 // configured regions) by wrapping the returned one.
+//
+// Each handshake takes the certificate and CA the bundle holds then (see
+// Reload): GetConfigForClient answers with a copy of the returned
+// configuration, as the caller left it, carrying them.
 func (b *Bundle) ServerTLS() *tls.Config {
-	return &tls.Config{
+	m := b.current()
+	c := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{b.Cert},
+		Certificates:           []tls.Certificate{*m.cert},
 		ClientAuth:             tls.RequireAndVerifyClientCert,
-		ClientCAs:              b.Pool,
+		ClientCAs:              m.pool,
 		NextProtos:             []string{ALPN},
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -423,6 +466,15 @@ func (b *Bundle) ServerTLS() *tls.Config {
 			return err
 		},
 	}
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		m := b.current()
+		cc := c.Clone()
+		cc.GetConfigForClient = nil
+		cc.Certificates = []tls.Certificate{*m.cert}
+		cc.ClientCAs = m.pool
+		return cc, nil
+	}
+	return c
 }
 
 // ClientTLS returns the TLS configuration for dialing region peer: TLS 1.3
@@ -431,11 +483,15 @@ func (b *Bundle) ServerTLS() *tls.Config {
 // peer), never by address. No session cache is set, so every connection
 // makes a full handshake; VerifyConnection checks again that the verified
 // certificate names exactly peer.
+//
+// The configuration offers the certificate and trusts the CA the bundle
+// holds when it is made (see Reload): make one per dial.
 func (b *Bundle) ClientTLS(peer string) *tls.Config {
+	m := b.current()
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{b.Cert},
-		RootCAs:                b.Pool,
+		Certificates:           []tls.Certificate{*m.cert},
+		RootCAs:                m.pool,
 		ServerName:             peer,
 		NextProtos:             []string{ALPN},
 		SessionTicketsDisabled: true,
