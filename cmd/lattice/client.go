@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/latticedb/lattice/api/client"
@@ -17,13 +21,15 @@ import (
 
 // The client commands (cart, stock, reserve, reservation, commit,
 // release) are thin wrappers over package api/client: they print the
-// API's JSON answer on stdout, a problem as "code: detail" on stderr
-// with exit status 1.
+// API's answer on stdout as a table (--output table, the default) or as
+// its JSON (--output json), a problem as "code: detail" on stderr with
+// exit status 1.
 
 // target holds the flags that pick the region a client command asks.
 type target struct {
 	config, region, url *string
 	timeout             *time.Duration
+	output              *string
 }
 
 func addTarget(fs *flag.FlagSet) *target {
@@ -32,11 +38,36 @@ func addTarget(fs *flag.FlagSet) *target {
 		region:  fs.String("region", "", "`NAME` of the region to ask, one of the config's regions"),
 		url:     fs.String("url", "", "base `URL` of the region to ask, for example http://127.0.0.1:7101 (instead of --config and --region)"),
 		timeout: fs.Duration("timeout", 10*time.Second, "give up after this `duration`"),
+		output:  addOutput(fs),
 	}
+}
+
+// Output formats of the client commands and status (--output).
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// addOutput adds --output, the format the client commands and status
+// print in.
+func addOutput(fs *flag.FlagSet) *string {
+	return fs.String("output", outputTable, "`FORMAT` of the answer: table (for people) or json (the API's JSON answer)")
+}
+
+// checkOutput reports a usage error of --output on stderr.
+func checkOutput(cio cmdIO, me, output string) bool {
+	if output != outputTable && output != outputJSON {
+		fmt.Fprintf(cio.stderr, "%s: --output must be table or json, not %q\n", me, output)
+		return false
+	}
+	return true
 }
 
 // check reports a usage error of the target flags on stderr.
 func (t *target) check(cio cmdIO, me string) bool {
+	if !checkOutput(cio, me, *t.output) {
+		return false
+	}
 	switch {
 	case *t.url != "" && (*t.config != "" || *t.region != ""):
 		fmt.Fprintf(cio.stderr, "%s: give either --url or --config and --region, not both\n", me)
@@ -133,13 +164,196 @@ func clientCommand(ctx context.Context, cio cmdIO, name string, args []string, e
 		}
 		return exitFail
 	}
-	enc := json.NewEncoder(cio.stdout)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
+	if err := printAnswer(cio.stdout, *t.output, out); err != nil {
 		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
 		return exitFail
 	}
 	return exitOK
+}
+
+// printAnswer writes v, an answer of the API, as indented JSON or as a
+// table: the object's scalar members one per line, then each array of
+// objects (a cart's items, an order's lines) as a table with a column per
+// member.
+func printAnswer(w io.Writer, format string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if format == outputJSON {
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, b, "", "  "); err != nil {
+			return err
+		}
+		buf.WriteByte('\n')
+		_, err := w.Write(buf.Bytes())
+		return err
+	}
+	obj, err := decodeOrdered(b)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var tables []member
+	for _, m := range flatten("", obj) {
+		if rows, ok := m.value.([]any); ok && len(rows) > 0 && isObject(rows[0]) {
+			tables = append(tables, m)
+			continue
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", m.name, cell(m.value))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		fmt.Fprintf(w, "\n%s:\n", t.name)
+		var cols []string
+		for _, r := range t.value.([]any) {
+			if o, ok := r.(ordered); ok {
+				for _, m := range flatten("", o) {
+					if !slices.Contains(cols, m.name) {
+						cols = append(cols, m.name)
+					}
+				}
+			}
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		head := make([]string, len(cols))
+		for i, c := range cols {
+			head[i] = strings.ToUpper(c)
+		}
+		fmt.Fprintln(tw, "  "+strings.Join(head, "\t"))
+		for _, r := range t.value.([]any) {
+			vals := map[string]any{}
+			if o, ok := r.(ordered); ok {
+				for _, m := range flatten("", o) {
+					vals[m.name] = m.value
+				}
+			}
+			row := make([]string, len(cols))
+			for i, c := range cols {
+				row[i] = cell(vals[c])
+			}
+			fmt.Fprintln(tw, "  "+strings.Join(row, "\t"))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// member is one member of a JSON object, in document order.
+type member struct {
+	name  string
+	value any // nil, bool, json.Number, string, []any or ordered
+}
+
+// ordered is a JSON object whose members keep their order.
+type ordered []member
+
+func isObject(v any) bool { _, ok := v.(ordered); return ok }
+
+// flatten lists the members of o, with nested objects' members named
+// outer.inner.
+func flatten(prefix string, o ordered) []member {
+	var out []member
+	for _, m := range o {
+		name := prefix + m.name
+		if inner, ok := m.value.(ordered); ok && len(inner) > 0 {
+			out = append(out, flatten(name+".", inner)...)
+			continue
+		}
+		out = append(out, member{name, m.value})
+	}
+	return out
+}
+
+// cell formats a JSON value for a table cell.
+func cell(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case string:
+		if v == "" {
+			return "-"
+		}
+		return v
+	case bool:
+		return yesNo(v)
+	case json.Number:
+		return v.String()
+	case []any:
+		if len(v) == 0 {
+			return "-"
+		}
+		parts := make([]string, len(v))
+		for i, e := range v {
+			parts[i] = cell(e)
+		}
+		return strings.Join(parts, ", ")
+	case ordered:
+		if len(v) == 0 {
+			return "-"
+		}
+		parts := make([]string, len(v))
+		for i, m := range v {
+			parts[i] = m.name + "=" + cell(m.value)
+		}
+		return strings.Join(parts, " ")
+	}
+	return fmt.Sprint(v)
+}
+
+// decodeOrdered decodes one JSON object keeping its members' order.
+func decodeOrdered(b []byte) (ordered, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	v, err := decodeValue(dec)
+	if err != nil {
+		return nil, err
+	}
+	o, ok := v.(ordered)
+	if !ok {
+		return ordered{{name: "value", value: v}}, nil
+	}
+	return o, nil
+}
+
+func decodeValue(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch tok {
+	case json.Delim('{'):
+		o := ordered{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			v, err := decodeValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			o = append(o, member{k.(string), v})
+		}
+		_, err := dec.Token() // }
+		return o, err
+	case json.Delim('['):
+		a := []any{}
+		for dec.More() {
+			v, err := decodeValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			a = append(a, v)
+		}
+		_, err := dec.Token() // ]
+		return a, err
+	}
+	return tok, nil
 }
 
 // usageError is a wrong positional argument.

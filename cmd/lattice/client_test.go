@@ -28,6 +28,8 @@ func TestClientCommandsUsage(t *testing.T) {
 		{"status with a bad timeout", []string{"status", "--config", "x", "--timeout", "0s"}, 2, "--timeout must be positive"},
 		{"status with a missing config", []string{"status", "--config", "/nonexistent/lattice.yaml"}, 1, "config"},
 		{"help status", []string{"status", "-h"}, 0, "Usage: lattice status"},
+		{"status with a bad output", []string{"status", "--config", "x", "--output", "xml"}, 2, `--output must be table or json, not "xml"`},
+		{"cart with a bad output", []string{"cart", "get", "c1", "--url", u, "--output", "xml"}, 2, `--output must be table or json, not "xml"`},
 		{"cart without a target", []string{"cart", "get", "c1"}, 2, "--url, or --config and --region, is required"},
 		{"cart with both targets", []string{"cart", "get", "c1", "--url", u, "--config", "x"}, 2, "not both"},
 		{"cart with config and no region", []string{"cart", "get", "c1", "--config", "x"}, 2, "--region is required with --config"},
@@ -106,7 +108,7 @@ func TestStatusAndCartEndToEnd(t *testing.T) {
 		}
 	}
 
-	code, stdout, stderr := runCLI(t, "cart", "add", "c1", "book", "2", "--config", cfgPath, "--region", "eu-west")
+	code, stdout, stderr := runCLI(t, "cart", "add", "c1", "book", "2", "--config", cfgPath, "--region", "eu-west", "--output", "json")
 	if code != 0 {
 		t.Fatalf("cart add: %d %s", code, stderr)
 	}
@@ -115,11 +117,45 @@ func TestStatusAndCartEndToEnd(t *testing.T) {
 		cart.Items[0].SKU != "book" || cart.Items[0].Qty != 2 {
 		t.Fatalf("cart add printed %q (%v)", stdout, err)
 	}
-	if code, stdout, stderr = runCLI(t, "cart", "get", "c1", "--url", "http://"+apis["eu-west"]); code != 0 || !strings.Contains(stdout, `"book"`) {
-		t.Fatalf("cart get: %d %s %s", code, stdout, stderr)
+	// The default is a table: the scalar members, then the items.
+	code, stdout, stderr = runCLI(t, "cart", "get", "c1", "--url", "http://"+apis["eu-west"])
+	if want := "cart_id:  c1\nregion:   eu-west\n\nitems:\n  SKU   QTY\n  book  2\n"; code != 0 || stdout != want {
+		t.Fatalf("cart get: %d %q %s\nwant %q", code, stdout, stderr, want)
 	}
-	if code, stdout, stderr = runCLI(t, "stock", "restock", "book", "3", "--url", "http://"+apis["us-east"]); code != 0 || !strings.Contains(stdout, `"stock": 3`) {
+	if code, stdout, stderr = runCLI(t, "stock", "restock", "book", "3", "--url", "http://"+apis["us-east"], "--output", "json"); code != 0 || !strings.Contains(stdout, `"stock": 3`) {
 		t.Fatalf("stock restock: %d %s %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr = runCLI(t, "stock", "get", "book", "--url", "http://"+apis["us-east"], "--output=table"); code != 0 ||
+		!strings.Contains(stdout, "sku:        book\n") || !strings.Contains(stdout, "stock:      3\n") || strings.Contains(stdout, "{") {
+		t.Fatalf("stock get as a table: %d %q %s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, "reserve", "book", "1", "--url", "http://"+apis["us-east"])
+	if code != 0 || !strings.Contains(stdout, "reservation_id:") || !strings.Contains(stdout, "state:           held") {
+		t.Fatalf("reserve as a table: %d %q %s", code, stdout, stderr)
+	}
+	if code, stdout, stderr = runCLI(t, "cart", "get", "c1", "--url", "http://"+apis["eu-west"], "--output", "yaml"); code != 2 ||
+		!strings.Contains(stderr, `--output must be table or json, not "yaml"`) || stdout != "" {
+		t.Fatalf("--output yaml: %d %q %q", code, stdout, stderr)
+	}
+
+	// status --output json: every region's /readyz and /v1/cluster answers.
+	code, stdout, stderr = runCLI(t, "status", "--config", cfgPath, "--output", "json")
+	var sts []struct {
+		Region  string         `json:"region"`
+		Ready   bool           `json:"ready"`
+		Health  map[string]any `json:"health"`
+		Cluster struct {
+			Region string           `json:"region"`
+			Peers  []map[string]any `json:"peers"`
+		} `json:"cluster"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &sts); code != 0 || err != nil || len(sts) != 3 {
+		t.Fatalf("status --output json: %d %v %q %s", code, err, stdout, stderr)
+	}
+	for _, st := range sts {
+		if !st.Ready || st.Health["region"] != st.Region || st.Cluster.Region != st.Region || len(st.Cluster.Peers) != 2 {
+			t.Errorf("status --output json of %s: %+v", st.Region, st)
+		}
 	}
 	code, _, stderr = runCLI(t, "reservation", "us-east:zzzz", "--url", "http://"+apis["us-east"])
 	if code != 1 || !strings.HasPrefix(stderr, "not_found: ") {

@@ -30,19 +30,21 @@ func (s *regionStatus) reachable() bool {
 }
 
 // runStatus asks every region of a config for its readiness and its
-// replication, and prints them as tables. It fails if a region is
+// replication, and prints them as tables (or, with --output json, the
+// regions' answers as JSON). It fails if a region is
 // unreachable or not ready.
 func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("status")
 	fs := newFlagSet(cio, cmd)
 	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each region")
+	output := addOutput(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return flagStatus(err)
 	}
 	const me = "lattice status"
-	if !required(cio, me, pos, "config", *cfgPath) {
+	if !required(cio, me, pos, "config", *cfgPath) || !checkOutput(cio, me, *output) {
 		return exitUsage
 	}
 	if *timeout <= 0 {
@@ -61,10 +63,53 @@ func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 		wg.Go(func() { sts[i].ask(ctx, *timeout) })
 	}
 	wg.Wait()
+	if *output == outputJSON {
+		if err := printStatusJSON(cio.stdout, sts); err != nil {
+			fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+			return exitFail
+		}
+		for _, s := range sts {
+			if !s.reachable() || s.health == nil {
+				return exitFail
+			}
+		}
+		return exitOK
+	}
 	if !printStatus(cio.stdout, sts) {
 		return exitFail
 	}
 	return exitOK
+}
+
+// statusJSON is one region's entry in lattice status --output json: its
+// GET /readyz answer (health) and its GET /v1/cluster answer (cluster),
+// as the API gave them, or why they are missing.
+type statusJSON struct {
+	Region       string                `json:"region"`
+	URL          string                `json:"url"`
+	Reachable    bool                  `json:"reachable"`
+	Ready        bool                  `json:"ready"`
+	Health       *client.Health        `json:"health,omitempty"`
+	NotReady     string                `json:"not_ready,omitempty"`
+	Cluster      *client.ClusterStatus `json:"cluster,omitempty"`
+	ClusterError string                `json:"cluster_error,omitempty"`
+}
+
+// printStatusJSON writes every region's answers as one indented JSON
+// array.
+func printStatusJSON(w io.Writer, sts []*regionStatus) error {
+	out := make([]statusJSON, len(sts))
+	for i, s := range sts {
+		out[i] = statusJSON{Region: s.name, URL: s.url, Reachable: s.reachable(), Ready: s.health != nil,
+			Health: s.health, Cluster: s.cluster}
+		if s.readyErr != nil {
+			out[i].NotReady = s.readyErr.Error()
+		}
+		if s.err != nil {
+			out[i].ClusterError = s.err.Error()
+		}
+	}
+	return printAnswer(w, outputJSON, out)
 }
 
 // ask fills s from /readyz and /v1/cluster of its region.
