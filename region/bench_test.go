@@ -2,6 +2,7 @@ package region
 
 import (
 	"fmt"
+	"github.com/latticedb/lattice/region/store"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,7 @@ func BenchmarkDurableWrites(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("lattice-cart-add/clients=%d", clients), func(b *testing.B) {
-			benchCartAdds(b, clients, StoreOptions{})
+			benchCartAdds(b, clients, store.Options{})
 		})
 	}
 }
@@ -79,7 +80,7 @@ func BenchmarkGroupCommitSlowDisk(b *testing.B) {
 				name = "fsync-per-write"
 			}
 			b.Run(fmt.Sprintf("%s/clients=%d", name, clients), func(b *testing.B) {
-				benchCartAdds(b, clients, StoreOptions{fsyncDelay: 2 * time.Millisecond, serialFsync: serial})
+				benchCartAdds(b, clients, store.Options{FsyncDelay: 2 * time.Millisecond, SerialFsync: serial})
 			})
 		}
 	}
@@ -88,9 +89,9 @@ func BenchmarkGroupCommitSlowDisk(b *testing.B) {
 // benchCartAdds runs durable cart adds from clients concurrent writers on
 // a region whose store has the given options, and reports writes/fsync:
 // how many writes one fsync made durable (group commit).
-func benchCartAdds(b *testing.B, clients int, opts StoreOptions) {
+func benchCartAdds(b *testing.B, clients int, opts store.Options) {
 	m := NewMetrics(nil)
-	opts.Metrics = m
+	opts.Metrics = m.Store()
 	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), opts)
 	if err != nil {
 		b.Fatal(err)

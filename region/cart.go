@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // Cart limits. MaxCartSKUs is SPEC §6's; MaxCartEntries bounds the entries
@@ -30,7 +31,7 @@ func (n *Node) GetCart(ctx context.Context, id string) (Cart, error) {
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.view(ctx, prefixCart+id, func(r Reader) error {
+	err := n.view(ctx, prefixCart+id, func(r store.Reader) error {
 		c, err := loadCart(r, id)
 		view = n.cartView(id, c)
 		return err
@@ -44,7 +45,7 @@ func (n *Node) cartWrite(ctx context.Context, id string, mut func(c *crdt.Cart) 
 		return Cart{}, err
 	}
 	var view Cart
-	err := n.write(ctx, []string{prefixCart + id}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(ctx, []string{prefixCart + id}, func(tx *store.Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, id)
 		if err != nil {
 			return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // A checkout is a saga across the homes of its skus, coordinated by the
@@ -168,7 +169,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 		return order, err
 	}
 	var state []byte
-	err = n.view(ctx, prefixCart+cartID, func(r Reader) error {
+	err = n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
 		c, err := loadCart(r, cartID)
 		state = crdt.EncodeCart(c)
 		return err
@@ -196,7 +197,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 // the copy another region sent (nil for none).
 func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
-	err := n.view(ctx, prefixCart+cartID, func(r Reader) error {
+	err := n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
 		c, err := loadCart(r, cartID)
 		if err != nil {
 			return err
@@ -248,7 +249,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 	var attempt uint32
 	if !keyless {
 		var rec *idemRecord
-		err := n.store.View(func(r Reader) error {
+		err := n.store.View([]string{prefixIdem + idem.Key}, func(r store.Reader) error {
 			var err error
 			rec, err = loadIdem(r, idem.Key, n.clock.Now())
 			return err
@@ -304,7 +305,7 @@ func (n *Node) recordCheckout(idem Idem, rec *idemRecord, failure *Error) error 
 		return nil
 	}
 	rec.FP, rec.AtMs = idem.Fingerprint[:], n.clock.Now().UnixMilli()
-	if err := n.store.Update(func(tx *Tx) error { tx.Set(prefixIdem+idem.Key, encode(rec)); return nil }); err != nil {
+	if err := n.store.Update([]string{prefixIdem + idem.Key}, func(tx *store.Tx) error { tx.Set(prefixIdem+idem.Key, encode(rec)); return nil }); err != nil {
 		return n.storeErr(err)
 	}
 	if failure != nil {
@@ -320,7 +321,7 @@ func (n *Node) removeObserved(ctx context.Context, cartID string, removed []plan
 	for i, d := range removed {
 		dots[i] = crdt.Dot{Replica: crdt.ReplicaID(d.R), Counter: d.C}
 	}
-	return n.write(ctx, []string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
+	return n.write(ctx, []string{prefixCart + cartID}, func(tx *store.Tx, g *crdt.Group) error {
 		c, err := loadCart(tx, cartID)
 		if err != nil {
 			return err
@@ -669,14 +670,12 @@ func (n *Node) noteSaga(key string, unsettled bool) {
 
 // loadSagas finds the unsettled checkouts in the store (at start-up).
 func (n *Node) loadSagas() error {
-	return n.store.View(func(r Reader) error {
-		return r.Ascend(prefixIdem, func(k string, v []byte, err error) bool {
-			var rec idemRecord
-			if err == nil && decodeInto(v, &rec) == nil && rec.unsettled() {
-				n.noteSaga(k[len(prefixIdem):], true)
-			}
-			return true
-		})
+	return n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
+		var rec idemRecord
+		if err == nil && decodeInto(v, &rec) == nil && rec.unsettled() {
+			n.noteSaga(k[len(prefixIdem):], true)
+		}
+		return true
 	})
 }
 
@@ -717,7 +716,7 @@ func (n *Node) SettleCheckouts() {
 
 func (n *Node) settle(key string) {
 	var rec *idemRecord
-	err := n.store.View(func(r Reader) error {
+	err := n.store.View([]string{prefixIdem + key}, func(r store.Reader) error {
 		var err error
 		rec, err = loadIdem(r, key, n.clock.Now())
 		return err
@@ -769,7 +768,7 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
 		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
 	}
-	err := n.write(context.Background(), []string{prefixCart + cartID}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(context.Background(), []string{prefixCart + cartID, prefixIdem + idem.Key}, func(tx *store.Tx, g *crdt.Group) error {
 		if order != nil {
 			c, err := loadCart(tx, cartID)
 			if err != nil {

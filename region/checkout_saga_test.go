@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/latticedb/lattice/region/store"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -79,7 +80,7 @@ func newSagaRig(t *testing.T) *sagaRig {
 func (r *sagaRig) open(name string, fw Forwarder) *testNode {
 	r.t.Helper()
 	path := filepath.Join(r.dir, name, "data.db")
-	st, err := OpenStore(path, StoreOptions{})
+	st, err := OpenStore(path, store.Options{})
 	if err != nil {
 		r.t.Fatal(err)
 	}

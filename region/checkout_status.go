@@ -1,6 +1,8 @@
 package region
 
 import (
+	"github.com/latticedb/lattice/region/store"
+
 	"context"
 	"time"
 )
@@ -69,7 +71,7 @@ func (n *Node) CheckoutStatusOf(ctx context.Context, cartID, key string) (Checko
 // checkoutStatus reads the status at the coordinator.
 func (n *Node) checkoutStatus(req *HomeRequest) *HomeResponse {
 	var rec *idemRecord
-	err := n.store.View(func(r Reader) error {
+	err := n.store.View([]string{prefixIdem + req.IdemKey}, func(r store.Reader) error {
 		var err error
 		rec, err = loadIdem(r, req.IdemKey, n.clock.Now())
 		return err

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // DefaultDigestBuckets is the number of anti-entropy digest buckets.
@@ -59,7 +60,7 @@ func (d *digest) remove(key string) {
 
 // commit is run inside the store's write lock for every transaction of the
 // node: it updates the digest and the applied context together.
-func (n *Node) commitDigest(tx *Tx, dots *crdt.Context) {
+func (n *Node) commitDigest(tx *store.Tx, dots *crdt.Context) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
 	n.dg.setAll(tx)
@@ -69,7 +70,7 @@ func (n *Node) commitDigest(tx *Tx, dots *crdt.Context) {
 }
 
 // commitDigestDot is commitDigest of the context that holds only dot.
-func (n *Node) commitDigestDot(tx *Tx, dot crdt.Dot) {
+func (n *Node) commitDigestDot(tx *store.Tx, dot crdt.Dot) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
 	n.dg.setAll(tx)
@@ -78,12 +79,12 @@ func (n *Node) commitDigestDot(tx *Tx, dot crdt.Dot) {
 
 // setAll records the new states of the replicated keys tx sets; the caller
 // holds d.mu.
-func (d *digest) setAll(tx *Tx) {
-	for _, st := range tx.sets {
-		if replicated(st.key) {
-			d.set(st.key, st.val)
+func (d *digest) setAll(tx *store.Tx) {
+	tx.Staged(func(key string, val []byte) {
+		if replicated(key) {
+			d.set(key, val)
 		}
-	}
+	})
 }
 
 // Snapshot is the digest of the replicated key space for anti-entropy
@@ -130,31 +131,29 @@ func (n *Node) Read(keys []string) (*crdt.Group, crdt.Context, error) {
 func (n *Node) buildDigest() error {
 	n.dg = newDigest(n.opts.DigestBuckets)
 	n.dg.applied = n.applied.Clone()
-	return n.store.View(func(r Reader) error {
-		for _, prefix := range []string{prefixCart, prefixItem} {
-			err := r.Ascend(prefix, func(k string, v []byte, err error) bool {
-				if err != nil {
-					n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
-					return true
-				}
-				if prefix == prefixCart {
-					if _, err := crdt.DecodeCart(v); err != nil {
-						n.store.markCorrupt(k)
-						n.dg.damaged[k] = struct{}{}
-						return true
-					}
-				} else if _, err := crdt.DecodeItem(v); err != nil {
-					n.store.markCorrupt(k)
+	for _, prefix := range []string{prefixCart, prefixItem} {
+		err := n.store.Scan(prefix, func(k string, v []byte, err error) bool {
+			if err != nil {
+				n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
+				return true
+			}
+			if prefix == prefixCart {
+				if _, err := crdt.DecodeCart(v); err != nil {
+					n.store.MarkCorrupt(k)
 					n.dg.damaged[k] = struct{}{}
 					return true
 				}
-				n.dg.set(k, v)
+			} else if _, err := crdt.DecodeItem(v); err != nil {
+				n.store.MarkCorrupt(k)
+				n.dg.damaged[k] = struct{}{}
 				return true
-			})
-			if err != nil {
-				return err
 			}
+			n.dg.set(k, v)
+			return true
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
 }

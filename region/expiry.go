@@ -48,15 +48,13 @@ func (d *dueIndex) due(nowMs int64) []string {
 
 // buildDueIndex reads every ledger once, at start-up.
 func (n *Node) buildDueIndex() error {
-	return n.store.View(func(r Reader) error {
-		return r.Ascend(prefixLedger, func(k string, v []byte, err error) bool {
-			if err != nil {
-				return true
-			}
-			if l, err := parseLedger(v); err == nil {
-				n.due.note(k[len(prefixLedger):], l)
-			}
+	return n.store.Scan(prefixLedger, func(k string, v []byte, err error) bool {
+		if err != nil {
 			return true
-		})
+		}
+		if l, err := parseLedger(v); err == nil {
+			n.due.note(k[len(prefixLedger):], l)
+		}
+		return true
 	})
 }

@@ -3,7 +3,9 @@ package region
 import (
 	"context"
 	"errors"
+	"github.com/latticedb/lattice/region/store"
 	dto "github.com/prometheus/client_model/go"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -31,7 +33,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 type testNode struct {
 	*Node
-	store *Store
+	store *store.Store
 	path  string
 	clock *fakeClock
 }
@@ -40,7 +42,7 @@ type testNode struct {
 func openNode(t *testing.T, dir string, clock *fakeClock) *testNode {
 	t.Helper()
 	path := filepath.Join(dir, "us-east", "data.db")
-	st, err := OpenStore(path, StoreOptions{})
+	st, err := OpenStore(path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,4 +97,13 @@ func (h *dtoHist) read(t *testing.T, m *Metrics) {
 	}
 	h.count = pb.GetHistogram().GetSampleCount()
 	h.sum = uint64(pb.GetHistogram().GetSampleSum())
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }

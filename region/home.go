@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // IdempotencyRetention is how long an idempotency record is kept.
@@ -35,14 +36,14 @@ type idemRecord struct {
 // not settled.
 func (rec *idemRecord) unsettled() bool { return rec.Plan != nil && rec.Order == nil && rec.Err == nil }
 
-func loadIdem(r Reader, key string, now time.Time) (*idemRecord, error) {
+func loadIdem(r store.Reader, key string, now time.Time) (*idemRecord, error) {
 	b, ok, err := r.Get(prefixIdem + key)
 	if err != nil || !ok {
 		return nil, err
 	}
 	var rec idemRecord
 	if err := decodeInto(b, &rec); err != nil {
-		return nil, &CorruptError{Key: prefixIdem + key}
+		return nil, &store.CorruptError{Key: prefixIdem + key}
 	}
 	if now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention {
 		return nil, nil
@@ -114,7 +115,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	}
 	defer release()
 	var out *HomeResponse
-	werr := n.write(ctx, n.homeLockKeys(req), func(tx *Tx, g *crdt.Group) error {
+	werr := n.write(ctx, n.homeLockKeys(req), func(tx *store.Tx, g *crdt.Group) error {
 		now := n.clock.Now()
 		if req.IdemKey != "" {
 			rec, err := loadIdem(tx, req.IdemKey, now)
@@ -240,7 +241,7 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if req.Op == OpGet {
 		// A reservation's sku never changes: find it, then read the
 		// record again under its item's lock.
-		_ = n.store.View(func(r Reader) error {
+		_ = n.store.View(nil, func(r store.Reader) error {
 			if rec, ok, _ := loadRes(r, req.ID); ok {
 				sku = rec.SKU
 			}
@@ -248,7 +249,7 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		})
 	}
 	var out *HomeResponse
-	err := n.view(ctx, prefixItem+sku, func(r Reader) error {
+	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
 		if req.Op == OpItem {
 			it, err := loadItem(r, req.SKU)
 			if err != nil {
@@ -322,7 +323,7 @@ func (n *Node) serveCheckout(ctx context.Context, req *HomeRequest) *HomeRespons
 
 // expireDue moves the holds of sku that are past their expiry to expired.
 // It returns whether anything changed.
-func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.Time) (bool, error) {
+func (n *Node) expireDue(tx *store.Tx, sku string, it *crdt.Item, l *ledger, now time.Time) (bool, error) {
 	changed := false
 	for id, h := range l.Holds {
 		if now.UnixMilli() < h.ExpMs {
@@ -345,7 +346,7 @@ func (n *Node) expireDue(tx *Tx, sku string, it *crdt.Item, l *ledger, now time.
 
 // saveLedger writes the ledger and publishes the held total as an item
 // delta.
-func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
+func (n *Node) saveLedger(tx *store.Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
 	tx.Set(prefixLedger+sku, l.encode())
 	n.due.note(sku, l)
 	d := it.SetHeld(n.self, l.held())
@@ -354,7 +355,7 @@ func (n *Node) saveLedger(tx *Tx, g *crdt.Group, sku string, it *crdt.Item, l *l
 	g.AddItem(sku, d)
 }
 
-func (n *Node) loadForDecision(tx *Tx, g *crdt.Group, sku string, now time.Time) (*crdt.Item, *ledger, error) {
+func (n *Node) loadForDecision(tx *store.Tx, g *crdt.Group, sku string, now time.Time) (*crdt.Item, *ledger, error) {
 	it, err := loadItem(tx, sku)
 	if err != nil {
 		return nil, nil, err
@@ -381,7 +382,7 @@ func insufficient(sku string, avail int64) *Error {
 	return &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("only %d of %s available", a, sku), Available: &a}
 }
 
-func (n *Node) reserve(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
 	if err != nil {
 		return nil, err
@@ -419,7 +420,7 @@ func (n *Node) nextReservationSeq() (uint64, error) {
 	defer n.resMu.Unlock()
 	if n.resSeq >= n.resHWM {
 		hwm := n.resSeq + resSeqBlock
-		if err := n.store.Update(func(tx *Tx) error { tx.Set(keyResSeq, encode(hwm)); return nil }); err != nil {
+		if err := n.store.Update(nil, func(tx *store.Tx) error { tx.Set(keyResSeq, encode(hwm)); return nil }); err != nil {
 			return 0, err
 		}
 		n.resHWM = hwm
@@ -440,25 +441,29 @@ func (n *Node) issued(seq uint64) bool {
 }
 
 // homeLockKeys returns the keys a home request writes under: the item of
-// its sku (the item, its ledger and its reservations change together).
+// its sku (the item, its ledger and its reservations change together; see
+// lockKey) and its idempotency record.
 func (n *Node) homeLockKeys(req *HomeRequest) []string {
+	var keys []string
+	if req.IdemKey != "" {
+		keys = append(keys, prefixIdem+req.IdemKey)
+	}
 	if req.SKU != "" {
-		return []string{prefixItem + req.SKU}
+		return append(keys, prefixItem+req.SKU)
 	}
 	var rec *ResRecord
-	_ = n.store.View(func(r Reader) error {
+	_ = n.store.View(nil, func(r store.Reader) error {
 		rec, _, _ = loadRes(r, req.ID)
 		return nil
 	})
 	if rec == nil {
-		// Unknown: the request writes at most its idempotency record,
-		// which the key's claim already guards.
-		return nil
+		// Unknown: the request writes at most its idempotency record.
+		return keys
 	}
-	return []string{prefixItem + rec.SKU}
+	return append(keys, prefixItem+rec.SKU)
 }
 
-func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	rec, ok, err := loadRes(tx, req.ID)
 	if err != nil {
 		return nil, err
@@ -507,7 +512,7 @@ func (n *Node) transition(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time
 	return &HomeResponse{Res: rec}, nil
 }
 
-func (n *Node) adjustDown(tx *Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
 	if err != nil {
 		return nil, err
@@ -531,7 +536,7 @@ func (n *Node) ExpireDue() error {
 	now := n.clock.Now()
 	due := n.due.due(now.UnixMilli())
 	for _, sku := range due {
-		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			_, _, err := n.loadForDecision(tx, g, sku, now)
 			return err
 		})
@@ -546,20 +551,18 @@ func (n *Node) ExpireDue() error {
 func (n *Node) CollectIdempotency() error {
 	now := n.clock.Now()
 	var old []string
-	err := n.store.View(func(r Reader) error {
-		return r.Ascend(prefixIdem, func(k string, v []byte, err error) bool {
-			var rec idemRecord
-			if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled() {
-				old = append(old, k)
-			}
-			return true
-		})
+	err := n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
+		var rec idemRecord
+		if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled() {
+			old = append(old, k)
+		}
+		return true
 	})
 	if err != nil {
 		return err
 	}
 	for _, k := range old {
-		if err := n.store.Update(func(tx *Tx) error { tx.Delete(k); return nil }); err != nil {
+		if err := n.store.Update([]string{k}, func(tx *store.Tx) error { tx.Delete(k); return nil }); err != nil {
 			return err
 		}
 	}

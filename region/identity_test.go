@@ -3,6 +3,7 @@ package region
 import (
 	"bytes"
 	"fmt"
+	"github.com/latticedb/lattice/region/store"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // store (no close marker, the identity file still says "running").
 func (tn *testNode) crash() {
 	tn.Node.Close()
-	tn.store.closeFiles()
+	tn.store.CloseUnclean()
 }
 
 func reopenNode(t *testing.T, tn *testNode) *testNode {
@@ -29,7 +30,7 @@ func reopenNode(t *testing.T, tn *testNode) *testNode {
 // catches up only once it has synced with them).
 func reopenWithPeers(t *testing.T, tn *testNode, peers ...string) *testNode {
 	t.Helper()
-	st, err := OpenStore(tn.path, StoreOptions{})
+	st, err := OpenStore(tn.path, store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,30 +47,11 @@ func reopenWithPeers(t *testing.T, tn *testNode, peers ...string) *testNode {
 // file at path begins.
 func lastTxStart(t *testing.T, path string) int64 {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	txs, err := store.Transactions(path)
+	if err != nil || len(txs) == 0 {
+		t.Fatalf("transactions of %s: %v (%d)", path, err, len(txs))
 	}
-	ends := commandEnds(t, path, 0)
-	var starts []int64
-	var txids []uint64
-	prev := int64(0)
-	for _, e := range ends {
-		cmd := b[prev:e]
-		i := bytes.LastIndex(cmd[:len(cmd)-2], []byte("\r\n"))
-		v := cmd[i+2 : len(cmd)-2]
-		var txid uint64
-		if len(v) >= valueHeader {
-			txid, _, _, _ = unframe(v)
-		}
-		starts, txids = append(starts, prev), append(txids, txid)
-		prev = e
-	}
-	k := len(txids) - 1
-	for k > 0 && txids[k-1] == txids[len(txids)-1] {
-		k--
-	}
-	return starts[k]
+	return txs[len(txs)-1].Start
 }
 
 func TestIncarnationAcrossStops(t *testing.T) {
@@ -234,7 +216,7 @@ func TestBackupAndRestore(t *testing.T) {
 		}()
 	}
 	var snap bytes.Buffer
-	if _, err := Backup(n.path, &snap); err != nil {
+	if _, err := store.Backup(n.path, &snap); err != nil {
 		t.Fatal(err)
 	}
 	close(stop)
@@ -247,12 +229,12 @@ func TestBackupAndRestore(t *testing.T) {
 	// After the backup: more writes, a commit.
 	must[Cart](t)(n.AddItem(bg, "c", "after", 1))
 	must[Reservation](t)(n.Commit(bg, held.ID, Idem{}))
-	if err := Restore(n.path, backup); err == nil || !strings.Contains(err.Error(), "another process") {
+	if err := store.Restore(n.path, backup); err == nil || !strings.Contains(err.Error(), "another process") {
 		t.Fatalf("restore over a running store: %v", err)
 	}
 	k0 := n.store.Incarnation()
 	n.close()
-	if err := Restore(n.path, backup); err != nil {
+	if err := store.Restore(n.path, backup); err != nil {
 		t.Fatal(err)
 	}
 	n = reopenWithPeers(t, n, "eu-west", "ap-south")
@@ -310,7 +292,7 @@ func TestRestoreRefusesNonSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	before, _ := os.ReadFile(n.path)
-	if err := Restore(n.path, junk); err == nil {
+	if err := store.Restore(n.path, junk); err == nil {
 		t.Fatal("restored a file that is no snapshot")
 	}
 	if after, _ := os.ReadFile(n.path); !bytes.Equal(before, after) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // Reservation TTL bounds (SPEC §6).
@@ -190,26 +191,26 @@ func encode(v any) []byte {
 	return b
 }
 
-func loadLedger(r Reader, sku string) (*ledger, error) {
+func loadLedger(r store.Reader, sku string) (*ledger, error) {
 	b, ok, err := r.Get(prefixLedger + sku)
 	if err != nil || !ok {
 		return &ledger{}, err
 	}
 	l, err := parseLedger(b)
 	if err != nil {
-		return &ledger{}, &CorruptError{Key: prefixLedger + sku}
+		return &ledger{}, &store.CorruptError{Key: prefixLedger + sku}
 	}
 	return l, nil
 }
 
-func loadRes(r Reader, id string) (*ResRecord, bool, error) {
+func loadRes(r store.Reader, id string) (*ResRecord, bool, error) {
 	b, ok, err := r.Get(prefixRes + id)
 	if err != nil || !ok {
 		return nil, false, err
 	}
 	var rec ResRecord
 	if err := decodeInto(b, &rec); err != nil {
-		return nil, false, &CorruptError{Key: prefixRes + id}
+		return nil, false, &store.CorruptError{Key: prefixRes + id}
 	}
 	return &rec, true, nil
 }
@@ -246,7 +247,7 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 	}
 	var view Item
 	// The item's ledger is written under the item's lock too.
-	err := n.view(ctx, prefixItem+sku, func(r Reader) error {
+	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
 		it, err := loadItem(r, sku)
 		if err != nil {
 			return err
@@ -276,7 +277,7 @@ func (n *Node) Restock(ctx context.Context, sku string, qty int64) (Item, error)
 
 func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error) {
 	var view Item
-	err := n.write(ctx, []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+	err := n.write(ctx, []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 		it, err := loadItem(tx, sku)
 		if err != nil {
 			return err

@@ -1,6 +1,10 @@
 package region
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/latticedb/lattice/region/store"
+)
 
 // Metrics are a region's storage and ledger metrics.
 type Metrics struct {
@@ -74,4 +78,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.Incarnations, m.DivergentKeys)
 	}
 	return m
+}
+
+// Store returns the collectors the store reports to (store.Options.Metrics).
+func (m *Metrics) Store() *store.Metrics {
+	return &store.Metrics{FsyncBatch: m.FsyncBatch, FsyncSeconds: m.FsyncSeconds, ChecksumFailures: m.ChecksumFailures,
+		TornTails: m.TornTails, Shrinks: m.Shrinks, Incarnations: m.Incarnations}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
 )
 
 // Clock tells the time. The home ledger reads it for reservation expiry;
@@ -51,7 +52,7 @@ type Options struct {
 	// Home returns the home region of a sku; nil makes this region the
 	// home of every sku.
 	Home      func(sku string) string
-	Store     *Store
+	Store     *store.Store
 	Clock     Clock
 	Logger    *slog.Logger
 	Metrics   *Metrics
@@ -93,7 +94,7 @@ type Node struct {
 	// object, is self's.
 	self  crdt.ReplicaID
 	opts  Options
-	store *Store
+	store *store.Store
 	clock Clock
 	log   *slog.Logger
 	m     *Metrics
@@ -111,7 +112,6 @@ type Node struct {
 	// txApplied is the applied context as the store's transactions see
 	// it; it is only touched inside the store's write lock.
 	txApplied crdt.Context
-	locks     keyLocks
 	dg        *digest
 	due       dueIndex
 
@@ -161,6 +161,9 @@ func NewNode(opts Options) (*Node, error) {
 	if opts.Store == nil {
 		return nil, errors.New("region: no store")
 	}
+	if opts.Store.LockKey(prefixLedger+"x") != prefixItem+"x" || opts.Store.LockKey(keyApplied) != "" {
+		return nil, errors.New("region: the store was not opened with region.OpenStore (its keys' locks are not the region's)")
+	}
 	if opts.Clock == nil {
 		opts.Clock = SystemClock
 	}
@@ -168,7 +171,7 @@ func NewNode(opts Options) (*Node, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = opts.Store.metrics
+		opts.Metrics = NewMetrics(nil)
 	}
 	if opts.MaxOpenHolds == 0 {
 		opts.MaxOpenHolds = DefaultMaxOpenHolds
@@ -182,7 +185,7 @@ func NewNode(opts Options) (*Node, error) {
 	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: opts.Clock,
 		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
-	err := n.store.View(func(r Reader) error {
+	err := n.store.View([]string{keyApplied, keyResSeq}, func(r store.Reader) error {
 		ctx, err := readApplied(r)
 		n.applied, n.txApplied = ctx, ctx.Clone()
 		if err != nil {
@@ -192,7 +195,7 @@ func NewNode(opts Options) (*Node, error) {
 			return err
 		} else if ok {
 			if err := decodeInto(b, &n.resHWM); err != nil {
-				return &CorruptError{Key: keyResSeq}
+				return &store.CorruptError{Key: keyResSeq}
 			}
 		}
 		// A new incarnation may have lost the tail that raised resHWM: its
@@ -262,7 +265,7 @@ func (n *Node) Ready() bool {
 	}
 }
 
-func readApplied(r Reader) (crdt.Context, error) {
+func readApplied(r store.Reader) (crdt.Context, error) {
 	b, ok, err := r.Get(keyApplied)
 	if err != nil || !ok {
 		return crdt.Context{}, err
@@ -283,14 +286,15 @@ func readApplied(r Reader) (crdt.Context, error) {
 // The state it leaves may also reflect what earlier repairs of keys
 // brought beyond the applied context (answer.go): that is added to ctx's
 // Answer, under the locks.
-func (n *Node) write(ctx context.Context, keys []string, fn func(tx *Tx, g *crdt.Group) error) error {
-	if err := n.store.markUsed(); err != nil {
+func (n *Node) write(ctx context.Context, keys []string, fn func(tx *store.Tx, g *crdt.Group) error) error {
+	if err := n.store.MarkUsed(); err != nil {
 		return n.storeErr(err)
 	}
-	defer n.locks.lock(keys...)()
+	lk := n.store.Lock(keys...)
+	defer lk.Unlock()
 	var d Delta
 	g := &crdt.Group{}
-	err := n.store.UpdateLocked(func(tx *Tx) error { return fn(tx, g) }, func(tx *Tx) error {
+	err := lk.UpdateLocked(func(tx *store.Tx) error { return fn(tx, g) }, func(tx *store.Tx) error {
 		if g.Len() == 0 {
 			n.commitDigest(tx, nil)
 			return nil
@@ -318,10 +322,10 @@ func (n *Node) storeErr(err error) error {
 	if errors.As(err, &e) {
 		return e
 	}
-	if errors.Is(err, ErrStoreFailed) {
+	if errors.Is(err, store.ErrStoreFailed) {
 		return &Error{Code: CodeUnavailable, Detail: "this region's store failed a write to its file and takes no writes until the region restarts"}
 	}
-	var ce *CorruptError
+	var ce *store.CorruptError
 	if errors.As(err, &ce) {
 		return &Error{Code: CodeUnavailable, Detail: fmt.Sprintf("stored state of %s is damaged and awaits repair from a peer", ce.Key), RetryAfter: 5}
 	}
@@ -439,11 +443,12 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 		// transaction the store then refuses.
 		return fmt.Errorf("region: a remote group of %d keys exceeds the %d of one transaction", len(keys), MaxApplyKeys)
 	}
-	defer n.locks.lock(keys...)()
-	err := n.store.UpdateLocked(func(tx *Tx) error {
+	lk := n.store.Lock(keys...)
+	defer lk.Unlock()
+	err := lk.UpdateLocked(func(tx *store.Tx) error {
 		for id, c := range g.Carts {
 			cur, err := loadCart(tx, id)
-			if err != nil && !errors.Is(err, ErrCorrupt) {
+			if err != nil && !errors.Is(err, store.ErrCorrupt) {
 				return err
 			}
 			if bad := cur.Conflicts(c); len(bad) > 0 {
@@ -458,7 +463,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 		}
 		for sku, it := range g.Items {
 			cur, err := loadItem(tx, sku)
-			if err != nil && !errors.Is(err, ErrCorrupt) {
+			if err != nil && !errors.Is(err, store.ErrCorrupt) {
 				return err
 			}
 			if cur.Brings(it) || err != nil {
@@ -470,7 +475,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			tx.Set(keyApplied, nil) // placeholder: written under the lock
 		}
 		return nil
-	}, func(tx *Tx) error {
+	}, func(tx *store.Tx) error {
 		if !dots.Empty() {
 			n.txApplied.Join(dots)
 			tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
@@ -517,9 +522,10 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 // What key's state may reflect beyond n.applied (a repair's, a held
 // delta's writes; answer.go) is added to ctx's Answer while the lock is
 // held, so TokenFor(ctx) covers it too.
-func (n *Node) view(ctx context.Context, key string, fn func(r Reader) error) error {
-	defer n.locks.rlock(key).RUnlock()
-	if err := n.store.View(fn); err != nil {
+func (n *Node) view(ctx context.Context, key string, fn func(r store.Reader) error) error {
+	lk := n.store.RLock(key)
+	defer lk.Unlock()
+	if err := lk.View(fn); err != nil {
 		return err
 	}
 	n.noteShown(ctx, key)
@@ -545,15 +551,16 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 	for _, sku := range items {
 		keys = append(keys, prefixItem+sku)
 	}
-	defer n.locks.rlockAll(keys)()
+	lk := n.store.RLock(keys...)
+	defer lk.Unlock()
 	g := &crdt.Group{}
-	err := n.store.View(func(r Reader) error {
+	err := lk.View(func(r store.Reader) error {
 		for _, id := range carts {
 			c, err := loadCart(r, id)
 			switch {
 			case err == nil && !c.Empty():
 				g.AddCart(id, c)
-			case err != nil && !errors.Is(err, ErrCorrupt):
+			case err != nil && !errors.Is(err, store.ErrCorrupt):
 				return err
 			}
 		}
@@ -562,7 +569,7 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 			switch {
 			case err == nil && !it.Empty():
 				g.AddItem(sku, it)
-			case err != nil && !errors.Is(err, ErrCorrupt):
+			case err != nil && !errors.Is(err, store.ErrCorrupt):
 				return err
 			}
 		}
@@ -578,17 +585,17 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 	return g, c, nil
 }
 
-func loadCart(r Reader, id string) (*crdt.Cart, error) {
+func loadCart(r store.Reader, id string) (*crdt.Cart, error) {
 	return load(r, prefixCart+id, crdt.DecodeCartStored)
 }
 
-func loadItem(r Reader, sku string) (*crdt.Item, error) {
+func loadItem(r store.Reader, sku string) (*crdt.Item, error) {
 	return load(r, prefixItem+sku, crdt.DecodeItemStored)
 }
 
 // load reads and decodes the stored state under key: the empty state if
-// there is none, a *CorruptError (and the empty state) if it is damaged.
-func load[T any](r Reader, key string, decode func([]byte) (*T, error)) (*T, error) {
+// there is none, a *store.CorruptError (and the empty state) if it is damaged.
+func load[T any](r store.Reader, key string, decode func([]byte) (*T, error)) (*T, error) {
 	b, ok, err := r.Get(key)
 	if err != nil {
 		return new(T), err
@@ -598,74 +605,10 @@ func load[T any](r Reader, key string, decode func([]byte) (*T, error)) (*T, err
 	}
 	v, err := decode(b)
 	if err != nil {
-		return new(T), &CorruptError{Key: key}
+		return new(T), &store.CorruptError{Key: key}
 	}
 	return v, nil
 }
-
-// keyLocks are striped per-key locks. A write holds the locks of its keys
-// (exclusively) from its first read until it is durable and its dots are in
-// the applied context; a read holds the lock of its key (shared) while it
-// reads (see Node.view). A read whose key shares a stripe with a write in
-// flight waits for that write's fsync: with 4,096 stripes, 64 writes in
-// flight hold 1.5 % of them (with 256, 22 %, which showed in the p99 of
-// reads of keys no one wrote).
-type keyLocks [4096]sync.RWMutex
-
-// lock locks the stripes of keys in a fixed order and returns the unlock.
-func (l *keyLocks) lock(keys ...string) func() {
-	if len(keys) == 1 {
-		m := &l[l.stripe(keys[0])]
-		m.Lock()
-		return m.Unlock
-	}
-	idx := l.stripes(keys)
-	for _, i := range idx {
-		l[i].Lock()
-	}
-	return func() {
-		for _, i := range idx {
-			l[i].Unlock()
-		}
-	}
-}
-
-// rlock read-locks the stripe of key and returns it, for the caller to
-// RUnlock.
-func (l *keyLocks) rlock(key string) *sync.RWMutex {
-	m := &l[l.stripe(key)]
-	m.RLock()
-	return m
-}
-
-// rlockAll read-locks the stripes of keys in the order lock takes them and
-// returns the unlock.
-func (l *keyLocks) rlockAll(keys []string) func() {
-	idx := l.stripes(keys)
-	for _, i := range idx {
-		l[i].RLock()
-	}
-	return func() {
-		for _, i := range idx {
-			l[i].RUnlock()
-		}
-	}
-}
-
-// stripes returns the distinct stripes of keys in the one order every
-// locker takes them (so no two lockers deadlock).
-func (l *keyLocks) stripes(keys []string) []int {
-	idx := make([]int, 0, len(keys))
-	for _, k := range keys {
-		idx = append(idx, l.stripe(k))
-	}
-	slices.Sort(idx)
-	return slices.Compact(idx)
-}
-
-// stripe returns the stripe of key: its 32-bit FNV-1a hash modulo the
-// number of stripes.
-func (l *keyLocks) stripe(key string) int { return int(crdt.FNV32(key) % uint32(len(l))) }
 
 func validateID(field, v string) error {
 	if !crdt.ValidID(v) {
@@ -712,7 +655,7 @@ func (n *Node) Cluster() ClusterStatus {
 	corrupt := n.store.Corrupt()
 	slices.Sort(corrupt)
 	st := ClusterStatus{Region: string(n.name), Replica: string(n.self), CatchingUp: n.CatchingUp(), DivergentKeys: n.Divergent(), VersionVector: vv,
-		Store: StoreStatus{FileBytes: file, LiveBytes: live, Durability: string(n.store.opts.Durability), CorruptKeys: corrupt},
+		Store: StoreStatus{FileBytes: file, LiveBytes: live, Durability: string(n.store.Durability()), CorruptKeys: corrupt},
 		Peers: []PeerStatus{}}
 	if n.opts.Peers != nil {
 		if peers := n.opts.Peers(); peers != nil {
@@ -764,7 +707,7 @@ func (n *Node) Divergent() []string {
 
 // CatchingUp reports whether the region began an incarnation that may
 // have lost writes (an unclean stop, a damaged file, a restore; see
-// Store.openIdentity) and has not yet completed anti-entropy with every
+// store.Store.CatchingUp) and has not yet completed anti-entropy with every
 // peer: until then it decides no reservation, commit, release,
 // adjustment or checkout, since its ledgers may lack decisions its peers
 // already count.
@@ -813,17 +756,15 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 // way.
 func (n *Node) republishHeld() error {
 	var skus []string
-	err := n.store.View(func(r Reader) error {
-		return r.Ascend(prefixLedger, func(k string, _ []byte, _ error) bool {
-			skus = append(skus, k[len(prefixLedger):])
-			return true
-		})
+	err := n.store.Scan(prefixLedger, func(k string, _ []byte, _ error) bool {
+		skus = append(skus, k[len(prefixLedger):])
+		return true
 	})
 	if err != nil {
 		return err
 	}
 	for _, sku := range skus {
-		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *Tx, g *crdt.Group) error {
+		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, n.clock.Now())
 			if err == nil {
 				n.saveLedger(tx, g, sku, it, l)

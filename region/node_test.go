@@ -3,6 +3,7 @@ package region
 import (
 	"errors"
 	"fmt"
+	"github.com/latticedb/lattice/region/store"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -553,7 +554,7 @@ func TestExpiryAfterRestart(t *testing.T) {
 func publishedHeld(t *testing.T, n *testNode, sku string) int64 {
 	t.Helper()
 	var held int64
-	if err := n.store.View(func(r Reader) error {
+	if err := n.store.View([]string{prefixItem + sku}, func(r store.Reader) error {
 		it, err := loadItem(r, sku)
 		held = it.Held.Value
 		return err

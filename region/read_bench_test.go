@@ -2,6 +2,7 @@ package region
 
 import (
 	"fmt"
+	"github.com/latticedb/lattice/region/store"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -41,7 +42,7 @@ func BenchmarkReadsUnderWrites(b *testing.B) {
 func benchReadsUnderWrites(b *testing.B, writers int, hot bool) {
 	const readers = 4
 	const interval = 500 * time.Microsecond // per reader: 8,000 reads/s in all
-	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), StoreOptions{})
+	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

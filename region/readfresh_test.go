@@ -1,11 +1,10 @@
 package region
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/latticedb/lattice/region/store"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -55,7 +54,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 		write func(n *Node) crdt.Dot
 		// seen reports whether the store (read directly) and an answer
 		// show the change.
-		stored func(r Reader) bool
+		stored func(r store.Reader) bool
 		read   func(n *Node) (bool, error)
 		// opts, if set, adjusts the node's options.
 		opts func(o *Options)
@@ -70,7 +69,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { c, _ := loadCart(r, "c"); return c.Has("new") },
+			stored: func(r store.Reader) bool { c, _ := loadCart(r, "c"); return c.Has("new") },
 			read: func(n *Node) (bool, error) {
 				c, err := n.GetCart(bg, "c")
 				return cartHas(c, "new"), err
@@ -86,7 +85,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
+			stored: func(r store.Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
 			read: func(n *Node) (bool, error) {
 				it, err := n.GetItem(bg, "w", false)
 				return it.Stock == 15, err
@@ -102,7 +101,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
+			stored: func(r store.Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
 			read: func(n *Node) (bool, error) {
 				it, err := n.GetItem(bg, "w", true)
 				return it.Stock == 15, err
@@ -119,7 +118,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { c, _ := loadCart(r, "c"); return c.Has("far") },
+			stored: func(r store.Reader) bool { c, _ := loadCart(r, "c"); return c.Has("far") },
 			read: func(n *Node) (bool, error) {
 				c, err := n.GetCart(bg, "c")
 				return cartHas(c, "far"), err
@@ -136,7 +135,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
+			stored: func(r store.Reader) bool { it, _ := loadItem(r, "w"); return it.Stock.Value() == 15 },
 			read: func(n *Node) (bool, error) {
 				it, err := n.GetItem(bg, "w", false)
 				return it.Stock == 15, err
@@ -152,7 +151,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { l, _ := loadLedger(r, "w"); return l.held() == 3 },
+			stored: func(r store.Reader) bool { l, _ := loadLedger(r, "w"); return l.held() == 3 },
 			read: func(n *Node) (bool, error) {
 				resp := n.ServeHome(bg, &HomeRequest{Op: OpItem, SKU: "w"})
 				if resp.Err != nil {
@@ -180,7 +179,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 				}
 				return d
 			},
-			stored: func(r Reader) bool { c, _ := loadCart(r, "c"); return c.Has("new") },
+			stored: func(r store.Reader) bool { c, _ := loadCart(r, "c"); return c.Has("new") },
 			read: func(n *Node) (bool, error) {
 				_, _ = n.Checkout(bg, "c", 0, Idem{})
 				c, err := crdt.DecodeCart(n.opts.Forwarder.(*cartCatcher).cart)
@@ -190,7 +189,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			st, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), StoreOptions{fsyncDelay: slowFsync})
+			st, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), store.Options{FsyncDelay: slowFsync})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -215,7 +214,7 @@ func TestReadMeetingAWriteInFlight(t *testing.T) {
 			}()
 			waitUntil(t, 10*time.Second, "the write committed", func() bool {
 				var ok bool
-				_ = st.View(func(r Reader) error { ok = tc.stored(r); return nil })
+				ok = tc.stored(peek{st}) // without the key's lock, which the write holds
 				return ok
 			})
 			shows, err := tc.read(n)
@@ -318,8 +317,8 @@ func TestRestartedRegionCoversWhatItShowed(t *testing.T) {
 	)
 	path := filepath.Join(t.TempDir(), "data.db")
 	pub := &publishedDots{dots: map[int]crdt.Dot{}}
-	open := func() (*Store, *Node) {
-		st, err := OpenStore(path, StoreOptions{fsyncDelay: 2 * time.Millisecond})
+	open := func() (*store.Store, *Node) {
+		st, err := OpenStore(path, store.Options{FsyncDelay: 2 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +397,7 @@ func TestRestartedRegionCoversWhatItShowed(t *testing.T) {
 		// stopped survives, the rest of the file is lost.
 		claimed, self := n.Applied(), n.Self()
 		n.Close()
-		if err := st.closeFiles(); err != nil {
+		if err := st.CloseUnclean(); err != nil {
 			t.Fatal(err)
 		}
 		close(stopWrites)
@@ -479,28 +478,15 @@ func TestRestartedRegionCoversWhatItShowed(t *testing.T) {
 // many bytes it cut.
 func cutAfterClaimed(t *testing.T, path string, self crdt.ReplicaID, claimed *crdt.Context) int64 {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(f)
-	var pos, keep int64
-	for {
-		cmd, size, err := readCommand(r)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		pos += size
+	var keep int64
+	err := store.Commands(path, func(cmd [][]byte, end int64) bool {
 		if len(cmd) != 3 || !strings.EqualFold(string(cmd[0]), "set") || string(cmd[1]) != keyApplied {
-			continue
+			return true
 		}
 		// The applied context a transaction records holds its own dot,
 		// the highest of self (the transaction's last command need not be
 		// this one, so keep through the end of the transaction below).
-		_, _, payload, err := unframe(cmd[2])
+		payload, err := store.Payload(cmd[2])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -509,10 +495,13 @@ func cutAfterClaimed(t *testing.T, path string, self crdt.ReplicaID, claimed *cr
 			t.Fatal(err)
 		}
 		if m := ctx.Max(self); m > 0 && claimed.Contains(crdt.Dot{Replica: self, Counter: m}) {
-			keep = pos
+			keep = end
 		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.Close()
 	// Keep the rest of the transaction whose applied context was last:
 	// the next commands up to the next transaction.
 	keep = txEnd(t, path, keep)
@@ -534,32 +523,29 @@ func txEnd(t *testing.T, path string, from int64) int64 {
 	if from == 0 {
 		return 0
 	}
-	f, err := os.Open(path)
+	txs, err := store.Transactions(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	r := bufio.NewReader(f)
-	var pos int64
-	var txid uint64
-	for {
-		cmd, size, err := readCommand(r)
-		if errors.Is(err, io.EOF) {
-			return pos
+	for _, tx := range txs {
+		if tx.Start < from && from <= tx.End {
+			return tx.End
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		var id uint64
-		if len(cmd) == 3 {
-			id, _, _, _ = unframe(cmd[2])
-		}
-		switch {
-		case pos+size == from:
-			txid = id
-		case pos >= from && (id == 0 || id != txid):
-			return pos
-		}
-		pos += size
 	}
+	return from
+}
+
+// peek reads committed values without taking their keys' locks (by
+// Store.Scan), to see a write that is committed but not yet durable.
+type peek struct{ st *store.Store }
+
+func (p peek) Get(key string) (val []byte, ok bool, err error) {
+	var damaged error
+	err = p.st.Scan(key, func(k string, v []byte, e error) bool {
+		if k == key {
+			val, ok, damaged = v, true, e
+		}
+		return false
+	})
+	return val, ok, errors.Join(err, damaged)
 }

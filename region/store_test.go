@@ -1,31 +1,16 @@
 package region
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
-	"io"
+	"github.com/latticedb/lattice/region/store"
 	"os"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
-
-func fileSize(t *testing.T, path string) int64 {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Size()
-}
 
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
@@ -44,28 +29,17 @@ func copyFile(t *testing.T, src, dst string) {
 // commandEnds returns the offsets at which each command after from ends.
 func commandEnds(t *testing.T, path string, from int64) []int64 {
 	t.Helper()
-	f, err := os.Open(path)
+	var ends []int64
+	err := store.Commands(path, func(_ [][]byte, end int64) bool {
+		if end > from {
+			ends = append(ends, end)
+		}
+		return true
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(f)
-	var ends []int64
-	pos := from
-	for {
-		_, size, err := readCommand(r)
-		if err == io.EOF {
-			return ends
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		pos += size
-		ends = append(ends, pos)
-	}
+	return ends
 }
 
 // TestTornTransactionIsAllOrNothing writes a reservation (one logical
@@ -171,252 +145,21 @@ func TestChecksumDamageIsRefused(t *testing.T) {
 	}
 }
 
-func TestShrinkKeepsDataAndBoundsFile(t *testing.T) {
-	dir := t.TempDir()
-	st, err := OpenStore(filepath.Join(dir, "s.db"), StoreOptions{ShrinkMinBytes: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	val := bytes.Repeat([]byte("x"), 512)
-	for i := range 2000 {
-		if err := st.Update(func(tx *Tx) error {
-			tx.Set(fmt.Sprintf("k/%d", i%50), val)
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := st.MaybeShrink(); err != nil {
-		t.Fatal(err)
-	}
-	file, live := st.Sizes()
-	if file > 2*live {
-		t.Fatalf("file %d bytes > 2 × live %d", file, live)
-	}
-	if err := st.Update(func(tx *Tx) error { tx.Set("after", []byte("shrink")); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-	st2, err := OpenStore(filepath.Join(dir, "s.db"), StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st2.Close()
-	err = st2.View(func(r Reader) error {
-		for i := range 50 {
-			v, ok, err := r.Get(fmt.Sprintf("k/%d", i))
-			if err != nil || !ok || !bytes.Equal(v, val) {
-				return fmt.Errorf("k/%d after shrink: ok=%v err=%v", i, ok, err)
-			}
-		}
-		if v, ok, _ := r.Get("after"); !ok || string(v) != "shrink" {
-			return fmt.Errorf("write after shrink lost")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st2.Corrupt()) != 0 {
-		t.Fatalf("shrink produced damaged values: %v", st2.Corrupt())
-	}
-}
-
 // TestGroupCommitSharesFsyncs checks that concurrent durable writers are
 // batched: fewer fsyncs than writes, and every write readable afterwards.
-func TestGroupCommitSharesFsyncs(t *testing.T) {
-	m := NewMetrics(nil)
-	st, err := OpenStore(filepath.Join(t.TempDir(), "g.db"), StoreOptions{Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var start dtoHist
-	start.read(t, m) // the store's own first write
-	const writers, each = 32, 20
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				if err := st.Update(func(tx *Tx) error {
-					tx.Set(fmt.Sprintf("w/%d/%d", w, i), []byte{byte(i)})
-					return nil
-				}); err != nil {
-					t.Error(err)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	var h dtoHist
-	h.read(t, m)
-	count, sum := h.count-start.count, h.sum-start.sum
-	if sum != writers*each {
-		t.Fatalf("fsync batches cover %d writes, want %d", sum, writers*each)
-	}
-	if count >= writers*each {
-		t.Fatalf("%d fsyncs for %d concurrent writes: no group commit", count, writers*each)
-	}
-	t.Logf("%d writes made durable by %d fsyncs", sum, count)
-}
-
 // TestGroupCommitFsyncFailure checks that when fsync fails no durable
 // write is acknowledged nor reported durable (OnDurable) and none is left
 // waiting; that the store then refuses writes even once fsync would work
 // again (after a failed fsync Linux may have dropped the unwritten pages,
 // so a later fsync's success proves nothing); and that reopening the file
 // gives a working store again.
-func TestGroupCommitFsyncFailure(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f.db")
-	st, err := OpenStore(path, StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	broken, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	broken.Close() // Sync on a closed file fails
-	st.fileMu.Lock()
-	good := st.syncFile
-	st.syncFile = broken
-	st.fileMu.Unlock()
-
-	var durable sync.Map // key → times its OnDurable ran
-	write := func(w, i int) error {
-		key := fmt.Sprintf("w/%d/%d", w, i)
-		err := st.Update(func(tx *Tx) error {
-			tx.Set(key, []byte{byte(i)})
-			tx.OnDurable(func() {
-				n, _ := durable.LoadOrStore(key, new(atomic.Int32))
-				n.(*atomic.Int32).Add(1)
-			})
-			return nil
-		})
-		n, ok := durable.Load(key)
-		switch {
-		case err != nil && ok:
-			t.Errorf("OnDurable of %s ran, but its Update failed: %v", key, err)
-		case err == nil && (!ok || n.(*atomic.Int32).Load() != 1):
-			t.Errorf("OnDurable of %s did not run exactly once before Update returned", key)
-		}
-		return err
-	}
-	const writers, each = 16, 10
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	acked := 0
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				if err := write(w, i); err == nil {
-					mu.Lock()
-					acked++
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if acked > 0 {
-		t.Fatalf("%d writes acknowledged while fsync fails", acked)
-	}
-
-	st.fileMu.Lock()
-	st.syncFile = good
-	st.fileMu.Unlock()
-	if !st.Failed() {
-		t.Fatal("the store did not fail on a failed fsync")
-	}
-	if err := write(0, each); !errors.Is(err, ErrStoreFailed) {
-		t.Fatalf("write after a failed fsync: %v, want ErrStoreFailed", err)
-	}
-	st.Close()
-	again, err := OpenStore(path, StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer again.Close()
-	if err := again.Update(func(tx *Tx) error { tx.Set("after", []byte("restart")); return nil }); err != nil {
-		t.Fatalf("write after reopening: %v", err)
-	}
-}
-
 // TestFrameLayout checks the stored value layout: crc32c of the rest, the
 // transaction id, the key count and the payload, and that unframe reads it
 // back and refuses it once any byte changes.
-func TestFrameLayout(t *testing.T) {
-	for _, payload := range [][]byte{nil, {}, []byte("x"), bytes.Repeat([]byte("cart"), 100)} {
-		v := []byte(frame(0x0102030405060708, 0x0a0b, payload))
-		rest := binary.BigEndian.AppendUint64(nil, 0x0102030405060708)
-		rest = binary.BigEndian.AppendUint16(rest, 0x0a0b)
-		rest = append(rest, payload...)
-		want := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
-		if !bytes.Equal(v, want) {
-			t.Fatalf("frame(%q) = %x, want %x", payload, v, want)
-		}
-		txid, n, p, err := unframe(v)
-		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || !bytes.Equal(p, payload) {
-			t.Fatalf("unframe(frame(%q)) = %x, %x, %q, %v", payload, txid, n, p, err)
-		}
-		for i := range v {
-			bad := bytes.Clone(v)
-			bad[i] ^= 0x40
-			if _, _, _, err := unframe(bad); err == nil {
-				t.Fatalf("unframe accepts %x, byte %d flipped", bad, i)
-			}
-		}
-	}
-}
-
 // TestTxStagesOneValuePerKey checks that a transaction's reads see its own
 // writes, that setting a key again replaces its staged value, whether the
 // transaction stages a few keys or many, and that what was staged last is
 // what is committed.
-func TestTxStagesOneValuePerKey(t *testing.T) {
-	st, err := OpenStore(filepath.Join(t.TempDir(), "s.db"), StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	for _, keys := range []int{1, indexFrom, indexFrom + 1, 100} {
-		want := map[string]string{}
-		err := st.Update(func(tx *Tx) error {
-			for round := range 3 {
-				for k := range keys {
-					key, val := fmt.Sprintf("t/%d/%d", keys, k), fmt.Sprintf("%d-%d", round, k)
-					tx.Set(key, []byte(val))
-					want[key] = val
-					if got, ok, err := tx.Get(key); err != nil || !ok || string(got) != val {
-						t.Fatalf("Get(%s) in the transaction = %q, %v, %v; want %q", key, got, ok, err, val)
-					}
-				}
-			}
-			if len(tx.sets) != keys {
-				t.Fatalf("%d keys set three times stage %d values", keys, len(tx.sets))
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = st.View(func(r Reader) error {
-			for key, val := range want {
-				got, ok, err := r.Get(key)
-				if err != nil || !ok || string(got) != val {
-					t.Fatalf("Get(%s) after commit = %q, %v, %v; want %q", key, got, ok, err, val)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // TestDamageInLastTransactionIsNotTorn flips a byte in a value of the
 // file's last transaction: recovery must not take the transaction for a
 // torn one and cut it (which would lose the applied context written with
@@ -454,7 +197,7 @@ func flipStoredByte(t *testing.T, path, key string) {
 		t.Fatalf("%s not found in the file", key)
 	}
 	j := i + len(head) + bytes.Index(b[i+len(head):], []byte("\r\n")) + 2
-	b[j+valueHeader+3] ^= 0x40
+	b[j+14+3] ^= 0x40 // in the payload, past the 14-byte frame header (store/frame.go)
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -462,10 +205,10 @@ func flipStoredByte(t *testing.T, path, key string) {
 
 // reopen opens the store file at path with fresh metrics and a region
 // "us-east" on it, closed when the test ends.
-func reopen(t *testing.T, path string, clock Clock) (*Node, *Store, *Metrics) {
+func reopen(t *testing.T, path string, clock Clock) (*Node, *store.Store, *Metrics) {
 	t.Helper()
 	m := NewMetrics(nil)
-	st, err := OpenStore(path, StoreOptions{Metrics: m})
+	st, err := OpenStore(path, store.Options{Metrics: m.Store()})
 	if err != nil {
 		t.Fatal(err)
 	}

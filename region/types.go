@@ -1,9 +1,10 @@
-// Package region is one Lattice region: its BuntDB store (with its
-// identity: incarnations, backup and restore), the cart and inventory
-// services read and written locally, the reservation ledger of the skus it
-// is home to, idempotency records, the checkout saga and the anti-entropy
-// digest. It knows no transport and no HTTP: it imports crdt and
-// region/config only; api, sync and cmd/server build on it.
+// Package region is one Lattice region: the cart and inventory services
+// read and written locally, the reservation ledger of the skus it is home
+// to, idempotency records, the checkout saga and the anti-entropy digest,
+// over its store (region/store, which it opens with the locking of its
+// keys: OpenStore). It knows no transport and no HTTP: it imports crdt,
+// region/config and region/store only; api, sync and cmd/server build on
+// it.
 package region
 
 import (

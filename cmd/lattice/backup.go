@@ -12,8 +12,8 @@ import (
 	"syscall"
 
 	"github.com/latticedb/lattice/cmd/server"
-	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
+	storefile "github.com/latticedb/lattice/region/store"
 )
 
 // runBackup writes a consistent snapshot of a region's store to --out:
@@ -80,7 +80,7 @@ func required(cio cmdIO, me string, pos []string, flagValues ...string) bool {
 
 // runRestore puts a snapshot written by `lattice backup` in place of a
 // stopped region's store. The region's next start goes on as a new
-// incarnation, in catch-up mode (see region.Restore).
+// incarnation, in catch-up mode (see store.Restore).
 func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("restore")
 	fset := newFlagSet(cio, cmd)
@@ -117,7 +117,7 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 		return exitFail
 	}
 	// Refuse before touching anything: a running region, then a file
-	// that is not a snapshot. region.Restore checks both again.
+	// that is not a snapshot. store.Restore checks both again.
 	running, err := storeLocked(store)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
@@ -130,12 +130,12 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	// Backup to nowhere checks that the file is a snapshot the way
 	// Restore will (torn tail cut off a copy, the copy loads, its values
 	// carry valid frames), leaving nothing behind.
-	n, err := region.Backup(src, io.Discard)
+	n, err := storefile.Backup(src, io.Discard)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: --from %s: %s\n", me, src, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
 	}
-	if err := region.Restore(store, src); err != nil {
+	if err := storefile.Restore(store, src); err != nil {
 		fmt.Fprintf(cio.stderr, "%s: %s\n", me, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
 	}
@@ -238,7 +238,7 @@ func writeBackup(store, out string) (n int64, err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if n, err = region.Backup(store, tmp); err != nil {
+	if n, err = storefile.Backup(store, tmp); err != nil {
 		return 0, err
 	}
 	if err = tmp.Sync(); err != nil {
@@ -265,7 +265,7 @@ func writeBackup(store, out string) (n int64, err error) {
 }
 
 // storeLocked reports whether a process (a running region) holds the
-// lock file region.OpenStore takes beside the store (store + ".lock").
+// lock file store.Open takes beside the store (store + ".lock").
 // It creates nothing: no lock file means no region has the store open.
 func storeLocked(store string) (bool, error) {
 	f, err := os.OpenFile(store+".lock", os.O_RDWR, 0)

@@ -17,13 +17,15 @@ var layers = []struct {
 	layer  int
 }{
 	{"crdt", 0},
-	{"region", 1}, // the domain, its store and its config
-	{"api", 2},
-	{"sync", 2},
-	{"cmd/server", 3},
-	{"bench", 4},
-	{"cmd/lattice", 5},
-	{"deploy", 6}, // its test reads the manifests
+	{"region/config", 1},
+	{"region/store", 2}, // the storage engine: below the region, above its config
+	{"region", 3},       // the domain (and region/regiontest)
+	{"api", 4},
+	{"sync", 4},
+	{"cmd/server", 5},
+	{"bench", 6},
+	{"cmd/lattice", 7},
+	{"deploy", 8}, // its test reads the manifests
 }
 
 func layerOf(rel string) (folder string, layer int, ok bool) {

@@ -35,6 +35,7 @@ import (
 	"github.com/latticedb/lattice/api"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -138,7 +139,7 @@ type Server struct {
 	// metrics records what the region registered with reg, so that Close
 	// unregisters it and a shared registry can hold the region again.
 	metrics  *recorder
-	store    *region.Store
+	store    *store.Store
 	node     *region.Node
 	repl     Replication
 	http     *http.Server
@@ -208,10 +209,10 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	labelled.MustRegister(buildInfoGauge(Build()))
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
-	s.store, err = region.OpenStore(path, region.StoreOptions{
+	s.store, err = region.OpenStore(path, store.Options{
 		Durability: cfg.Durability,
 		Logger:     s.log,
-		Metrics:    metrics,
+		Metrics:    metrics.Store(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)

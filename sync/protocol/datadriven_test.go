@@ -16,6 +16,7 @@ import (
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/protocol"
 )
 
@@ -292,7 +293,7 @@ func (sc *scenario) do(td *datadriven.TestData) string {
 		torn := slices.Contains(pos[2:], "torn")
 		lostBefore := maps.Clone(s.lost)
 		s.fault(i, func(r *simRegion) {
-			if _, err := region.CutTransactions(r.path, k, torn); err != nil {
+			if _, err := store.CutTransactions(r.path, k, torn); err != nil {
 				sc.t.Fatal(err)
 			}
 		})

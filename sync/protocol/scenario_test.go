@@ -10,6 +10,7 @@ import (
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/protocol"
 )
 
@@ -301,7 +302,7 @@ func TestDamagedKeyIsNotAdoptedAway(t *testing.T) {
 	s.setCut(0, 1, true)
 	path := filepath.Join(t.TempDir(), "ap-south.db")
 	reopen := func() {
-		st, err := region.OpenStore(path, region.StoreOptions{})
+		st, err := region.OpenStore(path, store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/protocol"
 )
 
@@ -43,7 +45,7 @@ type simRegion struct {
 	// path is the region's store file; store is nil while it is closed
 	// (the region crashed).
 	path  string
-	store *region.Store
+	store *store.Store
 	node  *region.Node
 	pub   *pub
 	proto *protocol.Protocol
@@ -155,7 +157,7 @@ type sim struct {
 	lines map[entryKey]crdt.Line
 	dir   string
 	// stores are every store the simulation opened, closed at the end.
-	stores []*region.Store
+	stores []*store.Store
 	stats  simStats
 	carts  []string
 	skus   []string
@@ -270,7 +272,7 @@ func (s *sim) home(sku string) string { return string(names[int(sku[len(sku)-1]-
 // open opens region i's store file, as a region starting does.
 func (s *sim) open(i int) {
 	r := s.regions[i]
-	st, err := region.OpenStore(r.path, region.StoreOptions{Durability: region.DurabilityEverySec})
+	st, err := region.OpenStore(r.path, store.Options{Durability: config.DurabilityEverySec})
 	if err != nil {
 		s.t.Fatalf("seed %d: open the store of %s: %v", s.seed, r.name, err)
 	}
@@ -704,7 +706,7 @@ func (s *sim) chaos() {
 			} else {
 				s.stats.lostTails++
 			}
-			cut, err := region.CutTransactions(r.path, k, torn)
+			cut, err := store.CutTransactions(r.path, k, torn)
 			if err != nil {
 				s.t.Fatal(err)
 			}
@@ -728,7 +730,7 @@ func (s *sim) chaos() {
 			if err != nil {
 				s.t.Fatal(err)
 			}
-			n, err := region.Backup(r.path, f)
+			n, err := store.Backup(r.path, f)
 			if err == nil {
 				err = f.Close()
 			}
@@ -747,7 +749,7 @@ func (s *sim) chaos() {
 		}
 		s.fault(i, func(r *simRegion) {
 			s.stats.restores++
-			if err := region.Restore(r.path, r.backup); err != nil {
+			if err := store.Restore(r.path, r.backup); err != nil {
 				s.t.Fatalf("seed %d: restore of %s: %v", s.seed, r.name, err)
 			}
 			s.logf("%s restored from its snapshot", r.name)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/protocol"
 	"github.com/latticedb/lattice/sync/replication"
 	"github.com/latticedb/lattice/sync/transport"
@@ -31,7 +32,7 @@ var _ transport.Transport = silentTransport{}
 // apply them in several. Every delta must be applied, and the store's digest
 // must never claim dots its state does not hold.
 func TestLargeBatchOfDeltasIsApplied(t *testing.T) {
-	st, err := region.OpenStore(":memory:", region.StoreOptions{})
+	st, err := region.OpenStore(":memory:", store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package region
+package store
 
 import (
 	"encoding/json"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/tidwall/buntdb"
+
+	"github.com/latticedb/lattice/crdt"
 )
 
 // A region's identity: which incarnation of the region its store is, kept
@@ -74,10 +76,10 @@ func readIdentity(path string) (id identity, ok bool, err error) {
 		return identity{}, false, nil
 	}
 	if err != nil {
-		return identity{}, false, fmt.Errorf("region: %w", err)
+		return identity{}, false, fmt.Errorf("store: %w", err)
 	}
 	if err := json.Unmarshal(b, &id); err != nil {
-		return identity{}, false, fmt.Errorf("region: identity file %s is damaged (%v); move it away to start the store as a new incarnation", identityPath(path), err)
+		return identity{}, false, fmt.Errorf("store: identity file %s is damaged (%v); move it away to start the store as a new incarnation", identityPath(path), err)
 	}
 	return id, true, nil
 }
@@ -94,7 +96,7 @@ func writeIdentity(path string, id identity) error {
 		return err
 	}
 	if err := os.Rename(tmp, identityPath(path)); err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	return syncDir(filepath.Dir(path))
 }
@@ -102,15 +104,15 @@ func writeIdentity(path string, id identity) error {
 func writeFileSync(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("region: fsync %s: %w", path, err)
+		return fmt.Errorf("store: fsync %s: %w", path, err)
 	}
 	return f.Close()
 }
@@ -118,11 +120,11 @@ func writeFileSync(path string, b []byte) error {
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil {
-		return fmt.Errorf("region: fsync %s: %w", dir, err)
+		return fmt.Errorf("store: fsync %s: %w", dir, err)
 	}
 	return nil
 }
@@ -133,14 +135,14 @@ func syncDir(dir string) error {
 func lockStore(path string) (*os.File, error) {
 	f, err := os.OpenFile(lockPath(path), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("region: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("region: the store %s is open in another process (a running region?)", path)
+			return nil, fmt.Errorf("store: the store %s is open in another process (a running region?)", path)
 		}
-		return nil, fmt.Errorf("region: lock %s: %w", lockPath(path), err)
+		return nil, fmt.Errorf("store: lock %s: %w", lockPath(path), err)
 	}
 	return f, nil
 }
@@ -157,23 +159,26 @@ func nextIncarnation(last uint64, now time.Time) uint64 {
 func (s *Store) openIdentity(cut int64, now time.Time) error {
 	var stored uint64
 	var empty = true
-	err := s.View(func(r Reader) error {
+	err := s.view(nil, func(r Reader) error {
 		b, ok, err := r.Get(keyIncarnation)
 		if err != nil {
 			return err
 		}
 		if ok {
-			if err := decodeInto(b, &stored); err != nil {
+			if err := crdt.Unmarshal(b, &stored, crdt.MaxObjectBytes); err != nil {
 				return &CorruptError{Key: keyIncarnation}
 			}
 		}
-		return r.Ascend("", func(k string, _ []byte, _ error) bool {
+		return nil
+	})
+	if err == nil {
+		err = s.Scan("", func(k string, _ []byte, _ error) bool {
 			if k != epochKey {
 				empty = false
 			}
 			return empty
 		})
-	})
+	}
 	if err != nil {
 		return err
 	}
@@ -212,17 +217,20 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		next.Incarnation = nextIncarnation(next.Incarnation, now)
 		s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",
 			"path", s.path, "reason", why, "incarnation", next.Incarnation)
-		s.metrics.Incarnations.Inc()
+		inc(s.metrics.Incarnations)
 	}
 	if err := writeIdentity(s.path, next); err != nil {
 		return err
 	}
 	s.id = next
 	if next.Incarnation != stored {
-		err := s.Update(func(tx *Tx) error {
-			tx.Set(keyIncarnation, encode(next.Incarnation))
-			return nil
-		})
+		b, err := crdt.Marshal(next.Incarnation)
+		if err == nil {
+			err = s.update(nil, func(tx *Tx) error {
+				tx.Set(keyIncarnation, b)
+				return nil
+			}, nil)
+		}
 		if err == nil {
 			err = s.fsync()
 		}
@@ -267,9 +275,9 @@ func (s *Store) CaughtUp() error {
 	return nil
 }
 
-// markUsed records, durably, that the incarnation may issue dots; the
-// node calls it before its first local write.
-func (s *Store) markUsed() error {
+// MarkUsed records, durably, that the incarnation may issue dots; the
+// region calls it before its first local write.
+func (s *Store) MarkUsed() error {
 	if s.used.Load() {
 		return nil
 	}
@@ -297,10 +305,10 @@ func (s *Store) closeIdentity() error {
 	if !s.persist || s.Failed() {
 		return nil
 	}
-	if err := s.Update(func(tx *Tx) error {
+	if err := s.update(nil, func(tx *Tx) error {
 		tx.Set(keyClosed, []byte{1})
 		return nil
-	}); err != nil {
+	}, nil); err != nil {
 		return err
 	}
 	if err := s.fsync(); err != nil {
@@ -323,24 +331,24 @@ func (s *Store) closeIdentity() error {
 func Backup(path string, w io.Writer) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".backup-*")
 	if err != nil {
 		tmp, err = os.CreateTemp("", "lattice-backup-*")
 		if err != nil {
-			return 0, fmt.Errorf("region: %w", err)
+			return 0, fmt.Errorf("store: %w", err)
 		}
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	if _, err := io.Copy(tmp, io.NewSectionReader(f, 0, fi.Size())); err != nil {
-		return 0, fmt.Errorf("region: copy %s: %w", path, err)
+		return 0, fmt.Errorf("store: copy %s: %w", path, err)
 	}
 	if _, err := recoverTail(tmp.Name()); err != nil {
 		return 0, err
@@ -349,11 +357,11 @@ func Backup(path string, w io.Writer) (int64, error) {
 		return 0, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	n, err := io.Copy(w, tmp)
 	if err != nil {
-		return n, fmt.Errorf("region: write backup: %w", err)
+		return n, fmt.Errorf("store: write backup: %w", err)
 	}
 	return n, nil
 }
@@ -363,7 +371,7 @@ func Backup(path string, w io.Writer) (int64, error) {
 func checkSnapshot(path string) error {
 	db, err := buntdb.Open(path)
 	if err != nil {
-		return fmt.Errorf("region: %s is not a store snapshot: %w", path, err)
+		return fmt.Errorf("store: %s is not a store snapshot: %w", path, err)
 	}
 	defer db.Close()
 	bad, total := 0, 0
@@ -377,13 +385,13 @@ func checkSnapshot(path string) error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("region: read %s: %w", path, err)
+		return fmt.Errorf("store: read %s: %w", path, err)
 	}
 	if total == 0 {
-		return fmt.Errorf("region: %s holds no data: not a store snapshot", path)
+		return fmt.Errorf("store: %s holds no data: not a store snapshot", path)
 	}
 	if bad == total {
-		return fmt.Errorf("region: no value of %s passes its checksum: not a store snapshot", path)
+		return fmt.Errorf("store: no value of %s passes its checksum: not a store snapshot", path)
 	}
 	return nil
 }
@@ -396,7 +404,7 @@ func checkSnapshot(path string) error {
 // after the snapshot and its peers hold count again before it decides.
 func Restore(path, from string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	lock, err := lockStore(path)
 	if err != nil {
@@ -405,13 +413,13 @@ func Restore(path, from string) error {
 	defer lock.Close()
 	src, err := os.Open(from)
 	if err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	defer src.Close()
 	tmp := path + ".restore"
 	dst, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	_, err = io.Copy(dst, src)
 	if err == nil {
@@ -420,7 +428,7 @@ func Restore(path, from string) error {
 	dst.Close()
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("region: copy %s: %w", from, err)
+		return fmt.Errorf("store: copy %s: %w", from, err)
 	}
 	if _, err := recoverTail(tmp); err != nil {
 		os.Remove(tmp)
@@ -442,7 +450,7 @@ func Restore(path, from string) error {
 		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("region: %w", err)
+		return fmt.Errorf("store: %w", err)
 	}
 	return syncDir(filepath.Dir(path))
 }

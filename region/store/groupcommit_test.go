@@ -1,4 +1,4 @@
-package region
+package store
 
 import (
 	"fmt"
@@ -40,8 +40,8 @@ func TestGroupCommitOneP(t *testing.T) {
 // cover only its own write.
 func TestGroupCommitOnePPolledWriters(t *testing.T) {
 	oneP(t)
-	m := NewMetrics(nil)
-	st, err := OpenStore(filepath.Join(t.TempDir(), "p.db"), StoreOptions{Metrics: m})
+	m := newMetrics()
+	st, err := Open(filepath.Join(t.TempDir(), "p.db"), Options{LockKey: unlocked, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestGroupCommitOnePPolledWriters(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if err := st.Update(func(tx *Tx) error {
+				if err := st.Update(nil, func(tx *Tx) error {
 					tx.Set(fmt.Sprintf("w/%d/%d", w, i), []byte{b[0]})
 					return nil
 				}); err != nil {

@@ -1,4 +1,4 @@
-package region
+package store
 
 import (
 	"bufio"
@@ -44,7 +44,7 @@ func (s *Store) SyncNow() (int64, error) {
 	s.fileMu.Lock() // no shrink replaces the file meanwhile
 	defer s.fileMu.Unlock()
 	if s.syncFile == nil {
-		return 0, errors.New("region: the store is closed")
+		return 0, errors.New("store: the store is closed")
 	}
 	var size int64
 	// BuntDB writes a transaction to the file while it holds the write
@@ -58,11 +58,11 @@ func (s *Store) SyncNow() (int64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	if err := s.syncFile.Sync(); err != nil {
 		s.fail(fmt.Errorf("fsync: %w", err))
-		return 0, fmt.Errorf("region: fsync: %w", err)
+		return 0, fmt.Errorf("store: fsync: %w", err)
 	}
 	return size, nil
 }
@@ -89,12 +89,12 @@ type TxSpan struct {
 func Transactions(path string) ([]TxSpan, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("region: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("region: %w", err)
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	r := bufio.NewReaderSize(f, 1<<16)
 	var out []TxSpan
@@ -144,7 +144,7 @@ func Transactions(path string) ([]TxSpan, error) {
 // fewer than k transactions, everything goes.
 func CutTransactions(path string, k int, torn bool) (int64, error) {
 	if k < 1 {
-		return 0, fmt.Errorf("region: cut %d transactions", k)
+		return 0, fmt.Errorf("store: cut %d transactions", k)
 	}
 	txs, err := Transactions(path)
 	if err != nil {
@@ -152,7 +152,7 @@ func CutTransactions(path string, k int, torn bool) (int64, error) {
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	var at int64
 	if k <= len(txs) {
@@ -163,7 +163,41 @@ func CutTransactions(path string, k int, torn bool) (int64, error) {
 		}
 	}
 	if err := os.Truncate(path, at); err != nil {
-		return 0, fmt.Errorf("region: %w", err)
+		return 0, fmt.Errorf("store: %w", err)
 	}
 	return fi.Size() - at, nil
+}
+
+// Commands calls fn for every whole command of the store file at path, in
+// file order, with its arguments (for a set: "set", the key and the framed
+// value; see Payload) and the offset where it ends, until fn returns
+// false. An incomplete final command ends the walk without an error.
+func Commands(path string, fn func(cmd [][]byte, end int64) bool) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<16)
+	var pos int64
+	for {
+		cmd, size, err := readCommand(r)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		pos += size
+		if !fn(cmd, pos) {
+			return nil
+		}
+	}
+}
+
+// Payload returns the payload of a framed value as a set command of the
+// file holds it, or ErrCorrupt if it fails its checksum.
+func Payload(framed []byte) ([]byte, error) {
+	_, _, p, err := unframe(framed)
+	return p, err
 }

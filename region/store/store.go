@@ -1,0 +1,358 @@
+// Package store is a region's storage engine: one BuntDB file (or, at
+// path ":memory:", a store held in memory for tests) whose values carry a
+// checksum and the id and size of the transaction that wrote them
+// (frame.go), written with group commit (commit.go), cut back to its last
+// whole transaction after a torn write (recover.go), rewritten when it
+// holds mostly dead data (rewrite.go), with the identity of the region's
+// incarnation beside it, backup and restore (identity.go), and hooks that
+// fault tests use to crash it and cut its file (faults.go). It imports
+// crdt and region/config and nothing else of the module; region builds on
+// it; the composition root opens the store, and the backup and restore
+// commands use Backup and Restore.
+//
+// # Isolation
+//
+// Isolation is the store's job. A transaction names the keys it reads or
+// writes, and the store takes their locks (striped read-write locks, taken
+// in one order by every locker, so no two deadlock): Update(keys, fn)
+// takes them exclusively, View(keys, fn) shared, so reads exclude the
+// writes of their keys and not each other. A caller that must do more
+// work under the locks than one transaction (the region holds a write's
+// locks until the write is durable and its dots are applied) takes them
+// with Lock or RLock and runs its transactions on the Locked it gets. A
+// transaction or view that reads or writes a key it did not name fails
+// with ErrUnnamedKey and writes nothing: it could otherwise race with the
+// next read-modify-write of that key.
+//
+// Three kinds of keys are not locked under their own name:
+//
+//   - Keys that Options.LockKey maps to another name are guarded by that
+//     name's lock: a transaction names the guard. The region guards an
+//     item's ledger ("l/SKU") by the item ("i/SKU").
+//   - Keys that Options.LockKey maps to "" have no lock of the store's: any
+//     transaction may touch them and the store's opener answers for their
+//     isolation. The region uses that for its applied context ("m/applied",
+//     also set as a placeholder before the commit function writes it), its
+//     reservation counter ("m/resseq", under the node's own mutex) and its
+//     reservation records ("r/ID", whose sku is not in the key: each is
+//     only read or written under its item's lock).
+//   - The second function of UpdateLocked runs under the store's commit
+//     lock, where transactions are serialised in commit order, and may
+//     touch any key: the region writes its applied context and its
+//     anti-entropy digest there.
+//
+// The store's own keys (the epoch key, the incarnation "m/incarnation",
+// the close marker "m/closed") are written only by the store itself, at
+// open and close, when no other transaction runs, and are read under
+// their names like any other key. Scan lists keys without taking locks:
+// it finds keys to read or write afterwards under their names, and may
+// show writes that are not yet durable.
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidwall/buntdb"
+
+	"github.com/latticedb/lattice/region/config"
+)
+
+// epochKey sorts after every other key, so that in a shrunk file (keys
+// written in key order) the last command is this key, written alone in
+// its own transaction; the final transaction of a freshly shrunk file is
+// thus always complete.
+const epochKey = "~epoch"
+
+// ErrCorrupt is returned (wrapped in a *CorruptError) for a stored value
+// whose checksum fails. The value is never served or replicated.
+var ErrCorrupt = errors.New("store: stored value failed its checksum")
+
+// ErrStoreFailed is returned by every write after the store failed: an
+// fsync failed (after which Linux may have dropped the unwritten pages,
+// so retrying it could falsely succeed), or a commit failed after the
+// node had advanced its in-memory state for it. The store stops taking
+// writes until the region restarts and reloads what its file holds.
+var ErrStoreFailed = errors.New("store: the store failed a write to its file and takes no more writes until the region restarts")
+
+// CorruptError names the key whose stored value is damaged.
+type CorruptError struct{ Key string }
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("store: stored value of %q failed its checksum", e.Key)
+}
+
+// Unwrap returns ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+
+// Options configure a Store.
+type Options struct {
+	// Durability says when a write is acknowledged (default
+	// config.DurabilityAlways).
+	Durability config.Durability
+	// ShrinkMinBytes is the file size below which the store never
+	// shrinks; above it the file is rewritten once it exceeds twice the
+	// live data.
+	ShrinkMinBytes int64
+	Logger         *slog.Logger
+	Metrics        *Metrics
+	// LockKey returns the name whose lock guards key (see the package
+	// doc): key itself, another key, or "" for a key the store does not
+	// lock. nil: every key is guarded by its own name.
+	LockKey func(key string) string
+
+	// For benchmarks only: FsyncDelay is added to every fsync (a slower
+	// disk) and SerialFsync makes every writer fsync alone while holding
+	// a lock (no group commit), as BuntDB's SyncPolicy Always does.
+	FsyncDelay  time.Duration
+	SerialFsync bool
+}
+
+// Store is a region's BuntDB file. Update runs one logical write as one
+// BuntDB transaction and, with config.DurabilityAlways, returns only after an
+// fsync covering it; concurrent Updates share fsyncs (group commit). A
+// value read back is checked against its checksum.
+//
+// Path ":memory:" keeps everything in memory (for simulation tests).
+type Store struct {
+	db      *buntdb.DB
+	path    string
+	opts    Options
+	log     *slog.Logger
+	metrics *Metrics
+
+	txMu sync.Mutex // guards txid, liveBytes
+	txid uint64
+	live int64
+
+	gmu     sync.Mutex // group commit state
+	gcond   *sync.Cond
+	written uint64
+	synced  uint64
+	syncing bool
+	syncErr error
+	shared  bool // the last fsync covered more than one write
+	// onDurable holds the OnDurable functions of written transactions that
+	// no fsync covers yet, in the order of their writes.
+	onDurable []durableFunc
+	// With GOMAXPROCS=1 the syncer (syncLoop) fsyncs for the writers: a
+	// writer wakes it through the kick pipe, writing one byte unless
+	// kicked says a byte is already on its way. syncerDone is closed when
+	// it has stopped.
+	syncer     syncerState
+	kicked     bool
+	kick       *os.File // the pipe's write end
+	syncerDone chan struct{}
+
+	fileMu   sync.Mutex // guards syncFile; held across a shrink
+	syncFile *os.File
+
+	corruptMu sync.Mutex
+	corrupt   map[string]struct{}
+
+	locks keyLocks
+
+	persist bool
+	failed  atomic.Bool
+
+	// The store's identity (identity.go): idMu guards id; used is set once
+	// the identity file records that the incarnation may issue dots; lock
+	// is the held lock file.
+	idMu sync.Mutex
+	id   identity
+	used atomic.Bool
+	lock *os.File
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Open opens (creating if needed) the BuntDB file at path, cutting
+// off a torn final transaction and reporting stored values that fail
+// their checksums.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Durability == "" {
+		opts.Durability = config.DurabilityAlways
+	}
+	if opts.Durability != config.DurabilityAlways && opts.Durability != config.DurabilityEverySec {
+		return nil, fmt.Errorf("store: unknown durability %q", opts.Durability)
+	}
+	if opts.ShrinkMinBytes == 0 {
+		opts.ShrinkMinBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = &Metrics{}
+	}
+	s := &Store{path: path, opts: opts, log: opts.Logger, metrics: opts.Metrics,
+		corrupt: make(map[string]struct{}), stop: make(chan struct{}), done: make(chan struct{})}
+	s.gcond = sync.NewCond(&s.gmu)
+	persist := path != ":memory:"
+	s.persist = persist
+	var cut int64
+	var err error
+	if persist {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		if s.lock, err = lockStore(path); err != nil {
+			return nil, err
+		}
+		cut, err = recoverTail(path)
+		if err != nil {
+			s.lock.Close()
+			return nil, err
+		}
+		if cut > 0 {
+			s.log.Warn("discarded a torn transaction at the end of the store", "path", path, "bytes", cut)
+			inc(s.metrics.TornTails)
+		}
+	}
+	db, err := buntdb.Open(path)
+	if err != nil {
+		if s.lock != nil {
+			s.lock.Close()
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	s.db = db
+	if persist {
+		if s.syncFile, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
+	go s.maintain()
+	if err := s.scan(); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if err := s.openIdentity(cut, time.Now()); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	return s, nil
+}
+
+// scan verifies every stored value, records the highest transaction id
+// and the live data size, and writes the epoch key if it is missing.
+func (s *Store) scan() error {
+	var hasEpoch bool
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		return tx.Ascend("", func(k, v string) bool {
+			s.live += int64(len(k) + len(v))
+			if k == epochKey {
+				hasEpoch = true
+			}
+			txid, _, _, err := unframe([]byte(v))
+			if err != nil {
+				s.MarkCorrupt(k)
+				return true
+			}
+			s.txid = max(s.txid, txid)
+			return true
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: scan store: %w", err)
+	}
+	if !hasEpoch {
+		return s.update(nil, func(tx *Tx) error {
+			tx.Set(epochKey, []byte{1})
+			return nil
+		}, nil)
+	}
+	return nil
+}
+
+// MarkCorrupt records that the stored value of key is damaged (the store
+// finds that itself when a checksum fails; the region also when a value
+// passes its checksum but does not decode): logged and counted once, and
+// listed by Corrupt until the key is rewritten.
+func (s *Store) MarkCorrupt(key string) {
+	s.corruptMu.Lock()
+	_, seen := s.corrupt[key]
+	s.corrupt[key] = struct{}{}
+	s.corruptMu.Unlock()
+	if !seen {
+		s.log.Error("stored value failed its checksum; it will not be served", "key", key)
+		inc(s.metrics.ChecksumFailures)
+	}
+}
+
+// Corrupt returns the keys whose stored values failed their checksums and
+// have not been rewritten since.
+func (s *Store) Corrupt() []string {
+	s.corruptMu.Lock()
+	defer s.corruptMu.Unlock()
+	out := make([]string, 0, len(s.corrupt))
+	for k := range s.corrupt {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Sizes returns the file size and the live data size in bytes.
+func (s *Store) Sizes() (file, live int64) {
+	s.txMu.Lock()
+	live = s.live
+	s.txMu.Unlock()
+	if !s.persist {
+		return 0, live
+	}
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
+	if fi, err := s.syncFile.Stat(); err == nil {
+		file = fi.Size()
+	}
+	return file, live
+}
+
+// Durability returns the store's durability mode.
+func (s *Store) Durability() config.Durability { return s.opts.Durability }
+
+// Close flushes and closes the store; a store that has not failed
+// records a clean stop (identity.go).
+func (s *Store) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	idErr := s.closeIdentity()
+	if idErr != nil {
+		s.log.Error("could not record a clean stop; the next start begins a new incarnation", "err", idErr)
+	}
+	return errors.Join(s.closeFiles(), idErr)
+}
+
+// closeFiles stops the store's background work and closes its files.
+func (s *Store) closeFiles() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	err := s.db.Close()
+	if s.syncFile != nil {
+		s.syncFile.Close()
+	}
+	if s.lock != nil {
+		s.lock.Close()
+	}
+	return err
+}

@@ -1,0 +1,294 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tidwall/buntdb"
+
+	"github.com/latticedb/lattice/region/config"
+)
+
+// Reader reads checked values.
+type Reader interface {
+	// Get returns the payload stored under key; ok is false if there is
+	// none. A damaged value returns a *CorruptError; a key the reader
+	// may not read (see Locked) an error wrapping ErrUnnamedKey.
+	Get(key string) (val []byte, ok bool, err error)
+}
+
+type reader struct {
+	s  *Store
+	tx *buntdb.Tx
+	lk *Locked // nil: the store's own reads, unchecked
+}
+
+func (r reader) Get(key string) ([]byte, bool, error) {
+	if err := r.lk.check(key); err != nil {
+		return nil, false, err
+	}
+	return r.get(key)
+}
+
+func (r reader) get(key string) ([]byte, bool, error) {
+	v, err := r.tx.Get(key)
+	if errors.Is(err, buntdb.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	_, _, p, err := unframe([]byte(v))
+	if err != nil {
+		r.s.MarkCorrupt(key)
+		return nil, true, &CorruptError{Key: key}
+	}
+	return p, true, nil
+}
+
+func (s *Store) view(lk *Locked, fn func(r Reader) error) error {
+	return s.db.View(func(tx *buntdb.Tx) error { return fn(reader{s, tx, lk}) })
+}
+
+// Scan calls fn for every key with the prefix, in key order, until fn
+// returns false, from one consistent snapshot, without taking the keys'
+// locks: it finds keys, which the caller then reads or writes under their
+// names. It may show writes that are not yet durable. Damaged values are
+// passed with err set. fn must not use the store.
+func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	return s.db.View(func(tx *buntdb.Tx) error {
+		return tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
+			if !strings.HasPrefix(k, prefix) {
+				return false
+			}
+			_, _, p, err := unframe([]byte(v))
+			if err != nil {
+				s.MarkCorrupt(k)
+				return fn(k, nil, &CorruptError{Key: k})
+			}
+			return fn(k, p, nil)
+		})
+	})
+}
+
+// Tx is one logical write. Its reads see committed state plus the
+// transaction's own writes; its writes are staged and committed together as
+// one BuntDB transaction. fn runs outside BuntDB's write lock, under the
+// locks of the keys the transaction named (see Locked), and may touch
+// only those keys. A transaction either sets keys or deletes exactly one
+// key (a delete has no value to carry the transaction id).
+type Tx struct {
+	s  *Store
+	lk *Locked // nil: unchecked (the store's own writes, commit functions)
+	// sets holds the staged values, one per key, in the order their keys
+	// were first set; index finds a key's among many.
+	sets    []staged
+	index   map[string]int
+	del     string
+	durable func()
+	// err is the first touch of a key the transaction did not name.
+	err error
+}
+
+// durableFunc is the OnDurable function of the seq-th write.
+type durableFunc struct {
+	seq uint64
+	f   func()
+}
+
+// staged is a value staged under a key.
+type staged struct {
+	key string
+	val []byte
+}
+
+// indexFrom is how many staged values a transaction looks through before
+// it indexes them by key.
+const indexFrom = 8
+
+// lookup returns the index in t.sets of the value staged under key, or -1.
+func (t *Tx) lookup(key string) int {
+	if t.index != nil {
+		if i, ok := t.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := range t.sets {
+		if t.sets[i].key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// touch records and returns the error of touching key, if the
+// transaction may not.
+func (t *Tx) touch(key string) error {
+	err := t.lk.check(key)
+	if err != nil && t.err == nil {
+		t.err = err
+	}
+	return err
+}
+
+// Get returns the value under key as this transaction sees it.
+func (t *Tx) Get(key string) (val []byte, ok bool, err error) {
+	if err := t.touch(key); err != nil {
+		return nil, false, err
+	}
+	if i := t.lookup(key); i >= 0 {
+		return t.sets[i].val, true, nil
+	}
+	err = t.s.db.View(func(tx *buntdb.Tx) error {
+		val, ok, err = reader{s: t.s, tx: tx}.get(key)
+		return err
+	})
+	return val, ok, err
+}
+
+// Set stages val under key. Setting a key the transaction did not name
+// makes Update fail with ErrUnnamedKey.
+func (t *Tx) Set(key string, val []byte) {
+	if t.touch(key) != nil {
+		return
+	}
+	if i := t.lookup(key); i >= 0 {
+		t.sets[i].val = val
+		return
+	}
+	t.sets = append(t.sets, staged{key, val})
+	switch n := len(t.sets); {
+	case t.index != nil:
+		t.index[key] = n - 1
+	case n > indexFrom:
+		t.index = make(map[string]int, 2*n)
+		for i, st := range t.sets {
+			t.index[st.key] = i
+		}
+	}
+}
+
+// OnDurable has f run once the transaction is durable (with
+// DurabilityAlways, once an fsync covers it) and before Update returns nil;
+// f is not run if Update returns an error. f may run on another writer's
+// goroutine, together with the functions of the other writes the same
+// fsync made durable, and must be quick and not use the store.
+func (t *Tx) OnDurable(f func()) { t.durable = f }
+
+// Delete stages the deletion of key; the transaction may set nothing
+// else. Deleting a key the transaction did not name makes Update fail
+// with ErrUnnamedKey.
+func (t *Tx) Delete(key string) {
+	if t.touch(key) != nil {
+		return
+	}
+	t.del = key
+}
+
+// Staged calls fn for every value the transaction staged, in the order
+// their keys were first set.
+func (t *Tx) Staged(fn func(key string, val []byte)) {
+	for _, st := range t.sets {
+		fn(st.key, st.val)
+	}
+}
+
+// Writes reports whether the transaction staged anything.
+func (t *Tx) Writes() bool { return len(t.sets) > 0 || t.del != "" }
+
+// update runs a transaction: fn under the names of lk (nil: unchecked),
+// then, if it staged writes, locked inside BuntDB's write lock, then the
+// commit and, with DurabilityAlways, group commit.
+func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
+	if s.failed.Load() {
+		return ErrStoreFailed
+	}
+	t := &Tx{s: s, lk: lk}
+	err := fn(t)
+	if t.err != nil {
+		return t.err
+	}
+	if err != nil {
+		return err
+	}
+	if !t.Writes() {
+		return nil
+	}
+	if t.del != "" && len(t.sets) > 0 {
+		return errors.New("store: a transaction may not both delete and set keys")
+	}
+	if len(t.sets) > 0xffff {
+		return errors.New("store: transaction sets too many keys")
+	}
+	hooked := false
+	err = s.db.Update(func(btx *buntdb.Tx) error {
+		if locked != nil {
+			t.lk = nil // the commit lock serialises what locked touches
+			if err := locked(t); err != nil {
+				return err
+			}
+			hooked = true
+		}
+		s.txMu.Lock()
+		defer s.txMu.Unlock()
+		if t.del != "" {
+			old, err := btx.Delete(t.del)
+			if err != nil && !errors.Is(err, buntdb.ErrNotFound) {
+				return err
+			}
+			s.live -= int64(len(t.del) + len(old))
+			return nil
+		}
+		s.txid++
+		for _, st := range t.sets {
+			k, v := st.key, st.val
+			old, replaced, err := btx.Set(k, frame(s.txid, uint16(len(t.sets)), v), nil)
+			if err != nil {
+				return err
+			}
+			if replaced {
+				s.live -= int64(len(k) + len(old))
+			}
+			s.live += int64(len(k) + valueHeader + len(v))
+		}
+		return nil
+	})
+	if err != nil {
+		if hooked {
+			s.fail(fmt.Errorf("commit: %w", err))
+			return ErrStoreFailed
+		}
+		return err
+	}
+	if len(t.sets) > 0 {
+		s.corruptMu.Lock()
+		for _, st := range t.sets {
+			delete(s.corrupt, st.key) // a rewritten key is whole again
+		}
+		s.corruptMu.Unlock()
+	}
+	if !s.persist || s.opts.Durability != config.DurabilityAlways {
+		s.gmu.Lock()
+		s.written++
+		s.gmu.Unlock()
+		if t.durable != nil {
+			t.durable()
+		}
+		return nil
+	}
+	if s.opts.SerialFsync {
+		s.gmu.Lock()
+		defer s.gmu.Unlock()
+		s.written++
+		if err := s.fsync(); err != nil {
+			return err
+		}
+		if t.durable != nil {
+			t.durable()
+		}
+		return nil
+	}
+	return s.waitDurable(t.durable)
+}

@@ -1,0 +1,42 @@
+package region
+
+import (
+	"strings"
+
+	"github.com/latticedb/lattice/region/store"
+)
+
+// OpenStore opens the region's store at path (":memory:" for one held in
+// memory) with the region's locking of its keys (lockKey); opts.LockKey
+// is ignored. NewNode refuses a store opened otherwise.
+func OpenStore(path string, opts store.Options) (*store.Store, error) {
+	opts.LockKey = lockKey
+	return store.Open(path, opts)
+}
+
+// lockKey returns the name whose lock guards a key of the region's store
+// (see the store package's doc):
+//
+//   - a cart ("c/ID"), an item ("i/SKU") and an idempotency record
+//     ("k/KEY", the saga records of keyless checkouts among them) are
+//     guarded by their own names;
+//   - an item's ledger ("l/SKU") by its item: the item, its ledger and
+//     its reservations change together;
+//   - a reservation record ("r/ID") has no lock of the store's: its sku is
+//     not in its key, and it is read and written only under its item's
+//     lock (a home request finds the sku first, homeLockKeys);
+//   - the applied context ("m/applied") has none either: it is written in
+//     the commit function of Node.write and ApplyReflecting, which the
+//     store serialises in commit order, and read at start-up;
+//   - the reservation counter ("m/resseq") is written under n.resMu
+//     (nextReservationSeq), from inside a home decision's transaction,
+//     which must not take another key's lock.
+func lockKey(key string) string {
+	switch {
+	case strings.HasPrefix(key, prefixLedger):
+		return prefixItem + key[len(prefixLedger):]
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyResSeq:
+		return ""
+	}
+	return key
+}
