@@ -17,7 +17,8 @@ import (
 
 // runDev starts the three-region development cluster of SPEC §7 in this
 // process: us-east, eu-west and ap-south on 127.0.0.1, real QUIC between
-// them through an emulated WAN, until SIGINT or SIGTERM.
+// them through an emulated WAN, until SIGINT or SIGTERM. Without --data
+// its data lives in a new temporary directory, removed on exit.
 func runDev(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("dev")
 	fs := newFlagSet(cio, cmd)
@@ -41,10 +42,21 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "lattice dev: %v\n", err)
 		return exitUsage
 	}
-	cfg, err := devConfig(*data, *latency, *loss, *apiBase, *peerBase)
+	cfg, temp, err := devConfig(*data, *latency, *loss, *apiBase, *peerBase)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "lattice dev: %v\n", err)
 		return exitUsage
+	}
+	if temp {
+		// The temporary data directory goes with the cluster; --data
+		// keeps it.
+		defer func() {
+			if err := os.RemoveAll(cfg.DataDir); err != nil {
+				log.Error("cannot remove the temporary data directory", "dir", cfg.DataDir, "err", err)
+				return
+			}
+			log.Info("removed the temporary data directory (--data DIR keeps the data)", "dir", cfg.DataDir)
+		}()
 	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -86,15 +98,16 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 }
 
 // devConfig returns the dev cluster's config with its data and
-// certificates under data (a new temporary directory when empty).
-func devConfig(data, latency string, loss float64, apiBase, peerBase int) (*config.Config, error) {
+// certificates under data, or under a new temporary directory when data
+// is empty (temp is then true, and the caller removes it).
+func devConfig(data, latency string, loss float64, apiBase, peerBase int) (_ *config.Config, temp bool, err error) {
 	cfg := config.DefaultConfig()
 	switch latency {
 	case "wan":
 	case "none":
 		cfg.Emulate.LatencyMS = nil
 	default:
-		return nil, fmt.Errorf("--latency %q: want wan or none", latency)
+		return nil, false, fmt.Errorf("--latency %q: want wan or none", latency)
 	}
 	cfg.Emulate.LossPct = loss
 	for i := range cfg.Regions {
@@ -102,27 +115,32 @@ func devConfig(data, latency string, loss float64, apiBase, peerBase int) (*conf
 		cfg.Regions[i].Peer = fmt.Sprintf("127.0.0.1:%d", peerBase+i)
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if data == "" {
 		d, err := os.MkdirTemp("", "lattice-dev-")
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		data = d
+		data, temp = d, true
+		defer func() {
+			if err != nil {
+				os.RemoveAll(d)
+			}
+		}()
 	}
 	abs, err := filepath.Abs(data)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	cfg.DataDir = abs
 	cfg.TLSDir = filepath.Join(abs, "certs")
 	if _, err := os.Stat(filepath.Join(cfg.TLSDir, certs.CACertFile)); errors.Is(err, os.ErrNotExist) {
 		if err := certs.Generate(cfg.TLSDir, cfg.Cluster, cfg.RegionNames()); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return cfg, nil
+	return cfg, temp, nil
 }
 
 // startCluster starts every region of cfg in this process, replicating
