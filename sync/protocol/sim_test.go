@@ -3,6 +3,7 @@ package protocol_test
 import (
 	"bytes"
 	"container/heap"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -21,6 +22,7 @@ import (
 	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
 	"github.com/latticedb/lattice/sync/protocol"
+	"github.com/latticedb/lattice/sync/replication"
 )
 
 var (
@@ -49,14 +51,19 @@ type simRegion struct {
 	node  *region.Node
 	pub   *pub
 	proto *protocol.Protocol
+	// drv carries out the protocol's output: the production driver's
+	// step (replication.Driver), over the simulated network and a node
+	// whose applies fail while failing > 0 (failingNode).
+	drv   *replication.Driver
 	alive bool
 	// held holds the dots whose deltas the region's state was checked to
 	// hold (states only grow, so a check stays true).
 	held crdt.Context
 	// holds are the deltas its state was checked to hold.
 	holds map[*crdt.Group]bool
-	// failing is how many more of the region's non-empty applies fail,
-	// as a store that cannot write would.
+	// failing is how many more of the region's transactions of remote
+	// applies fail, as a store that cannot write would (each one it is
+	// asked to make fails with chance 1/2 while failing > 0).
 	failing int
 	// synced is the size of the store file at the last fsync the
 	// simulation made (everysec: one a virtual second, see step); a power
@@ -172,6 +179,9 @@ type sim struct {
 	// message from another (see forge).
 	hostile  float64
 	lastTick time.Time
+	// applyKeys bounds the keys of a region's transactions of remote
+	// applies (replication.Driver.ApplyKeys; 0: the production bound).
+	applyKeys int
 }
 
 // simTick is how often protocols tick, as the driver's ticker does.
@@ -318,6 +328,8 @@ func (s *sim) start(i int) {
 		s.t.Fatalf("seed %d: region %s runs as %s", s.seed, r.name, n.Self())
 	}
 	r.proto = protocol.New(n.Self(), names, n.Applied(), n, s.cfg)
+	r.drv = &replication.Driver{Protocol: r.proto, Node: failingNode{n, s, r}, Peers: peersOf(i), Now: s.clock.Now,
+		ApplyKeys: s.applyKeys, Send: func(to crdt.ReplicaID, m *protocol.Message, b []byte) error { return s.send(i, to, m, b) }}
 	r.alive = true
 	s.check(i)
 }
@@ -331,6 +343,17 @@ func peersOf(i int) []string {
 		}
 	}
 	return out
+}
+
+// setApplyKeys sets the bound on the keys of the regions' transactions of
+// remote applies.
+func (s *sim) setApplyKeys(n int) {
+	s.applyKeys = n
+	for _, r := range s.regions {
+		if r.drv != nil {
+			r.drv.ApplyKeys = n
+		}
+	}
 }
 
 func (s *sim) connected(i, j int) bool {
@@ -364,66 +387,83 @@ func (s *sim) logf(format string, args ...any) {
 	}
 }
 
-// process drains a region's local deltas and protocol output: applies
-// first, then messages onto the network.
+// process drains a region's local deltas and carries out its protocol's
+// output with the production driver's step (replication.Driver.Process):
+// applies first, then messages onto the network.
 func (s *sim) process(i int) {
 	r := s.regions[i]
 	s.drain(i)
-	rd := r.proto.Ready()
 	if err := r.proto.Err(); err != nil {
 		s.t.Fatalf("storage error: %v", err)
 	}
-	fail := -1
-	if r.failing > 0 && len(rd.Applies) > 0 {
-		r.failing--
-		fail = s.rng.IntN(len(rd.Applies))
-	}
-	for k, a := range rd.Applies {
-		if k == fail {
-			// As the driver does: nothing of this Ready is sent, and the
-			// protocol hears what the store holds. Its relay buffer may
-			// still hold the deltas it could not apply.
-			s.logf("%s: apply fails", r.name)
-			for _, a := range rd.Applies[k:] {
-				if a.Group != nil && a.Group.Len() > 0 {
-					r.unapplied = append(r.unapplied, a.Group)
-				}
+	err := r.drv.Process()
+	if ae := (*replication.ApplyError)(nil); errors.As(err, &ae) {
+		// Nothing of this Ready was sent, and the protocol heard what
+		// the store holds. Its relay buffer may still hold the deltas
+		// it could not apply.
+		s.logf("%s: apply fails", r.name)
+		s.stats.failedApplies++
+		for _, a := range ae.Unapplied {
+			if a.Group != nil && a.Group.Len() > 0 {
+				r.unapplied = append(r.unapplied, a.Group)
 			}
-			r.proto.Discard(r.node.Applied(), s.clock.t)
-			s.check(i)
-			return
 		}
-		if err := r.node.ApplyReflecting(&a.Dots, a.Group, &a.Reflects); err != nil {
-			s.t.Fatalf("apply: %v", err)
-		}
+		s.check(i)
+		return
 	}
-	for _, id := range rd.Synced { // as the driver does
-		r.node.SyncedWith(string(id), peersOf(i))
+	if err != nil {
+		s.t.Fatalf("seed %d: %s: %v", s.seed, r.name, err)
 	}
 	s.drain(i) // a restored region that caught up writes
 	s.check(i)
-	for _, env := range rd.Messages {
-		b, err := protocol.Encode(env.Msg)
-		if err != nil {
-			s.t.Fatal(err)
-		}
-		if s.sent != nil {
-			s.sent(env.Msg, len(b))
-		}
-		j := slices.Index(names, env.To)
-		if !s.connected(i, j) || s.rng.Float64() < s.loss {
-			continue
-		}
-		copies := 1
-		if s.rng.Float64() < s.dup {
-			copies = 2
-		}
-		for range copies {
-			s.pseq++
-			at := s.clock.t.Add(s.delay[0] + time.Duration(s.rng.Int64N(int64(s.delay[1]))))
-			heap.Push(&s.net, &packet{at: at, from: i, to: j, b: b, seq: s.pseq})
-		}
+}
+
+// send puts a message from region i onto the network, as the transport
+// would: refused while the peer is not reachable, else lost, delivered
+// once or twice after a delay.
+func (s *sim) send(i int, to crdt.ReplicaID, m *protocol.Message, b []byte) error {
+	if s.sent != nil {
+		s.sent(m, len(b))
 	}
+	j := slices.Index(names, to)
+	if !s.connected(i, j) {
+		return errNotConnected
+	}
+	if s.rng.Float64() < s.loss {
+		return nil
+	}
+	copies := 1
+	if s.rng.Float64() < s.dup {
+		copies = 2
+	}
+	for range copies {
+		s.pseq++
+		at := s.clock.t.Add(s.delay[0] + time.Duration(s.rng.Int64N(int64(s.delay[1]))))
+		heap.Push(&s.net, &packet{at: at, from: i, to: j, b: b, seq: s.pseq})
+	}
+	return nil
+}
+
+var (
+	errNotConnected = errors.New("sim: peer not connected")
+	errStoreFails   = errors.New("sim: the store fails")
+)
+
+// failingNode is a region's node whose transactions of remote applies
+// fail, each with chance 1/2, while its region's failing count lasts.
+type failingNode struct {
+	*region.Node
+	s *sim
+	r *simRegion
+}
+
+// ApplyReflecting fails while the region's store is failing, else applies.
+func (n failingNode) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
+	if n.r.failing > 0 && n.s.rng.IntN(2) == 0 {
+		n.r.failing--
+		return errStoreFails
+	}
+	return n.Node.ApplyReflecting(dots, g, reflects)
 }
 
 // drain hands region i's published local deltas to its protocol and
@@ -1046,6 +1086,7 @@ func (s *sim) claimsAll(applied *crdt.Context) bool {
 // simStats counts what the simulations exercised.
 type simStats struct {
 	seeds, crashes, cuts, aeKeys, deltas                 int
+	failedApplies                                        int
 	lostTails, tornTails, powerLosses, backups, restores int
 	// incarnations counts restarts as a new incarnation; cutWrites the
 	// writes a fault took from a region's store (however many regions
@@ -1066,6 +1107,7 @@ func (a *simStats) add(b simStats) {
 	a.cuts += b.cuts
 	a.aeKeys += b.aeKeys
 	a.deltas += b.deltas
+	a.failedApplies += b.failedApplies
 	a.lostTails += b.lostTails
 	a.tornTails += b.tornTails
 	a.powerLosses += b.powerLosses
@@ -1092,6 +1134,11 @@ func runSimWith(t *testing.T, seed uint64, trace bool, hostile float64) *sim {
 	s := newSim(t, seed)
 	s.trace = trace
 	s.hostile = hostile
+	// A third of the seeds run the production bound on the keys of a
+	// transaction of remote applies; the others bounds so small that a
+	// Ready's applies take several transactions, and a failing store can
+	// fail one after others were made durable.
+	s.setApplyKeys([]int{0, 1, 3}[seed%3])
 	ops := 60 + s.rng.IntN(120)
 	for range ops {
 		s.randomOp()
@@ -1229,14 +1276,14 @@ func TestSimulation(t *testing.T) {
 	}
 	took := time.Since(start)
 	st := totals
-	t.Logf("over %d seeds in %s (%.0f seeds/s): %d crashes, %d link cuts, %d delta messages, %d keys repaired by anti-entropy; "+
+	t.Logf("over %d seeds in %s (%.0f seeds/s): %d crashes, %d link cuts, %d failed applies, %d delta messages, %d keys repaired by anti-entropy; "+
 		"%d lost tails, %d torn tails, %d power losses, %d restores of %d snapshots, %d new incarnations; "+
 		"%d writes cut from a store, %d of them lost everywhere, %d back from a message, a relay buffer or a snapshot, %d orphaned (%d of them unclaimed somewhere at the end)",
-		st.seeds, took.Round(time.Millisecond), float64(st.seeds)/took.Seconds(), st.crashes, st.cuts, st.deltas, st.aeKeys,
+		st.seeds, took.Round(time.Millisecond), float64(st.seeds)/took.Seconds(), st.crashes, st.cuts, st.failedApplies, st.deltas, st.aeKeys,
 		st.lostTails, st.tornTails, st.powerLosses, st.restores, st.backups, st.incarnations,
 		st.cutWrites, st.lostWrites, st.rescued, st.orphans, st.unclaimed)
-	if *simSeeds >= 50 && (st.crashes == 0 || st.cuts == 0 || st.aeKeys == 0) {
-		t.Fatal("the simulation did not exercise crashes, partitions and anti-entropy repairs")
+	if *simSeeds >= 50 && (st.crashes == 0 || st.cuts == 0 || st.aeKeys == 0 || st.failedApplies == 0) {
+		t.Fatal("the simulation did not exercise crashes, partitions, failed applies and anti-entropy repairs")
 	}
 	if *simSeeds >= 50 && (st.lostTails == 0 || st.tornTails == 0 || st.powerLosses == 0 || st.restores == 0 ||
 		st.incarnations == 0 || st.cutWrites == 0 || st.lostWrites == 0) {

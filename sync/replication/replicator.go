@@ -63,6 +63,7 @@ type Replicator struct {
 	log   *slog.Logger
 	m     *Metrics
 	proto *protocol.Protocol
+	drv   *Driver
 
 	mu     sync.Mutex
 	local  []region.Delta
@@ -116,6 +117,8 @@ func (r *Replicator) Start(node *region.Node, t transport.Transport) {
 	}
 	r.node.Store(node)
 	r.proto = protocol.New(node.Self(), peers, node.Applied(), node, r.opts.Protocol)
+	r.drv = &Driver{Protocol: r.proto, Node: node, Peers: r.opts.Peers, Now: r.opts.Now, Metrics: r.m, OnApply: r.opts.OnApply,
+		Send: func(to crdt.ReplicaID, _ *protocol.Message, b []byte) error { return r.transport().Send(string(to), b) }}
 	r.tmu.Lock()
 	r.t = t
 	r.tmu.Unlock()
@@ -223,7 +226,7 @@ func (r *Replicator) loop() {
 			}
 		}
 		for _, d := range local {
-			r.proto.Local(protocol.LocalDelta{Seq: d.Seq, Group: d.Group, At: d.At}, now)
+			r.drv.Local(d, now)
 		}
 		if ticked {
 			r.proto.Tick(now)
@@ -238,70 +241,17 @@ func (r *Replicator) loop() {
 	}
 }
 
-// process applies what the protocol produced, durably, then sends its
-// messages. Applies go to the store in transactions of at most
-// applyKeys keys. If one fails nothing is sent (the peers retransmit) and
-// the protocol is told what the store holds, so that it takes those
-// retransmissions for new.
+// process carries out what the protocol produced (Driver.Process):
+// applies durable first, then messages. A failed apply sends nothing (the
+// peers retransmit).
 func (r *Replicator) process() {
-	rd := r.proto.Ready()
-	node := r.node.Load()
-	for len(rd.Applies) > 0 {
-		n, keys := 0, 0
-		var g crdt.Group
-		var dots, reflects crdt.Context
-		for _, a := range rd.Applies {
-			k := 0
-			if a.Group != nil {
-				k = a.Group.Len()
-			}
-			if n > 0 && keys+k > applyKeys {
-				break
-			}
-			if a.Group != nil {
-				g.Join(a.Group)
-			}
-			dots.Join(&a.Dots)
-			reflects.Join(&a.Reflects)
-			n, keys = n+1, keys+k
-		}
-		// One transaction's keys may all reflect what any of its
-		// Applies reflects: a token covering more than its answer shows
-		// is still kept (see region/answer.go).
-		if err := node.ApplyReflecting(&dots, &g, &reflects); err != nil {
-			r.log.Error("could not apply remote deltas; not acknowledging them", "err", err)
-			r.proto.Discard(node.Applied(), r.opts.Now())
-			return
-		}
-		now := r.opts.Now()
-		for _, a := range rd.Applies[:n] {
-			for _, rg := range a.Ranges {
-				r.m.Convergence.WithLabelValues(crdt.ReplicaID(rg.Origin).Region()).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
-			}
-			if r.opts.OnApply != nil && len(a.Ranges) > 0 {
-				r.opts.OnApply(string(a.From), a.Ranges, now)
-			}
-		}
-		rd.Applies = rd.Applies[n:]
-	}
-	for _, id := range rd.Synced {
-		node.SyncedWith(string(id), r.opts.Peers)
-	}
-	t := r.transport()
-	for _, env := range rd.Messages {
-		b, err := protocol.Encode(env.Msg)
-		if err != nil {
-			r.log.Error("could not encode a message", "err", err)
-			continue
-		}
-		to := string(env.To)
-		if err := t.Send(to, b); err != nil {
-			r.m.SendErrors.WithLabelValues(to).Inc()
-			continue
-		}
-		r.proto.NoteSent(env.To, len(b))
-		r.m.BytesSent.WithLabelValues(to).Add(float64(len(b)))
-		r.m.MessagesSent.WithLabelValues(to, env.Msg.Kind.String()).Inc()
+	err := r.drv.Process()
+	var ae *ApplyError
+	switch {
+	case errors.As(err, &ae):
+		r.log.Error("could not apply remote deltas; not acknowledging them", "err", ae.Err)
+	case err != nil:
+		r.log.Error("could not encode a message", "err", err)
 	}
 }
 

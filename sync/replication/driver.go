@@ -1,0 +1,169 @@
+package replication
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/sync/protocol"
+)
+
+// Node is what a Driver makes the protocol's output durable in: a region
+// node (*region.Node implements it). A test may wrap one to inject store
+// failures.
+type Node interface {
+	// ApplyReflecting joins g into the store and dots into its applied
+	// context in one durable transaction; reflects covers what g's
+	// states show beyond dots (region.Node.ApplyReflecting).
+	ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error
+	// Applied returns the applied context the store holds.
+	Applied() crdt.Context
+	// SyncedWith records that an anti-entropy round with peer completed,
+	// its applies durable; peers are all of the region's peers.
+	SyncedWith(peer string, peers []string)
+}
+
+var _ Node = (*region.Node)(nil)
+
+// Driver carries out one region's protocol output: Process takes a Ready
+// from the protocol, makes its applies durable in the node, then sends
+// its messages. It does no I/O of its own and starts no goroutine: the
+// Replicator runs it from its loop over a transport, and the replication
+// simulation (sync/protocol's tests) runs the same code over a seeded
+// network. It is not safe for concurrent use; the caller feeds the
+// protocol its inputs (Local, Step, PeerUp, PeerDown, Tick) from the same
+// goroutine.
+type Driver struct {
+	Protocol *protocol.Protocol
+	Node     Node
+	// Peers are the region's peers (for Node.SyncedWith).
+	Peers []string
+	// Send hands an encoded message for peer to to the transport; an
+	// error means it was not sent (the protocol sends it again). m is
+	// the message b encodes.
+	Send func(to crdt.ReplicaID, m *protocol.Message, b []byte) error
+	// Now is the clock.
+	Now func() time.Time
+	// ApplyKeys bounds the keys of one store transaction of remote
+	// applies (0: crdt.MaxGroupKeys).
+	ApplyKeys int
+	// Metrics, if set, counts what is sent and how long deltas took to
+	// arrive.
+	Metrics *Metrics
+	// OnApply, if set, is called after each durable transaction of
+	// remote applies, for each apply in it that made new dots visible.
+	OnApply func(from string, ranges []protocol.DotRange, at time.Time)
+}
+
+// ApplyError is what Process returns when the store could not make an
+// apply durable: nothing of that Ready was sent, and the protocol was told
+// (Protocol.Discard) what the store holds, so that it takes the peers'
+// retransmissions for new.
+type ApplyError struct {
+	Err error
+	// Unapplied are the applies of the Ready that did not become durable:
+	// those of the failed transaction and every one after it.
+	Unapplied []protocol.Apply
+}
+
+// Error describes the failure.
+func (e *ApplyError) Error() string {
+	return fmt.Sprintf("replication: could not apply %d remote deltas: %v", len(e.Unapplied), e.Err)
+}
+
+// Unwrap returns the store's error.
+func (e *ApplyError) Unwrap() error { return e.Err }
+
+// Process takes the protocol's Ready and carries it out in the order its
+// doc comment requires: every apply durable first, in transactions of at
+// most ApplyKeys keys; then the anti-entropy rounds that completed are
+// reported to the node; then, and only then, every message is encoded and
+// sent. If an apply fails, nothing is sent and the error is an
+// *ApplyError. Messages that do not encode are skipped and reported in
+// the error returned once the others are sent.
+func (d *Driver) Process() error {
+	rd := d.Protocol.Ready()
+	if err := d.apply(rd.Applies); err != nil {
+		return err
+	}
+	for _, id := range rd.Synced {
+		d.Node.SyncedWith(string(id), d.Peers)
+	}
+	var errs []error
+	for _, env := range rd.Messages {
+		b, err := protocol.Encode(env.Msg)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("replication: encode a %s message for %s: %w", env.Msg.Kind, env.To, err))
+			continue
+		}
+		to := string(env.To)
+		if err := d.Send(env.To, env.Msg, b); err != nil {
+			if d.Metrics != nil {
+				d.Metrics.SendErrors.WithLabelValues(to).Inc()
+			}
+			continue
+		}
+		d.Protocol.NoteSent(env.To, len(b))
+		if d.Metrics != nil {
+			d.Metrics.BytesSent.WithLabelValues(to).Add(float64(len(b)))
+			d.Metrics.MessagesSent.WithLabelValues(to, env.Msg.Kind.String()).Inc()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// apply makes applies durable, joined into transactions of at most
+// ApplyKeys keys (an apply with more goes alone).
+func (d *Driver) apply(applies []protocol.Apply) error {
+	limit := d.ApplyKeys
+	if limit <= 0 {
+		limit = applyKeys
+	}
+	for len(applies) > 0 {
+		n, keys := 0, 0
+		var g crdt.Group
+		var dots, reflects crdt.Context
+		for _, a := range applies {
+			k := 0
+			if a.Group != nil {
+				k = a.Group.Len()
+			}
+			if n > 0 && keys+k > limit {
+				break
+			}
+			if a.Group != nil {
+				g.Join(a.Group)
+			}
+			dots.Join(&a.Dots)
+			reflects.Join(&a.Reflects)
+			n, keys = n+1, keys+k
+		}
+		// One transaction's keys may all reflect what any of its
+		// Applies reflects: a token covering more than its answer shows
+		// is still kept (see region/answer.go).
+		if err := d.Node.ApplyReflecting(&dots, &g, &reflects); err != nil {
+			d.Protocol.Discard(d.Node.Applied(), d.Now())
+			return &ApplyError{Err: err, Unapplied: applies}
+		}
+		now := d.Now()
+		for _, a := range applies[:n] {
+			if d.Metrics != nil {
+				for _, rg := range a.Ranges {
+					d.Metrics.Convergence.WithLabelValues(crdt.ReplicaID(rg.Origin).Region()).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
+				}
+			}
+			if d.OnApply != nil && len(a.Ranges) > 0 {
+				d.OnApply(string(a.From), a.Ranges, now)
+			}
+		}
+		applies = applies[n:]
+	}
+	return nil
+}
+
+// Local hands the protocol a durable local write.
+func (d *Driver) Local(delta region.Delta, now time.Time) {
+	d.Protocol.Local(protocol.LocalDelta{Seq: delta.Seq, Group: delta.Group, At: delta.At}, now)
+}
