@@ -488,8 +488,8 @@ func TestUnknownKeySuggestsClosest(t *testing.T) {
 // setting one is not refused as unknown).
 func TestKeysFollowYAMLTags(t *testing.T) {
 	keys := Keys()
-	for _, k := range []string{"cluster", "durability", "regions", "regions.name", "regions.advertise_peer",
-		"homes.prefix", "emulate.latency_ms", "emulate.loss_pct"} {
+	for _, k := range []string{"cluster", "durability", "regions", "regions[].name", "regions[].advertise_peer",
+		"homes[].prefix", "emulate.latency_ms", "emulate.loss_pct"} {
 		if !slices.Contains(keys, k) {
 			t.Errorf("Keys() lacks %q: %v", k, keys)
 		}

@@ -167,9 +167,9 @@ func inlined(t reflect.Type, index []int) bool {
 	return true
 }
 
-// Keys returns every key of the config file, as dotted paths from the top
-// (cluster, regions.name, emulate.latency_ms), derived from the yaml tags
-// of Config and the types it holds.
+// Keys returns every key of the config file, as paths from the top
+// (cluster, regions[].name, emulate.latency_ms: [] after a list), derived
+// from the yaml tags of Config and the types it holds.
 func Keys() []string {
 	var out []string
 	var walk func(t reflect.Type, prefix string, seen map[reflect.Type]bool)
@@ -190,7 +190,11 @@ func Keys() []string {
 		slices.Sort(names)
 		for _, n := range names {
 			out = append(out, prefix+n)
-			walk(fields[n], prefix+n+".", seen)
+			sep := "."
+			if k := fields[n].Kind(); k == reflect.Slice || k == reflect.Array {
+				sep = "[]."
+			}
+			walk(fields[n], prefix+n+sep, seen)
 		}
 	}
 	walk(reflect.TypeFor[Config](), "", map[reflect.Type]bool{})
