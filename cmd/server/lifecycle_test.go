@@ -61,10 +61,11 @@ func TestIdempotentReplays(t *testing.T) {
 		expectProblem(t, r.do("POST", "/v1/reservations/"+id+"/release", "", "Idempotency-Key", "commit-1"), 422, "idempotency_mismatch", "")
 		expectProblem(t, r.do("POST", "/v1/reservations/us-east:zzzz/commit", "", "Idempotency-Key", "commit-1"), 422, "idempotency_mismatch", "")
 		// A refusal is an outcome too: its replay is the same refusal.
-		short := r.do("POST", "/v1/reservations", `{"sku":"us-idem","qty":1000}`, "Idempotency-Key", "res-2")
+		// Both carry one X-Request-Id, which each problem repeats.
+		short := r.do("POST", "/v1/reservations", `{"sku":"us-idem","qty":1000}`, "Idempotency-Key", "res-2", "X-Request-Id", "res-2")
 		expectProblem(t, short, 409, "insufficient_stock", "")
 		r.ok(200, "POST", "/v1/inventory/us-idem/restock", `{"qty":1000}`)
-		replay := r.do("POST", "/v1/reservations", `{"sku":"us-idem","qty":1000}`, "Idempotency-Key", "res-2")
+		replay := r.do("POST", "/v1/reservations", `{"sku":"us-idem","qty":1000}`, "Idempotency-Key", "res-2", "X-Request-Id", "res-2")
 		expectProblem(t, replay, 409, "insufficient_stock", "")
 		if string(replay.body) != string(short.body) {
 			t.Errorf("replayed refusal %s, first %s", replay.body, short.body)

@@ -75,6 +75,10 @@ type Options struct {
 	// ShutdownTimeout bounds the graceful part of Close; 0 means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// ReloadInterval is how often the region looks for changed
+	// certificate and token files to reload; 0 means
+	// DefaultReloadInterval.
+	ReloadInterval time.Duration
 	// Replication, when set, attaches cross-region replication: it is
 	// where the replication layer plugs in. Start loads the region's TLS
 	// bundle from the config's tls_dir, calls Replication with a
@@ -142,6 +146,7 @@ type Server struct {
 	store    *store.Store
 	node     *region.Node
 	repl     Replication
+	sec      *security
 	http     *http.Server
 	ln       net.Listener
 	active   sync.WaitGroup // requests being served
@@ -181,8 +186,11 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if !ok {
 		return nil, fmt.Errorf("server: region %q is not in the config (regions: %v)", name, cfg.RegionNames())
 	}
-	if opts.ExpiryInterval < 0 || opts.RequestTimeout < 0 || opts.ShutdownTimeout < 0 {
-		return nil, errors.New("server: negative ExpiryInterval, RequestTimeout or ShutdownTimeout")
+	if opts.ExpiryInterval < 0 || opts.RequestTimeout < 0 || opts.ShutdownTimeout < 0 || opts.ReloadInterval < 0 {
+		return nil, errors.New("server: negative ExpiryInterval, RequestTimeout, ShutdownTimeout or ReloadInterval")
+	}
+	if opts.ReloadInterval == 0 {
+		opts.ReloadInterval = DefaultReloadInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -218,6 +226,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
 
+	var peerBundle *certs.Bundle
 	nopts := region.Options{
 		Name:           name,
 		Home:           cfg.Home,
@@ -234,6 +243,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s: %w", name, err)
 		}
+		peerBundle = bundle
 		s.repl, err = opts.Replication(ReplicationEnv{Config: cfg, Region: name, PeerAddr: rc.Peer,
 			TLS: bundle, Logger: s.log, Registerer: labelled})
 		if err != nil {
@@ -267,17 +277,23 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		}
 	}
 
+	if s.sec, err = newSecurity(cfg, name, peerBundle, labelled, s.log); err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
 	if s.ln == nil {
 		var lc net.ListenConfig
 		if s.ln, err = lc.Listen(ctx, "tcp", rc.API); err != nil {
 			return nil, fmt.Errorf("server: region %s: %w", name, err)
 		}
 	}
-	h := api.New(s.node, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout})
+	s.ln = s.sec.wrapListener(s.ln)
+	h := api.New(s.node, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout,
+		Tokens: s.sec.tokens, ProtectProbes: cfg.APIAuth.ProtectProbes, AccessLog: cfg.AccessLog})
 	s.http = api.NewServer(s.ln.Addr().String(), s.track(h))
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	go s.serve()
-	s.log.Info("region serving", "api", s.Addr().String(), "data", path,
+	s.sec.start(opts.ReloadInterval)
+	s.log.Info("region serving", "api", s.URL(), "tokens", s.sec.tokens != nil, "data", path,
 		"durability", string(cfg.Durability), "replication", s.repl != nil)
 	return s, nil
 }
@@ -325,8 +341,14 @@ func (s *Server) Region() string { return s.name }
 // Addr returns the address the API listens on.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// URL returns the base URL of the API, for example http://127.0.0.1:7101.
-func (s *Server) URL() string { return "http://" + s.Addr().String() }
+// URL returns the base URL of the API, for example http://127.0.0.1:7101,
+// or https://… when the config gives the API a certificate (api_tls).
+func (s *Server) URL() string {
+	if s.sec != nil && s.sec.apiCert != nil {
+		return "https://" + s.Addr().String()
+	}
+	return "http://" + s.Addr().String()
+}
 
 // Node returns the region's node.
 func (s *Server) Node() *region.Node { return s.node }
@@ -373,6 +395,9 @@ func (s *Server) Close() error {
 // release closes replication, the node and the store, whichever are open.
 func (s *Server) release() error {
 	var errs []error
+	if s.sec != nil {
+		s.sec.close()
+	}
 	if s.repl != nil {
 		if err := s.repl.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("server: region %s: close replication: %w", s.name, err))
