@@ -21,6 +21,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +67,27 @@ type Options struct {
 	MaxBackoff time.Duration
 	// UserAgent is sent with every request when not empty.
 	UserAgent string
+	// BearerToken, when not empty, is sent with every request as
+	// Authorization: Bearer TOKEN, for regions configured with tokens
+	// (api_auth). A read-only token serves only the reads.
+	BearerToken string
+	// RootCAs, when set and HTTPClient is not, are the CAs an https
+	// region's certificate is verified against instead of the system's
+	// (see LoadCertPool).
+	RootCAs *x509.CertPool
+}
+
+// LoadCertPool reads the PEM certificates of file, for Options.RootCAs.
+func LoadCertPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("lattice client: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("lattice client: %s holds no PEM certificate", file)
+	}
+	return pool, nil
 }
 
 // DefaultOptions returns the options New uses when given none:
@@ -95,8 +119,16 @@ func New(baseURLs []string, opts Options) (*Client, error) {
 		return nil, errors.New("lattice client: no region URL")
 	}
 	def := DefaultOptions()
-	if opts.HTTPClient == nil {
+	switch {
+	case opts.HTTPClient == nil && opts.RootCAs != nil:
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12}
+		opts.HTTPClient = &http.Client{Transport: tr}
+	case opts.HTTPClient == nil:
 		opts.HTTPClient = def.HTTPClient
+	}
+	if strings.ContainsAny(opts.BearerToken, " \t\r\n") {
+		return nil, errors.New("lattice client: the bearer token holds a blank or a line break")
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = def.MaxAttempts
@@ -340,6 +372,9 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 	if c.opts.UserAgent != "" {
 		req.Header.Set("User-Agent", c.opts.UserAgent)
 	}
+	if c.opts.BearerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.opts.BearerToken)
+	}
 	if cl.key != "" {
 		req.Header.Set(headerKey, cl.key)
 	}
@@ -391,6 +426,8 @@ type Problem struct {
 	// Lines lists, on a checkout's insufficient_stock, every line that
 	// could not be reserved.
 	Lines []region.SkuAvailable `json:"lines,omitempty"`
+	// RequestID is the X-Request-Id the region gave the request.
+	RequestID string `json:"request_id,omitempty"`
 	// RetryAfter is the Retry-After of a 503 (0 if none).
 	RetryAfter time.Duration `json:"-"`
 	// Region is the base URL of the region that answered.
