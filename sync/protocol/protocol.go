@@ -167,7 +167,9 @@ type Envelope struct {
 // make every Apply durable in the region's store BEFORE it sends any of
 // Messages (an acknowledgement, a reported context or an anti-entropy
 // answer must never promise what the store does not hold), and tell the
-// protocol with Discard if it could not.
+// protocol with Discard if it could not, sending none of Messages then
+// (the peers retransmit). replication.Driver.Process carries out a Ready
+// in this order, for the replicator and for the seeded simulation alike.
 type Ready struct {
 	Applies  []Apply
 	Messages []Envelope

@@ -104,7 +104,9 @@ func (f HandlerFuncs) OnPeer(peer string, connected bool) {
 	}
 }
 
-// PeerStatus is what a transport knows of one peer.
+// PeerStatus is what a transport knows of one peer (for tests and
+// diagnostics; a peer's entry in GET /v1/cluster is region.PeerStatus,
+// which the replication driver composes from its protocol's state).
 type PeerStatus struct {
 	// Peer is the peer's region name and Addr its configured address.
 	Peer, Addr string
