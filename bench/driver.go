@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,6 +66,10 @@ type client struct {
 	urls []string
 	// ttl is the ttl_ms of reservations.
 	ttl int64
+	// done counts the operations drive has finished, failed those whose
+	// first request ended Unknown (a 5xx or no answer), for the progress
+	// lines.
+	done, failed atomic.Int64
 }
 
 func newClient(urls []string, concurrency int, timeout time.Duration) *client {
@@ -201,6 +206,10 @@ loop:
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			results[i] = c.run(ctx, op)
+			if results[i].First.Outcome == Unknown {
+				c.failed.Add(1)
+			}
+			c.done.Add(1)
 		}()
 	}
 	wg.Wait()

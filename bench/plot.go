@@ -154,14 +154,19 @@ func (r *Result) plot(dir string) error {
 	return nil
 }
 
+// plotConvergence draws, for each pair of regions, the fraction of
+// writes not yet visible at the remote after x ms (1 − CDF), both axes on
+// a log scale: the median sits near the top, and the tail (p99, p99.9, the
+// slowest writes) spreads over the lower decades instead of crowding
+// against 1. Every pair has its own colour and dash pattern.
 func (r *Result) plotConvergence(path string) error {
 	p := newPlot("Cross-region convergence: acknowledged at the origin → durable at the remote",
-		"milliseconds (log scale)", "fraction of writes visible")
-	// The curves rise from the bottom left to the top right: the bottom
+		"milliseconds (log scale)", "fraction of writes not yet visible (log scale)")
+	// The curves fall from the top left to the bottom right: the top
 	// right corner is free for the legend.
-	p.Legend.Top, p.Legend.Left = false, false
-	p.Legend.YOffs = vg.Points(12)
+	p.Legend.Top, p.Legend.Left = true, false
 	lo, hi := math.Inf(1), 0.0
+	most := 0
 	floors := map[float64]bool{}
 	for _, pr := range r.Convergence {
 		for _, v := range pr.Samples {
@@ -169,6 +174,7 @@ func (r *Result) plotConvergence(path string) error {
 				lo, hi = min(lo, v), max(hi, v)
 			}
 		}
+		most = max(most, len(pr.Samples))
 		if pr.OneWayMS > 0 {
 			floors[pr.OneWayMS] = true
 			lo = min(lo, pr.OneWayMS)
@@ -178,27 +184,29 @@ func (r *Result) plotConvergence(path string) error {
 		lo, hi = 0.1, 1
 	}
 	logX(p, lo*0.8, hi*1.25)
-	p.Y.Min, p.Y.Max = 0, 1.02
+	// The slowest write of the largest pair is 1/most of it: the axis
+	// reaches a decade below, so every sample but the last shows.
+	ymin := math.Pow(10, math.Floor(math.Log10(1/float64(max(most, 10)))))
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = ymin, 1
 	for i, pr := range r.Convergence {
 		cdf := Downsample(CDF(pr.Samples), 2000)
 		if len(cdf) == 0 {
 			continue
 		}
 		xys := make(plotter.XYs, 0, len(cdf)+1)
-		xys = append(xys, plotter.XY{X: cdf[0].X, Y: 0})
+		xys = append(xys, plotter.XY{X: cdf[0].X, Y: 1})
 		for _, pt := range cdf {
 			if pt.X > 0 {
-				xys = append(xys, plotter.XY{X: pt.X, Y: pt.F})
+				xys = append(xys, plotter.XY{X: pt.X, Y: max(1-pt.F, ymin)})
 			}
 		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
 			return err
 		}
-		l.Color, l.Width = plotutil.Color(i), vg.Points(2)
-		if i >= 7 {
-			l.Dashes = plotutil.Dashes(i / 7)
-		}
+		l.Color, l.Width, l.Dashes = plotutil.Color(i), vg.Points(2), plotutil.Dashes(i)
 		p.Add(l)
 		p.Legend.Add(fmt.Sprintf("%s → %s (p50 %s, p99 %s ms)", pr.From, pr.To, f(pr.P50), f(pr.P99)), l)
 	}
@@ -208,7 +216,7 @@ func (r *Result) plotConvergence(path string) error {
 	}
 	slices.Sort(fl)
 	for i, v := range fl {
-		l, err := vline(v, 0, 1.02, color.Gray{Y: 90}, []vg.Length{vg.Points(5), vg.Points(4)})
+		l, err := vline(v, ymin, 1, color.Gray{Y: 90}, []vg.Length{vg.Points(1), vg.Points(3)})
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,11 @@ const (
 
 // Result is what a benchmark run measured; it is results.json.
 type Result struct {
-	Command   string    `json:"command,omitempty"`
+	Command string `json:"command,omitempty"`
+	// Version and Commit name the build that ran (as lattice version
+	// prints them).
+	Version   string    `json:"version"`
+	Commit    string    `json:"commit"`
 	Seed      uint64    `json:"seed"`
 	StartedAt time.Time `json:"started_at"`
 	GoVersion string    `json:"go_version"`
@@ -205,8 +209,8 @@ func (r *Result) Markdown() string {
 	if r.Partition != nil {
 		w(", %s cut off from %.1f s to %.1f s", r.Partition.Region, r.Partition.StartMS/1000, r.Partition.EndMS/1000)
 	}
-	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; %s, %s, %d CPUs.\n\n",
-		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.GoVersion, r.Platform, r.NumCPU)
+	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; lattice %s (commit %s), %s, %s, %d CPUs.\n\n",
+		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.Version, r.Commit, r.GoVersion, r.Platform, r.NumCPU)
 	if r.Command != "" {
 		w("`%s`\n\n", r.Command)
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
@@ -266,6 +267,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			say("partition: %s healed", part.Region)
 		})
 	}
+	wg.Go(func() {
+		if sleepUntil(bg, start) != nil {
+			return
+		}
+		reportProgress(bg, progress, time.Second, start, cfg.Warmup+cfg.Duration, func() progressSample {
+			return progressSample{done: cl.done.Load(), failed: cl.failed.Load(), pending: pending(c, tr)}
+		})
+	})
 	results := cl.drive(ctx, sched.Ops, start, cfg.Concurrency)
 	workloadEnd := time.Now()
 	stopBG()
@@ -320,8 +329,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	a := analyze(sched, results, start, cfg.Warmup, cfg.Duration, stock)
+	build := server.Build()
 	res := &Result{
-		Command: cfg.Command, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
+		Command: cfg.Command, Version: build.Version, Commit: build.Commit, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
 		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),
 		Regions: names, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
 		TargetRate: cfg.Rate, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
@@ -365,6 +375,35 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// progressSample is what a progress line reports: operations finished and
+// failed so far, and writes some region has not applied yet.
+type progressSample struct {
+	done, failed int64
+	pending      int
+}
+
+// reportProgress writes a progress line to w every interval (so at most
+// once per interval) until ctx ends: time elapsed since start out of
+// total, operations answered per second over the last interval, failed
+// operations so far and writes pending convergence.
+func reportProgress(ctx context.Context, w io.Writer, interval time.Duration, start time.Time, total time.Duration, sample func() progressSample) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	last, lastAt := sample(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now, cur := time.Now(), sample()
+		rate := float64(cur.done-last.done) / now.Sub(lastAt).Seconds()
+		fmt.Fprintf(w, "bench: %s / %s, %.0f ops/s, %d errors, %d writes pending convergence\n",
+			now.Sub(start).Round(time.Second), total, rate, cur.failed, cur.pending)
+		last, lastAt = cur, now
+	}
 }
 
 // pending returns the writes some region does not hold yet.

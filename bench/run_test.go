@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/cmd/server"
 )
 
 // runShort runs a short benchmark into a temporary directory and checks
@@ -40,7 +42,7 @@ func runShort(t *testing.T, cfg Config) (*Result, map[string]any) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{
-		"seed", "regions", "throughput_ops_per_s",
+		"version", "commit", "seed", "regions", "throughput_ops_per_s",
 		"write_latency.p50_ms", "write_latency.p99_ms", "write_latency.p999_ms",
 		"reservations.from_home.p50_ms", "reservations.from_home.p99_ms",
 		"reservations.from_non_home.p50_ms", "reservations.from_non_home.p99_ms",
@@ -115,7 +117,18 @@ func shortConfig(seed uint64) Config {
 }
 
 func TestRunEndToEnd(t *testing.T) {
-	res, _ := runShort(t, shortConfig(1))
+	cfg := shortConfig(1)
+	var progress lockedBuffer
+	cfg.Progress = &progress
+	res, _ := runShort(t, cfg)
+	if res.Version == "" || res.Version != server.Build().Version || res.Commit != server.Build().Commit {
+		t.Errorf("results version %q commit %q, want those of server.Build(): %+v", res.Version, res.Commit, server.Build())
+	}
+	// 2.5 s of workload: a progress line a second, so two or three.
+	lines := progressLine.FindAllString(progress.String(), -1)
+	if len(lines) < 2 || len(lines) > 3 {
+		t.Errorf("%d progress lines during a 2.5 s workload, want 2 or 3:\n%s", len(lines), progress.String())
+	}
 	if res.Reservations.Home.Count == 0 || res.Reservations.NonHome.Count == 0 {
 		t.Errorf("reservations from home %d, from non-home %d: want both", res.Reservations.Home.Count, res.Reservations.NonHome.Count)
 	}
