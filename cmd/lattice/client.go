@@ -30,6 +30,7 @@ type target struct {
 	config, region, url *string
 	timeout             *time.Duration
 	output              *string
+	auth                *authFlags
 }
 
 func addTarget(fs *flag.FlagSet) *target {
@@ -39,6 +40,7 @@ func addTarget(fs *flag.FlagSet) *target {
 		url:     fs.String("url", "", "base `URL` of the region to ask, for example http://127.0.0.1:7101 (instead of --config and --region)"),
 		timeout: fs.Duration("timeout", 10*time.Second, "give up after this `duration`"),
 		output:  addOutput(fs),
+		auth:    addAuth(fs),
 	}
 }
 
@@ -99,9 +101,14 @@ func (t *target) client(cio cmdIO, me string) (*client.Client, bool) {
 				me, *t.region, *t.config, strings.Join(cfg.RegionNames(), ", "))
 			return nil, false
 		}
-		u = apiURL(rc.API)
+		u = regionURL(cfg, rc)
 	}
-	cl, err := client.New([]string{u}, client.DefaultOptions())
+	opts, err := t.auth.options(client.DefaultOptions())
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+		return nil, false
+	}
+	cl, err := client.New([]string{u}, opts)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: --url: %v\n", me, strings.TrimPrefix(err.Error(), "lattice client: "))
 		return nil, false

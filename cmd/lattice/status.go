@@ -39,6 +39,7 @@ func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for each region")
 	output := addOutput(fs)
+	auth := addAuth(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return flagStatus(err)
@@ -56,11 +57,16 @@ func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 		printLines(cio.stderr, me+": ", err)
 		return exitFail
 	}
+	copts, err := auth.options(client.Options{MaxAttempts: 1})
+	if err != nil {
+		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
+		return exitFail
+	}
 	sts := make([]*regionStatus, len(cfg.Regions))
 	var wg sync.WaitGroup
 	for i, rc := range cfg.Regions {
-		sts[i] = &regionStatus{name: rc.Name, url: apiURL(rc.API)}
-		wg.Go(func() { sts[i].ask(ctx, *timeout) })
+		sts[i] = &regionStatus{name: rc.Name, url: regionURL(cfg, rc)}
+		wg.Go(func() { sts[i].ask(ctx, *timeout, copts) })
 	}
 	wg.Wait()
 	if *output == outputJSON {
@@ -113,10 +119,10 @@ func printStatusJSON(w io.Writer, sts []*regionStatus) error {
 }
 
 // ask fills s from /readyz and /v1/cluster of its region.
-func (s *regionStatus) ask(ctx context.Context, timeout time.Duration) {
+func (s *regionStatus) ask(ctx context.Context, timeout time.Duration, opts client.Options) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cl, err := client.New([]string{s.url}, client.Options{MaxAttempts: 1})
+	cl, err := client.New([]string{s.url}, opts)
 	if err != nil {
 		s.readyErr, s.err = err, err
 		return
