@@ -114,9 +114,10 @@ func (q *queue) Pop() any {
 	return p
 }
 
-// sim is a cluster of regions running the real protocol and real region
-// nodes (BuntDB files with durability everysec, in a directory of their
-// own) over a seeded network that delays, drops, duplicates and reorders
+// sim is a cluster of regions running the real protocol, the real
+// driver step that carries out its output (replication.Driver, as the
+// replicator runs it) and real region nodes (BuntDB files with durability
+// everysec, in a directory of their own) over a seeded network that delays, drops, duplicates and reorders
 // messages, partitions links and crashes regions; chaos also makes
 // regions lose the tail of their store (cut or torn), lose power, and
 // restore a snapshot taken earlier.
