@@ -195,6 +195,7 @@ func TestAlertRules(t *testing.T) {
 		{"LatticeUnrepairedKeys", "lattice_antientropy_unrepaired_keys", time.Minute},
 		{"LatticeRegionNotReady", "lattice_region_ready", 0},
 		{"LatticeStoreChecksumFailures", "lattice_store_checksum_failures_total", 0},
+		{"LatticeCertificateExpiresSoon", "lattice_tls_certificate_expiry_seconds", 0},
 	} {
 		a, ok := alerts[want.name]
 		if !ok {
