@@ -109,7 +109,7 @@ func TestServeRefusesBadConfig(t *testing.T) {
 		want               []string
 	}{
 		{"unknown key", "cluster: c\nregions:\n  - name: a\n    api: 127.0.0.1:7101\n    peer: 127.0.0.1:7201\nreplicas: 3\n", "a",
-			[]string{"field replicas not found"}},
+			[]string{`config: unknown key "replicas" at line 6`}},
 		{"bad addresses", "cluster: c\nregions:\n  - name: a\n    api: 127.0.0.1:99999\n    peer: :7201\n", "a",
 			[]string{"regions[0].api", "regions[0].peer"}},
 		{"bad durability", "cluster: c\ndurability: sometimes\nregions:\n  - name: a\n    api: 127.0.0.1:7101\n    peer: 127.0.0.1:7201\n", "a",
