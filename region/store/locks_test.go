@@ -176,7 +176,15 @@ func TestWriteLockExcludesReads(t *testing.T) {
 	read := make(chan string)
 	go func() {
 		var v []byte
-		_ = st.View([]string{"c/a"}, func(r Reader) error { v, _, err = r.Get("c/a"); return err })
+		verr := st.View([]string{"c/a"}, func(r Reader) error {
+			var err error
+			v, _, err = r.Get("c/a")
+			return err
+		})
+		if verr != nil {
+			read <- verr.Error()
+			return
+		}
 		read <- string(v)
 	}()
 	if err := lk.Update(func(tx *Tx) error { tx.Set("c/a", []byte("written")); return nil }); err != nil {
