@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/latticedb/lattice/region"
 )
 
 // Object is a JSON object of the OpenAPI document: a schema, a parameter,
@@ -14,8 +16,11 @@ type Object = map[string]any
 
 // Document is an OpenAPI 3.1 document, typed down to its operations.
 type Document struct {
-	OpenAPI    string              `json:"openapi"`
-	Info       Object              `json:"info"`
+	OpenAPI string `json:"openapi"`
+	Info    Object `json:"info"`
+	// Servers holds one relative entry: the document is served by the
+	// region it describes, and every region serves the same API.
+	Servers    []Object            `json:"servers"`
 	Paths      map[string]PathItem `json:"paths"`
 	Components Components          `json:"components"`
 	// Security is what every operation needs unless it says otherwise:
@@ -23,7 +28,9 @@ type Document struct {
 	Security []Object `json:"security"`
 }
 
-// PathItem maps a lower-case HTTP method to its operation.
+// PathItem maps a lower-case HTTP method to its operation. Every
+// operation of a path declares the path's 405 answer, since OpenAPI has no
+// responses of a path itself (see methodNotAllowed).
 type PathItem map[string]*Operation
 
 // Operation is one method of one path.
@@ -57,8 +64,22 @@ func jsonContent(schema Object) Object {
 	return Object{"application/json": Object{"schema": schema}}
 }
 
-func requestBody(schema string, required bool) Object {
-	return Object{"required": required, "content": jsonContent(schemaRef(schema)), "description": bodyLimits}
+func requestBody(schema string, required bool, example Object) Object {
+	return withExample(Object{"required": required, "content": jsonContent(schemaRef(schema)), "description": bodyLimits}, example)
+}
+
+// withExample returns o, a request body or a response, with example as
+// the example of its one media type.
+func withExample(o Object, example Object) Object {
+	o = maps.Clone(o)
+	content := maps.Clone(o["content"].(Object))
+	for mt, m := range content {
+		m := maps.Clone(m.(Object))
+		m["example"] = example
+		content[mt] = m
+	}
+	o["content"] = content
+	return o
 }
 
 // bodyLimits describes the limits every request body is held to.
@@ -132,19 +153,19 @@ func OpenAPI() *Document {
 				http.StatusOK, success("The cart, now empty.", "Cart")),
 		},
 		"/v1/carts/{cart_id}/items": {
-			"post": op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true),
-				http.StatusOK, success("The cart after the add.", "Cart"), "Unprocessable"),
+			"post": op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true, exampleAddItem),
+				http.StatusOK, withExample(success("The cart after the add.", "Cart"), exampleCart), "Unprocessable"),
 		},
 		"/v1/carts/{cart_id}/items/{sku}": {
-			"put": op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true),
+			"put": op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true, Object{"qty": 3}),
 				http.StatusOK, success("The cart after the set.", "Cart"), "Unprocessable"),
 			"delete": op("removeItem", "Remove a sku from a cart", "carts", with(cartID, sku), nil,
 				http.StatusOK, success("The cart after the removal.", "Cart")),
 		},
 		"/v1/carts/{cart_id}/checkout": {
 			"post": op("checkout", "Reserve and commit every line of a cart, then remove them from it", "carts",
-				with(cartID, idemKey), requestBody("CheckoutRequest", false),
-				http.StatusCreated, success("The order.", "Order"), "Conflict", "Unprocessable"),
+				with(cartID, idemKey), requestBody("CheckoutRequest", false, Object{"ttl_ms": 600000}),
+				http.StatusCreated, withExample(success("The order.", "Order"), exampleOrder), "Conflict", "Unprocessable"),
 			"get": op("checkoutStatus", "What the cart's coordinator knows of the checkout made with this Idempotency-Key: phase, outcome and every step", "carts",
 				with(cartID, idemKey), nil,
 				http.StatusOK, success("The checkout's status.", "CheckoutStatus")),
@@ -155,16 +176,16 @@ func OpenAPI() *Document {
 				http.StatusOK, success("The item.", "Item")),
 		},
 		"/v1/inventory/{sku}/restock": {
-			"post": op("restock", "Add stock (accepted by any region)", "inventory", with(sku), requestBody("RestockRequest", true),
+			"post": op("restock", "Add stock (accepted by any region)", "inventory", with(sku), requestBody("RestockRequest", true, Object{"qty": 100}),
 				http.StatusOK, success("The item after the restock.", "Item")),
 		},
 		"/v1/inventory/{sku}/adjust": {
-			"post": op("adjust", "Adjust stock; a negative delta is decided at the sku's home", "inventory", with(sku), requestBody("AdjustRequest", true),
+			"post": op("adjust", "Adjust stock; a negative delta is decided at the sku's home", "inventory", with(sku), requestBody("AdjustRequest", true, Object{"delta": -2, "reason": "damaged in the warehouse"}),
 				http.StatusOK, success("The item after the adjustment.", "Item"), "Conflict"),
 		},
 		"/v1/reservations": {
-			"post": op("reserve", "Hold qty units of a sku, decided at its home", "reservations", with(idemKey), requestBody("ReserveRequest", true),
-				http.StatusCreated, withLocation(success("The held reservation.", "Reservation")), "Conflict", "Unprocessable"),
+			"post": op("reserve", "Hold qty units of a sku, decided at its home", "reservations", with(idemKey), requestBody("ReserveRequest", true, Object{"sku": "book-42", "qty": 1, "ttl_ms": 60000}),
+				http.StatusCreated, withLocation(withExample(success("The held reservation.", "Reservation"), exampleReservation("held"))), "Conflict", "Unprocessable"),
 		},
 		"/v1/reservations/{id}": {
 			"get": op("getReservation", "Read a reservation from its home", "reservations", with(resID), nil,
@@ -172,7 +193,7 @@ func OpenAPI() *Document {
 		},
 		"/v1/reservations/{id}/commit": {
 			"post": op("commitReservation", "Commit a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
-				http.StatusOK, success("The committed reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable"),
+				http.StatusOK, withExample(success("The committed reservation.", "Reservation"), exampleReservation("committed")), "NotFound", "Conflict", "Unprocessable"),
 		},
 		"/v1/reservations/{id}/release": {
 			"post": op("releaseReservation", "Release a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
@@ -199,9 +220,12 @@ func OpenAPI() *Document {
 
 	// Every operation may be refused for its token (401), every write
 	// for a read-only token (403); the probes stay open unless the region
-	// protects them; every operation takes an X-Request-Id.
+	// protects them; every operation takes an X-Request-Id; every path
+	// answers the methods it lacks with 405.
 	for path, item := range paths {
+		notAllowed := methodNotAllowed(item)
 		for method, o := range item {
+			o.Responses["405"] = notAllowed
 			o.Responses["401"] = ref("responses", "Unauthorized")
 			if method != "get" {
 				o.Responses["403"] = ref("responses", "Forbidden")
@@ -228,6 +252,8 @@ func OpenAPI() *Document {
 				HeaderToken + "; a request that sends one is served once this region has applied what it covers. " +
 				"Errors are RFC 9457 problem details with a code member and the request's " + HeaderRequestID + " as request_id.",
 		},
+		Servers: []Object{{"url": "/",
+			"description": "The region that serves this document. Every region of the cluster serves the same API at its own api address, and any of them answers any request."}},
 		Paths:    paths,
 		Security: []Object{{"bearer": []string{}}},
 		Components: Components{
@@ -281,7 +307,48 @@ func OpenAPI() *Document {
 						"step": Object{"type": "string", "enum": []string{"reserve", "commit", "release", "return"}}, "sku": Object{"type": "string"},
 						"reservation": Object{"type": "string"}, "result": Object{"type": "string", "description": "ok, or the error code the home answered."}}}},
 				}},
-				"Cluster": {"type": "object", "description": "This region and each peer: connected, replication lag, pending deltas, version vector."},
+				"Cluster": {"type": "object", "description": "This region and each peer: connected, replication lag, pending deltas, version vector.",
+					"required": []string{"region", "replica", "catching_up", "divergent_keys", "version_vector", "store", "peers"},
+					"properties": Object{
+						"region":  Object{"type": "string", "description": "The region that answered."},
+						"replica": Object{"type": "string", "description": "The replica id of the region's current incarnation: its name, or NAME+K after a new incarnation K."},
+						"catching_up": Object{"type": "boolean",
+							"description": "The region began an incarnation that may have lost writes and has not yet completed anti-entropy with every peer; it decides nothing as a home meanwhile."},
+						"divergent_keys": Object{"type": "array", "items": Object{"type": "string"}, "maxItems": 64,
+							"description": "Store keys found holding an entry under a dot a peer holds with other content. Should always be empty."},
+						"version_vector": versionVector("Replica id → highest region-level write seq applied without gaps."),
+						"store":          schemaRef("StoreStatus"),
+						"peers":          Object{"type": "array", "items": schemaRef("PeerStatus"), "description": "One per peer; empty in a single-region cluster."},
+					}},
+				"StoreStatus": {"type": "object", "required": []string{"file_bytes", "live_bytes", "durability", "corrupt_keys"}, "properties": Object{
+					"file_bytes":   Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Size of the store file."},
+					"live_bytes":   Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Size of the store's live data."},
+					"durability":   Object{"type": "string", "enum": []string{"always", "everysec"}},
+					"corrupt_keys": Object{"type": "array", "items": Object{"type": "string"}, "description": "Store keys whose values failed their checksum and have not been rewritten since."},
+				}},
+				"PeerStatus": {"type": "object", "description": "This region's replication to one peer.",
+					"required": []string{"region", "connected", "pending_deltas", "pending_bytes", "inflight_messages", "lag_ms",
+						"peer_version_vector", "anti_entropy", "anti_entropy_rounds", "unrepaired_keys",
+						"anti_entropy_keys_pushed", "anti_entropy_keys_pulled", "bytes_sent", "delta_messages_sent"},
+					"properties": Object{
+						"region":              Object{"type": "string", "description": "The peer."},
+						"connected":           Object{"type": "boolean", "description": "The connection to the peer is up."},
+						"pending_deltas":      Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Buffered deltas the peer has not acknowledged."},
+						"pending_bytes":       Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Their size in bytes."},
+						"inflight_messages":   Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Delta messages sent and not yet acknowledged."},
+						"lag_ms":              Object{"type": "integer", "format": "int64", "minimum": 0, "description": "Age of the oldest delta the peer has not acknowledged; 0 when none."},
+						"last_ack":            Object{"type": "string", "format": "date-time", "description": "When the peer last acknowledged; absent if never."},
+						"peer_version_vector": versionVector("The version vector the peer last reported."),
+						"anti_entropy":        Object{"type": "string", "enum": []string{"idle", "needed", "running"}, "description": "needed: a round is due."},
+						"anti_entropy_rounds": counterSchema("Anti-entropy rounds this region started with the peer."),
+						"unrepaired_keys": Object{"type": "array", "items": Object{"type": "string"}, "maxItems": 64,
+							"description": "Keys anti-entropy shipped several rounds in a row without either state changing. Should always be empty."},
+						"anti_entropy_keys_pushed": counterSchema("Keys anti-entropy shipped to the peer."),
+						"anti_entropy_keys_pulled": counterSchema("Keys anti-entropy shipped from the peer."),
+						"last_anti_entropy":        Object{"type": "string", "format": "date-time", "description": "When the last anti-entropy round with the peer ended; absent if never."},
+						"bytes_sent":               counterSchema("Protocol bytes sent to the peer."),
+						"delta_messages_sent":      counterSchema("Delta messages sent to the peer."),
+					}},
 				"Health": {"type": "object", "required": []string{"status", "region"}, "properties": Object{
 					"status": Object{"type": "string", "enum": []string{"ok", "ready"}},
 					"region": Object{"type": "string"},
@@ -353,10 +420,12 @@ func OpenAPI() *Document {
 					"schema": Object{"type": "string"}},
 			},
 			Responses: map[string]Object{
-				"BadRequest": problemResponse("invalid_request naming the field (body for a body that is not one JSON object or is over a limit its description states), or invalid_token."),
-				"NotFound":   problemResponse("not_found."),
-				"Conflict": problemResponse("insufficient_stock (with available, or lines on checkout), cart_empty, " +
+				"BadRequest": withExample(problemResponse("invalid_request naming the field (body for a body that is not one JSON object or is over a limit its description states), or invalid_token."),
+					exampleProblem(region.CodeInvalidRequest, "qty must be an integer from 1 to "+strconv.Itoa(MaxQty), Object{"field": "qty"})),
+				"NotFound": problemResponse("not_found."),
+				"Conflict": withExample(problemResponse("insufficient_stock (with available, or lines on checkout), cart_empty, "+
 					"reservation_expired, reservation_released, reservation_committed or request_in_progress."),
+					exampleProblem(region.CodeInsufficientStock, "only 0 of book-42 available", Object{"available": 0})),
 				"TooLarge":      problemResponse("body_too_large: the body is over " + strconv.Itoa(MaxBodyBytes>>10) + " KiB."),
 				"Unprocessable": problemResponse("cart_full or idempotency_mismatch."),
 				"Internal":      problemResponse("internal."),
@@ -406,4 +475,54 @@ func withChallenge(o Object) Object {
 func withRetryAfter(o Object) Object {
 	o["headers"] = Object{"Retry-After": ref("headers", "RetryAfter")}
 	return o
+}
+
+// methodNotAllowed is the 405 answer of a path whose operations are item:
+// the methods the path lacks, with Allow listing those it has as the
+// server sends them (OPTIONS, which answers 204 with the same Allow, then
+// the path's methods in alphabetical order).
+func methodNotAllowed(item PathItem) Object {
+	methods := make([]string, 0, len(item))
+	for m := range item {
+		methods = append(methods, strings.ToUpper(m))
+	}
+	slices.Sort(methods)
+	allow := strings.Join(append([]string{http.MethodOptions}, methods...), ", ")
+	o := problemResponse("method_not_allowed: answered, instead of any operation, to a method this path lacks (HEAD included). " +
+		"OPTIONS answers 204 with the same Allow.")
+	o["headers"] = Object{"Allow": Object{"description": "The methods of this path.", "schema": Object{"type": "string", "const": allow}}}
+	return withExample(o, exampleProblem(CodeMethodNotAllowed, "this path does not support the request method", nil))
+}
+
+func versionVector(desc string) Object {
+	return Object{"type": "object", "additionalProperties": counterSchema("A replica's highest write seq."), "description": desc}
+}
+
+// counterSchema is an unsigned 64-bit count.
+func counterSchema(desc string) Object {
+	return Object{"type": "integer", "minimum": 0, "description": desc + " Unsigned 64-bit."}
+}
+
+// Examples of the main request and answer bodies.
+var (
+	exampleAddItem = Object{"sku": "book-42", "qty": 2}
+	exampleCart    = Object{"cart_id": "c-1001", "region": "us-east", "items": []Object{
+		{"sku": "book-42", "qty": 2}, {"sku": "pen-7", "qty": 1}}}
+	exampleOrder = Object{"order_id": "o-5f1c0e9a7b3d2c4e6f8a9b0c", "cart_id": "c-1001", "lines": []Object{
+		{"sku": "book-42", "qty": 2, "reservation_id": "us-east:2s", "home": "us-east"},
+		{"sku": "pen-7", "qty": 1, "reservation_id": "eu-west:k3", "home": "eu-west"}}}
+)
+
+func exampleReservation(state string) Object {
+	return Object{"reservation_id": "us-east:2r", "sku": "book-42", "qty": 1, "home": "us-east", "state": state,
+		"expires_at": "2026-03-02T10:15:00Z"}
+}
+
+// exampleProblem is the problem body of code with detail and members.
+func exampleProblem(code, detail string, members Object) Object {
+	info := codes[code]
+	p := Object{"type": ProblemTypePrefix + code, "title": info.title, "status": info.status, "detail": detail, "code": code,
+		"request_id": "8d3c1f0e2b7a4c5d9e6f1a2b3c4d5e6f"}
+	maps.Copy(p, members)
+	return p
 }
