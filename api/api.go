@@ -26,6 +26,13 @@ const (
 	// HeaderWait bounds, in milliseconds, how long a request carrying a
 	// causal token waits for the region to catch up.
 	HeaderWait = "Lattice-Wait"
+	// HeaderReplicas is a write's write concern: the number of regions
+	// (1..R, majority or all; this one included) that must hold it
+	// durably before it is answered.
+	HeaderReplicas = "Lattice-Replicas"
+	// QueryQuorum is a cart or stock read's read concern: the number of
+	// regions (1..R, majority or all) whose states the answer joins.
+	QueryQuorum = "quorum"
 	// HeaderIdempotencyKey names a retryable POST.
 	HeaderIdempotencyKey = "Idempotency-Key"
 )
@@ -307,8 +314,63 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 			return nil, nil, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(req.Context(), h.timeout)
+	if err := h.concerns(c); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), h.timeout)
+	dl, _ := ctx.Deadline()
+	c.Set(ctxDeadline, dl)
 	return ctx, cancel, nil
+}
+
+// ctxDeadline is the echo context key of the operation's deadline, which
+// a write concern's wait shares.
+const ctxDeadline = "lattice.deadline"
+
+// concerns parses the request's write concern (Lattice-Replicas, on
+// writes) and read concern (?quorum=, on the reads whose handlers let it
+// through checkQuery) into its context.
+func (h *handler) concerns(c echo.Context) error {
+	req := c.Request()
+	ctx := req.Context()
+	if vals, ok := req.Header[HeaderReplicas]; ok {
+		if req.Method == http.MethodGet || req.Method == http.MethodHead {
+			return region.InvalidField(HeaderReplicas, "%s applies to writes; a read asks for regions with ?%s=", HeaderReplicas, QueryQuorum)
+		}
+		if len(vals) != 1 {
+			return region.InvalidField(HeaderReplicas, "%s given %d times", HeaderReplicas, len(vals))
+		}
+		n, err := h.svc.ConcernCount(HeaderReplicas, vals[0])
+		if err != nil {
+			return err
+		}
+		ctx = region.WithReplicas(ctx, n)
+	}
+	if req.URL.RawQuery != "" && c.QueryParams().Has(QueryQuorum) {
+		n, err := h.svc.ConcernCount(QueryQuorum, c.QueryParam(QueryQuorum))
+		if err != nil {
+			return err
+		}
+		ctx = region.WithQuorum(ctx, n)
+	}
+	if ctx != req.Context() {
+		c.SetRequest(req.WithContext(ctx))
+	}
+	return nil
+}
+
+// await waits for the operation's write concern (Service.AwaitReplicas)
+// within the operation's deadline. A write that is not acknowledged in
+// time stays applied: the answer is replication_timeout, with the token
+// of what was written.
+func (h *handler) await(c echo.Context) error {
+	ctx := c.Request().Context()
+	if dl, ok := c.Get(ctxDeadline).(time.Time); ok && !dl.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl)
+		defer cancel()
+	}
+	return h.svc.AwaitReplicas(ctx)
 }
 
 // ok writes a successful JSON response carrying the causal token of the
@@ -316,6 +378,9 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 func (h *handler) ok(c echo.Context, status int, v any) error {
 	if tok := h.svc.TokenFor(c.Request().Context()); tok != "" {
 		c.Response().Header().Set(HeaderToken, tok)
+	}
+	if err := h.await(c); err != nil {
+		return err
 	}
 	return writeJSON(c, status, v)
 }

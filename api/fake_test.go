@@ -195,6 +195,22 @@ func (f *fakeService) Cluster() region.ClusterStatus {
 
 func (f *fakeService) Warnings() []string { return nil }
 
+// ConcernCount counts concerns for a cluster of three regions.
+func (f *fakeService) ConcernCount(field, v string) (int, error) {
+	switch v {
+	case "1", "2", "3":
+		return int(v[0] - '0'), nil
+	case "majority":
+		return 2, nil
+	case "all":
+		return 3, nil
+	}
+	return 0, region.InvalidField(field, "%s must be a number of regions from 1 to 3, majority or all", field)
+}
+
+// AwaitReplicas is met at once: the fake has no other regions.
+func (f *fakeService) AwaitReplicas(context.Context) error { return nil }
+
 func (f *fakeService) Ready() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()

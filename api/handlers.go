@@ -73,8 +73,14 @@ func cartRequest(c echo.Context) (string, error) {
 }
 
 func (h *handler) getCart(c echo.Context) error {
-	cartID, err := cartRequest(c)
+	cartID, err := pathID(c, "cart_id")
 	if err != nil {
+		return err
+	}
+	if err := checkQuery(c, QueryQuorum); err != nil {
+		return err
+	}
+	if err := noIdempotencyKey(c.Request().Header); err != nil {
 		return err
 	}
 	ctx, cancel, err := h.begin(c)
@@ -270,7 +276,7 @@ func skuRequest(c echo.Context, query ...string) (string, error) {
 }
 
 func (h *handler) getItem(c echo.Context) error {
-	sku, err := skuRequest(c, "consistent")
+	sku, err := skuRequest(c, "consistent", QueryQuorum)
 	if err != nil {
 		return err
 	}

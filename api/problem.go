@@ -77,6 +77,8 @@ var codes = map[string]codeInfo{
 	region.CodeIdempotencyMismatch: {http.StatusUnprocessableEntity, "Idempotency key reused with another request"},
 	region.CodeHomeUnavailable:     {http.StatusServiceUnavailable, "Home region unavailable"},
 	region.CodeCausalTimeout:       {http.StatusServiceUnavailable, "Causal wait timed out"},
+	region.CodeReplicationTimeout:  {http.StatusServiceUnavailable, "Write not yet at enough regions"},
+	region.CodeQuorumUnavailable:   {http.StatusServiceUnavailable, "Too few regions answered"},
 	region.CodeUnavailable:         {http.StatusServiceUnavailable, "Service unavailable"},
 	region.CodeInternal:            {http.StatusInternalServerError, "Internal error"},
 }

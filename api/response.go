@@ -23,6 +23,9 @@ func (h *handler) okCart(c echo.Context, cart region.Cart) error {
 	if tok := h.svc.TokenFor(c.Request().Context()); tok != "" {
 		c.Response().Header().Set(HeaderToken, tok)
 	}
+	if err := h.await(c); err != nil {
+		return err
+	}
 	return c.JSONBlob(http.StatusOK, b)
 }
 

@@ -53,6 +53,16 @@ type Service interface {
 	// causal_timeout when ctx ends first.
 	WaitToken(ctx context.Context, token string) error
 
+	// ConcernCount turns a write or read concern as the client wrote it
+	// (a number, majority or all) into a number of regions, or an
+	// invalid_request error naming field.
+	ConcernCount(field, v string) (int, error)
+	// AwaitReplicas returns once the local writes of the operation whose
+	// context is ctx are durable at as many regions as ctx asks
+	// (region.WithReplicas), or a *region.Error with code
+	// replication_timeout when ctx ends first (the writes stay applied).
+	AwaitReplicas(ctx context.Context) error
+
 	// Cluster returns the body of GET /v1/cluster.
 	Cluster() region.ClusterStatus
 	// Ready reports whether storage is open and serving.

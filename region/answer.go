@@ -39,6 +39,8 @@ import (
 type Answer struct {
 	mu    sync.Mutex
 	extra crdt.Context
+	// writes are the dots of the request's local writes (write concern).
+	writes []crdt.Dot
 }
 
 type answerKey struct{}

@@ -30,6 +30,9 @@ func (n *Node) GetCart(ctx context.Context, id string) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
 		return Cart{}, err
 	}
+	if err := n.quorumRead(ctx, prefixCart+id, concernOf(ctx).quorum); err != nil {
+		return Cart{}, err
+	}
 	var view Cart
 	err := n.view(ctx, prefixCart+id, func(r store.Reader) error {
 		c, err := loadCart(r, id)

@@ -78,11 +78,36 @@ func mismatch() *Error {
 // answer carries the causal token of what it shows (TokenFor, taken after
 // the read or decision), which the forwarding region joins into its own
 // answer's token.
+//
+// A request with a write concern (Replicas) is answered once that many
+// regions hold the decision's writes, or, if they do not in time (a
+// little before the caller's deadline), with replication_timeout: the
+// decision stands and still replicates. Region-to-region reads and
+// repairs (OpRead, OpRepair) are answered here too.
 func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeResponse {
+	if req.Op == OpRead || req.Op == OpRepair {
+		if err := checkStateRequest(req); err != nil {
+			return &HomeResponse{Err: err}
+		}
+		return n.serveState(ctx, req)
+	}
 	ctx = WithAnswer(ctx)
+	if req.Replicas > 1 {
+		if req.Replicas > n.Regions() {
+			return &HomeResponse{Err: InvalidField("Lattice-Replicas", "%d regions asked for, the cluster has %d", req.Replicas, n.Regions())}
+		}
+		ctx = WithReplicas(ctx, req.Replicas)
+	}
 	resp := *n.ServeHome(ctx, req)
 	if resp.Err == nil {
 		resp.Token = n.TokenFor(ctx)
+		if req.Replicas > 1 {
+			wctx, cancel := forwardDeadline(ctx, req)
+			if err := n.AwaitReplicas(wctx); err != nil {
+				resp.Err = err.(*Error)
+			}
+			cancel()
+		}
 	}
 	return &resp
 }

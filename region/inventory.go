@@ -60,6 +60,14 @@ type HomeRequest struct {
 	// (a paused home resumed, a message held up), so that no decision is
 	// made for a caller that already took the request for failed.
 	DeadlineMs int64 `cbor:"12,keyasint,omitempty"`
+	// Replicas is the caller's write concern: the home answers a
+	// decision once that many regions hold it (see concern.go).
+	Replicas int `cbor:"13,keyasint,omitempty"`
+	// Keys, State and Token are a quorum read's key (OpRead) and a read
+	// repair's joined state and the context it reflects (OpRepair).
+	Keys  []string    `cbor:"14,keyasint,omitempty"`
+	State *crdt.Group `cbor:"15,keyasint,omitempty"`
+	Token string      `cbor:"16,keyasint,omitempty"`
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
@@ -78,6 +86,9 @@ type HomeResponse struct {
 	// with its own token joined with it, since the answer shows the
 	// home's state.
 	Token string `cbor:"7,keyasint,omitempty"`
+	// State answers OpRead: the region's state of the key (empty when it
+	// has none).
+	State *crdt.Group `cbor:"8,keyasint,omitempty"`
 }
 
 // ResRecord is a reservation as the home stores it.
@@ -235,6 +246,9 @@ func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Ite
 // Node.view), or as its home has it when consistent is set.
 func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, error) {
 	if err := validateID("sku", sku); err != nil {
+		return Item{}, err
+	}
+	if err := n.quorumRead(ctx, prefixItem+sku, concernOf(ctx).quorum); err != nil {
 		return Item{}, err
 	}
 	home := n.HomeOf(sku)
@@ -415,6 +429,7 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 	if home == string(n.name) {
 		return n.ServeHome(ctx, req)
 	}
+	req.Replicas = concernOf(ctx).replicas
 	unavailable := &HomeResponse{Err: &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
 		Detail: fmt.Sprintf("home region %s of this request cannot be reached", home)}}
 	if n.opts.Forwarder == nil {

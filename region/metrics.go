@@ -19,7 +19,28 @@ type Metrics struct {
 	// DivergentKeys counts keys found holding a dot with other content
 	// than a peer's (a divergence no join repairs).
 	DivergentKeys prometheus.Counter
+	// Merges counts remote states joined into this region's keys, by
+	// source (delta, repair); Concurrent counts those that combined
+	// edits of one cart line made at two regions (crdt.Cart.Concurrent);
+	// MergeFailures counts joins that failed (none can: a join is
+	// defined for every pair of states; it is counted to be seen at 0).
+	Merges        *prometheus.CounterVec
+	Concurrent    prometheus.Counter
+	MergeFailures prometheus.Counter
+	// ReadRepairs counts keys repaired by quorum reads, sent to other
+	// regions or received from them; ReadRepairBytes the bytes sent.
+	ReadRepairs     *prometheus.CounterVec
+	ReadRepairBytes prometheus.Counter
+	// ConcernWait is how long write concerns (kind write) and quorum
+	// reads (kind read) took when met; ConcernTimeouts counts those not
+	// met in time.
+	ConcernWait     *prometheus.HistogramVec
+	ConcernTimeouts *prometheus.CounterVec
 }
+
+// ConcernBuckets are the bounds of lattice_concern_wait_seconds: 1 ms to
+// 2.5 s (cross-region round trips).
+var ConcernBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5}
 
 // FsyncBuckets are the bounds of lattice_store_fsync_seconds: 0.1 ms to
 // 1 s, written out so that the exposition shows them exactly.
@@ -67,6 +88,45 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_replication_divergent_dots_total",
 			Help: "Remote deltas that carried a dot this region holds with other content (a divergence joins cannot repair).",
 		}),
+		Merges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lattice_replication_merges_total",
+			Help: "Remote states joined into this region's keys (every one resolved automatically by the join), by source.",
+		}, []string{"source"}),
+		Concurrent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_replication_concurrent_merges_total",
+			Help: "Remote cart deltas that combined edits of one line made at two regions (the join keeps both).",
+		}),
+		MergeFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_replication_merge_failures_total",
+			Help: "Joins of remote states that failed (a join cannot fail; always 0).",
+		}),
+		ReadRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lattice_read_repairs_total",
+			Help: "Keys repaired by quorum reads: sent to regions found behind, or received from another region's quorum read.",
+		}, []string{"direction"}),
+		ReadRepairBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_read_repair_bytes_total",
+			Help: "Bytes of states sent by read repair.",
+		}),
+		ConcernWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "lattice_concern_wait_seconds",
+			Help:    "Time a write concern (Lattice-Replicas) or quorum read (?quorum=) took to be met, by kind.",
+			Buckets: ConcernBuckets,
+		}, []string{"kind"}),
+		ConcernTimeouts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lattice_concern_timeouts_total",
+			Help: "Write concerns (replication_timeout) and quorum reads (quorum_unavailable) not met in time, by kind.",
+		}, []string{"kind"}),
+	}
+	for _, src := range []string{"delta", "repair"} {
+		m.Merges.WithLabelValues(src)
+	}
+	for _, d := range []string{"sent", "received"} {
+		m.ReadRepairs.WithLabelValues(d)
+	}
+	for _, k := range []string{"write", "read"} {
+		m.ConcernWait.WithLabelValues(k)
+		m.ConcernTimeouts.WithLabelValues(k)
 	}
 	// Every ledger operation's successes exist from the start, so that
 	// rate() sees their first increment.
@@ -75,7 +135,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,
-			m.Incarnations, m.DivergentKeys)
+			m.Incarnations, m.DivergentKeys, m.Merges, m.Concurrent, m.MergeFailures, m.ReadRepairs, m.ReadRepairBytes,
+			m.ConcernWait, m.ConcernTimeouts)
 	}
 	return m
 }

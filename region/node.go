@@ -58,6 +58,9 @@ type Options struct {
 	Metrics   *Metrics
 	Publisher Publisher
 	Forwarder Forwarder
+	// Replicas waits for a write to reach other regions (write concern);
+	// nil: no request may ask for more than this region.
+	Replicas ReplicaWaiter
 	// Peers returns the replication state of each peer for /v1/cluster.
 	Peers func() []PeerStatus
 	// IsRegion reports whether name is a region of the cluster. A
@@ -311,8 +314,11 @@ func (n *Node) write(ctx context.Context, keys []string, fn func(tx *store.Tx, g
 		return n.storeErr(err)
 	}
 	n.noteShown(ctx, keys...)
-	if d.Group != nil && n.opts.Publisher != nil {
-		n.opts.Publisher.Publish(d)
+	if d.Group != nil {
+		answerOf(ctx).addWrite(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		if n.opts.Publisher != nil {
+			n.opts.Publisher.Publish(d)
+		}
 	}
 	return nil
 }
@@ -451,6 +457,9 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			if err != nil && !errors.Is(err, store.ErrCorrupt) {
 				return err
 			}
+			if cur.Concurrent(c) {
+				n.m.Concurrent.Inc()
+			}
 			if bad := cur.Conflicts(c); len(bad) > 0 {
 				n.noteDivergent(prefixCart+id, bad)
 			} else if n.ndivergent.Load() > 0 {
@@ -486,6 +495,11 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 	if err != nil {
 		return err
 	}
+	src := "delta"
+	if dots.Empty() {
+		src = "repair"
+	}
+	n.m.Merges.WithLabelValues(src).Add(float64(len(keys)))
 	// Before the deferred unlock.
 	n.amu.Lock()
 	n.applied.Join(dots)

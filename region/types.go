@@ -80,6 +80,11 @@ const (
 	CodeInvalidToken        = "invalid_token"
 	CodeUnavailable         = "unavailable"
 	CodeInternal            = "internal"
+	// CodeReplicationTimeout: a write concern (Lattice-Replicas) was not
+	// met in time; the write stays applied and still replicates.
+	CodeReplicationTimeout = "replication_timeout"
+	// CodeQuorumUnavailable: too few regions answered a quorum read.
+	CodeQuorumUnavailable = "quorum_unavailable"
 )
 
 // SkuAvailable names a sku that could not be reserved and what was

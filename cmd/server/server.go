@@ -250,6 +250,10 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 			return nil, fmt.Errorf("server: region %s: replication: %w", name, err)
 		}
 		nopts.Publisher, nopts.Forwarder, nopts.Peers = s.repl, s.repl, s.repl.Peers
+		// Write concern is an optional feature of a replication.
+		if w, ok := s.repl.(region.ReplicaWaiter); ok {
+			nopts.Replicas = w
+		}
 		for _, p := range cfg.Peers(name) {
 			nopts.PeerRegions = append(nopts.PeerRegions, p.Name)
 		}

@@ -45,3 +45,17 @@ func (p *Protocol) Urge(d crdt.Dot, now time.Time) bool {
 	}
 	return false
 }
+
+// Reachable returns how many regions could still come to hold dot d
+// soon: this one, the peers that hold it, and the connected peers that do
+// not yet. A write concern larger than that cannot be met while the
+// region is cut off, and is answered at once.
+func (p *Protocol) Reachable(d crdt.Dot) int {
+	n := 1
+	for _, pr := range p.peers {
+		if pr.up || pr.applied.Contains(d) {
+			n++
+		}
+	}
+	return n
+}

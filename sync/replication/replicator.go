@@ -70,6 +70,8 @@ type Replicator struct {
 	in     []inbound
 	wake   chan struct{}
 	status []protocol.PeerStatus
+	// waiters wait for local writes to reach other regions (concern.go).
+	waiters []*waiter
 
 	tmu sync.RWMutex
 	t   transport.Transport
@@ -234,6 +236,7 @@ func (r *Replicator) loop() {
 		if err := r.proto.Err(); err != nil {
 			r.log.Error("replication could not read the store", "err", err)
 		}
+		r.serveWaiters(now)
 		r.process()
 		if ticked {
 			r.publishStatus()
@@ -360,7 +363,7 @@ func (r *Replicator) Forward(ctx context.Context, home string, req *region.HomeR
 	if err := crdt.Unmarshal(resp, &out, MaxCallBytes); err != nil {
 		return nil, unavailable("malformed answer")
 	}
-	if out.Res == nil && out.Item == nil && out.Err == nil && out.Order == nil && out.Saga == nil {
+	if out.Res == nil && out.Item == nil && out.Err == nil && out.Order == nil && out.Saga == nil && out.State == nil && out.Token == "" {
 		return nil, unavailable("empty answer")
 	}
 	return &out, nil

@@ -1,0 +1,88 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
+)
+
+// waiter is a client waiting for a local write to reach n regions.
+type waiter struct {
+	dot   crdt.Dot
+	n     int
+	urged bool
+	done  chan struct{}
+	err   error // set before done is closed when it cannot be met
+}
+
+// ErrTooFewRegions is WaitReplicas's error when fewer regions than asked
+// for are connected (with the ones that already hold the write): the
+// region is cut off, and waiting would not help.
+var ErrTooFewRegions = errors.New("replication: too few regions connected to meet the write concern")
+
+// WaitReplicas implements region.ReplicaWaiter: it returns once n
+// regions, this one included, hold the local write with dot d durably —
+// the peers that acknowledged a delta message carrying it or reported an
+// applied context containing it (protocol.Holders) — or ctx's error, or
+// at once ErrTooFewRegions when the connected regions could not meet it
+// (protocol.Reachable). The
+// write's delta is urged (protocol.Urge), so that its receivers
+// acknowledge it at once rather than at their next tick.
+func (r *Replicator) WaitReplicas(ctx context.Context, d crdt.Dot, n int) error {
+	if n <= 1 {
+		return nil
+	}
+	w := &waiter{dot: d, n: n, done: make(chan struct{})}
+	r.mu.Lock()
+	r.waiters = append(r.waiters, w)
+	r.mu.Unlock()
+	r.signal()
+	select {
+	case <-w.done:
+		return w.err
+	case <-ctx.Done():
+		r.mu.Lock()
+		r.waiters = slices.DeleteFunc(r.waiters, func(x *waiter) bool { return x == w })
+		r.mu.Unlock()
+		select {
+		case <-w.done: // answered while giving up
+			return w.err
+		default:
+		}
+		return ctx.Err()
+	}
+}
+
+// serveWaiters, run by the loop before each Process, answers the waiters
+// whose writes enough regions hold and urges the deltas of new ones.
+func (r *Replicator) serveWaiters(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.waiters) == 0 {
+		return
+	}
+	r.waiters = slices.DeleteFunc(r.waiters, func(w *waiter) bool {
+		if 1+len(r.proto.Holders(w.dot)) >= w.n {
+			close(w.done)
+			return true
+		}
+		if r.proto.Reachable(w.dot) < w.n {
+			w.err = ErrTooFewRegions
+			close(w.done)
+			return true
+		}
+		if !w.urged {
+			// Not found: its delta is not in the buffer yet (published
+			// since this iteration took the local deltas), or left it
+			// (for anti-entropy to carry): tried again next time.
+			w.urged = r.proto.Urge(w.dot, now)
+		}
+		return false
+	})
+}
+
+var _ region.ReplicaWaiter = (*Replicator)(nil)
