@@ -147,7 +147,7 @@ func OpenAPI() *Document {
 
 	paths := map[string]PathItem{
 		"/v1/carts/{cart_id}": {
-			"get": op("getCart", "Read a cart", "carts", with(cartID), nil,
+			"get": op("getCart", "Read a cart", "carts", with(cartID, ref("parameters", "Quorum")), nil,
 				http.StatusOK, success("The cart, items sorted by sku.", "Cart")),
 			"delete": op("clearCart", "Clear a cart: remove every line this region has seen", "carts", with(cartID), nil,
 				http.StatusOK, success("The cart, now empty.", "Cart")),
@@ -172,7 +172,7 @@ func OpenAPI() *Document {
 		},
 		"/v1/inventory/{sku}": {
 			"get": op("getItem", "Read a sku's stock as this region knows it, or as its home knows it", "inventory",
-				with(sku, ref("parameters", "Consistent")), nil,
+				with(sku, ref("parameters", "Consistent"), ref("parameters", "Quorum")), nil,
 				http.StatusOK, success("The item.", "Item")),
 		},
 		"/v1/inventory/{sku}/restock": {
@@ -234,6 +234,9 @@ func OpenAPI() *Document {
 				o.Security = []Object{{}, {"bearer": []string{}}}
 			}
 			o.Parameters = append(o.Parameters, ref("parameters", "RequestID"))
+			if method != "get" && strings.HasPrefix(path, "/v1/") {
+				o.Parameters = append(o.Parameters, ref("parameters", "LatticeReplicas"))
+			}
 		}
 	}
 
@@ -398,6 +401,12 @@ func OpenAPI() *Document {
 				"Consistent": {"name": "consistent", "in": "query", "required": false,
 					"description": "true forwards the read to the sku's home region.",
 					"schema":      Object{"type": "string", "enum": []string{"true", "false"}, "default": "false"}},
+				"Quorum": {"name": QueryQuorum, "in": "query", "required": false,
+					"description": "Read concern: answer the join of this many regions' states (this one included), repairing the regions found behind; too few answers is 503 quorum_unavailable.",
+					"schema":      concernSchema()},
+				"LatticeReplicas": {"name": HeaderReplicas, "in": "header", "required": false,
+					"description": "Write concern: answer once this many regions (this one included) hold the write durably; not in time, 503 replication_timeout (the write stays applied and still replicates).",
+					"schema":      concernSchema()},
 				"LatticeToken": {"name": HeaderToken, "in": "header", "required": false,
 					"description": "A causal token from an earlier response: the request is served once this region has applied what it covers.",
 					"schema":      Object{"type": "string"}},
@@ -430,7 +439,7 @@ func OpenAPI() *Document {
 				"Unprocessable": problemResponse("cart_full or idempotency_mismatch."),
 				"Internal":      problemResponse("internal."),
 				"Unavailable": withRetryAfter(problemResponse(
-					"home_unavailable, causal_timeout or unavailable, with Retry-After.")),
+					"home_unavailable, causal_timeout, replication_timeout, quorum_unavailable or unavailable, with Retry-After.")),
 				"Unauthorized": withChallenge(problemResponse("unauthorized: the region requires a bearer token and the request has none, or one it does not accept.")),
 				"Forbidden":    withChallenge(problemResponse("forbidden: the bearer token may only read; writes need a read-write token.")),
 			},
@@ -440,6 +449,13 @@ func OpenAPI() *Document {
 			},
 		},
 	}
+}
+
+// concernSchema is a write or read concern: a number of regions, majority
+// or all.
+func concernSchema() Object {
+	return Object{"type": "string", "pattern": "^([1-9][0-9]?|majority|all)$", "default": "1",
+		"description": "1..R (the regions of the cluster), majority (R/2+1) or all"}
 }
 
 func ttlSchema() Object {
