@@ -149,6 +149,7 @@ const maxDivergent = 64
 // Store keys.
 const (
 	keyApplied   = "m/applied"
+	keyMarks     = "m/marks"
 	prefixCart   = crdt.CartPrefix
 	prefixItem   = crdt.ItemPrefix
 	prefixLedger = "l/"
@@ -188,9 +189,10 @@ func NewNode(opts Options) (*Node, error) {
 	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: opts.Clock,
 		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
-	err := n.store.View([]string{keyApplied, keyResSeq}, func(r store.Reader) error {
-		ctx, err := readApplied(r)
-		n.applied, n.txApplied = ctx, ctx.Clone()
+	var marksBy crdt.ReplicaID
+	err := n.store.View([]string{keyApplied, keyMarks, keyResSeq}, func(r store.Reader) error {
+		ctx, by, err := readApplied(r)
+		n.applied, n.txApplied, marksBy = ctx, ctx.Clone(), by
 		if err != nil {
 			return err
 		}
@@ -207,6 +209,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := n.openApplied(marksBy); err != nil {
 		return nil, err
 	}
 	if err := n.buildDigest(); err != nil {
@@ -268,12 +273,72 @@ func (n *Node) Ready() bool {
 	}
 }
 
-func readApplied(r store.Reader) (crdt.Context, error) {
+// readApplied reads the stored applied context (a checkpoint, see
+// openApplied) and the replica whose dots the store's marks count.
+func readApplied(r store.Reader) (crdt.Context, crdt.ReplicaID, error) {
+	var by crdt.ReplicaID
+	if b, ok, err := r.Get(keyMarks); err != nil {
+		return crdt.Context{}, "", err
+	} else if ok {
+		by = crdt.ReplicaID(b)
+	}
 	b, ok, err := r.Get(keyApplied)
 	if err != nil || !ok {
-		return crdt.Context{}, err
+		return crdt.Context{}, by, err
 	}
-	return crdt.DecodeContext(b)
+	ctx, err := crdt.DecodeContext(b)
+	return ctx, by, err
+}
+
+// openApplied completes the applied context read from the store.
+//
+// A local write does not store the applied context: its transaction marks
+// its values with its dot's counter (store.Tx.Mark), and the store marks
+// every later value at least as high. The stored context ("m/applied") is
+// a checkpoint, written when the region opens as a replica other than the
+// one the marks count ("m/marks", written with it), by every ApplyRemote
+// that brings dots and by a local write that sets no cart or item (whose
+// values alone could all be deleted later). So the applied context is the
+// checkpoint and every dot of the marks' replica up to the highest mark of
+// the values written since the checkpoint (that replica's dots are
+// consecutive: each is the next of its counter, committed in order, and a
+// file only ever loses its tail, after which the store opens as a new
+// incarnation, that is as another replica).
+func (n *Node) openApplied(by crdt.ReplicaID) error {
+	m, err := n.store.MaxMarkSince(keyApplied)
+	if err != nil {
+		return err
+	}
+	if by != "" && m > n.txApplied.VV[by] {
+		for _, ctx := range []*crdt.Context{&n.applied, &n.txApplied} {
+			if ctx.VV == nil {
+				ctx.VV = make(map[crdt.ReplicaID]uint64, 1)
+			}
+			ctx.VV[by] = m
+			ctx.Compact()
+		}
+	}
+	n.store.RaiseMark(n.txApplied.Max(n.self))
+	if by == n.self {
+		return nil
+	}
+	return n.store.Update(nil, func(tx *store.Tx) error {
+		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+		tx.Set(keyMarks, []byte(n.self))
+		return nil
+	})
+}
+
+// markDot records the local write dot in tx: as the mark of its values,
+// or, if it sets no cart or item, also in a checkpoint of the applied
+// context (see openApplied). The caller holds the store's commit lock.
+func (n *Node) markDot(tx *store.Tx, dot crdt.Dot) {
+	tx.Mark(dot.Counter)
+	objects := false
+	tx.Staged(func(key string, _ []byte) { objects = objects || replicated(key) })
+	if !objects {
+		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+	}
 }
 
 // write runs fn as one store transaction while holding the locks of
@@ -304,7 +369,7 @@ func (n *Node) write(ctx context.Context, keys []string, fn func(tx *store.Tx, g
 		}
 		dot := n.txApplied.Next(n.self)
 		n.txApplied.Insert(dot)
-		tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+		n.markDot(tx, dot)
 		n.commitDigestDot(tx, dot)
 		tx.OnDurable(func() { n.noteAppliedDot(dot) })
 		d = Delta{Origin: n.self, Seq: dot.Counter, Group: g, At: n.clock.Now()}

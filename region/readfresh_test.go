@@ -479,30 +479,42 @@ func TestRestartedRegionCoversWhatItShowed(t *testing.T) {
 func cutAfterClaimed(t *testing.T, path string, self crdt.ReplicaID, claimed *crdt.Context) int64 {
 	t.Helper()
 	var keep int64
+	// The values a transaction sets carry the highest dot of the replica
+	// "m/marks" names (store.Mark, Node.openApplied), self's once its
+	// last "m/marks" says so: the first transaction with a higher mark
+	// holds that dot.
+	var ours bool
+	var last uint64
 	err := store.Commands(path, func(cmd [][]byte, end int64) bool {
-		if len(cmd) != 3 || !strings.EqualFold(string(cmd[0]), "set") || string(cmd[1]) != keyApplied {
+		if len(cmd) != 3 || !strings.EqualFold(string(cmd[0]), "set") {
 			return true
 		}
-		// The applied context a transaction records holds its own dot,
-		// the highest of self (the transaction's last command need not be
-		// this one, so keep through the end of the transaction below).
-		payload, err := store.Payload(cmd[2])
+		if string(cmd[1]) == keyMarks {
+			payload, err := store.Payload(cmd[2])
+			if err != nil {
+				t.Fatal(err)
+			}
+			ours, last = crdt.ReplicaID(payload) == self, 0
+			return true
+		}
+		m, err := store.Mark(cmd[2])
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, err := crdt.DecodeContext(payload)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m := ctx.Max(self); m > 0 && claimed.Contains(crdt.Dot{Replica: self, Counter: m}) {
-			keep = end
+		if ours && m > last {
+			last = m
+			// The transaction's last command need not be this one, so
+			// keep through the end of the transaction below.
+			if claimed.Contains(crdt.Dot{Replica: self, Counter: m}) {
+				keep = end
+			}
 		}
 		return true
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Keep the rest of the transaction whose applied context was last:
+	// Keep the rest of the transaction whose dot was claimed last:
 	// the next commands up to the next transaction.
 	keep = txEnd(t, path, keep)
 	fi, err := os.Stat(path)

@@ -63,7 +63,7 @@ func TestTornTransactionIsAllOrNothing(t *testing.T) {
 	// The last command is the close marker (a transaction of its own that
 	// a clean close appends); the reservation's commands come before it.
 	ends = ends[:len(ends)-1]
-	if len(ends) < 5 {
+	if len(ends) < 4 {
 		t.Fatalf("a reservation should write several keys in one transaction, got %d commands", len(ends))
 	}
 	var cuts []int64

@@ -25,7 +25,8 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //   - a reservation record ("r/ID") has no lock of the store's: its sku is
 //     not in its key, and it is read and written only under its item's
 //     lock (a home request finds the sku first, homeLockKeys);
-//   - the applied context ("m/applied") has none either: it is written in
+//   - the applied context ("m/applied") and the replica its marks count
+//     ("m/marks") have none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
 //     store serialises in commit order, and read at start-up;
 //   - the reservation counter ("m/resseq") is written under n.resMu
@@ -35,7 +36,7 @@ func lockKey(key string) string {
 	switch {
 	case strings.HasPrefix(key, prefixLedger):
 		return prefixItem + key[len(prefixLedger):]
-	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyResSeq:
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq:
 		return ""
 	}
 	return key

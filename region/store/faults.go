@@ -3,7 +3,6 @@ package store
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +69,7 @@ func (s *Store) SyncNow() (int64, error) {
 // TxSpan is where one transaction lies in a store file: bytes
 // [Start, End), Commands commands, the last of which may be incomplete
 // (Torn). A transaction is a run of set commands whose values carry the
-// same transaction id (see valueHeader); any other command (a delete) is
+// same transaction id (see frame); any other command (a delete) is
 // a transaction of its own. Declared is how many values the transaction
 // says it set (0 for a delete).
 type TxSpan struct {
@@ -117,9 +116,8 @@ func Transactions(path string) ([]TxSpan, error) {
 		var txid uint64
 		var declared int
 		if len(cmd) == 3 && bytes.EqualFold(cmd[0], []byte("set")) {
-			if v := cmd[2]; len(v) >= valueHeader {
-				txid, declared = binary.BigEndian.Uint64(v[4:]), int(binary.BigEndian.Uint16(v[12:]))
-			}
+			id, n, _, _, _ := frameHeader(cmd[2])
+			txid, declared = id, int(n)
 		}
 		if n := len(out); txid != 0 && n > 0 && out[n-1].TxID == txid {
 			out[n-1].End += size
@@ -198,6 +196,13 @@ func Commands(path string, fn func(cmd [][]byte, end int64) bool) error {
 // Payload returns the payload of a framed value as a set command of the
 // file holds it, or ErrCorrupt if it fails its checksum.
 func Payload(framed []byte) ([]byte, error) {
-	_, _, p, err := unframe(framed)
+	_, _, _, p, err := unframe(framed)
 	return p, err
+}
+
+// Mark returns the mark (Tx.Mark) of a framed value as a set command of
+// the file holds it, or ErrCorrupt if it fails its checksum.
+func Mark(framed []byte) (uint64, error) {
+	_, _, m, _, err := unframe(framed)
+	return m, err
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -54,9 +53,7 @@ func recoverTail(path string) (int64, error) {
 			// The header is read without checking the value's checksum:
 			// a damaged value (found and refused later) must not make its
 			// transaction look torn.
-			if v := cmd[2]; len(v) >= valueHeader {
-				txid, n = binary.BigEndian.Uint64(v[4:]), binary.BigEndian.Uint16(v[12:])
-			}
+			txid, n, _, _, _ = frameHeader(cmd[2])
 		}
 		if txid == 0 || txid != groupTx {
 			groupStart, groupTx, groupSeen, groupWant = pos, txid, 0, int(n)

@@ -127,9 +127,12 @@ type Store struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	txMu sync.Mutex // guards txid, liveBytes
+	txMu sync.Mutex // guards txid, mark, live
 	txid uint64
 	live int64
+	// mark is the highest mark (Tx.Mark) set since the store opened; every
+	// value written carries it.
+	mark uint64
 
 	gmu     sync.Mutex // group commit state
 	gcond   *sync.Cond
@@ -256,7 +259,7 @@ func (s *Store) scan() error {
 			if k == epochKey {
 				hasEpoch = true
 			}
-			txid, _, _, err := unframe([]byte(v))
+			txid, _, _, _, err := unframe([]byte(v))
 			if err != nil {
 				s.MarkCorrupt(k)
 				return true

@@ -189,26 +189,89 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 
 func TestFrameLayout(t *testing.T) {
 	for _, payload := range [][]byte{nil, {}, []byte("x"), bytes.Repeat([]byte("cart"), 100)} {
-		v := []byte(frame(0x0102030405060708, 0x0a0b, payload))
-		rest := binary.BigEndian.AppendUint64(nil, 0x0102030405060708)
-		rest = binary.BigEndian.AppendUint16(rest, 0x0a0b)
+		v := []byte(frame(0x0102030405060708, 0x0a0b, 300, payload))
+		rest := []byte{frameMarked}
+		rest = binary.AppendUvarint(rest, 0x0102030405060708)
+		rest = binary.AppendUvarint(rest, 0x0a0b)
+		rest = binary.AppendUvarint(rest, 300)
 		rest = append(rest, payload...)
 		want := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
 		if !bytes.Equal(v, want) {
 			t.Fatalf("frame(%q) = %x, want %x", payload, v, want)
 		}
-		txid, n, p, err := unframe(v)
-		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || !bytes.Equal(p, payload) {
-			t.Fatalf("unframe(frame(%q)) = %x, %x, %q, %v", payload, txid, n, p, err)
+		txid, n, mark, p, err := unframe(v)
+		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || mark != 300 || !bytes.Equal(p, payload) {
+			t.Fatalf("unframe(frame(%q)) = %x, %x, %d, %q, %v", payload, txid, n, mark, p, err)
 		}
 		for i := range v {
 			bad := bytes.Clone(v)
 			bad[i] ^= 0x40
-			if _, _, _, err := unframe(bad); err == nil {
+			if _, _, _, _, err := unframe(bad); err == nil {
 				t.Fatalf("unframe accepts %x, byte %d flipped", bad, i)
 			}
 		}
+
+		// The fixed layout of values written before marks existed.
+		rest = binary.BigEndian.AppendUint64(nil, 0x0002030405060708)
+		rest = binary.BigEndian.AppendUint16(rest, 0x0a0b)
+		rest = append(rest, payload...)
+		old := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
+		txid, n, mark, p, err = unframe(old)
+		if err != nil || txid != 0x0002030405060708 || n != 0x0a0b || mark != 0 || !bytes.Equal(p, payload) {
+			t.Fatalf("unframe(%x) = %x, %x, %d, %q, %v", old, txid, n, mark, p, err)
+		}
 	}
+}
+
+// TestMarks checks that a transaction's mark is carried by its values and
+// every later value (after RaiseMark too), and that MaxMarkSince finds the
+// highest from the transaction that wrote a key on, across a reopen.
+func TestMarks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := Open(path, Options{LockKey: unlocked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(st *Store, key string, mark uint64) {
+		t.Helper()
+		if err := st.Update(nil, func(tx *Tx) error {
+			tx.Set(key, []byte(key))
+			if mark > 0 {
+				tx.Mark(mark)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	since := func(st *Store, key string, want uint64) {
+		t.Helper()
+		if got, err := st.MaxMarkSince(key); err != nil || got != want {
+			t.Fatalf("MaxMarkSince(%q) = %d, %v, want %d", key, got, err, want)
+		}
+	}
+	set(st, "a", 7)
+	set(st, "cp", 0)
+	since(st, "cp", 7) // the mark sticks
+	since(st, "none", 7)
+	set(st, "b", 9)
+	set(st, "b", 0) // overwritten by a transaction without a mark of its own
+	since(st, "cp", 9)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Open(path, Options{LockKey: unlocked})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	since(st, "cp", 9)
+	set(st, "cp", 0) // a new run starts from no mark
+	since(st, "cp", 0)
+	st.RaiseMark(4)
+	set(st, "c", 0)
+	since(st, "cp", 4)
+	since(st, "a", 9)
 }
 
 func TestTxStagesOneValuePerKey(t *testing.T) {

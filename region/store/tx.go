@@ -39,7 +39,7 @@ func (r reader) get(key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	_, _, p, err := unframe([]byte(v))
+	_, _, _, p, err := unframe([]byte(v))
 	if err != nil {
 		r.s.MarkCorrupt(key)
 		return nil, true, &CorruptError{Key: key}
@@ -62,7 +62,7 @@ func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) b
 			if !strings.HasPrefix(k, prefix) {
 				return false
 			}
-			_, _, p, err := unframe([]byte(v))
+			_, _, _, p, err := unframe([]byte(v))
 			if err != nil {
 				s.MarkCorrupt(k)
 				return fn(k, nil, &CorruptError{Key: k})
@@ -86,6 +86,7 @@ type Tx struct {
 	sets    []staged
 	index   map[string]int
 	del     string
+	mark    uint64
 	durable func()
 	// err is the first touch of a key the transaction did not name.
 	err error
@@ -177,6 +178,12 @@ func (t *Tx) Set(key string, val []byte) {
 // fsync made durable, and must be quick and not use the store.
 func (t *Tx) OnDurable(f func()) { t.durable = f }
 
+// Mark marks the transaction's values with m (see MaxMarkSince): from
+// this transaction on, every value the store writes carries the highest
+// mark set since the store opened, until a higher one is set. A
+// transaction that deletes a key writes no value and so no mark.
+func (t *Tx) Mark(m uint64) { t.mark = max(t.mark, m) }
+
 // Delete stages the deletion of key; the transaction may set nothing
 // else. Deleting a key the transaction did not name makes Update fail
 // with ErrUnnamedKey.
@@ -242,16 +249,18 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 			return nil
 		}
 		s.txid++
+		s.mark = max(s.mark, t.mark)
 		for _, st := range t.sets {
-			k, v := st.key, st.val
-			old, replaced, err := btx.Set(k, frame(s.txid, uint16(len(t.sets)), v), nil)
+			k := st.key
+			v := frame(s.txid, uint16(len(t.sets)), s.mark, st.val)
+			old, replaced, err := btx.Set(k, v, nil)
 			if err != nil {
 				return err
 			}
 			if replaced {
 				s.live -= int64(len(k) + len(old))
 			}
-			s.live += int64(len(k) + valueHeader + len(v))
+			s.live += int64(len(k) + len(v))
 		}
 		return nil
 	})
@@ -291,4 +300,41 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		return nil
 	}
 	return s.waitDurable(t.durable)
+}
+
+// MaxMarkSince returns the highest mark (Tx.Mark) of the stored values
+// that the transaction which wrote key's value, or a later one, wrote
+// (every stored value if key has none): the highest mark set since that
+// transaction by any transaction whose values are not all overwritten or
+// deleted since (a value overwritten later is overwritten by one that
+// carries a mark at least as high). Damaged values are left out.
+func (s *Store) MaxMarkSince(key string) (uint64, error) {
+	var mark uint64
+	err := s.db.View(func(tx *buntdb.Tx) error {
+		var from uint64
+		if v, err := tx.Get(key); err == nil {
+			if from, _, _, _, err = unframe([]byte(v)); err != nil {
+				return &CorruptError{Key: key}
+			}
+		} else if !errors.Is(err, buntdb.ErrNotFound) {
+			return err
+		}
+		return tx.Ascend("", func(k, v string) bool {
+			if txid, _, m, _, err := unframe([]byte(v)); err == nil && txid >= from {
+				mark = max(mark, m)
+			}
+			return true
+		})
+	})
+	return mark, err
+}
+
+// RaiseMark raises the mark every value the store writes from now on
+// carries (see Tx.Mark) to at least m. The opener calls it with the
+// highest mark its store holds, so that no value of a later transaction
+// carries a lower one, whether or not that transaction sets a mark.
+func (s *Store) RaiseMark(m uint64) {
+	s.txMu.Lock()
+	s.mark = max(s.mark, m)
+	s.txMu.Unlock()
 }
