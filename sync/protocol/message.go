@@ -3,6 +3,9 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+	"time"
 
 	"github.com/latticedb/lattice/crdt"
 )
@@ -96,6 +99,51 @@ type Message struct {
 	// rather than with its next message or tick: a client waits for
 	// the write to reach several regions (see Protocol.Urge).
 	Urgent bool `cbor:"16,keyasint,omitempty"`
+
+	// Anti-entropy over the tree of slots (tree.go, antientropy.go).
+	//
+	// Nodes, on a digest, are the initiator's splits of nodes (and
+	// requests for lists); on a diff, the responder's answers. Step
+	// numbers a digest and the diff that answers it; on objects, a push
+	// or a pull (whose reply bears it too); on the objects that close a
+	// round (Final), the number of digests the round sent. Run names the
+	// responder's run on its diffs and replies, so that an initiator
+	// notices a restart within a round. Spans, on a pull, are ranges of
+	// slots whose keys the sender wants; Next, on the reply, is where it
+	// stopped (the slot of a span, or the count of pulled keys, it did
+	// not reach). Pushes, on the objects that close a round, is the
+	// number of pushes the round sent.
+	Nodes  []RangeNode `cbor:"30,keyasint,omitempty"`
+	Step   uint64      `cbor:"31,keyasint,omitempty"`
+	Run    uint64      `cbor:"32,keyasint,omitempty"`
+	Spans  []Span      `cbor:"33,keyasint,omitempty"`
+	Next   uint64      `cbor:"34,keyasint,omitempty"`
+	Pushes uint64      `cbor:"35,keyasint,omitempty"`
+
+	// AckRuns is how Encode writes Acks: the tags sorted, as runs of
+	// consecutive tags, [first tag, run length − 1, then per further run
+	// its gap − 1 after the previous run, its length − 1]. Decode turns it
+	// back into Acks; a message carries Acks (12) or AckRuns, not both.
+	AckRuns []uint64 `cbor:"20,keyasint,omitempty"`
+	// DotRuns is how a region sends a delta's dots: Dots with each
+	// range's length − 1 instead of its end and, instead of its origin
+	// time, its age when the message left. The receiver dates the range
+	// back by that age and half the round trip it measures to the sender
+	// (Protocol.Step), which needs no clock agreement between regions
+	// and saves the bytes of an absolute time. A message carries Dots (3)
+	// or DotRuns, not both.
+	DotRuns []DotRun `cbor:"21,keyasint,omitempty"`
+}
+
+// DotRun is the wire form of a DotRange (Message.DotRuns): AgeUs is the
+// microseconds between the origin's time of the range's first dot and
+// the sending of the message.
+type DotRun struct {
+	_      struct{} `cbor:",toarray"`
+	Origin string
+	From   uint64
+	Span   uint64
+	AgeUs  int64
 }
 
 // DigestID identifies the digest of an anti-entropy round: a hash of its
@@ -132,8 +180,18 @@ const (
 	MaxAppliedBytes = 64 << 10
 )
 
-// Encode returns the message's CBOR encoding.
-func Encode(m *Message) ([]byte, error) { return crdt.Marshal(m) }
+// Encode returns the message's CBOR encoding, with Acks in their compact
+// form (AckRuns) when that is shorter.
+func Encode(m *Message) ([]byte, error) {
+	if len(m.Acks) == 0 {
+		return crdt.Marshal(m)
+	}
+	w := *m
+	if runs := ackRuns(m.Acks); len(runs) < len(m.Acks) {
+		w.AckRuns, w.Acks = runs, nil // else Acks are as short
+	}
+	return crdt.Marshal(&w)
+}
 
 // Decode decodes and validates a message from an untrusted peer.
 func Decode(b []byte, buckets int) (*Message, error) {
@@ -141,10 +199,89 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	if err := crdt.Unmarshal(b, &m, MaxMessageBytes); err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
+	if err := m.expand(); err != nil {
+		return nil, err
+	}
 	if err := m.validate(buckets); err != nil {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// ackRuns returns the compact form of tags (Message.AckRuns).
+func ackRuns(tags []uint64) []uint64 {
+	if len(tags) == 0 {
+		return nil
+	}
+	s := slices.Clone(tags)
+	slices.Sort(s)
+	s = slices.Compact(s)
+	out := []uint64{s[0], 0}
+	for i := 1; i < len(s); i++ {
+		if s[i] == s[i-1]+1 {
+			out[len(out)-1]++
+			continue
+		}
+		out = append(out, s[i]-s[i-1]-2, 0) // s[i] ≥ s[i-1]+2
+	}
+	return out
+}
+
+// dotRuns returns the wire form of rs sent at now (Message.DotRuns).
+func dotRuns(rs []DotRange, now time.Time) []DotRun {
+	out := make([]DotRun, len(rs))
+	for i, r := range rs {
+		out[i] = DotRun{Origin: r.Origin, From: r.From, Span: r.To - r.From, AgeUs: now.UnixMicro() - r.AtUs}
+	}
+	return out
+}
+
+// runDots returns the dot ranges of runs received at now over a path of
+// one-way delay oneWay.
+func runDots(runs []DotRun, now time.Time, oneWay time.Duration) []DotRange {
+	out := make([]DotRange, len(runs))
+	for i, r := range runs {
+		out[i] = DotRange{Origin: r.Origin, From: r.From, To: r.From + r.Span, AtUs: now.UnixMicro() - oneWay.Microseconds() - r.AgeUs}
+	}
+	return out
+}
+
+// expand turns AckRuns back into Acks, within the bounds validate
+// checks.
+func (m *Message) expand() error {
+	if len(m.AckRuns) > 0 {
+		if len(m.Acks) > 0 {
+			return errors.New("protocol: both acknowledgement forms")
+		}
+		if len(m.AckRuns)%2 != 0 {
+			return errors.New("protocol: acknowledgement runs of odd length")
+		}
+		var tags []uint64
+		var end uint64 // of the previous run
+		for i := 0; i < len(m.AckRuns); i += 2 {
+			start := m.AckRuns[0]
+			if i > 0 {
+				gap := m.AckRuns[i]
+				if end > math.MaxUint64-2 || gap > math.MaxUint64-2-end {
+					return errors.New("protocol: acknowledgement runs overflow")
+				}
+				start = end + 2 + gap
+			}
+			n := m.AckRuns[i+1]
+			if n >= MaxKeys || uint64(len(tags))+n+1 > MaxKeys {
+				return fmt.Errorf("protocol: more than %d acknowledgements", MaxKeys)
+			}
+			if n > math.MaxUint64-start {
+				return errors.New("protocol: acknowledgement runs overflow")
+			}
+			for k := uint64(0); k <= n; k++ {
+				tags = append(tags, start+k)
+			}
+			end = start + n
+		}
+		m.Acks, m.AckRuns = tags, nil
+	}
+	return nil
 }
 
 // ValidKey reports whether k names a replicated object (crdt.ValidKey).
@@ -154,11 +291,21 @@ func (m *Message) validate(buckets int) error {
 	if m.Kind < KindDelta || m.Kind > KindObjects {
 		return fmt.Errorf("protocol: unknown message kind %d", m.Kind)
 	}
-	if len(m.Dots) > MaxDotRanges {
-		return fmt.Errorf("protocol: %d dot ranges, limit %d", len(m.Dots), MaxDotRanges)
+	if len(m.Dots) > 0 && len(m.DotRuns) > 0 {
+		return errors.New("protocol: both dot range forms")
+	}
+	if n := len(m.Dots) + len(m.DotRuns); n > MaxDotRanges {
+		return fmt.Errorf("protocol: %d dot ranges, limit %d", n, MaxDotRanges)
+	}
+	ranges := m.Dots
+	for _, r := range m.DotRuns {
+		if r.Span >= MaxRangeLen {
+			return fmt.Errorf("protocol: invalid dot range %s:%d+%d", r.Origin, r.From, r.Span)
+		}
+		ranges = append(ranges, DotRange{Origin: r.Origin, From: r.From, To: r.From + r.Span})
 	}
 	var dots uint64
-	for _, r := range m.Dots {
+	for _, r := range ranges {
 		if r.Origin != "" && !crdt.ValidReplica(crdt.ReplicaID(r.Origin)) {
 			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
 		}
@@ -206,9 +353,15 @@ func (m *Message) validate(buckets int) error {
 			return fmt.Errorf("protocol: reflected context: %w", err)
 		}
 	}
+	if err := validateNodes(m.Nodes, buckets); err != nil {
+		return err
+	}
+	if err := validateSpans(m.Spans, buckets); err != nil {
+		return err
+	}
 	switch m.Kind {
 	case KindDelta:
-		if m.Group == nil || len(m.Dots) == 0 || m.Tag == 0 {
+		if m.Group == nil || len(m.Dots)+len(m.DotRuns) == 0 || m.Tag == 0 {
 			return errors.New("protocol: delta without group, dots or tag")
 		}
 	case KindAck:
@@ -216,7 +369,7 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: ack without acknowledgements, applied context or request for them")
 		}
 	case KindDigest:
-		if len(m.Buckets) != buckets || m.Applied == nil || m.Round == 0 {
+		if m.Round == 0 || (len(m.Nodes) == 0 && (len(m.Buckets) != buckets || m.Applied == nil)) {
 			return errors.New("protocol: digest without buckets, applied context or round")
 		}
 	case KindDiff, KindObjects:

@@ -12,10 +12,20 @@
 // Deltas. Every local write is a delta-group named by one region-level dot
 // (origin, seq). A region keeps recent deltas in a bounded buffer and sends
 // each to every peer that still needs it, batching what is pending into one
-// delta-group per message, with a window of unacknowledged messages and
-// retransmission after a timeout. Deltas received from a peer are never
+// delta-group per message, within a window of unacknowledged bytes sized
+// to the path, and with retransmission after a timeout. Deltas received from a peer are never
 // sent back to it (back-propagation), and a delta whose dots this region
 // has all seen is neither applied nor relayed (redundancy).
+//
+// Window. Each peer's window is twice its bandwidth-delay product: the
+// smoothed round trip of its acknowledgements (from a message's sending to
+// its acknowledgement, never for a message sent again) times the rate at
+// which deltas for it enter the buffer, bounded by MinWindowBytes below
+// and MaxWindowBytes above; whatever the bytes, Window messages may always
+// be in flight and MaxWindow never more. A delta is sent the moment it is
+// written unless the window is full; while it is, pending deltas wait and
+// leave batched. A window sized to the demand rather than to what was sent
+// cannot lock itself small.
 //
 // Relays. A delta is relayed from one peer to another only after
 // RelayDelay, and only if the other peer has not reported (in the applied
@@ -25,11 +35,13 @@
 //
 // Anti-entropy. After a peer reconnects, when the buffer dropped deltas a
 // peer still needed, and every AntiEntropyEvery, the regions compare
-// bucketed digests of their key spaces and ship only the keys that differ,
-// both ways (push-pull). Digest, key hashes and applied context come from
-// one consistent snapshot, so once a round has covered every differing
-// bucket each side may adopt the other's applied context (the dots its
-// state reflects).
+// their key spaces as a tree of fingerprints (tree.go), descending only
+// into the nodes that differ, and ship only the keys that differ, both
+// ways (push-pull), at most AntiEntropyRate bytes a second. Each side's
+// applied context is taken no later than the first fingerprint it gives
+// (states only grow, so every later one describes at least that state),
+// so once a round has covered every differing node each side may adopt
+// the other's applied context (the dots its state reflects).
 //
 // Claims. Every dot the protocol takes as applied (a delta's, an adopted
 // context's) reaches the store's applied context, which tokens promise
@@ -80,13 +92,25 @@ type Config struct {
 	MaxBufferBytes   int
 	// MaxMessageBytes bounds the delta-group of one message.
 	MaxMessageBytes int
-	// Window bounds unacknowledged delta messages per peer.
-	Window int
+	// Window is the number of unacknowledged delta messages a peer may
+	// always have in flight, however small its window in bytes;
+	// MaxWindow bounds them whatever the window.
+	Window    int
+	MaxWindow int
+	// MaxWindowBytes bounds the bytes of unacknowledged delta-groups in
+	// flight to a peer (see the package doc for the window between).
+	MaxWindowBytes int
 	// RetransmitAfter is when an unacknowledged message is sent again.
 	RetransmitAfter time.Duration
 	// RelayDelay is how long a delta from one peer waits before it is
 	// relayed to another that has not reported it.
 	RelayDelay time.Duration
+	// AckDelay is how long acknowledgements owed to a peer wait for a
+	// delta to that peer to ride on before they leave on their own (at
+	// the first Tick after it); acknowledgements a peer asked for at
+	// once (Message.Urgent) never wait. The window's round trip includes
+	// the wait.
+	AckDelay time.Duration
 	// StatusInterval bounds how often a region's applied context rides on
 	// its acknowledgements (or travels alone when it changed).
 	StatusInterval time.Duration
@@ -94,8 +118,14 @@ type Config struct {
 	AntiEntropyEvery time.Duration
 	// AntiEntropyTimeout abandons a round that got no answer.
 	AntiEntropyTimeout time.Duration
-	// MaxRoundKeys bounds the key hashes of one anti-entropy round.
+	// MaxRoundKeys bounds the keys an anti-entropy tree node may hold
+	// for a region to list them (at most ListKeys); it splits a larger
+	// one.
 	MaxRoundKeys int
+	// AntiEntropyRate bounds the bytes of states anti-entropy ships and
+	// pulls per second with each peer (0: no bound), so that a large
+	// repair does not crowd out the live path.
+	AntiEntropyRate int
 }
 
 // Validate reports the first setting out of range, or nil.
@@ -109,12 +139,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("protocol: MaxMessageBytes %d out of 1..%d", c.MaxMessageBytes, MaxMessageBytes)
 	case c.Window < 1:
 		return fmt.Errorf("protocol: Window %d must be at least 1", c.Window)
+	case c.MaxWindow < c.Window || c.MaxWindow > MaxWindow:
+		return fmt.Errorf("protocol: MaxWindow %d out of Window (%d)..%d", c.MaxWindow, c.Window, MaxWindow)
+	case c.MaxWindowBytes < MinWindowBytes:
+		return fmt.Errorf("protocol: MaxWindowBytes %d below %d", c.MaxWindowBytes, MinWindowBytes)
 	case c.RetransmitAfter <= 0 || c.StatusInterval <= 0 || c.AntiEntropyEvery <= 0 || c.AntiEntropyTimeout <= 0:
 		return errors.New("protocol: RetransmitAfter, StatusInterval, AntiEntropyEvery and AntiEntropyTimeout must be positive")
-	case c.RelayDelay < 0:
-		return errors.New("protocol: RelayDelay must not be negative")
+	case c.RelayDelay < 0 || c.AckDelay < 0:
+		return errors.New("protocol: RelayDelay and AckDelay must not be negative")
+	case c.AckDelay >= c.RetransmitAfter/2:
+		return fmt.Errorf("protocol: AckDelay %s must be under half of RetransmitAfter (%s)", c.AckDelay, c.RetransmitAfter)
 	case c.MaxRoundKeys < 1 || c.MaxRoundKeys > MaxKeys:
 		return fmt.Errorf("protocol: MaxRoundKeys %d out of 1..%d", c.MaxRoundKeys, MaxKeys)
+	case c.AntiEntropyRate < 0:
+		return fmt.Errorf("protocol: AntiEntropyRate %d must not be negative", c.AntiEntropyRate)
 	}
 	return nil
 }
@@ -127,12 +165,16 @@ func DefaultConfig() Config {
 		MaxBufferBytes:     64 << 20,
 		MaxMessageBytes:    1 << 20,
 		Window:             16,
+		MaxWindow:          4096,
+		MaxWindowBytes:     16 << 20,
 		RetransmitAfter:    2 * time.Second,
 		RelayDelay:         500 * time.Millisecond,
+		AckDelay:           50 * time.Millisecond,
 		StatusInterval:     250 * time.Millisecond,
 		AntiEntropyEvery:   30 * time.Second,
 		AntiEntropyTimeout: 10 * time.Second,
 		MaxRoundKeys:       MaxKeys,
+		AntiEntropyRate:    DefaultAntiEntropyRate,
 	}
 }
 
@@ -209,20 +251,24 @@ type entry struct {
 
 type inflight struct {
 	seqs   []uint64
+	size   int // bytes of its delta-groups
 	sentAt time.Time
 	batch  uint64 // the Ready it left in
 }
 
-type aeRound struct {
-	round        uint64
-	id           uint64 // DigestID of our digest
-	started      time.Time
-	needed       bool // the peer needed anti-entropy when the round began
-	myApplied    crdt.Context
-	theirApplied crdt.Context
-	final        bool
-	waiting      bool // pulled keys requested, objects awaited
-}
+// Window sizing (see the package doc).
+const (
+	// MinWindowBytes is the least window in bytes of a peer.
+	MinWindowBytes = 16 << 10
+	// MaxWindow bounds Config.MaxWindow.
+	MaxWindow = MaxKeys
+	// windowGain is the window's multiple of the bandwidth-delay product.
+	windowGain = 2
+	// rateEvery is how often a peer's offered rate is sampled, and
+	// rateHorizon the time constant of its moving average.
+	rateEvery   = 100 * time.Millisecond
+	rateHorizon = 500 * time.Millisecond
+)
 
 // PeerStatus is what the protocol knows of its replication to one peer.
 // The replication driver composes region.PeerStatus, the peer's entry in
@@ -245,9 +291,18 @@ type PeerStatus struct {
 	UnrepairedKeys  []string
 	AEKeysPushed    uint64
 	AEKeysPulled    uint64
+	// AERate is the bound on the bytes a second anti-entropy ships and
+	// pulls with the peer (Config.AntiEntropyRate, 0: none).
+	AERate          int
 	LastAntiEntropy *time.Time
 	BytesSent       uint64
 	DeltasSent      uint64
+	// RTT is the smoothed round trip of acknowledgements (0 before the
+	// first), InflightBytes the bytes of delta-groups unacknowledged, and
+	// WindowBytes the window they may fill.
+	RTT           time.Duration
+	InflightBytes int
+	WindowBytes   int
 }
 
 type peer struct {
@@ -264,13 +319,25 @@ type peer struct {
 	applied    crdt.Context // as the peer last reported it
 	lastAck    time.Time
 
+	// The window: bytes in flight, the smoothed round trip (0 until an
+	// acknowledgement measured it), and the rate (bytes per second) at
+	// which deltas for the peer enter the buffer, averaged from offered
+	// bytes counted since rateAt.
+	inflightBytes int
+	srtt          time.Duration
+	rate          float64
+	offered       int
+	rateAt        time.Time
+
 	reported     crdt.Context // our applied context as last reported to it
 	lastReported time.Time
 	acks         []uint64 // tags of its delta messages we owe an ack
-	ackNow       bool     // it asked for them at once (Message.Urgent)
+	acksSince    time.Time
+	ackNow       bool // it asked for them at once (Message.Urgent)
 
 	needAE  bool
 	ae      *aeRound
+	resp    *aeResp // the peer's round we answer
 	lastAE  time.Time
 	aeCount uint64
 	pushed  uint64
@@ -322,6 +389,7 @@ type Protocol struct {
 	bufLen int // bytes
 	seq    uint64
 	round  uint64
+	run    uint64 // names this run to peers (anti-entropy), from the clock
 	batch  uint64 // Ready calls so far
 	now    time.Time
 
@@ -384,6 +452,7 @@ func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 		pr.lastReported = time.Time{}
 		pr.needAE = true
 		pr.ae = nil
+		pr.resp = nil // what it recorded may not be durable
 	}
 }
 
@@ -578,6 +647,7 @@ func (p *Protocol) push(e *entry) {
 	for _, pr := range p.peers {
 		if pr.id != e.from {
 			e.pending |= pr.bit
+			pr.offered += e.size
 		}
 	}
 	if e.pending == 0 {
@@ -626,7 +696,13 @@ func (p *Protocol) flush(pr *peer) {
 		// its way from before a restart names no message of this run.
 		pr.nextMsg = uint64(p.now.UnixMicro()) & (1<<32 - 1)
 	}
-	for len(pr.inflight) < p.cfg.Window {
+	for p.canSend(pr) {
+		// Beyond the floor of Window messages, a batch fills what is left
+		// of the window (and takes one delta however large).
+		limit := p.cfg.MaxMessageBytes
+		if len(pr.inflight) >= p.cfg.Window {
+			limit = min(limit, p.windowBytes(pr)-pr.inflightBytes)
+		}
 		var seqs []uint64
 		var g crdt.Group
 		var dots []DotRange
@@ -649,7 +725,7 @@ func (p *Protocol) flush(pr *peer) {
 			// entry always does (it came in a valid message, or is a
 			// local write).
 			n := dotCount(e.dots)
-			if len(seqs) > 0 && (size+e.size > p.cfg.MaxMessageBytes || g.Len()+e.group.Len() > crdt.MaxGroupKeys ||
+			if len(seqs) > 0 && (size+e.size > limit || g.Len()+e.group.Len() > crdt.MaxGroupKeys ||
 				ndots+n > MaxRangeLen || len(dots)+len(e.dots) > MaxDotRanges) {
 				break
 			}
@@ -664,15 +740,62 @@ func (p *Protocol) flush(pr *peer) {
 			return
 		}
 		pr.nextMsg++
-		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, sentAt: p.now, batch: p.batch}
+		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, size: size, sentAt: p.now, batch: p.batch}
+		pr.inflightBytes += size
 		pr.deltasSent++
 		for i := range dots {
 			if dots[i].Origin == p.region {
 				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
-		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, Dots: dots, Group: &g, Urgent: urgent})
+		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: &g, Urgent: urgent})
 	}
+}
+
+// canSend reports whether pr's window has room for another message.
+func (p *Protocol) canSend(pr *peer) bool {
+	switch n := len(pr.inflight); {
+	case n < p.cfg.Window:
+		return true
+	case n >= p.cfg.MaxWindow:
+		return false
+	}
+	return pr.inflightBytes < p.windowBytes(pr)
+}
+
+// windowBytes returns pr's window in bytes: windowGain times the
+// bandwidth-delay product of its path, within MinWindowBytes and
+// MaxWindowBytes.
+func (p *Protocol) windowBytes(pr *peer) int {
+	bdp := pr.rate * pr.srtt.Seconds()
+	w := float64(p.cfg.MaxWindowBytes)
+	if g := windowGain * bdp; g < w {
+		w = g
+	}
+	return max(int(w), MinWindowBytes)
+}
+
+// sampleRate folds the bytes offered to pr since the last sample into its
+// rate, a moving average over about rateHorizon.
+func (p *Protocol) sampleRate(pr *peer) {
+	dt := p.now.Sub(pr.rateAt)
+	if pr.rateAt.IsZero() || dt < 0 {
+		pr.rateAt, pr.offered = p.now, 0
+		return
+	}
+	if dt < rateEvery {
+		return
+	}
+	sample := float64(pr.offered) / dt.Seconds()
+	pr.rate += (sample - pr.rate) * min(1, float64(dt)/float64(rateHorizon))
+	pr.rateAt, pr.offered = p.now, 0
+}
+
+// untrack forgets an in-flight message (acknowledged or to be sent
+// again).
+func (pr *peer) untrack(tag uint64, f *inflight) {
+	delete(pr.inflight, tag)
+	pr.inflightBytes -= f.size
 }
 
 func covered(rs []DotRange, c *crdt.Context) bool { return coveredBy(rs, c) }
@@ -729,12 +852,12 @@ func (p *Protocol) requeue(pr *peer, match func(*inflight) bool) {
 	for tag, f := range pr.inflight {
 		if match(f) {
 			seqs = append(seqs, f.seqs...)
-			delete(pr.inflight, tag)
+			pr.untrack(tag, f)
 			pr.resent[tag] = f.seqs
 			pr.resentTags = append(pr.resentTags, tag)
 		}
 	}
-	for len(pr.resentTags) > 4*p.cfg.Window {
+	for len(pr.resentTags) > 2*p.cfg.MaxWindow {
 		delete(pr.resent, pr.resentTags[0])
 		pr.resentTags = pr.resentTags[1:]
 	}
@@ -757,18 +880,13 @@ func (p *Protocol) Tick(now time.Time) {
 		if !pr.up {
 			continue
 		}
+		p.sampleRate(pr)
 		p.requeue(pr, func(f *inflight) bool { return now.Sub(f.sentAt) >= p.cfg.RetransmitAfter })
 		p.flush(pr)
-		if len(pr.acks) > 0 || p.statusDue(pr) {
+		if (len(pr.acks) > 0 && now.Sub(pr.acksSince) >= p.cfg.AckDelay) || p.statusDue(pr) {
 			p.send(pr, &Message{Kind: KindAck})
 		}
-		if pr.ae != nil && now.Sub(pr.ae.started) >= p.cfg.AntiEntropyTimeout {
-			pr.needAE = pr.needAE || pr.ae.needed
-			pr.ae = nil
-		}
-		if pr.ae == nil && (pr.needAE || now.Sub(pr.lastAE) >= p.cfg.AntiEntropyEvery) {
-			p.startAE(pr)
-		}
+		p.tickAE(pr)
 	}
 	p.gc()
 }
@@ -807,6 +925,11 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 	pr := p.byID[from]
 	if pr == nil {
 		return
+	}
+	if len(m.DotRuns) > 0 {
+		// Dated back by their age and half the round trip to the peer
+		// (0 before it is measured).
+		m.Dots, m.DotRuns = runDots(m.DotRuns, now, pr.srtt/2), nil
 	}
 	for i := range m.Dots {
 		if m.Dots[i].Origin == "" {
@@ -859,7 +982,11 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 		p.claimHeld(pr)
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
 	}
-	// Acknowledged on the next message to the sender, or at the next tick.
+	// Acknowledged on the next message to the sender, or at the first
+	// tick AckDelay after the oldest owed.
+	if len(pr.acks) == 0 {
+		pr.acksSince = p.now
+	}
 	pr.acks = append(pr.acks, m.Tag)
 }
 
@@ -885,8 +1012,18 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 	var seqs []uint64
 	for _, tag := range tags {
 		if f := pr.inflight[tag]; f != nil {
-			delete(pr.inflight, tag)
+			pr.untrack(tag, f)
 			seqs = append(seqs, f.seqs...)
+			// A round trip: this message was sent once, under this tag
+			// (a message sent again has a new one), so the sample is
+			// unambiguous.
+			if rtt := p.now.Sub(f.sentAt); rtt >= 0 {
+				if pr.srtt == 0 {
+					pr.srtt = rtt
+				} else {
+					pr.srtt += (rtt - pr.srtt) / 8
+				}
+			}
 		} else if s, ok := pr.resent[tag]; ok {
 			delete(pr.resent, tag)
 			seqs = append(seqs, s...)
@@ -914,8 +1051,9 @@ func (p *Protocol) Status() []PeerStatus {
 	out := make([]PeerStatus, 0, len(p.peers))
 	for _, pr := range p.peers {
 		s := PeerStatus{Region: string(pr.id), Connected: pr.up, InflightMsgs: len(pr.inflight), UnrepairedKeys: pr.unrepairedKeys(),
-			PeerApplied: vvOf(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled,
-			BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent}
+			PeerApplied: vvOf(&pr.applied), AERounds: pr.aeCount, AEKeysPushed: pr.pushed, AEKeysPulled: pr.pulled, AERate: p.cfg.AntiEntropyRate,
+			BytesSent: pr.bytesSent, DeltasSent: pr.deltasSent,
+			RTT: pr.srtt, InflightBytes: pr.inflightBytes, WindowBytes: p.windowBytes(pr)}
 		if !pr.lastAck.IsZero() {
 			t := pr.lastAck
 			s.LastAck = &t
