@@ -188,6 +188,9 @@ func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
 	}
 	t.ln = ln
 	t.log.Info("transport: listening", "addr", pc.LocalAddr().String(), "peers", len(t.peers))
+	// quic-go has raised the socket's buffers as far as the system lets
+	// it by now.
+	checkSocketBuffers(pc, t.log)
 
 	t.wg.Add(1)
 	go t.acceptLoop()
