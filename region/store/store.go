@@ -1,7 +1,7 @@
 // Package store is a region's storage engine: one BuntDB file (or, at
 // path ":memory:", a store held in memory for tests) whose values carry a
-// checksum and the id and size of the transaction that wrote them
-// (frame.go), written with group commit (commit.go), cut back to its last
+// checksum, the id and size of the transaction that wrote them and a mark
+// (frame.go, Tx.Mark), written with group commit (commit.go), cut back to its last
 // whole transaction after a torn write (recover.go), rewritten when it
 // holds mostly dead data (rewrite.go), with the identity of the region's
 // incarnation beside it, backup and restore (identity.go), and hooks that
