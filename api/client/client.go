@@ -14,6 +14,11 @@
 // (read-your-writes, monotonic reads). Errors the API answers are
 // *Problem values, usable with errors.As.
 //
+// A context made with WithReplicas asks its writes to reach several
+// regions before they are answered, one made with WithQuorum asks its
+// cart and stock reads to join several regions' states
+// (ErrReplicationTimeout, ErrQuorumUnavailable when not met).
+//
 // A Client is safe for concurrent use.
 package client
 
@@ -241,7 +246,8 @@ const (
 	// apply twice.
 	retryRefused
 	// retrySafe repeats on any transport error and on 503: reads, cart
-	// sets and removals, and keyed operations.
+	// sets and removals, and keyed operations. Whatever the retry, a
+	// replication_timeout (the write was applied) is never repeated.
 	retrySafe
 )
 
@@ -254,12 +260,18 @@ type call struct {
 	retry        retry
 	pinned       bool // ask only the preferred region (it describes that region)
 	causal       bool // send the causal token and take the answer's
+	quorum       bool // takes a read concern (?quorum=)
 	want         int  // the success status
+	replicas     Concern
 }
 
 // do runs cl and decodes the answer into out (a pointer, or a *[]byte
 // for the raw body).
 func (c *Client) do(ctx context.Context, cl call, out any) error {
+	cl, err := applyConcerns(ctx, cl)
+	if err != nil {
+		return err
+	}
 	var payload []byte
 	if cl.body != nil {
 		b, err := json.Marshal(cl.body)
@@ -312,6 +324,11 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		p.Region = base
 		last = p
 		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
+			return p
+		}
+		if p.Code == region.CodeReplicationTimeout {
+			// The write was applied: never repeated (see
+			// ErrReplicationTimeout).
 			return p
 		}
 		pause = min(p.RetryAfter, c.opts.MaxBackoff)
@@ -377,6 +394,9 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 	}
 	if cl.key != "" {
 		req.Header.Set(headerKey, cl.key)
+	}
+	if cl.replicas != "" {
+		req.Header.Set(headerReplicas, string(cl.replicas))
 	}
 	if cl.causal {
 		if tok := c.Token(); tok != "" {
@@ -446,9 +466,13 @@ func (p *Problem) Error() string {
 	return code + ": " + p.Detail
 }
 
-// Temporary reports whether the problem is a 503: the request decided
-// nothing (or, for a keyed request, may be retried with its key).
-func (p *Problem) Temporary() bool { return p.Status == http.StatusServiceUnavailable }
+// Temporary reports whether the problem is a 503 that decided nothing
+// (or, for a keyed request, may be retried with its key). A
+// replication_timeout is a 503 too, but its write was applied: it is not
+// Temporary (see ErrReplicationTimeout).
+func (p *Problem) Temporary() bool {
+	return p.Status == http.StatusServiceUnavailable && p.Code != region.CodeReplicationTimeout
+}
 
 // decodeProblem makes the Problem of a failed answer. A body that is not
 // a problem (a proxy's page) becomes a Problem with its status and no

@@ -19,18 +19,20 @@ func cartPath(cartID string, rest ...string) string {
 	return p
 }
 
-// Cart reads a cart as the answering region has it; an unknown cart is
-// empty.
+// Cart reads a cart as the answering region has it, or, with a context
+// from WithQuorum, as the join of that many regions' states; an unknown
+// cart is empty.
 func (c *Client) Cart(ctx context.Context, cartID string) (*region.Cart, error) {
 	var out region.Cart
-	err := c.do(ctx, call{method: http.MethodGet, path: cartPath(cartID), retry: retrySafe, causal: true, want: http.StatusOK}, &out)
+	err := c.do(ctx, call{method: http.MethodGet, path: cartPath(cartID), retry: retrySafe, causal: true, quorum: true, want: http.StatusOK}, &out)
 	return ret(&out, err)
 }
 
 // AddItem adds qty (1..1,000,000) units of sku to a cart and returns the
 // cart. A failed attempt is repeated (at the next region) only when the
-// request was never sent or a region refused it with 503: a repeat
-// after an ambiguous transport error could add the units twice.
+// request was never sent or a region refused it with a 503 that applied
+// nothing: a repeat after an ambiguous transport error, or after a
+// replication_timeout (the add was applied), could add the units twice.
 func (c *Client) AddItem(ctx context.Context, cartID, sku string, qty int64) (*region.Cart, error) {
 	var out region.Cart
 	body := map[string]any{"sku": sku, "qty": qty}
@@ -117,10 +119,11 @@ func itemPath(sku string, rest ...string) string {
 }
 
 // Item reads a sku's stock as the answering region has it, or, when
-// consistent is true, as its home has it.
+// consistent is true, as its home has it; with a context from
+// WithQuorum, the join of that many regions' states.
 func (c *Client) Item(ctx context.Context, sku string, consistent bool) (*region.Item, error) {
 	var out region.Item
-	cl := call{method: http.MethodGet, path: itemPath(sku), retry: retrySafe, causal: true, want: http.StatusOK}
+	cl := call{method: http.MethodGet, path: itemPath(sku), retry: retrySafe, causal: true, quorum: true, want: http.StatusOK}
 	if consistent {
 		cl.query = url.Values{"consistent": {"true"}}
 	}
