@@ -318,8 +318,10 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), h.timeout)
-	dl, _ := ctx.Deadline()
-	c.Set(ctxDeadline, dl)
+	if region.ReplicasAsked(ctx) > 1 {
+		dl, _ := ctx.Deadline()
+		c.Set(ctxDeadline, dl)
+	}
 	return ctx, cancel, nil
 }
 
@@ -365,6 +367,9 @@ func (h *handler) concerns(c echo.Context) error {
 // of what was written.
 func (h *handler) await(c echo.Context) error {
 	ctx := c.Request().Context()
+	if region.ReplicasAsked(ctx) <= 1 {
+		return nil
+	}
 	if dl, ok := c.Get(ctxDeadline).(time.Time); ok && !dl.IsZero() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, dl)

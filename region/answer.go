@@ -39,8 +39,11 @@ import (
 type Answer struct {
 	mu    sync.Mutex
 	extra crdt.Context
-	// writes are the dots of the request's local writes (write concern).
-	writes []crdt.Dot
+	// first and more are the dots of the request's local writes, for
+	// its write concern (most requests write once: first, no slice).
+	first   crdt.Dot
+	nwrites int
+	more    []crdt.Dot
 }
 
 type answerKey struct{}

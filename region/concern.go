@@ -68,6 +68,10 @@ func WithQuorum(ctx context.Context, n int) context.Context {
 	return context.WithValue(ctx, concernKey{}, c)
 }
 
+// ReplicasAsked returns the write concern ctx asks for (WithReplicas), 0
+// for none.
+func ReplicasAsked(ctx context.Context) int { return concernOf(ctx).replicas }
+
 func concernOf(ctx context.Context) concern {
 	if ctx == nil {
 		return concern{}
@@ -111,8 +115,12 @@ func (a *Answer) addWrite(d crdt.Dot) {
 		return
 	}
 	a.mu.Lock()
-	if len(a.writes) < maxAnswerWrites {
-		a.writes = append(a.writes, d)
+	switch {
+	case a.nwrites == 0:
+		a.first = d
+		a.nwrites = 1
+	case len(a.more) < maxAnswerWrites:
+		a.more = append(a.more, d)
 	}
 	a.mu.Unlock()
 }
@@ -134,7 +142,10 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 		return nil
 	}
 	a.mu.Lock()
-	writes := append([]crdt.Dot(nil), a.writes...)
+	var writes []crdt.Dot
+	if a.nwrites > 0 {
+		writes = append([]crdt.Dot{a.first}, a.more...)
+	}
 	a.mu.Unlock()
 	if len(writes) == 0 {
 		return nil
