@@ -398,9 +398,56 @@ func parseArgs(pos []string, want []string, ints ...string) (map[string]int64, e
 	return n, nil
 }
 
+// concernFlags are --replicas (write concern) and --quorum (read
+// concern) of a client command; a nil one is not offered.
+type concernFlags struct {
+	replicas, quorum *string
+}
+
+// addConcerns adds --replicas, when writes is true, and --quorum, when
+// reads is true, to a client command's flags.
+func addConcerns(fs *flag.FlagSet, writes, reads bool) *concernFlags {
+	f := &concernFlags{}
+	if writes {
+		f.replicas = fs.String("replicas", "", "write concern: answer once `N` regions (1..R, majority or all) hold the write; not met in time is replication_timeout, the write staying applied")
+	}
+	if reads {
+		f.quorum = fs.String("quorum", "", "read concern: answer the join of `N` regions' states (1..R, majority or all)")
+	}
+	return f
+}
+
+// apply returns ctx with the concerns given for action, a write (write
+// true) or a read, or a usage error naming the flag that does not apply
+// to it.
+func (f *concernFlags) apply(ctx context.Context, action string, write bool) (context.Context, error) {
+	for _, c := range []struct {
+		name string
+		v    *string
+		ok   bool
+		with func(context.Context, client.Concern) context.Context
+	}{{"replicas", f.replicas, write, client.WithReplicas}, {"quorum", f.quorum, !write, client.WithQuorum}} {
+		if c.v == nil || *c.v == "" {
+			continue
+		}
+		if !c.ok {
+			return nil, badArgs(fmt.Errorf("--%s does not apply to %s", c.name, action))
+		}
+		n, err := client.ParseConcern(*c.v)
+		if err != nil {
+			return nil, badArgs(fmt.Errorf("--%s must be a number of regions from 1, majority or all, not %q", c.name, *c.v))
+		}
+		ctx = c.with(ctx, n)
+	}
+	return ctx, nil
+}
+
 // runCart reads or changes a cart.
 func runCart(ctx context.Context, cio cmdIO, args []string) int {
-	return clientCommand(ctx, cio, "cart", args, nil, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
+	var concern *concernFlags
+	return clientCommand(ctx, cio, "cart", args, func(fs *flag.FlagSet) {
+		concern = addConcerns(fs, true, true)
+	}, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
 		if len(pos) == 0 {
 			return nil, badArgs(errors.New("missing action: get, add, set, remove or clear"))
 		}
@@ -417,8 +464,12 @@ func runCart(ctx context.Context, cio cmdIO, args []string) int {
 			return nil, badArgs(fmt.Errorf("unknown action %q: get, add, set, remove or clear", action))
 		}
 		n, err := parseArgs(pos, want, ints...)
-		if err != nil || cl == nil {
+		if err != nil {
 			return nil, badArgs(err)
+		}
+		ctx, err = concern.apply(ctx, "cart "+action, action != "get")
+		if err != nil || cl == nil {
+			return nil, err
 		}
 		var out any
 		switch action {
@@ -441,9 +492,11 @@ func runCart(ctx context.Context, cio cmdIO, args []string) int {
 func runStock(ctx context.Context, cio cmdIO, args []string) int {
 	var consistent *bool
 	var reason *string
+	var concern *concernFlags
 	return clientCommand(ctx, cio, "stock", args, func(fs *flag.FlagSet) {
 		consistent = fs.Bool("consistent", false, "get: read the item at the sku's home")
 		reason = fs.String("reason", "", "adjust: why, logged by the region")
+		concern = addConcerns(fs, true, true)
 	}, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
 		if len(pos) == 0 {
 			return nil, badArgs(errors.New("missing action: get, restock or adjust"))
@@ -461,8 +514,12 @@ func runStock(ctx context.Context, cio cmdIO, args []string) int {
 		default:
 			return nil, badArgs(fmt.Errorf("unknown action %q: get, restock or adjust", action))
 		}
-		if err != nil || cl == nil {
+		if err != nil {
 			return nil, badArgs(err)
+		}
+		ctx, err = concern.apply(ctx, "stock "+action, action != "get")
+		if err != nil || cl == nil {
+			return nil, err
 		}
 		switch action {
 		case "get":
@@ -482,16 +539,21 @@ func runStock(ctx context.Context, cio cmdIO, args []string) int {
 func runReserve(ctx context.Context, cio cmdIO, args []string) int {
 	var key *string
 	var ttl *time.Duration
+	var concern *concernFlags
 	return clientCommand(ctx, cio, "reserve", args, func(fs *flag.FlagSet) {
 		key = fs.String("key", "", "Idempotency-Key (default: a fresh random one)")
 		ttl = fs.Duration("ttl", 0, "how long to hold, 1s..24h (default: the API's, 10m)")
+		concern = addConcerns(fs, true, false)
 	}, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
 		n, err := parseArgs(pos, []string{"SKU", "QTY"}, "QTY")
 		if err == nil && *ttl < 0 {
 			err = errors.New("--ttl must not be negative")
 		}
-		if err != nil || cl == nil {
+		if err != nil {
 			return nil, badArgs(err)
+		}
+		if ctx, err = concern.apply(ctx, "reserve", true); err != nil || cl == nil {
+			return nil, err
 		}
 		out, err := cl.Reserve(ctx, pos[0], n["QTY"], client.KeyOptions{IdempotencyKey: *key, TTL: *ttl})
 		return out, err
@@ -521,11 +583,17 @@ func runRelease(ctx context.Context, cio cmdIO, args []string) int {
 
 func runSettle(ctx context.Context, cio cmdIO, name string, args []string) int {
 	var key *string
+	var concern *concernFlags
 	return clientCommand(ctx, cio, name, args, func(fs *flag.FlagSet) {
 		key = fs.String("key", "", "Idempotency-Key (default: a fresh random one)")
+		concern = addConcerns(fs, true, false)
 	}, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
-		if _, err := parseArgs(pos, []string{"ID"}); err != nil || cl == nil {
+		if _, err := parseArgs(pos, []string{"ID"}); err != nil {
 			return nil, badArgs(err)
+		}
+		ctx, err := concern.apply(ctx, name, true)
+		if err != nil || cl == nil {
+			return nil, err
 		}
 		opts := client.KeyOptions{IdempotencyKey: *key}
 		if name == "commit" {

@@ -12,10 +12,10 @@
 //	lattice dev [flags]
 //	lattice bench [flags]
 //	lattice status --config FILE [--timeout D]
-//	lattice cart get|add|set|remove|clear CART [SKU [QTY]] (--config FILE --region NAME | --url URL)
-//	lattice stock get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] (--config FILE --region NAME | --url URL)
-//	lattice reserve SKU QTY [--ttl D] [--key KEY] (--config FILE --region NAME | --url URL)
-//	lattice reservation|commit|release ID [--key KEY] (--config FILE --region NAME | --url URL)
+//	lattice cart get|add|set|remove|clear CART [SKU [QTY]] [--replicas N] [--quorum N] (--config FILE --region NAME | --url URL)
+//	lattice stock get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] [--replicas N] [--quorum N] (--config FILE --region NAME | --url URL)
+//	lattice reserve SKU QTY [--ttl D] [--key KEY] [--replicas N] (--config FILE --region NAME | --url URL)
+//	lattice reservation|commit|release ID [--key KEY] [--replicas N] (--config FILE --region NAME | --url URL)
 //	lattice version (or lattice --version)
 //	lattice help [COMMAND]
 //
@@ -68,12 +68,12 @@ func init() {
 		{"restore", "--config FILE --region NAME --from FILE", "put a snapshot in place of a stopped region's store", runRestore},
 		{"bench", "[flags]", "run the benchmark", runBench},
 		{"status", "--config FILE [--timeout D]", "show every region of a cluster: reachable, ready, warnings, peers and replication lag", runStatus},
-		{"cart", "get|add|set|remove|clear CART [SKU [QTY]] " + targetArgs, "read or change a cart", runCart},
-		{"stock", "get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] " + targetArgs, "read or change a sku's stock", runStock},
-		{"reserve", "SKU QTY [--ttl D] [--key KEY] " + targetArgs, "hold units of a sku at its home", runReserve},
+		{"cart", "get|add|set|remove|clear CART [SKU [QTY]] [--replicas N] [--quorum N] " + targetArgs, "read or change a cart", runCart},
+		{"stock", "get|restock|adjust SKU [QTY|DELTA] [--consistent] [--reason TEXT] [--replicas N] [--quorum N] " + targetArgs, "read or change a sku's stock", runStock},
+		{"reserve", "SKU QTY [--ttl D] [--key KEY] [--replicas N] " + targetArgs, "hold units of a sku at its home", runReserve},
 		{"reservation", "ID " + targetArgs, "read a reservation at its home", runReservation},
-		{"commit", "ID [--key KEY] " + targetArgs, "commit a held reservation", runCommit},
-		{"release", "ID [--key KEY] " + targetArgs, "release a held reservation", runRelease},
+		{"commit", "ID [--key KEY] [--replicas N] " + targetArgs, "commit a held reservation", runCommit},
+		{"release", "ID [--key KEY] [--replicas N] " + targetArgs, "release a held reservation", runRelease},
 		versionCommand,
 		{"help", "[COMMAND]", "show this help, or a command's flags", runHelp},
 	}
