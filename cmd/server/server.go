@@ -33,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/latticedb/lattice/api"
+	"github.com/latticedb/lattice/api/console"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
@@ -88,6 +89,9 @@ type Options struct {
 	// serves. When nil, the region replicates nothing and forwards
 	// nothing (see the package documentation).
 	Replication NewReplication
+	// ConsoleControls, when set, enables the console's development
+	// controls (/console/dev/...): `lattice dev` only.
+	ConsoleControls console.Controls
 }
 
 // NewReplication builds the replication of one region from env. It must
@@ -293,7 +297,13 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	s.ln = s.sec.wrapListener(s.ln)
 	h := api.New(s.node, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout,
 		Tokens: s.sec.tokens, ProtectProbes: cfg.APIAuth.ProtectProbes, AccessLog: cfg.AccessLog})
-	s.http = api.NewServer(s.ln.Addr().String(), s.track(h))
+	// The console (/console) is served in front of the API.
+	ch, err := console.New(console.Options{Region: name, Config: cfg, API: h, Gatherer: s.reg, Tokens: s.sec.tokens,
+		Controls: opts.ConsoleControls, Logger: s.log})
+	if err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
+	s.http = api.NewServer(s.ln.Addr().String(), s.track(ch))
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	go s.serve()
 	s.sec.start(opts.ReloadInterval)
