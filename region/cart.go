@@ -2,6 +2,8 @@ package region
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/store"
@@ -35,53 +37,100 @@ func (n *Node) GetCart(ctx context.Context, id string) (Cart, error) {
 	}
 	var view Cart
 	err := n.view(ctx, prefixCart+id, func(r store.Reader) error {
-		c, err := loadCart(r, id)
+		c, err := loadCart(n.cartReader(r), id)
 		view = n.cartView(id, c)
 		return err
 	})
 	return view, n.storeErr(err)
 }
 
-// cartWrite applies the delta that mut computes from the current cart.
-func (n *Node) cartWrite(ctx context.Context, id string, mut func(c *crdt.Cart) (*crdt.Cart, error)) (Cart, error) {
+// cartWrite applies the delta that mut computes from the current cart:
+// from its head and the line of sku (every line if sku is ""), which is
+// all the delta of an add, set or remove of sku depends on (see
+// cartstore.go). mut also gets the cart's head, for its counts.
+func (n *Node) cartWrite(ctx context.Context, id, sku string, mut func(c *crdt.Cart, h *crdt.CartHead) (*crdt.Cart, error)) (Cart, error) {
 	if err := validateID("cart_id", id); err != nil {
 		return Cart{}, err
 	}
 	var view Cart
 	err := n.write(ctx, []string{prefixCart + id}, func(tx *store.Tx, g *crdt.Group) error {
-		c, err := loadCart(tx, id)
+		var (
+			c   *crdt.Cart
+			p   *cartPart
+			err error
+		)
+		if sku == "" || n.carts.isDamaged(id) {
+			c, p, err = n.loadWholeCart(tx, id)
+		} else {
+			c, p, err = loadCartLines(tx, id, []string{sku}, false, false)
+		}
 		if err != nil {
 			return err
 		}
-		delta, err := mut(c)
+		delta, err := mut(c, &p.head)
 		if err != nil {
 			return err
 		}
 		if c.Brings(delta) {
 			c.Join(delta)
-			tx.Set(prefixCart+id, crdt.EncodeCart(c))
+			if err := n.saveCart(tx, p, c); err != nil {
+				return err
+			}
 			// The group is this write's own and delta is not used again,
 			// so the group takes it rather than a copy (AddCart copies).
 			g.Carts = map[string]*crdt.Cart{id: delta}
 		}
-		view = n.cartView(id, c)
-		return nil
+		items, err := n.cartItems(p, c)
+		view = Cart{CartID: id, Region: string(n.name), Items: items}
+		return err
 	})
 	return view, err
 }
 
-func checkRoom(c *crdt.Cart, sku string) error {
-	if len(c.Entries) >= MaxCartEntries {
-		return Errorf(CodeCartFull, "cart holds %d entries; set the quantity of a line to fold its entries", len(c.Entries))
+// cartItems returns the view of the cart that p was loaded as, now c (a
+// part of it unless p holds every line): the lines p read from c, the
+// others as stored.
+func (n *Node) cartItems(p *cartPart, c *crdt.Cart) ([]crdt.CartItem, error) {
+	if p.all {
+		return n.cartView(p.id, c).Items, nil
 	}
-	if c.Has(sku) || len(c.Entries) < MaxCartSKUs {
-		return nil // fewer entries than the most skus allowed
+	part := c.Items()
+	items := make([]crdt.CartItem, 0, p.head.Lines+len(part))
+	prefix := cartLinesPrefix(p.id)
+	var lerr error
+	err := n.store.Scan(prefix, func(k string, v []byte, err error) bool {
+		if _, loaded := p.lines[k[len(prefix):]]; loaded || len(v) == 0 {
+			return true
+		}
+		if err != nil {
+			lerr = corruptCart(p.id)
+			return false
+		}
+		sku, q, err := crdt.CartLineQty(v)
+		if err != nil || sku != k[len(prefix):] {
+			lerr = corruptCart(p.id)
+			return false
+		}
+		if q > 0 {
+			items = append(items, crdt.CartItem{SKU: sku, Qty: q})
+		}
+		return true
+	})
+	if err == nil {
+		err = lerr
 	}
-	skus := make(map[string]struct{})
-	for _, l := range c.Entries {
-		skus[l.SKU] = struct{}{}
+	items = append(items, part...)
+	slices.SortFunc(items, func(a, b crdt.CartItem) int { return strings.Compare(a.SKU, b.SKU) })
+	return items, err
+}
+
+// checkRoom refuses an entry of sku in a cart with head h whose line of
+// sku is in c.
+func checkRoom(c *crdt.Cart, h *crdt.CartHead, sku string) error {
+	if h.Entries >= MaxCartEntries {
+		return Errorf(CodeCartFull, "cart holds %d entries; set the quantity of a line to fold its entries", h.Entries)
 	}
-	if len(skus) >= MaxCartSKUs {
+	if !c.Has(sku) && h.Lines >= MaxCartSKUs {
 		return Errorf(CodeCartFull, "cart holds %d distinct skus, the most allowed", MaxCartSKUs)
 	}
 	return nil
@@ -102,8 +151,8 @@ func (n *Node) AddItem(ctx context.Context, id, sku string, qty int64) (Cart, er
 	if err := validQty("qty", qty, 1); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) {
-		if err := checkRoom(c, sku); err != nil {
+	return n.cartWrite(ctx, id, sku, func(c *crdt.Cart, h *crdt.CartHead) (*crdt.Cart, error) {
+		if err := checkRoom(c, h, sku); err != nil {
 			return nil, err
 		}
 		return c.Add(n.self, sku, qty), nil
@@ -118,9 +167,9 @@ func (n *Node) SetItem(ctx context.Context, id, sku string, qty int64) (Cart, er
 	if err := validQty("qty", qty, 0); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) {
+	return n.cartWrite(ctx, id, sku, func(c *crdt.Cart, h *crdt.CartHead) (*crdt.Cart, error) {
 		if qty > 0 {
-			if err := checkRoom(c, sku); err != nil && !c.Has(sku) {
+			if err := checkRoom(c, h, sku); err != nil && !c.Has(sku) {
 				return nil, err
 			}
 		}
@@ -133,10 +182,10 @@ func (n *Node) RemoveItem(ctx context.Context, id, sku string) (Cart, error) {
 	if err := validateID("sku", sku); err != nil {
 		return Cart{}, err
 	}
-	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Remove(sku), nil })
+	return n.cartWrite(ctx, id, sku, func(c *crdt.Cart, _ *crdt.CartHead) (*crdt.Cart, error) { return c.Remove(sku), nil })
 }
 
 // ClearCart removes every observed entry of the cart.
 func (n *Node) ClearCart(ctx context.Context, id string) (Cart, error) {
-	return n.cartWrite(ctx, id, func(c *crdt.Cart) (*crdt.Cart, error) { return c.Clear(), nil })
+	return n.cartWrite(ctx, id, "", func(c *crdt.Cart, _ *crdt.CartHead) (*crdt.Cart, error) { return c.Clear(), nil })
 }

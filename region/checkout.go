@@ -170,7 +170,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	}
 	var state []byte
 	err = n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
-		c, err := loadCart(r, cartID)
+		c, err := loadCart(n.cartReader(r), cartID)
 		state = crdt.EncodeCart(c)
 		return err
 	})
@@ -198,7 +198,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
 	err := n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
-		c, err := loadCart(r, cartID)
+		c, err := loadCart(n.cartReader(r), cartID)
 		if err != nil {
 			return err
 		}
@@ -322,13 +322,15 @@ func (n *Node) removeObserved(ctx context.Context, cartID string, removed []plan
 		dots[i] = crdt.Dot{Replica: crdt.ReplicaID(d.R), Counter: d.C}
 	}
 	return n.write(ctx, []string{prefixCart + cartID}, func(tx *store.Tx, g *crdt.Group) error {
-		c, err := loadCart(tx, cartID)
+		c, p, err := loadCartLines(n.cartReader(tx), cartID, nil, true, false)
 		if err != nil {
 			return err
 		}
 		if d := c.RemoveObserved(dots); c.Brings(d) {
 			c.Join(d)
-			tx.Set(prefixCart+cartID, crdt.EncodeCart(c))
+			if err := n.saveCart(tx, p, c); err != nil {
+				return err
+			}
 			g.AddCart(cartID, d)
 		}
 		return nil
@@ -770,7 +772,7 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 	}
 	err := n.write(context.Background(), []string{prefixCart + cartID, prefixIdem + idem.Key}, func(tx *store.Tx, g *crdt.Group) error {
 		if order != nil {
-			c, err := loadCart(tx, cartID)
+			c, p, err := loadCartLines(n.cartReader(tx), cartID, nil, true, false)
 			if err != nil {
 				return err
 			}
@@ -780,7 +782,9 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 			}
 			if d := c.RemoveObserved(dots); c.Brings(d) {
 				c.Join(d)
-				tx.Set(prefixCart+cartID, crdt.EncodeCart(c))
+				if err := n.saveCart(tx, p, c); err != nil {
+					return err
+				}
 				g.AddCart(cartID, d)
 			}
 		}

@@ -138,7 +138,7 @@ func (n *Node) buildDigest() error {
 				return true
 			}
 			if prefix == prefixCart {
-				if _, err := crdt.DecodeCart(v); err != nil {
+				if _, err := crdt.DecodeCartHead(v); err != nil { // its lines: openCarts
 					n.store.MarkCorrupt(k)
 					n.dg.damaged[k] = struct{}{}
 					return true

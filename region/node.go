@@ -116,6 +116,7 @@ type Node struct {
 	// it; it is only touched inside the store's write lock.
 	txApplied crdt.Context
 	dg        *digest
+	carts     cartStore // split carts: damaged ones, empty lines (cartstore.go)
 	due       dueIndex
 
 	imu      sync.Mutex
@@ -214,9 +215,13 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.openApplied(marksBy); err != nil {
 		return nil, err
 	}
+	if err := n.openCarts(); err != nil {
+		return nil, err
+	}
 	if err := n.buildDigest(); err != nil {
 		return nil, err
 	}
+	n.noteDamagedCarts()
 	if err := n.buildDueIndex(); err != nil {
 		return nil, err
 	}
@@ -228,6 +233,8 @@ func NewNode(opts Options) (*Node, error) {
 	}
 	n.wg.Add(1)
 	go n.expiryLoop()
+	n.wg.Add(1)
+	go n.sweepLines()
 	return n, nil
 }
 
@@ -518,7 +525,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 	defer lk.Unlock()
 	err := lk.UpdateLocked(func(tx *store.Tx) error {
 		for id, c := range g.Carts {
-			cur, err := loadCart(tx, id)
+			cur, part, err := n.loadCartFor(tx, id, c)
 			if err != nil && !errors.Is(err, store.ErrCorrupt) {
 				return err
 			}
@@ -532,7 +539,9 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			}
 			if cur.Brings(c) || err != nil {
 				cur.Join(c)
-				tx.Set(prefixCart+id, crdt.EncodeCart(cur))
+				if err := n.saveCart(tx, part, cur); err != nil {
+					return err
+				}
 			}
 		}
 		for sku, it := range g.Items {
@@ -635,7 +644,7 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 	g := &crdt.Group{}
 	err := lk.View(func(r store.Reader) error {
 		for _, id := range carts {
-			c, err := loadCart(r, id)
+			c, err := loadCart(n.cartReader(r), id)
 			switch {
 			case err == nil && !c.Empty():
 				g.AddCart(id, c)
@@ -662,10 +671,6 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 		c.Join(x)
 	}
 	return g, c, nil
-}
-
-func loadCart(r store.Reader, id string) (*crdt.Cart, error) {
-	return load(r, prefixCart+id, crdt.DecodeCartStored)
 }
 
 func loadItem(r store.Reader, sku string) (*crdt.Item, error) {

@@ -561,3 +561,7 @@ func (p peek) Get(key string) (val []byte, ok bool, err error) {
 	})
 	return val, ok, errors.Join(err, damaged)
 }
+
+func (p peek) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	return p.st.Scan(prefix, fn)
+}

@@ -22,6 +22,8 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //     guarded by their own names;
 //   - an item's ledger ("l/SKU") by its item: the item, its ledger and
 //     its reservations change together;
+//   - a cart's line ("e/ID/SKU") by its cart ("c/ID", the cart's head):
+//     the head and the lines change together (cartstore.go);
 //   - a reservation record ("r/ID") has no lock of the store's: its sku is
 //     not in its key, and it is read and written only under its item's
 //     lock (a home request finds the sku first, homeLockKeys);
@@ -36,6 +38,9 @@ func lockKey(key string) string {
 	switch {
 	case strings.HasPrefix(key, prefixLedger):
 		return prefixItem + key[len(prefixLedger):]
+	case strings.HasPrefix(key, prefixCartLine):
+		id, _, _ := cartOfLineKey(key)
+		return prefixCart + id
 	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq:
 		return ""
 	}

@@ -47,6 +47,30 @@ func (r reader) get(key string) ([]byte, bool, error) {
 	return p, true, nil
 }
 
+// Scan calls fn for every key with the prefix, in key order, until fn
+// returns false, from the view's snapshot (a view's reader lists keys
+// without a second BuntDB view, which would wait behind a waiting writer).
+// Every key must be one the view may read. Damaged values are passed with
+// err set.
+func (r reader) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	var lerr error
+	err := r.tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
+		if !strings.HasPrefix(k, prefix) {
+			return false
+		}
+		if lerr = r.lk.check(k); lerr != nil {
+			return false
+		}
+		_, _, _, p, err := unframe([]byte(v))
+		if err != nil {
+			r.s.MarkCorrupt(k)
+			return fn(k, nil, &CorruptError{Key: k})
+		}
+		return fn(k, p, nil)
+	})
+	return errors.Join(err, lerr)
+}
+
 func (s *Store) view(lk *Locked, fn func(r Reader) error) error {
 	return s.db.View(func(tx *buntdb.Tx) error { return fn(reader{s, tx, lk}) })
 }

@@ -1,0 +1,262 @@
+package crdt
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
+
+// A cart may be stored split: its head (CartHead: the causal context, how
+// many entries and lines it holds and a hash of its entries) under one
+// key, and each of its lines (the entries of one sku) under a key of its
+// own. An operation then rewrites the head and the lines it changes, not
+// the whole cart. The head determines the cart's state hash: two carts
+// with the same entries and context have the same head, and two carts
+// whose entries differ have different entry hashes (Sum, the XOR of
+// EntryHash over the entries, which an add or a remove updates without
+// reading the other entries) but for a 2⁻⁶⁴ chance.
+//
+//	head  [1, context, entries, lines, sum]      context as in AppendContext
+//	line  [sku, [[replica, counter, kind, n]...]] entries by replica, counter
+
+// CartHead is the part of a split-stored cart kept apart from its lines:
+// its causal context, the number of its entries and of its lines (skus
+// with at least one entry), and Sum, the XOR of EntryHash over its
+// entries.
+type CartHead struct {
+	Ctx     Context
+	Entries int
+	Lines   int
+	Sum     uint64
+}
+
+// headFormat is the first element of an encoded head; an encoded cart
+// starts with a replica record (an array) instead.
+const headFormat = 1
+
+// EntryHash returns the hash of one cart entry, as CartHead.Sum XORs it:
+// FNV-1a 64 over the entry's dot and line, with a final mix so that the
+// XOR of many hashes keeps every bit.
+func EntryHash(d Dot, l Line) uint64 {
+	h := NewFNV64()
+	h.String(string(d.Replica))
+	h.Byte(0)
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], d.Counter)
+	h.Bytes(buf[:])
+	h.String(l.SKU)
+	h.Byte(0)
+	h.Byte(byte(l.Kind))
+	binary.LittleEndian.PutUint64(buf[:], uint64(l.N))
+	h.Bytes(buf[:])
+	x := uint64(h)
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+// HeadOf returns the head of the cart c.
+func HeadOf(c *Cart) CartHead {
+	h := CartHead{Ctx: c.Ctx.Clone(), Entries: len(c.Entries)}
+	skus := make(map[string]struct{})
+	for d, l := range c.Entries {
+		h.Sum ^= EntryHash(d, l)
+		skus[l.SKU] = struct{}{}
+	}
+	h.Lines = len(skus)
+	return h
+}
+
+// AppendCartHead appends the canonical encoding of h to b and returns the
+// extended slice.
+func AppendCartHead(b []byte, h *CartHead) []byte {
+	b = appendArray(b, 5)
+	b = appendUint(b, headFormat)
+	b = AppendContext(b, &h.Ctx)
+	b = appendUint(b, uint64(h.Entries))
+	b = appendUint(b, uint64(h.Lines))
+	return appendUint(b, h.Sum)
+}
+
+// EncodeCartHead returns the canonical encoding of h.
+func EncodeCartHead(h *CartHead) []byte { return AppendCartHead(nil, h) }
+
+// DecodeCartHead decodes and validates a head that this process encoded
+// with EncodeCartHead and kept behind an integrity check of its own (see
+// DecodeCartStored). A whole encoded cart is not a head and is refused.
+func DecodeCartHead(b []byte) (*CartHead, error) {
+	return decodeStored(b, MaxObjectBytes, (*parser).cartHead)
+}
+
+var (
+	headShape      = &shape{name: "cart head", major: majorArray, fields: []*shape{uintShape, cartShape, uintShape, uintShape, uintShape}}
+	lineEntryShape = &shape{name: "line entry", major: majorArray, fields: []*shape{textShape, uintShape, uintShape, intShape}}
+	lineShape      = &shape{name: "cart line", major: majorArray, fields: []*shape{textShape, arrayOf(lineEntryShape, maxArray)}}
+)
+
+func (p *parser) cartHead() (*CartHead, error) {
+	if _, err := p.array(headShape); err != nil {
+		return nil, err
+	}
+	f, err := p.uint()
+	if err != nil {
+		return nil, err
+	}
+	if f != headFormat {
+		return nil, fmt.Errorf("crdt: cart head: unknown format %d", f)
+	}
+	c, err := p.cart()
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Entries) > 0 {
+		return nil, fmt.Errorf("crdt: cart head: context holds entries")
+	}
+	entries, err := p.uint()
+	if err != nil {
+		return nil, err
+	}
+	lines, err := p.uint()
+	if err != nil {
+		return nil, err
+	}
+	sum, err := p.uint()
+	if err != nil {
+		return nil, err
+	}
+	if entries > MaxCartEntries || lines > entries || (entries > 0) != (lines > 0) {
+		return nil, fmt.Errorf("crdt: cart head: %d entries in %d lines", entries, lines)
+	}
+	return &CartHead{Ctx: c.Ctx, Entries: int(entries), Lines: int(lines), Sum: sum}, nil
+}
+
+// AppendCartLine appends the canonical encoding of one line of a cart, the
+// entries of sku (every entry's Line.SKU must be sku), to b and returns
+// the extended slice.
+func AppendCartLine(b []byte, sku string, entries map[Dot]Line) []byte {
+	ds := make([]Dot, 0, len(entries))
+	for d := range entries {
+		ds = append(ds, d)
+	}
+	slices.SortFunc(ds, func(a, b Dot) int {
+		if c := cmp.Compare(a.Replica, b.Replica); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Counter, b.Counter)
+	})
+	b = appendArray(b, 2)
+	b = appendText(b, sku)
+	b = appendArray(b, len(ds))
+	for _, d := range ds {
+		l := entries[d]
+		b = appendArray(b, 4)
+		b = appendText(b, string(d.Replica))
+		b = appendUint(b, d.Counter)
+		b = appendUint(b, uint64(l.Kind))
+		b = appendInt(b, l.N)
+	}
+	return b
+}
+
+// DecodeCartLine decodes and validates a line that this process encoded
+// with AppendCartLine and kept behind an integrity check of its own: a
+// valid sku and one or more entries, sorted, well formed and in range.
+// Whether the entries are in the cart's context is for the caller to
+// check, against the head.
+func DecodeCartLine(b []byte) (string, map[Dot]Line, error) {
+	var entries map[Dot]Line
+	sku, err := decodeStored(b, MaxObjectBytes, func(p *parser) (string, error) {
+		return p.cartLine(func(d Dot, l Line) {
+			if entries == nil {
+				entries = make(map[Dot]Line, 2)
+			}
+			entries[d] = l
+		})
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return sku, entries, nil
+}
+
+// CartLineQty decodes and validates a line as DecodeCartLine does and
+// returns its sku and quantity (see Cart), without keeping its entries.
+func CartLineQty(b []byte) (string, int64, error) {
+	var set, add int64
+	sku, err := decodeStored(b, MaxObjectBytes, func(p *parser) (string, error) {
+		return p.cartLine(func(_ Dot, l Line) {
+			if l.Kind == KindSet {
+				set = max(set, l.N)
+			} else {
+				add += l.N
+			}
+		})
+	})
+	return sku, set + add, err
+}
+
+// cartLine reads and validates a line, calling visit for each entry.
+func (p *parser) cartLine(visit func(Dot, Line)) (string, error) {
+	if _, err := p.array(lineShape); err != nil {
+		return "", err
+	}
+	sku, err := p.text()
+	if err != nil {
+		return "", err
+	}
+	if !ValidID(sku) {
+		return "", fmt.Errorf("crdt: cart line: invalid sku %q", sku)
+	}
+	n, err := p.array(lineShape.fields[1])
+	if err != nil {
+		return "", err
+	}
+	if n == 0 {
+		return "", fmt.Errorf("crdt: cart line %q without entries", sku)
+	}
+	var last Dot
+	for i := range n {
+		if _, err := p.array(lineEntryShape); err != nil {
+			return "", err
+		}
+		rep, err := p.text()
+		if err != nil {
+			return "", err
+		}
+		k, err := p.uint()
+		if err != nil {
+			return "", err
+		}
+		kind, err := p.uint8()
+		if err != nil {
+			return "", err
+		}
+		q, err := p.int64()
+		if err != nil {
+			return "", err
+		}
+		if i > 0 && rep == string(last.Replica) {
+			rep = string(last.Replica) // one string for a replica's entries
+		}
+		d := Dot{ReplicaID(rep), k}
+		switch {
+		case !validReplica(d.Replica):
+			return "", fmt.Errorf("crdt: cart line: invalid replica id %q", rep)
+		case k == 0 || k > MaxCounter:
+			return "", fmt.Errorf("crdt: cart line: entry %s out of range", d)
+		case i > 0 && !last.Less(d):
+			return "", fmt.Errorf("crdt: cart line: entry %s unsorted or duplicated", d)
+		case LineKind(kind) != KindAdd && LineKind(kind) != KindSet:
+			return "", fmt.Errorf("crdt: cart line: entry %s has unknown kind %d", d, kind)
+		case q < 1 || q > MaxQty:
+			return "", fmt.Errorf("crdt: cart line: entry %s has quantity %d outside 1..%d", d, q, MaxQty)
+		}
+		last = d
+		visit(d, Line{SKU: sku, Kind: LineKind(kind), N: q})
+	}
+	return sku, nil
+}

@@ -1,0 +1,610 @@
+package region
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
+)
+
+// Carts are stored split (see crdt.CartHead), so that an operation costs
+// in proportion to what it changes, not to the cart:
+//
+//   - "c/ID" holds the cart's head: its causal context, how many entries
+//     and lines it has and the XOR of its entries' hashes. It is the
+//     cart's replicated key: the anti-entropy digest hashes the head
+//     (crdt.StateHash of its encoding), which is a function of the cart's
+//     state alone, so regions holding the same cart have the same hash.
+//   - "e/ID/SKU" holds the line of SKU: its entries (crdt.AppendCartLine).
+//     An empty value is a line with no entries left, deleted in the
+//     background (a store transaction may not both set keys and delete
+//     one); it reads as absent. Its lock is the cart's (lockKey).
+//
+// One logical write is still one store transaction: the head and the lines
+// it changes. An add, set or remove of a sku reads the head and the sku's
+// line and writes the two; a clear, a checkout's removal and a remote
+// delta that removes entries of other lines (its context holds dots its
+// entries do not) read every line and write those that change; a remote
+// add reads and writes only its own lines. A read of the cart lists its
+// lines (Store.Scan, under the cart's lock) and checks them against the
+// head: entry and line counts and entry hash. A damaged or inconsistent
+// line makes the whole cart damaged: refused, left out of the digest and
+// repaired from a peer.
+//
+// Files written before carts were split hold each cart whole under
+// "c/ID"; NewNode converts them on open (openCarts).
+const prefixCartLine = "e/"
+
+func cartLinesPrefix(id string) string { return prefixCartLine + id + "/" }
+
+func cartLineKey(id, sku string) string { return prefixCartLine + id + "/" + sku }
+
+// cartOfLineKey returns the cart id and sku of a line key.
+func cartOfLineKey(key string) (id, sku string, ok bool) {
+	rest, ok := strings.CutPrefix(key, prefixCartLine)
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(rest, "/")
+}
+
+// lister lists keys with their checked values (store.Store.Scan).
+type lister interface {
+	Scan(prefix string, fn func(key string, val []byte, err error) bool) error
+}
+
+// cartReader is a transaction's reader that also lists a cart's lines,
+// with the store's Scan. Scan shows committed values without taking
+// locks; the caller holds the cart's lock, which guards its lines, so the
+// lines it lists are the cart's as of the transaction's start. A view's
+// reader lists keys itself, from the view's snapshot.
+type cartReader struct {
+	store.Reader
+	list lister
+}
+
+func (r cartReader) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	return r.list.Scan(prefix, fn)
+}
+
+func (n *Node) cartReader(r store.Reader) store.Reader {
+	if _, ok := r.(lister); ok {
+		return r
+	}
+	return cartReader{r, n.store}
+}
+
+// cartStore is the node's state of its split carts.
+type cartStore struct {
+	mu sync.Mutex
+	// damaged holds the ids of carts found damaged (a line failed its
+	// checksum or disagrees with the head) until a repair rewrites them.
+	damaged map[string]struct{}
+	// blank holds the line keys left empty, to delete.
+	blank map[string]struct{}
+	kick  chan struct{}
+}
+
+func (s *cartStore) isDamaged(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.damaged[id]
+	return ok
+}
+
+// cartPart is a stored cart as a write loaded it: its head, the lines it
+// read (a sku without entries has a nil map), and, when it read every
+// line, the keys of the damaged ones.
+type cartPart struct {
+	id       string
+	head     crdt.CartHead
+	headRaw  []byte
+	lines    map[string]map[crdt.Dot]crdt.Line
+	all      bool
+	damaged  []string // line keys whose values failed their checksums
+	repaired bool     // the cart was damaged: its next save rewrites it whole
+}
+
+func corruptCart(id string) error { return &store.CorruptError{Key: prefixCart + id} }
+
+// loadCart reads the whole cart id; r must list keys (a cartReader). A
+// damaged cart reads as empty with a *store.CorruptError for its key.
+func loadCart(r store.Reader, id string) (*crdt.Cart, error) {
+	c, _, err := loadCartLines(r, id, nil, true, false)
+	return c, err
+}
+
+// loadCartLines reads the head of cart id and the lines of skus (every
+// line if all) and returns them as a cart (a part of the cart unless
+// all) and as the part a save writes back. A damaged cart (damaged: known
+// to be) returns a *store.CorruptError for its key, the empty cart and,
+// with all, a part that lists every line key, so that a save of the
+// repaired state overwrites them all.
+func loadCartLines(r store.Reader, id string, skus []string, all, damaged bool) (*crdt.Cart, *cartPart, error) {
+	p := &cartPart{id: id, lines: make(map[string]map[crdt.Dot]crdt.Line), all: all}
+	fail := func() (*crdt.Cart, *cartPart, error) {
+		p.head, p.headRaw, p.repaired = crdt.CartHead{}, nil, true
+		for sku := range p.lines {
+			p.lines[sku] = nil // to be overwritten
+		}
+		return &crdt.Cart{}, p, corruptCart(id)
+	}
+	var lerr error
+	if all {
+		l, ok := r.(lister)
+		if !ok {
+			return &crdt.Cart{}, p, errors.New("region: reading a whole cart needs a reader that lists keys")
+		}
+		prefix := cartLinesPrefix(id)
+		err := l.Scan(prefix, func(k string, v []byte, err error) bool {
+			sku := k[len(prefix):]
+			switch {
+			case err != nil:
+				p.damaged = append(p.damaged, k)
+				lerr = corruptCart(id)
+			case len(v) == 0:
+				p.lines[sku] = nil
+			default:
+				got, es, err := crdt.DecodeCartLine(v)
+				if err != nil || got != sku {
+					p.damaged = append(p.damaged, k)
+					lerr = corruptCart(id)
+				}
+				p.lines[sku] = es
+			}
+			return true
+		})
+		if err != nil {
+			return &crdt.Cart{}, p, err
+		}
+	}
+	b, ok, err := r.Get(prefixCart + id)
+	switch {
+	case err != nil && !errors.Is(err, store.ErrCorrupt):
+		return &crdt.Cart{}, p, err
+	case err != nil:
+		return fail()
+	case ok:
+		h, err := crdt.DecodeCartHead(b)
+		if err != nil {
+			return fail()
+		}
+		p.head, p.headRaw = *h, b
+	}
+	if damaged || lerr != nil {
+		return fail()
+	}
+	for _, sku := range skus {
+		if _, done := p.lines[sku]; done || all {
+			continue
+		}
+		v, _, err := r.Get(cartLineKey(id, sku))
+		if err != nil {
+			if errors.Is(err, store.ErrCorrupt) {
+				return fail()
+			}
+			return &crdt.Cart{}, p, err
+		}
+		p.lines[sku] = nil
+		if len(v) > 0 {
+			got, es, err := crdt.DecodeCartLine(v)
+			if err != nil || got != sku {
+				return fail()
+			}
+			p.lines[sku] = es
+		}
+	}
+	c := &crdt.Cart{Ctx: p.head.Ctx.Clone()}
+	var entries, lines int
+	var sum uint64
+	for _, es := range p.lines {
+		if len(es) > 0 {
+			lines++
+		}
+		for d, l := range es {
+			if !p.head.Ctx.Contains(d) {
+				return fail()
+			}
+			if c.Entries == nil {
+				c.Entries = make(map[crdt.Dot]crdt.Line, len(es))
+			}
+			c.Entries[d] = l
+			entries++
+			sum ^= crdt.EntryHash(d, l)
+		}
+	}
+	if all && (entries != p.head.Entries || lines != p.head.Lines || sum != p.head.Sum) {
+		return fail()
+	}
+	return c, p, nil
+}
+
+// loadCartFor reads what joining delta into cart id needs: the head and
+// the lines of the delta's entries, or every line if the delta removes
+// entries (its context holds dots, seen here, that are not its entries) of
+// lines it has no entries in, or may hold a dot this cart holds under
+// another sku.
+func (n *Node) loadCartFor(r store.Reader, id string, delta *crdt.Cart) (*crdt.Cart, *cartPart, error) {
+	if n.carts.isDamaged(id) {
+		return n.loadWholeCart(r, id)
+	}
+	skus := make([]string, 0, 1)
+	for _, l := range delta.Entries {
+		if !slices.Contains(skus, l.SKU) {
+			skus = append(skus, l.SKU)
+		}
+	}
+	c, p, err := loadCartLines(r, id, skus, false, false)
+	if err != nil {
+		if errors.Is(err, store.ErrCorrupt) {
+			n.noteCartDamaged(id)
+			return loadCartLines(n.cartReader(r), id, nil, true, true)
+		}
+		return c, p, err
+	}
+	if needsAllLines(c, delta) {
+		c, p, err = loadCartLines(n.cartReader(r), id, nil, true, false)
+		if errors.Is(err, store.ErrCorrupt) {
+			n.noteCartDamaged(id)
+		}
+	}
+	return c, p, nil
+}
+
+// loadWholeCart reads every line of cart id. A cart noted damaged is
+// noted whole again once it reads whole (a repair rewrote it).
+func (n *Node) loadWholeCart(r store.Reader, id string) (*crdt.Cart, *cartPart, error) {
+	c, p, err := loadCartLines(n.cartReader(r), id, nil, true, false)
+	if err == nil && n.carts.isDamaged(id) {
+		n.carts.mu.Lock()
+		delete(n.carts.damaged, id)
+		n.carts.mu.Unlock()
+	}
+	return c, p, err
+}
+
+// maxRemovedScan bounds the dots of a delta's context that needsAllLines
+// looks at one by one.
+const maxRemovedScan = 256
+
+// needsAllLines reports whether joining delta into the part c of a cart
+// may touch an entry of a line c does not hold: the delta's context holds
+// a dot that c's context holds (so c may hold an entry under it) but that
+// neither is one of the delta's entries nor an entry of c's lines, or one
+// of the delta's entries is a dot c has seen but does not hold in the
+// line of its sku (removed, or held under another sku: a divergence).
+func needsAllLines(c, delta *crdt.Cart) bool {
+	for d, l := range delta.Entries {
+		if mine, ok := c.Entries[d]; c.Ctx.Contains(d) && (!ok || mine.SKU != l.SKU) {
+			return true
+		}
+	}
+	seen := 0
+	check := func(d crdt.Dot) bool {
+		seen++
+		if !c.Ctx.Contains(d) {
+			return false
+		}
+		if _, ok := delta.Entries[d]; ok {
+			return false
+		}
+		_, ok := c.Entries[d]
+		return !ok
+	}
+	for d := range delta.Ctx.Cloud {
+		if check(d) {
+			return true
+		}
+	}
+	for r, v := range delta.Ctx.VV {
+		if v > maxRemovedScan {
+			return true
+		}
+		for k := uint64(1); k <= v; k++ {
+			if check(crdt.Dot{Replica: r, Counter: k}) || seen > maxRemovedScan {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// noteCartDamaged records that cart id is damaged: its key leaves the
+// anti-entropy digest, so that a peer's state repairs it, and its writes
+// are refused until then.
+func (n *Node) noteCartDamaged(id string) {
+	n.carts.mu.Lock()
+	n.carts.damaged[id] = struct{}{}
+	n.carts.mu.Unlock()
+	n.store.MarkCorrupt(prefixCart + id)
+	n.dg.mu.Lock()
+	n.dg.remove(prefixCart + id)
+	n.dg.damaged[prefixCart+id] = struct{}{}
+	n.dg.mu.Unlock()
+}
+
+// saveCart stages the state c of the cart that p was loaded as: the lines
+// that changed and the head. c must hold no entry of a line p did not
+// load.
+func (n *Node) saveCart(tx *store.Tx, p *cartPart, c *crdt.Cart) error {
+	lines := make(map[string]map[crdt.Dot]crdt.Line, len(p.lines))
+	for d, l := range c.Entries {
+		es := lines[l.SKU]
+		if es == nil {
+			if _, ok := p.lines[l.SKU]; !ok && !p.all {
+				return fmt.Errorf("region: cart %s: an entry of line %s, which was not read", p.id, l.SKU)
+			}
+			es = make(map[crdt.Dot]crdt.Line, 1)
+			lines[l.SKU] = es
+		}
+		es[d] = l
+	}
+	head := p.head
+	head.Ctx = c.Ctx
+	var blanked []string
+	set := func(sku string, es map[crdt.Dot]crdt.Line) {
+		k := cartLineKey(p.id, sku)
+		if len(es) == 0 {
+			tx.Set(k, []byte{})
+			blanked = append(blanked, k)
+			return
+		}
+		tx.Set(k, crdt.AppendCartLine(nil, sku, es))
+	}
+	for _, k := range p.damaged {
+		if _, sku, _ := cartOfLineKey(k); lines[sku] == nil {
+			set(sku, nil)
+		}
+	}
+	for sku, old := range p.lines {
+		if _, ok := lines[sku]; !ok && (len(old) > 0 || p.repaired) {
+			set(sku, nil)
+			head.Lines--
+			for d, l := range old {
+				head.Entries--
+				head.Sum ^= crdt.EntryHash(d, l)
+			}
+		}
+	}
+	for sku, es := range lines {
+		old := p.lines[sku]
+		if !p.repaired && maps.Equal(old, es) {
+			continue
+		}
+		set(sku, es)
+		if len(old) == 0 {
+			head.Lines++
+		}
+		for d, l := range old {
+			if _, ok := es[d]; !ok {
+				head.Entries--
+				head.Sum ^= crdt.EntryHash(d, l)
+			}
+		}
+		for d, l := range es {
+			if _, ok := old[d]; !ok {
+				head.Entries++
+				head.Sum ^= crdt.EntryHash(d, l)
+			}
+		}
+	}
+	if p.repaired {
+		head = crdt.HeadOf(c)
+	}
+	if b := crdt.EncodeCartHead(&head); !slices.Equal(b, p.headRaw) || p.repaired {
+		tx.Set(prefixCart+p.id, b)
+	}
+	if len(blanked) > 0 {
+		// Queued now: the sweeper deletes a key only if it finds it empty
+		// under the cart's lock, which this write holds until it is done.
+		n.carts.mu.Lock()
+		for _, k := range blanked {
+			n.carts.blank[k] = struct{}{}
+		}
+		n.carts.mu.Unlock()
+		select {
+		case n.carts.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// openCarts runs at start-up, before the digest is built. It converts the
+// carts of a file written before carts were split (each whole under
+// "c/ID") into heads and lines, a batch of carts per transaction; checks
+// every cart's lines against its head, noting the damaged carts (see
+// noteDamagedCarts); and queues the empty lines for deletion.
+func (n *Node) openCarts() error {
+	n.carts = cartStore{damaged: make(map[string]struct{}), blank: make(map[string]struct{}), kick: make(chan struct{}, 1)}
+	type tally struct {
+		head          *crdt.CartHead
+		entries, skus int
+		sum           uint64
+	}
+	carts := make(map[string]*tally)
+	var whole []string
+	err := n.store.Scan(prefixCart, func(k string, v []byte, err error) bool {
+		id := k[len(prefixCart):]
+		if err != nil {
+			return true // the digest leaves it out; a peer repairs it
+		}
+		if h, err := crdt.DecodeCartHead(v); err == nil {
+			carts[id] = &tally{head: h}
+		} else if _, err := crdt.DecodeCartStored(v); err == nil {
+			whole = append(whole, id)
+		} else {
+			n.carts.damaged[id] = struct{}{}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if err := n.convertCarts(whole); err != nil {
+		return err
+	}
+	for _, id := range whole {
+		b, ok, err := n.cartHeadRaw(id)
+		if err != nil || !ok {
+			return fmt.Errorf("region: converting cart %s: %v", id, err)
+		}
+		h, err := crdt.DecodeCartHead(b)
+		if err != nil {
+			return fmt.Errorf("region: converting cart %s: %w", id, err)
+		}
+		carts[id] = &tally{head: h}
+	}
+	err = n.store.Scan(prefixCartLine, func(k string, v []byte, err error) bool {
+		id, sku, _ := cartOfLineKey(k)
+		t := carts[id]
+		switch {
+		case err != nil:
+			n.carts.damaged[id] = struct{}{}
+		case len(v) == 0:
+			n.carts.blank[k] = struct{}{}
+		case t == nil:
+			n.carts.damaged[id] = struct{}{} // a line without a head
+		default:
+			got, es, err := crdt.DecodeCartLine(v)
+			if err != nil || got != sku {
+				n.carts.damaged[id] = struct{}{}
+				return true
+			}
+			t.skus++
+			for d, l := range es {
+				if !t.head.Ctx.Contains(d) {
+					n.carts.damaged[id] = struct{}{}
+				}
+				t.entries++
+				t.sum ^= crdt.EntryHash(d, l)
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for id, t := range carts {
+		if t.entries != t.head.Entries || t.skus != t.head.Lines || t.sum != t.head.Sum {
+			n.carts.damaged[id] = struct{}{}
+		}
+	}
+	if len(n.carts.blank) > 0 {
+		select {
+		case n.carts.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (n *Node) cartHeadRaw(id string) (b []byte, ok bool, err error) {
+	err = n.store.View([]string{prefixCart + id}, func(r store.Reader) error {
+		b, ok, err = r.Get(prefixCart + id)
+		return err
+	})
+	return b, ok, err
+}
+
+// convertCarts splits the carts ids, stored whole, into heads and lines,
+// in transactions of up to 512 carts.
+func (n *Node) convertCarts(ids []string) error {
+	if len(ids) > 0 {
+		n.log.Info("splitting carts stored whole into heads and lines", "carts", len(ids))
+	}
+	for len(ids) > 0 {
+		batch := ids[:min(512, len(ids))]
+		ids = ids[len(batch):]
+		keys := make([]string, len(batch))
+		for i, id := range batch {
+			keys[i] = prefixCart + id
+		}
+		err := n.store.Update(keys, func(tx *store.Tx) error {
+			for _, id := range batch {
+				b, _, err := tx.Get(prefixCart + id)
+				if err != nil {
+					return err
+				}
+				c, err := crdt.DecodeCartStored(b)
+				if err != nil {
+					return fmt.Errorf("region: converting cart %s: %w", id, err)
+				}
+				p := &cartPart{id: id, lines: map[string]map[crdt.Dot]crdt.Line{}, all: true, repaired: true}
+				if err := n.saveCart(tx, p, c); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// noteDamagedCarts runs once the digest is built: the carts openCarts
+// found damaged leave it (see noteCartDamaged).
+func (n *Node) noteDamagedCarts() {
+	n.carts.mu.Lock()
+	ids := slices.Collect(maps.Keys(n.carts.damaged))
+	n.carts.mu.Unlock()
+	for _, id := range ids {
+		n.log.Warn("cart damaged: refused until a peer repairs it", "key", prefixCart+id)
+		n.noteCartDamaged(id)
+	}
+}
+
+// sweepLines deletes the empty lines saveCart leaves, one transaction
+// each (a transaction that deletes a key may do nothing else), until the
+// node closes.
+func (n *Node) sweepLines() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.carts.kick:
+		}
+		for {
+			n.carts.mu.Lock()
+			var key string
+			for k := range n.carts.blank {
+				key = k
+				break
+			}
+			delete(n.carts.blank, key)
+			n.carts.mu.Unlock()
+			if key == "" {
+				break
+			}
+			select {
+			case <-n.stop:
+				return
+			default:
+			}
+			if err := n.sweepLine(key); err != nil && !n.store.Failed() {
+				n.log.Warn("could not delete an empty cart line", "key", key, "err", err)
+			}
+		}
+	}
+}
+
+// sweepLine deletes the line key if it is still empty.
+func (n *Node) sweepLine(key string) error {
+	id, _, _ := cartOfLineKey(key)
+	lk := n.store.Lock(prefixCart + id)
+	defer lk.Unlock()
+	return lk.Update(func(tx *store.Tx) error {
+		if v, ok, err := tx.Get(key); err == nil && ok && len(v) == 0 {
+			tx.Delete(key)
+		}
+		return nil
+	})
+}

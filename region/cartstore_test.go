@@ -1,0 +1,333 @@
+package region
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
+)
+
+// lineKeys returns the line keys stored for cart id.
+func lineKeys(t *testing.T, st *store.Store, id string) []string {
+	t.Helper()
+	var keys []string
+	if err := st.Scan(cartLinesPrefix(id), func(k string, _ []byte, _ error) bool {
+		keys = append(keys, k)
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// cartHash returns the digest's hash of cart id, and whether it has one.
+func cartHash(t *testing.T, n *Node, id string) (uint64, bool) {
+	t.Helper()
+	s, err := n.Snapshot(func(d []uint64) []uint32 {
+		all := make([]uint32, len(d))
+		for i := range all {
+			all[i] = uint32(i)
+		}
+		return all
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, ok := s.Keys[prefixCart+id]
+	return h, ok
+}
+
+// TestAddWritesOnlyItsLine checks that an add to a cart of 1,000 lines
+// writes the line it adds to and the head, and that the answer still
+// shows every line.
+func TestAddWritesOnlyItsLine(t *testing.T) {
+	n := newNode(t)
+	c := &crdt.Cart{Entries: map[crdt.Dot]crdt.Line{}}
+	for i := range 1000 {
+		d := crdt.Dot{Replica: "eu-west", Counter: uint64(i + 1)}
+		c.Entries[d] = crdt.Line{SKU: fmt.Sprintf("s%04d", i), Kind: crdt.KindAdd, N: 1}
+		c.Ctx.Insert(d)
+	}
+	g := &crdt.Group{}
+	g.AddCart("big", c)
+	if err := n.ApplyRemote(&crdt.Context{}, g); err != nil {
+		t.Fatal(err)
+	}
+	before := fileSize(t, n.path)
+	view := must[Cart](t)(n.AddItem(bg, "big", "s0500", 2))
+	if len(view.Items) != 1000 || qtyOf(view, "s0500") != 3 || qtyOf(view, "s0999") != 1 {
+		t.Fatalf("answer of the add: %d items, s0500 × %d", len(view.Items), qtyOf(view, "s0500"))
+	}
+	var keys []string
+	if err := store.Commands(n.path, func(cmd [][]byte, end int64) bool {
+		if end > before {
+			keys = append(keys, string(cmd[1]))
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(keys, []string{"e/big/s0500", "c/big"}) {
+		t.Fatalf("the add wrote %q", keys)
+	}
+	if grew := fileSize(t, n.path) - before; grew > 400 {
+		t.Fatalf("the add appended %d bytes to the file", grew)
+	}
+	// A new sku is refused once the cart holds MaxCartSKUs lines.
+	wantCode(t, second(n.AddItem(bg, "big", "new", 1)), CodeCartFull)
+	got := must[Cart](t)(n.GetCart(bg, "big"))
+	if len(got.Items) != 1000 || qtyOf(got, "s0500") != 3 {
+		t.Fatalf("read: %d items", len(got.Items))
+	}
+}
+
+// deltaLog keeps every delta a node publishes.
+type deltaLog struct {
+	mu     sync.Mutex
+	deltas []Delta
+}
+
+func (l *deltaLog) Publish(d Delta) {
+	l.mu.Lock()
+	l.deltas = append(l.deltas, d)
+	l.mu.Unlock()
+}
+
+func (l *deltaLog) take() []Delta {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.deltas
+	l.deltas = nil
+	return out
+}
+
+// TestSplitCartsAgree runs random cart operations at two regions, whose
+// deltas reach the other late and in random order, then lets every delta
+// arrive: both must show the same carts and have the same digest hash for
+// each, the hash of the head of the joined state, and a third region
+// repaired with one region's states (anti-entropy) must too.
+//
+// LATTICE_SEED fixes the seed; the seed is logged.
+func TestSplitCartsAgree(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("LATTICE_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	open := func(name string) (*Node, *deltaLog) {
+		st, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		log := &deltaLog{}
+		n, err := NewNode(Options{Name: name, Store: st, Publisher: log, ExpiryInterval: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close(); st.Close() })
+		return n, log
+	}
+	a, la := open("us-east")
+	b, lb := open("eu-west")
+	nodes, logs := []*Node{a, b}, []*deltaLog{la, lb}
+	carts := []string{"x", "y"}
+	var pending [2][]Delta // deltas on their way to node i
+	deliver := func(i int, d Delta) {
+		dots := &crdt.Context{}
+		dots.Insert(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+		if err := nodes[i].ApplyRemote(dots, d.Group); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 400 {
+		i := rng.IntN(2)
+		n, id, sku := nodes[i], carts[rng.IntN(len(carts))], fmt.Sprintf("s%d", rng.IntN(6))
+		var err error
+		switch op := rng.IntN(10); {
+		case op < 5:
+			_, err = n.AddItem(bg, id, sku, int64(1+rng.IntN(3)))
+		case op < 7:
+			_, err = n.SetItem(bg, id, sku, int64(rng.IntN(4)))
+		case op < 9:
+			_, err = n.RemoveItem(bg, id, sku)
+		default:
+			_, err = n.ClearCart(bg, id)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending[1-i] = append(pending[1-i], logs[i].take()...)
+		for j := range 2 {
+			for len(pending[j]) > 0 && rng.IntN(3) == 0 {
+				k := rng.IntN(len(pending[j]))
+				d := pending[j][k]
+				pending[j] = slices.Delete(pending[j], k, k+1)
+				deliver(j, d)
+			}
+		}
+	}
+	for j := range 2 {
+		for _, d := range pending[j] {
+			deliver(j, d)
+		}
+	}
+	c, _ := open("ap-south")
+	g, err := a.ReadObjects(carts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplyRemote(&crdt.Context{}, g); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range carts {
+		va, vb, vc := must[Cart](t)(a.GetCart(bg, id)), must[Cart](t)(b.GetCart(bg, id)), must[Cart](t)(c.GetCart(bg, id))
+		if !slices.Equal(va.Items, vb.Items) || !slices.Equal(va.Items, vc.Items) {
+			t.Fatalf("cart %s: us-east %v, eu-west %v, ap-south %v", id, va.Items, vb.Items, vc.Items)
+		}
+		ha, _ := cartHash(t, a, id)
+		hb, _ := cartHash(t, b, id)
+		hc, _ := cartHash(t, c, id)
+		head := crdt.HeadOf(g.Carts[id])
+		if want := crdt.StateHash(prefixCart+id, crdt.EncodeCartHead(&head)); ha != want || hb != want || hc != want {
+			t.Fatalf("cart %s: digest hashes %x %x %x, want %x", id, ha, hb, hc, want)
+		}
+	}
+}
+
+// TestWholeCartsAreSplitOnOpen opens a file that holds a cart stored
+// whole under its key, as regions stored carts before they were split:
+// the region reads it, splits it into a head and lines, digests it as
+// every region digests that state, and writes it as any other cart.
+func TestWholeCartsAreSplitOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "us-east", "data.db")
+	old := &crdt.Cart{Entries: map[crdt.Dot]crdt.Line{}}
+	for i, sku := range []string{"apple", "pear", "plum"} {
+		d := crdt.Dot{Replica: "eu-west", Counter: uint64(2*i + 1)}
+		old.Entries[d] = crdt.Line{SKU: sku, Kind: crdt.KindAdd, N: int64(i + 1)}
+		old.Ctx.Insert(d)
+		old.Ctx.Insert(crdt.Dot{Replica: "eu-west", Counter: uint64(2*i + 2)})
+	}
+	st, err := OpenStore(path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update([]string{"c/old"}, func(tx *store.Tx) error {
+		tx.Set("c/old", crdt.EncodeCart(old))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	n := openNode(t, dir, newFakeClock())
+	got := must[Cart](t)(n.GetCart(bg, "old"))
+	if len(got.Items) != 3 || qtyOf(got, "apple") != 1 || qtyOf(got, "plum") != 3 {
+		t.Fatalf("converted cart: %+v", got.Items)
+	}
+	if keys := lineKeys(t, n.store, "old"); !slices.Equal(keys, []string{"e/old/apple", "e/old/pear", "e/old/plum"}) {
+		t.Fatalf("lines: %q", keys)
+	}
+	head := crdt.HeadOf(old)
+	if h, ok := cartHash(t, n.Node, "old"); !ok || h != crdt.StateHash("c/old", crdt.EncodeCartHead(&head)) {
+		t.Fatalf("digest of the converted cart: %x, %v", h, ok)
+	}
+	must[Cart](t)(n.AddItem(bg, "old", "pear", 1))
+	n.close()
+	n = openNode(t, dir, newFakeClock())
+	if got := must[Cart](t)(n.GetCart(bg, "old")); qtyOf(got, "pear") != 3 || len(got.Items) != 3 {
+		t.Fatalf("after reopening: %+v", got.Items)
+	}
+}
+
+// TestDamagedLineDamagesItsCart flips a byte in one line of a cart: the
+// whole cart is refused, left out of the digest and of what anti-entropy
+// ships, until a peer's state repairs it; then it reads, digests and
+// takes writes as before.
+func TestDamagedLineDamagesItsCart(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	must[Cart](t)(n.AddItem(bg, "victim", "apple", 2))
+	must[Cart](t)(n.AddItem(bg, "victim", "pear", 1))
+	must[Cart](t)(n.AddItem(bg, "other", "pear", 1))
+	peer, err := n.ReadObjects([]string{"victim"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := cartHash(t, n.Node, "victim")
+	n.close()
+
+	flipStoredByte(t, n.path, "e/victim/apple")
+	node, st, _ := reopen(t, n.path, clock)
+	if c := st.Corrupt(); !slices.Contains(c, "e/victim/apple") || !slices.Contains(c, "c/victim") {
+		t.Fatalf("corrupt keys: %v", c)
+	}
+	wantCode(t, second(node.GetCart(bg, "victim")), CodeUnavailable)
+	wantCode(t, second(node.AddItem(bg, "victim", "pear", 1)), CodeUnavailable)
+	if _, ok := cartHash(t, node, "victim"); ok {
+		t.Fatal("the damaged cart is still in the digest")
+	}
+	g, err := node.ReadObjects([]string{"victim", "other"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.Carts["victim"]; ok || g.Carts["other"] == nil {
+		t.Fatalf("a damaged cart must never be replicated: %v", g.Carts)
+	}
+
+	if err := node.ApplyRemote(&crdt.Context{}, peer); err != nil {
+		t.Fatal(err)
+	}
+	got := must[Cart](t)(node.GetCart(bg, "victim"))
+	if qtyOf(got, "apple") != 2 || qtyOf(got, "pear") != 1 {
+		t.Fatalf("repaired cart: %+v", got.Items)
+	}
+	if h, ok := cartHash(t, node, "victim"); !ok || h != want {
+		t.Fatalf("digest of the repaired cart: %x, want %x", h, want)
+	}
+	if got := must[Cart](t)(node.AddItem(bg, "victim", "pear", 1)); qtyOf(got, "pear") != 2 {
+		t.Fatalf("after the repair: %+v", got.Items)
+	}
+}
+
+// TestEmptyLinesAreDeleted checks that the line of a removed sku, left
+// empty by the write that removed it, is deleted in the background, and
+// that a cart after many add/remove cycles of distinct skus keeps no more
+// keys than its lines.
+func TestEmptyLinesAreDeleted(t *testing.T) {
+	n := newNode(t)
+	must[Cart](t)(n.AddItem(bg, "c", "keep", 1))
+	for i := range 50 {
+		sku := fmt.Sprintf("gone%d", i)
+		must[Cart](t)(n.AddItem(bg, "c", sku, 1))
+		must[Cart](t)(n.RemoveItem(bg, "c", sku))
+	}
+	must[Cart](t)(n.AddItem(bg, "c", "also", 1))
+	must[Cart](t)(n.SetItem(bg, "c", "also", 0))
+	waitUntil(t, 10*time.Second, "the empty lines deleted", func() bool {
+		return slices.Equal(lineKeys(t, n.store, "c"), []string{"e/c/keep"})
+	})
+	if got := must[Cart](t)(n.GetCart(bg, "c")); len(got.Items) != 1 || qtyOf(got, "keep") != 1 {
+		t.Fatalf("cart: %+v", got.Items)
+	}
+	must[Cart](t)(n.ClearCart(bg, "c"))
+	waitUntil(t, 10*time.Second, "the cleared cart's lines deleted", func() bool {
+		return len(lineKeys(t, n.store, "c")) == 0
+	})
+}
