@@ -1,4 +1,4 @@
-package region_test
+package server_test
 
 import (
 	"context"
@@ -29,7 +29,8 @@ func (c *deltaCatcher) Publish(d region.Delta) {
 }
 
 // BenchmarkCartAdd measures one add to a cart of 3 and of 1,000 lines at
-// the origin: CPU per add (ns/op, durability everysec so that no fsync is
+// the origin region (region.Node.AddItem; here, not in region, because it
+// encodes the replication message): CPU per add (ns/op, durability everysec so that no fsync is
 // waited for), the bytes the add appends to the store's file
 // (file-B/add) and the bytes of the replication message carrying its
 // delta (wire-B/add, protocol.Encode of a delta message).
