@@ -86,6 +86,11 @@ func (c *client) close() { c.http.CloseIdleConnections() }
 
 // do sends one request to region and decodes a 2xx JSON answer into out.
 func (c *client) do(ctx context.Context, region int, method, path string, body, out any) call {
+	return c.doHeader(ctx, region, method, path, nil, body, out)
+}
+
+// doHeader is do with the request headers hdr.
+func (c *client) doHeader(ctx context.Context, region int, method, path string, hdr http.Header, body, out any) call {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -101,6 +106,9 @@ func (c *client) do(ctx context.Context, region int, method, path string, body, 
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

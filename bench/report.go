@@ -75,6 +75,9 @@ type Result struct {
 	// write.
 	SettleMS float64     `json:"settle_ms"`
 	Bytes    BytesResult `json:"bytes"`
+	// Concerns is the latency of writes with a write concern and of
+	// quorum reads, measured by a probe after the workload settled.
+	Concerns *ConcernResult `json:"concerns,omitempty"`
 	// Stores is what each region's store did over the run.
 	Stores      []StoreStats `json:"stores"`
 	Stock       []SKUStock   `json:"stock"`
@@ -260,6 +263,10 @@ func (r *Result) Markdown() string {
 			f(p.P50), f(p.P99), f(p.P999), f(p.Max), f(p.OverFloorP50MS), p.ViaAntiEntropy, p.Missing)
 	}
 
+	if r.Concerns != nil {
+		r.concernsMarkdown(w)
+	}
+
 	w("\n## Bytes on the wire between regions (measured period and settle)\n\n")
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
 	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
@@ -298,4 +305,44 @@ func f(v float64) string {
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
+}
+
+// concernsMarkdown writes the concern probe's table.
+func (r *Result) concernsMarkdown(w func(string, ...any)) {
+	c := r.Concerns
+	w("\n## Write concern and quorum reads (probe after the workload settled), ms\n\n")
+	w("Each region sent, every %s ms for %.1f s, in turn a cart add with `Lattice-Replicas: N` and a read with `?quorum=N` "+
+		"(of a cart it wrote a few cycles before, its writes done), N = 1, 2, 3, each on its own (latency, not queueing). "+
+		"Floor: the emulated round trip to the nearest other region for N = 2, to the farthest for N = 3.\n\n", f(c.IntervalMS), c.DurationS)
+	w("| region | N | floor | writes | write p50 | write p99 | write p50 − floor | reads | read p50 | read p99 | read p50 − floor | errors |\n")
+	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, rc := range c.Regions {
+		for _, lv := range rc.Levels {
+			w("| %s | %d | %s | %d | %s | %s | %s | %d | %s | %s | %s | %s |\n", rc.Region, lv.N, f(lv.FloorMS),
+				lv.Write.Count, f(lv.Write.P50), f(lv.Write.P99), f(lv.WriteOverFloorP50MS),
+				lv.Read.Count, f(lv.Read.P50), f(lv.Read.P99), f(lv.ReadOverFloorP50MS), concernErrors(lv))
+		}
+	}
+}
+
+// concernErrors lists a level's error answers, or "0".
+func concernErrors(lv ConcernLevel) string {
+	var parts []string
+	for _, e := range []struct {
+		kind string
+		m    map[string]int
+	}{{"write", lv.WriteErrors}, {"read", lv.ReadErrors}} {
+		codes := make([]string, 0, len(e.m))
+		for code := range e.m {
+			codes = append(codes, code)
+		}
+		sort.Strings(codes)
+		for _, code := range codes {
+			parts = append(parts, fmt.Sprintf("%s %s %d", e.kind, code, e.m[code]))
+		}
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -59,6 +59,9 @@ type Config struct {
 	Carts int
 	// RequestTimeout bounds one HTTP request of the workload.
 	RequestTimeout time.Duration
+	// Probe is how long the concern probe runs after the workload has
+	// settled (see ConcernResult); 0 means DefaultProbe.
+	Probe time.Duration
 	// Out is the directory the report is written to ("" writes nothing).
 	Out string
 	// Command is the command line, recorded in the report.
@@ -104,6 +107,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --carts %d, want ≥ 0", c.Carts)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("bench: request timeout %v, want > 0", c.RequestTimeout)
+	case c.Probe < 0:
+		return fmt.Errorf("bench: probe %v, want ≥ 0", c.Probe)
 	}
 	if c.Partition != "" {
 		p, err := ParsePartition(c.Partition)
@@ -368,6 +373,18 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			Reserved: home[sku].Reserved, StockLedger: *a.stock.Ledger(sku)})
 	}
 	res.OK = res.Correctness.zero()
+
+	// The concern probe, on the settled cluster, once everything above is
+	// measured: its writes are counted by nothing else.
+	probe := cfg.Probe
+	if probe == 0 {
+		probe = DefaultProbe
+	}
+	say("probing write concerns and quorum reads for %s", probe)
+	res.Concerns = probeConcerns(ctx, cl, names, latency, probe)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("bench: stopped: %w", err)
+	}
 
 	if cfg.Out != "" {
 		if err := res.Write(cfg.Out); err != nil {

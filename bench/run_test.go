@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +91,49 @@ func runShort(t *testing.T, cfg Config) (*Result, map[string]any) {
 			t.Errorf("%s → %s: no write converged", p.From, p.To)
 		}
 	}
+	checkConcerns(t, res, doc, string(md))
 	return res, doc
+}
+
+// checkConcerns checks the concern probe's part of a run's results: a
+// row per region and level 1..3 with writes and reads measured and none
+// refused, in results.json and the summary.
+func checkConcerns(t *testing.T, res *Result, doc map[string]any, md string) {
+	t.Helper()
+	if _, ok := lookupJSON(doc, "concerns.regions"); !ok || res.Concerns == nil {
+		t.Fatal("results.json has no concerns.regions")
+	}
+	if len(res.Concerns.Regions) != len(res.Regions) {
+		t.Fatalf("concerns of %d regions, want %d", len(res.Concerns.Regions), len(res.Regions))
+	}
+	if !strings.Contains(md, "## Write concern and quorum reads") {
+		t.Errorf("summary.md has no concern table")
+	}
+	for _, rc := range res.Concerns.Regions {
+		if len(rc.Levels) != min(MaxConcern, len(res.Regions)) {
+			t.Fatalf("%s: %d concern levels", rc.Region, len(rc.Levels))
+		}
+		for _, lv := range rc.Levels {
+			if lv.Write.Count == 0 || lv.Read.Count == 0 || len(lv.WriteErrors)+len(lv.ReadErrors) != 0 {
+				t.Errorf("%s N=%d: %d writes, %d reads, errors %v %v", rc.Region, lv.N, lv.Write.Count, lv.Read.Count, lv.WriteErrors, lv.ReadErrors)
+			}
+			if !strings.Contains(md, fmt.Sprintf("| %s | %d | %s | %d |", rc.Region, lv.N, f(lv.FloorMS), lv.Write.Count)) {
+				t.Errorf("summary.md has no row for %s N=%d", rc.Region, lv.N)
+			}
+		}
+	}
+}
+
+func TestConcernFloors(t *testing.T) {
+	names := RegionNames(3)
+	got := concernFloors(names, LatencyMatrix(names), 3)
+	want := map[string][]float64{"us-east": {0, 68, 184}, "eu-west": {0, 68, 120}, "ap-south": {0, 120, 184}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("floors %v, want %v", got, want)
+	}
+	if got := concernFloors(names, nil, 3); !reflect.DeepEqual(got["eu-west"], []float64{0, 0, 0}) {
+		t.Fatalf("floors without latency: %v", got)
+	}
 }
 
 func lookupJSON(doc map[string]any, path string) (any, bool) {
@@ -112,6 +156,7 @@ func shortConfig(seed uint64) Config {
 	cfg.Rate, cfg.Duration, cfg.Warmup = 200, 2*time.Second, 500*time.Millisecond
 	cfg.Latency = "none"
 	cfg.Settle = 20 * time.Second
+	cfg.Probe = 600 * time.Millisecond
 	cfg.Command = "go test ./bench"
 	return cfg
 }
@@ -176,6 +221,7 @@ func TestConfigValidate(t *testing.T) {
 		"partition duration": func(c *Config) { c.Partition = "ap-south@1s+0s" },
 		"region-4 of three":  func(c *Config) { c.Partition = "region-4@1s+1s" },
 		"partition too late": func(c *Config) { c.Partition = "ap-south@20s+1s" },
+		"negative probe":     func(c *Config) { c.Probe = -time.Second },
 	}
 	for name, mutate := range bad {
 		t.Run(name, func(t *testing.T) {
