@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	lattice serve --config FILE --region NAME [--log-level LEVEL] [--log-format text|json]
+//	lattice serve --config FILE --region NAME [--node NODE] [--log-level LEVEL] [--log-format text|json]
 //	lattice certs --dir DIR [--ca-key-dir DIR] [--cluster NAME] [--force] REGION...
 //	lattice backup --config FILE --region NAME --out FILE [--force]
 //	lattice restore --config FILE --region NAME --from FILE
@@ -61,7 +61,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "--config FILE --region NAME", "run one region of the cluster a config file describes", runServe},
+		{"serve", "--config FILE --region NAME [--node NODE]", "run one region of the cluster a config file describes", runServe},
 		{"dev", "[flags]", "run a local three-region cluster in one process", runDev},
 		{"certs", "--dir DIR [--ca-key-dir DIR] [--cluster NAME] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
 		{"backup", "--config FILE --region NAME --out FILE [--force]", "write a consistent snapshot of a region's store, also while it runs", runBackup},

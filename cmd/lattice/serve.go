@@ -22,6 +22,7 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 	fs := newFlagSet(cio, cmd)
 	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fs.String("region", "", "`NAME` of the region to run, one of the config's regions")
+	node := fs.String("node", "", "`NODE` of the region to run: one of its nodes (default: the region's only node)")
 	level := fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	format := fs.String("log-format", "text", "log `FORMAT` on stderr: text or json")
 	pos, err := parseFlags(fs, args)
@@ -55,6 +56,10 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 			*name, *cfgPath, strings.Join(cfg.RegionNames(), ", "))
 		return exitFail
 	}
+	if err := checkNode(cfg, *name, *node); err != nil {
+		fmt.Fprintf(cio.stderr, "lattice serve: %v\n", err)
+		return exitFail
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -81,6 +86,33 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 		status = exitFail
 	}
 	return status
+}
+
+// errMultiNode ends the errors of a config this version cannot run.
+const errMultiNode = "multi-node regions are not available in this version (it runs partitions: 1 and one node per region)"
+
+// checkNode checks that node (or, when node is "", the region's only
+// node) is a node of region in cfg, and that this version can run it:
+// the cluster has one partition and the region one node. A region
+// without nodes is one node named after the region.
+func checkNode(cfg *config.Config, region, node string) error {
+	nodes := cfg.Nodes(region)
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
+	}
+	if node != "" {
+		if _, ok := cfg.Node(region, node); !ok {
+			return fmt.Errorf("node %q is not a node of region %s (nodes: %s)", node, region, strings.Join(names, ", "))
+		}
+	}
+	switch {
+	case len(nodes) > 1:
+		return fmt.Errorf("region %s lists %d nodes (%s): %s", region, len(nodes), strings.Join(names, ", "), errMultiNode)
+	case cfg.PartitionCount() > 1:
+		return fmt.Errorf("partitions: %d: %s", cfg.PartitionCount(), errMultiNode)
+	}
+	return nil
 }
 
 // newLogger returns a slog logger writing to w at the given level and

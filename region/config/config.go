@@ -9,13 +9,17 @@
 //	data_dir: ./data            # region NAME keeps its files under data_dir/NAME/
 //	tls_dir: ./certs            # ca.crt, NAME.crt, NAME.key
 //	durability: always          # always (fsync before ack) | everysec
+//	partitions: 1               # optional: a power of two 1..4096 (see Partition)
 //	regions:
 //	  - name: us-east
 //	    api: 127.0.0.1:7101     # HTTP listen address
 //	    peer: 127.0.0.1:7201    # QUIC (UDP) listen and dial address
 //	  - name: eu-west
-//	    api: 127.0.0.1:7102
-//	    peer: 127.0.0.1:7202
+//	    nodes:                  # optional: the processes that run the region
+//	      - name: eu-west-0
+//	        api: 127.0.0.1:7102
+//	        peer: 127.0.0.1:7202
+//	        partitions: 0-0     # a range, a number or a list of them
 //	homes:                      # optional; first match wins, else rendezvous hash
 //	  - prefix: "eu-"
 //	    region: eu-west
@@ -96,6 +100,11 @@ type Config struct {
 	TLSDir string `yaml:"tls_dir"`
 	// Durability is always (the default) or everysec.
 	Durability Durability `yaml:"durability"`
+	// Partitions is the cluster's fixed number of partitions P (SPEC
+	// §10): a power of two 1..MaxPartitions, the same in every region
+	// and fixed when the cluster is created. A key lives in partition
+	// Partition(key). 0, as when the file leaves the key out, means 1.
+	Partitions int `yaml:"partitions"`
 	// Regions is the fixed list of regions, at least one.
 	Regions []RegionConfig `yaml:"regions"`
 	// Homes are the placement rules of SPEC §4, tried in order.
@@ -132,6 +141,13 @@ type RegionConfig struct {
 	// of it, as on Kubernetes); Peer is then only where the region
 	// listens, and its host may be empty (all interfaces).
 	AdvertisePeer string `yaml:"advertise_peer"`
+	// Nodes, when set, are the processes that run the region, each
+	// owning some partitions (see NodeConfig). A region that lists nodes
+	// has no api, peer or advertise_peer of its own: Parse gives a
+	// region with a single node that node's addresses, and a region with
+	// several has none. A region without nodes is one node owning every
+	// partition (see Config.Nodes).
+	Nodes []NodeConfig `yaml:"nodes"`
 }
 
 // DialPeer returns the address other regions dial to reach the region:
@@ -176,6 +192,7 @@ func DefaultConfig() *Config {
 		DataDir:    DefaultDataDir,
 		TLSDir:     DefaultTLSDir,
 		Durability: DurabilityAlways,
+		Partitions: 1,
 		Regions: []RegionConfig{
 			{Name: "us-east", API: "127.0.0.1:7101", Peer: "127.0.0.1:7201"},
 			{Name: "eu-west", API: "127.0.0.1:7102", Peer: "127.0.0.1:7202"},
@@ -226,16 +243,32 @@ func resolve(dir, p string) string {
 }
 
 // Parse decodes and validates a config document. Keys left out take their
-// defaults (data_dir, tls_dir, durability); relative paths are left
-// relative (Load resolves them against the file's directory).
+// defaults (data_dir, tls_dir, durability, partitions); relative paths
+// are left relative (Load resolves them against the file's directory). A
+// region that lists a single node takes that node's api, peer and
+// advertise_peer as its own.
 func Parse(b []byte) (*Config, error) {
-	var c Config
+	// partitions left out stays at this mark; an explicit 0 is an error
+	// (Validate takes the zero value of a Config built in code for 1).
+	const partitionsUnset = -1
+	c := Config{Partitions: partitionsUnset}
 	if err := decode(b, &c); err != nil {
 		return nil, err
+	}
+	if c.Partitions == 0 {
+		return nil, fmt.Errorf("config: partitions: 0 must be a power of two 1..%d", MaxPartitions)
+	}
+	if c.Partitions == partitionsUnset {
+		c.Partitions = 1
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	for i := range c.Regions {
+		if r := &c.Regions[i]; len(r.Nodes) == 1 {
+			r.API, r.Peer, r.AdvertisePeer = r.Nodes[0].API, r.Nodes[0].Peer, r.Nodes[0].AdvertisePeer
+		}
 	}
 	return &c, nil
 }
@@ -278,10 +311,11 @@ func (c *Config) Validate() error {
 		bad("durability", "%q must be always or everysec", c.Durability)
 	}
 
+	partitionsOK := c.validatePartitions(bad)
 	names := make(map[string]bool, len(c.Regions))
 	folded := make(map[string]int, len(c.Regions))
-	apis := make(map[string]int, len(c.Regions))
-	peers := make(map[string]int, len(c.Regions))
+	apis := make(addrIndex, len(c.Regions))
+	peers := make(addrIndex, len(c.Regions))
 	switch {
 	case len(c.Regions) == 0:
 		bad("regions", "at least one region is required")
@@ -298,27 +332,10 @@ func (c *Config) Validate() error {
 			folded[strings.ToLower(r.Name)] = i
 			names[r.Name] = true
 		}
-		if err := checkAddr(r.API, false); err != nil {
-			bad(key+".api", "%v", err)
-		} else if j, dup := apis[r.API]; dup {
-			bad(key+".api", "%q is also regions[%d].api", r.API, j)
+		if len(r.Nodes) > 0 {
+			c.validateNodes(bad, apis, peers, i, partitionsOK)
 		} else {
-			apis[r.API] = i
-		}
-		if err := checkAddr(r.Peer, r.AdvertisePeer == ""); err != nil {
-			bad(key+".peer", "%v", err)
-		} else if r.AdvertisePeer != "" {
-			if err := checkAddr(r.AdvertisePeer, true); err != nil {
-				bad(key+".advertise_peer", "%v", err)
-			} else if j, dup := peers[r.AdvertisePeer]; dup {
-				bad(key+".advertise_peer", "%q is also the address regions[%d] is dialled at", r.AdvertisePeer, j)
-			} else {
-				peers[r.AdvertisePeer] = i
-			}
-		} else if j, dup := peers[r.Peer]; dup {
-			bad(key+".peer", "%q is also regions[%d].peer", r.Peer, j)
-		} else {
-			peers[r.Peer] = i
+			addresses(bad, apis, peers, key, r.API, "", r.Peer, r.AdvertisePeer, false)
 		}
 	}
 
