@@ -44,6 +44,10 @@ type Answer struct {
 	first   crdt.Dot
 	nwrites int
 	more    []crdt.Dot
+	// replay, when replayed, is set by a request that replayed a
+	// recorded decision (noteReplay).
+	replay   crdt.Dot
+	replayed bool
 }
 
 type answerKey struct{}

@@ -266,6 +266,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			if rec.Plan != nil {
 				removed = rec.Plan.Dots
 			}
+			n.noteReplay(ctx)
 			return *rec.Order, removed, nil
 		case rec.Err != nil:
 			return Order{}, nil, rec.Err

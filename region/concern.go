@@ -42,6 +42,10 @@ import (
 // write with dot d durably. It returns ctx's error if ctx ends first.
 type ReplicaWaiter interface {
 	WaitReplicas(ctx context.Context, d crdt.Dot, n int) error
+	// WaitReplicasThrough waits until n regions hold every write of
+	// d.Replica up to d.Counter (for a replayed decision, whose original
+	// write is among them).
+	WaitReplicasThrough(ctx context.Context, d crdt.Dot, n int) error
 }
 
 type concernKey struct{}
@@ -125,6 +129,33 @@ func (a *Answer) addWrite(d crdt.Dot) {
 	a.mu.Unlock()
 }
 
+// addReplay records that the request replayed a decision recorded under
+// its Idempotency-Key: it wrote nothing, but its write concern must still
+// wait for the original write, which is among this region's writes up to
+// upTo.
+func (a *Answer) addReplay(upTo crdt.Dot) {
+	if a == nil {
+		return
+	}
+	a.mu.Lock()
+	a.replay, a.replayed = upTo, true
+	a.mu.Unlock()
+}
+
+// noteReplay is addReplay of everything this incarnation has written so
+// far. (A decision recorded by an earlier incarnation is waited for only
+// as far as this one's writes go.)
+func (n *Node) noteReplay(ctx context.Context) {
+	a := answerOf(ctx)
+	if a == nil {
+		return
+	}
+	n.amu.Lock()
+	upTo := crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]}
+	n.amu.Unlock()
+	a.addReplay(upTo)
+}
+
 // maxAnswerWrites bounds the dots one request's Answer keeps (a checkout
 // writes a few; nothing writes more than this).
 const maxAnswerWrites = 64
@@ -146,17 +177,32 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 	if a.nwrites > 0 {
 		writes = append([]crdt.Dot{a.first}, a.more...)
 	}
+	replay, replayed := a.replay, a.replayed
 	a.mu.Unlock()
-	if len(writes) == 0 {
+	if len(writes) == 0 && !replayed {
 		return nil
 	}
 	start := n.clock.Now()
+	type wait struct {
+		d       crdt.Dot
+		through bool
+	}
+	var waits []wait
 	for _, d := range writes {
+		waits = append(waits, wait{d, false})
+	}
+	if replayed && replay.Counter > 0 {
+		waits = append(waits, wait{replay, true})
+	}
+	for _, w := range waits {
 		var err error
-		if n.opts.Replicas == nil {
+		switch {
+		case n.opts.Replicas == nil:
 			err = errors.New("region: no replication")
-		} else {
-			err = n.opts.Replicas.WaitReplicas(ctx, d, want)
+		case w.through:
+			err = n.opts.Replicas.WaitReplicasThrough(ctx, w.d, want)
+		default:
+			err = n.opts.Replicas.WaitReplicas(ctx, w.d, want)
 		}
 		if err != nil {
 			n.m.ConcernTimeouts.WithLabelValues("write").Inc()

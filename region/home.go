@@ -152,6 +152,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 					out = &HomeResponse{Err: mismatch()}
 				} else {
 					out = rec.Resp
+					n.noteReplay(ctx)
 				}
 				return nil
 			}

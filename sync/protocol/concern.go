@@ -21,6 +21,20 @@ func (p *Protocol) Holders(d crdt.Dot) []crdt.ReplicaID {
 	return out
 }
 
+// HoldersThrough returns the peers known to hold every dot of
+// d.Replica up to d.Counter (their applied context's version vector
+// reaches it): a replayed decision's write concern waits for that, since
+// the original write, whose dot it no longer knows, is among them.
+func (p *Protocol) HoldersThrough(d crdt.Dot) []crdt.ReplicaID {
+	var out []crdt.ReplicaID
+	for _, pr := range p.peers {
+		if pr.applied.VV[d.Replica] >= d.Counter {
+			out = append(out, pr.id)
+		}
+	}
+	return out
+}
+
 // Urge marks the local delta with dot d as awaited by a client: every
 // message that carries it asks its receiver to acknowledge at once
 // (Message.Urgent), and a peer it is already in flight to is asked to

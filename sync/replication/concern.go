@@ -12,11 +12,12 @@ import (
 
 // waiter is a client waiting for a local write to reach n regions.
 type waiter struct {
-	dot   crdt.Dot
-	n     int
-	urged bool
-	done  chan struct{}
-	err   error // set before done is closed when it cannot be met
+	dot     crdt.Dot
+	through bool // every dot of dot.Replica up to dot.Counter
+	n       int
+	urged   bool
+	done    chan struct{}
+	err     error // set before done is closed when it cannot be met
 }
 
 // ErrTooFewRegions is WaitReplicas's error when fewer regions than asked
@@ -33,10 +34,22 @@ var ErrTooFewRegions = errors.New("replication: too few regions connected to mee
 // write's delta is urged (protocol.Urge), so that its receivers
 // acknowledge it at once rather than at their next tick.
 func (r *Replicator) WaitReplicas(ctx context.Context, d crdt.Dot, n int) error {
-	if n <= 1 {
+	return r.wait(ctx, &waiter{dot: d, n: n})
+}
+
+// WaitReplicasThrough implements region.ReplicaWaiter: WaitReplicas of
+// every dot of d.Replica up to d.Counter (protocol.HoldersThrough). Those
+// deltas are not urged: their acknowledgements come with the peers'
+// next messages.
+func (r *Replicator) WaitReplicasThrough(ctx context.Context, d crdt.Dot, n int) error {
+	return r.wait(ctx, &waiter{dot: d, through: true, urged: true, n: n})
+}
+
+func (r *Replicator) wait(ctx context.Context, w *waiter) error {
+	if w.n <= 1 {
 		return nil
 	}
-	w := &waiter{dot: d, n: n, done: make(chan struct{})}
+	w.done = make(chan struct{})
 	r.mu.Lock()
 	r.waiters = append(r.waiters, w)
 	r.mu.Unlock()
@@ -66,7 +79,11 @@ func (r *Replicator) serveWaiters(now time.Time) {
 		return
 	}
 	r.waiters = slices.DeleteFunc(r.waiters, func(w *waiter) bool {
-		if 1+len(r.proto.Holders(w.dot)) >= w.n {
+		holders := r.proto.Holders
+		if w.through {
+			holders = r.proto.HoldersThrough
+		}
+		if 1+len(holders(w.dot)) >= w.n {
 			close(w.done)
 			return true
 		}

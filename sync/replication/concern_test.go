@@ -126,10 +126,43 @@ func TestWriteConcern(t *testing.T) {
 	if got := c.cart("us-east", "wc-cut").String(); got != "pen=2 " {
 		t.Errorf("us-east has %q after the timed-out write, want it applied", got)
 	}
+	// A keyed decision replayed while the concern still cannot be met is
+	// refused again, not answered from its record as if it were met.
+	var item struct {
+		Home string `json:"home"`
+	}
+	sku := ""
+	for i := 0; sku == ""; i++ {
+		cand := fmt.Sprintf("wc-sku-%d", i)
+		c.do("us-east", "GET", "/v1/inventory/"+cand, nil, nil, &item)
+		if item.Home == "us-east" {
+			sku = cand
+		}
+	}
+	c.mustDo("us-east", "POST", "/v1/inventory/"+sku+"/restock", map[string]any{"qty": 5})
+	keyed := map[string]string{"Lattice-Replicas": "2", "Idempotency-Key": "wc-replay-1"}
+	for try := range 2 {
+		code, _ := c.do("us-east", "POST", "/v1/reservations", map[string]any{"sku": sku, "qty": 1}, keyed, &p)
+		if code != 503 || p.Code != "replication_timeout" {
+			t.Fatalf("isolated keyed reservation, try %d: %d %+v, want 503 replication_timeout", try, code, p)
+		}
+	}
 	// Without a write concern the isolated region takes writes as ever.
 	c.mustDo("us-east", "POST", "/v1/carts/wc-cut/items", map[string]any{"sku": "cup", "qty": 1})
 	c.isolate("us-east", false)
 	c.waitCart("wc-cut", "cup=1 pen=2 ")
+	// Healed, the replay is answered once the decision is at 2 regions.
+	var res struct {
+		ID    string `json:"reservation_id"`
+		State string `json:"state"`
+	}
+	waitFor(t, 20*time.Second, "the replayed reservation meets its write concern", func() bool {
+		code, _ := c.do("us-east", "POST", "/v1/reservations", map[string]any{"sku": sku, "qty": 1}, keyed, &res)
+		return code == 201
+	})
+	if res.State != "held" {
+		t.Errorf("replayed reservation %+v, want held", res)
+	}
 }
 
 // TestQuorumReadSeesAcknowledgedWrite checks that ?quorum=2 at a region
