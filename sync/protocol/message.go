@@ -73,7 +73,7 @@ type KeyHash struct {
 
 // Message is one protocol message between two regions.
 type Message struct {
-	Kind    Kind        `cbor:"1,keyasint"`
+	Kind    Kind        `cbor:"1,keyasint,omitempty"`
 	Tag     uint64      `cbor:"2,keyasint,omitempty"`
 	Dots    []DotRange  `cbor:"3,keyasint,omitempty"`
 	Group   *crdt.Group `cbor:"4,keyasint,omitempty"`
@@ -133,6 +133,20 @@ type Message struct {
 	// and saves the bytes of an absolute time. A message carries Dots (3)
 	// or DotRuns, not both.
 	DotRuns []DotRun `cbor:"21,keyasint,omitempty"`
+	// GroupRefs is how a region sends a delta's Group: its canonical
+	// encoding (crdt.EncodeGroup) with every text string that names an
+	// entry of the message's replica table replaced by a one-byte CBOR
+	// simple value, the entry's index. The table is the sender's region
+	// name, then the distinct non-empty origins of the message's dot
+	// ranges in their order (at most maxRefs entries). The canonical
+	// encoding has no simple values, so the substitution is undone
+	// exactly; the receiver, which knows the sender, does it (Resolve).
+	// A message carries Group (4) or GroupRefs, not both; a delta with
+	// GroupRefs leaves out its Kind.
+	GroupRefs []byte `cbor:"22,keyasint,omitempty"`
+
+	// sender is the region sending the message, for Encode.
+	sender string
 }
 
 // DotRun is the wire form of a DotRange (Message.DotRuns): AgeUs is the
@@ -181,14 +195,18 @@ const (
 )
 
 // Encode returns the message's CBOR encoding, with Acks in their compact
-// form (AckRuns) when that is shorter.
+// form (AckRuns) when that is shorter and, on a delta the protocol made,
+// the group with replica names as references (GroupRefs).
 func Encode(m *Message) ([]byte, error) {
-	if len(m.Acks) == 0 {
+	if len(m.Acks) == 0 && (m.sender == "" || m.Group == nil) {
 		return crdt.Marshal(m)
 	}
 	w := *m
 	if runs := ackRuns(m.Acks); len(runs) < len(m.Acks) {
 		w.AckRuns, w.Acks = runs, nil // else Acks are as short
+	}
+	if m.Kind == KindDelta && m.sender != "" && m.Group != nil {
+		w.GroupRefs, w.Group, w.Kind = groupRefs(crdt.EncodeGroup(m.Group), refTable(m.sender, m)), nil, 0
 	}
 	return crdt.Marshal(&w)
 }
@@ -202,10 +220,184 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	if err := m.expand(); err != nil {
 		return nil, err
 	}
+	if m.GroupRefs != nil {
+		if m.Group != nil {
+			return nil, errors.New("protocol: both group forms")
+		}
+		if m.Kind == 0 {
+			m.Kind = KindDelta
+		}
+		if m.Kind != KindDelta {
+			return nil, fmt.Errorf("protocol: a %s with a group", m.Kind)
+		}
+		if err := scanRefs(m.GroupRefs, len(refTable("-", &m))); err != nil {
+			return nil, err
+		}
+	}
 	if err := m.validate(buckets); err != nil {
 		return nil, err
 	}
 	return &m, nil
+}
+
+// maxRefs bounds a replica table (Message.GroupRefs): the simple values
+// 0–19 take one byte.
+const maxRefs = 20
+
+// refTable returns the replica table of m sent by region sender
+// (Message.GroupRefs).
+func refTable(sender string, m *Message) []string {
+	t := []string{sender}
+	add := func(o string) {
+		if o != "" && len(t) < maxRefs && !slices.Contains(t, o) {
+			t = append(t, o)
+		}
+	}
+	for _, r := range m.Dots {
+		add(r.Origin)
+	}
+	for _, r := range m.DotRuns {
+		add(r.Origin)
+	}
+	return t
+}
+
+// CBOR major types and the head of simple value 0.
+const (
+	cborUint, cborNeg, cborText, cborArray, cborSimple = 0, 1, 3, 4, 7
+	simple0                                            = cborSimple << 5
+)
+
+// cborHead decodes the head at b[i:]: major type, argument and where the
+// content starts (ok false if truncated, malformed or not definite).
+func cborHead(b []byte, i int) (major byte, arg uint64, next int, ok bool) {
+	if i >= len(b) {
+		return 0, 0, 0, false
+	}
+	major, info := b[i]>>5, b[i]&0x1f
+	if info < 24 {
+		return major, uint64(info), i + 1, true
+	}
+	if info > 27 {
+		return 0, 0, 0, false
+	}
+	n := 1 << (info - 24)
+	if len(b)-i-1 < n {
+		return 0, 0, 0, false
+	}
+	for _, c := range b[i+1 : i+1+n] {
+		arg = arg<<8 | uint64(c)
+	}
+	return major, arg, i + 1 + n, true
+}
+
+// groupRefs returns enc, a canonical group encoding, with every text
+// string equal to an entry of table replaced by a reference to it.
+func groupRefs(enc []byte, table []string) []byte {
+	out := make([]byte, 0, len(enc))
+	for i := 0; i < len(enc); {
+		major, arg, next, ok := cborHead(enc, i)
+		if !ok {
+			return enc // not canonical CBOR: cannot happen
+		}
+		if major != cborText {
+			out = append(out, enc[i:next]...)
+			i = next
+			continue
+		}
+		end := next + int(arg)
+		if k := slices.Index(table, string(enc[next:end])); k >= 0 {
+			out = append(out, simple0|byte(k))
+		} else {
+			out = append(out, enc[i:end]...)
+		}
+		i = end
+	}
+	return out
+}
+
+// scanRefs checks that b is a sequence of the items a canonical group
+// encoding has (unsigned and negative integers, text strings, arrays),
+// with references to a table of n entries, and that it resolves within
+// crdt.MaxGroupBytes whatever the names.
+func scanRefs(b []byte, n int) error {
+	size := 0
+	for i := 0; i < len(b); {
+		major, arg, next, ok := cborHead(b, i)
+		if !ok {
+			return fmt.Errorf("protocol: group references: malformed item at byte %d", i)
+		}
+		switch major {
+		case cborUint, cborNeg, cborArray:
+			size += next - i
+		case cborText:
+			if arg > uint64(len(b)-next) {
+				return errors.New("protocol: group references: truncated")
+			}
+			size += next - i + int(arg)
+			next += int(arg)
+		case cborSimple:
+			if next != i+1 || int(arg) >= n {
+				return fmt.Errorf("protocol: group references: bad reference at byte %d", i)
+			}
+			size += 2 + crdt.MaxReplicaIDLen + 1 + crdt.MaxIncarnationDigits
+		default:
+			return fmt.Errorf("protocol: group references: unexpected item at byte %d", i)
+		}
+		if size > crdt.MaxGroupBytes {
+			return errors.New("protocol: group references: group too large")
+		}
+		i = next
+	}
+	return nil
+}
+
+// resolveRefs returns the canonical group encoding b (Message.GroupRefs,
+// checked by scanRefs) refers to, with table's names.
+func resolveRefs(b []byte, table []string) []byte {
+	out := make([]byte, 0, len(b)+64)
+	for i := 0; i < len(b); {
+		major, arg, next, _ := cborHead(b, i)
+		switch major {
+		case cborText:
+			next += int(arg)
+			out = append(out, b[i:next]...)
+		case cborSimple:
+			name := table[arg]
+			out = append(appendTextHead(out, len(name)), name...)
+		default:
+			out = append(out, b[i:next]...)
+		}
+		i = next
+	}
+	return out
+}
+
+// appendTextHead appends the head of a text string of n bytes.
+func appendTextHead(b []byte, n int) []byte {
+	const m = cborText << 5
+	switch {
+	case n < 24:
+		return append(b, m|byte(n))
+	case n <= 0xff:
+		return append(b, m|24, byte(n))
+	}
+	return append(b, m|25, byte(n>>8), byte(n)) // names are short
+}
+
+// Resolve makes m's group whole (Message.GroupRefs) now that the region it
+// came from is known; Step does it. A message whose references do not
+// resolve to a valid group is refused.
+func (m *Message) Resolve(from crdt.ReplicaID) error {
+	if m.GroupRefs == nil {
+		return nil
+	}
+	g, err := crdt.DecodeGroup(resolveRefs(m.GroupRefs, refTable(from.Region(), m)))
+	if err != nil {
+		return fmt.Errorf("protocol: group references: %w", err)
+	}
+	m.Group, m.GroupRefs = g, nil
+	return nil
 }
 
 // ackRuns returns the compact form of tags (Message.AckRuns).
@@ -361,7 +553,7 @@ func (m *Message) validate(buckets int) error {
 	}
 	switch m.Kind {
 	case KindDelta:
-		if m.Group == nil || len(m.Dots)+len(m.DotRuns) == 0 || m.Tag == 0 {
+		if (m.Group == nil && m.GroupRefs == nil) || len(m.Dots)+len(m.DotRuns) == 0 || m.Tag == 0 {
 			return errors.New("protocol: delta without group, dots or tag")
 		}
 	case KindAck:

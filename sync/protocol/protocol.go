@@ -27,6 +27,14 @@
 // leave batched. A window sized to the demand rather than to what was sent
 // cannot lock itself small.
 //
+// Pacing. Each message costs its envelope (tag, dots, acknowledgements)
+// on top of its deltas. When deltas for a peer come faster than one per
+// BatchDelay (the last message to it left less than BatchDelay ago), the
+// next one waits up to BatchDelay for others to leave with it; a delta a
+// client waits on (Urge) never waits, nor does a batch of holdBytes. The
+// protocol has no clock: Due says when a held batch comes due, and the
+// driver calls Flush then.
+//
 // Relays. A delta is relayed from one peer to another only after
 // RelayDelay, and only if the other peer has not reported (in the applied
 // context it piggybacks on acknowledgements) that it has those dots. In a
@@ -102,6 +110,10 @@ type Config struct {
 	MaxWindowBytes int
 	// RetransmitAfter is when an unacknowledged message is sent again.
 	RetransmitAfter time.Duration
+	// BatchDelay bounds how long a delta may wait for others to leave
+	// with it in one message, when deltas for a peer come faster than
+	// one per BatchDelay (0: never).
+	BatchDelay time.Duration
 	// RelayDelay is how long a delta from one peer waits before it is
 	// relayed to another that has not reported it.
 	RelayDelay time.Duration
@@ -147,6 +159,8 @@ func (c Config) Validate() error {
 		return errors.New("protocol: RetransmitAfter, StatusInterval, AntiEntropyEvery and AntiEntropyTimeout must be positive")
 	case c.RelayDelay < 0 || c.AckDelay < 0:
 		return errors.New("protocol: RelayDelay and AckDelay must not be negative")
+	case c.BatchDelay < 0 || c.BatchDelay > MaxBatchDelay:
+		return fmt.Errorf("protocol: BatchDelay %s out of 0..%s", c.BatchDelay, MaxBatchDelay)
 	case c.AckDelay >= c.RetransmitAfter/2:
 		return fmt.Errorf("protocol: AckDelay %s must be under half of RetransmitAfter (%s)", c.AckDelay, c.RetransmitAfter)
 	case c.MaxRoundKeys < 1 || c.MaxRoundKeys > MaxKeys:
@@ -168,6 +182,7 @@ func DefaultConfig() Config {
 		MaxWindow:          4096,
 		MaxWindowBytes:     16 << 20,
 		RetransmitAfter:    2 * time.Second,
+		BatchDelay:         time.Millisecond,
 		RelayDelay:         500 * time.Millisecond,
 		AckDelay:           50 * time.Millisecond,
 		StatusInterval:     250 * time.Millisecond,
@@ -256,8 +271,12 @@ type inflight struct {
 	batch  uint64 // the Ready it left in
 }
 
-// Window sizing (see the package doc).
+// Window sizing and pacing (see the package doc).
 const (
+	// MaxBatchDelay bounds Config.BatchDelay.
+	MaxBatchDelay = 10 * time.Millisecond
+	// holdBytes is the size of a batch that leaves without waiting.
+	holdBytes = 1200
 	// MinWindowBytes is the least window in bytes of a peer.
 	MinWindowBytes = 16 << 10
 	// MaxWindow bounds Config.MaxWindow.
@@ -288,9 +307,9 @@ type PeerStatus struct {
 	// UnrepairedRounds rounds in a row without either side's state
 	// changing: a divergence joins cannot repair (at most MaxUnrepaired
 	// are listed).
-	UnrepairedKeys  []string
-	AEKeysPushed    uint64
-	AEKeysPulled    uint64
+	UnrepairedKeys []string
+	AEKeysPushed   uint64
+	AEKeysPulled   uint64
 	// AERate is the bound on the bytes a second anti-entropy ships and
 	// pulls with the peer (Config.AntiEntropyRate, 0: none).
 	AERate          int
@@ -328,6 +347,11 @@ type peer struct {
 	rate          float64
 	offered       int
 	rateAt        time.Time
+
+	// lastDelta is when the last delta message to it left; holdUntil,
+	// when a held batch for it comes due (zero: none held).
+	lastDelta time.Time
+	holdUntil time.Time
 
 	reported     crdt.Context // our applied context as last reported to it
 	lastReported time.Time
@@ -688,6 +712,7 @@ func (p *Protocol) flushAll() {
 
 // flush sends pr what it still needs, in batches, within the window.
 func (p *Protocol) flush(pr *peer) {
+	pr.holdUntil = time.Time{}
 	if !pr.up {
 		return
 	}
@@ -695,6 +720,9 @@ func (p *Protocol) flush(pr *peer) {
 		// Tags go on from the clock, so that an acknowledgement still on
 		// its way from before a restart names no message of this run.
 		pr.nextMsg = uint64(p.now.UnixMicro()) & (1<<32 - 1)
+	}
+	if p.holding(pr) {
+		return
 	}
 	for p.canSend(pr) {
 		// Beyond the floor of Window messages, a batch fills what is left
@@ -743,13 +771,74 @@ func (p *Protocol) flush(pr *peer) {
 		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, size: size, sentAt: p.now, batch: p.batch}
 		pr.inflightBytes += size
 		pr.deltasSent++
+		pr.lastDelta = p.now
 		for i := range dots {
 			if dots[i].Origin == p.region {
 				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
-		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: &g, Urgent: urgent})
+		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: &g, Urgent: urgent, sender: p.region})
 	}
+}
+
+// holding reports whether what pr needs waits for more deltas (Pacing in
+// the package doc), and notes when it comes due.
+func (p *Protocol) holding(pr *peer) bool {
+	d := p.cfg.BatchDelay
+	if d <= 0 || pr.lastDelta.IsZero() || p.now.Sub(pr.lastDelta) >= d || !p.canSend(pr) {
+		return false
+	}
+	var first time.Time
+	size := 0
+	for _, e := range p.buf {
+		if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
+			continue
+		}
+		ready := e.at
+		if e.from != "" {
+			if ready = e.at.Add(p.cfg.RelayDelay); p.now.Before(ready) {
+				continue
+			}
+		}
+		if e.urgent {
+			return false
+		}
+		if first.IsZero() || ready.Before(first) {
+			first = ready
+		}
+		if size += e.size; size >= holdBytes {
+			return false
+		}
+	}
+	if first.IsZero() || !p.now.Before(first.Add(d)) {
+		return false
+	}
+	pr.holdUntil = first.Add(d)
+	return true
+}
+
+// Due returns when a batch held for a peer comes due (Pacing in the
+// package doc), or the zero time if none is held. The driver calls Flush
+// then.
+func (p *Protocol) Due() time.Time {
+	var due time.Time
+	for _, pr := range p.peers {
+		if !pr.holdUntil.IsZero() && (due.IsZero() || pr.holdUntil.Before(due)) {
+			due = pr.holdUntil
+		}
+	}
+	return due
+}
+
+// Flush sends the held batches that are due.
+func (p *Protocol) Flush(now time.Time) {
+	p.now = now
+	for _, pr := range p.peers {
+		if !pr.holdUntil.IsZero() && !now.Before(pr.holdUntil) {
+			p.flush(pr)
+		}
+	}
+	p.gc()
 }
 
 // canSend reports whether pr's window has room for another message.
@@ -883,7 +972,10 @@ func (p *Protocol) Tick(now time.Time) {
 		p.sampleRate(pr)
 		p.requeue(pr, func(f *inflight) bool { return now.Sub(f.sentAt) >= p.cfg.RetransmitAfter })
 		p.flush(pr)
-		if (len(pr.acks) > 0 && now.Sub(pr.acksSince) >= p.cfg.AckDelay) || p.statusDue(pr) {
+		// A report that is due rides on the next delta to pr; it leaves
+		// alone only once none came for AckDelay more.
+		if (len(pr.acks) > 0 && now.Sub(pr.acksSince) >= p.cfg.AckDelay) ||
+			(now.Sub(pr.lastReported) >= p.cfg.StatusInterval+p.cfg.AckDelay && p.statusDue(pr)) {
 			p.send(pr, &Message{Kind: KindAck})
 		}
 		p.tickAE(pr)
@@ -912,10 +1004,32 @@ func (p *Protocol) statusDue(pr *peer) bool {
 }
 
 // report returns our applied context for pr and notes that it was sent.
+//
+// Only the dots of other regions than pr and us go: pr could relay no
+// other dots to us (statusDue), and what it learns from a report only
+// spares relays.
 func (p *Protocol) report(pr *peer) []byte {
 	pr.reported = p.seen.Clone()
 	pr.lastReported = p.now
-	return p.wire(&p.seen)
+	var c crdt.Context
+	third := func(r crdt.ReplicaID) bool { reg := r.Region(); return reg != string(pr.id) && reg != p.region }
+	for r, v := range p.seen.VV {
+		if third(r) {
+			if c.VV == nil {
+				c.VV = make(map[crdt.ReplicaID]uint64)
+			}
+			c.VV[r] = v
+		}
+	}
+	for d := range p.seen.Cloud {
+		if third(d.Replica) {
+			if c.Cloud == nil {
+				c.Cloud = make(map[crdt.Dot]struct{})
+			}
+			c.Cloud[d] = struct{}{}
+		}
+	}
+	return p.wire(&c)
 }
 
 // Step handles a message from a peer. Messages from unknown peers are
@@ -923,7 +1037,7 @@ func (p *Protocol) report(pr *peer) []byte {
 func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 	p.now = now
 	pr := p.byID[from]
-	if pr == nil {
+	if pr == nil || m.Resolve(from) != nil {
 		return
 	}
 	if len(m.DotRuns) > 0 {

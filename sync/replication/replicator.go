@@ -203,14 +203,21 @@ func (r *Replicator) loop() {
 	defer close(r.done)
 	tick := time.NewTicker(r.opts.TickInterval)
 	defer tick.Stop()
+	// flush fires when a batch the protocol holds comes due
+	// (protocol.Protocol.Due).
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer flush.Stop()
 	for {
-		ticked := false
+		ticked, flushed := false, false
 		select {
 		case <-r.stop:
 			return
 		case <-r.wake:
 		case <-tick.C:
 			ticked = true
+		case <-flush.C:
+			flushed = true
 		}
 		r.mu.Lock()
 		local, in := r.local, r.in
@@ -233,6 +240,9 @@ func (r *Replicator) loop() {
 		if ticked {
 			r.proto.Tick(now)
 		}
+		if flushed {
+			r.proto.Flush(now)
+		}
 		if err := r.proto.Err(); err != nil {
 			r.log.Error("replication could not read the store", "err", err)
 		}
@@ -240,6 +250,10 @@ func (r *Replicator) loop() {
 		r.process()
 		if ticked {
 			r.publishStatus()
+		}
+		flush.Stop()
+		if due := r.proto.Due(); !due.IsZero() {
+			flush.Reset(max(due.Sub(r.opts.Now()), 0))
 		}
 	}
 }
