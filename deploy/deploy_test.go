@@ -1,7 +1,10 @@
-// Package deploy holds the files that deploy Lattice (an image built FROM
-// scratch around the static binary, and Kubernetes manifests, one
-// StatefulSet per region); its test checks them against the Kubernetes API
-// types and against the cluster config they carry.
+// Package deploy holds the files that deploy Lattice: an image built FROM
+// scratch around the static binary; Kubernetes manifests, one StatefulSet
+// per region whose pods are the region's nodes; and a compose file that
+// runs three regions as containers. Its tests check them against the
+// Kubernetes API types and against the cluster config they carry (the
+// arguments of every container are parsed by lattice serve's own flags in
+// cmd/lattice's TestDeployedServeArguments).
 package deploy
 
 import (
@@ -17,6 +20,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 
 	"github.com/latticedb/lattice/region/config"
@@ -47,6 +52,8 @@ func objects(t *testing.T, path string) []any {
 			obj = &corev1.Service{}
 		case "v1 ConfigMap":
 			obj = &corev1.ConfigMap{}
+		case "policy/v1 PodDisruptionBudget":
+			obj = &policyv1.PodDisruptionBudget{}
 		default:
 			t.Fatalf("%s document %d: unexpected %s %s", path, i, head.APIVersion, head.Kind)
 		}
@@ -71,115 +78,278 @@ func port(t *testing.T, addr string) int32 {
 	return int32(n)
 }
 
-// TestKubernetesManifests decodes every manifest into the Kubernetes API
-// types and checks each region's StatefulSet against the cluster config:
-// the region it serves, its ports, probes on /healthz and /readyz, the
-// mounts at the config's data_dir and tls_dir, the config file it reads,
-// its certificates, a volume of its own, and an unprivileged container.
-func TestKubernetesManifests(t *testing.T) {
-	cm := objects(t, filepath.Join("kubernetes", "config.yaml"))[0].(*corev1.ConfigMap)
+func host(t *testing.T, addr string) string {
+	t.Helper()
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// selects reports whether every label of selector is on labels.
+func selects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// argValue returns the value after flag in args ("" if absent).
+func argValue(args []string, flag string) string {
+	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
+}
+
+// clusterConfig returns the ConfigMap of kubernetes/config.yaml and the
+// cluster config it carries.
+func clusterConfig(t *testing.T) (*corev1.ConfigMap, *config.Config) {
+	t.Helper()
+	objs := objects(t, filepath.Join("kubernetes", "config.yaml"))
+	if len(objs) != 1 {
+		t.Fatalf("config.yaml holds %d objects, want the ConfigMap alone", len(objs))
+	}
+	cm, ok := objs[0].(*corev1.ConfigMap)
+	if !ok {
+		t.Fatalf("config.yaml holds a %T", objs[0])
+	}
 	cfg, err := config.Parse([]byte(cm.Data["lattice.yaml"]))
 	if err != nil {
 		t.Fatalf("the ConfigMap's lattice.yaml: %v", err)
 	}
+	return cm, cfg
+}
+
+// TestKubernetesManifests decodes every manifest strictly into the
+// Kubernetes API types and checks each region's objects against the
+// cluster config: a StatefulSet whose pods are named by the region's
+// nodes and pass their name as --node; the nodes' ports; a headless
+// Service that gives the pods the names the nodes' advertise_api hold; a
+// Service for the API; one UDP load balancer per node, at the port of its
+// advertise_peer; probes on /healthz and /readyz; mounts at the config's
+// data_dir and tls_dir with the certificate files it expects; a volume
+// claim per pod; resources with a 1-CPU limit; an unprivileged container;
+// and a PodDisruptionBudget.
+func TestKubernetesManifests(t *testing.T) {
+	cm, cfg := clusterConfig(t)
+	files, err := filepath.Glob(filepath.Join("kubernetes", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if name := strings.TrimSuffix(filepath.Base(f), ".yaml"); name != "config" {
+			if _, ok := cfg.Region(name); !ok {
+				t.Errorf("%s is not a region of the config", f)
+			}
+		}
+	}
 	for _, rc := range cfg.Regions {
 		t.Run(rc.Name, func(t *testing.T) {
-			objs := objects(t, filepath.Join("kubernetes", rc.Name+".yaml"))
-			var sts *appsv1.StatefulSet
-			services := map[string]*corev1.Service{}
-			for _, o := range objs {
-				switch o := o.(type) {
-				case *appsv1.StatefulSet:
-					sts = o
-				case *corev1.Service:
-					services[o.Name] = o
-				}
-			}
-			if sts == nil || len(services) != 2 {
-				t.Fatalf("want a StatefulSet and two Services, got %d objects", len(objs))
-			}
-			if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 1 {
-				t.Errorf("replicas %v: a region is one process on one store", sts.Spec.Replicas)
-			}
-			pod := sts.Spec.Template
-			for k, v := range sts.Spec.Selector.MatchLabels {
-				if pod.Labels[k] != v {
-					t.Errorf("the selector's %s=%s is not on the pod template", k, v)
-				}
-			}
-			if len(pod.Spec.Containers) != 1 {
-				t.Fatalf("%d containers", len(pod.Spec.Containers))
-			}
-			c := pod.Spec.Containers[0]
-			want := []string{"serve", "--config", "", "--region", rc.Name}
-			if len(c.Args) < len(want) || c.Args[0] != "serve" || c.Args[3] != "--region" || c.Args[4] != rc.Name {
-				t.Errorf("args %q, want %q…", c.Args, want)
-			}
-			mounts := map[string]string{}
-			for _, m := range c.VolumeMounts {
-				mounts[m.MountPath] = m.Name
-			}
-			if mounts[cfg.DataDir] != "data" || mounts[cfg.TLSDir] != "certs" || mounts[filepath.Dir(c.Args[2])] != "config" {
-				t.Errorf("mounts %v: want data at %s, certs at %s, config at %s", mounts, cfg.DataDir, cfg.TLSDir, filepath.Dir(c.Args[2]))
-			}
-			ports := map[string]corev1.ContainerPort{}
-			for _, p := range c.Ports {
-				ports[p.Name] = p
-			}
-			if p := ports["api"]; p.ContainerPort != port(t, rc.API) || p.Protocol != corev1.ProtocolTCP {
-				t.Errorf("api port %+v, want TCP %d", p, port(t, rc.API))
-			}
-			if p := ports["peer"]; p.ContainerPort != port(t, rc.Peer) || p.Protocol != corev1.ProtocolUDP {
-				t.Errorf("peer port %+v, want UDP %d", p, port(t, rc.Peer))
-			}
-			for probe, path := range map[*corev1.Probe]string{c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
-				if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.String() != "api" {
-					t.Errorf("probe %+v, want GET %s on the api port", probe, path)
-				}
-			}
-			volumes := map[string]corev1.Volume{}
-			for _, v := range pod.Spec.Volumes {
-				volumes[v.Name] = v
-			}
-			if v := volumes["config"]; v.ConfigMap == nil || v.ConfigMap.Name != cm.Name {
-				t.Errorf("config volume %+v, want ConfigMap %s", v, cm.Name)
-			}
-			if v := volumes["certs"]; v.Secret == nil || v.Secret.SecretName != "lattice-certs-"+rc.Name {
-				t.Errorf("certs volume %+v, want secret lattice-certs-%s", v, rc.Name)
-			}
-			if i := slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(p corev1.PersistentVolumeClaim) bool { return p.Name == "data" }); i < 0 {
-				t.Error("no volume claim template named data: the store would not outlive its pod")
-			}
-			sc := pod.Spec.SecurityContext
-			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
-				t.Error("the container must run as non-root on a read-only root file system")
-			}
-			if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 10 {
-				t.Errorf("termination grace %v: a clean stop needs time to close the store", g)
-			}
-			for _, name := range []string{"lattice-" + rc.Name + "-api", "lattice-" + rc.Name + "-peer"} {
-				svc := services[name]
-				if svc == nil {
-					t.Fatalf("no service %s", name)
-				}
-				for k, v := range svc.Spec.Selector {
-					if pod.Labels[k] != v {
-						t.Errorf("service %s selects %s=%s, not on the pod", name, k, v)
-					}
-				}
-				p := svc.Spec.Ports[0]
-				wantPort, proto := port(t, rc.API), corev1.ProtocolTCP
-				if strings.HasSuffix(name, "-peer") {
-					wantPort, proto = port(t, rc.DialPeer()), corev1.ProtocolUDP
-				}
-				if p.Port != wantPort || p.Protocol != proto {
-					t.Errorf("service %s port %+v, want %s %d", name, p, proto, wantPort)
-				}
-			}
-			if !strings.HasPrefix(rc.DialPeer(), "lattice-"+rc.Name+"-peer.") {
-				t.Errorf("advertise_peer %q should name the region's peer load balancer", rc.DialPeer())
-			}
+			checkRegionManifest(t, cfg, cm, rc)
 		})
+	}
+}
+
+func checkRegionManifest(t *testing.T, cfg *config.Config, cm *corev1.ConfigMap, rc config.RegionConfig) {
+	objs := objects(t, filepath.Join("kubernetes", rc.Name+".yaml"))
+	var sts *appsv1.StatefulSet
+	var pdbs []*policyv1.PodDisruptionBudget
+	services := map[string]*corev1.Service{}
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *appsv1.StatefulSet:
+			if sts != nil {
+				t.Fatal("two StatefulSets: a region is one StatefulSet")
+			}
+			sts = o
+		case *corev1.Service:
+			services[o.Name] = o
+		case *policyv1.PodDisruptionBudget:
+			pdbs = append(pdbs, o)
+		default:
+			t.Fatalf("unexpected %T in a region's file", o)
+		}
+	}
+	if sts == nil {
+		t.Fatal("no StatefulSet")
+	}
+	pod := sts.Spec.Template
+	if sts.Spec.Selector == nil || !selects(sts.Spec.Selector.MatchLabels, pod.Labels) {
+		t.Fatalf("the StatefulSet's selector %v does not select its pods %v", sts.Spec.Selector, pod.Labels)
+	}
+	if pod.Labels["lattice.dev/region"] != rc.Name {
+		t.Errorf("pod label lattice.dev/region=%q, want %s", pod.Labels["lattice.dev/region"], rc.Name)
+	}
+
+	// Pods are the region's nodes, by name and in order.
+	nodes := cfg.Nodes(rc.Name)
+	if sts.Spec.Replicas == nil || int(*sts.Spec.Replicas) != len(nodes) {
+		t.Fatalf("replicas %v, want one pod per node of the region (%d)", sts.Spec.Replicas, len(nodes))
+	}
+	for i, n := range nodes {
+		if want := fmt.Sprintf("%s-%d", sts.Name, i); n.Name != want {
+			t.Errorf("node %d is %q; the StatefulSet's pod %d is %s", i, n.Name, i, want)
+		}
+	}
+
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("%d containers", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if len(c.Command) != 0 || len(c.Args) == 0 || c.Args[0] != "serve" {
+		t.Fatalf("command %q args %q: want the image's entry point with serve", c.Command, c.Args)
+	}
+	if r := argValue(c.Args, "--region"); r != rc.Name {
+		t.Errorf("--region %q, want %s", r, rc.Name)
+	}
+	if n := argValue(c.Args, "--node"); n != "$(POD_NAME)" {
+		t.Errorf("--node %q, want $(POD_NAME)", n)
+	}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAME" })
+	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Errorf("env %+v: want POD_NAME from metadata.name", c.Env)
+	}
+
+	ports := map[string]corev1.ContainerPort{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p
+	}
+	headless := services[sts.Spec.ServiceName]
+	if headless == nil || headless.Spec.ClusterIP != corev1.ClusterIPNone || !selects(headless.Spec.Selector, pod.Labels) || !headless.Spec.PublishNotReadyAddresses {
+		t.Fatalf("serviceName %q: want a headless Service selecting the pods and publishing them before they are ready", sts.Spec.ServiceName)
+	}
+	for i, n := range nodes {
+		if p := ports["api"]; p.ContainerPort != port(t, n.API) || p.Protocol != corev1.ProtocolTCP {
+			t.Errorf("node %s: api port %+v, want TCP %d", n.Name, p, port(t, n.API))
+		}
+		if p := ports["peer"]; p.ContainerPort != port(t, n.Peer) || p.Protocol != corev1.ProtocolUDP {
+			t.Errorf("node %s: peer port %+v, want UDP %d", n.Name, p, port(t, n.Peer))
+		}
+		// The other nodes of the region reach it by its pod's DNS name.
+		if len(nodes) > 1 || n.AdvertiseAPI != "" {
+			h := host(t, n.DialAPI())
+			if h != n.Name+"."+headless.Name && !strings.HasPrefix(h, n.Name+"."+headless.Name+".") || port(t, n.DialAPI()) != port(t, n.API) {
+				t.Errorf("node %s: advertise_api %q, want %s.%s:%d", n.Name, n.DialAPI(), n.Name, headless.Name, port(t, n.API))
+			}
+		}
+		// The other regions dial its own UDP load balancer.
+		lb := services[fmt.Sprintf("%s-%d-peer", sts.Name, i)]
+		if lb == nil {
+			t.Errorf("node %s: no Service %s-%d-peer for the other regions", n.Name, sts.Name, i)
+			continue
+		}
+		if lb.Spec.Type != corev1.ServiceTypeLoadBalancer || lb.Spec.Selector["statefulset.kubernetes.io/pod-name"] != n.Name || !selects(lb.Spec.Selector, pod.Labels) && len(lb.Spec.Selector) == 0 {
+			t.Errorf("service %s: want a LoadBalancer selecting pod %s", lb.Name, n.Name)
+		}
+		if len(lb.Spec.Ports) != 1 || lb.Spec.Ports[0].Port != port(t, n.DialPeer()) || lb.Spec.Ports[0].Protocol != corev1.ProtocolUDP || lb.Spec.Ports[0].TargetPort.String() != "peer" {
+			t.Errorf("service %s ports %+v, want UDP %d to the peer port", lb.Name, lb.Spec.Ports, port(t, n.DialPeer()))
+		}
+		if !strings.HasPrefix(n.DialPeer(), lb.Name+".") {
+			t.Errorf("node %s: advertise_peer %q should name its load balancer %s", n.Name, n.DialPeer(), lb.Name)
+		}
+	}
+	for _, sp := range headless.Spec.Ports {
+		if p, ok := ports[sp.TargetPort.String()]; !ok || p.Protocol != sp.Protocol || p.ContainerPort != sp.Port {
+			t.Errorf("headless service port %+v does not match the container's", sp)
+		}
+	}
+	api := services["lattice-"+rc.Name+"-api"]
+	if api == nil || !selects(api.Spec.Selector, pod.Labels) || len(api.Spec.Ports) != 1 || api.Spec.Ports[0].Port != port(t, rc.API) || api.Spec.Ports[0].Protocol != corev1.ProtocolTCP {
+		t.Errorf("want a Service lattice-%s-api selecting the pods on TCP %d", rc.Name, port(t, rc.API))
+	}
+	for name, svc := range services {
+		if !selects(svc.Spec.Selector, pod.Labels) && svc.Spec.Selector["statefulset.kubernetes.io/pod-name"] == "" {
+			t.Errorf("service %s selects no pod of the region", name)
+		}
+	}
+
+	for probe, path := range map[*corev1.Probe]string{c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.String() != "api" {
+			t.Errorf("probe %+v, want GET %s on the api port", probe, path)
+		}
+	}
+
+	res := c.Resources
+	if cpu := res.Limits[corev1.ResourceCPU]; cpu.Cmp(resource.MustParse("1")) != 0 {
+		t.Errorf("CPU limit %s, want 1", cpu.String())
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, lim := res.Requests[r], res.Limits[r]
+		if req.IsZero() || lim.IsZero() || req.Cmp(lim) > 0 {
+			t.Errorf("%s: request %s, limit %s: want both, the request within the limit", r, req.String(), lim.String())
+		}
+	}
+
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	cfgPath := argValue(c.Args, "--config")
+	if mounts[cfg.DataDir] != "data" || mounts[cfg.TLSDir] != "certs" || mounts[filepath.Dir(cfgPath)] != "config" {
+		t.Errorf("mounts %v: want data at %s, certs at %s, config at %s", mounts, cfg.DataDir, cfg.TLSDir, filepath.Dir(cfgPath))
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	if v := volumes["config"]; v.ConfigMap == nil || v.ConfigMap.Name != cm.Name || cm.Data[filepath.Base(cfgPath)] == "" {
+		t.Errorf("config volume %+v, want ConfigMap %s holding %s", v, cm.Name, filepath.Base(cfgPath))
+	}
+	v := volumes["certs"]
+	if v.Secret == nil || v.Secret.SecretName != "lattice-certs-"+rc.Name {
+		t.Fatalf("certs volume %+v, want Secret lattice-certs-%s", v, rc.Name)
+	}
+	var paths []string
+	for _, it := range v.Secret.Items {
+		if it.Key != it.Path {
+			t.Errorf("secret item %+v: key and file differ", it)
+		}
+		paths = append(paths, it.Path)
+	}
+	ca, cert, key := cfg.TLSFiles(rc.Name)
+	for _, f := range []string{ca, cert, key} {
+		if filepath.Dir(f) != cfg.TLSDir || !slices.Contains(paths, filepath.Base(f)) {
+			t.Errorf("secret items %v: the region reads %s", paths, f)
+		}
+	}
+	if i := slices.IndexFunc(sts.Spec.VolumeClaimTemplates, func(p corev1.PersistentVolumeClaim) bool { return p.Name == "data" }); i < 0 {
+		t.Error("no volume claim template named data: the store would not outlive its pod")
+	} else if st := sts.Spec.VolumeClaimTemplates[i].Spec.Resources.Requests[corev1.ResourceStorage]; st.IsZero() {
+		t.Error("the data claim requests no storage")
+	}
+	if _, ok := volumes["data"]; ok {
+		t.Error("a pod volume named data hides the claim template")
+	}
+
+	sc := pod.Spec.SecurityContext
+	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
+		t.Error("the pod must run as a non-root user")
+	}
+	csc := c.SecurityContext
+	if csc == nil || csc.ReadOnlyRootFilesystem == nil || !*csc.ReadOnlyRootFilesystem || csc.AllowPrivilegeEscalation == nil || *csc.AllowPrivilegeEscalation ||
+		csc.Capabilities == nil || !slices.Contains(csc.Capabilities.Drop, "ALL") {
+		t.Error("the container must run on a read-only root file system, without privilege escalation or capabilities")
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 20 {
+		t.Errorf("termination grace %v: a clean stop drains requests for up to 15 s, then closes the store", g)
+	}
+
+	if len(pdbs) != 1 {
+		t.Fatalf("%d PodDisruptionBudgets, want one", len(pdbs))
+	}
+	pdb := pdbs[0]
+	if pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, pod.Labels) {
+		t.Errorf("the PodDisruptionBudget does not select the region's pods")
+	}
+	if mu := pdb.Spec.MaxUnavailable; mu == nil || mu.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
+		t.Errorf("PodDisruptionBudget maxUnavailable %v minAvailable %v: want maxUnavailable 1 (one node at a time; a minAvailable of every pod would block every drain)", mu, pdb.Spec.MinAvailable)
 	}
 }
 

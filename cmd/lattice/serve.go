@@ -18,45 +18,27 @@ import (
 // stops it gracefully. A second signal during the shutdown kills the
 // process.
 func runServe(ctx context.Context, cio cmdIO, args []string) int {
-	cmd, _ := lookup("serve")
-	fs := newFlagSet(cio, cmd)
-	cfgPath := fs.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
-	name := fs.String("region", "", "`NAME` of the region to run, one of the config's regions")
-	node := fs.String("node", "", "`NODE` of the region to run: one of its nodes (default: the region's only node)")
-	level := fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
-	format := fs.String("log-format", "text", "log `FORMAT` on stderr: text or json")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		return flagStatus(err)
+	sa, status := parseServeArgs(cio, args)
+	if sa == nil {
+		return status
 	}
-	switch {
-	case len(pos) > 0:
-		fmt.Fprintf(cio.stderr, "lattice serve: unexpected argument %q\n", pos[0])
-		return exitUsage
-	case *cfgPath == "":
-		fmt.Fprintln(cio.stderr, "lattice serve: --config is required")
-		return exitUsage
-	case *name == "":
-		fmt.Fprintln(cio.stderr, "lattice serve: --region is required")
-		return exitUsage
-	}
-	log, err := newLogger(cio.stderr, *level, *format)
+	log, err := newLogger(cio.stderr, sa.level, sa.format)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "lattice serve: %v\n", err)
 		return exitUsage
 	}
 
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := config.Load(sa.config)
 	if err != nil {
 		printLines(cio.stderr, "lattice serve: ", err)
 		return exitFail
 	}
-	if _, ok := cfg.Region(*name); !ok {
+	if _, ok := cfg.Region(sa.region); !ok {
 		fmt.Fprintf(cio.stderr, "lattice serve: region %q is not in %s (regions: %s)\n",
-			*name, *cfgPath, strings.Join(cfg.RegionNames(), ", "))
+			sa.region, sa.config, strings.Join(cfg.RegionNames(), ", "))
 		return exitFail
 	}
-	if err := checkNode(cfg, *name, *node); err != nil {
+	if err := checkNode(cfg, sa.region, sa.node); err != nil {
 		fmt.Fprintf(cio.stderr, "lattice serve: %v\n", err)
 		return exitFail
 	}
@@ -67,12 +49,12 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 	if len(cfg.Regions) > 1 {
 		opts.Replication = server.QUIC(replication.AttachOptions{WANSeed: 1})
 	}
-	srv, err := server.Start(ctx, cfg, *name, opts)
+	srv, err := server.Start(ctx, cfg, sa.region, opts)
 	if err != nil {
 		log.Error("cannot start region", "err", err)
 		return exitFail
 	}
-	status := exitOK
+	status = exitOK
 	select {
 	case <-ctx.Done():
 		log.Info("stopping", "cause", context.Cause(ctx))
@@ -86,6 +68,40 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 		status = exitFail
 	}
 	return status
+}
+
+// serveArgs are the flags of lattice serve.
+type serveArgs struct {
+	config, region, node, level, format string
+}
+
+// parseServeArgs parses the arguments of lattice serve. On a usage error
+// (or -h) it prints it on cio.stderr and returns nil and the exit status.
+func parseServeArgs(cio cmdIO, args []string) (*serveArgs, int) {
+	cmd, _ := lookup("serve")
+	fs := newFlagSet(cio, cmd)
+	var sa serveArgs
+	fs.StringVar(&sa.config, "config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
+	fs.StringVar(&sa.region, "region", "", "`NAME` of the region to run, one of the config's regions")
+	fs.StringVar(&sa.node, "node", "", "`NODE` of the region to run: one of its nodes (default: the region's only node)")
+	fs.StringVar(&sa.level, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
+	fs.StringVar(&sa.format, "log-format", "text", "log `FORMAT` on stderr: text or json")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, flagStatus(err)
+	}
+	switch {
+	case len(pos) > 0:
+		fmt.Fprintf(cio.stderr, "lattice serve: unexpected argument %q\n", pos[0])
+		return nil, exitUsage
+	case sa.config == "":
+		fmt.Fprintln(cio.stderr, "lattice serve: --config is required")
+		return nil, exitUsage
+	case sa.region == "":
+		fmt.Fprintln(cio.stderr, "lattice serve: --region is required")
+		return nil, exitUsage
+	}
+	return &sa, exitOK
 }
 
 // errMultiNode ends the errors of a config this version cannot run.

@@ -1,17 +1,28 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	k8syaml "sigs.k8s.io/yaml"
+
+	"github.com/latticedb/lattice/region/config"
 )
 
 // TestServeNodes runs real `lattice serve` processes: a region's single
@@ -135,5 +146,162 @@ func TestServeNodes(t *testing.T) {
 				t.Errorf("the node keeps its store in data_dir/REGION: %v", err)
 			}
 		})
+	}
+}
+
+// k8sEnvRef matches a $(VAR) reference of a Kubernetes container's args.
+var k8sEnvRef = regexp.MustCompile(`\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// TestDeployedServeArguments checks that every container the Kubernetes
+// manifests in deploy/kubernetes run would start under this version: its
+// arguments, with $(POD_NAME) expanded for each pod of its StatefulSet,
+// parse with lattice serve's own flags; the config it reads (the
+// ConfigMap mounted where --config points) loads; --region and --node
+// name a region and one of its nodes this version runs (checkNode, as at
+// start); and the container's ports are that node's api and peer ports.
+func TestDeployedServeArguments(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "kubernetes")
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) < 2 {
+		t.Fatalf("manifests %v: %v", files, err)
+	}
+	configMaps := map[string]*corev1.ConfigMap{}
+	var sets []*appsv1.StatefulSet
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range bytes.Split(b, []byte("\n---\n")) {
+			var head struct{ Kind string }
+			if err := k8syaml.Unmarshal(doc, &head); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			switch head.Kind {
+			case "ConfigMap":
+				var cm corev1.ConfigMap
+				if err := k8syaml.Unmarshal(doc, &cm); err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				configMaps[cm.Name] = &cm
+			case "StatefulSet":
+				var sts appsv1.StatefulSet
+				if err := k8syaml.Unmarshal(doc, &sts); err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				sets = append(sets, &sts)
+			}
+		}
+	}
+	if len(sets) == 0 {
+		t.Fatal("no StatefulSet in deploy/kubernetes")
+	}
+	pods := 0
+	for _, sts := range sets {
+		spec := sts.Spec.Template.Spec
+		volumes := map[string]corev1.Volume{}
+		for _, v := range spec.Volumes {
+			volumes[v.Name] = v
+		}
+		for _, c := range spec.Containers {
+			for i := range int(*sts.Spec.Replicas) {
+				pod := fmt.Sprintf("%s-%d", sts.Name, i)
+				t.Run(pod+"/"+c.Name, func(t *testing.T) {
+					env := map[string]string{}
+					for _, e := range c.Env {
+						switch {
+						case e.ValueFrom == nil:
+							env[e.Name] = e.Value
+						case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+							env[e.Name] = pod
+						}
+					}
+					args := make([]string, len(c.Args))
+					for k, a := range c.Args {
+						args[k] = k8sEnvRef.ReplaceAllStringFunc(a, func(m string) string {
+							if m == "$$" {
+								return "$"
+							}
+							v, ok := env[m[2:len(m)-1]]
+							if !ok {
+								t.Errorf("argument %q refers to an unset variable %s", a, m)
+							}
+							return v
+						})
+					}
+					// The cluster config the container reads: a ConfigMap
+					// mounted at the directory --config names.
+					mounted := func(path string) string {
+						for _, m := range c.VolumeMounts {
+							if filepath.Dir(path) == filepath.Clean(m.MountPath) {
+								if v := volumes[m.Name]; v.ConfigMap != nil && configMaps[v.ConfigMap.Name] != nil {
+									return configMaps[v.ConfigMap.Name].Data[filepath.Base(path)]
+								}
+							}
+						}
+						return ""
+					}
+					ports := map[string]int32{}
+					for _, p := range c.Ports {
+						ports[p.Name] = p.ContainerPort
+					}
+					checkServeArgs(t, args, mounted, ports)
+				})
+				pods++
+			}
+		}
+	}
+	if pods < 3 {
+		t.Errorf("%d pods checked", pods)
+	}
+}
+
+// checkServeArgs parses the command line of a deployed container with
+// lattice serve's flags, loads the config it names (its text from
+// configText), and checks that the region and node it runs are runnable
+// by this version and listen on ports["api"] and ports["peer"].
+func checkServeArgs(t *testing.T, args []string, configText func(path string) string, ports map[string]int32) {
+	t.Helper()
+	if len(args) == 0 || args[0] != "serve" {
+		t.Fatalf("args %q: want lattice serve", args)
+	}
+	var stderr syncBuffer
+	sa, status := parseServeArgs(cmdIO{stdout: io.Discard, stderr: &stderr}, args[1:])
+	if sa == nil {
+		t.Fatalf("args %q: exit %d: %s", args, status, stderr.String())
+	}
+	if _, err := newLogger(io.Discard, sa.level, sa.format); err != nil {
+		t.Errorf("args %q: %v", args, err)
+	}
+	text := configText(sa.config)
+	if text == "" {
+		t.Fatalf("--config %s: no config is mounted there", sa.config)
+	}
+	path := filepath.Join(t.TempDir(), filepath.Base(sa.config))
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("--config %s: %v", sa.config, err)
+	}
+	if _, ok := cfg.Region(sa.region); !ok {
+		t.Fatalf("--region %q is not a region of the config", sa.region)
+	}
+	if err := checkNode(cfg, sa.region, sa.node); err != nil {
+		t.Fatalf("this version would refuse to start: %v", err)
+	}
+	node := cfg.Nodes(sa.region)[0]
+	if sa.node != "" {
+		node, _ = cfg.Node(sa.region, sa.node)
+	}
+	for name, addr := range map[string]string{"api": node.API, "peer": node.Peer} {
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := strconv.Atoi(p); ports[name] != int32(want) {
+			t.Errorf("node %s listens for %s on %s; the container's %s port is %d", node.Name, name, addr, name, ports[name])
+		}
 	}
 }
