@@ -523,51 +523,48 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 	}
 	lk := n.store.Lock(keys...)
 	defer lk.Unlock()
-	err := lk.UpdateLocked(func(tx *store.Tx) error {
-		for id, c := range g.Carts {
-			cur, part, err := n.loadCartFor(tx, id, c)
-			if err != nil && !errors.Is(err, store.ErrCorrupt) {
-				return err
-			}
-			if cur.Concurrent(c) {
-				n.m.Concurrent.Inc()
-			}
-			if bad := cur.Conflicts(c); len(bad) > 0 {
-				n.noteDivergent(prefixCart+id, bad)
-			} else if n.ndivergent.Load() > 0 {
-				n.clearDivergent(prefixCart + id)
-			}
-			if cur.Brings(c) || err != nil {
-				cur.Join(c)
-				if err := n.saveCart(tx, part, cur); err != nil {
+	// A cart is stored as a head and a key per line, so a group of many
+	// large carts (an anti-entropy repair) may set more keys than one
+	// transaction can. The carts then go in several transactions, all
+	// under the locks taken above; the items and the dots go with the
+	// last, so the applied context claims the group only once all of it
+	// is durable (a failure in between leaves joins that a retransmission
+	// makes again, harmlessly).
+	ids := slices.Sorted(maps.Keys(g.Carts))
+	budget := MaxApplyKeys - 2*crdt.MaxCartEntries - len(g.Items) - 2
+	for next := 0; ; {
+		final := false
+		err := lk.UpdateLocked(func(tx *store.Tx) error {
+			for next < len(ids) && tx.Sets() <= budget {
+				id := ids[next]
+				next++
+				if err := n.applyCart(tx, id, g.Carts[id]); err != nil {
 					return err
 				}
 			}
-		}
-		for sku, it := range g.Items {
-			cur, err := loadItem(tx, sku)
-			if err != nil && !errors.Is(err, store.ErrCorrupt) {
-				return err
+			if next < len(ids) {
+				return nil
 			}
-			if cur.Brings(it) || err != nil {
-				cur.Join(it)
-				tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
+			final = true
+			return n.applyItems(tx, g, dots)
+		}, func(tx *store.Tx) error {
+			if !final {
+				n.commitDigest(tx, nil)
+				return nil
 			}
+			if !dots.Empty() {
+				n.txApplied.Join(dots)
+				tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
+			}
+			n.commitDigest(tx, dots)
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		if !dots.Empty() {
-			tx.Set(keyApplied, nil) // placeholder: written under the lock
+		if final {
+			break
 		}
-		return nil
-	}, func(tx *store.Tx) error {
-		if !dots.Empty() {
-			n.txApplied.Join(dots)
-			tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
-		}
-		n.commitDigest(tx, dots)
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	src := "delta"
 	if dots.Empty() {
@@ -580,6 +577,46 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 	n.appliedGrew()
 	n.noteReflects(keys, reflects)
 	n.amu.Unlock()
+	return nil
+}
+
+// applyCart joins the remote state or delta c of cart id into tx.
+func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart) error {
+	cur, part, err := n.loadCartFor(tx, id, c)
+	if err != nil && !errors.Is(err, store.ErrCorrupt) {
+		return err
+	}
+	if cur.Concurrent(c) {
+		n.m.Concurrent.Inc()
+	}
+	if bad := cur.Conflicts(c); len(bad) > 0 {
+		n.noteDivergent(prefixCart+id, bad)
+	} else if n.ndivergent.Load() > 0 {
+		n.clearDivergent(prefixCart + id)
+	}
+	if cur.Brings(c) || err != nil {
+		cur.Join(c)
+		return n.saveCart(tx, part, cur)
+	}
+	return nil
+}
+
+// applyItems joins the remote item states of g into tx and, with dots,
+// stages the applied context's placeholder.
+func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context) error {
+	for sku, it := range g.Items {
+		cur, err := loadItem(tx, sku)
+		if err != nil && !errors.Is(err, store.ErrCorrupt) {
+			return err
+		}
+		if cur.Brings(it) || err != nil {
+			cur.Join(it)
+			tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
+		}
+	}
+	if !dots.Empty() {
+		tx.Set(keyApplied, nil) // placeholder: written under the lock
+	}
 	return nil
 }
 

@@ -226,6 +226,9 @@ func (t *Tx) Staged(fn func(key string, val []byte)) {
 	}
 }
 
+// Sets returns how many keys the transaction has staged to set so far.
+func (t *Tx) Sets() int { return len(t.sets) }
+
 // Writes reports whether the transaction staged anything.
 func (t *Tx) Writes() bool { return len(t.sets) > 0 || t.del != "" }
 
