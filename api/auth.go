@@ -241,7 +241,7 @@ func (h *handler) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 			need = ScopeRead
 		}
 		hdr := c.Response().Header()
-		tok, ok := bearerToken(req.Header)
+		tok, ok := BearerToken(req.Header)
 		if !ok {
 			hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm)
 			return region.Errorf(CodeUnauthorized, "a bearer token is required: Authorization: Bearer TOKEN")
@@ -259,9 +259,9 @@ func (h *handler) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// bearerToken returns the token of the request's one Authorization
+// BearerToken returns the token of the request's one Authorization
 // header of scheme Bearer (the scheme compared without regard to case).
-func bearerToken(h http.Header) (string, bool) {
+func BearerToken(h http.Header) (string, bool) {
 	vals := h.Values(echo.HeaderAuthorization)
 	if len(vals) != 1 {
 		return "", false

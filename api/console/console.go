@@ -304,7 +304,7 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 		need = api.ScopeRead
 	}
 	const realm = `Bearer realm="lattice"`
-	tok, ok := bearer(r.Header)
+	tok, ok := api.BearerToken(r.Header)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", realm)
 		problem(w, http.StatusUnauthorized, api.CodeUnauthorized, "a bearer token is required: Authorization: Bearer TOKEN")
@@ -321,19 +321,6 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
-}
-
-func bearer(h http.Header) (string, bool) {
-	vals := h.Values("Authorization")
-	if len(vals) != 1 {
-		return "", false
-	}
-	scheme, tok, ok := strings.Cut(vals[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	tok = strings.TrimSpace(tok)
-	return tok, tok != ""
 }
 
 // Answer is one answer of a region's API as the console shows it: its
