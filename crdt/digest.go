@@ -14,6 +14,9 @@ type Digest struct {
 	Keys map[string]uint64
 	// Applied is the region-level causal context the state reflects.
 	Applied Context
+	// Counts holds, for each bucket, the number of its keys (nil if the
+	// storage does not count them).
+	Counts []uint32
 }
 
 // FNV-1a parameters.
@@ -61,6 +64,16 @@ func (h *FNV64) Bytes(b []byte) {
 // KeyBucket returns the digest bucket of a key: its FNV-1a 32 hash modulo
 // buckets. Every region must use the same function and bucket count.
 func KeyBucket(key string, buckets int) uint32 { return FNV32(key) % uint32(buckets) }
+
+// KeySlot returns the place of a key in the anti-entropy tree: its
+// digest bucket (KeyBucket) in the high 32 bits and the high 32 bits of
+// its FNV-1a 64 hash in the low 32, so that the keys of a bucket spread
+// evenly over the bucket's slots.
+func KeySlot(key string, buckets int) uint64 {
+	h := NewFNV64()
+	h.String(key)
+	return uint64(KeyBucket(key, buckets))<<32 | uint64(h)>>32
+}
 
 // StateHash returns the hash of a key's stored state (FNV-1a 64 over the
 // key, a 0xff separator and its canonical encoding), XORed into its

@@ -95,7 +95,10 @@ func (d *digest) setAll(tx *store.Tx) {
 func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, error) {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
-	s := &crdt.Digest{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}}
+	s := &crdt.Digest{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}, Counts: make([]uint32, len(n.dg.keys))}
+	for b, ks := range n.dg.keys {
+		s.Counts[b] = uint32(len(ks))
+	}
 	if len(n.dg.damaged) == 0 {
 		s.Applied = n.dg.applied.Clone()
 	}

@@ -2,186 +2,865 @@ package protocol
 
 import (
 	"cmp"
-	"fmt"
+	"maps"
+	"math"
 	"slices"
+	"time"
 
 	"github.com/latticedb/lattice/crdt"
 )
 
-// startAE opens an anti-entropy round with pr: our digest and applied
-// context, from one snapshot.
+// Anti-entropy rounds. The initiator sends its applied context and the
+// split of the tree's root (a digest, step 1); the responder answers each
+// digest with a diff (from a snapshot of its own, step 1's with its
+// applied context): for every child whose fingerprint differs, a list of
+// its keys (when it holds few), a split, or word that one side holds
+// nothing there. The initiator descends into what still differs with
+// further digests (several in flight), compares the listed keys with its
+// own, and then ships: it pushes the states of keys the responder lacks or
+// holds differently (whole ranges where the responder holds nothing) and
+// pulls the responder's (whole ranges where it holds nothing), within
+// Config.AntiEntropyRate. A digest, a pull without an answer is sent again
+// after RetransmitAfter; a round that hears nothing for
+// AntiEntropyTimeout is abandoned.
+//
+// A round ends with objects marked Final when it covered every
+// difference: the initiator then adopts the responder's applied context
+// of step 1, if every answer came from the same run of the responder
+// (Message.Run: one that restarted may have lost what it answered
+// before); the responder adopts the initiator's, if this run of it
+// answered every digest and received every push of the round.
+
+// DefaultAntiEntropyRate is the default Config.AntiEntropyRate: 8 MiB of
+// states a second with each peer.
+const DefaultAntiEntropyRate = 8 << 20
+
+const (
+	// aeWindow bounds the digests and the pulls of a round in flight.
+	aeWindow = 8
+	// stepNodes bounds the nodes of one digest: the responder's answer to
+	// each is at most TreeFanout nodes of TreeFanout entries.
+	stepNodes = MaxNodeEntries / (TreeFanout * (TreeFanout + 1))
+	// pullKeys bounds the keys of one pull.
+	pullKeys = 1024
+	// loadLimit is how many keys a node may hold for the initiator to
+	// compare them one by one with a list; past it, it pushes the node's
+	// keys but those listed with equal hashes.
+	loadLimit = 1024
+	// maxRecorded bounds the digests and pushes a responder records of a
+	// round.
+	maxRecorded = 1 << 16
+)
+
+// aeRound is a round this region runs with a peer.
+type aeRound struct {
+	round   uint64
+	started time.Time
+	heard   time.Time // when the round last made progress
+	needed  bool      // the peer needed anti-entropy when the round began
+	// myApplied is our applied context, sent with step 1; theirApplied
+	// the peer's, from its answer to step 1 by run theirRun.
+	myApplied    crdt.Context
+	theirApplied crdt.Context
+	theirRun     uint64
+	answered     bool
+	final        bool // nothing was left out so far
+
+	queue    []RangeNode // nodes to send in digests
+	steps    map[uint64]*aeStep
+	nextStep uint64
+
+	pushKeys  []string
+	pushSpans []pushSpan
+	pushes    uint64
+	pushSum   uint64 // XOR of the pushIDs of the pushes
+	pullKeys  []string
+	pullSpans []aeSpan
+	pulls     map[uint64]*aePull
+	nextPull  uint64
+	batch     int // keys to read for one message
+
+	tokens   float64
+	refilled time.Time
+
+	// ours and theirs are the hashes of keys both sides hold
+	// differently (for unrepaired keys).
+	ours, theirs map[string]uint64
+}
+
+type aeStep struct {
+	nodes  []RangeNode
+	id     uint64 // requestID of its digest
+	sentAt time.Time
+}
+
+type aePull struct {
+	keys   []string
+	spans  []Span
+	id     uint64 // requestID of the pull
+	sentAt time.Time
+}
+
+// requestID identifies a digest or a pull by its content, which its
+// answer names (Message.Of): an answer to a message of an earlier run
+// that bore the same round and step (the clock went back) answers
+// something else, and is ignored.
+func requestID(m *Message) uint64 {
+	h := crdt.NewFNV64()
+	word := func(v uint64) {
+		for i := 0; i < 8; i++ {
+			h.Byte(byte(v >> (8 * i)))
+		}
+	}
+	word(uint64(m.Kind))
+	word(m.Round)
+	word(m.Step)
+	word(uint64(len(m.Nodes)))
+	for _, n := range m.Nodes {
+		word(n.Lo)
+		word(n.Hi)
+		for _, v := range n.Hashes {
+			word(v)
+		}
+		for _, c := range n.Counts {
+			word(uint64(c))
+		}
+		if n.List {
+			h.Byte(1)
+		}
+	}
+	for _, k := range m.Pull {
+		h.String(k)
+		h.Byte(0xff)
+	}
+	for _, sp := range m.Spans {
+		word(sp.Lo)
+		word(sp.Hi)
+	}
+	h.Bytes(m.Applied)
+	return uint64(h)
+}
+
+// pushID is what a push of step step with a group of encoding enc adds
+// (by XOR) to the sum the closing objects carry in Of.
+func pushID(step uint64, enc []byte) uint64 {
+	h := crdt.NewFNV64()
+	for i := 0; i < 8; i++ {
+		h.Byte(byte(step >> (8 * i)))
+	}
+	h.Bytes(enc)
+	return uint64(h)
+}
+
+// pullSpans bounds the spans of one pull, spanKeys its keys.
+const (
+	pullSpans    = 64
+	pullSpanKeys = 4096
+)
+
+// aeSpan is a span to pull and the keys the peer said it holds there.
+type aeSpan struct {
+	Span
+	n uint64
+}
+
+// pullSpan queues the pull of [lo, hi), where the peer holds n keys, in
+// pieces of about pullSpanKeys/2 keys, which several pulls in flight
+// fetch at once.
+func (ae *aeRound) pullSpan(lo, hi, n uint64) {
+	k := max(1, (n+pullSpanKeys/2-1)/(pullSpanKeys/2))
+	var bs []uint64
+	if hi-lo > 1<<slotBits && aligned(lo) && aligned(hi) {
+		nb := (hi - lo) >> slotBits
+		k = min(k, nb)
+		for i := range k + 1 {
+			bs = append(bs, lo+bucketStart(nb*i/k))
+		}
+	} else {
+		k = min(k, hi-lo, 1<<16)
+		for i := range k + 1 {
+			bs = append(bs, lo+(hi-lo)/k*i)
+		}
+		bs[k] = hi
+	}
+	for i := range len(bs) - 1 {
+		ae.pullSpans = append(ae.pullSpans, aeSpan{Span: Span{Lo: bs[i], Hi: bs[i+1]}, n: n / k})
+	}
+}
+
+// pushSpan is a range of slots whose keys are pushed, but skip.
+type pushSpan struct {
+	lo, hi uint64
+	skip   map[string]bool
+}
+
+// aeResp is what a responder records of the peer's running round.
+type aeResp struct {
+	round  uint64
+	heard  time.Time
+	steps  map[uint64]bool
+	pushes map[uint64]uint64 // step → pushID
+	final  *Message          // the closing objects, while pushes are missing
+	done   bool
+}
+
+// listLimit is how many keys a node may hold to be listed.
+func (p *Protocol) listLimit() int { return min(ListKeys, p.cfg.MaxRoundKeys) }
+
+// ensureRun names this run, from the clock and the incarnation.
+func (p *Protocol) ensureRun() {
+	if p.run == 0 {
+		h := crdt.NewFNV64()
+		h.String(string(p.self))
+		p.run = uint64(h) ^ uint64(p.now.UnixNano()) | 1
+	}
+}
+
+// tickAE abandons a round that heard nothing for AntiEntropyTimeout,
+// starts one when due, and carries the running one on.
+func (p *Protocol) tickAE(pr *peer) {
+	if ae := pr.ae; ae != nil && p.now.Sub(ae.heard) >= p.cfg.AntiEntropyTimeout {
+		pr.needAE = pr.needAE || ae.needed
+		pr.ae = nil
+	}
+	if pr.ae == nil && (pr.needAE || p.now.Sub(pr.lastAE) >= p.cfg.AntiEntropyEvery) {
+		p.startAE(pr)
+	}
+	p.pumpAE(pr)
+}
+
+// answering reports whether the peer runs a round with us that is not
+// over: it repairs both ways, so we start none of our own meanwhile.
+func (p *Protocol) answering(pr *peer) bool {
+	r := pr.resp
+	return r != nil && !r.done && p.now.Sub(r.heard) < p.cfg.AntiEntropyTimeout
+}
+
+// startAE opens a round with pr: our applied context and the split of
+// the root, from one snapshot.
 func (p *Protocol) startAE(pr *peer) {
-	snap, err := p.st.Snapshot(nil)
+	if p.answering(pr) {
+		return
+	}
+	p.ensureRun()
+	hi := rootHi(p.cfg.Buckets)
+	v, err := p.loadView(func([]uint32) []uint64 { return needSplit(0, hi) })
 	if err != nil {
 		p.err = err
+		return
+	}
+	if len(v.snap.Buckets) != p.cfg.Buckets {
 		return
 	}
 	// Round numbers go on from the clock, so that a message of a round of
 	// an earlier run names no round of this one.
 	p.round = max(p.round+1, uint64(p.now.UnixNano()))
-	mine := p.bounded(&snap.Applied)
-	applied := crdt.EncodeContext(&mine)
-	pr.ae = &aeRound{round: p.round, id: DigestID(snap.Buckets, applied), started: p.now, needed: pr.needAE, myApplied: mine}
+	ae := &aeRound{round: p.round, started: p.now, heard: p.now, needed: pr.needAE, myApplied: p.bounded(&v.snap.Applied),
+		final: true, steps: map[uint64]*aeStep{}, pulls: map[uint64]*aePull{}, batch: 256,
+		ours: map[string]uint64{}, theirs: map[string]uint64{}}
+	ae.tokens, ae.refilled = p.burst(), p.now
+	ae.queue = []RangeNode{v.split(0, hi)}
+	pr.ae = ae
 	pr.needAE = false
 	pr.aeCount++
-	p.send(pr, &Message{Kind: KindDigest, Round: p.round, Buckets: snap.Buckets, Applied: applied})
+	p.pumpAE(pr)
 }
 
-// onDigest answers a round: the buckets that differ (as many as fit), our
-// key hashes in them and our applied context, from one snapshot.
-func (p *Protocol) onDigest(pr *peer, m *Message) {
-	final := true
-	snap, err := p.st.Snapshot(func(mine []uint64) []uint32 {
-		if len(mine) != len(m.Buckets) {
-			return nil
+// needSplit returns the bucket to load to split [lo, hi): its own if it
+// lies within one (its children's fingerprints need its keys), none if
+// its children are whole buckets.
+func needSplit(lo, hi uint64) []uint64 {
+	if hi-lo <= 1<<slotBits {
+		return []uint64{lo >> slotBits}
+	}
+	return nil
+}
+
+// burst is the most bytes a round may ship at once.
+func (p *Protocol) burst() float64 {
+	if p.cfg.AntiEntropyRate == 0 {
+		return math.Inf(1)
+	}
+	return float64(max(p.cfg.AntiEntropyRate/4, p.cfg.MaxMessageBytes/4))
+}
+
+// pumpAE carries the running round with pr on: it sends again what got
+// no answer, sends digests for queued nodes, pulls and pushes within the
+// rate, and ends the round when nothing is left.
+func (p *Protocol) pumpAE(pr *peer) {
+	ae := pr.ae
+	if ae == nil || !pr.up {
+		return
+	}
+	for _, id := range slices.Sorted(maps.Keys(ae.steps)) {
+		if s := ae.steps[id]; p.now.Sub(s.sentAt) >= p.cfg.RetransmitAfter {
+			s.sentAt = p.now
+			p.sendStep(pr, id, s.nodes)
 		}
-		var diff []uint32
-		for i := range mine {
-			if mine[i] != m.Buckets[i] {
-				diff = append(diff, uint32(i))
+	}
+	for _, id := range slices.Sorted(maps.Keys(ae.pulls)) {
+		if r := ae.pulls[id]; p.now.Sub(r.sentAt) >= p.cfg.RetransmitAfter {
+			r.sentAt = p.now
+			p.sendPull(pr, id, r)
+		}
+	}
+	for len(ae.steps) < aeWindow && len(ae.queue) > 0 && (ae.answered || ae.nextStep == 0) {
+		n := min(len(ae.queue), stepNodes)
+		nodes := slices.Clone(ae.queue[:n])
+		ae.queue = ae.queue[n:]
+		ae.nextStep++
+		st := &aeStep{nodes: nodes, sentAt: p.now}
+		ae.steps[ae.nextStep] = st
+		st.id = p.sendStep(pr, ae.nextStep, nodes)
+	}
+	if p.cfg.AntiEntropyRate > 0 {
+		ae.tokens = min(p.burst(), ae.tokens+p.now.Sub(ae.refilled).Seconds()*float64(p.cfg.AntiEntropyRate))
+		ae.refilled = p.now
+	}
+	for len(ae.pulls) < aeWindow && ae.tokens > 0 && (len(ae.pullKeys) > 0 || len(ae.pullSpans) > 0) {
+		r := &aePull{sentAt: p.now}
+		if len(ae.pullSpans) > 0 {
+			var sum uint64
+			for len(ae.pullSpans) > 0 && len(r.spans) < pullSpans && (len(r.spans) == 0 || sum+ae.pullSpans[0].n <= pullSpanKeys) {
+				r.spans = append(r.spans, ae.pullSpans[0].Span)
+				sum += ae.pullSpans[0].n
+				ae.pullSpans = ae.pullSpans[1:]
+			}
+			slices.SortFunc(r.spans, func(a, b Span) int { return cmp.Compare(a.Lo, b.Lo) })
+		} else {
+			n := min(len(ae.pullKeys), pullKeys)
+			r.keys = slices.Clone(ae.pullKeys[:n])
+			ae.pullKeys = ae.pullKeys[n:]
+		}
+		ae.nextPull++
+		ae.pulls[ae.nextPull] = r
+		r.id = p.sendPull(pr, ae.nextPull, r)
+	}
+	for ae.tokens > 0 && (len(ae.pushKeys) > 0 || len(ae.pushSpans) > 0) {
+		if !p.pushSome(pr, ae) {
+			break
+		}
+		ae.heard = p.now
+	}
+	if len(ae.queue) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullKeys) == 0 && len(ae.pullSpans) == 0 &&
+		len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 && ae.answered {
+		p.closeAE(pr)
+	}
+}
+
+// sendStep sends the digest of step id (step 1 carries our applied
+// context) and returns its requestID.
+func (p *Protocol) sendStep(pr *peer, id uint64, nodes []RangeNode) uint64 {
+	m := &Message{Kind: KindDigest, Round: pr.ae.round, Step: id, Nodes: nodes}
+	if id == 1 {
+		m.Applied = crdt.EncodeContext(&pr.ae.myApplied)
+	}
+	p.send(pr, m)
+	return requestID(m)
+}
+
+// sendPull sends the pull id and returns its requestID.
+func (p *Protocol) sendPull(pr *peer, id uint64, r *aePull) uint64 {
+	m := &Message{Kind: KindObjects, Round: pr.ae.round, Step: id, Pull: r.keys, Spans: r.spans}
+	p.send(pr, m)
+	return requestID(m)
+}
+
+// pushSome pushes one message of keys; false if there was nothing to
+// read.
+func (p *Protocol) pushSome(pr *peer, ae *aeRound) bool {
+	var keys []string
+	var sp *pushSpan
+	var next uint64
+	if len(ae.pushKeys) > 0 {
+		keys = ae.pushKeys[:min(len(ae.pushKeys), ae.batch)]
+	} else {
+		sp = &ae.pushSpans[0]
+		var err error
+		keys, next, err = p.spanKeys(sp.lo, sp.hi, ae.batch, sp.skip)
+		if err != nil {
+			p.err = err
+			return false
+		}
+	}
+	g, reflects, n := p.readPrefix(keys)
+	if g == nil {
+		return false
+	}
+	if sp != nil {
+		if n < len(keys) {
+			next = crdt.KeySlot(keys[n], p.cfg.Buckets)
+		}
+		if sp.lo = next; sp.lo >= sp.hi {
+			ae.pushSpans = ae.pushSpans[1:]
+		}
+	} else {
+		ae.pushKeys = ae.pushKeys[n:]
+	}
+	p.adaptBatch(ae, g, n, len(keys))
+	if g.Len() == 0 {
+		return true
+	}
+	ae.pushes++
+	pr.pushed += uint64(g.Len())
+	enc := crdt.EncodeGroup(g)
+	ae.tokens -= float64(len(enc))
+	id := pushID(ae.pushes, enc)
+	ae.pushSum ^= id
+	p.send(pr, &Message{Kind: KindObjects, Round: ae.round, Step: ae.pushes, Of: id, Group: g, Reflects: reflects})
+	return true
+}
+
+func groupBytes(g *crdt.Group) int { return len(crdt.EncodeGroup(g)) }
+
+// adaptBatch grows the keys read for one message while they fill less
+// than half of one.
+func (p *Protocol) adaptBatch(ae *aeRound, g *crdt.Group, n, asked int) {
+	if n < asked {
+		ae.batch = max(1, n)
+		return
+	}
+	if n == ae.batch && groupBytes(g) < p.cfg.MaxMessageBytes/8 {
+		ae.batch = min(2*ae.batch, crdt.MaxGroupKeys)
+	}
+}
+
+// closeAE ends our round with pr: if it covered every difference, we
+// adopt the peer's applied context and tell it so that it adopts ours.
+func (p *Protocol) closeAE(pr *peer) {
+	ae := pr.ae
+	pr.noteShipped(ae.ours, ae.theirs)
+	m := &Message{Kind: KindObjects, Round: ae.round, Step: ae.nextStep, Pushes: ae.pushes, Of: ae.pushSum}
+	if ae.final {
+		p.adopt(pr, ae.theirApplied)
+		m.Final, m.Applied = true, crdt.EncodeContext(&ae.myApplied)
+	}
+	p.send(pr, m)
+	p.finishAE(pr)
+}
+
+// abandonAE drops our round with pr (its answers cannot be trusted
+// together); another runs soon.
+func (p *Protocol) abandonAE(pr *peer) {
+	pr.needAE = true
+	pr.ae = nil
+}
+
+// onDigest answers a digest of the peer's round: for every node, a
+// diff of our own snapshot.
+func (p *Protocol) onDigest(pr *peer, m *Message) {
+	if len(m.Nodes) == 0 || m.Step == 0 {
+		return // a digest of whole buckets: not answered
+	}
+	p.ensureRun()
+	r := pr.resp
+	if r == nil || m.Round > r.round || (m.Round != r.round && p.now.Sub(r.heard) >= p.cfg.AntiEntropyTimeout) {
+		r = &aeResp{round: m.Round, steps: map[uint64]bool{}, pushes: map[uint64]uint64{}}
+		pr.resp = r
+		// Both sides may begin a round at once; one round repairs both
+		// ways, so the region whose name sorts last gives its own up.
+		if pr.ae != nil && p.region > string(pr.id) {
+			pr.needAE = pr.needAE || pr.ae.needed
+			pr.ae = nil
+		}
+	}
+	limit := p.listLimit()
+	v, err := p.loadView(func(counts []uint32) []uint64 {
+		var out []uint64
+		for _, n := range m.Nodes {
+			bs := children(n.Lo, n.Hi)
+			if n.List || len(n.Hashes) == 0 || bs == nil {
+				out = append(out, needFor(counts, n.Lo, n.Hi, 1<<30)...)
+				continue
+			}
+			for i := range len(bs) - 1 {
+				out = append(out, needFor(counts, bs[i], bs[i+1], limit)...)
 			}
 		}
-		return diff
+		return out
 	})
 	if err != nil {
 		p.err = err
 		return
 	}
-	if len(snap.Buckets) != len(m.Buckets) {
-		p.err = fmt.Errorf("protocol: a digest of %d buckets, the store has %d", len(m.Buckets), len(snap.Buckets))
+	if len(v.snap.Buckets) != p.cfg.Buckets {
 		return
 	}
-	var diff []uint32
-	for i := range snap.Buckets {
-		if snap.Buckets[i] != m.Buckets[i] {
-			diff = append(diff, uint32(i))
-		}
-	}
-	// Keep whole buckets while the key hashes fit in one round.
-	byBucket := make(map[uint32][]KeyHash)
-	for k, h := range snap.Keys {
-		b := bucketOf(k, len(snap.Buckets))
-		byBucket[b] = append(byBucket[b], KeyHash{Key: k, Hash: h})
-	}
-	var keys []KeyHash
-	var chosen []uint32
-	for _, b := range diff {
-		if len(chosen) > 0 && len(keys)+len(byBucket[b]) > p.cfg.MaxRoundKeys {
-			final = false
+	var out []RangeNode
+	entries, done := 0, 0
+	for _, n := range m.Nodes {
+		if entries+TreeFanout*(TreeFanout+1) > MaxNodeEntries || len(out)+TreeFanout > MaxNodes {
 			break
 		}
-		chosen = append(chosen, b)
-		keys = append(keys, byBucket[b]...)
-	}
-	if len(keys) > p.cfg.MaxRoundKeys {
-		keys, final = keys[:p.cfg.MaxRoundKeys], false
-	}
-	slices.SortFunc(keys, func(a, b KeyHash) int { return cmp.Compare(a.Key, b.Key) })
-	if len(diff) == 0 {
-		// Equal key spaces: the peer's state then is ours now.
-		if c, err := crdt.DecodeContext(m.Applied); err == nil {
-			p.adopt(pr, c)
+		done++
+		if n.List {
+			out = append(out, p.listNode(v, n.Lo, n.Hi))
+			entries += len(out[len(out)-1].Keys)
+			continue
+		}
+		bs := children(n.Lo, n.Hi)
+		if len(n.Hashes) == 0 || bs == nil {
+			continue
+		}
+		for i := range len(bs) - 1 {
+			lo, hi := bs[i], bs[i+1]
+			h, c := v.fp(lo, hi)
+			if h == n.Hashes[i] {
+				continue
+			}
+			var a RangeNode
+			switch {
+			case c == 0:
+				a = RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{0}}
+			case c <= uint64(limit) || children(lo, hi) == nil:
+				a = p.listNode(v, lo, hi)
+			case n.Counts[i] == 0:
+				a = RangeNode{Lo: lo, Hi: hi, Counts: []uint32{uint32(min(c, math.MaxUint32))}}
+			default:
+				a = v.split(lo, hi)
+			}
+			entries += len(a.Hashes) + len(a.Keys)
+			out = append(out, a)
 		}
 	}
-	pr.answered = append(pr.answered, m.Round)
-	if len(pr.answered) > 4 {
-		pr.answered = pr.answered[1:]
+	d := &Message{Kind: KindDiff, Round: m.Round, Step: m.Step, Of: requestID(m), Run: p.run, Nodes: out, Next: uint64(done)}
+	if m.Step == 1 {
+		d.Applied = p.wire(&v.snap.Applied)
 	}
-	p.send(pr, &Message{Kind: KindDiff, Round: m.Round, Of: DigestID(m.Buckets, m.Applied), Diff: chosen, Keys: keys,
-		Applied: p.wire(&snap.Applied), Final: final})
+	if r.round == m.Round {
+		r.heard = p.now
+		if len(r.steps) < maxRecorded {
+			r.steps[m.Step] = true
+		}
+	}
+	p.send(pr, d)
 }
 
-// onDiff continues our round: push the keys where we differ, pull theirs.
+// listNode returns our keys in [lo, hi) as a list (cut short at
+// MaxRoundKeys; Counts says how many there are).
+func (p *Protocol) listNode(v *view, lo, hi uint64) RangeNode {
+	if !v.loaded(lo, hi) {
+		return RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{math.MaxUint32}}
+	}
+	all := v.list(lo, hi, -1)
+	keys := all[:min(len(all), p.cfg.MaxRoundKeys)]
+	return RangeNode{Lo: lo, Hi: hi, List: true, Keys: keys, Counts: []uint32{uint32(min(len(all), math.MaxUint32))}}
+}
+
+// onDiff takes the peer's answer to a digest of our round: where it
+// differs, descend, compare listed keys, or ship whole ranges.
 func (p *Protocol) onDiff(pr *peer, m *Message) {
 	ae := pr.ae
-	if ae == nil || ae.round != m.Round || ae.waiting || m.Of != ae.id {
-		return // not an answer to the digest of our running round
-	}
-	theirApplied, err := crdt.DecodeContext(m.Applied)
-	if err != nil {
-		pr.ae = nil
+	if ae == nil || ae.round != m.Round {
 		return
 	}
-	ae.theirApplied, ae.final = theirApplied, m.Final
-	if len(m.Diff) == 0 {
-		if m.Final {
-			p.adopt(pr, theirApplied)
+	st := ae.steps[m.Step]
+	if st == nil || m.Of != st.id {
+		return // answered already, or not an answer to this run's digest
+	}
+	if m.Step == 1 {
+		c, err := crdt.DecodeContext(m.Applied)
+		if err != nil || m.Applied == nil {
+			p.abandonAE(pr)
+			return
 		}
-		p.finishAE(pr)
+		ae.theirApplied, ae.theirRun, ae.answered = c, m.Run, true
+	}
+	if !ae.answered || m.Run != ae.theirRun {
+		p.abandonAE(pr) // the peer restarted within the round
 		return
 	}
-	want := slices.Clone(m.Diff)
-	snap, err := p.st.Snapshot(func([]uint64) []uint32 { return want })
+	delete(ae.steps, m.Step)
+	ae.heard = p.now
+	if done := min(m.Next, uint64(len(st.nodes))); done < uint64(len(st.nodes)) {
+		ae.queue = append(slices.Clone(st.nodes[done:]), ae.queue...)
+	}
+	buckets := p.cfg.Buckets
+	v, err := p.loadView(func(counts []uint32) []uint64 {
+		var out []uint64
+		for _, n := range m.Nodes {
+			switch {
+			case n.List:
+				for _, k := range n.Keys {
+					out = append(out, crdt.KeySlot(k.Key, buckets)>>slotBits)
+				}
+				out = append(out, needFor(counts, n.Lo, n.Hi, loadLimit)...)
+			case len(n.Hashes) > 0:
+				bs := children(n.Lo, n.Hi)
+				for i := range len(bs) - 1 {
+					out = append(out, needSplit(bs[i], bs[i+1])...)
+				}
+			}
+		}
+		return out
+	})
 	if err != nil {
 		p.err = err
-		pr.ae = nil
+		p.abandonAE(pr)
 		return
 	}
-	theirs := make(map[string]uint64, len(m.Keys))
-	for _, kh := range m.Keys {
-		theirs[kh.Key] = kh.Hash
+	if len(v.snap.Buckets) != buckets {
+		p.abandonAE(pr)
+		return
 	}
-	var push, pull []string
-	for k, h := range snap.Keys {
+	for _, n := range m.Nodes {
+		switch {
+		case n.List:
+			p.compareList(ae, v, n)
+		case len(n.Hashes) > 0:
+			bs := children(n.Lo, n.Hi)
+			for i := range len(bs) - 1 {
+				lo, hi := bs[i], bs[i+1]
+				h, c := v.fp(lo, hi)
+				switch {
+				case h == n.Hashes[i]:
+				case c == 0:
+					ae.pullSpan(lo, hi, uint64(n.Counts[i]))
+				case n.Counts[i] == 0:
+					p.pushAll(ae, v, lo, hi)
+				case children(lo, hi) == nil:
+					ae.queue = append(ae.queue, RangeNode{Lo: lo, Hi: hi, List: true})
+				default:
+					ae.queue = append(ae.queue, v.split(lo, hi))
+				}
+			}
+		default:
+			// The peer holds keys where we hold none.
+			var c uint64
+			if len(n.Counts) == 1 {
+				c = uint64(n.Counts[0])
+			}
+			ae.pullSpan(n.Lo, n.Hi, c)
+		}
+	}
+	p.pumpAE(pr)
+}
+
+// pushAll pushes every key of ours in [lo, hi): by name if v holds
+// them, else as a span read bucket by bucket.
+func (p *Protocol) pushAll(ae *aeRound, v *view, lo, hi uint64) {
+	if !v.loaded(lo, hi) {
+		ae.pushSpans = append(ae.pushSpans, pushSpan{lo: lo, hi: hi})
+		return
+	}
+	for _, k := range v.list(lo, hi, -1) {
+		ae.pushKeys = append(ae.pushKeys, k.Key)
+	}
+}
+
+// compareList compares the peer's keys of a node with ours: pull what
+// we lack or hold differently, push what it lacks or holds differently.
+func (p *Protocol) compareList(ae *aeRound, v *view, n RangeNode) {
+	if len(n.Counts) == 1 && uint64(len(n.Keys)) < uint64(n.Counts[0]) {
+		ae.final = false // a list cut short: the rest waits for the next round
+	}
+	if len(n.Keys) == 0 && len(n.Counts) == 1 && n.Counts[0] == 0 {
+		p.pushAll(ae, v, n.Lo, n.Hi)
+		return
+	}
+	mine := map[string]uint64{}
+	whole := v.loaded(n.Lo, n.Hi)
+	if whole {
+		for _, k := range v.list(n.Lo, n.Hi, -1) {
+			mine[k.Key] = k.Hash
+		}
+	} else {
+		for _, k := range n.Keys {
+			b := crdt.KeySlot(k.Key, p.cfg.Buckets)
+			for _, sk := range v.within(b, b+1) {
+				if sk.key == k.Key {
+					mine[k.Key] = sk.hash
+				}
+			}
+		}
+	}
+	theirs := make(map[string]uint64, len(n.Keys))
+	skip := map[string]bool{}
+	for _, k := range n.Keys {
+		theirs[k.Key] = k.Hash
+		h, ok := mine[k.Key]
+		switch {
+		case ok && h == k.Hash:
+			skip[k.Key] = true
+		case ok:
+			ae.pullKeys = append(ae.pullKeys, k.Key)
+			if len(ae.ours) < 4*MaxUnrepaired {
+				ae.ours[k.Key], ae.theirs[k.Key] = h, k.Hash
+			}
+		default:
+			ae.pullKeys = append(ae.pullKeys, k.Key)
+		}
+	}
+	if !whole {
+		ae.pushSpans = append(ae.pushSpans, pushSpan{lo: n.Lo, hi: n.Hi, skip: skip})
+		return
+	}
+	var push []string
+	for k, h := range mine {
 		if th, ok := theirs[k]; !ok || th != h {
 			push = append(push, k)
 		}
 	}
-	for k, th := range theirs {
-		if h, ok := snap.Keys[k]; !ok || h != th {
-			pull = append(pull, k)
-		}
-	}
-	pr.noteShipped(snap.Keys, theirs)
 	slices.Sort(push)
-	slices.Sort(pull)
-	if len(pull) > MaxKeys {
-		pull, ae.final = pull[:MaxKeys], false
-	}
-	g, reflects, complete := p.readBounded(push)
-	if !complete {
-		ae.final = false
-	}
-	pr.pushed += uint64(len(push))
-	pr.pulled += uint64(len(pull))
-	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Group: g, Pull: pull, Applied: crdt.EncodeContext(&ae.myApplied), Final: ae.final,
-		Reflects: reflects})
-	if len(pull) == 0 {
-		if ae.final {
-			p.adopt(pr, theirApplied)
-		}
-		p.finishAE(pr)
-		return
-	}
-	ae.waiting = true
+	ae.pushKeys = append(ae.pushKeys, push...)
 }
 
-// onObjects handles pushed states: as the responder, apply them (adopting
-// the initiator's applied context if the round was complete) and send back
-// what was pulled; as the initiator, apply the pulled states and finish.
+// onObjects handles anti-entropy objects: as the initiator, the answer to
+// a pull; as the responder, pushed states, a pull to answer, or the end
+// of the peer's round.
 func (p *Protocol) onObjects(pr *peer, m *Message) {
 	if m.Reply {
+		p.onReply(pr, m)
+		return
+	}
+	r := pr.resp
+	mine := r != nil && r.round == m.Round
+	switch {
+	case len(m.Pull) > 0 || len(m.Spans) > 0:
+		p.answerPull(pr, m)
+		if mine {
+			r.heard = p.now
+		}
+	case m.Group != nil && m.Group.Len() > 0:
 		p.applyObjects(pr, m)
-		if ae := pr.ae; ae != nil && ae.round == m.Round && ae.waiting {
-			ae.final = ae.final && m.Final
-			if ae.final {
-				p.adopt(pr, ae.theirApplied)
+		pr.pulled += uint64(m.Group.Len())
+		if mine {
+			r.heard = p.now
+			if len(r.pushes) < maxRecorded {
+				r.pushes[m.Step] = m.Of
 			}
-			p.finishAE(pr)
+			p.tryAdopt(pr)
 		}
+	case mine && m.Group == nil:
+		// The end of the peer's round.
+		r.done = true
+		if m.Final && m.Applied != nil {
+			r.final = m
+			p.tryAdopt(pr)
+		}
+	}
+}
+
+// tryAdopt adopts the initiator's applied context once its round is
+// over and complete, if this run answered each of its digests and
+// received each of its pushes.
+func (p *Protocol) tryAdopt(pr *peer) {
+	r := pr.resp
+	if r == nil || r.final == nil {
 		return
 	}
+	f := r.final
+	if f.Step == 0 || uint64(len(r.steps)) < f.Step || uint64(len(r.pushes)) < f.Pushes {
+		return
+	}
+	for s := uint64(1); s <= f.Step; s++ {
+		if !r.steps[s] {
+			return
+		}
+	}
+	var sum uint64
+	for s := uint64(1); s <= f.Pushes; s++ {
+		id, ok := r.pushes[s]
+		if !ok {
+			return
+		}
+		sum ^= id
+	}
+	if sum != f.Of {
+		return // a push of an earlier run of the peer took the place of one of this round
+	}
+	r.final = nil
+	if c, err := crdt.DecodeContext(f.Applied); err == nil {
+		p.adopt(pr, c)
+	}
+}
+
+// answerPull sends the states of the pulled keys, or of the keys of the
+// pulled span, as far as one message holds them; Next says how far.
+func (p *Protocol) answerPull(pr *peer, m *Message) {
+	p.ensureRun()
+	reply := &Message{Kind: KindObjects, Round: m.Round, Step: m.Step, Of: requestID(m), Reply: true, Run: p.run}
+	if len(m.Spans) > 0 {
+		// The spans in order, as far as about 4096 keys; Next is the slot
+		// where the answer stopped.
+		var keys []string
+		next := m.Spans[len(m.Spans)-1].Hi
+		for _, s := range m.Spans {
+			ks, nx, err := p.spanKeys(s.Lo, s.Hi, pullSpanKeys-len(keys), nil)
+			if err != nil {
+				p.err = err
+				return
+			}
+			keys = append(keys, ks...)
+			if nx < s.Hi || len(keys) >= pullSpanKeys {
+				next = nx
+				break
+			}
+		}
+		g, reflects, n := p.readPrefix(keys)
+		if g == nil {
+			return
+		}
+		if n < len(keys) {
+			next = crdt.KeySlot(keys[n], p.cfg.Buckets)
+		}
+		reply.Group, reply.Reflects, reply.Next = g, reflects, next
+	} else {
+		g, reflects, n := p.readPrefix(m.Pull)
+		if g == nil {
+			return
+		}
+		reply.Group, reply.Reflects, reply.Next = g, reflects, uint64(n)
+	}
+	pr.pushed += uint64(reply.Group.Len())
+	p.send(pr, reply)
+}
+
+// onReply takes the answer to one of our pulls.
+func (p *Protocol) onReply(pr *peer, m *Message) {
+	ae := pr.ae
+	if ae == nil || ae.round != m.Round || !ae.answered {
+		return
+	}
+	r := ae.pulls[m.Step]
+	if r == nil || m.Of != r.id {
+		return
+	}
+	if m.Run != ae.theirRun {
+		p.abandonAE(pr)
+		return
+	}
+	delete(ae.pulls, m.Step)
+	ae.heard = p.now
 	p.applyObjects(pr, m)
-	if m.Final && m.Applied != nil && slices.Contains(pr.answered, m.Round) {
-		if c, err := crdt.DecodeContext(m.Applied); err == nil {
-			p.adopt(pr, c)
+	if m.Group != nil {
+		pr.pulled += uint64(m.Group.Len())
+		ae.tokens -= float64(groupBytes(m.Group))
+	}
+	if len(r.spans) > 0 {
+		var rest []aeSpan
+		for _, s := range r.spans {
+			if s.Hi > m.Next {
+				rest = append(rest, aeSpan{Span: Span{Lo: max(s.Lo, m.Next), Hi: s.Hi}, n: pullSpanKeys})
+			}
+		}
+		switch {
+		case len(rest) == 0:
+		case m.Next > r.spans[0].Lo:
+			ae.pullSpans = append(rest, ae.pullSpans...)
+		default:
+			ae.final = false // no progress: left to the next round
+		}
+	} else {
+		switch n := m.Next; {
+		case n >= uint64(len(r.keys)):
+		case n > 0:
+			ae.pullKeys = append(slices.Clone(r.keys[n:]), ae.pullKeys...)
+		default:
+			ae.final = false
 		}
 	}
-	if len(m.Pull) == 0 {
-		return
-	}
-	g, reflects, complete := p.readBounded(m.Pull)
-	p.send(pr, &Message{Kind: KindObjects, Round: m.Round, Reply: true, Group: g, Final: complete, Reflects: reflects})
+	p.pumpAE(pr)
 }
 
 // applyObjects applies the states m carries, as reflecting the context
@@ -218,50 +897,102 @@ func (p *Protocol) adopt(pr *peer, c crdt.Context) {
 
 // finishAE ends the round with pr. The peer still needs anti-entropy if
 // it came to need it during the round, or if the round it needed did not
-// cover every differing bucket.
+// cover every difference.
 func (p *Protocol) finishAE(pr *peer) {
 	pr.needAE = pr.needAE || (pr.ae.needed && !pr.ae.final)
 	pr.lastAE = p.now
 	pr.ae = nil
 }
 
-// readBounded reads keys, leaving out the tail beyond crdt.MaxGroupKeys
-// keys or that would make the group larger than a quarter of
-// MaxMessageBytes (anti-entropy shares the ordered per-peer stream with
-// deltas, so its batches stay small enough not to hold deltas up for
-// long); complete is false if it left any out, and the next round ships
-// them. reflects is the encoding of a context that covers every write the
-// states show (Storage.Read), for Message.Reflects: not bounded by the
-// claims window, which would leave out exactly the dots it is for, but
-// replaced by its version vector ceiling (crdt.Context.Ceil, which covers
-// it) if it would exceed MaxAppliedBytes.
-func (p *Protocol) readBounded(keys []string) (g *crdt.Group, reflects []byte, complete bool) {
-	complete = true
-	if len(keys) > crdt.MaxGroupKeys {
-		keys, complete = keys[:crdt.MaxGroupKeys], false
+// spanKeys returns, in slot order, our keys of [lo, hi) but skip, from
+// the first buckets of the span until there are about max of them, and
+// the slot where the next call goes on (hi when none is left).
+func (p *Protocol) spanKeys(lo, hi uint64, max int, skip map[string]bool) ([]string, uint64, error) {
+	first, err := p.st.Snapshot(nil)
+	if err != nil {
+		return nil, 0, err
 	}
+	nb := uint64(len(first.Buckets))
+	last := min((hi+(1<<slotBits)-1)>>slotBits, nb)
+	var chosen []uint32
+	var sum uint64
+	b := lo >> slotBits
+	for ; b < last && (len(chosen) == 0 || sum < uint64(max)); b++ {
+		chosen = append(chosen, uint32(b))
+		if len(first.Counts) == len(first.Buckets) {
+			sum += uint64(first.Counts[b])
+		} else {
+			sum = uint64(max) // unknown: one bucket a time
+		}
+	}
+	snap, err := p.st.Snapshot(func([]uint64) []uint32 { return chosen })
+	if err != nil {
+		return nil, 0, err
+	}
+	end := min(hi, bucketStart(b))
+	var ks []slotKey
+	for k, h := range snap.Keys {
+		if s := crdt.KeySlot(k, int(nb)); s >= lo && s < end && !skip[k] {
+			ks = append(ks, slotKey{slot: s, key: k, hash: h})
+		}
+	}
+	slices.SortFunc(ks, func(x, y slotKey) int {
+		if c := cmp.Compare(x.slot, y.slot); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.key, y.key)
+	})
+	next := end
+	if len(ks) > max {
+		// Stop between slots, so that the next call does not send a key
+		// again.
+		i := max
+		for i < len(ks) && ks[i].slot == ks[max-1].slot {
+			i++
+		}
+		if i < len(ks) {
+			next, ks = ks[i].slot, ks[:i]
+		}
+	}
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = k.key
+	}
+	return out, next, nil
+}
+
+// readPrefix reads the longest prefix of keys (at most
+// crdt.MaxGroupKeys) whose states fit in a quarter of MaxMessageBytes
+// (anti-entropy shares the ordered per-peer stream with deltas, so its
+// batches stay small enough not to hold deltas up for long), at least
+// one key; n is its length. reflects is the encoding of a context that
+// covers every write the states show (Storage.Read), for
+// Message.Reflects: not bounded by the claims window, which would leave
+// out exactly the dots it is for, but replaced by its version vector
+// ceiling (crdt.Context.Ceil, which covers it) if it would exceed
+// MaxAppliedBytes. g is nil if the store could not be read.
+func (p *Protocol) readPrefix(keys []string) (g *crdt.Group, reflects []byte, n int) {
+	keys = keys[:min(len(keys), crdt.MaxGroupKeys)]
 	for {
 		g, c, err := p.st.Read(keys)
 		if err != nil {
 			p.err = err
-			return &crdt.Group{}, nil, false
+			return nil, nil, 0
 		}
-		if len(keys) <= 1 || len(crdt.EncodeGroup(g)) <= p.cfg.MaxMessageBytes/4 {
+		if len(keys) <= 1 || groupBytes(g) <= p.cfg.MaxMessageBytes/4 {
 			if g.Len() == 0 {
-				return g, nil, complete
+				return g, nil, len(keys)
 			}
 			b := crdt.EncodeContext(&c)
 			if len(b) > MaxAppliedBytes {
 				ceil := c.Ceil()
 				b = crdt.EncodeContext(&ceil)
 			}
-			return g, b, complete
+			return g, b, len(keys)
 		}
-		keys, complete = keys[:len(keys)/2], false
+		keys = keys[:len(keys)/2]
 	}
 }
-
-func bucketOf(key string, buckets int) uint32 { return crdt.KeyBucket(key, buckets) }
 
 // Unrepaired keys.
 const (
@@ -273,12 +1004,11 @@ const (
 	MaxUnrepaired = 64
 )
 
-// noteShipped records the keys a round found different in the buckets it
-// compared (ours: their hashes here; theirs: at the peer). States only
-// grow by joins, so a key that differs with the same pair of hashes as in
-// the last round was shipped both ways and changed neither side: its two
-// states hold a divergence no join repairs (for example one dot with two
-// contents).
+// noteShipped records the keys a round found different (ours: their
+// hashes here; theirs: at the peer). States only grow by joins, so a key
+// that differs with the same pair of hashes as in the last round was
+// shipped both ways and changed neither side: its two states hold a
+// divergence no join repairs (for example one dot with two contents).
 func (pr *peer) noteShipped(ours, theirs map[string]uint64) {
 	next := make(map[string][2]uint64)
 	streak := make(map[string]int)

@@ -67,6 +67,9 @@ import (
 //	                                  1 ms (delivering and ticking)
 //	deliver                           delivers every message in flight, and
 //	                                  the messages they cause, without ticks
+//	antientropy R                     R's anti-entropy with each peer: idle,
+//	                                  needed or running, the rounds it began,
+//	                                  the keys it shipped and received
 //	carts [CART...] / items [SKU...]  every region's view of the carts / skus
 //	                                  named (default: every cart the script
 //	                                  wrote, every sku it restocked)
@@ -386,6 +389,18 @@ func (sc *scenario) do(td *datadriven.TestData) string {
 			s.deliverDue()
 		}
 		return "ok"
+	case "antientropy":
+		sc.need(td, pos, 1)
+		i := sc.region(td, pos[0])
+		if !s.regions[i].alive {
+			return pos[0] + " is down"
+		}
+		var out []string
+		for _, ps := range s.regions[i].proto.Status() {
+			out = append(out, fmt.Sprintf("%s -> %-8s %s rounds=%d shipped=%d received=%d", pos[0], ps.Region, ps.AntiEntropy,
+				ps.AERounds, ps.AEKeysPushed, ps.AEKeysPulled))
+		}
+		return strings.Join(out, "\n")
 	case "carts":
 		return sc.cartsView(pos)
 	case "items":

@@ -18,12 +18,12 @@ type fixedStorage struct {
 func (f *fixedStorage) Snapshot(choose func([]uint64) []uint32) (*Snapshot, error) {
 	s := &Snapshot{Buckets: make([]uint64, f.buckets), Keys: map[string]uint64{}}
 	for k, h := range f.hashes {
-		s.Buckets[bucketOf(k, f.buckets)] ^= h
+		s.Buckets[crdt.KeyBucket(k, f.buckets)] ^= h
 	}
 	if choose != nil {
 		for _, b := range choose(s.Buckets) {
 			for k, h := range f.hashes {
-				if bucketOf(k, f.buckets) == b {
+				if crdt.KeyBucket(k, f.buckets) == b {
 					s.Keys[k] = h
 				}
 			}
