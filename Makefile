@@ -10,7 +10,7 @@ FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGro
 # `make test` (the race-enabled suite runs 150 of them).
 SIM_SEEDS ?= 10000
 
-.PHONY: all build test unit sim fuzz vet lint run bench bench-go clean image
+.PHONY: all build test unit sim fuzz vet lint run bench bench-go clean image compose-test
 
 all: build
 
@@ -54,6 +54,13 @@ test: lint fuzz sim unit
 image:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o deploy/lattice ./cmd/lattice
 	docker build -t lattice:dev -f deploy/Dockerfile deploy
+
+# compose-test builds the image and runs deploy/compose/compose.yaml: three
+# regions as containers, cut off with docker network disconnect, crashed
+# with docker kill (about half a minute; needs docker and compose, and is
+# part of unit when they are there).
+compose-test:
+	$(GO) test -count=1 -v -run '^TestComposeCluster$$' -timeout 15m ./deploy
 
 run: build
 	./$(BIN) dev

@@ -256,10 +256,76 @@ func TestDeployedServeArguments(t *testing.T) {
 	}
 }
 
+// TestComposeServeArguments checks deploy/compose/compose.yaml as
+// TestDeployedServeArguments checks the Kubernetes manifests: every
+// service's command parses with lattice serve's flags, the config file
+// mounted where --config points loads, this version runs the region it
+// names, and the published container port is its api port.
+func TestComposeServeArguments(t *testing.T) {
+	dir := filepath.Join("..", "..", "deploy", "compose")
+	b, err := os.ReadFile(filepath.Join(dir, "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Services map[string]struct {
+			Command []string `json:"command"`
+			Ports   []string `json:"ports"`
+			Volumes []string `json:"volumes"`
+		} `json:"services"`
+	}
+	if err := k8syaml.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	if len(file.Services) != 3 {
+		t.Fatalf("%d services, want three regions", len(file.Services))
+	}
+	for name, svc := range file.Services {
+		t.Run(name, func(t *testing.T) {
+			if argValue(svc.Command, "--region") != name {
+				t.Errorf("service %s runs region %q", name, argValue(svc.Command, "--region"))
+			}
+			ports := map[string]int32{}
+			for _, p := range svc.Ports {
+				n, err := strconv.Atoi(p[strings.LastIndex(p, ":")+1:])
+				if err != nil {
+					t.Fatalf("port %q: %v", p, err)
+				}
+				ports["api"] = int32(n)
+			}
+			configText := func(path string) string {
+				for _, v := range svc.Volumes {
+					parts := strings.Split(v, ":")
+					if len(parts) >= 2 && parts[1] == path && strings.HasPrefix(parts[0], "./") {
+						b, err := os.ReadFile(filepath.Join(dir, parts[0]))
+						if err != nil {
+							t.Fatal(err)
+						}
+						return string(b)
+					}
+				}
+				return ""
+			}
+			checkServeArgs(t, svc.Command, configText, ports)
+		})
+	}
+}
+
+// argValue returns the value after flag in args ("" if absent).
+func argValue(args []string, flag string) string {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
 // checkServeArgs parses the command line of a deployed container with
 // lattice serve's flags, loads the config it names (its text from
 // configText), and checks that the region and node it runs are runnable
-// by this version and listen on ports["api"] and ports["peer"].
+// by this version and listen on the ports it declares (ports["api"],
+// required, and ports["peer"]).
 func checkServeArgs(t *testing.T, args []string, configText func(path string) string, ports map[string]int32) {
 	t.Helper()
 	if len(args) == 0 || args[0] != "serve" {
@@ -295,7 +361,13 @@ func checkServeArgs(t *testing.T, args []string, configText func(path string) st
 	if sa.node != "" {
 		node, _ = cfg.Node(sa.region, sa.node)
 	}
+	if _, ok := ports["api"]; !ok {
+		t.Errorf("the container declares no api port")
+	}
 	for name, addr := range map[string]string{"api": node.API, "peer": node.Peer} {
+		if _, ok := ports[name]; !ok {
+			continue
+		}
 		_, p, err := net.SplitHostPort(addr)
 		if err != nil {
 			t.Fatal(err)
