@@ -120,6 +120,8 @@ type Config struct {
 	// AccessLog logs every API request at INFO: method, path, status,
 	// duration, request id, region.
 	AccessLog bool `yaml:"access_log"`
+	// GC configures the process's garbage collector (see GC).
+	GC GC `yaml:"gc"`
 }
 
 // RegionConfig is one region of the cluster.
@@ -390,6 +392,7 @@ func (c *Config) Validate() error {
 		bad("emulate.loss_pct", "%v is outside 0..100", l)
 	}
 	c.validateSecurity(bad)
+	c.validateGC(bad)
 	return errors.Join(errs...)
 }
 

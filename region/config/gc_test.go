@@ -1,0 +1,44 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestGCKeys(t *testing.T) {
+	c, err := Parse([]byte(base("", "gc: {percent: 250, memory_limit_mib: 2048}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GC.Percent != 250 || c.GC.EffectivePercent() != 250 || c.GC.MemoryLimitMiB != 2048 {
+		t.Errorf("parsed %+v", c.GC)
+	}
+	c, err = Parse([]byte(base("", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.GC.EffectivePercent() != DefaultGCPercent || c.GC.MemoryLimitMiB != 0 {
+		t.Errorf("defaults %+v: percent %d", c.GC, c.GC.EffectivePercent())
+	}
+	if _, err := Parse([]byte(base("", "gc: {percent: -1, memory_limit_mib: 512}\n"))); err != nil {
+		t.Errorf("collections off with a limit: %v", err)
+	}
+}
+
+func TestGCErrors(t *testing.T) {
+	for _, tc := range []struct{ name, doc, want string }{
+		{"percent low", "gc: {percent: -2}\n", "config: gc.percent: -2 is outside -1..10000"},
+		{"percent high", "gc: {percent: 10001}\n", "config: gc.percent: 10001 is outside -1..10000"},
+		{"negative limit", "gc: {memory_limit_mib: -1}\n", "config: gc.memory_limit_mib: -1 is outside 0..1073741824"},
+		{"off without limit", "gc: {percent: -1}\n", "config: gc.memory_limit_mib: required when gc.percent is -1"},
+		{"unknown key", "gc: {gogc: 200}\n", "\"gogc\""},
+		{"wrong type", "gc: {percent: lots}\n", "cannot unmarshal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(base("", tc.doc)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to hold %q", err, tc.want)
+			}
+		})
+	}
+}
