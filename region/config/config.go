@@ -19,7 +19,7 @@
 //	      - name: eu-west-0
 //	        api: 127.0.0.1:7102
 //	        peer: 127.0.0.1:7202
-//	        partitions: 0-0     # a range, a number or a list of them
+//	        partitions: 0       # a range "0-3", a number or a list of them
 //	homes:                      # optional; first match wins, else rendezvous hash
 //	  - prefix: "eu-"
 //	    region: eu-west
