@@ -179,7 +179,9 @@ func New(svc Service, opts Options) *echo.Echo {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = h.writeError
-	e.Use(h.observe, h.recoverPanic, h.authorize)
+	// One middleware: echo composes the chain anew for every request,
+	// one closure per middleware.
+	e.Use(h.observe)
 
 	e.GET("/v1/carts/:cart_id", h.getCart)
 	e.DELETE("/v1/carts/:cart_id", h.clearCart)
@@ -213,8 +215,9 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
 		id := requestIDOf(c.Request())
-		c.SetRequest(c.Request().WithContext(withRequestID(c.Request().Context(), id)))
-		c.Response().Header().Set(HeaderRequestID, id)
+		// The operation's context gets the id in begin; until then the
+		// answer's header is where it is found (requestIDFrom).
+		c.Response().Header()[HeaderRequestID] = []string{id}
 		var err error
 		if p := c.Path(); p != "" && !matchesPattern(p, echo.GetPath(c.Request())) {
 			// echo's router falls back to the longest matching route, so
@@ -223,7 +226,7 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			c.SetPath("")
 			err = echo.ErrNotFound
 		} else {
-			err = next(c)
+			err = h.guard(c, next)
 		}
 		if err != nil {
 			c.Error(err)
@@ -263,28 +266,30 @@ func matchesPattern(pattern, path string) bool {
 	}
 }
 
-// recoverPanic turns a panic in a handler into an internal error (a 500
-// problem) and logs it with its stack. http.ErrAbortHandler is re-raised:
-// it is net/http's way to abort a response.
-func (h *handler) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			r := recover()
-			if r == nil {
-				return
-			}
-			if r == http.ErrAbortHandler {
-				panic(r)
-			}
-			h.log.LogAttrs(c.Request().Context(), slog.LevelError, "api: panic serving request",
-				slog.String("method", c.Request().Method),
-				slog.String("path", c.Request().URL.Path),
-				slog.Any("panic", r),
-				slog.String("stack", string(debug.Stack())))
-			err = fmt.Errorf("api: panic: %v", r)
-		}()
-		return next(c)
+// guard runs next for c once the request is authorized (see authorize,
+// only when the API has tokens), and turns a panic in it into an internal
+// error (a 500 problem) after logging it with its stack; it re-panics
+// http.ErrAbortHandler, which net/http handles.
+func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		h.log.LogAttrs(c.Request().Context(), slog.LevelError, "api: panic serving request",
+			slog.String("method", c.Request().Method),
+			slog.String("path", c.Request().URL.Path),
+			slog.Any("panic", r),
+			slog.String("stack", string(debug.Stack())))
+		err = fmt.Errorf("api: panic: %v", r)
+	}()
+	if h.tokens != nil {
+		return h.authorize(next)(c)
 	}
+	return next(c)
 }
 
 // begin is called once a request is validated and before the service
@@ -294,7 +299,8 @@ func (h *handler) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 // then carries the operation's region.Answer, from which h.ok takes the
 // answer's token.
 func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, error) {
-	req := c.Request().WithContext(region.WithAnswer(c.Request().Context()))
+	req := c.Request()
+	req = req.WithContext(region.WithAnswer(withRequestID(req.Context(), requestIDFrom(c))))
 	c.SetRequest(req)
 	wait, err := parseWait(req.Header)
 	if err != nil {

@@ -161,7 +161,7 @@ func internalProblem() Problem {
 func (h *handler) writeError(err error, c echo.Context) {
 	req := c.Request()
 	p := ProblemFor(err)
-	p.RequestID = RequestID(req.Context())
+	p.RequestID = requestIDFrom(c)
 	if p.Status >= http.StatusInternalServerError && p.Code == region.CodeInternal {
 		h.log.LogAttrs(req.Context(), slog.LevelError, "api: internal error",
 			slog.String("method", req.Method), slog.String("path", req.URL.Path),

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http"
+
+	"github.com/labstack/echo/v4"
 )
 
 // HeaderRequestID names a request: taken from the request when valid (see
@@ -61,4 +63,13 @@ func withRequestID(ctx context.Context, id string) context.Context {
 func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey{}).(string)
 	return id
+}
+
+// requestIDFrom returns the request id the API gave the request of c,
+// which observe set on its answer first of all.
+func requestIDFrom(c echo.Context) string {
+	if ids := c.Response().Header()[HeaderRequestID]; len(ids) > 0 {
+		return ids[0]
+	}
+	return ""
 }
