@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"strings"
+	"unsafe"
 )
 
 // Stored value layout: crc32c(rest) | 0x80 | txid | n | mark | payload,
@@ -73,6 +74,14 @@ func frameHeader(b []byte) (txid uint64, n uint16, mark uint64, payload []byte, 
 		return v[0], uint16(v[1]), v[2], rest, true
 	}
 	return 0, 0, 0, nil, false
+}
+
+// storedBytes returns the bytes of v, a value as BuntDB holds it, without
+// copying them: the payloads readers get (Reader.Get, Scan) share memory
+// with the store and must not be modified. Their capacity ends where v
+// does, so an append copies.
+func storedBytes(v string) []byte {
+	return unsafe.Slice(unsafe.StringData(v), len(v))
 }
 
 // unframe checks a stored value against its checksum and returns its

@@ -13,7 +13,7 @@ import (
 // Reader reads checked values.
 type Reader interface {
 	// Get returns the payload stored under key; ok is false if there is
-	// none. A damaged value returns a *CorruptError; a key the reader
+	// none. The payload is read-only: it may share memory with the store. A damaged value returns a *CorruptError; a key the reader
 	// may not read (see Locked) an error wrapping ErrUnnamedKey.
 	Get(key string) (val []byte, ok bool, err error)
 }
@@ -39,7 +39,7 @@ func (r reader) get(key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	_, _, _, p, err := unframe([]byte(v))
+	_, _, _, p, err := unframe(storedBytes(v))
 	if err != nil {
 		r.s.MarkCorrupt(key)
 		return nil, true, &CorruptError{Key: key}
@@ -61,7 +61,7 @@ func (r reader) Scan(prefix string, fn func(key string, val []byte, err error) b
 		if lerr = r.lk.check(k); lerr != nil {
 			return false
 		}
-		_, _, _, p, err := unframe([]byte(v))
+		_, _, _, p, err := unframe(storedBytes(v))
 		if err != nil {
 			r.s.MarkCorrupt(k)
 			return fn(k, nil, &CorruptError{Key: k})
@@ -79,14 +79,15 @@ func (s *Store) view(lk *Locked, fn func(r Reader) error) error {
 // returns false, from one consistent snapshot, without taking the keys'
 // locks: it finds keys, which the caller then reads or writes under their
 // names. It may show writes that are not yet durable. Damaged values are
-// passed with err set. fn must not use the store.
+// passed with err set. fn must not use the store, nor modify val, which
+// shares memory with the store (it may keep it).
 func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
 	return s.db.View(func(tx *buntdb.Tx) error {
 		return tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
 			if !strings.HasPrefix(k, prefix) {
 				return false
 			}
-			_, _, _, p, err := unframe([]byte(v))
+			_, _, _, p, err := unframe(storedBytes(v))
 			if err != nil {
 				s.MarkCorrupt(k)
 				return fn(k, nil, &CorruptError{Key: k})
