@@ -323,7 +323,7 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 	if err := h.concerns(c); err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), h.timeout)
+	ctx, cancel := withDeadline(c.Request().Context(), time.Now().Add(h.timeout))
 	if region.ReplicasAsked(ctx) > 1 {
 		dl, _ := ctx.Deadline()
 		c.Set(ctxDeadline, dl)
