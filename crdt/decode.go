@@ -82,20 +82,37 @@ func (p *parser) int64() (int64, error) {
 }
 
 func (p *parser) text() (string, error) {
+	s, err := p.textBytes()
+	return string(s), err
+}
+
+// textOr reads a text string as text does, returning want itself when it
+// holds want's bytes (so that a string the caller has already costs no
+// copy).
+func (p *parser) textOr(want string) (string, error) {
+	s, err := p.textBytes()
+	if err == nil && string(s) == want {
+		return want, nil
+	}
+	return string(s), err
+}
+
+// textBytes reads a text string and returns its bytes, in p.b.
+func (p *parser) textBytes() ([]byte, error) {
 	at := p.i
 	_, n, err := p.next(textShape)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if n > uint64(len(p.b)-p.i) {
-		return "", fmt.Errorf("crdt: decode: %w", errTruncated)
+		return nil, fmt.Errorf("crdt: decode: %w", errTruncated)
 	}
 	s := p.b[p.i : p.i+int(n)]
 	if !utf8.Valid(s) {
-		return "", fmt.Errorf("crdt: decode: invalid UTF-8 in text string at byte %d", at)
+		return nil, fmt.Errorf("crdt: decode: invalid UTF-8 in text string at byte %d", at)
 	}
 	p.i += int(n)
-	return string(s), nil
+	return s, nil
 }
 
 // decodeStored is the decoding path without the canonical check: size
@@ -109,16 +126,25 @@ func decodeStored[V any](b []byte, limit int, parse func(*parser) (V, error)) (V
 	}
 	p := parser{b: b}
 	v, err := parse(&p)
+	if err == nil {
+		err = p.end()
+	}
 	if err != nil {
 		return zero, err
 	}
-	if p.i != len(b) {
-		return zero, fmt.Errorf("crdt: decode: extraneous data at byte %d", p.i)
+	return v, nil
+}
+
+// end checks that a stored value's parse read all of it, in shortest
+// form.
+func (p *parser) end() error {
+	if p.i != len(p.b) {
+		return fmt.Errorf("crdt: decode: extraneous data at byte %d", p.i)
 	}
 	if p.wide {
-		return zero, ErrNonCanonical
+		return ErrNonCanonical
 	}
-	return v, nil
+	return nil
 }
 
 // decodeStrict is decodeStored followed by the canonical check: the value

@@ -89,7 +89,18 @@ func EncodeCartHead(h *CartHead) []byte { return AppendCartHead(nil, h) }
 // with EncodeCartHead and kept behind an integrity check of its own (see
 // DecodeCartStored). A whole encoded cart is not a head and is refused.
 func DecodeCartHead(b []byte) (*CartHead, error) {
-	return decodeStored(b, MaxObjectBytes, (*parser).cartHead)
+	if err := checkSize(b, MaxObjectBytes); err != nil {
+		return nil, err
+	}
+	p := parser{b: b} // decodeStored's would move to the heap
+	h, err := p.cartHead()
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
 }
 
 var (
@@ -168,43 +179,69 @@ func AppendCartLine(b []byte, sku string, entries map[Dot]Line) []byte {
 // Whether the entries are in the cart's context is for the caller to
 // check, against the head.
 func DecodeCartLine(b []byte) (string, map[Dot]Line, error) {
+	return DecodeCartLineOf(b, "")
+}
+
+// DecodeCartLineOf is DecodeCartLine of a line expected to hold sku: the
+// sku it returns is then sku itself rather than a copy read from b.
+func DecodeCartLineOf(b []byte, sku string) (string, map[Dot]Line, error) {
 	var entries map[Dot]Line
-	sku, err := decodeStored(b, MaxObjectBytes, func(p *parser) (string, error) {
-		return p.cartLine(func(d Dot, l Line) {
-			if entries == nil {
-				entries = make(map[Dot]Line, 2)
-			}
-			entries[d] = l
-		})
+	got, err := decodeLine(b, sku, func(d Dot, l Line) {
+		if entries == nil {
+			entries = make(map[Dot]Line, 2)
+		}
+		entries[d] = l
 	})
 	if err != nil {
 		return "", nil, err
 	}
-	return sku, entries, nil
+	return got, entries, nil
 }
 
 // CartLineQty decodes and validates a line as DecodeCartLine does and
 // returns its sku and quantity (see Cart), without keeping its entries.
 func CartLineQty(b []byte) (string, int64, error) {
-	var set, add int64
-	sku, err := decodeStored(b, MaxObjectBytes, func(p *parser) (string, error) {
-		return p.cartLine(func(_ Dot, l Line) {
-			if l.Kind == KindSet {
-				set = max(set, l.N)
-			} else {
-				add += l.N
-			}
-		})
-	})
-	return sku, set + add, err
+	return CartLineQtyOf(b, "")
 }
 
-// cartLine reads and validates a line, calling visit for each entry.
-func (p *parser) cartLine(visit func(Dot, Line)) (string, error) {
+// CartLineQtyOf is CartLineQty of a line expected to hold sku, as
+// DecodeCartLineOf is DecodeCartLine's.
+func CartLineQtyOf(b []byte, sku string) (string, int64, error) {
+	var set, add int64
+	got, err := decodeLine(b, sku, func(_ Dot, l Line) {
+		if l.Kind == KindSet {
+			set = max(set, l.N)
+		} else {
+			add += l.N
+		}
+	})
+	return got, set + add, err
+}
+
+// decodeLine is decodeStored of a line, on a parser that stays on the
+// stack.
+func decodeLine(b []byte, want string, visit func(Dot, Line)) (string, error) {
+	if err := checkSize(b, MaxObjectBytes); err != nil {
+		return "", err
+	}
+	p := parser{b: b}
+	sku, err := p.cartLine(want, visit)
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return "", err
+	}
+	return sku, nil
+}
+
+// cartLine reads and validates a line, calling visit for each entry; a
+// sku equal to want is want itself.
+func (p *parser) cartLine(want string, visit func(Dot, Line)) (string, error) {
 	if _, err := p.array(lineShape); err != nil {
 		return "", err
 	}
-	sku, err := p.text()
+	sku, err := p.textOr(want)
 	if err != nil {
 		return "", err
 	}
@@ -223,7 +260,7 @@ func (p *parser) cartLine(visit func(Dot, Line)) (string, error) {
 		if _, err := p.array(lineEntryShape); err != nil {
 			return "", err
 		}
-		rep, err := p.text()
+		rep, err := p.textOr(string(last.Replica)) // one string for a replica's entries
 		if err != nil {
 			return "", err
 		}
@@ -238,9 +275,6 @@ func (p *parser) cartLine(visit func(Dot, Line)) (string, error) {
 		q, err := p.int64()
 		if err != nil {
 			return "", err
-		}
-		if i > 0 && rep == string(last.Replica) {
-			rep = string(last.Replica) // one string for a replica's entries
 		}
 		d := Dot{ReplicaID(rep), k}
 		switch {

@@ -106,7 +106,7 @@ func (n *Node) cartItems(p *cartPart, c *crdt.Cart) ([]crdt.CartItem, error) {
 			lerr = corruptCart(p.id)
 			return false
 		}
-		sku, q, err := crdt.CartLineQty(v)
+		sku, q, err := crdt.CartLineQtyOf(v, k[len(prefix):])
 		if err != nil || sku != k[len(prefix):] {
 			lerr = corruptCart(p.id)
 			return false

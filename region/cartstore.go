@@ -150,7 +150,7 @@ func loadCartLines(r store.Reader, id string, skus []string, all, damaged bool) 
 			case len(v) == 0:
 				p.lines[sku] = nil
 			default:
-				got, es, err := crdt.DecodeCartLine(v)
+				got, es, err := crdt.DecodeCartLineOf(v, sku)
 				if err != nil || got != sku {
 					p.damaged = append(p.damaged, k)
 					lerr = corruptCart(id)
@@ -192,7 +192,7 @@ func loadCartLines(r store.Reader, id string, skus []string, all, damaged bool) 
 		}
 		p.lines[sku] = nil
 		if len(v) > 0 {
-			got, es, err := crdt.DecodeCartLine(v)
+			got, es, err := crdt.DecodeCartLineOf(v, sku)
 			if err != nil || got != sku {
 				return fail()
 			}
