@@ -385,7 +385,7 @@ func TestSchemaErrorsRejects(t *testing.T) {
 	doc := documentTree(t)
 	peer := `"region":"eu-west","connected":true,"pending_deltas":0,"pending_bytes":0,"inflight_messages":0,"lag_ms":0,` +
 		`"peer_version_vector":{"eu-west":3},"anti_entropy":"idle","anti_entropy_rounds":1,"unrepaired_keys":[],` +
-		`"anti_entropy_keys_pushed":0,"anti_entropy_keys_pulled":0,"bytes_sent":10,"delta_messages_sent":1`
+		`"anti_entropy_keys_pushed":0,"anti_entropy_keys_pulled":0,"anti_entropy_rate_bytes_per_sec":8388608,"bytes_sent":10,"delta_messages_sent":1`
 	cases := []struct {
 		ref, body, want string // want "" passes
 	}{

@@ -35,10 +35,13 @@ type PeerStatus struct {
 	// rounds in a row without either side's state changing: a divergence
 	// joins cannot repair. Should always be empty.
 	UnrepairedKeys []string `json:"unrepaired_keys"`
-	// KeysPushed and KeysPulled count the keys anti-entropy shipped to
-	// and from the peer.
+	// KeysPushed and KeysPulled count the keys whose states
+	// anti-entropy shipped to and received from the peer.
 	KeysPushed uint64 `json:"anti_entropy_keys_pushed"`
 	KeysPulled uint64 `json:"anti_entropy_keys_pulled"`
+	// AntiEntropyRate bounds the bytes of states anti-entropy ships and
+	// pulls per second with the peer (0: no bound).
+	AntiEntropyRate int `json:"anti_entropy_rate_bytes_per_sec"`
 	// LastAntiEntropy is when the last round with the peer ended (nil if
 	// never).
 	LastAntiEntropy *time.Time `json:"last_anti_entropy,omitempty"`

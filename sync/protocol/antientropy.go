@@ -41,8 +41,6 @@ const (
 	// stepNodes bounds the nodes of one digest: the responder's answer to
 	// each is at most TreeFanout nodes of TreeFanout entries.
 	stepNodes = MaxNodeEntries / (TreeFanout * (TreeFanout + 1))
-	// pullKeys bounds the keys of one pull.
-	pullKeys = 1024
 	// loadLimit is how many keys a node may hold for the initiator to
 	// compare them one by one with a list; past it, it pushes the node's
 	// keys but those listed with equal hashes.
@@ -74,7 +72,6 @@ type aeRound struct {
 	pushSpans []pushSpan
 	pushes    uint64
 	pushSum   uint64 // XOR of the pushIDs of the pushes
-	pullKeys  []string
 	pullSpans []aeSpan
 	pulls     map[uint64]*aePull
 	nextPull  uint64
@@ -95,8 +92,7 @@ type aeStep struct {
 }
 
 type aePull struct {
-	keys   []string
-	spans  []Span
+	spans  []aeSpan
 	id     uint64 // requestID of the pull
 	sentAt time.Time
 }
@@ -154,7 +150,7 @@ func pushID(step uint64, enc []byte) uint64 {
 
 // pullSpans bounds the spans of one pull, spanKeys its keys.
 const (
-	pullSpans    = 64
+	pullSpans    = 1024
 	pullSpanKeys = 4096
 )
 
@@ -317,21 +313,15 @@ func (p *Protocol) pumpAE(pr *peer) {
 		ae.tokens = min(p.burst(), ae.tokens+p.now.Sub(ae.refilled).Seconds()*float64(p.cfg.AntiEntropyRate))
 		ae.refilled = p.now
 	}
-	for len(ae.pulls) < aeWindow && ae.tokens > 0 && (len(ae.pullKeys) > 0 || len(ae.pullSpans) > 0) {
+	for len(ae.pulls) < aeWindow && ae.tokens > 0 && len(ae.pullSpans) > 0 {
 		r := &aePull{sentAt: p.now}
-		if len(ae.pullSpans) > 0 {
-			var sum uint64
-			for len(ae.pullSpans) > 0 && len(r.spans) < pullSpans && (len(r.spans) == 0 || sum+ae.pullSpans[0].n <= pullSpanKeys) {
-				r.spans = append(r.spans, ae.pullSpans[0].Span)
-				sum += ae.pullSpans[0].n
-				ae.pullSpans = ae.pullSpans[1:]
-			}
-			slices.SortFunc(r.spans, func(a, b Span) int { return cmp.Compare(a.Lo, b.Lo) })
-		} else {
-			n := min(len(ae.pullKeys), pullKeys)
-			r.keys = slices.Clone(ae.pullKeys[:n])
-			ae.pullKeys = ae.pullKeys[n:]
+		var sum uint64
+		for len(ae.pullSpans) > 0 && len(r.spans) < pullSpans && (len(r.spans) == 0 || sum+ae.pullSpans[0].n <= pullSpanKeys) {
+			r.spans = append(r.spans, ae.pullSpans[0])
+			sum += ae.pullSpans[0].n
+			ae.pullSpans = ae.pullSpans[1:]
 		}
+		slices.SortFunc(r.spans, func(a, b aeSpan) int { return cmp.Compare(a.Lo, b.Lo) })
 		ae.nextPull++
 		ae.pulls[ae.nextPull] = r
 		r.id = p.sendPull(pr, ae.nextPull, r)
@@ -342,7 +332,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 		}
 		ae.heard = p.now
 	}
-	if len(ae.queue) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullKeys) == 0 && len(ae.pullSpans) == 0 &&
+	if len(ae.queue) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
 		len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 && ae.answered {
 		p.closeAE(pr)
 	}
@@ -361,7 +351,10 @@ func (p *Protocol) sendStep(pr *peer, id uint64, nodes []RangeNode) uint64 {
 
 // sendPull sends the pull id and returns its requestID.
 func (p *Protocol) sendPull(pr *peer, id uint64, r *aePull) uint64 {
-	m := &Message{Kind: KindObjects, Round: pr.ae.round, Step: id, Pull: r.keys, Spans: r.spans}
+	m := &Message{Kind: KindObjects, Round: pr.ae.round, Step: id, Spans: make([]Span, len(r.spans))}
+	for i, s := range r.spans {
+		m.Spans[i] = s.Span
+	}
 	p.send(pr, m)
 	return requestID(m)
 }
@@ -377,7 +370,7 @@ func (p *Protocol) pushSome(pr *peer, ae *aeRound) bool {
 	} else {
 		sp = &ae.pushSpans[0]
 		var err error
-		keys, next, err = p.spanKeys(sp.lo, sp.hi, ae.batch, sp.skip)
+		keys, next, err = p.spanKeys([]Span{{Lo: sp.lo, Hi: sp.hi}}, ae.batch, sp.skip)
 		if err != nil {
 			p.err = err
 			return false
@@ -495,7 +488,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 		done++
 		if n.List {
 			out = append(out, p.listNode(v, n.Lo, n.Hi))
-			entries += len(out[len(out)-1].Keys)
+			entries += len(out[len(out)-1].Hashes)
 			continue
 		}
 		bs := children(n.Lo, n.Hi)
@@ -519,7 +512,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 			default:
 				a = v.split(lo, hi)
 			}
-			entries += len(a.Hashes) + len(a.Keys)
+			entries += len(a.Hashes)
 			out = append(out, a)
 		}
 	}
@@ -543,8 +536,12 @@ func (p *Protocol) listNode(v *view, lo, hi uint64) RangeNode {
 		return RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{math.MaxUint32}}
 	}
 	all := v.list(lo, hi, -1)
-	keys := all[:min(len(all), p.cfg.MaxRoundKeys)]
-	return RangeNode{Lo: lo, Hi: hi, List: true, Keys: keys, Counts: []uint32{uint32(min(len(all), math.MaxUint32))}}
+	n := RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{uint32(min(len(all), math.MaxUint32))}}
+	for _, k := range all[:min(len(all), p.cfg.MaxRoundKeys)] {
+		n.Offs = append(n.Offs, k.slot-lo)
+		n.Hashes = append(n.Hashes, k.hash)
+	}
+	return n
 }
 
 // onDiff takes the peer's answer to a digest of our round: where it
@@ -581,8 +578,8 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 		for _, n := range m.Nodes {
 			switch {
 			case n.List:
-				for _, k := range n.Keys {
-					out = append(out, crdt.KeySlot(k.Key, buckets)>>slotBits)
+				for _, o := range n.Offs {
+					out = append(out, (n.Lo+o)>>slotBits)
 				}
 				out = append(out, needFor(counts, n.Lo, n.Hi, loadLimit)...)
 			case len(n.Hashes) > 0:
@@ -618,7 +615,9 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 					ae.pullSpan(lo, hi, uint64(n.Counts[i]))
 				case n.Counts[i] == 0:
 					p.pushAll(ae, v, lo, hi)
-				case children(lo, hi) == nil:
+				case children(lo, hi) == nil || uint64(n.Counts[i]) <= uint64(p.listLimit()):
+					// Few keys there on its side: its list costs less
+					// than our split.
 					ae.queue = append(ae.queue, RangeNode{Lo: lo, Hi: hi, List: true})
 				default:
 					ae.queue = append(ae.queue, v.split(lo, hi))
@@ -644,65 +643,68 @@ func (p *Protocol) pushAll(ae *aeRound, v *view, lo, hi uint64) {
 		return
 	}
 	for _, k := range v.list(lo, hi, -1) {
-		ae.pushKeys = append(ae.pushKeys, k.Key)
+		ae.pushKeys = append(ae.pushKeys, k.key)
 	}
 }
 
-// compareList compares the peer's keys of a node with ours: pull what
-// we lack or hold differently, push what it lacks or holds differently.
+// compareList compares the peer's list of a node with our keys there,
+// slot by slot: we pull the slots where they differ and push our keys
+// there and in the slots it lacks.
 func (p *Protocol) compareList(ae *aeRound, v *view, n RangeNode) {
-	if len(n.Counts) == 1 && uint64(len(n.Keys)) < uint64(n.Counts[0]) {
+	if len(n.Counts) == 1 && uint64(len(n.Hashes)) < uint64(n.Counts[0]) {
 		ae.final = false // a list cut short: the rest waits for the next round
 	}
-	if len(n.Keys) == 0 && len(n.Counts) == 1 && n.Counts[0] == 0 {
+	if len(n.Hashes) == 0 && len(n.Counts) == 1 && n.Counts[0] == 0 {
 		p.pushAll(ae, v, n.Lo, n.Hi)
 		return
 	}
-	mine := map[string]uint64{}
-	whole := v.loaded(n.Lo, n.Hi)
-	if whole {
-		for _, k := range v.list(n.Lo, n.Hi, -1) {
-			mine[k.Key] = k.Hash
-		}
-	} else {
-		for _, k := range n.Keys {
-			b := crdt.KeySlot(k.Key, p.cfg.Buckets)
-			for _, sk := range v.within(b, b+1) {
-				if sk.key == k.Key {
-					mine[k.Key] = sk.hash
-				}
-			}
-		}
+	type slotSum struct {
+		x, h uint64 // XOR of the hashes, the last hash
+		n    int
 	}
-	theirs := make(map[string]uint64, len(n.Keys))
+	theirs := map[uint64]*slotSum{}
+	var order []uint64
+	for i, o := range n.Offs {
+		s := n.Lo + o
+		t := theirs[s]
+		if t == nil {
+			t = &slotSum{}
+			theirs[s] = t
+			order = append(order, s)
+		}
+		t.x ^= n.Hashes[i]
+		t.h = n.Hashes[i]
+		t.n++
+	}
+	whole := v.loaded(n.Lo, n.Hi)
 	skip := map[string]bool{}
-	for _, k := range n.Keys {
-		theirs[k.Key] = k.Hash
-		h, ok := mine[k.Key]
-		switch {
-		case ok && h == k.Hash:
-			skip[k.Key] = true
-		case ok:
-			ae.pullKeys = append(ae.pullKeys, k.Key)
-			if len(ae.ours) < 4*MaxUnrepaired {
-				ae.ours[k.Key], ae.theirs[k.Key] = h, k.Hash
+	for _, s := range order {
+		t := theirs[s]
+		ks := v.within(s, s+1)
+		var x uint64
+		for _, k := range ks {
+			x ^= k.hash
+		}
+		if len(ks) == t.n && x == t.x {
+			for _, k := range ks {
+				skip[k.key] = true
 			}
-		default:
-			ae.pullKeys = append(ae.pullKeys, k.Key)
+			continue
+		}
+		ae.pullSpan(s, s+1, uint64(t.n))
+		if len(ks) == 1 && t.n == 1 && len(ae.ours) < 4*MaxUnrepaired {
+			ae.ours[ks[0].key], ae.theirs[ks[0].key] = ks[0].hash, t.h
 		}
 	}
 	if !whole {
 		ae.pushSpans = append(ae.pushSpans, pushSpan{lo: n.Lo, hi: n.Hi, skip: skip})
 		return
 	}
-	var push []string
-	for k, h := range mine {
-		if th, ok := theirs[k]; !ok || th != h {
-			push = append(push, k)
+	for _, k := range v.list(n.Lo, n.Hi, -1) {
+		if !skip[k.key] {
+			ae.pushKeys = append(ae.pushKeys, k.key)
 		}
 	}
-	slices.Sort(push)
-	ae.pushKeys = append(ae.pushKeys, push...)
 }
 
 // onObjects handles anti-entropy objects: as the initiator, the answer to
@@ -783,19 +785,17 @@ func (p *Protocol) answerPull(pr *peer, m *Message) {
 	if len(m.Spans) > 0 {
 		// The spans in order, as far as about 4096 keys; Next is the slot
 		// where the answer stopped.
-		var keys []string
-		next := m.Spans[len(m.Spans)-1].Hi
-		for _, s := range m.Spans {
-			ks, nx, err := p.spanKeys(s.Lo, s.Hi, pullSpanKeys-len(keys), nil)
-			if err != nil {
-				p.err = err
-				return
+		spans := slices.Clone(m.Spans)
+		slices.SortFunc(spans, func(a, b Span) int { return cmp.Compare(a.Lo, b.Lo) })
+		for i := 1; i < len(spans); i++ {
+			if spans[i].Lo < spans[i-1].Hi {
+				return // overlapping spans: not from a region of this version
 			}
-			keys = append(keys, ks...)
-			if nx < s.Hi || len(keys) >= pullSpanKeys {
-				next = nx
-				break
-			}
+		}
+		keys, next, err := p.spanKeys(spans, pullSpanKeys, nil)
+		if err != nil {
+			p.err = err
+			return
 		}
 		g, reflects, n := p.readPrefix(keys)
 		if g == nil {
@@ -837,28 +837,18 @@ func (p *Protocol) onReply(pr *peer, m *Message) {
 		pr.pulled += uint64(m.Group.Len())
 		ae.tokens -= float64(groupBytes(m.Group))
 	}
-	if len(r.spans) > 0 {
-		var rest []aeSpan
-		for _, s := range r.spans {
-			if s.Hi > m.Next {
-				rest = append(rest, aeSpan{Span: Span{Lo: max(s.Lo, m.Next), Hi: s.Hi}, n: pullSpanKeys})
-			}
+	var rest []aeSpan
+	for _, s := range r.spans {
+		if s.Hi > m.Next {
+			rest = append(rest, aeSpan{Span: Span{Lo: max(s.Lo, m.Next), Hi: s.Hi}, n: s.n})
 		}
-		switch {
-		case len(rest) == 0:
-		case m.Next > r.spans[0].Lo:
-			ae.pullSpans = append(rest, ae.pullSpans...)
-		default:
-			ae.final = false // no progress: left to the next round
-		}
-	} else {
-		switch n := m.Next; {
-		case n >= uint64(len(r.keys)):
-		case n > 0:
-			ae.pullKeys = append(slices.Clone(r.keys[n:]), ae.pullKeys...)
-		default:
-			ae.final = false
-		}
+	}
+	switch {
+	case len(rest) == 0:
+	case m.Next > r.spans[0].Lo:
+		ae.pullSpans = append(rest, ae.pullSpans...)
+	default:
+		ae.final = false // no progress: left to the next round
 	}
 	p.pumpAE(pr)
 }
@@ -904,35 +894,55 @@ func (p *Protocol) finishAE(pr *peer) {
 	pr.ae = nil
 }
 
-// spanKeys returns, in slot order, our keys of [lo, hi) but skip, from
-// the first buckets of the span until there are about max of them, and
-// the slot where the next call goes on (hi when none is left).
-func (p *Protocol) spanKeys(lo, hi uint64, max int, skip map[string]bool) ([]string, uint64, error) {
+// spanKeys returns, in slot order, our keys of the spans (sorted,
+// disjoint) but skip, from the first buckets they cover until there are
+// about want of them, and the slot where the next call goes on (the end
+// of the last span when none is left).
+func (p *Protocol) spanKeys(spans []Span, want int, skip map[string]bool) ([]string, uint64, error) {
 	first, err := p.st.Snapshot(nil)
 	if err != nil {
 		return nil, 0, err
 	}
 	nb := uint64(len(first.Buckets))
-	last := min((hi+(1<<slotBits)-1)>>slotBits, nb)
+	counted := len(first.Counts) == len(first.Buckets)
 	var chosen []uint32
 	var sum uint64
-	b := lo >> slotBits
-	for ; b < last && (len(chosen) == 0 || sum < uint64(max)); b++ {
-		chosen = append(chosen, uint32(b))
-		if len(first.Counts) == len(first.Buckets) {
-			sum += uint64(first.Counts[b])
-		} else {
-			sum = uint64(max) // unknown: one bucket a time
+	end := spans[len(spans)-1].Hi
+	last := uint64(math.MaxUint64)
+pick:
+	for _, s := range spans {
+		for b := s.Lo >> slotBits; b < min((s.Hi+(1<<slotBits)-1)>>slotBits, nb); b++ {
+			if b == last {
+				continue
+			}
+			if len(chosen) > 0 && sum >= uint64(want) {
+				end = max(s.Lo, bucketStart(b))
+				break pick
+			}
+			chosen = append(chosen, uint32(b))
+			last = b
+			if counted {
+				// The keys of the bucket that fall in the span, as its
+				// share of the bucket's slots.
+				w := min(s.Hi, bucketStart(b+1)) - max(s.Lo, bucketStart(b))
+				sum += (uint64(first.Counts[b])*(w>>16))>>16 + 1
+			} else {
+				sum = uint64(want) // unknown: one bucket a time
+			}
 		}
 	}
 	snap, err := p.st.Snapshot(func([]uint64) []uint32 { return chosen })
 	if err != nil {
 		return nil, 0, err
 	}
-	end := min(hi, bucketStart(b))
 	var ks []slotKey
 	for k, h := range snap.Keys {
-		if s := crdt.KeySlot(k, int(nb)); s >= lo && s < end && !skip[k] {
+		s := crdt.KeySlot(k, int(nb))
+		if s >= end || skip[k] {
+			continue
+		}
+		i, _ := slices.BinarySearchFunc(spans, s, func(sp Span, s uint64) int { return cmp.Compare(sp.Hi, s+1) })
+		if i < len(spans) && spans[i].Lo <= s && s < spans[i].Hi {
 			ks = append(ks, slotKey{slot: s, key: k, hash: h})
 		}
 	}
@@ -943,11 +953,11 @@ func (p *Protocol) spanKeys(lo, hi uint64, max int, skip map[string]bool) ([]str
 		return cmp.Compare(x.key, y.key)
 	})
 	next := end
-	if len(ks) > max {
+	if len(ks) > want {
 		// Stop between slots, so that the next call does not send a key
 		// again.
-		i := max
-		for i < len(ks) && ks[i].slot == ks[max-1].slot {
+		i := want
+		for i < len(ks) && ks[i].slot == ks[want-1].slot {
 			i++
 		}
 		if i < len(ks) {

@@ -24,6 +24,13 @@ func seedMessages() []*protocol.Message {
 		{Kind: protocol.KindDigest, Round: 1, Buckets: make([]uint64, 64), Applied: applied},
 		{Kind: protocol.KindDiff, Round: 1, Diff: []uint32{3, 9}, Keys: []protocol.KeyHash{{Key: "c/cart-1", Hash: 42}}, Applied: applied, Final: true},
 		{Kind: protocol.KindObjects, Round: 1, Group: g, Pull: []string{"i/sku-1"}, Applied: applied, Final: true},
+		{Kind: protocol.KindDigest, Round: 1, Step: 1, Applied: applied,
+			Nodes: []protocol.RangeNode{{Lo: 0, Hi: 64 << 32, Hashes: make([]uint64, 16), Counts: make([]uint32, 16)}}},
+		{Kind: protocol.KindDiff, Round: 1, Step: 1, Run: 9, Of: 3, Applied: applied, Nodes: []protocol.RangeNode{
+			{Lo: 5 << 32, Hi: 6 << 32, List: true, Offs: []uint64{7, 1 << 20}, Hashes: []uint64{1, 2}, Counts: []uint32{2}},
+			{Lo: 8 << 32, Hi: 12 << 32, Counts: []uint32{4000}}}},
+		{Kind: protocol.KindObjects, Round: 1, Step: 2, Spans: []protocol.Span{{Lo: 1, Hi: 2}, {Lo: 3 << 32, Hi: 9 << 32}}},
+		{Kind: protocol.KindObjects, Round: 1, Step: 2, Pushes: 3, Of: 77, Final: true, Applied: applied},
 	}
 }
 

@@ -21,19 +21,22 @@ const (
 	// KindAck carries acknowledgements (Acks) and/or the sender's applied
 	// context, when no delta is going that way to carry them.
 	KindAck Kind = 2
-	// KindDigest opens an anti-entropy round: the initiator's bucket
-	// digest of its key space and its applied context, from one snapshot.
+	// KindDigest carries nodes of the initiator's anti-entropy tree
+	// (Nodes; antientropy.go): step 1 opens a round with the root's split
+	// and the initiator's applied context, from one snapshot. (The
+	// version before sent every bucket's digest in Buckets; such a digest
+	// is not answered.)
 	KindDigest Kind = 3
-	// KindDiff answers a digest: the buckets that differ, the responder's
-	// key hashes in them and its applied context, from one snapshot; Of
-	// identifies the digest it answers (DigestID).
+	// KindDiff answers a digest, from a snapshot of the responder's: its
+	// answers for the nodes that differ, the responder's run, and on step
+	// 1 its applied context; Of names the digest it answers (requestID).
 	KindDiff Kind = 4
-	// KindObjects carries the states of keys that differ; Pull names the
-	// keys the sender wants back; Final says the round covered every
-	// differing bucket, so the receiver may adopt Applied. Reply marks the
-	// responder's answer to a Pull, which belongs to the receiver's own
-	// round (both regions may run rounds with each other at once, with the
-	// same round numbers).
+	// KindObjects carries the states of keys that differ (a push), asks
+	// for them (a pull: Pull names keys, Spans ranges of slots), answers a
+	// pull (Reply, which belongs to the receiver's own round: both regions
+	// may run rounds with each other at once), or, with no states, ends a
+	// round: Final says the round covered every difference, so the
+	// receiver may adopt Applied.
 	KindObjects Kind = 5
 )
 
@@ -88,7 +91,9 @@ type Message struct {
 	Acks []uint64 `cbor:"12,keyasint,omitempty"`
 	// Reply marks objects that answer the receiver's own round.
 	Reply bool `cbor:"13,keyasint,omitempty"`
-	// Of is the DigestID of the digest a diff answers.
+	// Of names what an anti-entropy message answers: on a diff or a
+	// reply, the requestID of the digest or pull; on a push, its pushID;
+	// on the objects that end a round, the XOR of its pushes' pushIDs.
 	Of uint64 `cbor:"14,keyasint,omitempty"`
 	// Reflects, on objects, is a context covering every write their
 	// states show, read with them (see Apply.Reflects); encoded like
@@ -158,21 +163,6 @@ type DotRun struct {
 	From   uint64
 	Span   uint64
 	AgeUs  int64
-}
-
-// DigestID identifies the digest of an anti-entropy round: a hash of its
-// buckets and encoded applied context. A diff names the digest it was
-// computed against, so that the initiator acts only on a diff of the
-// snapshot it took (round numbers start again when a region restarts).
-func DigestID(buckets []uint64, applied []byte) uint64 {
-	h := crdt.NewFNV64()
-	for _, v := range buckets {
-		for i := 0; i < 8; i++ {
-			h.Byte(byte(v >> (8 * i)))
-		}
-	}
-	h.Bytes(applied)
-	return uint64(h)
 }
 
 // Limits on a decoded message.

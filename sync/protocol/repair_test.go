@@ -134,6 +134,11 @@ type repairResult struct {
 	bytes   int
 	keys    int
 	msgs    int
+	byKind  map[string]int
+	// stall is the longest single call (Step or Tick, with reading the
+	// store) of the healthy region's protocol: the live path's deltas
+	// wait behind it in the replicator's loop.
+	stall time.Duration
 }
 
 // repair runs the protocol between the two stores over a network of one
@@ -174,6 +179,10 @@ func repair(t *testing.T, a, b *memStore, delay time.Duration) repairResult {
 			}
 			res.bytes += len(buf)
 			res.msgs++
+			if res.byKind == nil {
+				res.byKind = map[string]int{}
+			}
+			res.byKind[fmt.Sprintf("%s>%s", names[i], env.Msg.Kind)] += len(buf)
 			if env.Msg.Group != nil {
 				res.keys += env.Msg.Group.Len()
 			}
@@ -217,13 +226,21 @@ func repair(t *testing.T, a, b *memStore, delay time.Duration) repairResult {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t0 := time.Now()
 			ps[pk.to].Step(names[1-pk.to], m, now)
 			collect(pk.to)
+			if pk.to == 0 {
+				res.stall = max(res.stall, time.Since(t0))
+			}
 		}
 		if !now.Before(nextTick) {
 			for i := range ps {
+				t0 := time.Now()
 				ps[i].Tick(now)
 				collect(i)
+				if i == 0 {
+					res.stall = max(res.stall, time.Since(t0))
+				}
 			}
 			nextTick = now.Add(tick)
 		}
@@ -271,8 +288,10 @@ func TestRepairCost(t *testing.T) {
 			}
 			runtime.GC()
 			r := repair(t, a, b, *repairDelay)
-			fmt.Printf("repair n=%d d=%s missing=%d: %s virtual, %s wall, %d messages, %d bytes (%.2f× the %d bytes of the differing states), %d keys shipped\n",
-				n, ds, missing, r.virtual.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.msgs, r.bytes, float64(r.bytes)/float64(max(ideal, 1)), ideal, r.keys)
+			fmt.Printf("repair n=%d d=%s missing=%d: %s virtual, %s wall, %d messages, %d bytes (%.2f× the %d bytes of the differing states), %d keys shipped, longest call of the healthy region %s\n",
+				n, ds, missing, r.virtual.Round(time.Millisecond), r.cpu.Round(time.Millisecond), r.msgs, r.bytes, float64(r.bytes)/float64(max(ideal, 1)), ideal, r.keys,
+				r.stall.Round(time.Microsecond))
+			fmt.Printf("  bytes by sender and kind: %v\n", r.byKind)
 		}
 	}
 }

@@ -35,18 +35,22 @@ const (
 // RangeNode is a node of the anti-entropy tree, [Lo, Hi) in slots, as
 // one region describes it to another. A split carries the fingerprints
 // (Hashes) and key counts (Counts) of the node's children, in order; a
-// list (List) carries the sender's keys in the node with their state
-// hashes, and in Counts the number it holds there (more than Keys if the
-// list was cut short); a node with neither asks for a list (from the
-// initiator) or says that the sender holds Counts[0] keys where the
-// receiver holds none (from the responder).
+// list (List) carries the sender's keys in the node as their slots'
+// offsets from Lo (Offs) with their state hashes (Hashes), and in Counts
+// the number it holds there (more than it lists if the list was cut
+// short); a node with neither asks for a list (from the initiator) or
+// says that the sender holds Counts[0] keys where the receiver holds
+// none (from the responder). Slots name keys well enough (two keys share
+// one with odds of 2^-32 in a bucket); a slot whose keys differ is
+// pulled as a span of one slot, so a key's name never crosses only to be
+// compared.
 type RangeNode struct {
 	_      struct{} `cbor:",toarray"`
 	Lo     uint64
 	Hi     uint64
 	Hashes []uint64
 	Counts []uint32
-	Keys   []KeyHash
+	Offs   []uint64
 	List   bool
 }
 
@@ -237,17 +241,17 @@ func (v *view) within(lo, hi uint64) []slotKey {
 	return ks[i:j]
 }
 
-// list returns the keys of [lo, hi) with their hashes, at most limit
-// (limit < 0: all), in slot order; the buckets must be loaded.
-func (v *view) list(lo, hi uint64, limit int) []KeyHash {
-	var out []KeyHash
+// list returns the keys of [lo, hi), at most limit (limit < 0: all), in
+// slot order; the buckets must be loaded.
+func (v *view) list(lo, hi uint64, limit int) []slotKey {
+	var out []slotKey
 	for b := lo >> slotBits; b < (hi+(1<<slotBits)-1)>>slotBits; b++ {
 		l, h := max(lo, bucketStart(b)), min(hi, bucketStart(b+1))
 		for _, k := range v.within(l, h) {
 			if limit >= 0 && len(out) >= limit {
 				return out
 			}
-			out = append(out, KeyHash{Key: k.key, Hash: k.hash})
+			out = append(out, k)
 		}
 	}
 	return out
@@ -277,30 +281,27 @@ func validateNodes(ns []RangeNode, buckets int) error {
 		if !validRange(n.Lo, n.Hi, buckets) {
 			return errBadNode
 		}
-		entries += len(n.Hashes) + len(n.Keys)
+		entries += len(n.Hashes)
 		if entries > MaxNodeEntries {
 			return errTooManyNodes
 		}
 		switch {
 		case n.List:
-			if len(n.Hashes) != 0 || len(n.Counts) > 1 {
+			if len(n.Offs) != len(n.Hashes) || len(n.Counts) > 1 {
 				return errBadNode
 			}
 		case len(n.Hashes) > 0:
 			bs := children(n.Lo, n.Hi)
-			if len(bs) == 0 || len(n.Hashes) != len(bs)-1 || len(n.Counts) != len(n.Hashes) || len(n.Keys) != 0 {
+			if len(bs) == 0 || len(n.Hashes) != len(bs)-1 || len(n.Counts) != len(n.Hashes) || len(n.Offs) != 0 {
 				return errBadNode
 			}
 		default:
-			if len(n.Counts) > 1 || len(n.Keys) != 0 {
+			if len(n.Counts) > 1 || len(n.Offs) != 0 {
 				return errBadNode
 			}
 		}
-		for _, k := range n.Keys {
-			if !ValidKey(k.Key) {
-				return errBadNode
-			}
-			if s := crdt.KeySlot(k.Key, buckets); s < n.Lo || s >= n.Hi {
+		for _, o := range n.Offs {
+			if o >= n.Hi-n.Lo {
 				return errBadNode
 			}
 		}

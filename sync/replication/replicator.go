@@ -333,6 +333,7 @@ func peerStatus(s protocol.PeerStatus) region.PeerStatus {
 		UnrepairedKeys:    s.UnrepairedKeys,
 		KeysPushed:        s.AEKeysPushed,
 		KeysPulled:        s.AEKeysPulled,
+		AntiEntropyRate:   s.AERate,
 		LastAntiEntropy:   s.LastAntiEntropy,
 		BytesSent:         s.BytesSent,
 		DeltaMessagesSent: s.DeltasSent,
