@@ -10,11 +10,11 @@ package api
 // returns where the value of the JSON member name goes (one of the two is
 // non-nil), or nil, nil for a name that is not a field.
 type fastBody interface {
-	field(name string) (s **string, n **int64)
+	field(name []byte) (s **string, n **int64)
 }
 
-func (b *addItemBody) field(name string) (**string, **int64) {
-	switch name {
+func (b *addItemBody) field(name []byte) (**string, **int64) {
+	switch string(name) {
 	case "sku":
 		return &b.SKU, nil
 	case "qty":
@@ -23,15 +23,15 @@ func (b *addItemBody) field(name string) (**string, **int64) {
 	return nil, nil
 }
 
-func (b *qtyBody) field(name string) (**string, **int64) {
-	if name == "qty" {
+func (b *qtyBody) field(name []byte) (**string, **int64) {
+	if string(name) == "qty" {
 		return nil, &b.Qty
 	}
 	return nil, nil
 }
 
-func (b *adjustBody) field(name string) (**string, **int64) {
-	switch name {
+func (b *adjustBody) field(name []byte) (**string, **int64) {
+	switch string(name) {
 	case "delta":
 		return nil, &b.Delta
 	case "reason":
@@ -40,8 +40,8 @@ func (b *adjustBody) field(name string) (**string, **int64) {
 	return nil, nil
 }
 
-func (b *reserveBody) field(name string) (**string, **int64) {
-	switch name {
+func (b *reserveBody) field(name []byte) (**string, **int64) {
+	switch string(name) {
 	case "sku":
 		return &b.SKU, nil
 	case "qty":
@@ -52,8 +52,8 @@ func (b *reserveBody) field(name string) (**string, **int64) {
 	return nil, nil
 }
 
-func (b *checkoutBody) field(name string) (**string, **int64) {
-	if name == "ttl_ms" {
+func (b *checkoutBody) field(name []byte) (**string, **int64) {
+	if string(name) == "ttl_ms" {
 		return nil, &b.TTLMS
 	}
 	return nil, nil
@@ -112,7 +112,9 @@ func decodeFast(b []byte, dst fastBody) bool {
 			i = skipSpace(b, i+1)
 			m := member{s: s, n: n}
 			if s != nil {
-				m.sv, i, ok = plainString(b, i)
+				var sv []byte
+				sv, i, ok = plainString(b, i)
+				m.sv = string(sv)
 			} else {
 				m.nv, i, ok = plainInt(b, i)
 			}
@@ -160,21 +162,21 @@ func skipSpace(b []byte, i int) int {
 }
 
 // plainString reads a JSON string at b[i] made only of printable ASCII
-// other than the quote and the backslash, and returns it and the index
-// after its closing quote.
-func plainString(b []byte, i int) (string, int, bool) {
+// other than the quote and the backslash, and returns its bytes (in b,
+// not copied) and the index after its closing quote.
+func plainString(b []byte, i int) ([]byte, int, bool) {
 	if i == len(b) || b[i] != '"' {
-		return "", 0, false
+		return nil, 0, false
 	}
 	for j := i + 1; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
-			return string(b[i+1 : j]), j + 1, true
+			return b[i+1 : j], j + 1, true
 		case c < 0x20 || c > 0x7e || c == '\\':
-			return "", 0, false
+			return nil, 0, false
 		}
 	}
-	return "", 0, false
+	return nil, 0, false
 }
 
 // plainInt reads a JSON integer at b[i] (an optional minus, then 0 or a
