@@ -3,6 +3,7 @@ package crdt
 import (
 	"maps"
 	"slices"
+	"strings"
 )
 
 // Quantity limits of SPEC §6.
@@ -165,27 +166,25 @@ func (c *Cart) Qty(sku string) int64 {
 // Items returns the cart's view: every sku with quantity > 0, sorted by
 // sku.
 func (c *Cart) Items() []CartItem {
-	set := make(map[string]int64)
-	add := make(map[string]int64)
+	ls := make([]Line, 0, len(c.Entries))
 	for _, l := range c.Entries {
-		switch l.Kind {
-		case KindSet:
-			set[l.SKU] = max(set[l.SKU], l.N)
-		case KindAdd:
-			add[l.SKU] += l.N
+		ls = append(ls, l)
+	}
+	slices.SortFunc(ls, func(a, b Line) int { return strings.Compare(a.SKU, b.SKU) })
+	items := []CartItem{}
+	for i := 0; i < len(ls); {
+		sku := ls[i].SKU
+		var set, add int64
+		for ; i < len(ls) && ls[i].SKU == sku; i++ {
+			switch l := ls[i]; l.Kind {
+			case KindSet:
+				set = max(set, l.N)
+			case KindAdd:
+				add += l.N
+			}
 		}
-	}
-	skus := make(map[string]struct{}, len(set)+len(add))
-	for s := range set {
-		skus[s] = struct{}{}
-	}
-	for s := range add {
-		skus[s] = struct{}{}
-	}
-	items := make([]CartItem, 0, len(skus))
-	for _, s := range slices.Sorted(maps.Keys(skus)) {
-		if q := set[s] + add[s]; q > 0 {
-			items = append(items, CartItem{SKU: s, Qty: q})
+		if q := set + add; q > 0 {
+			items = append(items, CartItem{SKU: sku, Qty: q})
 		}
 	}
 	return items

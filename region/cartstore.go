@@ -140,26 +140,8 @@ func loadCartLines(r store.Reader, id string, skus []string, all, damaged bool) 
 		if !ok {
 			return &crdt.Cart{}, p, errors.New("region: reading a whole cart needs a reader that lists keys")
 		}
-		prefix := cartLinesPrefix(id)
-		err := l.Scan(prefix, func(k string, v []byte, err error) bool {
-			sku := k[len(prefix):]
-			switch {
-			case err != nil:
-				p.damaged = append(p.damaged, k)
-				lerr = corruptCart(id)
-			case len(v) == 0:
-				p.lines[sku] = nil
-			default:
-				got, es, err := crdt.DecodeCartLineOf(v, sku)
-				if err != nil || got != sku {
-					p.damaged = append(p.damaged, k)
-					lerr = corruptCart(id)
-				}
-				p.lines[sku] = es
-			}
-			return true
-		})
-		if err != nil {
+		var err error
+		if lerr, err = p.readAllLines(l); err != nil {
 			return &crdt.Cart{}, p, err
 		}
 	}
@@ -222,6 +204,32 @@ func loadCartLines(r store.Reader, id string, skus []string, all, damaged bool) 
 		return fail()
 	}
 	return c, p, nil
+}
+
+// readAllLines reads every line of p's cart into p.lines, noting the
+// damaged ones in p.damaged; lerr is a *store.CorruptError if there are
+// any, err the error of the scan.
+func (p *cartPart) readAllLines(l lister) (lerr, err error) {
+	prefix := cartLinesPrefix(p.id)
+	err = l.Scan(prefix, func(k string, v []byte, err error) bool {
+		sku := k[len(prefix):]
+		switch {
+		case err != nil:
+			p.damaged = append(p.damaged, k)
+			lerr = corruptCart(p.id)
+		case len(v) == 0:
+			p.lines[sku] = nil
+		default:
+			got, es, err := crdt.DecodeCartLineOf(v, sku)
+			if err != nil || got != sku {
+				p.damaged = append(p.damaged, k)
+				lerr = corruptCart(p.id)
+			}
+			p.lines[sku] = es
+		}
+		return true
+	})
+	return lerr, err
 }
 
 // loadCartFor reads what joining delta into cart id needs: the head and
