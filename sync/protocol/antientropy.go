@@ -65,6 +65,8 @@ type aeRound struct {
 	final        bool // nothing was left out so far
 
 	queue    []RangeNode // nodes to send in digests
+	counts   []uint32    // the digest's counts, as last seen here
+	answers  []RangeNode // the peer's answers not yet acted on
 	steps    map[uint64]*aeStep
 	nextStep uint64
 
@@ -256,6 +258,7 @@ func (p *Protocol) startAE(pr *peer) {
 		ours: map[string]uint64{}, theirs: map[string]uint64{}}
 	ae.tokens, ae.refilled = p.burst(), p.now
 	ae.queue = []RangeNode{v.split(0, hi)}
+	ae.counts = v.snap.Counts
 	pr.ae = ae
 	pr.needAE = false
 	pr.aeCount++
@@ -300,8 +303,21 @@ func (p *Protocol) pumpAE(pr *peer) {
 			p.sendPull(pr, id, r)
 		}
 	}
+	p.takeAnswers(pr)
+	if pr.ae != ae {
+		return // abandoned
+	}
 	for len(ae.steps) < aeWindow && len(ae.queue) > 0 && (ae.answered || ae.nextStep == 0) {
+		// As many nodes as the peer answers from one snapshot (by our
+		// counts, which are close to its own).
 		n := min(len(ae.queue), stepNodes)
+		l := loadBudget{counts: ae.counts}
+		for i := range n {
+			if !l.add(answerNeed(ae.counts, ae.queue[i], p.listLimit()), i == 0) {
+				n = i
+				break
+			}
+		}
 		nodes := slices.Clone(ae.queue[:n])
 		ae.queue = ae.queue[n:]
 		ae.nextStep++
@@ -332,7 +348,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 		}
 		ae.heard = p.now
 	}
-	if len(ae.queue) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
+	if len(ae.queue) == 0 && len(ae.answers) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
 		len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 && ae.answered {
 		p.closeAE(pr)
 	}
@@ -458,19 +474,16 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 		}
 	}
 	limit := p.listLimit()
+	fit := len(m.Nodes)
 	v, err := p.loadView(func(counts []uint32) []uint64 {
-		var out []uint64
-		for _, n := range m.Nodes {
-			bs := children(n.Lo, n.Hi)
-			if n.List || len(n.Hashes) == 0 || bs == nil {
-				out = append(out, needFor(counts, n.Lo, n.Hi, 1<<30)...)
-				continue
-			}
-			for i := range len(bs) - 1 {
-				out = append(out, needFor(counts, bs[i], bs[i+1], limit)...)
+		l := loadBudget{counts: counts}
+		for i, n := range m.Nodes {
+			if !l.add(answerNeed(counts, n, limit), i == 0) {
+				fit = i
+				break
 			}
 		}
-		return out
+		return l.out
 	})
 	if err != nil {
 		p.err = err
@@ -481,7 +494,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	}
 	var out []RangeNode
 	entries, done := 0, 0
-	for _, n := range m.Nodes {
+	for _, n := range m.Nodes[:fit] {
 		if entries+TreeFanout*(TreeFanout+1) > MaxNodeEntries || len(out)+TreeFanout > MaxNodes {
 			break
 		}
@@ -572,35 +585,115 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 	if done := min(m.Next, uint64(len(st.nodes))); done < uint64(len(st.nodes)) {
 		ae.queue = append(slices.Clone(st.nodes[done:]), ae.queue...)
 	}
-	buckets := p.cfg.Buckets
-	v, err := p.loadView(func(counts []uint32) []uint64 {
-		var out []uint64
-		for _, n := range m.Nodes {
-			switch {
-			case n.List:
-				for _, o := range n.Offs {
-					out = append(out, (n.Lo+o)>>slotBits)
-				}
-				out = append(out, needFor(counts, n.Lo, n.Hi, loadLimit)...)
-			case len(n.Hashes) > 0:
-				bs := children(n.Lo, n.Hi)
-				for i := range len(bs) - 1 {
-					out = append(out, needSplit(bs[i], bs[i+1])...)
-				}
+	ae.answers = append(ae.answers, m.Nodes...)
+	p.pumpAE(pr)
+}
+
+// answerNeed returns the buckets a responder loads to answer n.
+func answerNeed(counts []uint32, n RangeNode, limit int) []uint64 {
+	bs := children(n.Lo, n.Hi)
+	if n.List || len(n.Hashes) == 0 || bs == nil {
+		return needFor(counts, n.Lo, n.Hi, 1<<30)
+	}
+	var need []uint64
+	for i := range len(bs) - 1 {
+		need = append(need, needFor(counts, bs[i], bs[i+1], limit)...)
+	}
+	return need
+}
+
+// loadBudget collects the buckets to load for a batch of nodes, holding
+// at most aeLoadKeys keys by the digest's counts (but all of the first
+// node's): a snapshot copies their keys while the store's commits wait.
+type loadBudget struct {
+	counts []uint32
+	seen   map[uint64]bool
+	keys   uint64
+	out    []uint64
+}
+
+// aeLoadKeys bounds the keys of the buckets one snapshot of
+// anti-entropy loads.
+const aeLoadKeys = 1 << 17
+
+// add adds a node's buckets, or reports that they do not fit.
+func (l *loadBudget) add(need []uint64, first bool) bool {
+	if l.seen == nil {
+		l.seen = map[uint64]bool{}
+	}
+	var fresh uint64
+	for _, b := range need {
+		if !l.seen[b] {
+			if b < uint64(len(l.counts)) {
+				fresh += uint64(l.counts[b])
+			} else {
+				fresh += 1024 // not counted
 			}
 		}
-		return out
-	})
-	if err != nil {
-		p.err = err
-		p.abandonAE(pr)
-		return
 	}
-	if len(v.snap.Buckets) != buckets {
-		p.abandonAE(pr)
-		return
+	if !first && l.keys+fresh > aeLoadKeys {
+		return false
 	}
-	for _, n := range m.Nodes {
+	l.keys += fresh
+	for _, b := range need {
+		if !l.seen[b] {
+			l.seen[b] = true
+			l.out = append(l.out, b)
+		}
+	}
+	return true
+}
+
+// takeAnswers acts on the peer's answers, a batch of nodes whose buckets
+// one snapshot loads at a time (at most four batches a call): where they
+// differ, descend, compare listed keys, or ship whole ranges.
+func (p *Protocol) takeAnswers(pr *peer) {
+	ae := pr.ae
+	buckets := p.cfg.Buckets
+	for batch := 0; batch < 4 && len(ae.answers) > 0; batch++ {
+		fit := len(ae.answers)
+		v, err := p.loadView(func(counts []uint32) []uint64 {
+			l := loadBudget{counts: counts}
+			for i, n := range ae.answers {
+				var need []uint64
+				switch {
+				case n.List:
+					for _, o := range n.Offs {
+						need = append(need, (n.Lo+o)>>slotBits)
+					}
+					need = append(need, needFor(counts, n.Lo, n.Hi, loadLimit)...)
+				case len(n.Hashes) > 0:
+					bs := children(n.Lo, n.Hi)
+					for i := range len(bs) - 1 {
+						need = append(need, needSplit(bs[i], bs[i+1])...)
+					}
+				}
+				if !l.add(need, i == 0) {
+					fit = i
+					break
+				}
+			}
+			return l.out
+		})
+		if err != nil {
+			p.err = err
+			p.abandonAE(pr)
+			return
+		}
+		if len(v.snap.Buckets) != buckets {
+			p.abandonAE(pr)
+			return
+		}
+		nodes := ae.answers[:fit]
+		ae.answers = ae.answers[fit:]
+		ae.counts = v.snap.Counts
+		p.takeNodes(ae, v, nodes)
+	}
+}
+
+// takeNodes acts on answer nodes with view v.
+func (p *Protocol) takeNodes(ae *aeRound, v *view, nodes []RangeNode) {
+	for _, n := range nodes {
 		switch {
 		case n.List:
 			p.compareList(ae, v, n)
@@ -632,7 +725,6 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 			ae.pullSpan(n.Lo, n.Hi, c)
 		}
 	}
-	p.pumpAE(pr)
 }
 
 // pushAll pushes every key of ours in [lo, hi): by name if v holds
@@ -906,7 +998,7 @@ func (p *Protocol) spanKeys(spans []Span, want int, skip map[string]bool) ([]str
 	nb := uint64(len(first.Buckets))
 	counted := len(first.Counts) == len(first.Buckets)
 	var chosen []uint32
-	var sum uint64
+	var sum, loaded uint64
 	end := spans[len(spans)-1].Hi
 	last := uint64(math.MaxUint64)
 pick:
@@ -915,7 +1007,7 @@ pick:
 			if b == last {
 				continue
 			}
-			if len(chosen) > 0 && sum >= uint64(want) {
+			if len(chosen) > 0 && (sum >= uint64(want) || loaded >= aeLoadKeys) {
 				end = max(s.Lo, bucketStart(b))
 				break pick
 			}
@@ -926,6 +1018,7 @@ pick:
 				// share of the bucket's slots.
 				w := min(s.Hi, bucketStart(b+1)) - max(s.Lo, bucketStart(b))
 				sum += (uint64(first.Counts[b])*(w>>16))>>16 + 1
+				loaded += uint64(first.Counts[b])
 			} else {
 				sum = uint64(want) // unknown: one bucket a time
 			}
