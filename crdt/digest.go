@@ -66,13 +66,21 @@ func (h *FNV64) Bytes(b []byte) {
 func KeyBucket(key string, buckets int) uint32 { return FNV32(key) % uint32(buckets) }
 
 // KeySlot returns the place of a key in the anti-entropy tree: its
-// digest bucket (KeyBucket) in the high 32 bits and the high 32 bits of
-// its FNV-1a 64 hash in the low 32, so that the keys of a bucket spread
+// digest bucket (KeyBucket) in the high 32 bits and, in the low 32, the
+// high 32 bits of its FNV-1a 64 hash after a 64-bit finalizer
+// (MurmurHash3's fmix64: FNV-1a's high bits alone barely tell apart keys
+// that differ in their last bytes), so that the keys of a bucket spread
 // evenly over the bucket's slots.
 func KeySlot(key string, buckets int) uint64 {
-	h := NewFNV64()
-	h.String(key)
-	return uint64(KeyBucket(key, buckets))<<32 | uint64(h)>>32
+	f := NewFNV64()
+	f.String(key)
+	h := uint64(f)
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return uint64(KeyBucket(key, buckets))<<32 | h>>32
 }
 
 // StateHash returns the hash of a key's stored state (FNV-1a 64 over the
