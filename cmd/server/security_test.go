@@ -113,18 +113,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// eventually polls cond until it holds or 10 s have passed.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // secureRegion starts us-east serving HTTPS with bearer tokens and an
 // access log, reloading its files every 20 ms.
 func secureRegion(t *testing.T) (r *testRegion, pki *testPKI, dir string, logs *syncBuffer) {
@@ -238,15 +226,15 @@ func TestTokenFileRotation(t *testing.T) {
 	}
 	// A Secret's update: the new token first added, then the old removed.
 	writeAtomic(t, filepath.Join(dir, "write"), []byte("# rotation\n"+writeToken+"\n"+next+"\n"))
-	eventually(t, "the new token to be accepted", func() bool { return restock(next) == 200 })
+	waitFor(t, 10*time.Second, "the new token to be accepted", func() bool { return restock(next) == 200 })
 	if got := restock(writeToken); got != 200 {
 		t.Fatalf("old token during rotation: %d", got)
 	}
 	writeAtomic(t, filepath.Join(dir, "write"), []byte(next+"\n"))
-	eventually(t, "the old token to be refused", func() bool { return restock(writeToken) == 401 })
+	waitFor(t, 10*time.Second, "the old token to be refused", func() bool { return restock(writeToken) == 401 })
 	// A broken file keeps the tokens that were loaded.
 	writeAtomic(t, filepath.Join(dir, "write"), []byte("short\n"))
-	eventually(t, "the broken file to be refused", func() bool {
+	waitFor(t, 10*time.Second, "the broken file to be refused", func() bool {
 		return strings.Contains(logs.String(), `msg="reload failed; keeping what was loaded" region=us-east what="api tokens"`)
 	})
 	if got := restock(next); got != 200 {
@@ -283,7 +271,7 @@ func TestAPICertificateRotation(t *testing.T) {
 	before := expiry()
 	notAfter := time.Now().Add(500 * time.Hour).Truncate(time.Second)
 	pki.issue(filepath.Join(dir, "api", "us-east.crt"), filepath.Join(dir, "api", "us-east.key"), 3, notAfter)
-	eventually(t, "the new certificate to be served", func() bool { return served().SerialNumber.Int64() == 3 })
+	waitFor(t, 10*time.Second, "the new certificate to be served", func() bool { return served().SerialNumber.Int64() == 3 })
 	if after := expiry(); after == before || after != float64(notAfter.Unix()) {
 		t.Errorf("expiry %v, then %v; want %v", before, after, notAfter.Unix())
 	}
@@ -293,7 +281,7 @@ func TestAPICertificateRotation(t *testing.T) {
 	}
 	// A half-written certificate is not taken.
 	writeAtomic(t, filepath.Join(dir, "api", "us-east.crt"), []byte("-----BEGIN CERTIFICATE-----\n"))
-	eventually(t, "the broken file to be refused", func() bool {
+	waitFor(t, 10*time.Second, "the broken file to be refused", func() bool {
 		return strings.Contains(logs.String(), `msg="reload failed; keeping what was loaded" region=us-east what="api certificate"`)
 	})
 	if got := served().SerialNumber.Int64(); got != 3 {
