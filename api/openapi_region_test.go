@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/latticedb/lattice/api"
 	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -36,19 +36,9 @@ func startPair(t *testing.T) (east, west string) {
 		Regions:    []config.RegionConfig{{Name: "us-east"}, {Name: "eu-west"}},
 		Homes:      []config.HomeRule{{Prefix: "us-", Region: "us-east"}, {Prefix: "eu-", Region: "eu-west"}},
 	}
-	var lns []net.Listener
+	lns, peers := regiontest.Loopback(t, len(cfg.Regions))
 	for i := range cfg.Regions {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Regions[i].API, cfg.Regions[i].Peer = ln.Addr().String(), pc.LocalAddr().String()
-		pc.Close()
-		lns = append(lns, ln)
+		cfg.Regions[i].API, cfg.Regions[i].Peer = lns[i].Addr().String(), peers[i]
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

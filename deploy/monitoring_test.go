@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/latticedb/lattice/cmd/server"
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -39,19 +39,9 @@ func scrapedNames(t *testing.T) map[string]bool {
 	cfg.TLSDir = filepath.Join(dir, "certs")
 	cfg.Emulate = config.Emulate{}
 	cfg.Regions = cfg.Regions[:2]
-	var lns []net.Listener
+	lns, peers := regiontest.Loopback(t, len(cfg.Regions))
 	for i := range cfg.Regions {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Regions[i].API, cfg.Regions[i].Peer = ln.Addr().String(), pc.LocalAddr().String()
-		pc.Close()
-		lns = append(lns, ln)
+		cfg.Regions[i].API, cfg.Regions[i].Peer = lns[i].Addr().String(), peers[i]
 	}
 	if err := certs.Generate(cfg.TLSDir, cfg.Cluster, cfg.RegionNames()); err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -19,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 	"github.com/latticedb/lattice/sync/certs"
 	"github.com/latticedb/lattice/sync/replication"
 )
@@ -29,20 +29,9 @@ func startQUICPair(t *testing.T) (east, west *testRegion) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := testConfig(dir, config.DurabilityAlways)
-	var lns []net.Listener
+	lns, peers := regiontest.Loopback(t, len(cfg.Regions))
 	for i := range cfg.Regions {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		peer := pc.LocalAddr().String()
-		pc.Close()
-		cfg.Regions[i].API, cfg.Regions[i].Peer = ln.Addr().String(), peer
-		lns = append(lns, ln)
+		cfg.Regions[i].API, cfg.Regions[i].Peer = lns[i].Addr().String(), peers[i]
 	}
 	if err := certs.Generate(filepath.Join(dir, "certs"), cfg.Cluster, cfg.RegionNames()); err != nil {
 		t.Fatal(err)

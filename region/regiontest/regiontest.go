@@ -3,6 +3,7 @@
 package regiontest
 
 import (
+	"net"
 	"testing"
 	"time"
 )
@@ -22,4 +23,26 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		<-timer.C
 		wait = min(2*wait, 20*time.Millisecond)
 	}
+}
+
+// Loopback returns n TCP listeners on 127.0.0.1 (for regions' APIs) and n
+// free UDP addresses on 127.0.0.1 (for their peer sockets, which the
+// regions open themselves). The listeners are closed when t ends.
+func Loopback(t testing.TB, n int) (apis []net.Listener, peers []string) {
+	t.Helper()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, pc.LocalAddr().String())
+		pc.Close()
+		apis = append(apis, ln)
+	}
+	return apis, peers
 }
