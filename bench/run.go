@@ -108,7 +108,7 @@ func (c *Config) Validate() error {
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("bench: request timeout %v, want > 0", c.RequestTimeout)
 	case c.Probe < 0:
-		return fmt.Errorf("bench: probe %v, want ≥ 0", c.Probe)
+		return fmt.Errorf("bench: --probe %v, want ≥ 0", c.Probe)
 	}
 	if c.Partition != "" {
 		p, err := ParsePartition(c.Partition)

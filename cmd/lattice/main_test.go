@@ -67,6 +67,7 @@ func TestUsage(t *testing.T) {
 		{name: "help bench", args: []string{"help", "bench"}, code: 0, stdout: "Usage: lattice bench"},
 		{name: "bench with an argument", args: []string{"bench", "extra"}, code: 2, stderr: `unexpected argument "extra"`},
 		{name: "bench with a bad rate", args: []string{"bench", "--rate", "0"}, code: 2, stderr: "--rate 0"},
+		{name: "bench with a negative probe", args: []string{"bench", "--probe", "-1s"}, code: 2, stderr: "--probe -1s, want ≥ 0"},
 		{name: "bench with too many regions", args: []string{"bench", "--regions", "17"}, code: 2, stderr: "--regions 17"},
 		{name: "bench with a bad latency", args: []string{"bench", "--latency", "slow"}, code: 2, stderr: "--latency"},
 		{name: "bench with a bad partition", args: []string{"bench", "--partition", "ap-south"}, code: 2, stderr: "REGION@START+DUR"},
