@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,11 +17,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 const (
@@ -95,23 +94,8 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 	}
 }
 
-// syncBuffer is a log sink safe for the region's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = regiontest.LogBuffer
 
 // secureRegion starts us-east serving HTTPS with bearer tokens and an
 // access log, reloading its files every 20 ms.

@@ -3,7 +3,9 @@
 package regiontest
 
 import (
+	"bytes"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -45,4 +47,23 @@ func Loopback(t testing.TB, n int) (apis []net.Listener, peers []string) {
 		apis = append(apis, ln)
 	}
 	return apis, peers
+}
+
+// LogBuffer is a bytes.Buffer safe for the concurrent writes of a logger
+// (a region's goroutines), which a test reads with String.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *LogBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *LogBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
