@@ -164,7 +164,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 		return Order{}, err
 	}
 	home := n.HomeOf(cartID)
-	if home == string(n.name) {
+	if n.decides(home, cartID) {
 		order, _, err := n.checkoutHere(ctx, cartID, ttl, idem, nil)
 		return order, err
 	}

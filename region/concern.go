@@ -381,7 +381,7 @@ func (n *Node) quorumRead(ctx context.Context, key string, q int) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := n.opts.Forwarder.Forward(ctx, ps.region, &HomeRequest{Op: OpRepair, State: mine, Token: tok})
+			resp, err := n.opts.Forwarder.Forward(ctx, ps.region, &HomeRequest{Op: OpRepair, Keys: []string{key}, State: mine, Token: tok})
 			if err == nil && resp.Err != nil {
 				err = resp.Err
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -89,6 +88,9 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 		if err := checkStateRequest(req); err != nil {
 			return &HomeResponse{Err: err}
 		}
+		if !n.servesHere(req) {
+			return &HomeResponse{Err: InvalidField("keys", "%s is not in partition %d", req.Keys[0], n.opts.Partition)}
+		}
 		return n.serveState(ctx, req)
 	}
 	ctx = WithAnswer(ctx)
@@ -166,7 +168,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		case OpReserve:
 			out, err = n.reserve(tx, g, req, now)
 		case OpCommit, OpRelease, OpReturn:
-			if _, seq, _ := parseReservationID(req.ID); !n.issued(seq) {
+			if _, _, seq, _ := parseReservationID(req.ID); !n.issued(seq) {
 				// No such reservation, nor ever one: nothing to
 				// remember under the key either, so that it does not
 				// answer for the number once it is issued.
@@ -212,8 +214,8 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		if !crdt.ValidID(req.SKU) {
 			return InvalidField("sku", "sku must be 1-128 characters of [A-Za-z0-9._:-]")
 		}
-		if home := n.HomeOf(req.SKU); home != string(n.name) {
-			return Errorf(CodeHomeUnavailable, "region %s is not the home of %s (%s is)", n.name, req.SKU, home)
+		if home := n.HomeOf(req.SKU); !n.decides(home, req.SKU) {
+			return Errorf(CodeHomeUnavailable, "region %s partition %d is not the home of %s (%s is)", n.name, n.opts.Partition, req.SKU, home)
 		}
 	case OpCheckout:
 		if err := n.checkCheckoutRequest(req); err != nil {
@@ -225,13 +227,13 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 			return InvalidField("cart_id", "cart_id must be 1-128 characters of [A-Za-z0-9._:-]")
 		case req.IdemKey == "" || len(req.IdemKey) > 512:
 			return InvalidField("Idempotency-Key", "the Idempotency-Key of the checkout is required (at most 512 bytes)")
-		case n.HomeOf(req.CartID) != string(n.name):
-			return Errorf(CodeHomeUnavailable, "region %s does not coordinate checkouts of cart %s", n.name, req.CartID)
+		case !n.decides(n.HomeOf(req.CartID), req.CartID):
+			return Errorf(CodeHomeUnavailable, "region %s partition %d does not coordinate checkouts of cart %s", n.name, n.opts.Partition, req.CartID)
 		}
 		return nil
 	case OpGet, OpCommit, OpRelease, OpReturn:
-		home, seq, ok := parseReservationID(req.ID)
-		if !ok || home != string(n.name) {
+		home, part, seq, ok := parseReservationID(req.ID)
+		if !ok || home != string(n.name) || part != n.opts.Partition {
 			return Errorf(CodeNotFound, "no reservation %q at %s", req.ID, n.name)
 		}
 		// A commit or release of a number never issued is refused in
@@ -314,8 +316,8 @@ func (n *Node) checkCheckoutRequest(req *HomeRequest) *Error {
 	switch {
 	case !crdt.ValidID(req.CartID):
 		return InvalidField("cart_id", "cart_id must be 1-128 characters of [A-Za-z0-9._:-]")
-	case n.HomeOf(req.CartID) != string(n.name):
-		return Errorf(CodeHomeUnavailable, "region %s does not coordinate checkouts of cart %s", n.name, req.CartID)
+	case !n.decides(n.HomeOf(req.CartID), req.CartID):
+		return Errorf(CodeHomeUnavailable, "region %s partition %d does not coordinate checkouts of cart %s", n.name, n.opts.Partition, req.CartID)
 	}
 	if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
 		return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
@@ -424,7 +426,7 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 	if err != nil {
 		return nil, err
 	}
-	rec := &ResRecord{ID: string(n.name) + ":" + strconv.FormatUint(seq, 36), SKU: req.SKU, Qty: req.Qty,
+	rec := &ResRecord{ID: reservationID(string(n.name), n.opts.Partition, n.opts.Partitions, seq), SKU: req.SKU, Qty: req.Qty,
 		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli()}
 	l.Holds[rec.ID] = hold{Qty: rec.Qty, ExpMs: rec.ExpMs}
 	tx.Set(prefixRes+rec.ID, encode(rec))

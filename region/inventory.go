@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
 )
 
@@ -168,28 +169,90 @@ func (l *ledger) held() int64 {
 	return h
 }
 
+// Partition returns the partition whose node serves req in a cluster of
+// partitions partitions: its sku's (reserve, adjust, item), its cart's
+// (checkout, checkout status), its reservation's (get, commit, release,
+// return) or its key's (quorum read, read repair). ok is false for a
+// request that names none of them.
+func (req *HomeRequest) Partition(partitions int) (int, bool) {
+	switch req.Op {
+	case OpReserve, OpAdjust, OpItem:
+		return config.PartitionOf(req.SKU, partitions), true
+	case OpCheckout, OpCheckoutStatus:
+		return config.PartitionOf(req.CartID, partitions), true
+	case OpGet, OpCommit, OpRelease, OpReturn:
+		_, part, _, ok := parseReservationID(req.ID)
+		return part, ok
+	case OpRead, OpRepair:
+		if len(req.Keys) != 1 {
+			return 0, false
+		}
+		_, id, ok := strings.Cut(req.Keys[0], "/")
+		return config.PartitionOf(id, partitions), ok
+	}
+	return 0, false
+}
+
+// servesHere reports whether req is for this node's partition.
+func (n *Node) servesHere(req *HomeRequest) bool {
+	if n.opts.Partitions <= 1 {
+		return true
+	}
+	p, ok := req.Partition(n.opts.Partitions)
+	return ok && p == n.opts.Partition
+}
+
 // ReservationHome returns the home region named by a reservation id
-// ("HOME:SEQ"); ok is false when id is not of the form a home issues.
+// ("HOME:SEQ", or "HOME:PARTITION:SEQ" in a partitioned cluster); ok is
+// false when id is not of the form a home issues.
 func ReservationHome(id string) (string, bool) {
-	home, _, ok := parseReservationID(id)
+	home, _, _, ok := parseReservationID(id)
 	return home, ok
 }
 
-// parseReservationID splits a reservation id into its home and number. It
-// accepts only the form a home issues: "HOME:SEQ" with HOME not empty and
-// SEQ a number from 1 that fits in 64 bits, in lower-case base 36 with no
-// leading zeros. Any other id names no reservation.
-func parseReservationID(id string) (home string, seq uint64, ok bool) {
+// ReservationPartition returns the partition named by a reservation id:
+// the partition of its sku, whose node holds the reservation. An id of
+// an unpartitioned cluster names partition 0.
+func ReservationPartition(id string) (int, bool) {
+	_, part, _, ok := parseReservationID(id)
+	return part, ok
+}
+
+// reservationID is the id of reservation seq issued by home in partition
+// part of a cluster of partitions partitions.
+func reservationID(home string, part, partitions int, seq uint64) string {
+	if partitions <= 1 {
+		return home + ":" + strconv.FormatUint(seq, 36)
+	}
+	return home + ":" + strconv.Itoa(part) + ":" + strconv.FormatUint(seq, 36)
+}
+
+// parseReservationID splits a reservation id into its home, partition and
+// number. It accepts only the forms a home issues: "HOME:SEQ", or
+// "HOME:PARTITION:SEQ" with PARTITION a decimal number without leading
+// zeros below config.MaxPartitions, HOME not empty and without ':', and
+// SEQ a number from 1 that fits in 64 bits, in lower-case base 36 with
+// no leading zeros. Any other id names no reservation.
+func parseReservationID(id string) (home string, part int, seq uint64, ok bool) {
 	i := strings.LastIndexByte(id, ':')
 	if i <= 0 || i == len(id)-1 || !crdt.ValidID(id) {
-		return "", 0, false
+		return "", 0, 0, false
 	}
 	s := id[i+1:]
 	seq, err := strconv.ParseUint(s, 36, 64)
 	if err != nil || seq == 0 || strconv.FormatUint(seq, 36) != s {
-		return "", 0, false
+		return "", 0, 0, false
 	}
-	return id[:i], seq, true
+	home = id[:i]
+	if j := strings.IndexByte(home, ':'); j >= 0 {
+		ps := home[j+1:]
+		p, err := strconv.Atoi(ps)
+		if j == 0 || err != nil || p < 0 || p >= config.MaxPartitions || strconv.Itoa(p) != ps {
+			return "", 0, 0, false
+		}
+		home, part = home[:j], p
+	}
+	return home, part, seq, true
 }
 
 func decodeInto(b []byte, v any) error { return crdt.Unmarshal(b, v, crdt.MaxObjectBytes) }
@@ -383,7 +446,7 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation, error) {
 	// An id that cannot name a reservation is not_found here, without a
 	// round trip: a home that is not a region would never answer.
-	home, _, ok := parseReservationID(id)
+	home, _, _, ok := parseReservationID(id)
 	if !ok {
 		return Reservation{}, Errorf(CodeNotFound, "no reservation %q", id)
 	}
@@ -426,7 +489,7 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 	if d, ok := ctx.Deadline(); ok && req.DeadlineMs == 0 {
 		req.DeadlineMs = d.UnixMilli()
 	}
-	if home == string(n.name) {
+	if home == string(n.name) && n.servesHere(req) {
 		return n.ServeHome(ctx, req)
 	}
 	req.Replicas = concernOf(ctx).replicas

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
 )
 
@@ -80,6 +81,14 @@ type Options struct {
 	// ExpiryInterval is how often held reservations past their expiry are
 	// released in the background (they are also expired lazily on use).
 	ExpiryInterval time.Duration
+	// Partition and Partitions place the node in a partitioned region
+	// (see Partitions): the node holds the carts and skus k with
+	// config.PartitionOf(k, Partitions) == Partition, decides for the
+	// skus of that partition homed at this region, and names its
+	// partition in the reservation ids it issues. A request for another
+	// partition's key goes through the Forwarder, even when this region
+	// is its home. Partitions 0 or 1: the node holds every key.
+	Partition, Partitions int
 }
 
 // Node is one region: carts and inventory read and written locally, the
@@ -168,6 +177,9 @@ func NewNode(opts Options) (*Node, error) {
 	}
 	if opts.Store.LockKey(prefixLedger+"x") != prefixItem+"x" || opts.Store.LockKey(keyApplied) != "" {
 		return nil, errors.New("region: the store was not opened with region.OpenStore (its keys' locks are not the region's)")
+	}
+	if opts.Partitions > config.MaxPartitions || opts.Partition < 0 || opts.Partition >= max(opts.Partitions, 1) {
+		return nil, fmt.Errorf("region: partition %d of %d partitions", opts.Partition, opts.Partitions)
 	}
 	if opts.Clock == nil {
 		opts.Clock = SystemClock
@@ -261,6 +273,20 @@ func (n *Node) Self() crdt.ReplicaID { return n.self }
 // least one per second, see nextIncarnation, and no incarnation issues a
 // million reservations a second).
 func resSeqFloor(k uint64) uint64 { return k << 20 }
+
+// Partition returns the partition the node holds (0 when the region is
+// not partitioned).
+func (n *Node) Partition() int { return n.opts.Partition }
+
+// Holds reports whether key (a cart id or a sku) is in the node's
+// partition.
+func (n *Node) Holds(key string) bool {
+	return n.opts.Partitions <= 1 || config.PartitionOf(key, n.opts.Partitions) == n.opts.Partition
+}
+
+// decides reports whether the node makes the home decisions of key: key's
+// home is this region and key is in the node's partition.
+func (n *Node) decides(home, key string) bool { return home == string(n.name) && n.Holds(key) }
 
 // HomeOf returns the home region of sku.
 func (n *Node) HomeOf(sku string) string {

@@ -10,30 +10,40 @@ func TestParseReservationID(t *testing.T) {
 	for _, tc := range []struct {
 		id   string
 		home string
+		part int
 		seq  uint64
 		ok   bool
 	}{
-		{"us-east:1", "us-east", 1, true},
-		{"us-east:zz", "us-east", 36*36 - 1, true},
-		{"a:b:10", "a:b", 36, true},
-		{"us-east:" + strconv.FormatUint(math.MaxUint64, 36), "us-east", math.MaxUint64, true},
-		{"us-east:3w5e11264sgsh", "", 0, false}, // one past the largest
-		{"us-east:0", "", 0, false},
-		{"us-east:01", "", 0, false},
-		{"us-east:00", "", 0, false},
-		{"us-east:A", "", 0, false},
-		{"us-east:-1", "", 0, false},
-		{"us-east:+1", "", 0, false},
-		{"us-east:1_0", "", 0, false},
-		{"us-east:", "", 0, false},
-		{":1", "", 0, false},
-		{"us-east", "", 0, false},
-		{"", "", 0, false},
-		{"us east:1", "", 0, false},
+		{"us-east:1", "us-east", 0, 1, true},
+		{"us-east:zz", "us-east", 0, 36*36 - 1, true},
+		{"us-east:7:10", "us-east", 7, 36, true},
+		{"us-east:0:10", "us-east", 0, 36, true},
+		{"us-east:4095:1", "us-east", 4095, 1, true},
+		{"us-east:4096:1", "", 0, 0, false},
+		{"us-east:07:1", "", 0, 0, false},
+		{"us-east:-1:1", "", 0, 0, false},
+		{"us-east::1", "", 0, 0, false},
+		{":3:1", "", 0, 0, false},
+		{"a:b:10", "", 0, 0, false},
+		{"a:1:2:3", "", 0, 0, false},
+		{"us-east:" + strconv.FormatUint(math.MaxUint64, 36), "us-east", 0, math.MaxUint64, true},
+		{"us-east:3w5e11264sgsh", "", 0, 0, false}, // one past the largest
+		{"us-east:0", "", 0, 0, false},
+		{"us-east:01", "", 0, 0, false},
+		{"us-east:00", "", 0, 0, false},
+		{"us-east:A", "", 0, 0, false},
+		{"us-east:-1", "", 0, 0, false},
+		{"us-east:+1", "", 0, 0, false},
+		{"us-east:1_0", "", 0, 0, false},
+		{"us-east:", "", 0, 0, false},
+		{":1", "", 0, 0, false},
+		{"us-east", "", 0, 0, false},
+		{"", "", 0, 0, false},
+		{"us east:1", "", 0, 0, false},
 	} {
-		home, seq, ok := parseReservationID(tc.id)
-		if home != tc.home || seq != tc.seq || ok != tc.ok {
-			t.Errorf("parseReservationID(%q) = %q, %d, %v; want %q, %d, %v", tc.id, home, seq, ok, tc.home, tc.seq, tc.ok)
+		home, part, seq, ok := parseReservationID(tc.id)
+		if home != tc.home || part != tc.part || seq != tc.seq || ok != tc.ok {
+			t.Errorf("parseReservationID(%q) = %q, %d, %d, %v; want %q, %d, %d, %v", tc.id, home, part, seq, ok, tc.home, tc.part, tc.seq, tc.ok)
 		}
 	}
 }
@@ -46,7 +56,7 @@ func TestIssuedAcrossRestart(t *testing.T) {
 	n := openNode(t, dir, clock)
 	must[Item](t)(n.Restock(bg, "w", 10))
 	r := must[Reservation](t)(n.Reserve(bg, "w", 1, 0, Idem{}))
-	_, seq, ok := parseReservationID(r.ID)
+	_, _, seq, ok := parseReservationID(r.ID)
 	if !ok || !n.issued(seq) || n.issued(seq+1) {
 		t.Fatalf("after reserving %s: issued(%d) = %v, issued(%d) = %v", r.ID, seq, n.issued(seq), seq+1, n.issued(seq+1))
 	}
@@ -61,7 +71,7 @@ func TestIssuedAcrossRestart(t *testing.T) {
 		t.Errorf("after a restart, get %s: %+v", r.ID, got)
 	}
 	r2 := must[Reservation](t)(n.Reserve(bg, "w", 1, 0, Idem{}))
-	_, seq2, _ := parseReservationID(r2.ID)
+	_, _, seq2, _ := parseReservationID(r2.ID)
 	if seq2 <= seq || !n.issued(seq2) || n.issued(seq2+1) {
 		t.Errorf("after a restart, reserved %s: issued(%d) = %v, issued(%d) = %v", r2.ID, seq2, n.issued(seq2), seq2+1, n.issued(seq2+1))
 	}
