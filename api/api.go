@@ -111,6 +111,10 @@ type Options struct {
 	// ProtectProbes makes /healthz, /readyz and /metrics need a token
 	// too. By default they stay open to probes and scrapers.
 	ProtectProbes bool
+	// Partitioning, when set, makes this the API of one node of a
+	// partitioned region: requests for partitions other nodes own are
+	// forwarded to them (see Partitioning).
+	Partitioning *Partitioning
 	// AccessLog logs every request at INFO (method, path, route, status,
 	// bytes, duration, request id, remote address; the logger adds the
 	// region). Without it the same record is logged at DEBUG.
@@ -128,6 +132,7 @@ type handler struct {
 	tokens        *Tokens
 	protectProbes bool
 	accessLevel   slog.Level
+	part          *Partitioning
 }
 
 // New returns the REST API of SPEC §6 over svc: every route of the table,
@@ -169,6 +174,7 @@ func New(svc Service, opts Options) *echo.Echo {
 
 		tokens:        opts.Tokens,
 		protectProbes: opts.ProtectProbes,
+		part:          opts.Partitioning,
 		accessLevel:   slog.LevelDebug,
 	}
 	if opts.AccessLog {
@@ -286,6 +292,10 @@ func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 			slog.String("stack", string(debug.Stack())))
 		err = fmt.Errorf("api: panic: %v", r)
 	}()
+	if h.part != nil && h.part.Partitions > 1 {
+		inner := next
+		next = func(c echo.Context) error { return h.route(c, inner) }
+	}
 	if h.tokens != nil {
 		return h.authorize(next)(c)
 	}

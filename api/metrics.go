@@ -24,6 +24,10 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// forwards and forwardFailures count the requests this node of a
+	// partitioned region forwarded to the owner of their partition, and
+	// those that could not reach it.
+	forwards, forwardFailures prometheus.Counter
 
 	// mu guards the children of requests and duration already looked up,
 	// so that a request does not hash its label values again.
@@ -68,6 +72,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.requests = register(reg, m.requests)
 	m.duration = register(reg, m.duration)
+	m.forwards = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lattice_http_forwarded_total",
+		Help: "Requests this node forwarded to the node of its region that owns their partition (partitioned regions).",
+	}))
+	m.forwardFailures = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "lattice_http_forward_failures_total",
+		Help: "Forwards that found the owning node unreachable or silent (answered 503 partition_unavailable).",
+	}))
 	// Every route's latency series exists from the start (requests_total
 	// gains a series per status code as they are answered).
 	for path, item := range OpenAPI().Paths {

@@ -73,4 +73,7 @@ type Service interface {
 	Warnings() []string
 }
 
-var _ Service = (*region.Node)(nil)
+var (
+	_ Service = (*region.Node)(nil)
+	_ Service = (*region.Partitions)(nil)
+)

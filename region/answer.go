@@ -48,6 +48,13 @@ type Answer struct {
 	// recorded decision (noteReplay).
 	replay   crdt.Dot
 	replayed bool
+
+	// In a partitioned region (Partitions): touched is the partition
+	// the request was served by (-1 for none yet), incoming the token
+	// it came with, and parts what homes of other partitions answered.
+	touched  int
+	incoming *partToken
+	parts    map[int]*crdt.Context
 }
 
 type answerKey struct{}
@@ -55,7 +62,7 @@ type answerKey struct{}
 // WithAnswer returns ctx carrying a new, empty Answer, for the operation
 // whose token TokenFor(ctx) then returns.
 func WithAnswer(ctx context.Context) context.Context {
-	return context.WithValue(ctx, answerKey{}, &Answer{})
+	return context.WithValue(ctx, answerKey{}, &Answer{touched: -1})
 }
 
 func answerOf(ctx context.Context) *Answer {

@@ -486,9 +486,14 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 	if err != nil {
 		return Errorf(CodeInvalidToken, "malformed Lattice-Token: %v", err)
 	}
+	return n.waitCovers(ctx, &want)
+}
+
+// waitCovers waits until the region has applied everything want covers.
+func (n *Node) waitCovers(ctx context.Context, want *crdt.Context) error {
 	for {
 		n.amu.Lock()
-		ok := n.applied.Covers(&want)
+		ok := n.applied.Covers(want)
 		if !ok && n.appliedCh == nil {
 			n.appliedCh = make(chan struct{})
 		}
@@ -788,6 +793,20 @@ type ClusterStatus struct {
 	Store         StoreStatus       `json:"store"`
 	// Peers is each peer's replication state, from the replication layer.
 	Peers []PeerStatus `json:"peers"`
+	// Node, PartitionCount and Partitions describe a node of a
+	// partitioned region (Partitions.Cluster): its name, the cluster's
+	// partitions, and the status of each partition it serves. They are
+	// left out when the region is not partitioned.
+	Node           string            `json:"node,omitempty"`
+	PartitionCount int               `json:"partition_count,omitempty"`
+	Partitions     []PartitionStatus `json:"partitions,omitempty"`
+}
+
+// PartitionStatus is one partition of a partitioned region's node in GET
+// /v1/cluster: its number and its status as a replica of its own.
+type PartitionStatus struct {
+	Partition int `json:"partition"`
+	ClusterStatus
 }
 
 // Cluster returns this region's status; Options.Peers supplies the

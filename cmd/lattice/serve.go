@@ -45,9 +45,10 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	opts := server.Options{Logger: log}
-	if len(cfg.Regions) > 1 {
+	opts := server.Options{Logger: log, Node: sa.node}
+	if len(cfg.Regions) > 1 || len(cfg.Nodes(sa.region)) > 1 {
 		opts.Replication = server.QUIC(replication.AttachOptions{WANSeed: 1})
+		opts.PartitionedReplication = server.QUICPartitioned(replication.AttachOptions{WANSeed: 1})
 	}
 	srv, err := server.Start(ctx, cfg, sa.region, opts)
 	if err != nil {
@@ -104,13 +105,9 @@ func parseServeArgs(cio cmdIO, args []string) (*serveArgs, int) {
 	return &sa, exitOK
 }
 
-// errMultiNode ends the errors of a config this version cannot run.
-const errMultiNode = "multi-node regions are not available in this version (it runs partitions: 1 and one node per region)"
-
 // checkNode checks that node (or, when node is "", the region's only
-// node) is a node of region in cfg, and that this version can run it:
-// the cluster has one partition and the region one node. A region
-// without nodes is one node named after the region.
+// node) is a node of region in cfg. A region without nodes is one node
+// named after the region; a region of several nodes needs --node.
 func checkNode(cfg *config.Config, region, node string) error {
 	nodes := cfg.Nodes(region)
 	names := make([]string, len(nodes))
@@ -121,12 +118,8 @@ func checkNode(cfg *config.Config, region, node string) error {
 		if _, ok := cfg.Node(region, node); !ok {
 			return fmt.Errorf("node %q is not a node of region %s (nodes: %s)", node, region, strings.Join(names, ", "))
 		}
-	}
-	switch {
-	case len(nodes) > 1:
-		return fmt.Errorf("region %s lists %d nodes (%s): %s", region, len(nodes), strings.Join(names, ", "), errMultiNode)
-	case cfg.PartitionCount() > 1:
-		return fmt.Errorf("partitions: %d: %s", cfg.PartitionCount(), errMultiNode)
+	} else if len(nodes) > 1 {
+		return fmt.Errorf("region %s runs on %d nodes (%s): name the one to run with --node", region, len(nodes), strings.Join(names, ", "))
 	}
 	return nil
 }

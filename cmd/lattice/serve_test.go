@@ -26,10 +26,11 @@ import (
 )
 
 // TestServeNodes runs real `lattice serve` processes: a region's single
-// node, listed or implicit, runs when --node names it (or is left out);
-// a node the region lacks, a region with several nodes and a cluster of
-// several partitions are refused at start with an error that says so,
-// and nothing is written to the data directory.
+// node, listed or implicit, runs when --node names it (or is left out),
+// and so does a single node of a cluster of several partitions; a node
+// the region lacks, or a region of several nodes without --node, is
+// refused at start with an error that says so, and nothing is written to
+// the data directory.
 func TestServeNodes(t *testing.T) {
 	bin := buildLattice(t)
 
@@ -39,14 +40,10 @@ func TestServeNodes(t *testing.T) {
 		want      string
 	}
 	refusals := []refusal{
-		{"partitions", "partitions: 8\nregions:\n  - {name: us-east, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n",
-			[]string{"--region", "us-east"}, "lattice serve: partitions: 8: multi-node regions are not available in this version"},
-		{"partitions with --node", "partitions: 2\nregions:\n  - {name: us-east, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n",
-			[]string{"--region", "us-east", "--node", "us-east"}, "lattice serve: partitions: 2: multi-node regions are not available in this version"},
-		{"several nodes", "partitions: 2\nregions:\n  - name: us-east\n    nodes:\n" +
+		{"several nodes without --node", "partitions: 2\nregions:\n  - name: us-east\n    nodes:\n" +
 			"      - {name: n-0, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", partitions: 0}\n" +
 			"      - {name: n-1, api: \"127.0.0.1:3\", peer: \"127.0.0.1:4\", partitions: 1}\n",
-			[]string{"--region", "us-east", "--node", "n-1"}, "lattice serve: region us-east lists 2 nodes (n-0, n-1): multi-node regions are not available in this version"},
+			[]string{"--region", "us-east"}, "lattice serve: region us-east runs on 2 nodes (n-0, n-1): name the one to run with --node"},
 		{"unknown node", "regions:\n  - name: us-east\n    nodes:\n      - {name: n-0, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n",
 			[]string{"--region", "us-east", "--node", "n-9"}, `lattice serve: node "n-9" is not a node of region us-east (nodes: n-0)`},
 		{"region name for a listed node", "regions:\n  - name: us-east\n    nodes:\n      - {name: n-0, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\"}\n",
@@ -84,13 +81,18 @@ func TestServeNodes(t *testing.T) {
 		{"listed node", "  - name: us-east\n    nodes:\n      - {name: us-east-0, api: %q, peer: \"127.0.0.1:7201\"}\n", []string{"--node", "us-east-0"}},
 		{"listed node, --node left out", "  - name: us-east\n    nodes:\n      - {name: us-east-0, api: %q, peer: \"127.0.0.1:7201\", partitions: 0}\n", nil},
 		{"implicit node", "  - {name: us-east, api: %q, peer: \"127.0.0.1:7201\"}\n", []string{"--node", "us-east"}},
+		{"one node of 4 partitions", "  - {name: us-east, api: %q, peer: \"127.0.0.1:7201\"}\n", nil},
 	}
 	for _, tc := range runs {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			addr := freeAddr(t)
 			cfg := filepath.Join(dir, "lattice.yaml")
-			doc := "cluster: c\ndata_dir: ./data\npartitions: 1\nregions:\n" + fmt.Sprintf(tc.regions, addr)
+			partitions := 1
+			if strings.Contains(tc.name, "partitions") {
+				partitions = 4
+			}
+			doc := fmt.Sprintf("cluster: c\ndata_dir: ./data\npartitions: %d\nregions:\n", partitions) + fmt.Sprintf(tc.regions, addr)
 			if err := os.WriteFile(cfg, []byte(doc), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -142,8 +144,12 @@ func TestServeNodes(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatal("no exit 30 s after SIGTERM")
 			}
-			if _, err := os.Stat(filepath.Join(dir, "data", "us-east", "data.db")); err != nil {
-				t.Errorf("the node keeps its store in data_dir/REGION: %v", err)
+			want := filepath.Join(dir, "data", "us-east", "data.db")
+			if partitions > 1 {
+				want = filepath.Join(dir, "data", "us-east", "p0003", "data.db")
+			}
+			if _, err := os.Stat(want); err != nil {
+				t.Errorf("the node keeps its store in data_dir/REGION (a partition's in data_dir/REGION/pNNNN): %v", err)
 			}
 		})
 	}

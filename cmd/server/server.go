@@ -92,6 +92,13 @@ type Options struct {
 	// ConsoleControls, when set, enables the console's development
 	// controls (/console/dev/...): `lattice dev` only.
 	ConsoleControls console.Controls
+	// Node is the node of the region to run (config.NodeConfig.Name);
+	// "" for a region's only node.
+	Node string
+	// PartitionedReplication attaches replication to a node of a
+	// partitioned region (see startPartitioned), as Replication does to
+	// a region of one partition. QUICPartitioned builds it.
+	PartitionedReplication NewPartitionedReplication
 }
 
 // NewReplication builds the replication of one region from env. It must
@@ -146,10 +153,17 @@ type Server struct {
 	reg  *prometheus.Registry
 	// metrics records what the region registered with reg, so that Close
 	// unregisters it and a shared registry can hold the region again.
-	metrics  *recorder
-	store    *store.Store
-	node     *region.Node
-	repl     Replication
+	metrics *recorder
+	store   *store.Store
+	node    *region.Node
+	repl    Replication
+	// parts, pstores and prepl are a partitioned region's node's
+	// partitions, their stores and its replication (node, store and
+	// repl are then nil).
+	parts    *region.Partitions
+	pstores  []*store.Store
+	prepl    PartitionedReplication
+	nodeName string
 	sec      *security
 	http     *http.Server
 	ln       net.Listener
@@ -222,6 +236,12 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	}()
 
 	labelled.MustRegister(buildInfoGauge(Build()))
+	if partitioned(cfg, name) {
+		return s.startPartitioned(ctx, opts, labelled)
+	}
+	if opts.Node != "" && opts.Node != cfg.Nodes(name)[0].Name {
+		return nil, fmt.Errorf("server: region %s has no node %q (its only node is %s)", name, opts.Node, cfg.Nodes(name)[0].Name)
+	}
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
 	s.store, err = region.OpenStore(path, store.Options{
@@ -288,31 +308,48 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		}
 	}
 
+	if err := s.serveAPI(ctx, s.node, nil, rc.API, peerBundle, labelled, opts); err != nil {
+		return nil, err
+	}
+	s.log.Info("region serving", "api", s.URL(), "tokens", s.sec.tokens != nil, "data", path,
+		"durability", string(cfg.Durability), "replication", s.repl != nil)
+	return s, nil
+}
+
+// serveAPI serves svc's API on addr (or opts.Listener), with the console
+// in front of it. part, when set, routes the requests of a partitioned
+// region's node.
+func (s *Server) serveAPI(ctx context.Context, svc api.Service, part *api.Partitioning, addr string, peerBundle *certs.Bundle,
+	labelled prometheus.Registerer, opts Options) (err error) {
+	cfg, name := s.cfg, s.name
 	if s.sec, err = newSecurity(cfg, name, peerBundle, labelled, s.log); err != nil {
-		return nil, fmt.Errorf("server: region %s: %w", name, err)
+		return fmt.Errorf("server: region %s: %w", name, err)
 	}
 	if s.ln == nil {
 		var lc net.ListenConfig
-		if s.ln, err = lc.Listen(ctx, "tcp", rc.API); err != nil {
-			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		if s.ln, err = lc.Listen(ctx, "tcp", addr); err != nil {
+			return fmt.Errorf("server: region %s: %w", name, err)
 		}
 	}
 	s.ln = s.sec.wrapListener(s.ln)
-	h := api.New(s.node, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout,
-		Tokens: s.sec.tokens, ProtectProbes: cfg.APIAuth.ProtectProbes, AccessLog: cfg.AccessLog})
+	if part != nil {
+		if part.Client, err = s.sec.forwardClient(cfg); err != nil {
+			return fmt.Errorf("server: region %s: %w", name, err)
+		}
+	}
+	h := api.New(svc, api.Options{Logger: s.log, Registerer: s.metrics, Gatherer: s.reg, RequestTimeout: opts.RequestTimeout,
+		Tokens: s.sec.tokens, ProtectProbes: cfg.APIAuth.ProtectProbes, AccessLog: cfg.AccessLog, Partitioning: part})
 	// The console (/console) is served in front of the API.
 	ch, err := console.New(console.Options{Region: name, Config: cfg, API: h, Gatherer: s.reg, Tokens: s.sec.tokens,
 		Controls: opts.ConsoleControls, Logger: s.log})
 	if err != nil {
-		return nil, fmt.Errorf("server: region %s: %w", name, err)
+		return fmt.Errorf("server: region %s: %w", name, err)
 	}
 	s.http = api.NewServer(s.ln.Addr().String(), s.track(ch))
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	go s.serve()
 	s.sec.start(opts.ReloadInterval)
-	s.log.Info("region serving", "api", s.URL(), "tokens", s.sec.tokens != nil, "data", path,
-		"durability", string(cfg.Durability), "replication", s.repl != nil)
-	return s, nil
+	return nil
 }
 
 // track counts the requests being served, so that Close can wait for the
@@ -418,6 +455,19 @@ func (s *Server) release() error {
 	if s.repl != nil {
 		if err := s.repl.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("server: region %s: close replication: %w", s.name, err))
+		}
+	}
+	if s.prepl != nil {
+		if err := s.prepl.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("server: region %s: close replication: %w", s.name, err))
+		}
+	}
+	if s.parts != nil {
+		s.parts.Close()
+	}
+	for _, st := range s.pstores {
+		if err := st.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("server: region %s: close store: %w", s.name, err))
 		}
 	}
 	if s.node != nil {

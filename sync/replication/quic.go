@@ -62,6 +62,10 @@ type Env struct {
 	// Registerer registers replication metrics; what it registers is
 	// labelled region=Region and served by the region's /metrics.
 	Registerer prometheus.Registerer
+	// Node and Owned are, for a node of a partitioned region
+	// (NewPartitioned), the node's name and the partitions it owns.
+	Node  string
+	Owned []int
 }
 
 // NewQUIC returns the replication of a region over QUIC with mutual TLS,

@@ -354,11 +354,15 @@ const MaxCallBytes = 2 << 20
 // fails at once, and a home that does not answer within ctx's deadline
 // fails then, with home_unavailable.
 func (r *Replicator) Forward(ctx context.Context, home string, req *region.HomeRequest) (*region.HomeResponse, error) {
+	return forward(ctx, r.transport(), home, req)
+}
+
+// forward sends req to the home region over t (see Replicator.Forward).
+func forward(ctx context.Context, t transport.Transport, home string, req *region.HomeRequest) (*region.HomeResponse, error) {
 	unavailable := func(why string) error {
 		return &region.Error{Code: region.CodeHomeUnavailable, RetryAfter: 1,
 			Detail: fmt.Sprintf("home region %s is unreachable: %s", home, why)}
 	}
-	t := r.transport()
 	if t == nil || !t.Connected(home) {
 		return nil, unavailable("not connected")
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/latticedb/lattice/sync/certs"
@@ -16,8 +17,15 @@ import (
 type Config struct {
 	// Region is this region's name; Certs must be its bundle.
 	Region string
-	// Peers maps every other region's name to its QUIC (UDP) address,
-	// "host:port". The address is resolved at each dial.
+	// Node is this process's node name when its region runs on several
+	// nodes (a partitioned region); "" for a region of one node. The
+	// transport's own peer name is then "REGION/NODE" (see PeerName).
+	Node string
+	// Peers maps every peer's name to its QUIC (UDP) address,
+	// "host:port", resolved at each dial. A peer is a region ("eu-west")
+	// or, when regions run on several nodes, a node "REGION/NODE", which
+	// may be of this region too. A peer authenticates with its region's
+	// certificate and names its node when it connects.
 	Peers map[string]string
 	// Certs holds the cluster CA and this region's certificate.
 	Certs *certs.Bundle
@@ -100,17 +108,43 @@ func DefaultConfig() Config {
 	}
 }
 
+// PeerName returns the name this process has as a peer of others:
+// "REGION", or "REGION/NODE" when Node is set.
+func (c *Config) PeerName() string {
+	if c.Node == "" {
+		return c.Region
+	}
+	return c.Region + "/" + c.Node
+}
+
+// PeerRegion returns the region of peer name ("REGION" or "REGION/NODE").
+func PeerRegion(name string) string {
+	region, _, _ := strings.Cut(name, "/")
+	return region
+}
+
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
 	if err := certs.ValidateRegionName(c.Region); err != nil {
 		return fmt.Errorf("transport: config: region: %w", err)
 	}
+	if c.Node != "" {
+		if err := certs.ValidateRegionName(c.Node); err != nil {
+			return fmt.Errorf("transport: config: node: %w", err)
+		}
+	}
 	for name, addr := range c.Peers {
-		if err := certs.ValidateRegionName(name); err != nil {
+		region, node, isNode := strings.Cut(name, "/")
+		if err := certs.ValidateRegionName(region); err != nil {
 			return fmt.Errorf("transport: config: peer: %w", err)
 		}
-		if name == c.Region {
-			return fmt.Errorf("transport: config: region %s lists itself as a peer", name)
+		if isNode {
+			if err := certs.ValidateRegionName(node); err != nil {
+				return fmt.Errorf("transport: config: peer %s: node: %w", name, err)
+			}
+		}
+		if name == c.PeerName() || region == c.Region && !isNode {
+			return fmt.Errorf("transport: config: %s lists itself as a peer", name)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("transport: config: peer %s address %q: %w", name, addr, err)

@@ -70,6 +70,7 @@ type QUICTransport struct {
 	ln      *quic.Listener
 	dialCfg *quic.Config
 	peers   map[string]*quicPeer // fixed at construction
+	regions map[string]bool      // the regions of the peers
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -77,6 +78,7 @@ type QUICTransport struct {
 
 	mu       sync.Mutex
 	incoming map[string]*quic.Conn // the connection each peer dialled to us
+	names    map[*quic.Conn]string // the peer each incoming connection is from
 	closed   bool
 }
 
@@ -152,10 +154,13 @@ func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		incoming: make(map[string]*quic.Conn),
+		names:    make(map[*quic.Conn]string),
+		regions:  make(map[string]bool),
 	}
 	t.obs, _ = h.(PeerObserver)
 	for name, addr := range cfg.Peers {
 		t.peers[name] = &quicPeer{name: name, addr: addr, queue: make(chan []byte, cfg.MaxQueuedMessages)}
+		t.regions[PeerRegion(name)] = true
 	}
 
 	base := quic.Config{
@@ -230,7 +235,7 @@ func (t *QUICTransport) serverTLS() *tls.Config {
 		if err != nil {
 			return err
 		}
-		if _, ok := t.peers[region]; !ok {
+		if !t.regions[region] {
 			return fmt.Errorf("transport: region %s is not a peer of %s", region, t.cfg.Region)
 		}
 		return nil
@@ -493,7 +498,8 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := t.tr.Dial(ctx, addr, t.cfg.Certs.ClientTLS(p.name), t.dialCfg)
+	region := PeerRegion(p.name)
+	conn, err := t.tr.Dial(ctx, addr, t.cfg.Certs.ClientTLS(region), t.dialCfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -503,14 +509,17 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 	}
 	// ClientTLS has checked the certificate names p; check once more
 	// here, where a mismatch would misroute traffic.
-	if got := connRegion(conn); got != p.name {
+	if got := connRegion(conn); got != region {
 		return fail(fmt.Errorf("transport: %s answered as region %q", p.addr, got))
 	}
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return fail(err)
 	}
-	if _, err := s.Write([]byte{kindMessages}); err != nil {
+	// The stream opens with its kind and this process's peer name (its
+	// region's certificate does not name the node).
+	self := t.cfg.PeerName()
+	if _, err := s.Write(append([]byte{kindMessages, byte(len(self))}, self...)); err != nil {
 		return fail(err)
 	}
 	// The peer checks our certificate only after our side of the TLS
@@ -616,10 +625,8 @@ func (t *QUICTransport) acceptLoop() {
 func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 	defer t.wg.Done()
 	region, err := certs.PeerRegion(conn.ConnectionState().TLS)
-	if err == nil {
-		if _, ok := t.peers[region]; !ok {
-			err = fmt.Errorf("transport: region %s is not a peer", region)
-		}
+	if err == nil && !t.regions[region] {
+		err = fmt.Errorf("transport: region %s is not a peer", region)
 	}
 	if err != nil {
 		// The TLS configuration refuses such a peer already; this is a
@@ -630,19 +637,13 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 	}
 
 	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
 		conn.CloseWithError(codeShutdown, "shutdown")
 		return
 	}
-	old := t.incoming[region]
-	t.incoming[region] = conn
-	t.mu.Unlock()
-	if old != nil {
-		// The peer dialled again: it has given up on the old connection.
-		go old.CloseWithError(codeSuperseded, "superseded by a new connection")
-	}
-	t.log.Debug("transport: accepted", "peer", region, "remote", conn.RemoteAddr().String())
+	t.log.Debug("transport: accepted", "region", region, "remote", conn.RemoteAddr().String())
 
 	var streams sync.WaitGroup
 	for {
@@ -659,10 +660,52 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 	streams.Wait()
 
 	t.mu.Lock()
-	if t.incoming[region] == conn {
-		delete(t.incoming, region)
+	if name, ok := t.names[conn]; ok && t.incoming[name] == conn {
+		delete(t.incoming, name)
 	}
+	delete(t.names, conn)
 	t.mu.Unlock()
+}
+
+// hello reads the peer name a message stream opens with, checks that it
+// is a peer of region (the region the connection's certificate names),
+// and makes conn that peer's incoming connection.
+func (t *QUICTransport) hello(conn *quic.Conn, region string, s *quic.Stream) (string, error) {
+	var n [1]byte
+	if _, err := io.ReadFull(s, n[:]); err != nil {
+		return "", err
+	}
+	b := make([]byte, n[0])
+	if _, err := io.ReadFull(s, b); err != nil {
+		return "", err
+	}
+	name := string(b)
+	if _, ok := t.peers[name]; !ok || PeerRegion(name) != region {
+		return "", fmt.Errorf("transport: %q is not a peer of region %s", name, region)
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return "", ErrClosed
+	}
+	old := t.incoming[name]
+	t.incoming[name] = conn
+	t.names[conn] = name
+	t.mu.Unlock()
+	if old != nil && old != conn {
+		// The peer dialled again: it has given up on the old connection.
+		go old.CloseWithError(codeSuperseded, "superseded by a new connection")
+	}
+	return name, nil
+}
+
+// nameOf returns the peer an incoming connection is from, once its
+// message stream has named it.
+func (t *QUICTransport) nameOf(conn *quic.Conn) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	name, ok := t.names[conn]
+	return name, ok
 }
 
 // serveStream serves one stream opened by peer region.
@@ -675,10 +718,21 @@ func (t *QUICTransport) serveStream(conn *quic.Conn, region string, s *quic.Stre
 	}
 	switch kind[0] {
 	case kindMessages:
+		name, err := t.hello(conn, region, s)
+		if err != nil {
+			t.abort(s, codeProtocol, region, "message stream refused", err)
+			return
+		}
 		s.SetReadDeadline(time.Time{})
-		t.serveMessages(conn, region, s)
+		t.serveMessages(conn, name, s)
 	case kindCall:
-		t.serveCall(conn, region, s)
+		// A peer calls only once its message stream is acknowledged.
+		name, ok := t.nameOf(conn)
+		if !ok {
+			t.abort(s, codeProtocol, region, "call before the message stream", errors.New("transport: unnamed peer"))
+			return
+		}
+		t.serveCall(conn, name, s)
 	default:
 		t.abort(s, codeProtocol, region, "unknown stream kind", fmt.Errorf("transport: kind byte %#x", kind[0]))
 	}

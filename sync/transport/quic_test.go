@@ -370,8 +370,10 @@ func expectReset(t *testing.T, conn *quic.Conn, data []byte, code quic.StreamErr
 func TestQUICHostilePeer(t *testing.T) {
 	m, conn := hostileSetup(t)
 	max := m.tr["us-east"].cfg.MaxFrameSize
-	huge := binary.BigEndian.AppendUint32([]byte{kindMessages}, 0xFFFFFFFF)
-	over := binary.BigEndian.AppendUint32([]byte{kindMessages}, uint32(max)+1)
+	// A message stream opens with the sender's peer name.
+	hello := append([]byte{kindMessages, byte(len("ap-south"))}, "ap-south"...)
+	huge := binary.BigEndian.AppendUint32(slices.Clone(hello), 0xFFFFFFFF)
+	over := binary.BigEndian.AppendUint32(slices.Clone(hello), uint32(max)+1)
 	callOver := binary.BigEndian.AppendUint32([]byte{kindCall, 0, 0, 0, 100}, uint32(max)+1)
 
 	// Oversized frames: refused from the header, stream closed with an

@@ -1,0 +1,160 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+)
+
+// HeaderForwarded marks a request one node of a partitioned region
+// forwarded to the node that owns its partition; its value names the
+// forwarding node (REGION/NODE). A node never forwards such a request
+// again.
+const HeaderForwarded = "Lattice-Forwarded"
+
+// Partitioning places the requests of a partitioned region (SPEC §10):
+// any node answers any request, serving its own partitions and forwarding
+// the others to the node of the region that owns them, within the
+// request's deadline.
+type Partitioning struct {
+	// Partitions is the cluster's number of partitions.
+	Partitions int
+	// Self names this node (REGION/NODE) in HeaderForwarded.
+	Self string
+	// Owner returns the base URL (http://host:port or https://…) of the
+	// node of this region that owns partition p, or "" when this node
+	// does.
+	Owner func(p int) string
+	// Client carries forwarded requests (nil: a client with no timeout
+	// of its own; the request's deadline bounds each forward).
+	Client *http.Client
+}
+
+// partitionOf returns the partition of the request c is routed to, and
+// whether it names one: a cart's, a sku's, the one a reservation id names,
+// or, for a new reservation, its body's sku. A request whose key is
+// malformed names none; it is served here, and refused as malformed.
+func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
+	p := h.part.Partitions
+	route := c.Path()
+	switch {
+	case strings.HasPrefix(route, "/v1/carts/"):
+		return config.PartitionOf(c.Param("cart_id"), p), true, nil
+	case strings.HasPrefix(route, "/v1/inventory/"):
+		return config.PartitionOf(c.Param("sku"), p), true, nil
+	case strings.HasPrefix(route, "/v1/reservations/"):
+		part, ok := region.ReservationPartition(c.Param("id"))
+		return part, ok && part < p, nil
+	case route == "/v1/reservations":
+		req := c.Request()
+		if req.Body == nil || req.Method != http.MethodPost {
+			return 0, false, nil
+		}
+		b, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes))
+		if err != nil {
+			return 0, false, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		var body struct {
+			SKU *string `json:"sku"`
+		}
+		if json.Unmarshal(b, &body) != nil || body.SKU == nil {
+			return 0, false, nil
+		}
+		return config.PartitionOf(*body.SKU, p), true, nil
+	}
+	return 0, false, nil
+}
+
+// route serves c here, with its partition in the request's context, when
+// this node owns the partition; else it forwards c to the owner.
+func (h *handler) route(c echo.Context, next echo.HandlerFunc) error {
+	part, ok, err := h.partitionOf(c)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return next(c)
+	}
+	req := c.Request()
+	owner := h.part.Owner(part)
+	if owner == "" {
+		c.SetRequest(req.WithContext(region.WithPartition(req.Context(), part)))
+		return next(c)
+	}
+	if from := req.Header.Get(HeaderForwarded); from != "" {
+		return &region.Error{Code: region.CodePartitionUnavailable, RetryAfter: 1,
+			Detail: fmt.Sprintf("%s forwarded partition %d here, but %s does not own it (do the nodes' configs differ?)", from, part, h.part.Self)}
+	}
+	return h.forward(c, part, owner)
+}
+
+// hopHeaders are the hop-by-hop headers a forward does not pass on.
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// forward sends c's request to the node at base and copies its answer
+// back. A node that cannot be reached, or does not answer within the
+// request's deadline, makes the answer 503 partition_unavailable.
+func (h *handler) forward(c echo.Context, part int, base string) error {
+	req := c.Request()
+	ctx, cancel := context.WithTimeout(req.Context(), h.timeout+MaxWait)
+	defer cancel()
+	out, err := http.NewRequestWithContext(ctx, req.Method, base+req.URL.RequestURI(), req.Body)
+	if err != nil {
+		return err
+	}
+	out.Header = req.Header.Clone()
+	for _, k := range hopHeaders {
+		out.Header.Del(k)
+	}
+	out.Header.Set(HeaderForwarded, h.part.Self)
+	out.Header[HeaderRequestID] = []string{requestIDFrom(c)}
+	out.ContentLength = req.ContentLength
+	client := h.part.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(out)
+	if err != nil {
+		h.metrics.forwardFailures.Inc()
+		why := err.Error()
+		if errors.Is(err, context.DeadlineExceeded) {
+			why = "no answer within the request's deadline"
+		}
+		return &region.Error{Code: region.CodePartitionUnavailable, RetryAfter: 1,
+			Detail: fmt.Sprintf("the node owning partition %d cannot be reached: %s", part, why)}
+	}
+	defer resp.Body.Close()
+	h.metrics.forwards.Inc()
+	hdr := c.Response().Header()
+	for k, v := range resp.Header {
+		hdr[k] = v
+	}
+	for _, k := range hopHeaders {
+		hdr.Del(k)
+	}
+	hdr.Set(HeaderPartition, strconv.Itoa(part))
+	c.Response().WriteHeader(resp.StatusCode)
+	_, err = io.Copy(c.Response(), resp.Body)
+	if err != nil {
+		// The status is sent; all that is left is to cut the answer.
+		h.log.Warn("api: forwarded answer cut short", "partition", part, "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+// HeaderPartition, on an answer, names the partition whose owning node
+// (another node of the region) answered it.
+const HeaderPartition = "Lattice-Partition"

@@ -1,0 +1,265 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/latticedb/lattice/api"
+	"github.com/latticedb/lattice/region"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/store"
+	"github.com/latticedb/lattice/sync/certs"
+	"github.com/latticedb/lattice/sync/replication"
+)
+
+// PartitionedReplication is the replication of a node of a partitioned
+// region: one Replicator per partition the node owns, sharing one QUIC
+// endpoint (replication.Partitioned implements it).
+type PartitionedReplication interface {
+	// Replicator returns partition part's replication: its node's
+	// Publisher, write-concern waiter and peers' status.
+	Replicator(part int) *replication.Replicator
+	// Forwarder returns partition part's node's Forwarder.
+	Forwarder(part int) region.Forwarder
+	// Start begins replicating every partition's node.
+	Start(ctx context.Context, nodes map[int]*region.Node) error
+	Close() error
+}
+
+var _ PartitionedReplication = (*replication.Partitioned)(nil)
+
+// NewPartitionedReplication builds the replication of a node of a
+// partitioned region from env (env.Node and env.Owned set).
+type NewPartitionedReplication func(env ReplicationEnv) (PartitionedReplication, error)
+
+// QUICPartitioned returns the NewPartitionedReplication of replication over
+// QUIC with mutual TLS, tuned by opts.
+func QUICPartitioned(opts replication.AttachOptions) NewPartitionedReplication {
+	return func(env ReplicationEnv) (PartitionedReplication, error) {
+		return replication.NewPartitioned(opts, env), nil
+	}
+}
+
+// partitioned reports whether region name runs partitioned: the cluster
+// has several partitions, or the region several nodes.
+func partitioned(cfg *config.Config, name string) bool {
+	return cfg.PartitionCount() > 1 || len(cfg.Nodes(name)) > 1
+}
+
+// PartitionDir is the directory of partition part's store inside a
+// region's directory: p0000, p0001, … Moving a partition to another node
+// moves this directory (see docs/operations.md).
+func PartitionDir(part int) string { return fmt.Sprintf("p%04d", part) }
+
+// startPartitioned is Start for a node of a partitioned region (SPEC §10):
+// each partition the node owns has its store (RegionDir/pNNNN/data.db) and
+// its region.Node, the API serves them through a region.Partitions and
+// forwards requests for the region's other partitions to their nodes, and
+// replication (opts.PartitionedReplication) runs each partition with the
+// same partition of the other regions.
+func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled prometheus.Registerer) (*Server, error) {
+	cfg, name := s.cfg, s.name
+	nodes := cfg.Nodes(name)
+	nodeName := opts.Node
+	if nodeName == "" {
+		if len(nodes) > 1 {
+			return nil, fmt.Errorf("server: region %s runs on %d nodes: name the node to run (--node)", name, len(nodes))
+		}
+		nodeName = nodes[0].Name
+	}
+	nc, ok := cfg.Node(name, nodeName)
+	if !ok {
+		var names []string
+		for _, n := range nodes {
+			names = append(names, n.Name)
+		}
+		return nil, fmt.Errorf("server: region %s has no node %q (nodes: %v)", name, nodeName, names)
+	}
+	s.nodeName = nodeName
+	s.log = s.log.With("node", nodeName)
+	count := cfg.PartitionCount()
+	owned := ownedOf(nc, count)
+	if len(owned) == 0 {
+		return nil, fmt.Errorf("server: node %s of region %s owns no partition", nodeName, name)
+	}
+
+	var peerBundle *certs.Bundle
+	var prepl PartitionedReplication
+	if opts.PartitionedReplication != nil {
+		bundle, err := certs.Load(cfg.TLSDir, name)
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		}
+		peerBundle = bundle
+		prepl, err = opts.PartitionedReplication(ReplicationEnv{Config: cfg, Region: name, PeerAddr: nc.Peer,
+			TLS: bundle, Logger: s.log, Registerer: labelled, Node: nodeName, Owned: owned})
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s: replication: %w", name, err)
+		}
+		s.prepl = prepl
+	} else if len(cfg.Peers(name)) > 0 || len(nodes) > 1 {
+		s.log.Warn("no replication attached: this node replicates nothing and reaches no other node")
+	}
+	var peerRegions []string
+	for _, p := range cfg.Peers(name) {
+		peerRegions = append(peerRegions, p.Name)
+	}
+
+	byPart := make(map[int]*region.Node, len(owned))
+	var list []*region.Node
+	for _, part := range owned {
+		preg := prometheus.WrapRegistererWith(prometheus.Labels{"partition": strconv.Itoa(part)}, labelled)
+		metrics := region.NewMetrics(preg)
+		path := filepath.Join(cfg.RegionDir(name), PartitionDir(part), DataFile)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		}
+		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Logger: s.log.With("partition", part), Metrics: metrics.Store()})
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
+		}
+		s.pstores = append(s.pstores, st)
+		nopts := region.Options{
+			Name:           name,
+			Home:           cfg.Home,
+			IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
+			Store:          st,
+			Clock:          opts.Clock,
+			Logger:         s.log.With("partition", part),
+			Metrics:        metrics,
+			ExpiryInterval: opts.ExpiryInterval,
+			Peers:          s.unattachedPeers,
+			Partition:      part,
+			Partitions:     count,
+		}
+		if prepl != nil {
+			r := prepl.Replicator(part)
+			nopts.Publisher, nopts.Forwarder, nopts.Peers, nopts.Replicas = r, prepl.Forwarder(part), r.Status, r
+			nopts.PeerRegions = peerRegions
+		}
+		n, err := region.NewNode(nopts)
+		if err != nil {
+			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
+		}
+		byPart[part] = n
+		list = append(list, n)
+	}
+	parts, err := region.NewPartitions(name, nodeName, count, list)
+	if err != nil {
+		for _, n := range list {
+			n.Close()
+		}
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
+	s.parts = parts
+	labelled.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "lattice_region_ready",
+		Help: "1 while the region's storage is open and serving (GET /readyz answers 200), else 0.",
+	}, func() float64 {
+		if parts.Ready() {
+			return 1
+		}
+		return 0
+	}))
+	owns := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "lattice_node_partitions",
+		Help:        "Partitions this node of a partitioned region owns (the node label names it).",
+		ConstLabels: prometheus.Labels{"node": nodeName},
+	})
+	owns.Set(float64(len(owned)))
+	labelled.MustRegister(owns)
+	if prepl != nil {
+		if err := prepl.Start(ctx, byPart); err != nil {
+			return nil, fmt.Errorf("server: region %s: start replication: %w", name, err)
+		}
+	}
+
+	scheme := "http://"
+	if cfg.APITLS.Cert != "" {
+		scheme = "https://"
+	}
+	owners := make([]string, count)
+	for p := range count {
+		if o := cfg.Owner(name, p); o.Name != nodeName {
+			owners[p] = scheme + o.DialAPI()
+		}
+	}
+	part := &api.Partitioning{Partitions: count, Self: name + "/" + nodeName, Owner: func(p int) string { return owners[p] }}
+	if err := s.serveAPI(ctx, parts, part, nc.API, peerBundle, labelled, opts); err != nil {
+		return nil, err
+	}
+	s.log.Info("region node serving", "api", s.URL(), "partitions", len(owned), "of", count,
+		"data", cfg.RegionDir(name), "durability", string(cfg.Durability), "replication", prepl != nil)
+	return s, nil
+}
+
+// Partitions returns a partitioned region's node's partitions (nil for a
+// region of one partition: see Node).
+func (s *Server) Partitions() *region.Partitions { return s.parts }
+
+// NodeName returns the name of the node of its region the Server runs.
+func (s *Server) NodeName() string {
+	if s.nodeName != "" {
+		return s.nodeName
+	}
+	return s.cfg.Nodes(s.name)[0].Name
+}
+
+// forwardClient returns the HTTP client a node of a partitioned region
+// forwards requests with to the other nodes of its region. Over HTTPS it
+// trusts the system's roots, the CA certificates of api_tls.client_ca and
+// those that follow the leaf in api_tls.cert, and presents the node's own
+// API certificate (for a region whose API asks clients for one); those
+// files are read when the node starts.
+func (s *security) forwardClient(cfg *config.Config) (*http.Client, error) {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	if cfg.APITLS.Cert != "" {
+		roots, err := x509.SystemCertPool()
+		if err != nil || roots == nil {
+			roots = x509.NewCertPool()
+		}
+		for _, f := range []string{cfg.APITLS.ClientCA, cfg.APITLS.Cert} {
+			if f == "" {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("forwarding client: %w", err)
+			}
+			roots.AppendCertsFromPEM(b)
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.APITLS.Cert, cfg.APITLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("forwarding client: %w", err)
+		}
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}}
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
+}
+
+// ownedOf returns the partitions node owns of a cluster of count.
+func ownedOf(n config.NodeConfig, count int) []int {
+	var out []int
+	for p := range count {
+		if n.Owns(p) {
+			out = append(out, p)
+		}
+	}
+	return slices.Clip(out)
+}
