@@ -26,6 +26,7 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fset.String("region", "", "`NAME` of the region whose store to back up, one of the config's regions")
 	out := fset.String("out", "", "`FILE` to write the snapshot to (its directory must exist)")
+	part := fset.Int("partition", -1, "`N`: the partition whose store to back up (required when the cluster has several partitions; each has its own store)")
 	force := fset.Bool("force", false, "replace --out if it exists")
 	pos, err := parseFlags(fset, args)
 	if err != nil {
@@ -35,7 +36,7 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "out", *out) {
 		return exitUsage
 	}
-	store, ok := regionStore(cio, me, *cfgPath, *name)
+	store, ok := regionStore(cio, me, *cfgPath, *name, *part)
 	if !ok {
 		return exitFail
 	}
@@ -87,6 +88,7 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
 	name := fset.String("region", "", "`NAME` of the region whose store to replace, one of the config's regions; it must be stopped")
 	from := fset.String("from", "", "snapshot `FILE` written by lattice backup")
+	part := fset.Int("partition", -1, "`N`: the partition whose store to replace (required when the cluster has several partitions); the node that owns it here must be stopped")
 	pos, err := parseFlags(fset, args)
 	if err != nil {
 		return flagStatus(err)
@@ -95,7 +97,7 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "from", *from) {
 		return exitUsage
 	}
-	store, ok := regionStore(cio, me, *cfgPath, *name)
+	store, ok := regionStore(cio, me, *cfgPath, *name, *part)
 	if !ok {
 		return exitFail
 	}
@@ -145,8 +147,10 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 }
 
 // regionStore loads the config and returns the path of region name's
-// store file, reporting a problem on cio.stderr.
-func regionStore(cio cmdIO, me, cfgPath, name string) (string, bool) {
+// store file — of partition part's store when the cluster has several
+// partitions (part is then required; -1 means not given) —, reporting a
+// problem on cio.stderr.
+func regionStore(cio cmdIO, me, cfgPath, name string, part int) (string, bool) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		printLines(cio.stderr, me+": ", err)
@@ -157,7 +161,21 @@ func regionStore(cio cmdIO, me, cfgPath, name string) (string, bool) {
 			me, name, cfgPath, strings.Join(cfg.RegionNames(), ", "))
 		return "", false
 	}
-	return filepath.Join(cfg.RegionDir(name), server.DataFile), true
+	p := cfg.PartitionCount()
+	switch {
+	case p == 1 && part > 0:
+		fmt.Fprintf(cio.stderr, "%s: --partition %d: the cluster has one partition\n", me, part)
+		return "", false
+	case p == 1:
+		return filepath.Join(cfg.RegionDir(name), server.DataFile), true
+	case part < 0:
+		fmt.Fprintf(cio.stderr, "%s: --partition is required: the cluster has %d partitions, each with a store of its own\n", me, p)
+		return "", false
+	case part >= p:
+		fmt.Fprintf(cio.stderr, "%s: --partition %d: the cluster's partitions are 0..%d\n", me, part, p-1)
+		return "", false
+	}
+	return filepath.Join(cfg.RegionDir(name), server.PartitionDir(part), server.DataFile), true
 }
 
 // checkStoreExists reports a store that is not there (a region that

@@ -32,8 +32,8 @@ func TestBackupRestoreUsage(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{"help backup", []string{"help", "backup"}, 0, "Usage: lattice backup --config FILE --region NAME --out FILE", ""},
-		{"help restore", []string{"help", "restore"}, 0, "Usage: lattice restore --config FILE --region NAME --from FILE", ""},
+		{"help backup", []string{"help", "backup"}, 0, "Usage: lattice backup --config FILE --region NAME [--partition N] --out FILE", ""},
+		{"help restore", []string{"help", "restore"}, 0, "Usage: lattice restore --config FILE --region NAME [--partition N] --from FILE", ""},
 		{"usage lists backup", []string{"help"}, 0, "lattice backup --config FILE", ""},
 		{"usage lists restore", []string{"help"}, 0, "lattice restore --config FILE", ""},
 		{"backup -h", []string{"backup", "-h"}, 0, "", "-force"},
