@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -13,18 +14,21 @@ import (
 // A partitioned cluster's causal token covers only the partitions the
 // client touched, each with its own context (each partition of a region is
 // a replica with its own dots). It is "p." followed by the URL-safe
-// base64 of a CBOR array of [partition, context] pairs, the partition most
-// recently touched first; an unpartitioned cluster's token is the plain
-// context token (crdt.FormatToken) and has no '.'.
+// base64 of a CBOR array (tokenDoc): the replica ids it names, once, then
+// per partition, the one most recently touched first, its number, version
+// vector and out-of-order dots as (replica index, counter) pairs. An
+// unpartitioned cluster's token is the plain context token
+// (crdt.FormatToken) and has no '.'.
 //
 // Bounds: at most MaxTokenPartitions entries and MaxPartitionTokenChars
 // characters. Past either, the entries' contexts are first reduced to
 // their version vector ceilings (crdt.Context.Ceil: still covering
 // everything, at the price of waiting for a few more dots), then the
 // least recently touched entries are dropped: read-your-writes then holds
-// for the MaxTokenPartitions partitions a client touched last. A
-// three-region cluster's entry takes about 60–90 characters, so a token
-// of a session that touched 32 partitions stays under 3 KiB.
+// for the MaxTokenPartitions partitions a client touched last. In a
+// three-region cluster an entry takes about 25 characters and the replica
+// ids about 80 once: a session that touched 32 partitions sends a token of
+// under 1 KiB (TestPartitionTokenBounds: 778 characters).
 
 // MaxTokenPartitions bounds the partitions one causal token covers.
 const MaxTokenPartitions = 64
@@ -35,10 +39,29 @@ const MaxPartitionTokenChars = 6 << 10
 
 const partitionTokenPrefix = "p."
 
-type tokenEntry struct {
-	_   struct{} `cbor:",toarray"`
-	P   int
-	Ctx []byte
+// tokenDoc is the encoded form: the replica ids once, then per partition
+// its version vector and cloud as flat (name index, counter) pairs.
+type tokenDoc struct {
+	_     struct{} `cbor:",toarray"`
+	Names []string
+	Parts []tokenPart
+}
+
+type tokenPart struct {
+	_     struct{} `cbor:",toarray"`
+	P     int
+	VV    []uint64
+	Cloud []uint64
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // partToken is a decoded partitioned token: its entries, most recently
@@ -62,23 +85,57 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 	if err != nil {
 		return t, fmt.Errorf("token: %w", err)
 	}
-	var entries []tokenEntry
-	if err := crdt.Unmarshal(b, &entries, len(b)); err != nil {
+	var doc tokenDoc
+	if err := crdt.Unmarshal(b, &doc, len(b)); err != nil {
 		return t, fmt.Errorf("token: %w", err)
 	}
-	if len(entries) > MaxTokenPartitions {
-		return t, fmt.Errorf("token covers %d partitions, at most %d", len(entries), MaxTokenPartitions)
+	if len(doc.Parts) > MaxTokenPartitions {
+		return t, fmt.Errorf("token covers %d partitions, at most %d", len(doc.Parts), MaxTokenPartitions)
 	}
-	for _, e := range entries {
+	for _, n := range doc.Names {
+		if !crdt.ValidReplica(crdt.ReplicaID(n)) {
+			return t, fmt.Errorf("token names replica %q", n)
+		}
+	}
+	pairs := func(p int, xs []uint64, add func(r crdt.ReplicaID, c uint64)) error {
+		if len(xs)%2 != 0 {
+			return fmt.Errorf("token, partition %d: odd pairs", p)
+		}
+		for i := 0; i < len(xs); i += 2 {
+			if xs[i] >= uint64(len(doc.Names)) || xs[i+1] == 0 {
+				return fmt.Errorf("token, partition %d: bad entry", p)
+			}
+			add(crdt.ReplicaID(doc.Names[xs[i]]), xs[i+1])
+		}
+		return nil
+	}
+	for _, e := range doc.Parts {
 		if e.P < 0 || e.P >= partitions {
 			return t, fmt.Errorf("token names partition %d of a cluster of %d", e.P, partitions)
 		}
 		if slices.Contains(t.parts, e.P) {
 			return t, fmt.Errorf("token names partition %d twice", e.P)
 		}
-		c, err := crdt.DecodeContext(e.Ctx)
+		var c crdt.Context
+		err := pairs(e.P, e.VV, func(r crdt.ReplicaID, n uint64) {
+			if c.VV == nil {
+				c.VV = map[crdt.ReplicaID]uint64{}
+			}
+			c.VV[r] = max(c.VV[r], n)
+		})
+		if err == nil {
+			// One compaction at the end: inserting one by one would
+			// compact after each dot.
+			err = pairs(e.P, e.Cloud, func(r crdt.ReplicaID, n uint64) {
+				if c.Cloud == nil {
+					c.Cloud = map[crdt.Dot]struct{}{}
+				}
+				c.Cloud[crdt.Dot{Replica: r, Counter: n}] = struct{}{}
+			})
+			c.Compact()
+		}
 		if err != nil {
-			return t, fmt.Errorf("token, partition %d: %w", e.P, err)
+			return t, err
 		}
 		t.parts = append(t.parts, e.P)
 		t.ctxs = append(t.ctxs, c)
@@ -115,16 +172,36 @@ func (t *partToken) touch(p int, c *crdt.Context) {
 func (t *partToken) format() string {
 	n := min(len(t.parts), MaxTokenPartitions)
 	enc := func(n int, ceil bool) string {
-		entries := make([]tokenEntry, n)
+		var doc tokenDoc
+		index := map[crdt.ReplicaID]uint64{}
+		name := func(r crdt.ReplicaID) uint64 {
+			i, ok := index[r]
+			if !ok {
+				i = uint64(len(doc.Names))
+				index[r] = i
+				doc.Names = append(doc.Names, string(r))
+			}
+			return i
+		}
 		for i := range n {
 			c := &t.ctxs[i]
 			if ceil {
 				cc := c.Ceil()
 				c = &cc
 			}
-			entries[i] = tokenEntry{P: t.parts[i], Ctx: crdt.EncodeContext(c)}
+			part := tokenPart{P: t.parts[i]}
+			for _, r := range slices.Sorted(maps.Keys(c.VV)) {
+				part.VV = append(part.VV, name(r), c.VV[r])
+			}
+			dots := slices.SortedFunc(maps.Keys(c.Cloud), func(a, b crdt.Dot) int {
+				return strings.Compare(string(a.Replica), string(b.Replica))*2 + cmpU(a.Counter, b.Counter)
+			})
+			for _, d := range dots {
+				part.Cloud = append(part.Cloud, name(d.Replica), d.Counter)
+			}
+			doc.Parts = append(doc.Parts, part)
 		}
-		b, err := crdt.Marshal(entries)
+		b, err := crdt.Marshal(doc)
 		if err != nil {
 			panic(fmt.Sprintf("region: encode token: %v", err))
 		}
