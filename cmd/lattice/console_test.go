@@ -46,7 +46,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Skip("starts a three-region cluster and a browser; skipped under -short")
 	}
 	chrome := chromiumPath(t)
-	cfg, _, err := devConfig(t.TempDir(), "wan", 0, freeRun(t, "tcp"), freeRun(t, "udp"))
+	cfg, _, err := devConfig(t.TempDir(), "wan", 0, freeRun(t, "tcp"), freeRun(t, "udp"), devLayout{partitions: 1, nodes: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

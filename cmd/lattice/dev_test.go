@@ -2,20 +2,34 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/regiontest"
 )
 
 // freeRun returns the first of three consecutive free ports of network on
 // 127.0.0.1 (free a moment ago).
 func freeRun(t *testing.T, network string) int {
+	t.Helper()
+	return freeRunN(t, network, 3)
+}
+
+// freeRunN returns the first of n consecutive free ports of network on
+// 127.0.0.1 (free a moment ago).
+func freeRunN(t *testing.T, network string, n int) int {
 	t.Helper()
 	for range 50 {
 		var base int
@@ -34,8 +48,8 @@ func freeRun(t *testing.T, network string) int {
 			base = pc.LocalAddr().(*net.UDPAddr).Port
 			pc.Close()
 		}
-		free := base+2 < 65536
-		for p := base; free && p < base+3; p++ {
+		free := base+n-1 < 65536
+		for p := base; free && p < base+n; p++ {
 			addr := fmt.Sprintf("127.0.0.1:%d", p)
 			if network == "tcp" {
 				ln, err := net.Listen("tcp", addr)
@@ -53,7 +67,7 @@ func freeRun(t *testing.T, network string) int {
 			return base
 		}
 	}
-	t.Fatal("no three consecutive free ports")
+	t.Fatalf("no %d consecutive free ports", n)
 	return 0
 }
 
@@ -136,5 +150,209 @@ func TestDevRemovesItsTemporaryData(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(kept, f)); err != nil {
 			t.Errorf("--data %s lost %s after exit: %v", kept, f, err)
 		}
+	}
+}
+
+func TestDevLayout(t *testing.T) {
+	owners := func(l devLayout) map[string][]string {
+		cfg := config.DefaultConfig()
+		if err := l.apply(cfg, 7101, 7201); err != nil {
+			t.Fatalf("%+v: %v", l, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%+v: %v", l, err)
+		}
+		out := map[string][]string{}
+		for _, r := range cfg.Regions {
+			for _, n := range cfg.Nodes(r.Name) {
+				out[r.Name] = append(out[r.Name], fmt.Sprintf("%s %s %s %s", n.Name, n.API, n.Peer, strings.Join(n.Partitions, ",")))
+			}
+		}
+		return out
+	}
+	// The defaults are today's cluster: one node per region, ports in
+	// region order.
+	if got := owners(devLayout{partitions: 1, nodes: 1})["eu-west"]; !slices.Equal(got, []string{"eu-west 127.0.0.1:7102 127.0.0.1:7202 0"}) {
+		t.Errorf("default eu-west: %q", got)
+	}
+	if got := owners(devLayout{partitions: 8, nodes: 1})["ap-south"]; !slices.Equal(got, []string{"ap-south 127.0.0.1:7103 127.0.0.1:7203 0-7"}) {
+		t.Errorf("8 partitions, 1 node, ap-south: %q", got)
+	}
+	// Contiguous ranges, ports region by region.
+	got := owners(devLayout{partitions: 8, nodes: 3})
+	if want := []string{"n0 127.0.0.1:7104 127.0.0.1:7204 0-1", "n1 127.0.0.1:7105 127.0.0.1:7205 2-4", "n2 127.0.0.1:7106 127.0.0.1:7206 5-7"}; !slices.Equal(got["eu-west"], want) {
+		t.Errorf("8 partitions, 3 nodes, eu-west: %q, want %q", got["eu-west"], want)
+	}
+	if got := owners(devLayout{partitions: 2, nodes: 2})["us-east"]; !slices.Equal(got, []string{"n0 127.0.0.1:7101 127.0.0.1:7201 0", "n1 127.0.0.1:7102 127.0.0.1:7202 1"}) {
+		t.Errorf("2 partitions, 2 nodes, us-east: %q", got)
+	}
+	for _, l := range []devLayout{{partitions: 6, nodes: 1}, {partitions: 0, nodes: 1}, {partitions: 2, nodes: 3}, {partitions: 4, nodes: 0}, {partitions: 8192, nodes: 1}} {
+		if err := l.apply(config.DefaultConfig(), 7101, 7201); err == nil {
+			t.Errorf("%+v accepted", l)
+		}
+	}
+	if err := (devLayout{partitions: 8, nodes: 8}).apply(config.DefaultConfig(), 65520, 7201); err == nil {
+		t.Error("ports past 65535 accepted")
+	}
+	if code, _, stderr := runCLI(t, "dev", "--partitions", "8", "--nodes", "16"); code != exitUsage || !strings.Contains(stderr, "--nodes 16") {
+		t.Errorf("--nodes 16 of 8 partitions: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// devNodeLine is a node's line in the listing `lattice dev` prints.
+var devNodeLine = regexp.MustCompile(`(?m)^  (\S+)/(n\d+)\s+(http://\S+)\s+partitions (\S+)\s+console `)
+
+// TestDevPartitionedNodes runs `lattice dev --partitions 8 --nodes 2` in
+// this process: it lists six nodes, each region's owning partitions 0-3
+// and 4-7; a cart of a partition that us-east's second node owns, written
+// through its first, reads back through eu-west's first node (which
+// forwards to its region's owner); cutting eu-west off in the console
+// cuts both its nodes off from both of every other region's, and its
+// writes of both halves arrive after the heal.
+func TestDevPartitionedNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts six nodes; skipped under -short")
+	}
+	const partitions = 8
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- run(ctx, []string{"dev", "--partitions", fmt.Sprint(partitions), "--nodes", "2", "--latency", "none", "--log-level", "warn",
+			"--data", t.TempDir(), "--api-port", fmt.Sprint(freeRunN(t, "tcp", 6)), "--peer-port", fmt.Sprint(freeRunN(t, "udp", 6))}, &stdout, &stderr)
+	}()
+	stopped := false
+	defer func() {
+		if !stopped {
+			cancel()
+			<-exited
+		}
+	}()
+	regiontest.WaitFor(t, 60*time.Second, "lattice dev listing its nodes", func() bool {
+		select {
+		case code := <-exited:
+			stopped = true
+			t.Fatalf("lattice dev exited with %d:\n%s\n%s", code, stdout.String(), stderr.String())
+		default:
+		}
+		return strings.Contains(stdout.String(), "try:")
+	})
+	type node struct{ region, name, partitions string }
+	nodes := map[node]*api{}
+	for _, m := range devNodeLine.FindAllStringSubmatch(stdout.String(), -1) {
+		nodes[node{m[1], m[2], m[4]}] = newAPI(m[3])
+	}
+	for _, r := range []string{"us-east", "eu-west", "ap-south"} {
+		for i, owns := range []string{"0-3", "4-7"} {
+			if nodes[node{r, fmt.Sprintf("n%d", i), owns}] == nil {
+				t.Fatalf("no node %s/n%d owning %s in the listing:\n%s", r, i, owns, stdout.String())
+			}
+		}
+	}
+	at := func(region string, n int) *api {
+		return nodes[node{region, fmt.Sprintf("n%d", n), []string{"0-3", "4-7"}[n]}]
+	}
+	var cl struct {
+		Node           string `json:"node"`
+		PartitionCount int    `json:"partition_count"`
+		Partitions     []struct {
+			Partition int `json:"partition"`
+		} `json:"partitions"`
+	}
+	at("us-east", 1).get(t, "/v1/cluster", &cl)
+	if cl.Node != "n1" || cl.PartitionCount != partitions || len(cl.Partitions) != 4 || cl.Partitions[0].Partition != 4 {
+		t.Fatalf("us-east/n1's /v1/cluster: %+v", cl)
+	}
+
+	// cartOf returns a cart id of a partition node n of a region owns.
+	cartOf := func(prefix string, n int) string {
+		for i := 0; ; i++ {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			if config.PartitionOf(id, partitions)/(partitions/2) == n {
+				return id
+			}
+		}
+	}
+	add := func(a *api, cart string) {
+		t.Helper()
+		if status, _, b, err := a.call("POST", "/v1/carts/"+cart+"/items", `{"sku":"book","qty":1}`); err != nil || status != 200 {
+			t.Fatalf("add to %s at %s: %d %s %v", cart, a.base, status, b, err)
+		}
+	}
+	holds := func(a *api, cart string) bool {
+		status, _, b, err := a.call("GET", "/v1/carts/"+cart, "")
+		if err != nil || status != 200 {
+			return false
+		}
+		var c struct {
+			Items []struct {
+				SKU string `json:"sku"`
+				Qty int    `json:"qty"`
+			} `json:"items"`
+		}
+		return json.Unmarshal(b, &c) == nil && len(c.Items) == 1 && c.Items[0].Qty == 1
+	}
+
+	other := cartOf("dev-other", 1)
+	add(at("us-east", 0), other)
+	regiontest.WaitFor(t, 30*time.Second, "the cart written through us-east/n0 read through eu-west/n0", func() bool {
+		return holds(at("eu-west", 0), other)
+	})
+
+	post := func(a *api, control, body string) {
+		t.Helper()
+		if status, _, b, err := a.call("POST", "/console/dev/"+control, body, "Content-Type", "application/json"); err != nil || status != 200 {
+			t.Fatalf("console %s %s: %d %s %v", control, body, status, b, err)
+		}
+	}
+	post(at("us-east", 1), "cut", `{"region":"eu-west"}`)
+	cut := []string{cartOf("dev-cut", 0), cartOf("dev-cut", 1)}
+	for _, c := range cut {
+		add(at("eu-west", 1), c)
+	}
+	// Both halves are at eu-west at once; while it is cut off no node
+	// of the other regions gets them.
+	for _, c := range cut {
+		if !holds(at("eu-west", 0), c) {
+			t.Fatalf("%s written at eu-west is not read there", c)
+		}
+	}
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		for _, r := range []string{"us-east", "ap-south"} {
+			for n := range 2 {
+				for _, c := range cut {
+					if holds(at(r, n), c) {
+						t.Fatalf("%s written at eu-west while it was cut off reached %s/n%d", c, r, n)
+					}
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	post(at("ap-south", 0), "heal", `{"region":"eu-west"}`)
+	regiontest.WaitFor(t, 60*time.Second, "eu-west's writes at every node after the heal", func() bool {
+		for _, r := range []string{"us-east", "ap-south"} {
+			for n := range 2 {
+				for _, c := range cut {
+					if !holds(at(r, n), c) {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
+
+	cancel()
+	stopped = true
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Fatalf("lattice dev exited with %d after its context ended:\n%s", code, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("lattice dev did not stop within 60 s of its context's end")
 	}
 }
