@@ -88,6 +88,8 @@ type shape struct {
 	major  byte     // CBOR major type: 0 unsigned, 3 text, 4 array
 	signed bool     // an integer that may also be negative (major 1)
 	fields []*shape // a fixed-length array: exactly these fields
+	// optional is how many of the last fields may be left out.
+	optional int
 	elem   *shape   // an array of elements of this shape
 	max    int      // most elements of an elem array
 }
@@ -103,7 +105,9 @@ var (
 	cartShape    = arrayOf(replShape, MaxReplicas)
 	ctrShape     = &shape{name: "counter record", major: majorArray, fields: []*shape{textShape, uintShape, uintShape}}
 	stockShape   = arrayOf(ctrShape, MaxReplicas)
-	itemShape    = &shape{name: "item", major: majorArray, fields: []*shape{stockShape, uintShape, textShape, intShape}}
+	escrowRec    = &shape{name: "escrow record", major: majorArray, fields: []*shape{uintShape, textShape, textShape, uintShape}}
+	escrowShape  = arrayOf(escrowRec, MaxEscrowRecords)
+	itemShape    = &shape{name: "item", major: majorArray, fields: []*shape{stockShape, uintShape, textShape, intShape, escrowShape}, optional: 1}
 	gCartShape   = &shape{name: "group cart", major: majorArray, fields: []*shape{textShape, cartShape}}
 	gItemShape   = &shape{name: "group item", major: majorArray, fields: []*shape{textShape, itemShape}}
 	gCartsShape  = arrayOf(gCartShape, MaxGroupKeys)
@@ -172,7 +176,10 @@ func (s *shape) accepts(major byte, at int) error {
 // length checks the length n of an array of shape s at byte at, with rest
 // bytes after its head.
 func (s *shape) length(n uint64, at, rest int) error {
-	if s.fields != nil && n != uint64(len(s.fields)) {
+	if s.fields != nil && (n > uint64(len(s.fields)) || n < uint64(len(s.fields)-s.optional)) {
+		if s.optional > 0 {
+			return fmt.Errorf("%s of %d to %d fields expected at byte %d, found %d", s.name, len(s.fields)-s.optional, len(s.fields), at, n)
+		}
 		return fmt.Errorf("%s of %d fields expected at byte %d, found %d", s.name, len(s.fields), at, n)
 	}
 	if s.elem != nil && n > uint64(s.max) {

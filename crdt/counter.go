@@ -113,6 +113,10 @@ func (g *Register) Brings(delta *Register) bool { return g.less(delta) }
 type Item struct {
 	Stock PNCounter
 	Held  Register
+	// Escrow is the item's stock rights (escrow.go): units the home
+	// granted each region, and what each region used or returned of
+	// them; nil for an item without escrow.
+	Escrow map[EscrowKey]uint64
 }
 
 // Restock returns the delta of replica r adding n units of stock.
@@ -135,17 +139,35 @@ func (it *Item) SetHeld(r ReplicaID, held int64) *Item {
 func (it *Item) Join(o *Item) {
 	it.Stock.Join(&o.Stock)
 	it.Held.Join(&o.Held)
+	for k, v := range o.Escrow {
+		if v > it.Escrow[k] {
+			if it.Escrow == nil {
+				it.Escrow = make(map[EscrowKey]uint64, len(o.Escrow))
+			}
+			it.Escrow[k] = v
+		}
+	}
 }
 
 // Brings reports whether joining delta into it would change it.
 func (it *Item) Brings(delta *Item) bool {
-	return it.Stock.Brings(&delta.Stock) || it.Held.Brings(&delta.Held)
+	if it.Stock.Brings(&delta.Stock) || it.Held.Brings(&delta.Held) {
+		return true
+	}
+	for k, v := range delta.Escrow {
+		if v > it.Escrow[k] {
+			return true
+		}
+	}
+	return false
 }
 
 // Clone returns a deep copy of it.
-func (it *Item) Clone() *Item { return &Item{Stock: it.Stock.Clone(), Held: it.Held} }
+func (it *Item) Clone() *Item {
+	return &Item{Stock: it.Stock.Clone(), Held: it.Held, Escrow: maps.Clone(it.Escrow)}
+}
 
 // Empty reports whether it holds no stock operation and no held value.
 func (it *Item) Empty() bool {
-	return len(it.Stock.P) == 0 && len(it.Stock.N) == 0 && it.Held.Version == 0
+	return len(it.Stock.P) == 0 && len(it.Stock.N) == 0 && it.Held.Version == 0 && len(it.Escrow) == 0
 }

@@ -305,7 +305,8 @@ func (p *parser) entry(r ReplicaID) (Dot, Line, error) {
 // none empty, counters in range, and a held register that is either unset
 // or has a version, a valid writer and a value in range.
 func (p *parser) item() (*Item, error) {
-	if _, err := p.array(itemShape); err != nil {
+	fields, err := p.array(itemShape)
+	if err != nil {
 		return nil, err
 	}
 	n, err := p.array(stockShape)
@@ -380,7 +381,63 @@ func (p *parser) item() (*Item, error) {
 		return nil, fmt.Errorf("crdt: item: held units %d out of range", held)
 	}
 	it.Held = Register{Version: version, Replica: ReplicaID(writer), Value: held}
+	if fields == 5 {
+		if err := p.escrow(it); err != nil {
+			return nil, err
+		}
+	}
 	return it, nil
+}
+
+// escrow reads an item's escrow records: at least one, strictly sorted,
+// each valid (see EscrowKey) with a value in 1..MaxCount.
+func (p *parser) escrow(it *Item) error {
+	n, err := p.array(escrowShape)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errors.New("crdt: item: empty escrow records are left out")
+	}
+	it.Escrow = make(map[EscrowKey]uint64, n)
+	var last EscrowKey
+	for i := range n {
+		if _, err := p.array(escrowRec); err != nil {
+			return err
+		}
+		kind, err := p.uint()
+		if err != nil {
+			return err
+		}
+		region, err := p.text()
+		if err != nil {
+			return err
+		}
+		rep, err := p.text()
+		if err != nil {
+			return err
+		}
+		v, err := p.uint()
+		if err != nil {
+			return err
+		}
+		if kind > 255 {
+			return fmt.Errorf("crdt: item: escrow kind %d", kind)
+		}
+		k := EscrowKey{Kind: EscrowKind(kind), Region: region, Replica: ReplicaID(rep)}
+		if err := k.validate(); err != nil {
+			return err
+		}
+		if i > 0 && last.compare(k) >= 0 {
+			return errors.New("crdt: item: escrow records not strictly sorted")
+		}
+		if v == 0 || v > MaxCount {
+			return fmt.Errorf("crdt: item: escrow record %v out of range", k)
+		}
+		last = k
+		it.Escrow[k] = v
+	}
+	return nil
 }
 
 // group reads and validates a delta-group, which must be all of p.b: at

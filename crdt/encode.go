@@ -248,8 +248,21 @@ func AppendItem(b []byte, it *Item) []byte {
 	for _, r := range reps {
 		size += 20 + len(r)
 	}
+	var esc []EscrowKey
+	for k, v := range it.Escrow {
+		if v != 0 {
+			esc = append(esc, k)
+		}
+	}
+	for _, k := range esc {
+		size += 24 + len(k.Region) + len(k.Replica)
+	}
 	b = slices.Grow(b, size)
-	b = appendArray(b, 4)
+	if len(esc) > 0 {
+		b = appendArray(b, 5)
+	} else {
+		b = appendArray(b, 4)
+	}
 	b = appendArray(b, len(reps))
 	for _, r := range reps {
 		b = appendArray(b, 3)
@@ -259,7 +272,20 @@ func AppendItem(b []byte, it *Item) []byte {
 	}
 	b = appendUint(b, it.Held.Version)
 	b = appendText(b, string(it.Held.Replica))
-	return appendInt(b, it.Held.Value)
+	b = appendInt(b, it.Held.Value)
+	if len(esc) == 0 {
+		return b
+	}
+	slices.SortFunc(esc, EscrowKey.compare)
+	b = appendArray(b, len(esc))
+	for _, k := range esc {
+		b = appendArray(b, 4)
+		b = appendUint(b, uint64(k.Kind))
+		b = appendText(b, k.Region)
+		b = appendText(b, string(k.Replica))
+		b = appendUint(b, it.Escrow[k])
+	}
+	return b
 }
 
 // AppendGroup appends the canonical encoding of g to b and returns the
