@@ -90,8 +90,8 @@ type shape struct {
 	fields []*shape // a fixed-length array: exactly these fields
 	// optional is how many of the last fields may be left out.
 	optional int
-	elem   *shape   // an array of elements of this shape
-	max    int      // most elements of an elem array
+	elem     *shape // an array of elements of this shape
+	max      int    // most elements of an elem array
 }
 
 var (
