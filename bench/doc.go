@@ -6,7 +6,12 @@
 // WAN of sync/wan: the one-way latencies of `lattice dev` between the first
 // three (34, 92 and 60 ms) and ExtraRegionLatency between any pair that
 // involves a further region, optional loss, and an optional partition that
-// cuts one region off from all the others for a while.
+// cuts one region off from all the others for a while. With
+// Config.Partitions P and Config.Nodes K every region runs K nodes, each
+// owning a contiguous range of the P partitions (SPEC §10), all in this
+// process; the workload's requests for a region go to its nodes in turn
+// (RoundRobin), as through a load balancer, and a node forwards a request
+// for another node's partition to it.
 //
 // The workload (Generate) is a pure function of a seed: Poisson arrivals at
 // the target rate, each operation sent over HTTP to a region drawn at
@@ -24,7 +29,8 @@
 //   - the convergence of every write, exactly: replication reports when a
 //     write is durable at its origin (its acknowledgement) and when each
 //     other region durably applies it, and Tracker pairs the two by the
-//     write's region-level dot, per ordered pair of regions. A write that
+//     write's region-level dot and partition (each partition numbers its
+//     dots apart), per ordered pair of regions. A write that
 //     reached a region by anti-entropy instead of a delta has no
 //     application time; it is counted apart;
 //   - the bytes between regions: replication protocol bytes (the regions'

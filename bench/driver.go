@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,10 +61,16 @@ type opResult struct {
 	Second call
 }
 
-// client sends the benchmark's requests.
+// client sends the benchmark's requests. A request for a region goes to
+// its nodes in turn (round robin), as through a load balancer in front
+// of them: any node answers for every partition, forwarding to the
+// partition's owner in its region when that is another node.
 type client struct {
 	http *http.Client
-	urls []string
+	// urls are the base URLs of each region's nodes; next counts the
+	// requests sent to each region.
+	urls [][]string
+	next []atomic.Uint64
 	// ttl is the ttl_ms of reservations.
 	ttl int64
 	// done counts the operations drive has finished, failed those whose
@@ -72,14 +79,28 @@ type client struct {
 	done, failed atomic.Int64
 }
 
-func newClient(urls []string, concurrency int, timeout time.Duration) *client {
+func newClient(urls [][]string, concurrency int, timeout time.Duration) *client {
+	nodes := 0
+	for _, u := range urls {
+		nodes += len(u)
+	}
 	tr := &http.Transport{
-		MaxIdleConns:        concurrency * len(urls),
+		MaxIdleConns:        concurrency * nodes,
 		MaxIdleConnsPerHost: concurrency,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &client{http: &http.Client{Transport: tr, Timeout: timeout}, urls: urls, ttl: 15_000}
+	return &client{http: &http.Client{Transport: tr, Timeout: timeout}, urls: urls, next: make([]atomic.Uint64, len(urls)), ttl: 15_000}
+}
+
+// url returns the base URL of the node of region the next request goes
+// to.
+func (c *client) url(region int) string {
+	u := c.urls[region]
+	if len(u) == 1 {
+		return u[0]
+	}
+	return u[(c.next[region].Add(1)-1)%uint64(len(u))]
 }
 
 func (c *client) close() { c.http.CloseIdleConnections() }
@@ -100,7 +121,8 @@ func (c *client) doHeader(ctx context.Context, region int, method, path string, 
 		rd = bytes.NewReader(b)
 	}
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, method, c.urls[region]+path, rd)
+	base := c.url(region)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return call{Outcome: Unknown, Code: "request"}
 	}
@@ -178,7 +200,7 @@ func (c *client) run(ctx context.Context, op Op) opResult {
 func (c *client) get(ctx context.Context, region int, path string, out any) error {
 	cl := c.do(ctx, region, "GET", path, nil, out)
 	if cl.Status != http.StatusOK || cl.Code != "" {
-		return fmt.Errorf("bench: GET %s at %s: status %d %s", path, c.urls[region], cl.Status, cl.Code)
+		return fmt.Errorf("bench: GET %s at %s: status %d %s", path, strings.Join(c.urls[region], " or "), cl.Status, cl.Code)
 	}
 	return nil
 }

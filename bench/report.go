@@ -33,6 +33,13 @@ type Result struct {
 	Platform  string    `json:"platform"`
 	NumCPU    int       `json:"num_cpu"`
 	Regions   []string  `json:"regions"`
+	// Partitions is the cluster's partitions and NodesPerRegion the nodes
+	// each region runs (each owning a contiguous range of the
+	// partitions); Routing says which node of a region a request is sent
+	// to (RoundRobin).
+	Partitions     int    `json:"partitions"`
+	NodesPerRegion int    `json:"nodes_per_region"`
+	Routing        string `json:"routing"`
 	// Latency is wan or none; LatencyMS the one-way latencies emulated.
 	Latency     string           `json:"latency"`
 	LatencyMS   map[string]int   `json:"latency_ms"`
@@ -209,6 +216,10 @@ func (r *Result) Markdown() string {
 		net = "no emulated latency"
 	}
 	w("%d regions (%s) on 127.0.0.1, real QUIC, %s, loss %v %%", len(r.Regions), strings.Join(r.Regions, ", "), net, r.LossPct)
+	w("; %d partition(s), %d node(s) per region", max(r.Partitions, 1), max(r.NodesPerRegion, 1))
+	if r.NodesPerRegion > 1 {
+		w(" (requests sent to a region's nodes in turn)")
+	}
 	if r.Partition != nil {
 		w(", %s cut off from %.1f s to %.1f s", r.Partition.Region, r.Partition.StartMS/1000, r.Partition.EndMS/1000)
 	}
@@ -273,9 +284,14 @@ func (r *Result) Markdown() string {
 	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
 
 	w("\n## Stores (whole run)\n\n")
-	w("| region | fsyncs | mean fsync | fsyncs > 51 ms | writes per fsync | file rewrites |\n|---|---:|---:|---:|---:|---:|\n")
+	w("| region | fsyncs | mean fsync | fsyncs > 51 ms | writes per fsync | file rewrites | file / live bytes at the end, per node |\n|---|---:|---:|---:|---:|---:|---|\n")
 	for _, st := range r.Stores {
-		w("| %s | %d | %s ms | %d | %.1f | %d |\n", st.Region, st.Fsyncs, f(st.FsyncMeanMS), st.FsyncsOver, st.BatchMean, st.Shrinks)
+		var nodes []string
+		for _, n := range st.Nodes {
+			nodes = append(nodes, fmt.Sprintf("%s %d / %d", n.Node, n.FileBytes, n.LiveBytes))
+		}
+		w("| %s | %d | %s ms | %d | %.1f | %d | %s |\n", st.Region, st.Fsyncs, f(st.FsyncMeanMS), st.FsyncsOver, st.BatchMean, st.Shrinks,
+			strings.Join(nodes, ", "))
 	}
 
 	w("\n## Correctness (each must be 0)\n\n")

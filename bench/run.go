@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/cmd/server"
@@ -30,6 +31,13 @@ type Config struct {
 	// Regions is the number of regions (1..MaxRegions); see RegionNames
 	// and LatencyMatrix.
 	Regions int
+	// Partitions is the cluster's number of partitions (a power of two
+	// 1..MaxPartitions); 0 means 1.
+	Partitions int
+	// Nodes is the number of nodes of each region (1..Partitions), each
+	// owning a contiguous range of the partitions; 0 means 1. The
+	// workload's requests for a region go to its nodes in turn.
+	Nodes int
 	// Rate is the target rate, operations per second.
 	Rate float64
 	// Duration is how long the measured workload runs, after Warmup.
@@ -72,12 +80,12 @@ type Config struct {
 	Progress io.Writer
 }
 
-// DefaultConfig returns the defaults of `lattice bench`: 3 regions over the
-// WAN, 500 ops/s for 20 s after a 2 s warm-up, seed 1, at most 128
+// DefaultConfig returns the defaults of `lattice bench`: 3 regions of one
+// node and one partition over the WAN, 500 ops/s for 20 s after a 2 s warm-up, seed 1, at most 128
 // requests in flight, 60 s to settle, durability always, output in
 // ./bench-out.
 func DefaultConfig() Config {
-	return Config{Regions: 3, Rate: 500, Duration: 20 * time.Second, Warmup: 2 * time.Second, Seed: 1,
+	return Config{Regions: 3, Partitions: 1, Nodes: 1, Rate: 500, Duration: 20 * time.Second, Warmup: 2 * time.Second, Seed: 1,
 		Latency: "wan", Concurrency: 128, Settle: 60 * time.Second, Durability: string(config.DurabilityAlways),
 		RequestTimeout: 10 * time.Second, Out: "bench-out"}
 }
@@ -87,6 +95,13 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Regions < 1 || c.Regions > MaxRegions:
 		return fmt.Errorf("bench: --regions %d, want 1..%d", c.Regions, MaxRegions)
+	case c.Partitions < 0 || c.Partitions > MaxPartitions || c.Partitions&(c.Partitions-1) != 0:
+		return fmt.Errorf("bench: --partitions %d, want a power of two 1..%d", c.Partitions, MaxPartitions)
+	case c.Nodes < 0 || c.Nodes > max(c.Partitions, 1):
+		return fmt.Errorf("bench: --nodes %d, want 1..%d (--partitions: each node owns at least one partition)", c.Nodes, max(c.Partitions, 1))
+	case c.Regions*max(c.Nodes, 1) > MaxNodes:
+		return fmt.Errorf("bench: --regions %d × --nodes %d = %d nodes, want at most %d (every node runs in this process)",
+			c.Regions, c.Nodes, c.Regions*c.Nodes, MaxNodes)
 	case !(c.Rate > 0) || c.Rate > 1e6:
 		return fmt.Errorf("bench: --rate %v, want > 0 and at most 1,000,000", c.Rate)
 	case c.Duration <= 0:
@@ -197,17 +212,29 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	tr := NewTracker(names)
+	lay := layout{partitions: max(cfg.Partitions, 1), nodes: max(cfg.Nodes, 1)}
+	// The tracker asks the cluster which partition applied a dot; the
+	// cluster is made after the hooks that feed the tracker.
+	var running atomic.Pointer[cluster]
+	tr := NewPartitionedTracker(names, lay.partitions, func(r, part int) crdt.Context {
+		if c := running.Load(); c != nil {
+			return c.appliedOf(r, part)
+		}
+		return crdt.Context{}
+	})
 	h := hooks{
-		onPublish: func(r string, d region.Delta, at time.Time) { tr.Published(r, d.Seq, at) },
-		onApply:   func(r, _ string, rs []protocol.DotRange, at time.Time) { tr.Applied(r, rs, at) },
+		onPublish: func(r string, d region.Delta, at time.Time) {
+			tr.Published(r, deltaPartition(d, lay.partitions), d.Seq, at)
+		},
+		onApply: func(r, _ string, rs []protocol.DotRange, at time.Time) { tr.Applied(r, rs, at) },
 	}
-	say("starting %d regions (%s), latency %s, loss %v %%, durability %s", len(names), strings.Join(names, ", "),
-		cfg.Latency, cfg.LossPct, cfg.Durability)
-	c, err := startCluster(ctx, dir, names, latency, cfg.LossPct, cfg.Seed, config.Durability(cfg.Durability), cfg.Logger, h)
+	say("starting %d regions (%s) of %d node(s) and %d partition(s), latency %s, loss %v %%, durability %s", len(names),
+		strings.Join(names, ", "), lay.nodes, lay.partitions, cfg.Latency, cfg.LossPct, cfg.Durability)
+	c, err := startCluster(ctx, dir, names, lay, latency, cfg.LossPct, cfg.Seed, config.Durability(cfg.Durability), cfg.Logger, h)
 	if err != nil {
 		return nil, err
 	}
+	running.Store(c)
 	defer c.close()
 	if err := poll(ctx, 30*time.Second, c.connected); err != nil {
 		return nil, fmt.Errorf("bench: regions did not connect to each other: %w", err)
@@ -338,7 +365,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{
 		Command: cfg.Command, Version: build.Version, Commit: build.Commit, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
 		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),
-		Regions: names, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
+		Regions: names, Partitions: lay.partitions, NodesPerRegion: lay.nodes, Routing: RoundRobin, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
 		TargetRate: cfg.Rate, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
 		Concurrency: cfg.Concurrency, Durability: cfg.Durability,
 		Ops: a.ops, Throughput: a.throughput, ThroughputOK: a.throughputOK,
@@ -346,10 +373,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Reservations: a.res, SettleMS: ms(settled.Sub(workloadEnd)), Stores: stores,
 		writeSamples: a.writeSamples, homeSamples: a.homeSamples, nonHomeSamples: a.nonHomeSamples,
 	}
-	applied := c.applied()
-	has := func(r, origin int, seq uint64) bool {
-		return applied[r].Contains(crdt.Dot{Replica: crdt.ReplicaID(names[origin]), Counter: seq})
-	}
+	has := c.has(c.applied())
 	res.Convergence, res.DotsMeasured = tr.Pairs(has, c.cfg.Latency)
 	for _, p := range res.Convergence {
 		res.ConvergedViaAntiEntropy += p.ViaAntiEntropy
@@ -425,10 +449,22 @@ func reportProgress(ctx context.Context, w io.Writer, interval time.Duration, st
 
 // pending returns the writes some region does not hold yet.
 func pending(c *cluster, tr *Tracker) int {
-	applied := c.applied()
-	return tr.Pending(func(r, origin int, seq uint64) bool {
-		return applied[r].Contains(crdt.Dot{Replica: crdt.ReplicaID(c.names[origin]), Counter: seq})
-	})
+	return tr.Pending(c.has(c.applied()))
+}
+
+// deltaPartition returns the partition of a local delta of a cluster of
+// partitions: its keys' (a node writes only the keys of its partition).
+func deltaPartition(d region.Delta, partitions int) int {
+	if partitions <= 1 || d.Group == nil {
+		return 0
+	}
+	for id := range d.Group.Carts {
+		return config.PartitionOf(id, partitions)
+	}
+	for sku := range d.Group.Items {
+		return config.PartitionOf(sku, partitions)
+	}
+	return 0
 }
 
 // readStates reads every cart and hot item of sched at every region.

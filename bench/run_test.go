@@ -182,6 +182,66 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
+// TestRunPartitionedNodes runs 3 regions of 2 nodes each over 4
+// partitions: the report records the layout, every node's stores hold
+// data, and the convergence of every write of the measured period is
+// measured at every other region, by a delta (the dots of different
+// partitions, numbered apart under the same replica id, are told apart).
+func TestRunPartitionedNodes(t *testing.T) {
+	cfg := shortConfig(3)
+	cfg.Partitions, cfg.Nodes = 4, 2
+	res, doc := runShort(t, cfg)
+	if res.Partitions != 4 || res.NodesPerRegion != 2 || res.Routing != RoundRobin {
+		t.Errorf("layout recorded as %d partitions, %d nodes per region, routing %q", res.Partitions, res.NodesPerRegion, res.Routing)
+	}
+	for k, want := range map[string]any{"partitions": 4.0, "nodes_per_region": 2.0, "routing": RoundRobin} {
+		if v, _ := lookupJSON(doc, k); v != want {
+			t.Errorf("results.json %s = %v, want %v", k, v, want)
+		}
+	}
+	if md := res.Markdown(); !strings.Contains(md, "4 partition(s), 2 node(s) per region") {
+		t.Errorf("the summary does not give the layout:\n%.600s", md)
+	}
+	for _, st := range res.Stores {
+		if len(st.Nodes) != 2 {
+			t.Fatalf("%s: stores of %d nodes, want 2", st.Region, len(st.Nodes))
+		}
+		for _, n := range st.Nodes {
+			if n.Partitions != 2 || n.LiveBytes == 0 {
+				t.Errorf("%s/%s: %d partitions, %d live bytes", st.Region, n.Node, n.Partitions, n.LiveBytes)
+			}
+		}
+	}
+	pairs, viaAE := 0, 0
+	for _, p := range res.Convergence {
+		if p.Missing != 0 {
+			t.Errorf("%s → %s: %d writes missing", p.From, p.To, p.Missing)
+		}
+		pairs += p.Count + p.ViaAntiEntropy
+		viaAE += p.ViaAntiEntropy
+	}
+	if want := res.DotsMeasured * (len(res.Regions) - 1); pairs != want {
+		t.Errorf("%d (write, region) pairs measured, want %d (%d writes at %d other regions)", pairs, want, res.DotsMeasured, len(res.Regions)-1)
+	}
+	if viaAE*100 > pairs {
+		t.Errorf("%d of %d (write, region) pairs counted as arrived by anti-entropy on a healthy cluster: an apply not matched to its partition's write?", viaAE, pairs)
+	}
+	if res.Ops.Unknown != 0 {
+		t.Errorf("%d operations failed without an answer on a healthy cluster: %v", res.Ops.Unknown, res.Ops.Codes)
+	}
+}
+
+func TestClientSendsToANodeOfTheRegionInTurn(t *testing.T) {
+	cl := newClient([][]string{{"http://a0", "http://a1"}, {"http://b0"}}, 4, time.Second)
+	var got []string
+	for range 3 {
+		got = append(got, cl.url(0), cl.url(1))
+	}
+	if want := "http://a0 http://b0 http://a1 http://b0 http://a0 http://b0"; strings.Join(got, " ") != want {
+		t.Fatalf("%s, want %s", strings.Join(got, " "), want)
+	}
+}
+
 // TestRunThroughAPartitionAndLoss cuts a region off mid-run on lossy
 // links: its writes and the others' reach everyone after the heal, and
 // nothing is lost or oversold.
@@ -207,21 +267,25 @@ func TestRunThroughAPartitionAndLoss(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	bad := map[string]func(*Config){
-		"no regions":         func(c *Config) { c.Regions = 0 },
-		"too many regions":   func(c *Config) { c.Regions = MaxRegions + 1 },
-		"zero rate":          func(c *Config) { c.Rate = 0 },
-		"zero duration":      func(c *Config) { c.Duration = 0 },
-		"negative warmup":    func(c *Config) { c.Warmup = -time.Second },
-		"latency":            func(c *Config) { c.Latency = "slow" },
-		"loss":               func(c *Config) { c.LossPct = 101 },
-		"concurrency":        func(c *Config) { c.Concurrency = 0 },
-		"durability":         func(c *Config) { c.Durability = "never" },
-		"partition syntax":   func(c *Config) { c.Partition = "ap-south" },
-		"partition region":   func(c *Config) { c.Partition = "mars@1s+1s" },
-		"partition duration": func(c *Config) { c.Partition = "ap-south@1s+0s" },
-		"region-4 of three":  func(c *Config) { c.Partition = "region-4@1s+1s" },
-		"partition too late": func(c *Config) { c.Partition = "ap-south@20s+1s" },
-		"negative probe":     func(c *Config) { c.Probe = -time.Second },
+		"no regions":                 func(c *Config) { c.Regions = 0 },
+		"too many regions":           func(c *Config) { c.Regions = MaxRegions + 1 },
+		"zero rate":                  func(c *Config) { c.Rate = 0 },
+		"zero duration":              func(c *Config) { c.Duration = 0 },
+		"negative warmup":            func(c *Config) { c.Warmup = -time.Second },
+		"latency":                    func(c *Config) { c.Latency = "slow" },
+		"loss":                       func(c *Config) { c.LossPct = 101 },
+		"concurrency":                func(c *Config) { c.Concurrency = 0 },
+		"durability":                 func(c *Config) { c.Durability = "never" },
+		"partition syntax":           func(c *Config) { c.Partition = "ap-south" },
+		"partition region":           func(c *Config) { c.Partition = "mars@1s+1s" },
+		"partition duration":         func(c *Config) { c.Partition = "ap-south@1s+0s" },
+		"region-4 of three":          func(c *Config) { c.Partition = "region-4@1s+1s" },
+		"partition too late":         func(c *Config) { c.Partition = "ap-south@20s+1s" },
+		"negative probe":             func(c *Config) { c.Probe = -time.Second },
+		"partitions not 2^n":         func(c *Config) { c.Partitions = 6 },
+		"too many partitions":        func(c *Config) { c.Partitions = 2 * MaxPartitions },
+		"more nodes than partitions": func(c *Config) { c.Partitions, c.Nodes = 2, 4 },
+		"too many nodes":             func(c *Config) { c.Regions, c.Partitions, c.Nodes = 3, 16, 16 },
 	}
 	for name, mutate := range bad {
 		t.Run(name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/sync/protocol"
 )
 
@@ -14,11 +15,11 @@ func TestTrackerMeasuresEachDotAtEachRemote(t *testing.T) {
 	tr := NewTracker(regions)
 	tr.Measure(at(100))
 
-	tr.Published("a", 1, at(50)) // before the measured period
-	tr.Published("a", 2, at(100))
-	tr.Published("a", 3, at(110))
-	tr.Published("b", 1, at(120))
-	tr.Published("zz", 1, at(120)) // not a region: ignored
+	tr.Published("a", 0, 1, at(50)) // before the measured period
+	tr.Published("a", 0, 2, at(100))
+	tr.Published("a", 0, 3, at(110))
+	tr.Published("b", 0, 1, at(120))
+	tr.Published("zz", 0, 1, at(120)) // not a region: ignored
 
 	// b gets a's dots 1..3 in one range at 150; c gets 2 at 200 by relay
 	// from b, then 2..3 again at 300 (only the first time counts).
@@ -29,7 +30,7 @@ func TestTrackerMeasuresEachDotAtEachRemote(t *testing.T) {
 	tr.Applied("a", []protocol.DotRange{{Origin: "b", From: 1, To: 1}}, at(140))
 
 	holds := map[[3]int]bool{{2, 1, 1}: true} // c holds b:1
-	has := func(r, o int, seq uint64) bool { return holds[[3]int{r, o, int(seq)}] }
+	has := func(r, _, o int, seq uint64) bool { return holds[[3]int{r, o, int(seq)}] }
 	if n := tr.Pending(has); n != 1 {
 		t.Fatalf("pending %d, want 1 (a:1 at c)", n)
 	}
@@ -81,11 +82,60 @@ func TestTrackerMeasuresEachDotAtEachRemote(t *testing.T) {
 
 func TestTrackerCountsMissingDots(t *testing.T) {
 	tr := NewTracker([]string{"a", "b"})
-	tr.Published("a", 1, time.Unix(1, 0))
-	pairs, _ := tr.Pairs(func(int, int, uint64) bool { return false }, func(string, string) time.Duration { return 0 })
+	tr.Published("a", 0, 1, time.Unix(1, 0))
+	pairs, _ := tr.Pairs(func(int, int, int, uint64) bool { return false }, func(string, string) time.Duration { return 0 })
 	for _, p := range pairs {
 		if p.From == "a" && p.Missing != 1 {
 			t.Fatalf("a → b: missing %d, want 1", p.Missing)
 		}
+	}
+}
+
+// TestTrackerTellsPartitionsApart: the partitions of a region number
+// their dots separately under the same replica id, so a's dot 1 exists in
+// partitions 0 and 3. An apply of a:1 at b counts for the partition whose
+// applied context at b holds it, and a later apply of a:1 for the other.
+func TestTrackerTellsPartitionsApart(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(msec int) time.Time { return t0.Add(time.Duration(msec) * time.Millisecond) }
+	// held[region][part] is what region's partition part has applied.
+	held := [2][4]crdt.Context{}
+	reads := 0
+	tr := NewPartitionedTracker([]string{"a", "b"}, 4, func(r, part int) crdt.Context {
+		reads++
+		return held[r][part].Clone()
+	})
+	tr.Published("a", 0, 1, at(0))
+	tr.Published("a", 3, 1, at(10))
+	tr.Published("a", 3, 2, at(20))
+	tr.Published("a", 4, 1, at(20)) // no partition 4: ignored
+
+	dot := func(seq uint64) crdt.Dot { return crdt.Dot{Replica: "a", Counter: seq} }
+	held[1][3].Insert(dot(1))
+	held[1][3].Insert(dot(2))
+	tr.Applied("b", []protocol.DotRange{{Origin: "a", From: 1, To: 2}}, at(50))
+	if reads != 2 {
+		t.Errorf("%d reads of applied contexts for one apply of two partitions' candidates, want 2 (each partition once)", reads)
+	}
+	held[1][0].Insert(dot(1))
+	tr.Applied("b", []protocol.DotRange{{Origin: "a", From: 1, To: 1}}, at(80))
+	// A repeated apply changes nothing.
+	tr.Applied("b", []protocol.DotRange{{Origin: "a", From: 1, To: 2}}, at(500))
+
+	pairs, measured := tr.Pairs(func(int, int, int, uint64) bool { return false }, func(string, string) time.Duration { return 0 })
+	if measured != 3 {
+		t.Fatalf("measured %d dots, want 3 (a:1 of partitions 0 and 3, a:2 of partition 3)", measured)
+	}
+	for _, p := range pairs {
+		if p.From != "a" {
+			continue
+		}
+		// Partition 0's a:1: 80 ms; partition 3's a:1: 40 ms, a:2: 30 ms.
+		if p.Count != 3 || p.Min != 30 || p.Max != 80 || p.Missing != 0 {
+			t.Fatalf("a → b: %+v, want 30, 40 and 80 ms", p)
+		}
+	}
+	if n := tr.Pending(func(int, int, int, uint64) bool { return false }); n != 0 {
+		t.Errorf("pending %d, want 0", n)
 	}
 }

@@ -19,6 +19,9 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 	d := bench.DefaultConfig()
 	regions := fs.Int("regions", d.Regions, fmt.Sprintf("number of regions, 1..%d: us-east, eu-west, ap-south, then region-4, region-5, … (%d ms one way from every other region)",
 		bench.MaxRegions, bench.ExtraRegionLatency.Milliseconds()))
+	partitions := fs.Int("partitions", d.Partitions, fmt.Sprintf("partitions of the cluster: a power of two 1..%d", bench.MaxPartitions))
+	nodes := fs.Int("nodes", d.Nodes, fmt.Sprintf("nodes per region, each owning a contiguous range of the partitions (at most --partitions, and %d nodes in all); a region's requests go to its nodes in turn",
+		bench.MaxNodes))
 	rate := fs.Float64("rate", d.Rate, "target rate, operations per second (open loop, Poisson arrivals)")
 	duration := fs.Duration("duration", d.Duration, "how long the measured workload runs")
 	warmup := fs.Duration("warmup", d.Warmup, "how long the workload runs before it is measured")
@@ -47,7 +50,7 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "lattice bench: %v\n", err)
 		return exitUsage
 	}
-	cfg := bench.Config{Regions: *regions, Rate: *rate, Duration: *duration, Warmup: *warmup, Seed: *seed,
+	cfg := bench.Config{Regions: *regions, Partitions: *partitions, Nodes: *nodes, Rate: *rate, Duration: *duration, Warmup: *warmup, Seed: *seed,
 		Latency: *latency, LossPct: *loss, Partition: *partition, Concurrency: *concurrency, Settle: *settle, Probe: *probe,
 		Durability: *durability, Carts: *carts, RequestTimeout: d.RequestTimeout, Out: *out,
 		Command: strings.Join(append([]string{"lattice", "bench"}, args...), " "), Logger: log, Progress: cio.stderr}

@@ -55,6 +55,8 @@ func TestUsage(t *testing.T) {
 		{name: "bench with a bad rate", args: []string{"bench", "--rate", "0"}, code: 2, stderr: "--rate 0"},
 		{name: "bench with a negative probe", args: []string{"bench", "--probe", "-1s"}, code: 2, stderr: "--probe -1s, want ≥ 0"},
 		{name: "bench with too many regions", args: []string{"bench", "--regions", "17"}, code: 2, stderr: "--regions 17"},
+		{name: "bench with partitions not a power of two", args: []string{"bench", "--partitions", "6"}, code: 2, stderr: "--partitions 6"},
+		{name: "bench with more nodes than partitions", args: []string{"bench", "--partitions", "2", "--nodes", "4"}, code: 2, stderr: "--nodes 4"},
 		{name: "bench with a bad latency", args: []string{"bench", "--latency", "slow"}, code: 2, stderr: "--latency"},
 		{name: "bench with a bad partition", args: []string{"bench", "--partition", "ap-south"}, code: 2, stderr: "REGION@START+DUR"},
 		{name: "bench partitioning an unknown region", args: []string{"bench", "--partition", "mars@1s+1s"}, code: 2, stderr: `region "mars"`},
