@@ -1,0 +1,402 @@
+//go:build linux
+
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/latticedb/lattice/region/config"
+)
+
+// capacityLinesEnv, if set, is the number of lines (skus, one add each)
+// BenchmarkNodeCapacity gives every cart; the default is 1.
+const capacityLinesEnv = "LATTICE_CAPACITY_LINES"
+
+// capacityClients is the number of requests BenchmarkNodeCapacity keeps in
+// flight.
+const capacityClients = 64
+
+// BenchmarkNodeCapacity measures what a node holds and spends per cart and
+// per durable write, by region layout: it starts one region of real
+// `lattice serve` processes (durability always, the default gc settings)
+// with P partitions over K nodes, loads b.N carts into it (each one add
+// per line, LATTICE_CAPACITY_LINES lines, default 1) from 64 keep-alive
+// HTTP/1.1 clients in this process, and reads each node's resident set
+// (/proc/PID/status VmRSS), Go heap (its /metrics), store files and live
+// data (GET /v1/cluster) and CPU time (/proc/PID/stat utime + stime,
+// over the load only). Requests go to the nodes in turn (route=rr, as
+// behind a load balancer: (K−1)/K of them are forwarded to their
+// partition's owner) or straight to the owner (route=owner, as a
+// partition-aware client). Run it with a fixed count, as in
+//
+//	go test -run '^$' -bench 'NodeCapacity' -benchtime 200000x ./bench
+//
+// Reported: writes/s; cpu-us/write, all nodes' CPU per write;
+// writes/fsync, the writes one fsync made durable (group commit, per
+// store); rss-MiB and
+// heap-MiB, the largest node's resident set and Go heap in use after the
+// load; live-heap-B/cart, the Go heap the last collection kept (next GC
+// target ÷ (1 + gc.percent/100)) less the empty nodes', per cart; rss-B/cart,
+// the nodes' resident sets less the empty nodes', per cart; file-B/cart and
+// live-B/cart, the store files' and their live data's bytes per cart. Each
+// node's own figures are logged (-v).
+func BenchmarkNodeCapacity(b *testing.B) {
+	bin := capacityBinary(b)
+	lines := 1
+	if v := os.Getenv(capacityLinesEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			b.Fatalf("%s=%q: want 1..64", capacityLinesEnv, v)
+		}
+		lines = n
+	}
+	for _, c := range []struct {
+		partitions, nodes int
+		route             string
+	}{{1, 1, "rr"}, {8, 1, "rr"}, {8, 2, "rr"}, {8, 2, "owner"}} {
+		b.Run(fmt.Sprintf("partitions=%d/nodes=%d/route=%s", c.partitions, c.nodes, c.route), func(b *testing.B) {
+			capacityRun(b, bin, c.partitions, c.nodes, c.route == "owner", lines)
+		})
+	}
+}
+
+var capacityBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// capacityBinary builds the lattice binary once per test process.
+func capacityBinary(b *testing.B) string {
+	capacityBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "lattice-capacity-")
+		if err != nil {
+			capacityBin.err = err
+			return
+		}
+		capacityBin.path = filepath.Join(dir, "lattice")
+		out, err := exec.Command("go", "build", "-o", capacityBin.path, "../cmd/lattice").CombinedOutput()
+		if err != nil {
+			capacityBin.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if capacityBin.err != nil {
+		b.Fatal(capacityBin.err)
+	}
+	return capacityBin.path
+}
+
+// capacityNode is one `lattice serve` process of the benchmark.
+type capacityNode struct {
+	name, base  string
+	cmd         *exec.Cmd
+	owned       []int
+	carts       int
+	cpu0        time.Duration
+	rss0, heap0 float64
+}
+
+func capacityRun(b *testing.B, bin string, partitions, nodes int, byOwner bool, lines int) {
+	dir := b.TempDir()
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "cluster: capacity\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\npartitions: %d\nregions:\n  - name: us-east\n", partitions)
+	var ns []*capacityNode
+	if nodes == 1 {
+		base := freeTCP(b)
+		fmt.Fprintf(&cfg, "    api: %q\n    peer: %q\n", base, freeUDPAddr(b))
+		ns = append(ns, &capacityNode{name: "", base: "http://" + base})
+		for p := range partitions {
+			ns[0].owned = append(ns[0].owned, p)
+		}
+	} else {
+		fmt.Fprintf(&cfg, "    nodes:\n")
+		lay := layout{partitions: partitions, nodes: nodes}
+		for j := range nodes {
+			base := freeTCP(b)
+			lo, hi := lay.ranges(j)
+			fmt.Fprintf(&cfg, "      - {name: n%d, api: %q, peer: %q, partitions: \"%d-%d\"}\n", j, base, freeUDPAddr(b), lo, hi)
+			n := &capacityNode{name: fmt.Sprintf("n%d", j), base: "http://" + base}
+			for p := lo; p <= hi; p++ {
+				n.owned = append(n.owned, p)
+			}
+			ns = append(ns, n)
+		}
+	}
+	cfgPath := filepath.Join(dir, "lattice.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(bin, "certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "capacity", "us-east").CombinedOutput(); err != nil {
+		b.Fatalf("lattice certs: %v\n%s", err, out)
+	}
+	owner := make([]*capacityNode, partitions)
+	for _, n := range ns {
+		for _, p := range n.owned {
+			owner[p] = n
+		}
+		args := []string{"serve", "--config", cfgPath, "--region", "us-east", "--log-level", "warn"}
+		if n.name != "" {
+			args = append(args, "--node", n.name)
+		}
+		n.cmd = exec.Command(bin, args...)
+		logf, err := os.Create(filepath.Join(dir, "node"+n.name+".log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n.cmd.Stdout, n.cmd.Stderr = logf, logf
+		if err := n.cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() {
+			n.cmd.Process.Signal(syscall.SIGTERM)
+			n.cmd.Wait()
+			logf.Close()
+		}()
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: capacityClients, DisableCompression: true}}
+	for _, n := range ns {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := hc.Get(n.base + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("node %q not ready within 30 s: %v", n.name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, n := range ns {
+		n.rss0 = procRSS(b, n.cmd.Process.Pid)
+		n.heap0 = liveHeap(b, hc, n.base)
+		n.cpu0 = procCPU(b, n.cmd.Process.Pid)
+	}
+
+	ids := make([]string, b.N)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("cap-%08d", i)
+		owner[config.PartitionOf(ids[i], partitions)].carts++
+	}
+	var next, rr atomic.Uint64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range capacityClients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(ids) || failed.Load() != nil {
+					return
+				}
+				for l := range lines {
+					n := ns[(rr.Add(1)-1)%uint64(len(ns))]
+					if byOwner {
+						n = owner[config.PartitionOf(ids[i], partitions)]
+					}
+					body := fmt.Sprintf(`{"sku":"sku-%02d","qty":1}`, l)
+					resp, err := hc.Post(n.base+"/v1/carts/"+ids[i]+"/items", "application/json", strings.NewReader(body))
+					if err != nil {
+						failed.Store(err)
+						return
+					}
+					msg, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						failed.Store(fmt.Errorf("POST %s at %s: %d %s", ids[i], n.base, resp.StatusCode, msg))
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	writes := float64(b.N * lines)
+	var cpu time.Duration
+	var rssMax, heapMax, rssGrowth, liveGrowth, file, live, fsyncs float64
+	for _, n := range ns {
+		c := procCPU(b, n.cmd.Process.Pid) - n.cpu0
+		cpu += c
+		rss := procRSS(b, n.cmd.Process.Pid)
+		m := metrics(b, hc, n.base)
+		lh := liveHeap(b, hc, n.base)
+		var cl struct {
+			Store struct {
+				FileBytes int64 `json:"file_bytes"`
+				LiveBytes int64 `json:"live_bytes"`
+			} `json:"store"`
+		}
+		getJSON(b, hc, n.base+"/v1/cluster", &cl)
+		rssMax, heapMax = max(rssMax, rss), max(heapMax, m["go_memstats_heap_inuse_bytes"])
+		rssGrowth += rss - n.rss0
+		liveGrowth += lh - n.heap0
+		file += float64(cl.Store.FileBytes)
+		live += float64(cl.Store.LiveBytes)
+		fsyncs += sumOf(m, "lattice_store_fsync_seconds_count")
+		if b.N > 1 && n.carts > 0 {
+			b.Logf("node %q: %d partitions, %d carts (%.1f %%); CPU %.1f µs per write it owns; RSS %.1f MiB (%.1f before the load), heap in use %.1f MiB, live heap ≈ %.1f MiB (%.1f before); store file %.1f MiB, live %.1f MiB",
+				n.name, len(n.owned), n.carts, 100*float64(n.carts)/float64(b.N), float64(c.Microseconds())/float64(n.carts*lines),
+				rss/(1<<20), n.rss0/(1<<20), m["go_memstats_heap_inuse_bytes"]/(1<<20), lh/(1<<20), n.heap0/(1<<20),
+				float64(cl.Store.FileBytes)/(1<<20), float64(cl.Store.LiveBytes)/(1<<20))
+		}
+	}
+	carts := float64(b.N)
+	b.ReportMetric(writes/elapsed.Seconds(), "writes/s")
+	b.ReportMetric(float64(cpu.Microseconds())/writes, "cpu-us/write")
+	b.ReportMetric(writes/fsyncs, "writes/fsync")
+	b.ReportMetric(rssMax/(1<<20), "rss-MiB")
+	b.ReportMetric(heapMax/(1<<20), "heap-MiB")
+	b.ReportMetric(rssGrowth/carts, "rss-B/cart")
+	b.ReportMetric(liveGrowth/carts, "live-heap-B/cart")
+	b.ReportMetric(file/carts, "file-B/cart")
+	b.ReportMetric(live/carts, "live-B/cart")
+	b.ReportMetric(0, "ns/op")
+}
+
+// liveHeap returns the Go heap a node's last garbage collection kept, from
+// its /metrics: the next collection's target over 1 + gc.percent/100
+// (the default gc.percent, 400).
+func liveHeap(b *testing.B, hc *http.Client, base string) float64 {
+	return metrics(b, hc, base)["go_memstats_next_gc_bytes"] / 5
+}
+
+// sumOf returns the sum of the samples of name over its label sets, from
+// metrics.
+func sumOf(m map[string]float64, name string) float64 {
+	var sum float64
+	for k, v := range m {
+		if k == name || strings.HasPrefix(k, name+"{") {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// metrics returns the samples of a node's /metrics, by name with its
+// labels as written ("name" or "name{label=...}").
+func metrics(b *testing.B, hc *http.Client, base string) map[string]float64 {
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if f, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = f
+		}
+	}
+	return out
+}
+
+func getJSON(b *testing.B, hc *http.Client, url string, v any) {
+	resp, err := hc.Get(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		b.Fatalf("GET %s: %d %v %s", url, resp.StatusCode, err, body)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		b.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// procRSS returns the resident set of process pid, in bytes.
+func procRSS(b *testing.B, pid int) float64 {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range bytes.Lines(st) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(string(v)), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+// procCPU returns the CPU time (user and system) process pid has used.
+func procCPU(b *testing.B, pid int) time.Duration {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after it. utime and stime are fields 14 and 15, in clock
+	// ticks (100 a second on Linux).
+	i := bytes.LastIndexByte(st, ')')
+	f := strings.Fields(string(st[i+1:]))
+	if len(f) < 13 {
+		b.Fatal(errors.New("short /proc/PID/stat"))
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("/proc/%d/stat: %v %v", pid, err1, err2)
+	}
+	return time.Duration(ut+stime) * 10 * time.Millisecond
+}
+
+// freeTCP returns a TCP address on 127.0.0.1 that was free a moment ago.
+func freeTCP(b *testing.B) string {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func freeUDPAddr(b *testing.B) string {
+	a, err := freeUDP()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
