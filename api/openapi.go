@@ -274,7 +274,11 @@ func OpenAPI() *Document {
 					"home":      Object{"type": "string", "description": "The sku's home region."},
 					"stock":     Object{"type": "integer", "format": "int64"},
 					"reserved":  Object{"type": "integer", "format": "int64", "description": "Units held by reservations."},
-					"available": Object{"type": "integer", "format": "int64", "description": "stock − reserved."},
+					"available": Object{"type": "integer", "format": "int64", "description": "stock − reserved (− granted, for an escrow sku)."},
+					"granted": Object{"type": "integer", "format": "int64", "minimum": 0,
+						"description": "Escrow skus only: units the home granted other regions that they have not used or returned yet, as the answering region sees it."},
+					"rights": Object{"type": "integer", "format": "int64", "minimum": 0,
+						"description": "Escrow skus only, at a region other than the home: the units this region may reserve alone."},
 				}},
 				"Reservation": {"type": "object", "required": []string{"reservation_id", "sku", "qty", "home", "state", "expires_at"}, "properties": Object{
 					"reservation_id": idSchema("Tells any region which home to route to."),

@@ -53,7 +53,11 @@ func (n *Node) buildDueIndex() error {
 			return true
 		}
 		if l, err := parseLedger(v); err == nil {
-			n.due.note(k[len(prefixLedger):], l)
+			sku := k[len(prefixLedger):]
+			n.due.note(sku, l)
+			if n.escrow(sku) && !n.decides(n.HomeOf(sku), sku) {
+				n.noteEscrow(sku, 0) // rights it may hold: returned when idle
+			}
 		}
 		return true
 	})

@@ -29,6 +29,9 @@ type idemRecord struct {
 	// Last is the plan of a settled checkout, or of its last attempt
 	// (its steps: why it ended as it did).
 	Last *checkoutPlan `cbor:"8,keyasint,omitempty"`
+	// Escalated marks a reservation of an escrow sku this region sent to
+	// the home: retries with the key go there too (escrow.go).
+	Escalated bool `cbor:"9,keyasint,omitempty"`
 }
 
 // unsettled reports whether rec is the plan of a checkout whose saga has
@@ -178,13 +181,15 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 			out, err = n.transition(tx, g, req, now)
 		case OpAdjust:
 			out, err = n.adjustDown(tx, g, req, now)
+		case OpGrant:
+			out, err = n.grant(tx, g, req, now)
 		}
 		if err != nil {
 			return err
 		}
 		// A transient refusal (503 with Retry-After, e.g. too many open
 		// holds) is not an outcome: a retry with the key decides anew.
-		if req.IdemKey != "" && (out.Err == nil || out.Err.RetryAfter == 0) {
+		if req.IdemKey != "" && (out.Err == nil || out.Err.RetryAfter == 0) && !(req.Escrow && short(out)) {
 			tx.Set(prefixIdem+req.IdemKey, encode(&idemRecord{FP: req.IdemFP, AtMs: now.UnixMilli(), Resp: out}))
 		}
 		return nil
@@ -210,11 +215,15 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		return InvalidField("Idempotency-Key", "idempotency key or fingerprint malformed")
 	}
 	switch req.Op {
-	case OpReserve, OpAdjust, OpItem:
+	case OpReserve, OpAdjust, OpItem, OpGrant:
 		if !crdt.ValidID(req.SKU) {
 			return InvalidField("sku", "sku must be 1-128 characters of [A-Za-z0-9._:-]")
 		}
-		if home := n.HomeOf(req.SKU); !n.decides(home, req.SKU) {
+		if req.Escrow && req.Op == OpReserve {
+			if !n.escrow(req.SKU) || !n.Holds(req.SKU) {
+				return Errorf(CodeHomeUnavailable, "region %s holds no rights to %s", n.name, req.SKU)
+			}
+		} else if home := n.HomeOf(req.SKU); !n.decides(home, req.SKU) {
 			return Errorf(CodeHomeUnavailable, "region %s partition %d is not the home of %s (%s is)", n.name, n.opts.Partition, req.SKU, home)
 		}
 	case OpCheckout:
@@ -255,6 +264,10 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 	case OpAdjust:
 		if req.Delta >= 0 || req.Delta < -MaxAdjust {
 			return InvalidField("delta", "a home adjustment is a negative delta from %d", -MaxAdjust)
+		}
+	case OpGrant:
+		if err := req.checkGrant(n); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -377,6 +390,12 @@ func (n *Node) expireDue(tx *store.Tx, sku string, it *crdt.Item, l *ledger, now
 func (n *Node) saveLedger(tx *store.Tx, g *crdt.Group, sku string, it *crdt.Item, l *ledger) {
 	tx.Set(prefixLedger+sku, l.encode())
 	n.due.note(sku, l)
+	if !n.decides(n.HomeOf(sku), sku) {
+		// The holds of a region deciding from its rights are its own:
+		// only the home publishes held units.
+		tx.Set(prefixItem+sku, crdt.EncodeItem(it))
+		return
+	}
 	d := it.SetHeld(n.self, l.held())
 	it.Join(d)
 	tx.Set(prefixItem+sku, crdt.EncodeItem(it))
@@ -415,7 +434,11 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 	if err != nil {
 		return nil, err
 	}
-	if avail := it.Stock.Value() - l.held(); req.Qty > avail {
+	avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name))
+	if req.Escrow {
+		avail = it.Outstanding(string(n.name)) - l.held()
+	}
+	if req.Qty > avail {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
 	if len(l.Holds) >= n.opts.MaxOpenHolds {
@@ -427,7 +450,10 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 		return nil, err
 	}
 	rec := &ResRecord{ID: reservationID(string(n.name), n.opts.Partition, n.opts.Partitions, seq), SKU: req.SKU, Qty: req.Qty,
-		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli()}
+		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli(), Escrow: req.Escrow}
+	if req.Escrow {
+		n.noteEscrow(req.SKU, req.Qty)
+	}
 	l.Holds[rec.ID] = hold{Qty: rec.Qty, ExpMs: rec.ExpMs}
 	tx.Set(prefixRes+rec.ID, encode(rec))
 	n.saveLedger(tx, g, req.SKU, it, l)
@@ -510,6 +536,9 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	case rec.State == StateHeld && req.Op == OpCommit:
 		delete(l.Holds, rec.ID)
 		d := it.Consume(n.self, uint64(rec.Qty))
+		if rec.Escrow {
+			d = it.UseRights(n.self, uint64(rec.Qty))
+		}
 		it.Join(d)
 		g.AddItem(rec.SKU, d)
 		rec.State = StateCommitted
@@ -545,7 +574,7 @@ func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	if err != nil {
 		return nil, err
 	}
-	if avail := it.Stock.Value() - l.held(); avail+req.Delta < 0 {
+	if avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name)); avail+req.Delta < 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
 	d := it.Consume(n.self, uint64(-req.Delta))
@@ -611,6 +640,7 @@ func (n *Node) expiryLoop() {
 		if err := n.ExpireDue(); err != nil {
 			n.log.Error("reservation expiry failed", "err", err)
 		}
+		n.returnIdleRights()
 		if ticks%settleEvery == 0 {
 			n.SettleCheckouts()
 		}

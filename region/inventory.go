@@ -69,6 +69,12 @@ type HomeRequest struct {
 	Keys  []string    `cbor:"14,keyasint,omitempty"`
 	State *crdt.Group `cbor:"15,keyasint,omitempty"`
 	Token string      `cbor:"16,keyasint,omitempty"`
+	// From is the region asking for rights (OpGrant).
+	From string `cbor:"17,keyasint,omitempty"`
+	// Escrow marks a reservation this region decides from its own
+	// rights (escrow.go). It never travels: only the region itself sets
+	// it.
+	Escrow bool `cbor:"-"`
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
@@ -101,6 +107,9 @@ type ResRecord struct {
 	State string `cbor:"5,keyasint"`
 	// ExpMs is the expiry, Unix milliseconds on the home's clock.
 	ExpMs int64 `cbor:"6,keyasint"`
+	// Escrow marks a reservation Home decided from its rights to the sku
+	// (escrow.go): its commit uses them.
+	Escrow bool `cbor:"7,keyasint,omitempty"`
 }
 
 // View returns the client's view of the record at time now: a held
@@ -176,7 +185,7 @@ func (l *ledger) held() int64 {
 // request that names none of them.
 func (req *HomeRequest) Partition(partitions int) (int, bool) {
 	switch req.Op {
-	case OpReserve, OpAdjust, OpItem:
+	case OpReserve, OpAdjust, OpItem, OpGrant:
 		return config.PartitionOf(req.SKU, partitions), true
 	case OpCheckout, OpCheckoutStatus:
 		return config.PartitionOf(req.CartID, partitions), true
@@ -293,6 +302,10 @@ func loadRes(r store.Reader, id string) (*ResRecord, bool, error) {
 // not yet expired at now.
 func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Item {
 	v := Item{SKU: sku, Home: n.HomeOf(sku), Stock: it.Stock.Value(), Reserved: it.Held.Value}
+	if rights, ok := n.rightsOf(sku, it, l); ok {
+		v.Rights = &rights
+		l = nil // this region's holds are its own, not the home's
+	}
 	if l != nil {
 		v.Reserved = 0
 		for _, h := range l.Holds {
@@ -302,6 +315,11 @@ func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Ite
 		}
 	}
 	v.Available = v.Stock - v.Reserved
+	if n.escrow(sku) {
+		granted := it.OutstandingAll(v.Home)
+		v.Granted = &granted
+		v.Available -= granted
+	}
 	return v
 }
 
@@ -330,7 +348,7 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 			return err
 		}
 		var l *ledger
-		if home == string(n.name) {
+		if n.decides(home, sku) || n.escrow(sku) {
 			if l, err = loadLedger(r, sku); err != nil {
 				return err
 			}
@@ -367,7 +385,7 @@ func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error)
 		tx.Set(prefixItem+sku, crdt.EncodeItem(it))
 		g.AddItem(sku, d)
 		var l *ledger
-		if n.HomeOf(sku) == string(n.name) {
+		if n.decides(n.HomeOf(sku), sku) || n.escrow(sku) {
 			if l, err = loadLedger(tx, sku); err != nil {
 				return err
 			}
@@ -440,7 +458,11 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 	if err != nil {
 		return Reservation{}, err
 	}
-	return n.resResult(n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}))
+	req := &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}
+	if home := n.HomeOf(sku); n.escrow(sku) && !n.decides(home, sku) {
+		return n.resResult(n.reserveEscrow(ctx, home, req))
+	}
+	return n.resResult(n.atHome(ctx, n.HomeOf(sku), req))
 }
 
 func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation, error) {

@@ -36,6 +36,9 @@ type Metrics struct {
 	// met in time.
 	ConcernWait     *prometheus.HistogramVec
 	ConcernTimeouts *prometheus.CounterVec
+	// EscrowGranted counts the units of stock rights this region granted
+	// other regions as a home, EscrowReturned those it gave back unused.
+	EscrowGranted, EscrowReturned prometheus.Counter
 }
 
 // ConcernBuckets are the bounds of lattice_concern_wait_seconds: 1 ms to
@@ -117,6 +120,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_concern_timeouts_total",
 			Help: "Write concerns (replication_timeout) and quorum reads (quorum_unavailable) not met in time, by kind.",
 		}, []string{"kind"}),
+		EscrowGranted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_escrow_granted_units_total",
+			Help: "Units of stock rights this region granted other regions as the home of escrow skus.",
+		}),
+		EscrowReturned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_escrow_returned_units_total",
+			Help: "Units of stock rights this region gave back to escrow skus' homes unused.",
+		}),
 	}
 	for _, src := range []string{"delta", "repair"} {
 		m.Merges.WithLabelValues(src)
@@ -136,7 +147,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,
 			m.Incarnations, m.DivergentKeys, m.Merges, m.Concurrent, m.MergeFailures, m.ReadRepairs, m.ReadRepairBytes,
-			m.ConcernWait, m.ConcernTimeouts)
+			m.ConcernWait, m.ConcernTimeouts, m.EscrowGranted, m.EscrowReturned)
 	}
 	return m
 }

@@ -89,6 +89,9 @@ type Options struct {
 	// partition's key goes through the Forwarder, even when this region
 	// is its home. Partitions 0 or 1: the node holds every key.
 	Partition, Partitions int
+	// Escrow reports whether a sku is decided from rights its home grants
+	// other regions ahead of time (see escrow.go); nil: no sku is.
+	Escrow func(sku string) bool
 }
 
 // Node is one region: carts and inventory read and written locally, the
@@ -148,6 +151,8 @@ type Node struct {
 	// region coordinates (checkout.go).
 	sagaMu sync.Mutex
 	sagas  map[string]struct{}
+
+	esc escrowState // skus this region holds rights to (escrow.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup

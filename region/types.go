@@ -28,6 +28,12 @@ type Item struct {
 	Stock     int64  `json:"stock"`
 	Reserved  int64  `json:"reserved"`
 	Available int64  `json:"available"`
+	// Granted and Rights are for escrow skus only: the units the home
+	// granted other regions that they have not used or returned yet (as
+	// this region sees it; Available leaves them out), and the units the
+	// answering region may reserve alone (absent at the home).
+	Granted *int64 `json:"granted,omitempty"`
+	Rights  *int64 `json:"rights,omitempty"`
 }
 
 // Reservation states.

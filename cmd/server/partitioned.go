@@ -133,6 +133,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		nopts := region.Options{
 			Name:           name,
 			Home:           cfg.Home,
+			Escrow:         cfg.Escrow,
 			IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 			Store:          st,
 			Clock:          opts.Clock,

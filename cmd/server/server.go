@@ -257,6 +257,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	nopts := region.Options{
 		Name:           name,
 		Home:           cfg.Home,
+		Escrow:         cfg.Escrow,
 		IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 		Store:          s.store,
 		Clock:          opts.Clock,

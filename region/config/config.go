@@ -167,6 +167,11 @@ type HomeRule struct {
 	Prefix string `yaml:"prefix"`
 	// Region names a region of the cluster.
 	Region string `yaml:"region"`
+	// Escrow makes the rule's skus escrow skus: the home grants other
+	// regions rights to units ahead of time, and a region holding enough
+	// rights decides a reservation alone (see docs/configuration.md).
+	// Default false: every reservation is decided at the home.
+	Escrow bool `yaml:"escrow"`
 }
 
 // Emulate configures an emulated WAN, for tests, demos and the benchmark.
@@ -541,6 +546,17 @@ func (c *Config) Home(sku string) string {
 		}
 	}
 	return RendezvousHome(c.RegionNames(), sku)
+}
+
+// Escrow reports whether sku is an escrow sku: the first homes rule whose
+// prefix it starts with says escrow: true. A sku no rule matches is not.
+func (c *Config) Escrow(sku string) bool {
+	for _, h := range c.Homes {
+		if strings.HasPrefix(sku, h.Prefix) {
+			return h.Escrow
+		}
+	}
+	return false
 }
 
 // RendezvousHome returns the region of regions with the highest score for

@@ -1,0 +1,312 @@
+package region
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/store"
+)
+
+// Escrow (opt-in per sku, Options.Escrow): the sku's home grants other
+// regions rights to units ahead of time, and a region holding enough
+// rights decides a reservation of the sku alone, in one store transaction,
+// as a home would — same states, TTL, commit, release, idempotency; the
+// reservation id names the deciding region, so commit and release go
+// there. The counters are the item's (crdt/escrow.go): the home grants
+// out of stock − held − the rights every region holds, and a region
+// decides within its rights − what it holds; a commit of a hold decided
+// from rights uses them in the same delta that decrements stock. So
+// held + committed ≤ stock at every instant, under any interleaving,
+// partition, crash or retry.
+//
+// Rights flow toward demand: a region short of rights asks the home for
+// a batch sized by its recent demand; the home grants at most half of
+// what it has available (but always what one reservation needs, when it
+// has it), so the last units are not all stranded in one region; a
+// region returns its unused rights once the sku has been quiet for
+// EscrowIdle. Expired and released holds free their units into the
+// deciding region's rights. When rights do not suffice even after
+// asking, the reservation goes to the home as without escrow, so the
+// worst case is the home's latency; a region cut off from the home keeps
+// deciding within the rights it holds.
+//
+// Checkouts reserve at the home, as without escrow.
+
+// OpGrant asks a sku's home for rights (escrow): Qty wanted, Delta the
+// least one reservation needs, From the asking region. The answer's State
+// is the item as the home holds it after the grant.
+const OpGrant = "grant"
+
+// EscrowIdle is how long a sku must go without a reservation decided from
+// rights before the region returns its unused rights to the home.
+const EscrowIdle = 3 * time.Second
+
+// escrowDemandWindow is how far back a region looks to size its requests
+// for rights.
+const escrowDemandWindow = 2 * time.Second
+
+// escrowState is a region's in-memory view of the skus it holds rights
+// to: when each last decided from rights, and its recent demand.
+type escrowState struct {
+	mu    sync.Mutex
+	skus  map[string]*escrowSKU
+	grant uint64 // grants asked for, for metrics and tests
+}
+
+type escrowSKU struct {
+	last   time.Time
+	window time.Time // start of the current demand window
+	units  int64     // units reserved in it
+	prev   int64     // units reserved in the window before
+}
+
+// escrow reports whether sku is decided from rights.
+func (n *Node) escrow(sku string) bool { return n.opts.Escrow != nil && n.opts.Escrow(sku) }
+
+// noteEscrow records that sku's rights are in use here (qty units
+// reserved now, 0 for none).
+func (n *Node) noteEscrow(sku string, qty int64) {
+	now := n.clock.Now()
+	n.esc.mu.Lock()
+	defer n.esc.mu.Unlock()
+	if n.esc.skus == nil {
+		n.esc.skus = map[string]*escrowSKU{}
+	}
+	s := n.esc.skus[sku]
+	if s == nil {
+		s = &escrowSKU{window: now}
+		n.esc.skus[sku] = s
+	}
+	s.last = now
+	if now.Sub(s.window) >= escrowDemandWindow {
+		s.prev, s.units, s.window = s.units, 0, now
+		if now.Sub(s.window) >= 2*escrowDemandWindow {
+			s.prev = 0
+		}
+	}
+	s.units += qty
+}
+
+// escrowAsk sizes a request for rights: four times what the reservation
+// needs, or twice the recent demand if more, at most MaxQty.
+func (n *Node) escrowAsk(sku string, need int64) int64 {
+	n.esc.mu.Lock()
+	defer n.esc.mu.Unlock()
+	// Without history, a few reservations' worth.
+	ask := 4 * need
+	if s := n.esc.skus[sku]; s != nil {
+		ask = max(ask, 2*max(s.units, s.prev))
+	}
+	return min(ask, crdt.MaxQty)
+}
+
+// reserveEscrow reserves qty of an escrow sku homed elsewhere: from this
+// region's rights, after asking the home for more if they are short, else
+// at the home.
+func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
+	if req.IdemKey != "" {
+		escalated, mismatched, err := n.escalated(req.IdemKey, req.IdemFP)
+		switch {
+		case err != nil:
+			return &HomeResponse{Err: n.asError(err)}
+		case mismatched:
+			return &HomeResponse{Err: mismatch()}
+		case escalated:
+			return n.atHome(ctx, home, req)
+		}
+	}
+	if !n.store.CatchingUp() {
+		local := *req
+		local.Escrow = true
+		if resp := n.ServeHome(ctx, &local); !short(resp) {
+			return resp
+		}
+		if n.askRights(ctx, home, req.SKU, req.Qty) {
+			if resp := n.ServeHome(ctx, &local); !short(resp) {
+				return resp
+			}
+		}
+	}
+	// Decided at the home from here on: a retry with the key goes there
+	// too, and so cannot be decided twice.
+	if req.IdemKey != "" {
+		if err := n.markEscalated(ctx, req.IdemKey, req.IdemFP); err != nil {
+			return &HomeResponse{Err: n.asError(err)}
+		}
+	}
+	return n.atHome(ctx, home, req)
+}
+
+// asError turns a store error into the *Error a client sees.
+func (n *Node) asError(err error) *Error {
+	var e *Error
+	if errors.As(n.storeErr(err), &e) {
+		return e
+	}
+	n.log.Error("escrow: store failure", "err", err)
+	return Errorf(CodeInternal, "the region could not complete the request")
+}
+
+// short reports whether a reservation decided from rights was refused for
+// want of them.
+func short(resp *HomeResponse) bool {
+	return resp.Err != nil && resp.Err.Code == CodeInsufficientStock
+}
+
+// askRights asks the home of sku for rights, at least need units, and
+// joins the item the home answers with. It reports whether it got any.
+func (n *Node) askRights(ctx context.Context, home, sku string, need int64) bool {
+	n.esc.mu.Lock()
+	n.esc.grant++
+	n.esc.mu.Unlock()
+	resp := n.atHome(ctx, home, &HomeRequest{Op: OpGrant, SKU: sku, Qty: n.escrowAsk(sku, need), Delta: need, From: string(n.name)})
+	if resp.Err != nil || resp.State == nil || !onlyKey(resp.State, prefixItem+sku) {
+		return false
+	}
+	var reflects crdt.Context
+	if resp.Token != "" {
+		c, err := crdt.ParseToken(resp.Token)
+		if err != nil {
+			return false
+		}
+		reflects = c
+	}
+	if err := n.ApplyReflecting(&crdt.Context{}, resp.State, &reflects); err != nil {
+		n.log.Warn("escrow: could not apply a grant", "sku", sku, "err", err)
+		return false
+	}
+	// A ledger, even empty, tells the next start that this region may
+	// hold rights to sku (buildDueIndex), so that idle ones go back.
+	err := n.write(ctx, []string{prefixItem + sku}, func(tx *store.Tx, _ *crdt.Group) error {
+		if _, ok, err := tx.Get(prefixLedger + sku); err != nil || ok {
+			return err
+		}
+		tx.Set(prefixLedger+sku, (&ledger{}).encode())
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("escrow: could not record a grant's ledger", "sku", sku, "err", err)
+	}
+	n.noteEscrow(sku, 0)
+	return true
+}
+
+// grant decides a request for rights at the home.
+func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
+	if err != nil {
+		return nil, err
+	}
+	avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name))
+	give := min(req.Qty, max(avail/2, min(req.Delta, avail)))
+	if give <= 0 {
+		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
+	}
+	d := it.Grant(n.self, req.From, uint64(give))
+	it.Join(d)
+	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
+	g.AddItem(req.SKU, d)
+	n.m.EscrowGranted.Add(float64(give))
+	state := &crdt.Group{}
+	state.AddItem(req.SKU, it.Clone())
+	return &HomeResponse{State: state}, nil
+}
+
+// returnIdleRights gives back the unused rights of every sku quiet for
+// EscrowIdle. The background loop calls it.
+func (n *Node) returnIdleRights() {
+	now := n.clock.Now()
+	n.esc.mu.Lock()
+	var idle []string
+	for sku, s := range n.esc.skus {
+		if now.Sub(s.last) >= EscrowIdle {
+			idle = append(idle, sku)
+		}
+	}
+	n.esc.mu.Unlock()
+	for _, sku := range idle {
+		done := true
+		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
+			it, l, err := n.loadForDecision(tx, g, sku, now)
+			if err != nil {
+				return err
+			}
+			done = len(l.Holds) == 0
+			free := it.Outstanding(string(n.name)) - l.held()
+			if free <= 0 {
+				return nil
+			}
+			d := it.ReturnRights(n.self, uint64(free))
+			it.Join(d)
+			tx.Set(prefixItem+sku, crdt.EncodeItem(it))
+			g.AddItem(sku, d)
+			n.m.EscrowReturned.Add(float64(free))
+			return nil
+		})
+		if err != nil {
+			n.log.Warn("escrow: could not return rights", "sku", sku, "err", err)
+			continue
+		}
+		if done {
+			n.esc.mu.Lock()
+			if s := n.esc.skus[sku]; s != nil && now.Sub(s.last) >= EscrowIdle {
+				delete(n.esc.skus, sku)
+			}
+			n.esc.mu.Unlock()
+		}
+	}
+}
+
+// escalated reports whether this region sent the reservation with
+// Idempotency-Key key to the home (markEscalated), and whether the key
+// names another request.
+func (n *Node) escalated(key string, fp []byte) (escalated, mismatched bool, err error) {
+	err = n.store.View([]string{prefixIdem + key}, func(r store.Reader) error {
+		rec, err := loadIdem(r, key, n.clock.Now())
+		if err != nil || rec == nil || !rec.Escalated {
+			return err
+		}
+		escalated, mismatched = true, !bytes.Equal(rec.FP, fp)
+		return nil
+	})
+	return escalated, mismatched, err
+}
+
+// markEscalated records that the reservation with Idempotency-Key key is
+// the home's to decide.
+func (n *Node) markEscalated(ctx context.Context, key string, fp []byte) error {
+	return n.write(ctx, []string{prefixIdem + key}, func(tx *store.Tx, _ *crdt.Group) error {
+		tx.Set(prefixIdem+key, encode(&idemRecord{FP: fp, AtMs: n.clock.Now().UnixMilli(), Escalated: true}))
+		return nil
+	})
+}
+
+// Rights returns the units of sku this region may reserve alone (its
+// unused rights), for an escrow sku homed elsewhere; ok is false for
+// other skus.
+func (n *Node) rightsOf(sku string, it *crdt.Item, l *ledger) (int64, bool) {
+	if !n.escrow(sku) || n.decides(n.HomeOf(sku), sku) {
+		return 0, false
+	}
+	var held int64
+	if l != nil {
+		held = l.held()
+	}
+	return max(0, it.Outstanding(string(n.name))-held), true
+}
+
+func (req *HomeRequest) checkGrant(n *Node) *Error {
+	switch {
+	case !n.escrow(req.SKU):
+		return InvalidField("sku", "%s is not an escrow sku at %s", req.SKU, n.name)
+	case req.From == string(n.name) || !crdt.ValidID(req.From) || !n.isRegion(req.From):
+		return InvalidField("from", "rights for %q", req.From)
+	case req.Qty < 1 || req.Qty > crdt.MaxQty || req.Delta < 1 || req.Delta > req.Qty:
+		return InvalidField("qty", "rights of %d (at least %d) asked for", req.Qty, req.Delta)
+	}
+	return nil
+}
