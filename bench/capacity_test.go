@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/config"
 )
 
@@ -76,6 +77,168 @@ func BenchmarkNodeCapacity(b *testing.B) {
 			capacityRun(b, bin, c.partitions, c.nodes, c.route == "owner", lines)
 		})
 	}
+}
+
+// BenchmarkRemoteApply measures what a region spends on another region's
+// writes: two regions of one `lattice serve` process each, P partitions,
+// replicating over QUIC on 127.0.0.1 (no emulated latency); b.N cart adds
+// (one line each) are sent to us-east from 64 clients, and the benchmark
+// waits until eu-west has applied every one. Reported: writes/s at
+// us-east; origin-cpu-us/write, us-east's CPU per write (the write, its
+// HTTP request, and sending it); apply-cpu-us/write, eu-west's CPU per
+// write applied (receiving and applying it durably); catch-up-ms, how long
+// after the last answer eu-west held every write. Run it as
+//
+//	go test -run '^$' -bench 'RemoteApply' -benchtime 100000x ./bench
+func BenchmarkRemoteApply(b *testing.B) {
+	bin := capacityBinary(b)
+	for _, partitions := range []int{1, 8} {
+		b.Run(fmt.Sprintf("partitions=%d", partitions), func(b *testing.B) {
+			remoteApplyRun(b, bin, partitions)
+		})
+	}
+}
+
+func remoteApplyRun(b *testing.B, bin string, partitions int) {
+	dir := b.TempDir()
+	regions := []string{"us-east", "eu-west"}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "cluster: capacity\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\npartitions: %d\nregions:\n", partitions)
+	bases := map[string]string{}
+	for _, r := range regions {
+		api := freeTCP(b)
+		bases[r] = "http://" + api
+		fmt.Fprintf(&cfg, "  - {name: %s, api: %q, peer: %q}\n", r, api, freeUDPAddr(b))
+	}
+	cfgPath := filepath.Join(dir, "lattice.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "capacity"}, regions...)...).CombinedOutput(); err != nil {
+		b.Fatalf("lattice certs: %v\n%s", err, out)
+	}
+	pids := map[string]int{}
+	for _, r := range regions {
+		cmd := exec.Command(bin, "serve", "--config", cfgPath, "--region", r, "--log-level", "warn")
+		logf, err := os.Create(filepath.Join(dir, r+".log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		pids[r] = cmd.Process.Pid
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			logf.Close()
+		}()
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: capacityClients, DisableCompression: true}}
+	type clusterState struct {
+		VersionVector map[string]uint64 `json:"version_vector"`
+		Peers         []struct {
+			Connected bool `json:"connected"`
+		} `json:"peers"`
+		Partitions []struct {
+			VersionVector map[string]uint64 `json:"version_vector"`
+		} `json:"partitions"`
+	}
+	state := func(r string) (clusterState, bool) {
+		var st clusterState
+		resp, err := hc.Get(bases[r] + "/v1/cluster")
+		if err != nil {
+			return st, false
+		}
+		defer resp.Body.Close()
+		return st, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&st) == nil
+	}
+	// applied counts us-east's dots eu-west holds, over its partitions.
+	applied := func() uint64 {
+		st, ok := state("eu-west")
+		if !ok {
+			return 0
+		}
+		vvs := []map[string]uint64{st.VersionVector}
+		for _, p := range st.Partitions {
+			vvs = append(vvs, p.VersionVector)
+		}
+		var n uint64
+		for _, vv := range vvs {
+			for rep, c := range vv {
+				if crdt.ReplicaID(rep).Region() == "us-east" {
+					n += c
+				}
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		connected := true
+		for _, r := range regions {
+			st, ok := state(r)
+			connected = connected && ok && len(st.Peers) == 1 && st.Peers[0].Connected
+		}
+		if connected {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the regions did not connect within 60 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cpu0 := map[string]time.Duration{}
+	for _, r := range regions {
+		cpu0[r] = procCPU(b, pids[r])
+	}
+	var next atomic.Uint64
+	var failed atomic.Value
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	start := time.Now()
+	for range capacityClients {
+		wg.Go(func() {
+			for failed.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				resp, err := hc.Post(fmt.Sprintf("%s/v1/carts/ra-%08d/items", bases["us-east"], i), "application/json", strings.NewReader(`{"sku":"sku-00","qty":1}`))
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				msg, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Store(fmt.Errorf("POST at us-east: %d %s", resp.StatusCode, msg))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	answered := time.Now()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+	deadline = time.Now().Add(120 * time.Second)
+	for applied() < uint64(b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("eu-west applied %d of %d writes within 120 s", applied(), b.N)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	caughtUp := time.Now()
+	b.StopTimer()
+	writes := float64(b.N)
+	b.ReportMetric(writes/answered.Sub(start).Seconds(), "writes/s")
+	b.ReportMetric(float64((procCPU(b, pids["us-east"])-cpu0["us-east"]).Microseconds())/writes, "origin-cpu-us/write")
+	b.ReportMetric(float64((procCPU(b, pids["eu-west"])-cpu0["eu-west"]).Microseconds())/writes, "apply-cpu-us/write")
+	b.ReportMetric(float64(caughtUp.Sub(answered).Milliseconds()), "catch-up-ms")
+	b.ReportMetric(0, "ns/op")
 }
 
 var capacityBin struct {
