@@ -56,9 +56,11 @@ image:
 	docker build -t lattice:dev -f deploy/Dockerfile deploy
 
 # compose-test builds the image and runs deploy/compose/compose.yaml: three
-# regions as containers, cut off with docker network disconnect, crashed
-# with docker kill (about half a minute; needs docker and compose, and is
-# part of unit when they are there).
+# regions of two nodes as six containers; a region cut off with docker
+# network disconnect, a node crashed with docker kill, every node
+# restarted in turn with docker stop and start under writes (under a
+# minute; needs docker and compose, and is part of unit when they are
+# there).
 compose-test:
 	$(GO) test -count=1 -v -run '^TestComposeCluster$$' -timeout 15m ./deploy
 

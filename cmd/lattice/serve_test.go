@@ -265,8 +265,10 @@ func TestDeployedServeArguments(t *testing.T) {
 // TestComposeServeArguments checks deploy/compose/compose.yaml as
 // TestDeployedServeArguments checks the Kubernetes manifests: every
 // service's command parses with lattice serve's flags, the config file
-// mounted where --config points loads, this version runs the region it
-// names, and the published container port is its api port.
+// mounted where --config points loads, this version runs the region and
+// node it names (the service is named after its node), the published
+// container port is its api port, and every node of the config has its
+// service.
 func TestComposeServeArguments(t *testing.T) {
 	dir := filepath.Join("..", "..", "deploy", "compose")
 	b, err := os.ReadFile(filepath.Join(dir, "compose.yaml"))
@@ -283,13 +285,26 @@ func TestComposeServeArguments(t *testing.T) {
 	if err := k8syaml.Unmarshal(b, &file); err != nil {
 		t.Fatal(err)
 	}
-	if len(file.Services) != 3 {
-		t.Fatalf("%d services, want three regions", len(file.Services))
+	cfg, err := config.Load(filepath.Join(dir, "lattice.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, r := range cfg.RegionNames() {
+		for _, n := range cfg.Nodes(r) {
+			want++
+			if _, ok := file.Services[n.Name]; !ok {
+				t.Errorf("node %s of region %s has no service", n.Name, r)
+			}
+		}
+	}
+	if len(file.Services) != want {
+		t.Errorf("%d services, want one per node of the config (%d)", len(file.Services), want)
 	}
 	for name, svc := range file.Services {
 		t.Run(name, func(t *testing.T) {
-			if argValue(svc.Command, "--region") != name {
-				t.Errorf("service %s runs region %q", name, argValue(svc.Command, "--region"))
+			if n := argValue(svc.Command, "--node"); n != name {
+				t.Errorf("service %s runs node %q", name, n)
 			}
 			ports := map[string]int32{}
 			for _, p := range svc.Ports {
