@@ -1,18 +1,21 @@
 // Package deploy holds the files that deploy Lattice: an image built FROM
 // scratch around the static binary; Kubernetes manifests, one StatefulSet
 // per region whose pods are the region's nodes; and a compose file that
-// runs three regions as containers. Its tests check them against the
-// Kubernetes API types and against the cluster config they carry (the
-// arguments of every container are parsed by lattice serve's own flags in
-// cmd/lattice's TestDeployedServeArguments).
+// runs three regions of two nodes as containers. Its tests check them
+// against the Kubernetes API types and against the cluster config they
+// carry (the arguments of every container are parsed by lattice serve's
+// own flags in cmd/lattice's TestDeployedServeArguments and
+// TestComposeServeArguments).
 package deploy
 
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,16 +132,25 @@ func clusterConfig(t *testing.T) (*corev1.ConfigMap, *config.Config) {
 
 // TestKubernetesManifests decodes every manifest strictly into the
 // Kubernetes API types and checks each region's objects against the
-// cluster config: a StatefulSet whose pods are named by the region's
-// nodes and pass their name as --node; the nodes' ports; a headless
+// cluster config: a partitioned cluster whose every region runs several
+// nodes; a StatefulSet whose pods are exactly the region's nodes, named
+// by them, passing their name as --node; the nodes' ports; a headless
 // Service that gives the pods the names the nodes' advertise_api hold; a
 // Service for the API; one UDP load balancer per node, at the port of its
-// advertise_peer; probes on /healthz and /readyz; mounts at the config's
-// data_dir and tls_dir with the certificate files it expects; a volume
-// claim per pod; resources with a 1-CPU limit; an unprivileged container;
-// and a PodDisruptionBudget.
+// advertise_peer, and none for anything else; probes on /healthz and
+// /readyz; mounts at the config's data_dir and tls_dir with the
+// certificate files it expects; a volume claim per pod; resources with a
+// 1-CPU limit; an unprivileged container; and a PodDisruptionBudget.
 func TestKubernetesManifests(t *testing.T) {
 	cm, cfg := clusterConfig(t)
+	if cfg.PartitionCount() < 2 {
+		t.Errorf("partitions: %d: the manifests deploy partitioned regions", cfg.PartitionCount())
+	}
+	for _, rc := range cfg.Regions {
+		if n := len(cfg.Nodes(rc.Name)); n < 2 {
+			t.Errorf("region %s lists %d node(s): the manifests deploy several per region", rc.Name, n)
+		}
+	}
 	files, err := filepath.Glob(filepath.Join("kubernetes", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -188,14 +200,21 @@ func checkRegionManifest(t *testing.T, cfg *config.Config, cm *corev1.ConfigMap,
 		t.Errorf("pod label lattice.dev/region=%q, want %s", pod.Labels["lattice.dev/region"], rc.Name)
 	}
 
-	// Pods are the region's nodes, by name and in order.
+	// Pods are the region's nodes, by name and in order: pod i is node i,
+	// and there is no pod without a node nor a node without a pod.
 	nodes := cfg.Nodes(rc.Name)
-	if sts.Spec.Replicas == nil || int(*sts.Spec.Replicas) != len(nodes) {
-		t.Fatalf("replicas %v, want one pod per node of the region (%d)", sts.Spec.Replicas, len(nodes))
+	if sts.Spec.Replicas == nil {
+		t.Fatalf("replicas unset, want one pod per node of the region (%d)", len(nodes))
+	}
+	if int(*sts.Spec.Replicas) != len(nodes) {
+		t.Fatalf("replicas %d, want one pod per node of the region (%d)", *sts.Spec.Replicas, len(nodes))
 	}
 	for i, n := range nodes {
 		if want := fmt.Sprintf("%s-%d", sts.Name, i); n.Name != want {
 			t.Errorf("node %d is %q; the StatefulSet's pod %d is %s", i, n.Name, i, want)
+		}
+		if len(ownedPartitions(cfg, n)) == 0 {
+			t.Errorf("node %s owns no partition", n.Name)
 		}
 	}
 
@@ -260,14 +279,27 @@ func checkRegionManifest(t *testing.T, cfg *config.Config, cm *corev1.ConfigMap,
 			t.Errorf("headless service port %+v does not match the container's", sp)
 		}
 	}
+	// Clients reach any pod: each forwards the requests for the other
+	// nodes' partitions to their owners.
+	apiPort := port(t, nodes[0].API)
 	api := services["lattice-"+rc.Name+"-api"]
-	if api == nil || !selects(api.Spec.Selector, pod.Labels) || len(api.Spec.Ports) != 1 || api.Spec.Ports[0].Port != port(t, rc.API) || api.Spec.Ports[0].Protocol != corev1.ProtocolTCP {
-		t.Errorf("want a Service lattice-%s-api selecting the pods on TCP %d", rc.Name, port(t, rc.API))
+	if api == nil || !selects(api.Spec.Selector, pod.Labels) || len(api.Spec.Ports) != 1 || api.Spec.Ports[0].Port != apiPort || api.Spec.Ports[0].Protocol != corev1.ProtocolTCP {
+		t.Errorf("want a Service lattice-%s-api selecting the pods on TCP %d", rc.Name, apiPort)
 	}
+	lbs := 0
 	for name, svc := range services {
 		if !selects(svc.Spec.Selector, pod.Labels) && svc.Spec.Selector["statefulset.kubernetes.io/pod-name"] == "" {
 			t.Errorf("service %s selects no pod of the region", name)
 		}
+		if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
+			lbs++
+			if pn := svc.Spec.Selector["statefulset.kubernetes.io/pod-name"]; !slices.ContainsFunc(nodes, func(n config.NodeConfig) bool { return n.Name == pn }) {
+				t.Errorf("load balancer %s selects pod %q, which is no node of the region", name, pn)
+			}
+		}
+	}
+	if lbs != len(nodes) {
+		t.Errorf("%d load balancers for %d nodes: want one per node", lbs, len(nodes))
 	}
 
 	for probe, path := range map[*corev1.Probe]string{c.ReadinessProbe: "/readyz", c.LivenessProbe: "/healthz"} {
@@ -350,6 +382,149 @@ func checkRegionManifest(t *testing.T, cfg *config.Config, cm *corev1.ConfigMap,
 	}
 	if mu := pdb.Spec.MaxUnavailable; mu == nil || mu.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
 		t.Errorf("PodDisruptionBudget maxUnavailable %v minAvailable %v: want maxUnavailable 1 (one node at a time; a minAvailable of every pod would block every drain)", mu, pdb.Spec.MinAvailable)
+	}
+}
+
+// ownedPartitions returns the partitions node n owns.
+func ownedPartitions(cfg *config.Config, n config.NodeConfig) []int {
+	var out []int
+	for p := range cfg.PartitionCount() {
+		if n.Owns(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// composeFile is what TestComposeFile reads of compose/compose.yaml.
+type composeFile struct {
+	Services map[string]struct {
+		Image      string   `json:"image"`
+		User       string   `json:"user"`
+		ReadOnly   bool     `json:"read_only"`
+		CapDrop    []string `json:"cap_drop"`
+		StopSignal string   `json:"stop_signal"`
+		Command    []string `json:"command"`
+		Ports      []string `json:"ports"`
+		Volumes    []string `json:"volumes"`
+		Networks   map[string]*struct {
+			Aliases []string `json:"aliases"`
+		} `json:"networks"`
+	} `json:"services"`
+	Networks map[string]*struct {
+		Internal bool `json:"internal"`
+	} `json:"networks"`
+}
+
+// composeDefaults matches a variable with a default, ${NAME:-default},
+// as compose expands it when NAME is unset.
+var composeDefaults = regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}`)
+
+// TestComposeFile checks compose/compose.yaml against the config it
+// mounts, compose/lattice.yaml: a partitioned cluster; a service for each
+// node of each region and a node for each service, running it by name
+// (--region, --node); every service mounting that one config (so every
+// node agrees on the partitions and their owners); its API port
+// published; the alias of its advertise_api on its region's network
+// alone, so only the other node of its region forwards to it; the alias of
+// its advertise_peer on its region's network and on the internal network
+// wan, so every node reaches it over QUIC and disconnecting a region from
+// wan cuts it off; its region's certificate files at tls_dir; a data
+// directory of its own at data_dir; and the container unprivileged, on a
+// read-only root file system, stopped with SIGTERM.
+func TestComposeFile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("compose", "compose.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f composeFile
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(filepath.Join("compose", "lattice.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PartitionCount() < 2 {
+		t.Errorf("partitions: %d: the compose cluster runs partitioned regions", cfg.PartitionCount())
+	}
+	if w := f.Networks["wan"]; w == nil || !w.Internal {
+		t.Error("network wan must be internal: the regions reach each other there and nowhere else")
+	}
+	nodes := map[string]config.NodeConfig{} // service → node
+	region := map[string]string{}           // service → region
+	for _, r := range cfg.RegionNames() {
+		ns := cfg.Nodes(r)
+		if len(ns) < 2 {
+			t.Errorf("region %s lists %d node(s), want several", r, len(ns))
+		}
+		for _, n := range ns {
+			if _, dup := nodes[n.Name]; dup {
+				t.Errorf("node name %s is used in two regions: a compose service is named by its node", n.Name)
+			}
+			nodes[n.Name], region[n.Name] = n, r
+			if _, ok := f.Services[n.Name]; !ok {
+				t.Errorf("node %s/%s has no service", r, n.Name)
+			}
+		}
+	}
+	dataDirs := map[string]string{}
+	for name, svc := range f.Services {
+		n, ok := nodes[name]
+		if !ok {
+			t.Errorf("service %s is no node of the config", name)
+			continue
+		}
+		r := region[name]
+		if argValue(svc.Command, "--region") != r || argValue(svc.Command, "--node") != name {
+			t.Errorf("service %s runs %q: want --region %s --node %s", name, svc.Command, r, name)
+		}
+		cfgPath := argValue(svc.Command, "--config")
+		mounts := map[string]string{} // container path → host path
+		for _, v := range svc.Volumes {
+			parts := strings.Split(composeDefaults.ReplaceAllString(v, "$1"), ":")
+			if len(parts) < 2 {
+				t.Fatalf("service %s: volume %q", name, v)
+			}
+			mounts[parts[1]] = parts[0]
+		}
+		if mounts[cfgPath] != "./lattice.yaml" {
+			t.Errorf("service %s: --config %s is %q, want ./lattice.yaml", name, cfgPath, mounts[cfgPath])
+		}
+		ca, cert, key := cfg.TLSFiles(r)
+		for _, file := range []string{ca, cert, key} {
+			if host := mounts[file]; !strings.HasSuffix(host, "/"+filepath.Base(file)) {
+				t.Errorf("service %s: %s is mounted from %q", name, file, host)
+			}
+		}
+		data := mounts[cfg.DataDir]
+		if data == "" || !strings.HasSuffix(data, "/"+name) {
+			t.Errorf("service %s: %s is mounted from %q, want a directory named after the node", name, cfg.DataDir, data)
+		} else if other, dup := dataDirs[data]; dup {
+			t.Errorf("services %s and %s share the data directory %s", other, name, data)
+		}
+		dataDirs[data] = name
+		if len(svc.Ports) != 1 || !strings.HasSuffix(svc.Ports[0], fmt.Sprintf("::%d", port(t, n.API))) {
+			t.Errorf("service %s publishes %q, want its API port %d on an ephemeral host port", name, svc.Ports, port(t, n.API))
+		}
+
+		if len(svc.Networks) != 2 || svc.Networks[r] == nil || svc.Networks["wan"] == nil {
+			t.Errorf("service %s is on networks %v, want %s and wan", name, slices.Sorted(maps.Keys(svc.Networks)), r)
+			continue
+		}
+		apiHost, peerHost := host(t, n.DialAPI()), host(t, n.DialPeer())
+		if port(t, n.DialAPI()) != port(t, n.API) || port(t, n.DialPeer()) != port(t, n.Peer) {
+			t.Errorf("node %s: advertised ports %s, %s differ from its listening ports %s, %s", name, n.DialAPI(), n.DialPeer(), n.API, n.Peer)
+		}
+		if own := svc.Networks[r].Aliases; !slices.Contains(own, apiHost) || !slices.Contains(own, peerHost) {
+			t.Errorf("service %s: aliases %v on network %s, want %s and %s", name, own, r, apiHost, peerHost)
+		}
+		if wan := svc.Networks["wan"].Aliases; !slices.Contains(wan, peerHost) || slices.Contains(wan, apiHost) {
+			t.Errorf("service %s: aliases %v on wan, want %s and not %s", name, wan, peerHost, apiHost)
+		}
+		if svc.User == "" || strings.HasPrefix(svc.User, "0") || !svc.ReadOnly || !slices.Contains(svc.CapDrop, "ALL") || svc.StopSignal != "SIGTERM" {
+			t.Errorf("service %s: user %q read_only %v cap_drop %v stop_signal %q", name, svc.User, svc.ReadOnly, svc.CapDrop, svc.StopSignal)
+		}
 	}
 }
 
