@@ -183,6 +183,11 @@ type sim struct {
 	// applyKeys bounds the keys of a region's transactions of remote
 	// applies (replication.Driver.ApplyKeys; 0: the production bound).
 	applyKeys int
+	// nodeOpts, if set, completes the options of region i's nodes (a
+	// partitioned simulation sets their partition and forwarder); tag
+	// prefixes the simulation's trace.
+	nodeOpts func(i int, o *region.Options)
+	tag      string
 }
 
 // simTick is how often protocols tick, as the driver's ticker does.
@@ -314,8 +319,8 @@ func (s *sim) start(i int) {
 	}
 	r.frozen, r.frozenApplied, r.restartAt, r.unapplied = nil, crdt.Context{}, time.Time{}, nil
 	r.pub = &pub{}
-	n, err := region.NewNode(region.Options{Name: string(r.name), Store: r.store, Clock: s.clock, Publisher: r.pub,
-		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)})
+	n, err := region.NewNode(s.nodeOptions(i, region.Options{Name: string(r.name), Store: r.store, Clock: s.clock, Publisher: r.pub,
+		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)}))
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -333,6 +338,14 @@ func (s *sim) start(i int) {
 		ApplyKeys: s.applyKeys, Send: func(to crdt.ReplicaID, m *protocol.Message, b []byte) error { return s.send(i, to, m, b) }}
 	r.alive = true
 	s.check(i)
+}
+
+// nodeOptions returns o completed by nodeOpts, if set.
+func (s *sim) nodeOptions(i int, o region.Options) region.Options {
+	if s.nodeOpts != nil {
+		s.nodeOpts(i, &o)
+	}
+	return o
 }
 
 // peersOf returns the names of region i's peers.
@@ -384,7 +397,7 @@ func (s *sim) connectivity(i int) {
 
 func (s *sim) logf(format string, args ...any) {
 	if s.trace {
-		s.t.Logf("%s "+format, append([]any{s.clock.t.Format("05.000")}, args...)...)
+		s.t.Logf("%s%s "+format, append([]any{s.clock.t.Format("05.000"), s.tag}, args...)...)
 	}
 }
 
@@ -886,8 +899,8 @@ func (s *sim) fault(i int, damage func(r *simRegion)) {
 // store while the region is down.
 func (s *sim) peek(i int) (*crdt.Group, crdt.Context) {
 	r := s.regions[i]
-	n, err := region.NewNode(region.Options{Name: string(r.name), Store: r.store, Clock: s.clock,
-		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)})
+	n, err := region.NewNode(s.nodeOptions(i, region.Options{Name: string(r.name), Store: r.store, Clock: s.clock,
+		Home: s.home, DigestBuckets: s.cfg.Buckets, ExpiryInterval: time.Hour, PeerRegions: peersOf(i)}))
 	if err != nil {
 		s.t.Fatal(err)
 	}
