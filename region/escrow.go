@@ -219,6 +219,11 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 // returnIdleRights gives back the unused rights of every sku quiet for
 // EscrowIdle. The background loop calls it.
 func (n *Node) returnIdleRights() {
+	if n.store.CatchingUp() {
+		// Its store may lack uses and returns of its own that its peers
+		// hold: what it sees as unused may be gone already.
+		return
+	}
 	now := n.clock.Now()
 	n.esc.mu.Lock()
 	var idle []string

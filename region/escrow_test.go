@@ -1,9 +1,11 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -343,5 +345,78 @@ func TestEscrowNeverOversells(t *testing.T) {
 		if got := deref(r.item(name, sku).Granted); got != want {
 			t.Fatalf("after healing, %s counts %s granted, the home %s (seed %d)", name, got, want, seed)
 		}
+	}
+}
+
+// TestEscrowNoReturnWhileCatchingUp: a region restored from a snapshot
+// taken before it returned idle rights must not return them again while
+// it catches up: its store lacks the return its peers hold, so what it
+// sees as unused was given back already. Returned twice, the rights the
+// regions count as outstanding fall short of its holds, and the home
+// reserves the units a hold of the region then commits.
+func TestEscrowNoReturnWhileCatchingUp(t *testing.T) {
+	r := newEscrowRig(t)
+	h, a := r.nodes["h"], r.nodes["a"]
+	must[Item](t)(h.Restock(bg, "e1", 100))
+	r.deliver(nil)
+	held := must[Reservation](t)(a.Reserve(bg, "e1", 2, time.Hour, Idem{}))
+	granted := *r.item("a", "e1").Rights + 2
+	var snap bytes.Buffer
+	if _, err := store.Backup(a.path, &snap); err != nil {
+		t.Fatal(err)
+	}
+	// Idle: a returns all but its hold, and the home counts it.
+	r.clock.Advance(EscrowIdle + time.Second)
+	a.returnIdleRights()
+	r.deliver(nil)
+	if it := r.item("h", "e1"); *it.Granted != 2 {
+		t.Fatalf("after a's return the home counts %d granted, want a's hold of 2 (of %d granted)", *it.Granted, granted)
+	}
+
+	// a is restored from the snapshot: it holds its rights unreturned.
+	a.close()
+	backup := filepath.Join(t.TempDir(), "a.backup")
+	if err := os.WriteFile(backup, snap.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Restore(a.path, backup); err != nil {
+		t.Fatal(err)
+	}
+	r.open("a")
+	a = r.nodes["a"]
+	if !a.CatchingUp() {
+		t.Fatal("a restored from a snapshot is not catching up")
+	}
+	r.clock.Advance(EscrowIdle + time.Second)
+	a.returnIdleRights()
+	r.deliver(nil)
+
+	// Anti-entropy brings a what the others hold: its own return too.
+	g, err := h.ReadObjects(nil, []string{"e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ApplyRemote(&crdt.Context{}, g); err != nil {
+		t.Fatal(err)
+	}
+	a.SyncedWith("h", []string{"h", "b"})
+	a.SyncedWith("b", []string{"h", "b"})
+	if a.CatchingUp() {
+		t.Fatal("a still catching up after syncing with both peers")
+	}
+	a.returnIdleRights()
+	r.deliver(nil)
+	for _, name := range escrowRegions {
+		if it := r.item(name, "e1"); *it.Granted != 2 {
+			t.Fatalf("%s counts %d of rights outstanding at a, want a's hold of 2", name, *it.Granted)
+		}
+	}
+	// So the home leaves a's hold its units.
+	if _, err := h.Reserve(bg, "e1", 99, time.Hour, Idem{}); err == nil {
+		t.Fatal("the home reserved 99 of the 100 units while a holds 2")
+	}
+	must[Reservation](t)(h.Reserve(bg, "e1", 98, time.Hour, Idem{}))
+	if c := must[Reservation](t)(a.Commit(bg, held.ID, Idem{})); c.State != StateCommitted {
+		t.Fatalf("a's hold: %+v", c)
 	}
 }
