@@ -146,10 +146,12 @@ func (n *Node) buildDigest() error {
 					n.dg.damaged[k] = struct{}{}
 					return true
 				}
-			} else if _, err := crdt.DecodeItem(v); err != nil {
+			} else if it, err := crdt.DecodeItem(v); err != nil {
 				n.store.MarkCorrupt(k)
 				n.dg.damaged[k] = struct{}{}
 				return true
+			} else {
+				n.noteRights(k[len(prefixItem):], it)
 			}
 			n.dg.set(k, v)
 			return true

@@ -195,6 +195,28 @@ func (n *Node) askRights(ctx context.Context, home, sku string, need int64) bool
 	return true
 }
 
+// granted returns the units of sku that it shows granted to this region:
+// 0 unless sku is an escrow sku homed elsewhere. A remote apply that
+// raises them notes sku (noteEscrow), so that the rights go back once
+// idle however they came: in the answer to this region's request or,
+// that answer lost on the way, in the home's delta or by anti-entropy.
+func (n *Node) granted(sku string, it *crdt.Item) uint64 {
+	if !n.escrow(sku) || n.decides(n.HomeOf(sku), sku) {
+		return 0
+	}
+	return it.Granted(string(n.name))
+}
+
+// noteRights notes sku at start if its stored item it shows rights of
+// this region not used or returned: they go back once idle, whether or
+// not the store kept the ledger that records a request for them (a fault
+// may have taken the ledger and anti-entropy brought the grant back).
+func (n *Node) noteRights(sku string, it *crdt.Item) {
+	if n.granted(sku, it) > 0 && it.Outstanding(string(n.name)) > 0 {
+		n.noteEscrow(sku, 0)
+	}
+}
+
 // grant decides a request for rights at the home.
 func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	it, l, err := n.loadForDecision(tx, g, req.SKU, now)

@@ -32,6 +32,9 @@ type escrowRig struct {
 	cut     map[string]bool
 	grants  int
 	forward int
+	// loseGrants is how many more answers to grants are lost on the way
+	// back (the home decided them).
+	loseGrants int
 }
 
 type queued struct {
@@ -68,7 +71,14 @@ func (f rigFwd) Forward(ctx context.Context, home string, req *HomeRequest) (*Ho
 	}
 	c := *req
 	c.Escrow = false // never travels
-	return f.r.nodes[home].ServeForwarded(ctx, &c), nil
+	resp := f.r.nodes[home].ServeForwarded(ctx, &c)
+	f.r.mu.Lock()
+	defer f.r.mu.Unlock()
+	if req.Op == OpGrant && f.r.loseGrants > 0 {
+		f.r.loseGrants--
+		return nil, &Error{Code: CodeHomeUnavailable, RetryAfter: 1, Detail: "the answer was lost"}
+	}
+	return resp, nil
 }
 
 var escrowRegions = []string{"h", "a", "b"}
@@ -418,5 +428,44 @@ func TestEscrowNoReturnWhileCatchingUp(t *testing.T) {
 	must[Reservation](t)(h.Reserve(bg, "e1", 98, time.Hour, Idem{}))
 	if c := must[Reservation](t)(a.Commit(bg, held.ID, Idem{})); c.State != StateCommitted {
 		t.Fatalf("a's hold: %+v", c)
+	}
+}
+
+// TestEscrowGrantAnswerLost: rights the home granted in an answer that was
+// lost reach the region by replication, and go back once idle like any
+// others — also after the region restarted in between.
+func TestEscrowGrantAnswerLost(t *testing.T) {
+	r := newEscrowRig(t)
+	h := r.nodes["h"]
+	must[Item](t)(h.Restock(bg, "e1", 100))
+	must[Item](t)(h.Restock(bg, "e2", 100))
+	r.deliver(nil)
+	ask := func(sku string) {
+		t.Helper()
+		r.loseGrants = 1
+		res := must[Reservation](t)(r.nodes["a"].Reserve(bg, sku, 1, time.Minute, Idem{}))
+		if !strings.HasPrefix(res.ID, "h:") || r.loseGrants != 0 {
+			t.Fatalf("a reserved %s as %s, its grant's answer lost: want it decided at the home", sku, res.ID)
+		}
+		if g := r.item("h", sku).Granted; g == nil || *g == 0 {
+			t.Fatalf("the home granted a no rights to %s", sku)
+		}
+		r.deliver(nil) // the grant reaches a by replication
+		if rights := r.item("a", sku).Rights; rights == nil || *rights == 0 {
+			t.Fatalf("the grant of %s did not reach a", sku)
+		}
+	}
+	// Rights to e2, then a restart: only its store tells a of them.
+	ask("e2")
+	r.nodes["a"].close()
+	r.open("a")
+	ask("e1")
+	r.clock.Advance(EscrowIdle + time.Second)
+	r.nodes["a"].returnIdleRights()
+	r.deliver(nil)
+	for _, sku := range []string{"e1", "e2"} {
+		if g := r.item("h", sku).Granted; *g != 0 {
+			t.Fatalf("a idle: the home counts %d of rights to %s outstanding, want 0", *g, sku)
+		}
 	}
 }

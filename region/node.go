@@ -646,8 +646,12 @@ func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context) error
 			return err
 		}
 		if cur.Brings(it) || err != nil {
+			granted := n.granted(sku, cur)
 			cur.Join(it)
 			tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
+			if n.granted(sku, cur) > granted {
+				n.noteEscrow(sku, 0) // rights, however they came: returned when idle
+			}
 		}
 	}
 	if !dots.Empty() {
