@@ -170,7 +170,13 @@ func New(opts Options) (*Handler, error) {
 	}
 	h := &Handler{opts: opts}
 	for _, r := range opts.Config.Regions {
-		h.regions = append(h.regions, RegionLink{Name: r.Name, URL: BaseURL(r.API, opts.Config.APITLS.Enabled())})
+		// A region of several nodes is reached at its first node (any
+		// node answers for the whole region).
+		api := r.API
+		if nodes := opts.Config.Nodes(r.Name); api == "" && len(nodes) > 0 {
+			api = nodes[0].DialAPI()
+		}
+		h.regions = append(h.regions, RegionLink{Name: r.Name, URL: BaseURL(api, opts.Config.APITLS.Enabled())})
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12}

@@ -65,9 +65,14 @@ func (a *authFlags) options(opts client.Options) (client.Options, error) {
 }
 
 // regionURL is the base URL of a region of cfg: https when the config
-// serves the API over TLS (api_tls).
+// serves the API over TLS (api_tls). A region of several nodes is
+// reached at its first node, which answers for the whole region.
 func regionURL(cfg *config.Config, rc config.RegionConfig) string {
-	u := apiURL(rc.API)
+	addr := rc.API
+	if nodes := cfg.Nodes(rc.Name); addr == "" && len(nodes) > 0 {
+		addr = nodes[0].DialAPI()
+	}
+	u := apiURL(addr)
 	if cfg.APITLS.Enabled() {
 		u = "https://" + strings.TrimPrefix(u, "http://")
 	}
