@@ -238,6 +238,12 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 	return &HomeResponse{State: state}, nil
 }
 
+// ReturnIdleRights gives back the unused rights of every escrow sku that
+// has gone without a reservation decided from rights for EscrowIdle (none
+// while the region catches up). The background loop calls it every
+// ExpiryInterval; tests with a fake clock may call it directly.
+func (n *Node) ReturnIdleRights() { n.returnIdleRights() }
+
 // returnIdleRights gives back the unused rights of every sku quiet for
 // EscrowIdle. The background loop calls it.
 func (n *Node) returnIdleRights() {
