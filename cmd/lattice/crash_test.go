@@ -58,15 +58,15 @@ func startChild(t *testing.T, bin, cfg, logPath string) *child {
 }
 
 // startServe starts `lattice serve` for region of the config as a child
-// process logging to logPath; the child is killed at the end of the test
-// if it still runs.
-func startServe(t *testing.T, bin, cfg, region, logPath string) *child {
+// process logging to logPath, with extra arguments (--node); the child is
+// killed at the end of the test if it still runs.
+func startServe(t *testing.T, bin, cfg, region, logPath string, extra ...string) *child {
 	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--region", region, "--log-level", "info")
+	cmd := exec.Command(bin, append([]string{"serve", "--config", cfg, "--region", region, "--log-level", "info"}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

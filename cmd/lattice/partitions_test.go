@@ -30,36 +30,7 @@ type partNode struct {
 // startNode starts `lattice serve --node` as a child process.
 func startNode(t *testing.T, bin, cfg string, n *partNode) {
 	t.Helper()
-	logf, err := os.OpenFile(n.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--region", n.region, "--node", n.node, "--log-level", "info")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, log: n.log, exited: make(chan int, 1), done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		logf.Close()
-		c.status = cmd.ProcessState.ExitCode()
-		if err != nil && c.status == 0 {
-			c.status = -1
-		}
-		c.exited <- c.status
-		close(c.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-c.done
-		}
-	})
-	n.c = c
+	n.c = startServe(t, bin, cfg, n.region, n.log, "--node", n.node)
 }
 
 // TestPartitionedCluster runs 3 regions × 2 nodes of real `lattice serve`

@@ -145,16 +145,11 @@ func (q *Partitioned) Start(_ context.Context, nodes map[int]*region.Node) error
 		}
 	}
 	cfg := q.env.Config
-	udp, err := net.ListenPacket("udp", q.env.PeerAddr)
+	udp, w, pc, err := listenPeer(q.env, q.opts)
 	if err != nil {
-		return fmt.Errorf("replication: listen %s: %w", q.env.PeerAddr, err)
+		return err
 	}
-	q.udp = udp
-	var pc net.PacketConn = udp
-	if q.opts.WAN || len(cfg.Emulate.LatencyMS) > 0 || cfg.Emulate.LossPct > 0 {
-		q.wan = wan.Wrap(udp, wan.WithSeed(q.opts.WANSeed))
-		pc = q.wan
-	}
+	q.udp, q.wan = udp, w
 	tc := transport.DefaultConfig()
 	tc.Region, tc.Node, tc.Certs, tc.Logger = q.env.Region, q.node, q.env.TLS, q.env.Logger
 	tc.Peers = map[string]string{}
@@ -164,25 +159,10 @@ func (q *Partitioned) Start(_ context.Context, nodes map[int]*region.Node) error
 				continue
 			}
 			tc.Peers[PeerName(r, nc.Name)] = nc.DialPeer()
-			if q.wan == nil {
-				continue
-			}
-			addr, err := net.ResolveUDPAddr("udp", nc.DialPeer())
-			if err != nil {
+			if err := emulateLink(q.wan, cfg, q.env.Region, r, PeerName(r, nc.Name), nc.DialPeer()); err != nil {
 				udp.Close()
-				return fmt.Errorf("replication: node %s/%s address %q: %w", r, nc.Name, nc.DialPeer(), err)
+				return err
 			}
-			link := wan.Link{Loss: cfg.Emulate.LossPct / 100}
-			if r != q.env.Region {
-				link.Delay = cfg.Latency(q.env.Region, r)
-			} else {
-				link.Loss = 0
-			}
-			if err := link.Validate(); err != nil {
-				udp.Close()
-				return fmt.Errorf("replication: emulated link to %s/%s: %w", r, nc.Name, err)
-			}
-			q.wan.SetLink(addr.String(), link)
 		}
 	}
 	if q.opts.Transport != nil {

@@ -119,35 +119,20 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 		return fmt.Errorf("replication: %w", err)
 	}
 	cfg := q.env.Config
-	udp, err := net.ListenPacket("udp", q.env.PeerAddr)
+	udp, w, pc, err := listenPeer(q.env, q.opts)
 	if err != nil {
-		return fmt.Errorf("replication: listen %s: %w", q.env.PeerAddr, err)
+		return err
 	}
-	q.udp = udp
-	var pc net.PacketConn = udp
-	if q.opts.WAN || len(cfg.Emulate.LatencyMS) > 0 || cfg.Emulate.LossPct > 0 {
-		q.wan = wan.Wrap(udp, wan.WithSeed(q.opts.WANSeed))
-		pc = q.wan
-	}
+	q.udp, q.wan = udp, w
 	tc := transport.DefaultConfig()
 	tc.Region, tc.Certs, tc.Logger = q.env.Region, q.env.TLS, q.env.Logger
 	tc.Peers = map[string]string{}
 	for _, p := range cfg.Peers(q.env.Region) {
 		tc.Peers[p.Name] = p.DialPeer()
-		if q.wan == nil {
-			continue
-		}
-		addr, err := net.ResolveUDPAddr("udp", p.DialPeer())
-		if err != nil {
+		if err := emulateLink(q.wan, cfg, q.env.Region, p.Name, p.Name, p.DialPeer()); err != nil {
 			udp.Close()
-			return fmt.Errorf("replication: peer %s address %q: %w", p.Name, p.DialPeer(), err)
+			return err
 		}
-		link := wan.Link{Delay: cfg.Latency(q.env.Region, p.Name), Loss: cfg.Emulate.LossPct / 100}
-		if err := link.Validate(); err != nil {
-			udp.Close()
-			return fmt.Errorf("replication: emulated link to %s: %w", p.Name, err)
-		}
-		q.wan.SetLink(addr.String(), link)
 	}
 	if q.opts.Transport != nil {
 		q.opts.Transport(&tc)
@@ -162,6 +147,46 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 	if q.opts.Started != nil {
 		q.opts.Started(q)
 	}
+	return nil
+}
+
+// listenPeer opens the UDP socket at env.PeerAddr, wrapped in an emulated
+// WAN when the config's emulate key or opts.WAN ask for one (w and pc are
+// then the WAN, else w is nil and pc the socket).
+func listenPeer(env Env, opts AttachOptions) (udp net.PacketConn, w *wan.Conn, pc net.PacketConn, err error) {
+	cfg := env.Config
+	udp, err = net.ListenPacket("udp", env.PeerAddr)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("replication: listen %s: %w", env.PeerAddr, err)
+	}
+	pc = udp
+	if opts.WAN || len(cfg.Emulate.LatencyMS) > 0 || cfg.Emulate.LossPct > 0 {
+		w = wan.Wrap(udp, wan.WithSeed(opts.WANSeed))
+		pc = w
+	}
+	return udp, w, pc, nil
+}
+
+// emulateLink sets, on the emulated WAN w (none: nothing to do), the link
+// to peer (named name, at addr, in region to) from region from: the
+// config's latency between the regions and its loss; a link within a
+// region has neither.
+func emulateLink(w *wan.Conn, cfg *config.Config, from, to, name, addr string) error {
+	if w == nil {
+		return nil
+	}
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("replication: peer %s address %q: %w", name, addr, err)
+	}
+	var link wan.Link
+	if from != to {
+		link = wan.Link{Delay: cfg.Latency(from, to), Loss: cfg.Emulate.LossPct / 100}
+	}
+	if err := link.Validate(); err != nil {
+		return fmt.Errorf("replication: emulated link to %s: %w", name, err)
+	}
+	w.SetLink(ua.String(), link)
 	return nil
 }
 
