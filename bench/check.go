@@ -28,10 +28,13 @@ func (c CartState) String() string {
 	return b.String()
 }
 
-// ItemState is an inventory item as a region shows it.
+// ItemState is an inventory item as a region shows it. Granted is an
+// escrow sku's rights that regions other than its home hold (used by
+// holds or not), 0 for other skus.
 type ItemState struct {
 	Stock    int64 `json:"stock"`
 	Reserved int64 `json:"reserved"`
+	Granted  int64 `json:"granted,omitempty"`
 }
 
 // RegionState is the final state of the benchmark's keys at one region.
@@ -117,9 +120,10 @@ func (m StockModel) Ledger(sku string) *StockLedger {
 // CheckStock compares the final state of each sku at its home (a
 // consistent read) with m. oversold counts, per sku, the units by which
 // what is held and committed exceeds what was ever restocked: the larger
-// of reserved − stock at the home (stock already has the commits
-// subtracted) and acknowledged commits − every restock that may have
-// happened. mismatches counts the skus whose home stock is outside what
+// of reserved + granted − stock at the home (stock already has the
+// commits subtracted; granted, an escrow sku's rights held by other
+// regions, bounds the holds they decided) and acknowledged commits −
+// every restock that may have happened. mismatches counts the skus whose home stock is outside what
 // the acknowledged and unknown restocks and commits allow (a lost or
 // doubled restock or commit).
 func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismatches int) {
@@ -135,8 +139,7 @@ func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismat
 	for _, s := range skus {
 		l := m.Ledger(s)
 		it := home[s]
-		over := max(0, it.Reserved-it.Stock, l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
-		oversold += over
+		oversold += skuOversold(l, it)
 		lo := l.RestockAcked - (l.CommitAcked + l.CommitUnknown)
 		hi := l.RestockAcked + l.RestockUnknown - l.CommitAcked
 		if it.Stock < lo || it.Stock > hi {
@@ -144,6 +147,33 @@ func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismat
 		}
 	}
 	return oversold, mismatches
+}
+
+// skuOversold is the units of a sku held and committed beyond what was
+// ever restocked, by the ledger l and the item it as its home shows it:
+// the larger of reserved + granted − stock (stock has the commits
+// subtracted; an escrow sku's holds decided from rights are within the
+// rights granted) and acknowledged commits − every restock that may have
+// happened.
+func skuOversold(l *StockLedger, it ItemState) int64 {
+	return max(0, it.Reserved+it.Granted-it.Stock, l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
+}
+
+// ViewOversold returns, per sku, the most units by which reserved +
+// granted exceeds stock in one region's view of states: held and
+// committed beyond stock as that region sees it, the holds decided from
+// rights being within the rights granted. Skus at 0 everywhere are left
+// out.
+func ViewOversold(states []RegionState) map[string]int64 {
+	out := map[string]int64{}
+	for _, st := range states {
+		for sku, it := range st.Items {
+			if over := it.Reserved + it.Granted - it.Stock; over > out[sku] {
+				out[sku] = over
+			}
+		}
+	}
+	return out
 }
 
 // Divergence compares the regions' final states key by key. For each key
@@ -192,7 +222,7 @@ func Divergence(states []RegionState) (regions []int, keys []string) {
 	for k := range itemKeys {
 		compare("item:"+k, func(st RegionState) string {
 			it := st.Items[k]
-			return fmt.Sprintf("%d/%d", it.Stock, it.Reserved)
+			return fmt.Sprintf("%d/%d/%d", it.Stock, it.Reserved, it.Granted)
 		})
 	}
 	for i, b := range bad {

@@ -60,6 +60,8 @@ func TestCheckStockCountsOversold(t *testing.T) {
 		{"lost restock", StockLedger{RestockAcked: 10, CommitAcked: 2}, ItemState{Stock: 5}, 0, 1},
 		{"doubled restock", StockLedger{RestockAcked: 10}, ItemState{Stock: 12}, 0, 1},
 		{"unknown commit in range", StockLedger{RestockAcked: 10, CommitAcked: 2, CommitUnknown: 3}, ItemState{Stock: 5}, 0, 0},
+		{"rights granted within stock", StockLedger{RestockAcked: 10, CommitAcked: 2}, ItemState{Stock: 8, Reserved: 3, Granted: 5}, 0, 0},
+		{"rights granted beyond stock", StockLedger{RestockAcked: 10, CommitAcked: 2}, ItemState{Stock: 8, Reserved: 3, Granted: 7}, 2, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -108,10 +110,32 @@ func TestDivergence(t *testing.T) {
 	if r, _ := Divergence(tie); !reflect.DeepEqual(r, []int{1}) {
 		t.Fatalf("tie: regions %v, want [1]", r)
 	}
+	// So is the rights granted.
+	granted := []RegionState{st(CartState{}, 5), st(CartState{}, 5)}
+	granted[1].Items["s"] = ItemState{Stock: 5, Granted: 2}
+	if _, k := Divergence(granted); !reflect.DeepEqual(k, []string{"item:s"}) {
+		t.Fatalf("granted differs: keys %v", k)
+	}
 	// A held count differing is a difference too.
 	held := []RegionState{st(CartState{}, 5), st(CartState{}, 5)}
 	held[1].Items["s"] = ItemState{Stock: 5, Reserved: 1}
 	if _, k := Divergence(held); !reflect.DeepEqual(k, []string{"item:s"}) {
 		t.Fatalf("reserved differs: keys %v", k)
+	}
+}
+
+func TestViewOversold(t *testing.T) {
+	states := []RegionState{
+		{Items: map[string]ItemState{"a": {Stock: 10, Reserved: 2, Granted: 8}, "b": {Stock: 3, Reserved: 1}}},
+		{Items: map[string]ItemState{"a": {Stock: 10, Reserved: 4, Granted: 8}, "b": {Stock: 3, Reserved: 5}}},
+		{Items: map[string]ItemState{"a": {Stock: 10, Reserved: 3, Granted: 8}}},
+	}
+	// The worst view of each sku: a by 2 at the second region, b by 2
+	// there too; a sku at 0 everywhere is left out.
+	if got, want := ViewOversold(states), map[string]int64{"a": 2, "b": 2}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ViewOversold = %v, want %v", got, want)
+	}
+	if got := ViewOversold(states[:1]); len(got) != 0 {
+		t.Fatalf("consistent view: %v", got)
 	}
 }

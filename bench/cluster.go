@@ -158,9 +158,9 @@ func (l layout) ranges(j int) (lo, hi int) {
 
 // startCluster makes the certificates and config of the regions names
 // under dir, each run by lay.nodes nodes owning contiguous ranges of
-// lay.partitions partitions, and starts every node. On failure it closes
-// what it started.
-func startCluster(ctx context.Context, dir string, names []string, lay layout, latency map[string]int, lossPct float64, wanSeed uint64,
+// lay.partitions partitions, with the homes rules homes, and starts every
+// node. On failure it closes what it started.
+func startCluster(ctx context.Context, dir string, names []string, lay layout, homes []config.HomeRule, latency map[string]int, lossPct float64, wanSeed uint64,
 	durability config.Durability, log *slog.Logger, h hooks) (_ *cluster, err error) {
 	cfg := config.DefaultConfig()
 	cfg.Cluster = "bench"
@@ -170,6 +170,7 @@ func startCluster(ctx context.Context, dir string, names []string, lay layout, l
 	cfg.Emulate.LatencyMS = latency
 	cfg.Emulate.LossPct = lossPct
 	cfg.Partitions = lay.partitions
+	cfg.Homes = homes
 	cfg.Regions = nil
 	lns := map[[2]int]net.Listener{} // by region and node
 	defer func() {
@@ -373,6 +374,23 @@ func (c *cluster) wireBytes() (app, udp uint64, err error) {
 		udp += n.wan().Stats().SentBytes
 	}
 	return app, udp, nil
+}
+
+// counterSum returns the sum over every node of the counter name.
+func (c *cluster) counterSum(name string) (float64, error) {
+	var sum float64
+	for _, n := range c.all() {
+		mfs, err := gather(n.server)
+		if err != nil {
+			return 0, err
+		}
+		if mf := mfs[name]; mf != nil {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum, nil
 }
 
 func gather(s *server.Server) (map[string]*dto.MetricFamily, error) {

@@ -18,7 +18,11 @@
 // random. Cart adds, sets and removes go to many carts; restocks and
 // reservations (hold, then commit or release) contend on a few hot skus,
 // one homed at each region, half of the holds sent to the home and half to
-// another region. It runs open loop: each operation starts at its target
+// another region. With Config.Escrow each hot sku has an escrow twin homed
+// at the same region (a homes rule with escrow: true), and half of the
+// restocks and holds go to the twins: EscrowResult sets the two kinds side
+// by side — latency of holds granted away from the home, where they were
+// decided, refusals while stock was available elsewhere, oversold units. It runs open loop: each operation starts at its target
 // time, or as soon after as one of a bounded number of request slots is
 // free, however slow earlier answers are.
 //

@@ -8,10 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/latticedb/lattice/region"
 )
 
 // Outcome is what became of one request.
@@ -50,6 +53,10 @@ type call struct {
 	// error's kind ("transport").
 	Code    string
 	Latency time.Duration
+	// Available is the problem's available, when it has one (an
+	// insufficient_stock refusal of one sku: what its home had available
+	// when it decided).
+	Available *int64
 }
 
 // opResult is the result of one operation. A reservation has two calls:
@@ -59,6 +66,27 @@ type opResult struct {
 	Done   time.Time // when the last answer was read
 	First  call
 	Second call
+	// ID is the reservation id of a granted hold.
+	ID string
+	// Stock is what a read right after a hold refused with
+	// insufficient_stock found (client.probeRefusals), nil if none ran.
+	Stock *stockProbe
+}
+
+// stockProbe is the stock of a sku read right after a hold of it was
+// refused with insufficient_stock: at its home, with ?consistent=true,
+// then the unused rights of every other region (escrow skus), each read
+// there.
+type stockProbe struct {
+	// OK says whether the home answered; Available and Granted are its
+	// item's (available leaves out the rights other regions hold,
+	// which granted counts, used by holds or not).
+	OK                 bool
+	Available, Granted int64
+	// RightsOK says whether every other region answered, Rights is the
+	// sum of their rights (what each may still reserve alone).
+	RightsOK bool
+	Rights   int64
 }
 
 // client sends the benchmark's requests. A request for a region goes to
@@ -73,6 +101,12 @@ type client struct {
 	next []atomic.Uint64
 	// ttl is the ttl_ms of reservations.
 	ttl int64
+	// names are the regions' names, by index: an escrow hold's commit or
+	// release goes to the region its id names.
+	names []string
+	// probeRefusals makes run read the sku's stock right after a hold is
+	// refused with insufficient_stock (opResult.Stock).
+	probeRefusals bool
 	// done counts the operations drive has finished, failed those whose
 	// first request ended Unknown (a 5xx or no answer), for the progress
 	// lines.
@@ -155,10 +189,11 @@ func (c *client) doHeader(ctx context.Context, region int, method, path string, 
 			cl.Outcome = Refused
 		}
 		var p struct {
-			Code string `json:"code"`
+			Code      string `json:"code"`
+			Available *int64 `json:"available"`
 		}
 		if json.Unmarshal(b, &p) == nil && p.Code != "" {
-			cl.Code = p.Code
+			cl.Code, cl.Available = p.Code, p.Available
 		} else {
 			cl.Code = fmt.Sprintf("http_%d", resp.StatusCode)
 		}
@@ -185,15 +220,66 @@ func (c *client) run(ctx context.Context, op Op) opResult {
 		}
 		r.First = c.do(ctx, op.Region, "POST", "/v1/reservations", map[string]any{"sku": op.SKU, "qty": op.Qty, "ttl_ms": c.ttl}, &res)
 		if r.First.Outcome == OK && res.ID != "" {
+			r.ID = res.ID
 			step := "release"
 			if op.Commit {
 				step = "commit"
 			}
-			r.Second = c.do(ctx, op.Region, "POST", "/v1/reservations/"+p(res.ID)+"/"+step, nil, nil)
+			// An escrow hold's commit or release goes to the region
+			// that decided it, which its id names (the region the hold
+			// was sent to, or the home it escalated to); a home-decided
+			// one's to the region the hold was sent to, which forwards
+			// it to the home.
+			to := op.Region
+			if i := slices.Index(c.names, decider(res.ID)); op.Escrow && i >= 0 {
+				to = i
+			}
+			r.Second = c.do(ctx, to, "POST", "/v1/reservations/"+p(res.ID)+"/"+step, nil, nil)
 		}
 	}
 	r.Done = time.Now()
+	if c.probeRefusals && op.Kind == Reserve && r.First.Code == "insufficient_stock" {
+		r.Stock = c.probeStock(ctx, op)
+	}
 	return r
+}
+
+// decider returns the region a reservation id names: the region that
+// decided the hold, and where its commit or release is decided.
+func decider(id string) string {
+	r, _, _ := strings.Cut(id, ":")
+	return r
+}
+
+// probeStock reads op's sku at its home (?consistent=true) and, for an
+// escrow sku, the rights of every other region, each at that region.
+func (c *client) probeStock(ctx context.Context, op Op) *stockProbe {
+	path := "/v1/inventory/" + url.PathEscape(op.SKU)
+	var home region.Item
+	pr := &stockProbe{}
+	if c.do(ctx, op.Home, "GET", path+"?consistent=true", nil, &home).Outcome != OK {
+		return pr
+	}
+	pr.OK, pr.Available = true, home.Available
+	if home.Granted != nil {
+		pr.Granted = *home.Granted
+	}
+	pr.RightsOK = true
+	if !op.Escrow {
+		return pr
+	}
+	for r := range c.urls {
+		if r == op.Home {
+			continue
+		}
+		var it region.Item
+		if c.do(ctx, r, "GET", path, nil, &it).Outcome != OK || it.Rights == nil {
+			pr.RightsOK = false
+			continue
+		}
+		pr.Rights += *it.Rights
+	}
+	return pr
 }
 
 // get reads path at region into out; it fails on anything but 200.

@@ -50,6 +50,10 @@ type Result struct {
 	WarmupS     float64          `json:"warmup_s"`
 	Concurrency int              `json:"concurrency"`
 	Durability  string           `json:"durability"`
+	// EscrowSKUs says whether the run had escrow skus (Config.Escrow);
+	// Escrow is then their figures beside the home-decided skus'.
+	EscrowSKUs bool          `json:"escrow_skus"`
+	Escrow     *EscrowResult `json:"escrow,omitempty"`
 
 	Ops OpsResult `json:"ops"`
 	// Throughput is the operations answered per second during the
@@ -141,14 +145,19 @@ type SKUStock struct {
 	Home     string `json:"home"`
 	Stock    int64  `json:"stock"`
 	Reserved int64  `json:"reserved"`
+	// Granted is an escrow sku's rights held by other regions.
+	Granted int64 `json:"granted,omitempty"`
 	StockLedger
 }
 
 // Correctness holds the counters that must all be 0.
 type Correctness struct {
-	// OversoldUnits: units held and committed beyond the stock (see
-	// CheckStock).
+	// OversoldUnits: units held and committed beyond the stock at the
+	// sku's home, read with ?consistent=true (see CheckStock).
 	OversoldUnits int64 `json:"oversold_units"`
+	// OversoldInViews: units held and committed beyond the stock in the
+	// final view of some region, summed over skus (see ViewOversold).
+	OversoldInViews int64 `json:"oversold_units_in_region_views"`
 	// LostCartWrites: acknowledged adds missing from a final cart (see
 	// AddModel.Check).
 	LostCartWrites int64 `json:"lost_cart_writes"`
@@ -167,7 +176,7 @@ type Correctness struct {
 }
 
 func (c Correctness) zero() bool {
-	return c.OversoldUnits == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
+	return c.OversoldUnits == 0 && c.OversoldInViews == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
 		c.PhantomCartUnits == 0 && c.StockMismatches == 0 && c.UnconvergedDots == 0
 }
 
@@ -223,6 +232,9 @@ func (r *Result) Markdown() string {
 	if r.Partition != nil {
 		w(", %s cut off from %.1f s to %.1f s", r.Partition.Region, r.Partition.StartMS/1000, r.Partition.EndMS/1000)
 	}
+	if r.EscrowSKUs {
+		w("; escrow skus beside the home-decided ones")
+	}
 	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; lattice %s (commit %s), %s, %s, %d CPUs.\n\n",
 		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.Version, r.Commit, r.GoVersion, r.Platform, r.NumCPU)
 	if r.Command != "" {
@@ -254,8 +266,12 @@ func (r *Result) Markdown() string {
 	}
 
 	w("\n## Reservation latency, ms\n\n")
-	w("Holds granted %d, refused insufficient_stock %d, home_unavailable %d.\n\n",
+	w("Holds granted %d, refused insufficient_stock %d, home_unavailable %d.",
 		r.Reservations.Granted, r.Reservations.Insufficient, r.Reservations.Unavailable)
+	if r.Escrow != nil {
+		w(" Both kinds of sku together; each apart below.")
+	}
+	w("\n\n")
 	w("| request | count | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, row := range []struct {
 		name string
@@ -263,6 +279,10 @@ func (r *Result) Markdown() string {
 	}{{"hold, sent to the home", r.Reservations.Home}, {"hold, sent to a non-home region", r.Reservations.NonHome},
 		{"commit", r.Reservations.Commit}, {"release", r.Reservations.Release}} {
 		w("| %s | %d | %s | %s | %s | %s |\n", row.name, row.s.Count, f(row.s.P50), f(row.s.P99), f(row.s.P999), f(row.s.Max))
+	}
+
+	if r.Escrow != nil {
+		r.escrowMarkdown(w)
 	}
 
 	w("\n## Cross-region convergence (acknowledged at the origin → durable at the remote), ms\n\n")
@@ -297,7 +317,8 @@ func (r *Result) Markdown() string {
 	w("\n## Correctness (each must be 0)\n\n")
 	c := r.Correctness
 	w("| counter | value |\n|---|---:|\n")
-	w("| oversold units | %d |\n| lost cart writes | %d |\n| regions not converged | %d |\n", c.OversoldUnits, c.LostCartWrites, c.RegionsNotConverged)
+	w("| oversold units | %d |\n| oversold units in a region's view | %d |\n", c.OversoldUnits, c.OversoldInViews)
+	w("| lost cart writes | %d |\n| regions not converged | %d |\n", c.LostCartWrites, c.RegionsNotConverged)
 	w("| phantom cart units | %d |\n| stock mismatches | %d |\n| writes missing at a region | %d |\n", c.PhantomCartUnits, c.StockMismatches, c.UnconvergedDots)
 	if len(c.DivergedKeys) > 0 {
 		w("\nDiverged keys: %s\n", strings.Join(c.DivergedKeys, ", "))

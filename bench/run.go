@@ -65,6 +65,15 @@ type Config struct {
 	// Carts is the number of carts of each set (add-only, mixed); 0 means
 	// DefaultCarts.
 	Carts int
+	// Escrow adds escrow skus beside the hot skus: the config gets the
+	// homes rules of EscrowHomes, and the workload reserves and restocks
+	// both kinds alike (Workload.Escrow). A hold refused with
+	// insufficient_stock is followed by a read of the sku's stock
+	// (EscrowResult).
+	Escrow bool
+	// Stock is the stock each hot sku is given before the workload; 0
+	// means InitialStock.
+	Stock int64
 	// RequestTimeout bounds one HTTP request of the workload.
 	RequestTimeout time.Duration
 	// Probe is how long the concern probe runs after the workload has
@@ -120,6 +129,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --durability %q, want always or everysec", c.Durability)
 	case c.Carts < 0:
 		return fmt.Errorf("bench: --carts %d, want ≥ 0", c.Carts)
+	case c.Stock < 0 || c.Stock > crdt.MaxQty:
+		return fmt.Errorf("bench: --stock %d, want 0..%d (0 means %d)", c.Stock, crdt.MaxQty, InitialStock)
 	case c.RequestTimeout <= 0:
 		return fmt.Errorf("bench: request timeout %v, want > 0", c.RequestTimeout)
 	case c.Probe < 0:
@@ -228,9 +239,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		},
 		onApply: func(r, _ string, rs []protocol.DotRange, at time.Time) { tr.Applied(r, rs, at) },
 	}
-	say("starting %d regions (%s) of %d node(s) and %d partition(s), latency %s, loss %v %%, durability %s", len(names),
-		strings.Join(names, ", "), lay.nodes, lay.partitions, cfg.Latency, cfg.LossPct, cfg.Durability)
-	c, err := startCluster(ctx, dir, names, lay, latency, cfg.LossPct, cfg.Seed, config.Durability(cfg.Durability), cfg.Logger, h)
+	var homes []config.HomeRule
+	if cfg.Escrow {
+		homes = EscrowHomes(names)
+	}
+	say("starting %d regions (%s) of %d node(s) and %d partition(s), latency %s, loss %v %%, durability %s, escrow skus %v", len(names),
+		strings.Join(names, ", "), lay.nodes, lay.partitions, cfg.Latency, cfg.LossPct, cfg.Durability, cfg.Escrow)
+	c, err := startCluster(ctx, dir, names, lay, homes, latency, cfg.LossPct, cfg.Seed, config.Durability(cfg.Durability), cfg.Logger, h)
 	if err != nil {
 		return nil, err
 	}
@@ -241,22 +256,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	sched, err := Generate(Workload{Seed: cfg.Seed, Rate: cfg.Rate, Span: cfg.Warmup + cfg.Duration,
-		Regions: names, Home: c.cfg.Home, Carts: cfg.Carts})
+		Regions: names, Home: c.cfg.Home, Carts: cfg.Carts, Escrow: cfg.Escrow})
 	if err != nil {
 		return nil, err
 	}
 	cl := newClient(c.urls(), cfg.Concurrency, cfg.RequestTimeout)
 	defer cl.close()
+	cl.names, cl.probeRefusals = names, cfg.Escrow
 
 	// Set-up: stock for the hot skus, at their homes, seen everywhere.
 	stock := StockModel{}
+	initial := cfg.Stock
+	if initial == 0 {
+		initial = InitialStock
+	}
 	for _, sku := range sched.Hot {
 		home := slices.Index(names, c.cfg.Home(sku))
-		r := cl.do(ctx, home, "POST", "/v1/inventory/"+url.PathEscape(sku)+"/restock", map[string]any{"qty": InitialStock}, nil)
+		r := cl.do(ctx, home, "POST", "/v1/inventory/"+url.PathEscape(sku)+"/restock", map[string]any{"qty": initial}, nil)
 		if r.Outcome != OK {
 			return nil, fmt.Errorf("bench: set-up restock of %s at %s: %d %s", sku, names[home], r.Status, r.Code)
 		}
-		stock.Ledger(sku).RestockAcked += InitialStock
+		stock.Ledger(sku).RestockAcked += initial
 	}
 	if err := poll(ctx, 30*time.Second, func() bool { return pending(c, tr) == 0 }); err != nil {
 		return nil, fmt.Errorf("bench: the set-up's writes did not reach every region: %w", err)
@@ -357,7 +377,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if err := cl.get(ctx, slices.Index(names, c.cfg.Home(sku)), "/v1/inventory/"+url.PathEscape(sku)+"?consistent=true", &it); err != nil {
 			return nil, err
 		}
-		home[sku] = ItemState{Stock: it.Stock, Reserved: it.Reserved}
+		home[sku] = itemState(it)
 	}
 
 	a := analyze(sched, results, start, cfg.Warmup, cfg.Duration, stock)
@@ -367,7 +387,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),
 		Regions: names, Partitions: lay.partitions, NodesPerRegion: lay.nodes, Routing: RoundRobin, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
 		TargetRate: cfg.Rate, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
-		Concurrency: cfg.Concurrency, Durability: cfg.Durability,
+		Concurrency: cfg.Concurrency, Durability: cfg.Durability, EscrowSKUs: cfg.Escrow,
 		Ops: a.ops, Throughput: a.throughput, ThroughputOK: a.throughputOK,
 		WriteLatency: a.write, WriteLatencyByKind: a.writeByKind, ScheduleLag: a.lag,
 		Reservations: a.res, SettleMS: ms(settled.Sub(workloadEnd)), Stores: stores,
@@ -382,6 +402,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	lost, phantom := a.adds.Check(states, sched.AddCarts)
 	oversold, mismatches := CheckStock(a.stock, home)
+	viewOver := ViewOversold(states)
+	var inViews int64
+	for _, u := range viewOver {
+		inViews += u
+	}
 	notConverged := map[int]bool{}
 	for _, r := range divergent {
 		notConverged[r] = true
@@ -390,13 +415,27 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(divergedKeys) > 20 {
 		divergedKeys = divergedKeys[:20]
 	}
-	res.Correctness = Correctness{OversoldUnits: oversold, LostCartWrites: lost, RegionsNotConverged: len(notConverged),
+	res.Correctness = Correctness{OversoldUnits: oversold, OversoldInViews: inViews, LostCartWrites: lost, RegionsNotConverged: len(notConverged),
 		PhantomCartUnits: phantom, StockMismatches: mismatches, UnconvergedDots: unconverged, DivergedKeys: divergedKeys}
 	for _, sku := range sched.Hot {
 		res.Stock = append(res.Stock, SKUStock{SKU: sku, Home: c.cfg.Home(sku), Stock: home[sku].Stock,
-			Reserved: home[sku].Reserved, StockLedger: *a.stock.Ledger(sku)})
+			Reserved: home[sku].Reserved, Granted: home[sku].Granted, StockLedger: *a.stock.Ledger(sku)})
 	}
 	res.OK = res.Correctness.zero()
+	if cfg.Escrow {
+		homeOver := map[string]int64{}
+		for _, sku := range sched.Hot {
+			homeOver[sku] = skuOversold(a.stock.Ledger(sku), home[sku])
+		}
+		rtt := func(a, b int) float64 { return 2 * ms(c.cfg.Latency(names[a], names[b])) }
+		res.Escrow = analyzeEscrow(sched, results, names, rtt, cfg.Warmup, homeOver, viewOver)
+		if res.Escrow.UnitsGranted, err = c.counterSum("lattice_escrow_granted_units_total"); err != nil {
+			return nil, err
+		}
+		if res.Escrow.UnitsReturned, err = c.counterSum("lattice_escrow_returned_units_total"); err != nil {
+			return nil, err
+		}
+	}
 
 	// The concern probe, on the settled cluster, once everything above is
 	// measured: its writes are counted by nothing else.
@@ -498,9 +537,19 @@ func readState(ctx context.Context, cl *client, r int, sched *Schedule) (RegionS
 		if err := cl.get(ctx, r, "/v1/inventory/"+url.PathEscape(sku), &it); err != nil {
 			return st, err
 		}
-		st.Items[sku] = ItemState{Stock: it.Stock, Reserved: it.Reserved}
+		st.Items[sku] = itemState(it)
 	}
 	return st, nil
+}
+
+// itemState returns what the checks compare of an item as a region shows
+// it.
+func itemState(it region.Item) ItemState {
+	st := ItemState{Stock: it.Stock, Reserved: it.Reserved}
+	if it.Granted != nil {
+		st.Granted = *it.Granted
+	}
+	return st
 }
 
 // poll checks cond every 20 ms until it holds; it fails after d.

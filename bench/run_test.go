@@ -282,6 +282,8 @@ func TestConfigValidate(t *testing.T) {
 		"region-4 of three":          func(c *Config) { c.Partition = "region-4@1s+1s" },
 		"partition too late":         func(c *Config) { c.Partition = "ap-south@20s+1s" },
 		"negative probe":             func(c *Config) { c.Probe = -time.Second },
+		"negative stock":             func(c *Config) { c.Stock = -1 },
+		"stock beyond a restock":     func(c *Config) { c.Stock = 1_000_001 },
 		"partitions not 2^n":         func(c *Config) { c.Partitions = 6 },
 		"too many partitions":        func(c *Config) { c.Partitions = 2 * MaxPartitions },
 		"more nodes than partitions": func(c *Config) { c.Partitions, c.Nodes = 2, 4 },

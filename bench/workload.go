@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
+
+	"github.com/latticedb/lattice/region/config"
 )
 
 // Kind is the kind of one scheduled operation.
@@ -143,6 +146,15 @@ type Workload struct {
 	// HotPerRegion is the number of hot skus homed at each region, those
 	// restocked and reserved; 0 means DefaultHotPerRegion.
 	HotPerRegion int
+	// Escrow adds, for every hot sku, an escrow sku homed at the same
+	// region (EscrowSKU; Home must place it there, as the rules of
+	// EscrowHomes do), and sends each restock and reservation of a hot
+	// sku to the sku or to its escrow twin, at even odds, by a random
+	// stream of its own: the operations, their target times and regions
+	// are those of the same Workload without Escrow, only the sku of
+	// about half the restocks and reservations changes. Both kinds of
+	// sku so see the same contention, from the same regions.
+	Escrow bool
 }
 
 // Defaults of a Workload.
@@ -175,6 +187,12 @@ type Op struct {
 	Commit bool
 	// FromHome says whether a reservation is sent to the sku's home.
 	FromHome bool
+	// Home is the index of the sku's home region, for a restock or a
+	// reservation.
+	Home int
+	// Escrow says whether the sku of a restock or reservation is an
+	// escrow sku (Workload.Escrow).
+	Escrow bool
 }
 
 // Schedule is a generated workload: its operations in order of target
@@ -186,8 +204,12 @@ type Schedule struct {
 	// Catalog are the skus put in carts.
 	Catalog []string
 	// Hot are the skus restocked and reserved, HotPerRegion homed at each
-	// region in region order.
+	// region in region order; with Workload.Escrow, followed by as many
+	// escrow skus, likewise.
 	Hot []string
+	// Escrow are the escrow skus of Hot (Workload.Escrow): Escrow[i] is
+	// homed where Hot[i] is.
+	Escrow []string
 }
 
 // Generate returns the schedule of w. It is a pure function of w: the
@@ -240,12 +262,36 @@ func Generate(w Workload) (*Schedule, error) {
 		return nil, err
 	}
 	s.Hot = hot
+	twin := map[string]string{}
+	if w.Escrow {
+		for i, sku := range hot {
+			r := w.Home(sku)
+			e := EscrowSKU(r, i%w.HotPerRegion)
+			if got := w.Home(e); got != r {
+				return nil, fmt.Errorf("bench: escrow sku %s is homed at %q, want %s (the homes rules of EscrowHomes)", e, got, r)
+			}
+			twin[sku] = e
+			s.Escrow = append(s.Escrow, e)
+		}
+		s.Hot = append(slices.Clone(hot), s.Escrow...)
+	}
 	regionOf := make(map[string]int, len(w.Regions))
 	for i, r := range w.Regions {
 		regionOf[r] = i
 	}
 
 	rng := rand.New(rand.NewPCG(w.Seed, 0x6c617474696365)) // "lattice"
+	// Which of a hot sku and its escrow twin an operation takes: a
+	// stream of its own, so that the other choices are the same with and
+	// without escrow skus.
+	kindRng := rand.New(rand.NewPCG(w.Seed, 0x657363726f77)) // "escrow"
+	hotOrTwin := func(op *Op) {
+		op.SKU = hot[rng.IntN(len(hot))]
+		if w.Escrow && kindRng.IntN(2) == 1 {
+			op.SKU, op.Escrow = twin[op.SKU], true
+		}
+		op.Home = regionOf[w.Home(op.SKU)]
+	}
 	var cum [numKinds]float64
 	acc := 0.0
 	for _, k := range Kinds() {
@@ -288,13 +334,13 @@ func Generate(w Workload) (*Schedule, error) {
 			op.Cart = s.MixCarts[rng.IntN(len(s.MixCarts))]
 			op.SKU = s.Catalog[rng.IntN(len(s.Catalog))]
 		case Restock:
-			op.SKU = s.Hot[rng.IntN(len(s.Hot))]
+			hotOrTwin(&op)
 			op.Qty = 1 + rng.Int64N(3)
 		case Reserve:
-			op.SKU = s.Hot[rng.IntN(len(s.Hot))]
+			hotOrTwin(&op)
 			op.Qty = 1 + rng.Int64N(3)
 			op.Commit = rng.Float64() < w.Mix.CommitFrac
-			home := regionOf[w.Home(op.SKU)]
+			home := op.Home
 			if n == 1 || rng.Float64() < w.Mix.HomeFrac {
 				op.Region = home
 			} else {
@@ -305,6 +351,22 @@ func Generate(w Workload) (*Schedule, error) {
 		s.Ops = append(s.Ops, op)
 	}
 	return s, nil
+}
+
+// EscrowSKU returns the name of the i-th escrow sku homed at region:
+// "esc-REGION-i", which the rule of EscrowHomes for region matches.
+func EscrowSKU(region string, i int) string { return fmt.Sprintf("esc-%s-%d", region, i) }
+
+// EscrowHomes returns the homes rules that make the escrow skus of the
+// regions names (EscrowSKU) escrow skus homed at their region: one rule
+// a region, prefix "esc-REGION-" (the final "-" keeps the prefix of
+// region-1 from matching the skus of region-10).
+func EscrowHomes(names []string) []config.HomeRule {
+	rules := make([]config.HomeRule, len(names))
+	for i, r := range names {
+		rules[i] = config.HomeRule{Prefix: "esc-" + r + "-", Region: r, Escrow: true}
+	}
+	return rules
 }
 
 // hotSKUs returns perRegion skus homed at each region, in region order:

@@ -188,3 +188,76 @@ func TestGenerateRefusesBadWorkloads(t *testing.T) {
 		})
 	}
 }
+
+// TestGenerateEscrowTwins checks the schedule with escrow skus: one escrow
+// sku homed at each region beside each hot sku, and the operations of the
+// schedule without them but for the sku of about half the restocks and
+// reservations, which takes the twin homed at the same region.
+func TestGenerateEscrowTwins(t *testing.T) {
+	cfg := config.DefaultConfig()
+	cfg.Homes = EscrowHomes(cfg.RegionNames())
+	w := testWorkload(5)
+	w.Home = cfg.Home
+	plain, err := Generate(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Escrow = true
+	s, err := Generate(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Escrow) != len(w.Regions) || !reflect.DeepEqual(s.Hot, append(slices.Clone(plain.Hot), s.Escrow...)) {
+		t.Fatalf("hot %v, escrow %v (without escrow: hot %v)", s.Hot, s.Escrow, plain.Hot)
+	}
+	twin := map[string]string{}
+	for i, e := range s.Escrow {
+		if !cfg.Escrow(e) || cfg.Escrow(plain.Hot[i]) || cfg.Home(e) != w.Regions[i] || cfg.Home(plain.Hot[i]) != w.Regions[i] {
+			t.Fatalf("escrow sku %s (escrow %v, home %s) beside %s (home %s): want an escrow sku and a home-decided one homed at %s",
+				e, cfg.Escrow(e), cfg.Home(e), plain.Hot[i], cfg.Home(plain.Hot[i]), w.Regions[i])
+		}
+		twin[e] = plain.Hot[i]
+	}
+	if len(s.Ops) != len(plain.Ops) {
+		t.Fatalf("%d operations, %d without escrow skus", len(s.Ops), len(plain.Ops))
+	}
+	var reserves, escrowReserves, nonHome [2]float64
+	for i, op := range s.Ops {
+		back := op
+		if op.Escrow {
+			back.SKU, back.Escrow = twin[op.SKU], false
+			if back.SKU == "" {
+				t.Fatalf("%+v: an escrow operation on %s, not an escrow sku", op, op.SKU)
+			}
+		}
+		if back != plain.Ops[i] {
+			t.Fatalf("op %d: %+v, without escrow skus %+v", i, op, plain.Ops[i])
+		}
+		if op.Kind == Reserve {
+			k := 0
+			if op.Escrow {
+				k = 1
+				escrowReserves[0]++
+			}
+			reserves[k]++
+			if !op.FromHome {
+				nonHome[k]++
+			}
+		}
+	}
+	n := reserves[0] + reserves[1]
+	if sd := math.Sqrt(0.25 / n); math.Abs(escrowReserves[0]/n-0.5) > 4*sd {
+		t.Errorf("%v of %v reservations on escrow skus, want half", escrowReserves[0], n)
+	}
+	for k, name := range []string{"home-decided", "escrow"} {
+		if f := nonHome[k] / reserves[k]; math.Abs(f-0.5) > 0.05 {
+			t.Errorf("%s: %.3f of the reservations sent to a non-home region, want 0.5", name, f)
+		}
+	}
+
+	// Escrow skus that the homes rules do not place at their region.
+	w.Home = func(sku string) string { return config.RendezvousHome(w.Regions, sku) }
+	if _, err := Generate(w); err == nil {
+		t.Fatal("escrow skus homed elsewhere accepted")
+	}
+}

@@ -35,6 +35,8 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 	settle := fs.Duration("settle", d.Settle, "longest wait after the workload for every region to hold every write and show the same state")
 	durability := fs.String("durability", d.Durability, "regions' durability: always (fsync before the answer) or everysec")
 	carts := fs.Int("carts", 0, fmt.Sprintf("carts in each of the add-only and mixed sets (0: %d, raised to keep ~1,000 adds per cart at most)", bench.DefaultCarts))
+	escrow := fs.Bool("escrow", d.Escrow, "add escrow skus (homes rules with escrow: true), one homed at each region beside each hot sku, and measure both kinds side by side")
+	stock := fs.Int64("stock", bench.InitialStock, "units of stock each hot (and escrow) sku starts with, restocked at its home before the workload")
 	level := fs.String("log-level", "error", "regions' log level: debug, info, warn or error")
 	format := fs.String("log-format", "text", "regions' log format: text or json")
 	pos, err := parseFlags(fs, args)
@@ -52,7 +54,7 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 	}
 	cfg := bench.Config{Regions: *regions, Partitions: *partitions, Nodes: *nodes, Rate: *rate, Duration: *duration, Warmup: *warmup, Seed: *seed,
 		Latency: *latency, LossPct: *loss, Partition: *partition, Concurrency: *concurrency, Settle: *settle, Probe: *probe,
-		Durability: *durability, Carts: *carts, RequestTimeout: d.RequestTimeout, Out: *out,
+		Durability: *durability, Carts: *carts, Escrow: *escrow, Stock: *stock, RequestTimeout: d.RequestTimeout, Out: *out,
 		Command: strings.Join(append([]string{"lattice", "bench"}, args...), " "), Logger: log, Progress: cio.stderr}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(cio.stderr, "lattice bench: %s\n", strings.TrimPrefix(err.Error(), "bench: "))
