@@ -41,6 +41,12 @@ import (
 // is the item as the home holds it after the grant.
 const OpGrant = "grant"
 
+// OpRecall asks a region holding rights to a sku to give back up to Qty
+// of them now: the sku's home (From) sends it when it must refuse a
+// reservation that rights other regions hold unused would cover. The
+// answer's State is the item after the return.
+const OpRecall = "recall"
+
 // EscrowIdle is how long a sku must go without a reservation decided from
 // rights before the region returns its unused rights to the home.
 const EscrowIdle = 3 * time.Second
@@ -62,7 +68,11 @@ type escrowSKU struct {
 	window time.Time // start of the current demand window
 	units  int64     // units reserved in it
 	prev   int64     // units reserved in the window before
+	asking bool      // a request for rights ahead of need is in flight
 }
+
+// demand returns the units reserved per demand window lately.
+func (s *escrowSKU) demand() int64 { return max(s.units, s.prev) }
 
 // escrow reports whether sku is decided from rights.
 func (n *Node) escrow(sku string) bool { return n.opts.Escrow != nil && n.opts.Escrow(sku) }
@@ -82,11 +92,12 @@ func (n *Node) noteEscrow(sku string, qty int64) {
 		n.esc.skus[sku] = s
 	}
 	s.last = now
-	if now.Sub(s.window) >= escrowDemandWindow {
-		s.prev, s.units, s.window = s.units, 0, now
-		if now.Sub(s.window) >= 2*escrowDemandWindow {
-			s.prev = 0
+	if el := now.Sub(s.window); el >= escrowDemandWindow {
+		s.prev = s.units
+		if el >= 2*escrowDemandWindow {
+			s.prev = 0 // a whole window went by without a reservation
 		}
+		s.units, s.window = 0, now
 	}
 	s.units += qty
 }
@@ -99,7 +110,7 @@ func (n *Node) escrowAsk(sku string, need int64) int64 {
 	// Without history, a few reservations' worth.
 	ask := 4 * need
 	if s := n.esc.skus[sku]; s != nil {
-		ask = max(ask, 2*max(s.units, s.prev))
+		ask = max(ask, 2*s.demand())
 	}
 	return min(ask, crdt.MaxQty)
 }
@@ -123,6 +134,9 @@ func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest)
 		local := *req
 		local.Escrow = true
 		if resp := n.ServeHome(ctx, &local); !short(resp) {
+			if resp.Err == nil {
+				n.topUp(home, req.SKU)
+			}
 			return resp
 		}
 		if n.askRights(ctx, home, req.SKU, req.Qty) {
@@ -217,6 +231,71 @@ func (n *Node) noteRights(sku string, it *crdt.Item) {
 	}
 }
 
+// escrowAhead bounds how long a request for rights ahead of need may take.
+const escrowAhead = 10 * time.Second
+
+// topUp asks the home for rights in the background, ahead of need, when
+// what this region has left of sku's rights would not cover half of its
+// recent demand: the reservations that follow then find rights instead of
+// waiting for a round trip to the home. One request per sku at a time.
+func (n *Node) topUp(home, sku string) {
+	n.esc.mu.Lock()
+	s := n.esc.skus[sku]
+	if s == nil || s.asking {
+		n.esc.mu.Unlock()
+		return
+	}
+	low := max(1, s.demand()/2)
+	n.esc.mu.Unlock()
+	free, err := n.freeRights(sku)
+	if err != nil || free >= low {
+		return
+	}
+	n.esc.mu.Lock()
+	if s.asking {
+		n.esc.mu.Unlock()
+		return
+	}
+	s.asking = true
+	n.esc.mu.Unlock()
+	ask := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), escrowAhead)
+		defer cancel()
+		n.askRights(ctx, home, sku, 1)
+		n.esc.mu.Lock()
+		s.asking = false
+		n.esc.mu.Unlock()
+	}
+	if n.opts.Background != nil {
+		n.opts.Background(ask)
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ask()
+	}()
+}
+
+// freeRights returns this region's unused rights to sku: its rights less
+// its holds.
+func (n *Node) freeRights(sku string) (int64, error) {
+	var free int64
+	err := n.store.View([]string{prefixItem + sku}, func(r store.Reader) error {
+		it, err := loadItem(r, sku)
+		if err != nil {
+			return err
+		}
+		l, err := loadLedger(r, sku)
+		if err != nil {
+			return err
+		}
+		free = it.Outstanding(string(n.name)) - l.held()
+		return nil
+	})
+	return free, err
+}
+
 // grant decides a request for rights at the home.
 func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
@@ -245,7 +324,9 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 func (n *Node) ReturnIdleRights() { n.returnIdleRights() }
 
 // returnIdleRights gives back the unused rights of every sku quiet for
-// EscrowIdle. The background loop calls it.
+// EscrowIdle, and, of the others, what exceeds twice their recent demand
+// (rights kept for reservations that do not come are units the home
+// could sell elsewhere). The background loop calls it.
 func (n *Node) returnIdleRights() {
 	if n.store.CatchingUp() {
 		// Its store may lack uses and returns of its own that its peers
@@ -254,14 +335,17 @@ func (n *Node) returnIdleRights() {
 	}
 	now := n.clock.Now()
 	n.esc.mu.Lock()
-	var idle []string
+	keep := map[string]int64{}
 	for sku, s := range n.esc.skus {
-		if now.Sub(s.last) >= EscrowIdle {
-			idle = append(idle, sku)
+		switch {
+		case now.Sub(s.last) >= EscrowIdle:
+			keep[sku] = 0
+		case !s.asking:
+			keep[sku] = 2*s.demand() + 1
 		}
 	}
 	n.esc.mu.Unlock()
-	for _, sku := range idle {
+	for sku, k := range keep {
 		done := true
 		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, now)
@@ -269,8 +353,10 @@ func (n *Node) returnIdleRights() {
 				return err
 			}
 			done = len(l.Holds) == 0
-			free := it.Outstanding(string(n.name)) - l.held()
-			if free <= 0 {
+			free := it.Outstanding(string(n.name)) - l.held() - k
+			// Past the idle time all of it; before, only a surplus worth
+			// a round trip (at least half of what is kept).
+			if free <= 0 || k > 0 && free < max(1, k/2) {
 				return nil
 			}
 			d := it.ReturnRights(n.self, uint64(free))
@@ -284,7 +370,7 @@ func (n *Node) returnIdleRights() {
 			n.log.Warn("escrow: could not return rights", "sku", sku, "err", err)
 			continue
 		}
-		if done {
+		if done && k == 0 {
 			n.esc.mu.Lock()
 			if s := n.esc.skus[sku]; s != nil && now.Sub(s.last) >= EscrowIdle {
 				delete(n.esc.skus, sku)
@@ -292,6 +378,113 @@ func (n *Node) returnIdleRights() {
 			n.esc.mu.Unlock()
 		}
 	}
+}
+
+// reserveAtHome decides a reservation of an escrow sku at its home; when
+// the home must refuse it for want of stock that rights other regions hold
+// would cover, it recalls unused rights from them and decides once more.
+func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeResponse {
+	first := *req
+	first.recallable = true
+	resp := n.ServeHome(ctx, &first)
+	if !short(resp) || resp.Err.Available == nil {
+		return resp
+	}
+	// Decided once more whatever came back: this time its outcome,
+	// a refusal too, is recorded under its key.
+	n.recall(ctx, req.SKU, req.Qty-*resp.Err.Available)
+	return n.ServeHome(ctx, req)
+}
+
+// recall asks every other region that holds rights to sku, as this home
+// sees it, to give back what it holds unused, at most want in all, and
+// joins what they answer. It reports whether anything came back.
+func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
+	if want <= 0 || n.opts.Forwarder == nil {
+		return false
+	}
+	var holders []string
+	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
+		it, err := loadItem(r, sku)
+		if err != nil {
+			return err
+		}
+		for _, p := range n.opts.PeerRegions {
+			if it.Outstanding(p) > 0 {
+				holders = append(holders, p)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(holders) == 0 {
+		return false
+	}
+	type answer struct {
+		state *crdt.Group
+		token string
+	}
+	answers := make(chan answer, len(holders))
+	for _, p := range holders {
+		go func() {
+			resp, err := n.opts.Forwarder.Forward(ctx, p, &HomeRequest{Op: OpRecall, SKU: sku, Qty: min(want, crdt.MaxQty), From: string(n.name)})
+			if err != nil || resp.Err != nil || resp.State == nil || !onlyKey(resp.State, prefixItem+sku) {
+				answers <- answer{}
+				return
+			}
+			answers <- answer{resp.State, resp.Token}
+		}()
+	}
+	got := false
+	for range holders {
+		a := <-answers
+		if a.state == nil {
+			continue
+		}
+		var reflects crdt.Context
+		if a.token != "" {
+			c, err := crdt.ParseToken(a.token)
+			if err != nil {
+				continue
+			}
+			reflects = c
+		}
+		if err := n.ApplyReflecting(&crdt.Context{}, a.state, &reflects); err == nil {
+			got = true
+		}
+	}
+	n.m.EscrowRecalls.Inc()
+	return got
+}
+
+// recallRights gives back, at a region holding rights, up to req.Qty of
+// what it holds unused, at its home's request.
+func (n *Node) recallRights(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
+	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
+	if err != nil {
+		return nil, err
+	}
+	if give := min(req.Qty, it.Outstanding(string(n.name))-l.held()); give > 0 {
+		d := it.ReturnRights(n.self, uint64(give))
+		it.Join(d)
+		tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
+		g.AddItem(req.SKU, d)
+		n.m.EscrowReturned.Add(float64(give))
+	}
+	state := &crdt.Group{}
+	state.AddItem(req.SKU, it.Clone())
+	return &HomeResponse{State: state}, nil
+}
+
+func (req *HomeRequest) checkRecall(n *Node) *Error {
+	switch {
+	case !n.escrow(req.SKU) || !n.Holds(req.SKU) || n.decides(n.HomeOf(req.SKU), req.SKU):
+		return InvalidField("sku", "%s is not an escrow sku %s holds rights to", req.SKU, n.name)
+	case req.From != n.HomeOf(req.SKU):
+		return InvalidField("from", "rights to %s recalled by %q, not its home", req.SKU, req.From)
+	case req.Qty < 1 || req.Qty > crdt.MaxQty:
+		return InvalidField("qty", "%d rights recalled", req.Qty)
+	}
+	return nil
 }
 
 // escalated reports whether this region sent the reservation with

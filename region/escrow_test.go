@@ -256,6 +256,31 @@ func TestEscrowCutOff(t *testing.T) {
 	}
 }
 
+// TestEscrowRecall: a home about to refuse a reservation that rights
+// another region holds unused would cover recalls them and decides it.
+func TestEscrowRecall(t *testing.T) {
+	r := newEscrowRig(t)
+	h, a := r.nodes["h"], r.nodes["a"]
+	must[Item](t)(h.Restock(bg, "e1", 10))
+	r.deliver(nil)
+	must[Reservation](t)(a.Reserve(bg, "e1", 1, time.Minute, Idem{}))
+	free := *r.item("a", "e1").Rights
+	granted := *r.item("h", "e1").Granted
+	if free == 0 || 10-granted >= 8 {
+		t.Fatalf("a holds %d unused of %d granted; the test needs the home short of 8", free, granted)
+	}
+	res := must[Reservation](t)(h.Reserve(bg, "e1", 8, time.Minute, Idem{Key: "big", Fingerprint: [32]byte{2}}))
+	if !strings.HasPrefix(res.ID, "h:") {
+		t.Fatalf("the home's reservation %s", res.ID)
+	}
+	r.deliver(nil)
+	if it := r.item("h", "e1"); it.Reserved != 8 || *it.Granted+it.Reserved > 10 {
+		t.Fatalf("after the recall the home shows %+v, granted %d", it, *it.Granted)
+	}
+	// Nothing left to recall: a refusal, recorded under its key.
+	wantCode(t, second3(h.Reserve(bg, "e1", 5, time.Minute, Idem{Key: "more", Fingerprint: [32]byte{3}})), CodeInsufficientStock)
+}
+
 // TestEscrowNeverOversells drives random reservations, commits, releases,
 // expiries, restocks, grants and returns at three regions over a network
 // that loses, reorders and duplicates deltas and cuts regions off; after

@@ -103,7 +103,13 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 		}
 		ctx = WithReplicas(ctx, req.Replicas)
 	}
-	resp := *n.ServeHome(ctx, req)
+	var out *HomeResponse
+	if req.Op == OpReserve && n.escrow(req.SKU) {
+		out = n.reserveAtHome(ctx, req)
+	} else {
+		out = n.ServeHome(ctx, req)
+	}
+	resp := *out
 	if resp.Err == nil {
 		resp.Token = n.TokenFor(ctx)
 		if req.Replicas > 1 {
@@ -183,13 +189,15 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 			out, err = n.adjustDown(tx, g, req, now)
 		case OpGrant:
 			out, err = n.grant(tx, g, req, now)
+		case OpRecall:
+			out, err = n.recallRights(tx, g, req, now)
 		}
 		if err != nil {
 			return err
 		}
 		// A transient refusal (503 with Retry-After, e.g. too many open
 		// holds) is not an outcome: a retry with the key decides anew.
-		if req.IdemKey != "" && (out.Err == nil || out.Err.RetryAfter == 0) && !(req.Escrow && short(out)) {
+		if req.IdemKey != "" && (out.Err == nil || out.Err.RetryAfter == 0) && !((req.Escrow || req.recallable) && short(out)) {
 			tx.Set(prefixIdem+req.IdemKey, encode(&idemRecord{FP: req.IdemFP, AtMs: now.UnixMilli(), Resp: out}))
 		}
 		return nil
@@ -215,6 +223,10 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		return InvalidField("Idempotency-Key", "idempotency key or fingerprint malformed")
 	}
 	switch req.Op {
+	case OpRecall:
+		if !crdt.ValidID(req.SKU) {
+			return InvalidField("sku", "sku must be 1-128 characters of [A-Za-z0-9._:-]")
+		}
 	case OpReserve, OpAdjust, OpItem, OpGrant:
 		if !crdt.ValidID(req.SKU) {
 			return InvalidField("sku", "sku must be 1-128 characters of [A-Za-z0-9._:-]")
@@ -267,6 +279,10 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		}
 	case OpGrant:
 		if err := req.checkGrant(n); err != nil {
+			return err
+		}
+	case OpRecall:
+		if err := req.checkRecall(n); err != nil {
 			return err
 		}
 	}

@@ -75,6 +75,10 @@ type HomeRequest struct {
 	// rights (escrow.go). It never travels: only the region itself sets
 	// it.
 	Escrow bool `cbor:"-"`
+	// recallable marks a reservation of an escrow sku at its home that
+	// may be decided again once rights are recalled: a refusal for want
+	// of stock is then not recorded under its Idempotency-Key.
+	recallable bool
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
@@ -185,7 +189,7 @@ func (l *ledger) held() int64 {
 // request that names none of them.
 func (req *HomeRequest) Partition(partitions int) (int, bool) {
 	switch req.Op {
-	case OpReserve, OpAdjust, OpItem, OpGrant:
+	case OpReserve, OpAdjust, OpItem, OpGrant, OpRecall:
 		return config.PartitionOf(req.SKU, partitions), true
 	case OpCheckout, OpCheckoutStatus:
 		return config.PartitionOf(req.CartID, partitions), true
@@ -461,6 +465,8 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 	req := &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}
 	if home := n.HomeOf(sku); n.escrow(sku) && !n.decides(home, sku) {
 		return n.resResult(n.reserveEscrow(ctx, home, req))
+	} else if n.escrow(sku) {
+		return n.resResult(n.reserveAtHome(ctx, req))
 	}
 	return n.resResult(n.atHome(ctx, n.HomeOf(sku), req))
 }

@@ -39,6 +39,9 @@ type Metrics struct {
 	// EscrowGranted counts the units of stock rights this region granted
 	// other regions as a home, EscrowReturned those it gave back unused.
 	EscrowGranted, EscrowReturned prometheus.Counter
+	// EscrowRecalls counts the times this region, as a home, recalled
+	// unused rights to decide a reservation it would have refused.
+	EscrowRecalls prometheus.Counter
 }
 
 // ConcernBuckets are the bounds of lattice_concern_wait_seconds: 1 ms to
@@ -128,6 +131,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_escrow_returned_units_total",
 			Help: "Units of stock rights this region gave back to escrow skus' homes unused.",
 		}),
+		EscrowRecalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_escrow_recalls_total",
+			Help: "Times this region, as an escrow sku's home, recalled unused rights from other regions before refusing a reservation.",
+		}),
 	}
 	for _, src := range []string{"delta", "repair"} {
 		m.Merges.WithLabelValues(src)
@@ -147,7 +154,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,
 			m.Incarnations, m.DivergentKeys, m.Merges, m.Concurrent, m.MergeFailures, m.ReadRepairs, m.ReadRepairBytes,
-			m.ConcernWait, m.ConcernTimeouts, m.EscrowGranted, m.EscrowReturned)
+			m.ConcernWait, m.ConcernTimeouts, m.EscrowGranted, m.EscrowReturned, m.EscrowRecalls)
 	}
 	return m
 }

@@ -92,6 +92,11 @@ type Options struct {
 	// Escrow reports whether a sku is decided from rights its home grants
 	// other regions ahead of time (see escrow.go); nil: no sku is.
 	Escrow func(sku string) bool
+	// Background runs work the node starts off a request's path (asking
+	// for rights ahead of need); nil runs it on a goroutine of its own,
+	// which Close waits for. A simulation runs it in line, to stay
+	// deterministic.
+	Background func(func())
 }
 
 // Node is one region: carts and inventory read and written locally, the

@@ -163,6 +163,7 @@ func newEsim(t *testing.T, seed uint64) *esim {
 	s.delay = [2]time.Duration{time.Duration(5+s.rng.IntN(95)) * time.Millisecond, time.Duration(1+s.rng.IntN(60)) * time.Millisecond}
 	s.nodeOpts = func(i int, o *region.Options) {
 		o.Escrow = isEscrowSku
+		o.Background = func(f func()) { f() } // in line: the run stays a function of its seed
 		o.Forwarder = escrowForwarder{es, i}
 	}
 	t.Cleanup(func() {
