@@ -277,6 +277,17 @@ func (n *Node) topUp(home, sku string) {
 	}()
 }
 
+// fanOut runs one of several calls a request makes at once: on a
+// goroutine, or in line when Options.Background runs work in line (a
+// simulation).
+func (n *Node) fanOut(f func()) {
+	if n.opts.Background != nil {
+		f()
+		return
+	}
+	go f()
+}
+
 // freeRights returns this region's unused rights to sku: its rights less
 // its holds.
 func (n *Node) freeRights(sku string) (int64, error) {
@@ -425,14 +436,14 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 	}
 	answers := make(chan answer, len(holders))
 	for _, p := range holders {
-		go func() {
+		n.fanOut(func() {
 			resp, err := n.opts.Forwarder.Forward(ctx, p, &HomeRequest{Op: OpRecall, SKU: sku, Qty: min(want, crdt.MaxQty), From: string(n.name)})
 			if err != nil || resp.Err != nil || resp.State == nil || !onlyKey(resp.State, prefixItem+sku) {
 				answers <- answer{}
 				return
 			}
 			answers <- answer{resp.State, resp.Token}
-		}()
+		})
 	}
 	got := false
 	for range holders {

@@ -109,6 +109,7 @@ func (r *escrowRig) open(name string) {
 		Publisher:   rigPub{r, name},
 		Forwarder:   rigFwd{r, name},
 		PeerRegions: peers,
+		Background:  func(f func()) { f() }, // in line: the test's network is single-threaded
 	})
 	if err != nil {
 		r.t.Fatal(err)

@@ -95,7 +95,8 @@ type Options struct {
 	// Background runs work the node starts off a request's path (asking
 	// for rights ahead of need); nil runs it on a goroutine of its own,
 	// which Close waits for. A simulation runs it in line, to stay
-	// deterministic.
+	// deterministic; calls a request fans out (a recall of rights) then
+	// run one after the other too.
 	Background func(func())
 }
 
