@@ -50,6 +50,33 @@ func TestConcernFlagsUsage(t *testing.T) {
 // TestConcernsWithRealProcesses: us-east's nearest peer is eu-west.
 var concernRegionsLatency = map[string]int{"us-east/eu-west": 15, "us-east/ap-south": 40, "eu-west/ap-south": 25}
 
+// writeWANCluster writes the config of a three-region cluster (regions on
+// 127.0.0.1, concernRegionsLatency emulated, durability always, extra
+// inserted before the regions) and its certificates into a new temporary
+// directory, and returns the directory, the config's path and each
+// region's API address.
+func writeWANCluster(t *testing.T, bin, cluster, extra string) (dir, cfg string, apis map[string]string) {
+	t.Helper()
+	dir = t.TempDir()
+	apis = map[string]string{}
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: %s\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\n%sregions:\n", cluster, extra)
+	for _, r := range clusterRegions {
+		apis[r] = freeAddr(t)
+		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n", r, apis[r], freeUDPAddr(t))
+	}
+	lat, _ := json.Marshal(concernRegionsLatency)
+	fmt.Fprintf(&b, "emulate:\n  latency_ms: %s\n", lat)
+	cfg = filepath.Join(dir, "lattice.yaml")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", cluster}, clusterRegions...)...).CombinedOutput(); err != nil {
+		t.Fatalf("lattice certs: %v\n%s", err, out)
+	}
+	return dir, cfg, apis
+}
+
 // signal sends sig to the child process.
 func (c *child) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
@@ -70,23 +97,7 @@ func (c *child) signal(t *testing.T, sig syscall.Signal) {
 // (SIGCONT).
 func TestConcernsWithRealProcesses(t *testing.T) {
 	bin := buildLattice(t)
-	dir := t.TempDir()
-	apis := map[string]string{}
-	var b strings.Builder
-	b.WriteString("cluster: concern\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\nregions:\n")
-	for _, r := range clusterRegions {
-		apis[r] = freeAddr(t)
-		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n", r, apis[r], freeUDPAddr(t))
-	}
-	lat, _ := json.Marshal(concernRegionsLatency)
-	fmt.Fprintf(&b, "emulate:\n  latency_ms: %s\n", lat)
-	cfg := filepath.Join(dir, "lattice.yaml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "concern"}, clusterRegions...)...).CombinedOutput(); err != nil {
-		t.Fatalf("lattice certs: %v\n%s", err, out)
-	}
+	dir, cfg, apis := writeWANCluster(t, bin, "concern", "")
 	children := map[string]*child{}
 	clients := map[string]*api{}
 	urls := map[string]string{}

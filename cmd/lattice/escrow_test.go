@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,24 +24,8 @@ func TestEscrowWithRealProcesses(t *testing.T) {
 		t.Skip("runs three processes; skipped with -short")
 	}
 	bin := buildLattice(t)
-	dir := t.TempDir()
-	apis := map[string]string{}
-	var b strings.Builder
-	b.WriteString("cluster: escrow\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\n")
-	b.WriteString("homes:\n  - {prefix: es-, region: us-east, escrow: true}\n  - {prefix: hd-, region: us-east}\nregions:\n")
-	for _, r := range clusterRegions {
-		apis[r] = freeAddr(t)
-		fmt.Fprintf(&b, "  - name: %s\n    api: %s\n    peer: %s\n", r, apis[r], freeUDPAddr(t))
-	}
-	lat, _ := json.Marshal(concernRegionsLatency)
-	fmt.Fprintf(&b, "emulate:\n  latency_ms: %s\n", lat)
-	cfg := filepath.Join(dir, "lattice.yaml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "escrow"}, clusterRegions...)...).CombinedOutput(); err != nil {
-		t.Fatalf("lattice certs: %v\n%s", err, out)
-	}
+	dir, cfg, apis := writeWANCluster(t, bin, "escrow",
+		"homes:\n  - {prefix: es-, region: us-east, escrow: true}\n  - {prefix: hd-, region: us-east}\n")
 	children := map[string]*child{}
 	clients := map[string]*api{}
 	for _, r := range clusterRegions {

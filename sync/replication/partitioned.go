@@ -204,14 +204,5 @@ func (q *Partitioned) Close() error {
 	for _, r := range q.reps {
 		r.Close()
 	}
-	var err error
-	if q.t != nil {
-		err = q.t.Close()
-	}
-	if q.wan != nil {
-		q.wan.Close()
-	} else if q.udp != nil {
-		q.udp.Close()
-	}
-	return err
+	return closeEndpoint(q.t, q.wan, q.udp)
 }

@@ -193,14 +193,20 @@ func emulateLink(w *wan.Conn, cfg *config.Config, from, to, name, addr string) e
 // Close stops replication and releases its sockets.
 func (q *QUICReplication) Close() error {
 	q.Replicator.Close()
+	return closeEndpoint(q.t, q.wan, q.udp)
+}
+
+// closeEndpoint closes a QUIC transport (nil: none was made) and the
+// socket under it: the emulated WAN when there is one, else the socket.
+func closeEndpoint(t *transport.QUICTransport, w *wan.Conn, udp net.PacketConn) error {
 	var err error
-	if q.t != nil {
-		err = q.t.Close()
+	if t != nil {
+		err = t.Close()
 	}
-	if q.wan != nil {
-		q.wan.Close()
-	} else if q.udp != nil {
-		q.udp.Close()
+	if w != nil {
+		w.Close()
+	} else if udp != nil {
+		udp.Close()
 	}
 	return err
 }
