@@ -198,6 +198,12 @@ func DecodeCartLineOf(b []byte, sku string) (string, map[Dot]Line, error) {
 	return got, entries, nil
 }
 
+// VisitCartLine decodes and validates a line as DecodeCartLineOf does and
+// calls visit for each of its entries, without keeping them.
+func VisitCartLine(b []byte, sku string, visit func(Dot, Line)) (string, error) {
+	return decodeLine(b, sku, visit)
+}
+
 // CartLineQty decodes and validates a line as DecodeCartLine does and
 // returns its sku and quantity (see Cart), without keeping its entries.
 func CartLineQty(b []byte) (string, int64, error) {

@@ -423,27 +423,35 @@ func (n *Node) saveCart(tx *store.Tx, p *cartPart, c *crdt.Cart) error {
 	return nil
 }
 
-// openCarts runs at start-up, before the digest is built. It converts the
-// carts of a file written before carts were split (each whole under
-// "c/ID") into heads and lines, a batch of carts per transaction; checks
-// every cart's lines against its head, noting the damaged carts (see
-// noteDamagedCarts); and queues the empty lines for deletion.
+// openCarts runs at start-up, on the digest with no key in it yet. It
+// converts the carts of a file written before carts were split (each whole
+// under "c/ID") into heads and lines, a batch of carts per transaction;
+// checks every cart's lines against its head, noting the damaged carts
+// (see noteDamagedCarts); records every head in the digest (a damaged
+// cart's leaves it again in noteDamagedCarts); and queues the empty lines
+// for deletion. It reads each head and line once: a line is checked as it
+// is decoded, entry by entry, without keeping its entries.
 func (n *Node) openCarts() error {
 	n.carts = cartStore{damaged: make(map[string]struct{}), blank: make(map[string]struct{}), kick: make(chan struct{}, 1)}
+	// The tallies of the carts' heads, in key order: the lines of a cart
+	// are listed together and mostly in the same order (see tallyOf).
 	type tally struct {
+		id            string
 		head          *crdt.CartHead
 		entries, skus int
 		sum           uint64
 	}
-	carts := make(map[string]*tally)
+	var tallies []tally
 	var whole []string
 	err := n.store.Scan(prefixCart, func(k string, v []byte, err error) bool {
 		id := k[len(prefixCart):]
 		if err != nil {
-			return true // the digest leaves it out; a peer repairs it
+			n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
+			return true
 		}
 		if h, err := crdt.DecodeCartHead(v); err == nil {
-			carts[id] = &tally{head: h}
+			tallies = append(tallies, tally{id: id, head: h})
+			n.dg.add(k, v)
 		} else if _, err := crdt.DecodeCartStored(v); err == nil {
 			whole = append(whole, id)
 		} else {
@@ -466,11 +474,36 @@ func (n *Node) openCarts() error {
 		if err != nil {
 			return fmt.Errorf("region: converting cart %s: %w", id, err)
 		}
-		carts[id] = &tally{head: h}
+		tallies = append(tallies, tally{id: id, head: h})
+		n.dg.add(prefixCart+id, b)
 	}
+	if len(whole) > 0 {
+		slices.SortFunc(tallies, func(a, b tally) int { return strings.Compare(a.id, b.id) })
+	}
+	// tallyOf finds the tally of cart id: mostly the one after the last
+	// found (lines are listed in the order of "ID/SKU", which is the order
+	// of the ids but where an id is a prefix of another), else by a
+	// binary search.
+	next := 0
+	tallyOf := func(id string) *tally {
+		if next < len(tallies) && tallies[next].id == id {
+			next++
+			return &tallies[next-1]
+		}
+		i, ok := slices.BinarySearchFunc(tallies, id, func(t tally, id string) int { return strings.Compare(t.id, id) })
+		if !ok {
+			return nil
+		}
+		next = i + 1
+		return &tallies[i]
+	}
+	var last string
+	var t *tally
 	err = n.store.Scan(prefixCartLine, func(k string, v []byte, err error) bool {
 		id, sku, _ := cartOfLineKey(k)
-		t := carts[id]
+		if id != last || t == nil {
+			last, t = id, tallyOf(id)
+		}
 		switch {
 		case err != nil:
 			n.carts.damaged[id] = struct{}{}
@@ -479,28 +512,25 @@ func (n *Node) openCarts() error {
 		case t == nil:
 			n.carts.damaged[id] = struct{}{} // a line without a head
 		default:
-			got, es, err := crdt.DecodeCartLine(v)
-			if err != nil || got != sku {
-				n.carts.damaged[id] = struct{}{}
-				return true
-			}
-			t.skus++
-			for d, l := range es {
-				if !t.head.Ctx.Contains(d) {
-					n.carts.damaged[id] = struct{}{}
-				}
+			outside := false
+			got, err := crdt.VisitCartLine(v, sku, func(d crdt.Dot, l crdt.Line) {
+				outside = outside || !t.head.Ctx.Contains(d)
 				t.entries++
 				t.sum ^= crdt.EntryHash(d, l)
+			})
+			if err != nil || got != sku || outside {
+				n.carts.damaged[id] = struct{}{}
 			}
+			t.skus++
 		}
 		return true
 	})
 	if err != nil {
 		return err
 	}
-	for id, t := range carts {
-		if t.entries != t.head.Entries || t.skus != t.head.Lines || t.sum != t.head.Sum {
-			n.carts.damaged[id] = struct{}{}
+	for i := range tallies {
+		if t := &tallies[i]; t.entries != t.head.Entries || t.skus != t.head.Lines || t.sum != t.head.Sum {
+			n.carts.damaged[t.id] = struct{}{}
 		}
 	}
 	if len(n.carts.blank) > 0 {

@@ -333,3 +333,42 @@ func TestEmptyLinesAreDeleted(t *testing.T) {
 		return len(lineKeys(t, n.store, "c")) == 0
 	})
 }
+
+// TestOpenCartsOutOfLineOrder reopens carts whose ids are prefixes of one
+// another, so that their lines ("e/ID/SKU") are listed in another order
+// than their heads ("c/ID"), beside an emptied cart whose head has no
+// lines: every cart opens whole, with its digest hash.
+func TestOpenCartsOutOfLineOrder(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	ids := []string{"a", "a-x", "a.y", "a0", "a-", "b", "empty"}
+	for i, id := range ids {
+		must[Cart](t)(n.AddItem(bg, id, "apple", int64(i+1)))
+		must[Cart](t)(n.AddItem(bg, id, "pear", 1))
+	}
+	must[Cart](t)(n.SetItem(bg, "empty", "apple", 0))
+	must[Cart](t)(n.SetItem(bg, "empty", "pear", 0))
+	want := map[string]uint64{}
+	for _, id := range ids {
+		h, ok := cartHash(t, n.Node, id)
+		if !ok {
+			t.Fatalf("cart %s not in the digest", id)
+		}
+		want[id] = h
+	}
+	n.close()
+	node, st, _ := reopen(t, n.path, clock)
+	if c := st.Corrupt(); len(c) > 0 {
+		t.Fatalf("corrupt keys after reopening: %v", c)
+	}
+	for i, id := range ids {
+		got := must[Cart](t)(node.GetCart(bg, id))
+		if id != "empty" && (qtyOf(got, "apple") != int64(i+1) || qtyOf(got, "pear") != 1) {
+			t.Fatalf("cart %s after reopening: %+v", id, got.Items)
+		}
+		if h, ok := cartHash(t, node, id); !ok || h != want[id] {
+			t.Fatalf("digest of cart %s: %x, %v, want %x", id, h, ok, want[id])
+		}
+	}
+}

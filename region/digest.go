@@ -19,6 +19,12 @@ type digest struct {
 	mu      sync.Mutex
 	buckets []uint64
 	keys    []map[string]uint64 // per bucket: key → state hash
+	// shared marks the buckets whose key map a snapshot holds: such a
+	// map is never changed again, a write clones it first (cow). A
+	// snapshot thus takes only references under mu and copies the keys
+	// after letting go, so that a large snapshot does not hold up the
+	// commits that update the digest.
+	shared  []bool
 	applied crdt.Context
 	// damaged holds the replicated keys left out because their stored
 	// values failed their checksums, until they are written again.
@@ -26,7 +32,7 @@ type digest struct {
 }
 
 func newDigest(n int) *digest {
-	d := &digest{buckets: make([]uint64, n), keys: make([]map[string]uint64, n), damaged: make(map[string]struct{})}
+	d := &digest{buckets: make([]uint64, n), keys: make([]map[string]uint64, n), shared: make([]bool, n), damaged: make(map[string]struct{})}
 	for i := range d.keys {
 		d.keys[i] = make(map[string]uint64)
 	}
@@ -37,10 +43,20 @@ func replicated(key string) bool {
 	return strings.HasPrefix(key, prefixCart) || strings.HasPrefix(key, prefixItem)
 }
 
+// cow makes bucket b's key map d's own before a change: a copy of it
+// if a snapshot holds it. The caller holds d.mu.
+func (d *digest) cow(b uint32) {
+	if d.shared[b] {
+		d.keys[b] = maps.Clone(d.keys[b])
+		d.shared[b] = false
+	}
+}
+
 // set records the new state of key; the caller holds d.mu.
 func (d *digest) set(key string, state []byte) {
 	b := crdt.KeyBucket(key, len(d.buckets))
 	h := crdt.StateHash(key, state)
+	d.cow(b)
 	if old, ok := d.keys[b][key]; ok {
 		d.buckets[b] ^= old
 	}
@@ -49,10 +65,21 @@ func (d *digest) set(key string, state []byte) {
 	delete(d.damaged, key)
 }
 
+// add records the state of key, which the digest does not hold (at
+// start-up); the caller holds d.mu or is the only user.
+func (d *digest) add(key string, state []byte) {
+	b := crdt.KeyBucket(key, len(d.buckets))
+	h := crdt.StateHash(key, state)
+	d.cow(b)
+	d.keys[b][key] = h
+	d.buckets[b] ^= h
+}
+
 // remove forgets key (its stored state is damaged); the caller holds d.mu.
 func (d *digest) remove(key string) {
 	b := crdt.KeyBucket(key, len(d.buckets))
 	if old, ok := d.keys[b][key]; ok {
+		d.cow(b)
 		d.buckets[b] ^= old
 		delete(d.keys[b], key)
 	}
@@ -94,7 +121,6 @@ func (d *digest) setAll(tx *store.Tx) {
 // reflect the applied context, and a peer must not adopt it.
 func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, error) {
 	n.dg.mu.Lock()
-	defer n.dg.mu.Unlock()
 	s := &crdt.Digest{Buckets: append([]uint64(nil), n.dg.buckets...), Keys: map[string]uint64{}, Counts: make([]uint32, len(n.dg.keys))}
 	for b, ks := range n.dg.keys {
 		s.Counts[b] = uint32(len(ks))
@@ -102,12 +128,20 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 	if len(n.dg.damaged) == 0 {
 		s.Applied = n.dg.applied.Clone()
 	}
+	var held []map[string]uint64
 	if choose != nil {
 		for _, b := range choose(s.Buckets) {
 			if int(b) < len(n.dg.keys) {
-				maps.Copy(s.Keys, n.dg.keys[b])
+				held = append(held, n.dg.keys[b])
+				n.dg.shared[b] = true
 			}
 		}
+	}
+	n.dg.mu.Unlock()
+	// The maps held are no longer changed (digest.cow): they are read
+	// without the lock.
+	for _, m := range held {
+		maps.Copy(s.Keys, m)
 	}
 	return s, nil
 }
@@ -116,49 +150,83 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 // (Options.DigestBuckets); the replication protocol uses the same.
 func (n *Node) DigestBuckets() int { return n.opts.DigestBuckets }
 
+// readChunk is how many keys Read reads under one taking of their locks
+// and one store view. Anti-entropy reads thousands of keys at once; read
+// whole, they would hold the store's lock (and the locks of most keys)
+// for the whole batch, and every local write would wait behind it.
+const readChunk = 128
+
 // Read returns the stored states of replicated keys (for anti-entropy)
-// and a context covering every write they show (see readObjects).
+// and a context covering every write they show (see readObjects). It
+// reads them readChunk keys at a time, letting go of the locks between
+// chunks so that writes are not held up behind a large batch; the
+// context it returns is the join of the chunks' own, each of which
+// covers every write its chunk's states show, so the join covers every
+// write the group shows (a context that covers more is still correct:
+// Reflects is not a claim).
 func (n *Node) Read(keys []string) (*crdt.Group, crdt.Context, error) {
-	var carts, items []string
-	for _, k := range keys {
-		if id, ok := strings.CutPrefix(k, prefixCart); ok {
-			carts = append(carts, id)
-		} else if sku, ok := strings.CutPrefix(k, prefixItem); ok {
-			items = append(items, sku)
+	g := &crdt.Group{}
+	var ctx crdt.Context
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), readChunk)]
+		keys = keys[len(chunk):]
+		var carts, items []string
+		for _, k := range chunk {
+			if id, ok := strings.CutPrefix(k, prefixCart); ok {
+				carts = append(carts, id)
+			} else if sku, ok := strings.CutPrefix(k, prefixItem); ok {
+				items = append(items, sku)
+			}
 		}
+		cg, c, err := n.readObjects(carts, items)
+		if err != nil {
+			return g, crdt.Context{}, err
+		}
+		// The chunk's group is this call's own: its states move over
+		// rather than being copied (a key read twice reads the same state).
+		if g.Len() == 0 {
+			g = cg
+		} else {
+			for id, c := range cg.Carts {
+				if g.Carts == nil {
+					g.Carts = make(map[string]*crdt.Cart, len(cg.Carts))
+				}
+				g.Carts[id] = c
+			}
+			for sku, it := range cg.Items {
+				if g.Items == nil {
+					g.Items = make(map[string]*crdt.Item, len(cg.Items))
+				}
+				g.Items[sku] = it
+			}
+		}
+		ctx.Join(&c)
 	}
-	return n.readObjects(carts, items)
+	return g, ctx, nil
 }
 
-// buildDigest computes the digest from the store at start-up.
-func (n *Node) buildDigest() error {
+// newNodeDigest makes the node's digest, empty, at start-up: openCarts
+// records the carts in it, buildDigest the items.
+func (n *Node) newNodeDigest() {
 	n.dg = newDigest(n.opts.DigestBuckets)
 	n.dg.applied = n.applied.Clone()
-	for _, prefix := range []string{prefixCart, prefixItem} {
-		err := n.store.Scan(prefix, func(k string, v []byte, err error) bool {
-			if err != nil {
-				n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
-				return true
-			}
-			if prefix == prefixCart {
-				if _, err := crdt.DecodeCartHead(v); err != nil { // its lines: openCarts
-					n.store.MarkCorrupt(k)
-					n.dg.damaged[k] = struct{}{}
-					return true
-				}
-			} else if it, err := crdt.DecodeItem(v); err != nil {
-				n.store.MarkCorrupt(k)
-				n.dg.damaged[k] = struct{}{}
-				return true
-			} else {
-				n.noteRights(k[len(prefixItem):], it)
-			}
-			n.dg.set(k, v)
-			return true
-		})
+}
+
+// buildDigest records the items in the digest at start-up.
+func (n *Node) buildDigest() error {
+	return n.store.Scan(prefixItem, func(k string, v []byte, err error) bool {
 		if err != nil {
-			return err
+			n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
+			return true
 		}
-	}
-	return nil
+		it, err := crdt.DecodeItem(v)
+		if err != nil {
+			n.store.MarkCorrupt(k)
+			n.dg.damaged[k] = struct{}{}
+			return true
+		}
+		n.noteRights(k[len(prefixItem):], it)
+		n.dg.add(k, v)
+		return true
+	})
 }

@@ -238,6 +238,7 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.openApplied(marksBy); err != nil {
 		return nil, err
 	}
+	n.newNodeDigest()
 	if err := n.openCarts(); err != nil {
 		return nil, err
 	}

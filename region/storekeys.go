@@ -11,6 +11,7 @@ import (
 // is ignored. NewNode refuses a store opened otherwise.
 func OpenStore(path string, opts store.Options) (*store.Store, error) {
 	opts.LockKey = lockKey
+	opts.Checkpoint = keyApplied // openApplied's MaxMarkSince
 	return store.Open(path, opts)
 }
 

@@ -14,10 +14,75 @@ import (
 // transaction that holds fewer values than it declares (or a final
 // command that is incomplete). It returns how many bytes it cut.
 func recoverTail(path string) (int64, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+	at, err := tornAt(path, 0)
+	if err != nil || at < 0 {
+		return 0, err
 	}
+	return cutAt(path, at)
+}
+
+// tornAt reads the BuntDB file at path, without changing it, and returns
+// where a torn final transaction (or an incomplete final command) begins:
+// -1 if there is none, or no file. size is how long the file was before
+// BuntDB, loading it meanwhile, may have dropped an incomplete final
+// command from it: a file that ends before size ended in one.
+func tornAt(path string, size int64) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, recoverBuffer)
+	var (
+		pos        int64 // start of the next command
+		groupStart int64 // start of the last group of commands
+		groupTx    uint64
+		groupSeen  int
+		groupWant  int
+	)
+	var c command
+	for {
+		n, err := c.read(r)
+		if errors.Is(err, io.EOF) {
+			if pos += n; pos >= size {
+				break
+			}
+		}
+		if err != nil {
+			// An incomplete or unreadable final command: the group it
+			// belongs to is torn.
+			if groupTx != 0 && groupSeen < groupWant && pos > groupStart {
+				pos = groupStart
+			}
+			return pos, nil
+		}
+		var txid uint64
+		var want uint16
+		if c.set {
+			// The header is read without checking the value's checksum:
+			// a damaged value (found and refused later) must not make its
+			// transaction look torn.
+			txid, want, _, _, _ = frameHeader(c.head[:c.headLen])
+		}
+		if txid == 0 || txid != groupTx {
+			groupStart, groupTx, groupSeen, groupWant = pos, txid, 0, int(want)
+		}
+		groupSeen++
+		pos += n
+	}
+	if groupTx != 0 && groupSeen < groupWant {
+		return groupStart, nil
+	}
+	return -1, nil
+}
+
+// cutAt truncates the file at path to at bytes, if it is longer, and
+// fsyncs it; it returns how many bytes it cut.
+func cutAt(path string, at int64) (int64, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
@@ -26,45 +91,116 @@ func recoverTail(path string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
-	r := bufio.NewReaderSize(f, 1<<16)
-	var (
-		pos        int64 // start of the next command
-		groupStart int64 // start of the last group of commands
-		groupTx    uint64
-		groupSeen  int
-		groupWant  int
-	)
+	return cut(f, fi.Size(), at)
+}
+
+// recoverBuffer is the read buffer of recoverTail: large reads, since it
+// reads the whole file.
+const recoverBuffer = 1 << 20
+
+// command is what recoverTail needs of one command of the file, read
+// without allocating: whether it is a set of a key to a value, and the
+// start of that value (its frame header).
+type command struct {
+	set     bool
+	head    [maxHeader]byte
+	headLen int
+}
+
+// read reads one RESP array of bulk strings, as BuntDB writes them (as
+// readCommand does), and returns its size in the file; at the end of the
+// file, io.EOF and the size of the NUL bytes before it.
+func (c *command) read(r *bufio.Reader) (int64, error) {
+	var size int64
 	for {
-		cmd, size, err := readCommand(r)
-		if errors.Is(err, io.EOF) {
+		b, err := r.ReadByte()
+		if err != nil {
+			return size, err // the NUL bytes read, and io.EOF at the end
+		}
+		if b != 0 {
+			_ = r.UnreadByte()
 			break
 		}
+		size++
+	}
+	n, l, err := readLenFast(r, '*')
+	if err != nil {
+		return 0, unexpected(err)
+	}
+	size += l
+	if n < 1 || n > 16 {
+		return 0, fmt.Errorf("store: bad command arity %d", n)
+	}
+	c.set, c.headLen = false, 0
+	for i := range n {
+		m, l, err := readLenFast(r, '$')
 		if err != nil {
-			// An incomplete or unreadable final command: the group it
-			// belongs to is torn.
-			if groupTx != 0 && groupSeen < groupWant && pos > groupStart {
-				pos = groupStart
+			return 0, unexpected(err)
+		}
+		size += l
+		if m < 0 || m > 1<<30 {
+			return 0, fmt.Errorf("store: bad bulk length %d", m)
+		}
+		switch {
+		case i == 0:
+			p, err := r.Peek(min(m, 4))
+			if err != nil {
+				return 0, unexpected(err)
 			}
-			return cut(f, fi.Size(), pos)
+			c.set = n == 3 && bytes.EqualFold(p, []byte("set"))
+		case i == 2 && c.set:
+			p, err := r.Peek(min(m, maxHeader))
+			if err != nil {
+				return 0, unexpected(err)
+			}
+			c.headLen = copy(c.head[:], p)
 		}
-		var txid uint64
-		var n uint16
-		if len(cmd) == 3 && bytes.EqualFold(cmd[0], []byte("set")) {
-			// The header is read without checking the value's checksum:
-			// a damaged value (found and refused later) must not make its
-			// transaction look torn.
-			txid, n, _, _, _ = frameHeader(cmd[2])
+		if _, err := r.Discard(m); err != nil {
+			return 0, unexpected(err)
 		}
-		if txid == 0 || txid != groupTx {
-			groupStart, groupTx, groupSeen, groupWant = pos, txid, 0, int(n)
+		p, err := r.Peek(2)
+		if err != nil {
+			return 0, unexpected(err)
 		}
-		groupSeen++
-		pos += size
+		if p[0] != '\r' || p[1] != '\n' {
+			return 0, errors.New("store: bad bulk terminator")
+		}
+		r.Discard(2)
+		size += int64(m + 2)
 	}
-	if groupTx != 0 && groupSeen < groupWant {
-		return cut(f, fi.Size(), groupStart)
+	return size, nil
+}
+
+// readLenFast is readLen without allocating.
+func readLenFast(r *bufio.Reader, prefix byte) (int, int64, error) {
+	line, err := r.ReadSlice('\n')
+	if err != nil {
+		return 0, 0, err
 	}
-	return 0, nil
+	if len(line) < 4 || line[0] != prefix || line[len(line)-2] != '\r' {
+		return 0, 0, fmt.Errorf("store: bad header %q", line)
+	}
+	digits := line[1 : len(line)-2]
+	if len(digits) > 10 {
+		return 0, 0, fmt.Errorf("store: bad length %q", line)
+	}
+	n, neg := 0, false
+	if digits[0] == '-' {
+		neg, digits = true, digits[1:]
+	}
+	if len(digits) == 0 {
+		return 0, 0, fmt.Errorf("store: bad length %q", line)
+	}
+	for _, d := range digits {
+		if d < '0' || d > '9' {
+			return 0, 0, fmt.Errorf("store: bad length %q", line)
+		}
+		n = n*10 + int(d-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, int64(len(line)), nil
 }
 
 func cut(f *os.File, size, at int64) (int64, error) {

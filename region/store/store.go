@@ -106,6 +106,10 @@ type Options struct {
 	// doc): key itself, another key, or "" for a key the store does not
 	// lock. nil: every key is guarded by its own name.
 	LockKey func(key string) string
+	// Checkpoint is the key whose MaxMarkSince the opener asks for right
+	// after Open: Open finds it in the pass over the file it makes
+	// anyway, instead of a pass of its own. "": none.
+	Checkpoint string
 
 	// For benchmarks only: FsyncDelay is added to every fsync (a slower
 	// disk) and SerialFsync makes every writer fsync alone while holding
@@ -133,6 +137,10 @@ type Store struct {
 	// mark is the highest mark (Tx.Mark) set since the store opened; every
 	// value written carries it.
 	mark uint64
+	// sinceCheckpoint is MaxMarkSince(opts.Checkpoint) as Open found it,
+	// valid until a transaction of the store's opener commits.
+	sinceCheckpoint      uint64
+	sinceCheckpointValid bool
 
 	gmu     sync.Mutex // group commit state
 	gcond   *sync.Cond
@@ -209,18 +217,52 @@ func Open(path string, opts Options) (*Store, error) {
 		if s.lock, err = lockStore(path); err != nil {
 			return nil, err
 		}
-		cut, err = recoverTail(path)
-		if err != nil {
-			s.lock.Close()
-			return nil, err
+	}
+	// BuntDB loads the file while tornAt looks for a torn final
+	// transaction in it (each reads the whole file; BuntDB itself only
+	// drops an incomplete final command). In the rare case that there is
+	// one, BuntDB's copy is thrown away and the file loaded again once the
+	// transaction is cut off.
+	var torn, size int64 = -1, 0
+	var tornErr error
+	found := make(chan struct{})
+	if persist {
+		if fi, err := os.Stat(path); err == nil {
+			size = fi.Size()
 		}
-		if cut > 0 {
-			s.log.Warn("discarded a torn transaction at the end of the store", "path", path, "bytes", cut)
-			inc(s.metrics.TornTails)
-		}
+		go func() {
+			defer close(found)
+			torn, tornErr = tornAt(path, size)
+		}()
+	} else {
+		close(found)
 	}
 	db, err := buntdb.Open(path)
+	<-found
+	if err == nil {
+		err = tornErr
+	}
+	if err == nil && torn >= 0 {
+		cut = max(size-torn, 0)
+		// BuntDB may have dropped an incomplete final command itself.
+		if fi, err2 := os.Stat(path); err2 != nil {
+			err = err2
+		} else if fi.Size() > torn {
+			if err = db.Close(); err == nil {
+				if _, err = cutAt(path, torn); err == nil {
+					db, err = buntdb.Open(path)
+				}
+			}
+		}
+	}
+	if cut > 0 {
+		s.log.Warn("discarded a torn transaction at the end of the store", "path", path, "bytes", cut)
+		inc(s.metrics.TornTails)
+	}
 	if err != nil {
+		if db != nil {
+			db.Close()
+		}
 		if s.lock != nil {
 			s.lock.Close()
 		}
@@ -249,24 +291,45 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// scan verifies every stored value, records the highest transaction id
-// and the live data size, and writes the epoch key if it is missing.
+// scan verifies every stored value, records the highest transaction id,
+// the live data size and MaxMarkSince(opts.Checkpoint), and writes the
+// epoch key if it is missing.
 func (s *Store) scan() error {
 	var hasEpoch bool
 	err := s.db.View(func(tx *buntdb.Tx) error {
-		return tx.Ascend("", func(k, v string) bool {
+		// The transaction from which MaxMarkSince(opts.Checkpoint) counts
+		// (see there).
+		var from uint64
+		if s.opts.Checkpoint != "" {
+			if v, err := tx.Get(s.opts.Checkpoint); err == nil {
+				if from, _, _, _, err = unframe(storedBytes(v)); err != nil {
+					from = 1<<64 - 1 // damaged: MaxMarkSince answers for itself
+				}
+			} else if !errors.Is(err, buntdb.ErrNotFound) {
+				return err
+			}
+		}
+		var mark uint64
+		err := tx.Ascend("", func(k, v string) bool {
 			s.live += int64(len(k) + len(v))
 			if k == epochKey {
 				hasEpoch = true
 			}
-			txid, _, _, _, err := unframe([]byte(v))
+			txid, _, m, _, err := unframe(storedBytes(v))
 			if err != nil {
 				s.MarkCorrupt(k)
 				return true
 			}
 			s.txid = max(s.txid, txid)
+			if txid >= from {
+				mark = max(mark, m)
+			}
 			return true
 		})
+		if s.opts.Checkpoint != "" && from != 1<<64-1 {
+			s.sinceCheckpoint, s.sinceCheckpointValid = mark, true
+		}
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: scan store: %w", err)

@@ -268,6 +268,9 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		}
 		s.txMu.Lock()
 		defer s.txMu.Unlock()
+		if lk != nil {
+			s.sinceCheckpointValid = false // the opener writes
+		}
 		if t.del != "" {
 			old, err := btx.Delete(t.del)
 			if err != nil && !errors.Is(err, buntdb.ErrNotFound) {
@@ -337,18 +340,27 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 // deleted since (a value overwritten later is overwritten by one that
 // carries a mark at least as high). Damaged values are left out.
 func (s *Store) MaxMarkSince(key string) (uint64, error) {
+	s.txMu.Lock()
+	if key == s.opts.Checkpoint && s.sinceCheckpointValid {
+		// Found by Open, and only the store's own writes (its epoch key
+		// and incarnation, which carry no mark) came since.
+		m := s.sinceCheckpoint
+		s.txMu.Unlock()
+		return m, nil
+	}
+	s.txMu.Unlock()
 	var mark uint64
 	err := s.db.View(func(tx *buntdb.Tx) error {
 		var from uint64
 		if v, err := tx.Get(key); err == nil {
-			if from, _, _, _, err = unframe([]byte(v)); err != nil {
+			if from, _, _, _, err = unframe(storedBytes(v)); err != nil {
 				return &CorruptError{Key: key}
 			}
 		} else if !errors.Is(err, buntdb.ErrNotFound) {
 			return err
 		}
 		return tx.Ascend("", func(k, v string) bool {
-			if txid, _, m, _, err := unframe([]byte(v)); err == nil && txid >= from {
+			if txid, _, m, _, err := unframe(storedBytes(v)); err == nil && txid >= from {
 				mark = max(mark, m)
 			}
 			return true
@@ -364,5 +376,6 @@ func (s *Store) MaxMarkSince(key string) (uint64, error) {
 func (s *Store) RaiseMark(m uint64) {
 	s.txMu.Lock()
 	s.mark = max(s.mark, m)
+	s.sinceCheckpointValid = false // later values carry m
 	s.txMu.Unlock()
 }
