@@ -102,21 +102,7 @@ func BenchmarkRemoteApply(b *testing.B) {
 func remoteApplyRun(b *testing.B, bin string, partitions int) {
 	dir := b.TempDir()
 	regions := []string{"us-east", "eu-west"}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "cluster: capacity\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\npartitions: %d\nregions:\n", partitions)
-	bases := map[string]string{}
-	for _, r := range regions {
-		api := freeTCP(b)
-		bases[r] = "http://" + api
-		fmt.Fprintf(&cfg, "  - {name: %s, api: %q, peer: %q}\n", r, api, freeUDPAddr(b))
-	}
-	cfgPath := filepath.Join(dir, "lattice.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "capacity"}, regions...)...).CombinedOutput(); err != nil {
-		b.Fatalf("lattice certs: %v\n%s", err, out)
-	}
+	cfgPath, bases := writeRegions(b, bin, dir, "capacity", fmt.Sprintf("durability: always\npartitions: %d\n", partitions), regions)
 	pids := map[string]int{}
 	for _, r := range regions {
 		cmd := exec.Command(bin, "serve", "--config", cfgPath, "--region", r, "--log-level", "warn")
@@ -562,4 +548,29 @@ func freeUDPAddr(b *testing.B) string {
 		b.Fatal(err)
 	}
 	return a
+}
+
+// writeRegions writes dir/lattice.yaml for a cluster of one `lattice serve`
+// process per region of regions (free loopback addresses, data and
+// certificates under dir), with extra (YAML lines, each ending in a
+// newline) among its top-level keys, and makes the cluster's
+// certificates with bin. It returns the config's path and each region's
+// API base URL.
+func writeRegions(b *testing.B, bin, dir, cluster, extra string, regions []string) (string, map[string]string) {
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "cluster: %s\ndata_dir: ./data\ntls_dir: ./certs\n%sregions:\n", cluster, extra)
+	bases := map[string]string{}
+	for _, r := range regions {
+		api := freeTCP(b)
+		bases[r] = "http://" + api
+		fmt.Fprintf(&cfg, "  - {name: %s, api: %q, peer: %q}\n", r, api, freeUDPAddr(b))
+	}
+	cfgPath := filepath.Join(dir, "lattice.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", cluster}, regions...)...).CombinedOutput(); err != nil {
+		b.Fatalf("lattice certs: %v\n%s", err, out)
+	}
+	return cfgPath, bases
 }

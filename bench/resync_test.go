@@ -70,21 +70,7 @@ func BenchmarkResync(b *testing.B) {
 
 	dir := b.TempDir()
 	regions := []string{"us-east", "eu-west"}
-	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "cluster: resync\ndata_dir: ./data\ntls_dir: ./certs\ndurability: always\nemulate:\n  latency_ms: {\"us-east/eu-west\": 34}\nregions:\n")
-	bases := map[string]string{}
-	for _, r := range regions {
-		api := freeTCP(b)
-		bases[r] = "http://" + api
-		fmt.Fprintf(&cfg, "  - {name: %s, api: %q, peer: %q}\n", r, api, freeUDPAddr(b))
-	}
-	cfgPath := filepath.Join(dir, "lattice.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if out, err := exec.Command(bin, append([]string{"certs", "--dir", filepath.Join(dir, "certs"), "--cluster", "resync"}, regions...)...).CombinedOutput(); err != nil {
-		b.Fatalf("lattice certs: %v\n%s", err, out)
-	}
+	cfgPath, bases := writeRegions(b, bin, dir, "resync", "durability: always\nemulate:\n  latency_ms: {\"us-east/eu-west\": 34}\n", regions)
 	procs := map[string]*exec.Cmd{}
 	start := func(r string) {
 		cmd := exec.Command(bin, "serve", "--config", cfgPath, "--region", r, "--log-level", "warn")
