@@ -64,7 +64,14 @@ type aeRound struct {
 	answered     bool
 	final        bool // nothing was left out so far
 
-	queue    []RangeNode // nodes to send in digests
+	queue []RangeNode // nodes to send in digests
+	// ranged says the round opened with bucket ranges (this version's
+	// form): rqueue holds the ranges to send, sketches the peer's
+	// sketches to decode, retries how many ranges went again.
+	ranged   bool
+	rqueue   []*rangeReq
+	sketches []aeSketch
+	retries  int
 	counts   []uint32    // the digest's counts, as last seen here
 	answers  []RangeNode // the peer's answers not yet acted on
 	steps    map[uint64]*aeStep
@@ -89,6 +96,8 @@ type aeRound struct {
 
 type aeStep struct {
 	nodes  []RangeNode
+	ranges []*rangeReq
+	salt   uint64 // of its ranges' fingerprints and their sketches
 	id     uint64 // requestID of its digest
 	sentAt time.Time
 }
@@ -126,6 +135,14 @@ func requestID(m *Message) uint64 {
 		if n.List {
 			h.Byte(1)
 		}
+	}
+	for _, r := range m.Ranges {
+		word(r.Lo)
+		word(r.Hi)
+		h.Bytes(r.FPs)
+		h.Byte(0xff)
+		h.Bytes(r.Counts)
+		word(uint64(r.Width))
 	}
 	for _, k := range m.Pull {
 		h.String(k)
@@ -257,7 +274,11 @@ func (p *Protocol) startAE(pr *peer) {
 		final: true, steps: map[uint64]*aeStep{}, pulls: map[uint64]*aePull{}, batch: 256,
 		ours: map[string]uint64{}, theirs: map[string]uint64{}}
 	ae.tokens, ae.refilled = p.burst(), p.now
-	ae.queue = []RangeNode{v.split(0, hi)}
+	if len(v.snap.Counts) == len(v.snap.Buckets) && len(v.snap.Buckets) <= MaxRangeBuckets {
+		ae.ranged, ae.rqueue = true, bucketRanges(v)
+	} else {
+		ae.queue = []RangeNode{v.split(0, hi)}
+	}
 	ae.counts = v.snap.Counts
 	pr.ae = ae
 	pr.needAE = false
@@ -294,7 +315,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 	for _, id := range slices.Sorted(maps.Keys(ae.steps)) {
 		if s := ae.steps[id]; p.now.Sub(s.sentAt) >= p.cfg.RetransmitAfter {
 			s.sentAt = p.now
-			p.sendStep(pr, id, s.nodes)
+			p.sendStep(pr, id, s)
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(ae.pulls)) {
@@ -306,6 +327,32 @@ func (p *Protocol) pumpAE(pr *peer) {
 	p.takeAnswers(pr)
 	if pr.ae != ae {
 		return // abandoned
+	}
+	p.takeSketches(pr)
+	if pr.ae != ae {
+		return
+	}
+	for len(ae.steps) < aeWindow && len(ae.rqueue) > 0 && (ae.answered || ae.nextStep == 0) {
+		// Step 1 carries every range: the responder answers as many as
+		// it loads the differing buckets of at once. Later digests carry
+		// as many as it loads should every bucket differ.
+		n, keys, buckets := 0, uint64(0), uint64(0)
+		for _, r := range ae.rqueue {
+			var k uint64
+			for _, c := range r.counts {
+				k += uint64(c)
+			}
+			if n > 0 && ((ae.nextStep > 0 && keys+k > aeLoadKeys) || buckets+r.hi-r.lo > MaxRangeBuckets) {
+				break
+			}
+			n, keys, buckets = n+1, keys+k, buckets+r.hi-r.lo
+		}
+		st := &aeStep{ranges: slices.Clone(ae.rqueue[:n]), sentAt: p.now}
+		ae.rqueue = ae.rqueue[n:]
+		ae.nextStep++
+		st.salt = roundSalt(ae.round, ae.nextStep)
+		ae.steps[ae.nextStep] = st
+		st.id = p.sendStep(pr, ae.nextStep, st)
 	}
 	for len(ae.steps) < aeWindow && len(ae.queue) > 0 && (ae.answered || ae.nextStep == 0) {
 		// As many nodes as the peer answers from one snapshot (by our
@@ -323,7 +370,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 		ae.nextStep++
 		st := &aeStep{nodes: nodes, sentAt: p.now}
 		ae.steps[ae.nextStep] = st
-		st.id = p.sendStep(pr, ae.nextStep, nodes)
+		st.id = p.sendStep(pr, ae.nextStep, st)
 	}
 	if p.cfg.AntiEntropyRate > 0 {
 		ae.tokens = min(p.burst(), ae.tokens+p.now.Sub(ae.refilled).Seconds()*float64(p.cfg.AntiEntropyRate))
@@ -338,6 +385,16 @@ func (p *Protocol) pumpAE(pr *peer) {
 			ae.pullSpans = ae.pullSpans[1:]
 		}
 		slices.SortFunc(r.spans, func(a, b aeSpan) int { return cmp.Compare(a.Lo, b.Lo) })
+		// Spans that overlap (a slot found different twice) go as one.
+		merged := r.spans[:0]
+		for _, s := range r.spans {
+			if l := len(merged) - 1; l >= 0 && s.Lo < merged[l].Hi {
+				merged[l].Hi, merged[l].n = max(merged[l].Hi, s.Hi), merged[l].n+s.n
+				continue
+			}
+			merged = append(merged, s)
+		}
+		r.spans = merged
 		ae.nextPull++
 		ae.pulls[ae.nextPull] = r
 		r.id = p.sendPull(pr, ae.nextPull, r)
@@ -348,7 +405,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 		}
 		ae.heard = p.now
 	}
-	if len(ae.queue) == 0 && len(ae.answers) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
+	if len(ae.queue) == 0 && len(ae.rqueue) == 0 && len(ae.sketches) == 0 && len(ae.answers) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
 		len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 && ae.answered {
 		p.closeAE(pr)
 	}
@@ -356,8 +413,11 @@ func (p *Protocol) pumpAE(pr *peer) {
 
 // sendStep sends the digest of step id (step 1 carries our applied
 // context) and returns its requestID.
-func (p *Protocol) sendStep(pr *peer, id uint64, nodes []RangeNode) uint64 {
-	m := &Message{Kind: KindDigest, Round: pr.ae.round, Step: id, Nodes: nodes}
+func (p *Protocol) sendStep(pr *peer, id uint64, st *aeStep) uint64 {
+	m := &Message{Kind: KindDigest, Round: pr.ae.round, Step: id, Nodes: st.nodes}
+	for _, r := range st.ranges {
+		m.Ranges = append(m.Ranges, r.wire(st.salt))
+	}
 	if id == 1 {
 		m.Applied = crdt.EncodeContext(&pr.ae.myApplied)
 	}
@@ -367,7 +427,7 @@ func (p *Protocol) sendStep(pr *peer, id uint64, nodes []RangeNode) uint64 {
 
 // sendPull sends the pull id and returns its requestID.
 func (p *Protocol) sendPull(pr *peer, id uint64, r *aePull) uint64 {
-	m := &Message{Kind: KindObjects, Round: pr.ae.round, Step: id, Spans: make([]Span, len(r.spans))}
+	m := &Message{Kind: KindObjects, Round: pr.ae.round, Step: id, Spans: make([]Span, len(r.spans)), compactSpans: pr.ae.ranged}
 	for i, s := range r.spans {
 		m.Spans[i] = s.Span
 	}
@@ -458,11 +518,17 @@ func (p *Protocol) abandonAE(pr *peer) {
 // onDigest answers a digest of the peer's round: for every node, a
 // diff of our own snapshot.
 func (p *Protocol) onDigest(pr *peer, m *Message) {
-	if len(m.Nodes) == 0 || m.Step == 0 {
+	if (len(m.Nodes) == 0 && len(m.Ranges) == 0) || m.Step == 0 {
 		return // a digest of whole buckets: not answered
 	}
 	p.ensureRun()
 	r := pr.resp
+	if m.Step == 1 && len(m.Ranges) > 0 && pr.ae != nil && !pr.ae.answered && p.region < string(pr.id) && (r == nil || r.round != m.Round) {
+		// Both regions opened a round at once: the peer gives its own up
+		// when our first digest reaches it (below), so its first digest
+		// goes unanswered rather than answered in vain.
+		return
+	}
 	if r == nil || m.Round > r.round || (m.Round != r.round && p.now.Sub(r.heard) >= p.cfg.AntiEntropyTimeout) {
 		r = &aeResp{round: m.Round, steps: map[uint64]bool{}, pushes: map[uint64]uint64{}}
 		pr.resp = r
@@ -472,6 +538,10 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 			pr.needAE = pr.needAE || pr.ae.needed
 			pr.ae = nil
 		}
+	}
+	if len(m.Ranges) > 0 {
+		p.answerRanges(pr, r, m)
+		return
 	}
 	limit := p.listLimit()
 	fit := len(m.Nodes)
@@ -582,6 +652,11 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 	}
 	delete(ae.steps, m.Step)
 	ae.heard = p.now
+	if len(st.ranges) > 0 {
+		p.takeRanges(ae, st, m)
+		p.pumpAE(pr)
+		return
+	}
 	if done := min(m.Next, uint64(len(st.nodes))); done < uint64(len(st.nodes)) {
 		ae.queue = append(slices.Clone(st.nodes[done:]), ae.queue...)
 	}

@@ -125,6 +125,24 @@ type Message struct {
 	Next   uint64      `cbor:"34,keyasint,omitempty"`
 	Pushes uint64      `cbor:"35,keyasint,omitempty"`
 
+	// Ranges, on a digest, are ranges of whole buckets with their
+	// buckets' fingerprints, cut and salted, and counts (BucketRange);
+	// a round of this version opens with them. Sketches, on the diff that
+	// answers them, are the responder's set sketches of buckets that
+	// differ (sketch.go; Nodes carries the other answers: lists, whole
+	// buckets one side lacks, splits), one answer a differing bucket; Eq
+	// holds, for each range answered (Next of them), the XOR of the
+	// responder's whole fingerprints of the buckets it found equal, so
+	// that the initiator, which XORs its own, notices a coincidence of
+	// cut fingerprints. SpanRuns is how a pull of such a round sends its
+	// Spans (sorted, disjoint): unsigned varints of each span's distance
+	// from the end of the one before and its length − 1; Decode turns it
+	// back into Spans. The version before this one refuses these keys.
+	Ranges   []BucketRange `cbor:"36,keyasint,omitempty"`
+	Sketches []Sketch      `cbor:"37,keyasint,omitempty"`
+	Eq       []uint64      `cbor:"38,keyasint,omitempty"`
+	SpanRuns []byte        `cbor:"39,keyasint,omitempty"`
+
 	// AckRuns is how Encode writes Acks: the tags sorted, as runs of
 	// consecutive tags, [first tag, run length − 1, then per further run
 	// its gap − 1 after the previous run, its length − 1]. Decode turns it
@@ -152,6 +170,8 @@ type Message struct {
 
 	// sender is the region sending the message, for Encode.
 	sender string
+	// compactSpans makes Encode send Spans as SpanRuns.
+	compactSpans bool
 }
 
 // DotRun is the wire form of a DotRange (Message.DotRuns): AgeUs is the
@@ -188,10 +208,13 @@ const (
 // form (AckRuns) when that is shorter and, on a delta the protocol made,
 // the group with replica names as references (GroupRefs).
 func Encode(m *Message) ([]byte, error) {
-	if len(m.Acks) == 0 && (m.sender == "" || m.Group == nil) {
+	if len(m.Acks) == 0 && (m.sender == "" || m.Group == nil) && !(m.compactSpans && len(m.Spans) > 0) {
 		return crdt.Marshal(m)
 	}
 	w := *m
+	if m.compactSpans && len(m.Spans) > 0 {
+		w.SpanRuns, w.Spans = appendSpanRuns(nil, m.Spans), nil
+	}
 	if runs := ackRuns(m.Acks); len(runs) < len(m.Acks) {
 		w.AckRuns, w.Acks = runs, nil // else Acks are as short
 	}
@@ -209,6 +232,16 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	}
 	if err := m.expand(); err != nil {
 		return nil, err
+	}
+	if m.SpanRuns != nil {
+		if m.Spans != nil {
+			return nil, errors.New("protocol: both span forms")
+		}
+		ss, err := spanRuns(m.SpanRuns, buckets)
+		if err != nil {
+			return nil, err
+		}
+		m.Spans, m.SpanRuns = ss, nil
 	}
 	if m.GroupRefs != nil {
 		if m.Group != nil {
@@ -541,6 +574,15 @@ func (m *Message) validate(buckets int) error {
 	if err := validateSpans(m.Spans, buckets); err != nil {
 		return err
 	}
+	if err := validateRanges(m.Ranges, buckets); err != nil {
+		return err
+	}
+	if err := validateSketches(m.Sketches, buckets); err != nil {
+		return err
+	}
+	if len(m.Eq) > MaxRangeBuckets {
+		return errTooManyNodes
+	}
 	switch m.Kind {
 	case KindDelta:
 		if (m.Group == nil && m.GroupRefs == nil) || len(m.Dots)+len(m.DotRuns) == 0 || m.Tag == 0 {
@@ -551,7 +593,7 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: ack without acknowledgements, applied context or request for them")
 		}
 	case KindDigest:
-		if m.Round == 0 || (len(m.Nodes) == 0 && (len(m.Buckets) != buckets || m.Applied == nil)) {
+		if m.Round == 0 || (len(m.Nodes) == 0 && len(m.Ranges) == 0 && (len(m.Buckets) != buckets || m.Applied == nil)) {
 			return errors.New("protocol: digest without buckets, applied context or round")
 		}
 	case KindDiff, KindObjects:

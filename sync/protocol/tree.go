@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/latticedb/lattice/crdt"
@@ -137,6 +139,12 @@ func countOf(counts []uint32, lo, hi uint64) uint64 {
 // view: its fingerprints, counts, keys and applied context are of one
 // instant.
 func (p *Protocol) loadView(need func(counts []uint32) []uint64) (*view, error) {
+	return p.loadViewOf(func(counts []uint32, _ []uint64) []uint64 { return need(counts) })
+}
+
+// loadViewOf is loadView whose need sees the first look's fingerprints
+// too.
+func (p *Protocol) loadViewOf(need func(counts []uint32, digest []uint64) []uint64) (*view, error) {
 	first, err := p.st.Snapshot(nil)
 	if err != nil {
 		return nil, err
@@ -145,7 +153,7 @@ func (p *Protocol) loadView(need func(counts []uint32) []uint64) (*view, error) 
 	if len(counts) != len(first.Buckets) {
 		counts = nil
 	}
-	want := need(counts)
+	want := need(counts, first.Buckets)
 	slices.Sort(want)
 	want = slices.Compact(want)
 	var chosen []uint32
@@ -320,4 +328,222 @@ func validateSpans(ss []Span, buckets int) error {
 		}
 	}
 	return nil
+}
+
+// BucketRange is a range of whole buckets [Lo, Hi) as the initiator
+// describes it on a digest: every bucket's fingerprint, cut to 16 bits
+// after mixing it with the digest's salt (FPs: 2 bytes a bucket, big
+// endian), and its key count (Counts: a varint a bucket, the difference
+// from the count of the bucket before, zigzag-encoded; the first from
+// 0).
+// Width, on a range sent again after a sketch failed to decode, is the
+// least width of a sketch of its buckets.
+type BucketRange struct {
+	_      struct{} `cbor:",toarray"`
+	Lo     uint64
+	Hi     uint64
+	FPs    []byte
+	Counts []byte
+	Width  uint32
+}
+
+// Sketch is a responder's set sketch of the keys of one bucket (see
+// sketch.go): Width cells a table, one or three tables, Cells encoded
+// cell by cell, Sum the sum of the elements' checks.
+type Sketch struct {
+	_      struct{} `cbor:",toarray"`
+	Bucket uint64
+	Width  uint32
+	Cells  []byte
+	Sum    uint64
+}
+
+// Bucket ranges (Message.Ranges) and their answers.
+const (
+	// MaxRangeBuckets bounds the buckets of a cluster whose rounds begin
+	// with bucket ranges (more begin with the root's split).
+	MaxRangeBuckets = 4096
+	// rangeKeys bounds the keys (by the initiator's counts) of the
+	// buckets of one range, so that a responder loads a range's
+	// differing buckets in one snapshot.
+	rangeKeys = aeLoadKeys / 2
+	// rangeFP is the bytes of a bucket's fingerprint in a range: a
+	// coincidence (odds of 2^-16 for a bucket that differs) costs the
+	// range one more round trip (see ranges.go).
+	rangeFP = 2
+)
+
+// roundSalt is the salt of the fingerprints and sketches of step step
+// of round round: each digest a round sends has its own, so a
+// coincidence of cut fingerprints does not repeat when a range is sent
+// again.
+func roundSalt(round, step uint64) uint64 { return mix64(round ^ mix64(step^0x5bd1e995)) }
+
+// cutFP returns a bucket's fingerprint as a range carries it.
+func cutFP(h, salt uint64) uint16 { return uint16(mix64(h^salt) >> 48) }
+
+// bucketSalt is the salt of the sketch of bucket b of a digest of salt
+// salt.
+func bucketSalt(salt, b uint64) uint64 { return mix64(salt ^ b ^ 0x27d4eb2f165667c5) }
+
+// rangeReq is a bucket range the initiator sends: its buckets' whole
+// fingerprints and counts as it saw them.
+type rangeReq struct {
+	lo, hi uint64 // buckets
+	fps    []uint64
+	counts []uint32
+	width  uint32
+}
+
+// bucketRanges cuts the buckets of v into ranges of at most rangeKeys
+// keys (by its counts) and at most TreeFanout*TreeFanout buckets.
+func bucketRanges(v *view) []*rangeReq {
+	var out []*rangeReq
+	var cur *rangeReq
+	var keys uint64
+	for b := range uint64(len(v.snap.Buckets)) {
+		c := v.snap.Counts[b]
+		if cur == nil || (len(cur.fps) > 0 && keys+uint64(c) > rangeKeys) || len(cur.fps) >= TreeFanout*TreeFanout {
+			cur = &rangeReq{lo: b}
+			out = append(out, cur)
+			keys = 0
+		}
+		cur.hi = b + 1
+		cur.fps = append(cur.fps, v.snap.Buckets[b])
+		cur.counts = append(cur.counts, c)
+		keys += uint64(c)
+	}
+	return out
+}
+
+// wire returns r as a range of a digest of salt salt.
+func (r *rangeReq) wire(salt uint64) BucketRange {
+	w := BucketRange{Lo: r.lo, Hi: r.hi, FPs: make([]byte, 0, rangeFP*len(r.fps)), Width: r.width}
+	prev := int64(0)
+	for i, h := range r.fps {
+		w.FPs = binary.BigEndian.AppendUint16(w.FPs, cutFP(h, salt))
+		w.Counts = binary.AppendVarint(w.Counts, int64(r.counts[i])-prev)
+		prev = int64(r.counts[i])
+	}
+	return w
+}
+
+// rangeCounts returns the counts of a range (checked by validate).
+func rangeCounts(w *BucketRange) []uint32 {
+	out := make([]uint32, 0, w.Hi-w.Lo)
+	c := int64(0)
+	for b := w.Counts; len(b) > 0; {
+		d, n := binary.Varint(b)
+		c += d
+		out = append(out, uint32(c))
+		b = b[n:]
+	}
+	return out
+}
+
+// validateRanges checks the ranges of a digest: valid bucket ranges, one
+// cut fingerprint and one count (at most 2^32−1) a bucket, at most
+// MaxRangeBuckets buckets in all, sketch widths within bounds.
+func validateRanges(rs []BucketRange, buckets int) error {
+	if len(rs) > MaxRangeBuckets {
+		return errTooManyNodes
+	}
+	total := uint64(0)
+	for _, r := range rs {
+		if r.Lo >= r.Hi || r.Hi > uint64(buckets) || r.Width > MaxSketchWidth {
+			return errBadNode
+		}
+		n := r.Hi - r.Lo
+		if total += n; total > MaxRangeBuckets {
+			return errTooManyNodes
+		}
+		if uint64(len(r.FPs)) != rangeFP*n || uint64(len(r.Counts)) > 5*n {
+			return errBadNode
+		}
+		k, c := uint64(0), int64(0)
+		for b := r.Counts; len(b) > 0; k++ {
+			d, m := binary.Varint(b)
+			if m <= 0 || d < -math.MaxUint32 || d > math.MaxUint32 {
+				return errBadNode
+			}
+			if c += d; c < 0 || c > math.MaxUint32 {
+				return errBadNode
+			}
+			b = b[m:]
+		}
+		if k != n {
+			return errBadNode
+		}
+	}
+	return nil
+}
+
+// validateSketches checks the sketches of a diff: valid buckets, widths
+// and shapes (an empty sketch, width 0, asks for its bucket again), and
+// at most MaxNodeEntries cells in all.
+func validateSketches(ss []Sketch, buckets int) error {
+	if len(ss) > MaxNodes {
+		return errTooManyNodes
+	}
+	cells := 0
+	for _, s := range ss {
+		if s.Bucket >= uint64(buckets) {
+			return errBadNode
+		}
+		if s.Width == 0 {
+			if len(s.Cells) != 0 || s.Sum != 0 {
+				return errBadSketch
+			}
+			continue
+		}
+		if _, err := sketchShape(s.Width, len(s.Cells)); err != nil {
+			return err
+		}
+		if cells += len(s.Cells) / sketchCell; cells > MaxNodeEntries {
+			return errTooManyNodes
+		}
+	}
+	return nil
+}
+
+// appendSpanRuns returns the compact form of sorted, disjoint spans
+// (Message.SpanRuns).
+func appendSpanRuns(b []byte, ss []Span) []byte {
+	var end uint64
+	for _, s := range ss {
+		b = binary.AppendUvarint(b, s.Lo-end)
+		b = binary.AppendUvarint(b, s.Hi-s.Lo-1)
+		end = s.Hi
+	}
+	return b
+}
+
+// spanRuns decodes Message.SpanRuns: sorted disjoint spans within the
+// slots of buckets buckets, at most MaxNodes.
+func spanRuns(b []byte, buckets int) ([]Span, error) {
+	var out []Span
+	var end uint64
+	top := rootHi(buckets)
+	for len(b) > 0 {
+		if len(out) >= MaxNodes {
+			return nil, errTooManyNodes
+		}
+		gap, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errBadNode
+		}
+		b = b[n:]
+		l, n := binary.Uvarint(b)
+		if n <= 0 {
+			return nil, errBadNode
+		}
+		b = b[n:]
+		if gap > top-end || l >= top-end-gap {
+			return nil, errBadNode
+		}
+		s := Span{Lo: end + gap, Hi: end + gap + l + 1}
+		out = append(out, s)
+		end = s.Hi
+	}
+	return out, nil
 }
