@@ -210,7 +210,7 @@ func OpenAPI() *Document {
 			"get": plain("healthz", "Liveness: 200 while the process serves HTTP", schemaRef("Health")),
 		},
 		"/readyz": {
-			"get": withUnavailable(plain("readyz", "Readiness: 200 when the region's storage is open and serving", schemaRef("Health"))),
+			"get": withUnavailable(plain("readyz", "Readiness: 200 when the region's storage is open and serving; 503 starting while it is being opened", schemaRef("Health"))),
 		},
 		"/metrics": {
 			"get": {OperationID: "metrics", Summary: "Prometheus metrics in the text exposition format", Tags: []string{"operations"},
@@ -462,7 +462,7 @@ func OpenAPI() *Document {
 				"Unprocessable": problemResponse("cart_full or idempotency_mismatch."),
 				"Internal":      problemResponse("internal."),
 				"Unavailable": withRetryAfter(problemResponse(
-					"home_unavailable, causal_timeout, replication_timeout, quorum_unavailable, partition_unavailable or unavailable, with Retry-After.")),
+					"home_unavailable, causal_timeout, replication_timeout, quorum_unavailable, partition_unavailable, unavailable, or starting (every route but /healthz while the region opens its store), with Retry-After.")),
 				"Unauthorized": withChallenge(problemResponse("unauthorized: the region requires a bearer token and the request has none, or one it does not accept.")),
 				"Forbidden":    withChallenge(problemResponse("forbidden: the bearer token may only read; writes need a read-write token.")),
 			},

@@ -21,6 +21,9 @@ const (
 	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeBodyTooLarge answers a request body over MaxBodyBytes (413).
 	CodeBodyTooLarge = "body_too_large"
+	// CodeStarting answers every request but GET /healthz while the
+	// region's process opens its store (503, see Starting).
+	CodeStarting = "starting"
 )
 
 // ProblemContentType is the media type of every error response.
@@ -81,6 +84,7 @@ var codes = map[string]codeInfo{
 	region.CodeQuorumUnavailable:    {http.StatusServiceUnavailable, "Too few regions answered"},
 	region.CodePartitionUnavailable: {http.StatusServiceUnavailable, "Partition unavailable"},
 	region.CodeUnavailable:          {http.StatusServiceUnavailable, "Service unavailable"},
+	CodeStarting:                    {http.StatusServiceUnavailable, "Region starting"},
 	region.CodeInternal:             {http.StatusInternalServerError, "Internal error"},
 }
 

@@ -255,6 +255,7 @@ func NewNode(opts Options) (*Node, error) {
 	if len(opts.PeerRegions) == 0 {
 		n.SyncedWith("", nil) // nobody to catch up with
 	}
+	n.store.Opened()
 	n.wg.Add(1)
 	go n.expiryLoop()
 	n.wg.Add(1)

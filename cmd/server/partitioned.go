@@ -115,6 +115,9 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 	for _, p := range cfg.Peers(name) {
 		peerRegions = append(peerRegions, p.Name)
 	}
+	if err := s.listen(ctx, nc.API, peerBundle, labelled, opts); err != nil {
+		return nil, err
+	}
 
 	byPart := make(map[int]*region.Node, len(owned))
 	var list []*region.Node
@@ -125,7 +128,9 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("server: region %s: %w", name, err)
 		}
-		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Logger: s.log.With("partition", part), Metrics: metrics.Store()})
+		opts.hook("store")
+		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Logger: s.log.With("partition", part), Metrics: metrics.Store(),
+			ProgressBytes: opts.progressBytes, ProgressEvery: opts.progressEvery})
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
 		}
@@ -149,6 +154,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			nopts.Publisher, nopts.Forwarder, nopts.Peers, nopts.Replicas = r, prepl.Forwarder(part), r.Status, r
 			nopts.PeerRegions = peerRegions
 		}
+		opts.hook("node")
 		n, err := region.NewNode(nopts)
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
@@ -197,7 +203,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		}
 	}
 	part := &api.Partitioning{Partitions: count, Self: name + "/" + nodeName, Owner: func(p int) string { return owners[p] }}
-	if err := s.serveAPI(ctx, parts, part, nc.API, peerBundle, labelled, opts); err != nil {
+	if err := s.serveAPI(parts, part, opts); err != nil {
 		return nil, err
 	}
 	s.log.Info("region node serving", "api", s.URL(), "partitions", len(owned), "of", count,

@@ -99,6 +99,21 @@ type Options struct {
 	// partitioned region (see startPartitioned), as Replication does to
 	// a region of one partition. QUICPartitioned builds it.
 	PartitionedReplication NewPartitionedReplication
+
+	// For tests: the store's progress reports (store.Options.ProgressBytes
+	// and ProgressEvery; 0: the store's defaults), and a function called
+	// with "store" before each store is opened and with "node" before each
+	// node is made on it.
+	progressBytes int64
+	progressEvery time.Duration
+	openHook      func(stage string)
+}
+
+// hook calls opts.openHook, if any.
+func (o *Options) hook(stage string) {
+	if o.openHook != nil {
+		o.openHook(stage)
+	}
 }
 
 // NewReplication builds the replication of one region from env. It must
@@ -167,6 +182,9 @@ type Server struct {
 	sec      *security
 	http     *http.Server
 	ln       net.Listener
+	// handler is what the HTTP server serves: api.Starting while the
+	// stores open, then the API.
+	handler  atomic.Pointer[http.Handler]
 	active   sync.WaitGroup // requests being served
 	inflight atomic.Int64   // how many
 
@@ -181,10 +199,13 @@ type Server struct {
 }
 
 // Start opens region name of the cluster cfg describes and serves its
-// API: it opens the store at cfg.RegionDir(name)/data.db with
+// API: it listens on the region's api address or opts.Listener, where it
+// answers at once (GET /healthz 200, everything else 503 starting, see
+// api.Starting), opens the store at cfg.RegionDir(name)/data.db with
 // cfg.Durability, attaches replication when opts.Replication is set,
-// makes the node (a sku's home is cfg.Home) and serves HTTP on the
-// region's api address or opts.Listener. ctx bounds the start only; stop
+// makes the node (a sku's home is cfg.Home) and then serves the API there.
+// Opening a large store takes a while (docs/operations.md); the store logs
+// its progress meanwhile. ctx bounds the start only; stop
 // the Server with Close. The Server keeps cfg, which must not change
 // while it runs. If Start fails, it has closed whatever it opened,
 // opts.Listener included.
@@ -231,6 +252,10 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	// Undo what was opened if a later step fails.
 	defer func() {
 		if err != nil {
+			if s.http != nil {
+				s.http.Close()
+				<-s.done
+			}
 			s.release()
 		}
 	}()
@@ -244,16 +269,27 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	}
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
+	var peerBundle *certs.Bundle
+	if opts.Replication != nil {
+		if peerBundle, err = certs.Load(cfg.TLSDir, name); err != nil {
+			return nil, fmt.Errorf("server: region %s: %w", name, err)
+		}
+	}
+	if err := s.listen(ctx, rc.API, peerBundle, labelled, opts); err != nil {
+		return nil, err
+	}
+	opts.hook("store")
 	s.store, err = region.OpenStore(path, store.Options{
-		Durability: cfg.Durability,
-		Logger:     s.log,
-		Metrics:    metrics.Store(),
+		Durability:    cfg.Durability,
+		Logger:        s.log,
+		Metrics:       metrics.Store(),
+		ProgressBytes: opts.progressBytes,
+		ProgressEvery: opts.progressEvery,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
 
-	var peerBundle *certs.Bundle
 	nopts := region.Options{
 		Name:           name,
 		Home:           cfg.Home,
@@ -267,13 +303,8 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		Peers:          s.unattachedPeers,
 	}
 	if opts.Replication != nil {
-		bundle, err := certs.Load(cfg.TLSDir, name)
-		if err != nil {
-			return nil, fmt.Errorf("server: region %s: %w", name, err)
-		}
-		peerBundle = bundle
 		s.repl, err = opts.Replication(ReplicationEnv{Config: cfg, Region: name, PeerAddr: rc.Peer,
-			TLS: bundle, Logger: s.log, Registerer: labelled})
+			TLS: peerBundle, Logger: s.log, Registerer: labelled})
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s: replication: %w", name, err)
 		}
@@ -289,6 +320,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		s.log.Warn("no replication attached: this region replicates nothing, and requests that need another home region answer 503 home_unavailable",
 			"peers", len(peers))
 	}
+	opts.hook("node")
 	s.node, err = region.NewNode(nopts)
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
@@ -309,7 +341,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		}
 	}
 
-	if err := s.serveAPI(ctx, s.node, nil, rc.API, peerBundle, labelled, opts); err != nil {
+	if err := s.serveAPI(s.node, nil, opts); err != nil {
 		return nil, err
 	}
 	s.log.Info("region serving", "api", s.URL(), "tokens", s.sec.tokens != nil, "data", path,
@@ -317,11 +349,9 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	return s, nil
 }
 
-// serveAPI serves svc's API on addr (or opts.Listener), with the console
-// in front of it. part, when set, routes the requests of a partitioned
-// region's node.
-func (s *Server) serveAPI(ctx context.Context, svc api.Service, part *api.Partitioning, addr string, peerBundle *certs.Bundle,
-	labelled prometheus.Registerer, opts Options) (err error) {
+// listen listens on addr (or opts.Listener) and serves api.Starting
+// there until serveAPI puts the API in its place.
+func (s *Server) listen(ctx context.Context, addr string, peerBundle *certs.Bundle, labelled prometheus.Registerer, opts Options) (err error) {
 	cfg, name := s.cfg, s.name
 	if s.sec, err = newSecurity(cfg, name, peerBundle, labelled, s.log); err != nil {
 		return fmt.Errorf("server: region %s: %w", name, err)
@@ -333,6 +363,25 @@ func (s *Server) serveAPI(ctx context.Context, svc api.Service, part *api.Partit
 		}
 	}
 	s.ln = s.sec.wrapListener(s.ln)
+	starting := api.Starting(name, func() string {
+		return "region " + name + " is opening its store; it serves once the store is open"
+	})
+	s.handler.Store(&starting)
+	s.http = api.NewServer(s.ln.Addr().String(), s.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*s.handler.Load()).ServeHTTP(w, r)
+	})))
+	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	go s.serve()
+	s.sec.start(opts.ReloadInterval)
+	s.log.Info("listening; the API answers 503 starting until the region's store is open", "api", s.URL())
+	return nil
+}
+
+// serveAPI serves svc's API, with the console in front of it, where
+// listen listens. part, when set, routes the requests of a partitioned
+// region's node.
+func (s *Server) serveAPI(svc api.Service, part *api.Partitioning, opts Options) (err error) {
+	cfg, name := s.cfg, s.name
 	if part != nil {
 		if part.Client, err = s.sec.forwardClient(cfg); err != nil {
 			return fmt.Errorf("server: region %s: %w", name, err)
@@ -346,10 +395,8 @@ func (s *Server) serveAPI(ctx context.Context, svc api.Service, part *api.Partit
 	if err != nil {
 		return fmt.Errorf("server: region %s: %w", name, err)
 	}
-	s.http = api.NewServer(s.ln.Addr().String(), s.track(ch))
-	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
-	go s.serve()
-	s.sec.start(opts.ReloadInterval)
+	var served http.Handler = ch
+	s.handler.Store(&served)
 	return nil
 }
 

@@ -111,6 +111,12 @@ type Options struct {
 	// anyway, instead of a pass of its own. "": none.
 	Checkpoint string
 
+	// ProgressBytes is the file size from which Open logs its progress
+	// (progress.go): 0 means DefaultProgressBytes, negative never.
+	// ProgressEvery is how often (0: DefaultProgressEvery).
+	ProgressBytes int64
+	ProgressEvery time.Duration
+
 	// For benchmarks only: FsyncDelay is added to every fsync (a slower
 	// disk) and SerialFsync makes every writer fsync alone while holding
 	// a lock (no group commit), as BuntDB's SyncPolicy Always does.
@@ -180,6 +186,10 @@ type Store struct {
 	used atomic.Bool
 	lock *os.File
 
+	// opening reports the progress of a large store's open until its
+	// opener calls Opened (progress.go); nil otherwise.
+	opening atomic.Pointer[opening]
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -187,7 +197,7 @@ type Store struct {
 // Open opens (creating if needed) the BuntDB file at path, cutting
 // off a torn final transaction and reporting stored values that fail
 // their checksums.
-func Open(path string, opts Options) (*Store, error) {
+func Open(path string, opts Options) (_ *Store, err error) {
 	if opts.Durability == "" {
 		opts.Durability = config.DurabilityAlways
 	}
@@ -203,13 +213,18 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = &Metrics{}
 	}
+	if opts.ProgressBytes == 0 {
+		opts.ProgressBytes = DefaultProgressBytes
+	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = DefaultProgressEvery
+	}
 	s := &Store{path: path, opts: opts, log: opts.Logger, metrics: opts.Metrics,
 		corrupt: make(map[string]struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	s.gcond = sync.NewCond(&s.gmu)
 	persist := path != ":memory:"
 	s.persist = persist
 	var cut int64
-	var err error
 	if persist {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
@@ -230,6 +245,13 @@ func Open(path string, opts Options) (*Store, error) {
 		if fi, err := os.Stat(path); err == nil {
 			size = fi.Size()
 		}
+		o := s.startOpening(path, size)
+		s.opening.Store(o)
+		defer func() {
+			if err != nil {
+				o.end(false)
+			}
+		}()
 		go func() {
 			defer close(found)
 			torn, tornErr = tornAt(path, size)
@@ -273,6 +295,14 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.db = db
+	if o := s.opening.Load(); o != nil {
+		_ = db.View(func(tx *buntdb.Tx) error {
+			n, err := tx.Len()
+			o.total.Store(int64(n))
+			return err
+		})
+		o.setPhase(phaseCheck)
+	}
 	if persist {
 		if s.syncFile, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
 			db.Close()
@@ -288,6 +318,7 @@ func Open(path string, opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
+	s.opening.Load().setPhase(phaseRebuild)
 	return s, nil
 }
 
@@ -310,7 +341,12 @@ func (s *Store) scan() error {
 			}
 		}
 		var mark uint64
+		o, read := s.opening.Load(), int64(0)
 		err := tx.Ascend("", func(k, v string) bool {
+			if read++; read == 4096 {
+				o.read(read)
+				read = 0
+			}
 			s.live += int64(len(k) + len(v))
 			if k == epochKey {
 				hasEpoch = true
@@ -326,6 +362,7 @@ func (s *Store) scan() error {
 			}
 			return true
 		})
+		o.read(read)
 		if s.opts.Checkpoint != "" && from != 1<<64-1 {
 			s.sinceCheckpoint, s.sinceCheckpointValid = mark, true
 		}
@@ -413,6 +450,7 @@ func (s *Store) closeFiles() error {
 	}
 	close(s.stop)
 	<-s.done
+	s.opening.Swap(nil).end(false)
 	err := s.db.Close()
 	if s.syncFile != nil {
 		s.syncFile.Close()

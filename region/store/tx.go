@@ -82,10 +82,18 @@ func (s *Store) view(lk *Locked, fn func(r Reader) error) error {
 // passed with err set. fn must not use the store, nor modify val, which
 // shares memory with the store (it may keep it).
 func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	o, read := s.opening.Load(), int64(0) // the region's scans at start-up
+	defer func() { o.read(read) }()
 	return s.db.View(func(tx *buntdb.Tx) error {
 		return tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
 			if !strings.HasPrefix(k, prefix) {
 				return false
+			}
+			if o != nil {
+				if read++; read == 4096 {
+					o.read(read)
+					read = 0
+				}
 			}
 			_, _, _, p, err := unframe(storedBytes(v))
 			if err != nil {

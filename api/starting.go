@@ -1,0 +1,42 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/latticedb/lattice/region"
+)
+
+// StartingRetryAfter is the Retry-After, in seconds, of a 503 starting.
+const StartingRetryAfter = 5
+
+// Starting returns the handler a region's process serves while it opens
+// its store, before it can serve the API: GET /healthz answers 200 (the
+// process is alive) and every other request 503 starting, a problem with
+// Retry-After, whose detail is what the process is doing (detail()).
+// Nothing else is read or written, so every request gets a whole answer.
+func Starting(regionName string, detail func() string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := requestIDOf(r)
+		hdr := w.Header()
+		hdr.Set(HeaderRequestID, id)
+		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			hdr.Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			if r.Method == http.MethodGet {
+				_ = json.NewEncoder(w).Encode(map[string]string{"status": "ok", "region": regionName})
+			}
+			return
+		}
+		p := ProblemFor(&region.Error{Code: CodeStarting, Detail: detail(), RetryAfter: StartingRetryAfter})
+		p.RequestID = id
+		b, _ := json.Marshal(p) // a Problem always encodes
+		hdr.Set("Content-Type", ProblemContentType)
+		hdr.Set("Retry-After", strconv.Itoa(p.RetryAfter))
+		w.WriteHeader(p.Status)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(b)
+		}
+	})
+}
