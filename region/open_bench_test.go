@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,7 +48,8 @@ const (
 // open (after a collection) per cart; rss-B/cart, the process's resident
 // set after the open less before it, per cart; peak-rss-MB, the resident
 // set's peak during the open (VmHWM, reset before it); heap/live and
-// rss/live, those against the live data. The buntdb sub-benchmark opens
+// rss/live, those against the live data. With -test.v the store's
+// progress lines are logged to stderr. The buntdb sub-benchmark opens
 // the same file with buntdb.Open alone: the floor of what the store can
 // do.
 func BenchmarkOpenLargeStore(b *testing.B) {
@@ -76,7 +78,7 @@ func BenchmarkOpenLargeStore(b *testing.B) {
 			rss0 := settleMemory(b)
 			b.StartTimer()
 			t0 := time.Now()
-			st, err := OpenStore(path, store.Options{Durability: config.DurabilityEverySec})
+			st, err := OpenStore(path, store.Options{Durability: config.DurabilityEverySec, Logger: openLog()})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -141,6 +143,15 @@ func BenchmarkOpenLargeStore(b *testing.B) {
 		}
 		b.ReportMetric(fileMB/(d.Seconds()/float64(b.N)), "MB/s")
 	})
+}
+
+// openLog returns the logger of the stores the benchmark opens: their
+// progress lines on stderr with -test.v, else none.
+func openLog() *slog.Logger {
+	if !testing.Verbose() {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, nil))
 }
 
 // buildOpenStore returns the directory of a store of carts carts of 3
