@@ -112,7 +112,7 @@ func (h *handler) addItem(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := h.begin(c)
+	ctx, cancel, err := h.beginCartWrite(c)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (h *handler) setItem(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel, err := h.begin(c)
+	ctx, cancel, err := h.beginCartWrite(c)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,7 @@ func (h *handler) removeItem(c echo.Context) error {
 	if err := noBody(c); err != nil {
 		return err
 	}
-	ctx, cancel, err := h.begin(c)
+	ctx, cancel, err := h.beginCartWrite(c)
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func (h *handler) clearCart(c echo.Context) error {
 	if err := noBody(c); err != nil {
 		return err
 	}
-	ctx, cancel, err := h.begin(c)
+	ctx, cancel, err := h.beginCartWrite(c)
 	if err != nil {
 		return err
 	}

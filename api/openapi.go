@@ -149,18 +149,18 @@ func OpenAPI() *Document {
 		"/v1/carts/{cart_id}": {
 			"get": op("getCart", "Read a cart", "carts", with(cartID, ref("parameters", "Quorum")), nil,
 				http.StatusOK, success("The cart, items sorted by sku.", "Cart")),
-			"delete": op("clearCart", "Clear a cart: remove every line this region has seen", "carts", with(cartID), nil,
-				http.StatusOK, success("The cart, now empty.", "Cart")),
+			"delete": minimalAnswer(op("clearCart", "Clear a cart: remove every line this region has seen", "carts", with(cartID), nil,
+				http.StatusOK, success("The cart, now empty.", "Cart"))),
 		},
 		"/v1/carts/{cart_id}/items": {
-			"post": op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true, exampleAddItem),
-				http.StatusOK, withExample(success("The cart after the add.", "Cart"), exampleCart), "Unprocessable"),
+			"post": minimalAnswer(op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true, exampleAddItem),
+				http.StatusOK, withExample(success("The cart after the add.", "Cart"), exampleCart), "Unprocessable")),
 		},
 		"/v1/carts/{cart_id}/items/{sku}": {
-			"put": op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true, Object{"qty": 3}),
-				http.StatusOK, success("The cart after the set.", "Cart"), "Unprocessable"),
-			"delete": op("removeItem", "Remove a sku from a cart", "carts", with(cartID, sku), nil,
-				http.StatusOK, success("The cart after the removal.", "Cart")),
+			"put": minimalAnswer(op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true, Object{"qty": 3}),
+				http.StatusOK, success("The cart after the set.", "Cart"), "Unprocessable")),
+			"delete": minimalAnswer(op("removeItem", "Remove a sku from a cart", "carts", with(cartID, sku), nil,
+				http.StatusOK, success("The cart after the removal.", "Cart"))),
 		},
 		"/v1/carts/{cart_id}/checkout": {
 			"post": op("checkout", "Reserve and commit every line of a cart, then remove them from it", "carts",
@@ -439,6 +439,9 @@ func OpenAPI() *Document {
 				"RequestID": {"name": HeaderRequestID, "in": "header", "required": false,
 					"description": "Names the request in the answer's " + HeaderRequestID + ", problem bodies and the access log; one that is not valid is replaced by a generated one.",
 					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxRequestIDLen, "pattern": "^[A-Za-z0-9._:/+=@-]+$"}},
+				"Prefer": {"name": HeaderPrefer, "in": "header", "required": false,
+					"description": "return=minimal (RFC 7240): answer 204 without the cart, which saves listing every line of a large cart; other preferences are ignored.",
+					"schema":      Object{"type": "string"}},
 				"IdempotencyKey": {"name": HeaderIdempotencyKey, "in": "header", "required": false,
 					"description": "A retry with the same key and request returns the first outcome and changes nothing.",
 					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxIdempotencyKeyLen, "pattern": "^[\\x20-\\x7e]+$"}},
@@ -472,6 +475,16 @@ func OpenAPI() *Document {
 			},
 		},
 	}
+}
+
+// minimalAnswer adds to a cart write the Prefer parameter and its 204
+// answer.
+func minimalAnswer(o *Operation) *Operation {
+	o.Parameters = append(o.Parameters, ref("parameters", "Prefer"))
+	o.Responses["204"] = Object{"description": "Applied, answered without the cart: the request asked Prefer: return=minimal.",
+		"headers": Object{HeaderToken: ref("headers", "LatticeToken"),
+			"Preference-Applied": Object{"description": "return=minimal", "schema": Object{"type": "string", "const": "return=minimal"}}}}
+	return o
 }
 
 // concernSchema is a write or read concern: a number of regions, majority

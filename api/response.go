@@ -1,8 +1,10 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/labstack/echo/v4"
@@ -10,9 +12,59 @@ import (
 	"github.com/latticedb/lattice/region"
 )
 
+// HeaderPrefer is the request header (RFC 7240) by which a cart write
+// asks for no cart in its answer: Prefer: return=minimal.
+const HeaderPrefer = "Prefer"
+
+// ctxMinimal is the echo context key set on a cart write that asked for
+// a minimal answer.
+const ctxMinimal = "lattice.minimal"
+
+// beginCartWrite is begin for a cart write: with Prefer: return=minimal,
+// the operation does not list the cart's items (region.WithoutCartItems)
+// and okCart answers 204 without a body.
+func (h *handler) beginCartWrite(c echo.Context) (context.Context, context.CancelFunc, error) {
+	ctx, cancel, err := h.begin(c)
+	if err != nil || !preferMinimal(c.Request().Header) {
+		return ctx, cancel, err
+	}
+	c.Set(ctxMinimal, true)
+	return region.WithoutCartItems(ctx), cancel, nil
+}
+
+// preferMinimal reports whether the request's Prefer headers hold the
+// preference return=minimal (token and value in any case, the value
+// possibly quoted, with or without parameters). Other preferences,
+// return=representation included, leave the answer as it is: RFC 7240
+// has a server ignore what it does not apply.
+func preferMinimal(h http.Header) bool {
+	for _, v := range h.Values(HeaderPrefer) {
+		for pref := range strings.SplitSeq(v, ",") {
+			pref, _, _ = strings.Cut(pref, ";")
+			name, val, ok := strings.Cut(pref, "=")
+			if ok && strings.EqualFold(strings.TrimSpace(name), "return") &&
+				strings.EqualFold(strings.Trim(strings.TrimSpace(val), `"`), "minimal") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // okCart writes a cart as h.ok does, encoding it without reflection when
-// appendCartJSON can.
+// appendCartJSON can; after a cart write that asked for a minimal answer
+// (beginCartWrite), 204 with Preference-Applied and no body.
 func (h *handler) okCart(c echo.Context, cart region.Cart) error {
+	if minimal, _ := c.Get(ctxMinimal).(bool); minimal {
+		if tok := h.svc.TokenFor(c.Request().Context()); tok != "" {
+			c.Response().Header().Set(HeaderToken, tok)
+		}
+		if err := h.await(c); err != nil {
+			return err
+		}
+		c.Response().Header().Set("Preference-Applied", "return=minimal")
+		return c.NoContent(http.StatusNoContent)
+	}
 	cart = cartView(cart)
 	bp := getBuffer()
 	b, ok := appendCartJSON(*bp, cart)

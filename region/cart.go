@@ -80,8 +80,11 @@ func (n *Node) cartWrite(ctx context.Context, id, sku string, mut func(c *crdt.C
 			// so the group takes it rather than a copy (AddCart copies).
 			g.Carts = map[string]*crdt.Cart{id: delta}
 		}
-		items, err := n.cartItems(p, c)
-		view = Cart{CartID: id, Region: string(n.name), Items: items}
+		view = Cart{CartID: id, Region: string(n.name)}
+		if !cartItemsWanted(ctx) {
+			return nil
+		}
+		view.Items, err = n.cartItems(p, c)
 		return err
 	})
 	return view, err

@@ -72,6 +72,25 @@ func WithQuorum(ctx context.Context, n int) context.Context {
 	return context.WithValue(ctx, concernKey{}, c)
 }
 
+// minimalKey marks a context whose cart write needs no cart in its answer.
+type minimalKey struct{}
+
+// WithoutCartItems returns ctx asking that a cart write (AddItem, SetItem,
+// RemoveItem, ClearCart) answer without the cart's items: the Cart it
+// returns names the cart and the region only. Listing the items reads
+// every line of the cart, which for a large cart is most of a write's
+// cost; the write itself reads and writes only the lines it changes.
+func WithoutCartItems(ctx context.Context) context.Context {
+	return context.WithValue(ctx, minimalKey{}, true)
+}
+
+// cartItemsWanted reports whether a cart write's answer lists the cart's
+// items (see WithoutCartItems).
+func cartItemsWanted(ctx context.Context) bool {
+	v, _ := ctx.Value(minimalKey{}).(bool)
+	return !v
+}
+
 // ReplicasAsked returns the write concern ctx asks for (WithReplicas), 0
 // for none.
 func ReplicasAsked(ctx context.Context) int { return concernOf(ctx).replicas }
