@@ -31,6 +31,12 @@ func seedMessages() []*protocol.Message {
 			{Lo: 8 << 32, Hi: 12 << 32, Counts: []uint32{4000}}}},
 		{Kind: protocol.KindObjects, Round: 1, Step: 2, Spans: []protocol.Span{{Lo: 1, Hi: 2}, {Lo: 3 << 32, Hi: 9 << 32}}},
 		{Kind: protocol.KindObjects, Round: 1, Step: 2, Pushes: 3, Of: 77, Final: true, Applied: applied},
+		{Kind: protocol.KindDigest, Round: 1, Step: 1, Applied: applied,
+			Ranges: []protocol.BucketRange{{Lo: 0, Hi: 3, FPs: make([]byte, 6), Counts: []byte{0x80, 0x0f, 0x01, 0x02}}, {Lo: 60, Hi: 64, FPs: make([]byte, 8), Counts: make([]byte, 4), Width: 6}}},
+		{Kind: protocol.KindDiff, Round: 1, Step: 1, Run: 9, Of: 3, Applied: applied, Eq: []uint64{1, 2}, Next: 2,
+			Sketches: []protocol.Sketch{{Bucket: 2, Width: 1, Cells: make([]byte, 15), Sum: 5}, {Bucket: 61, Width: 2, Cells: make([]byte, 90)}, {Bucket: 62}},
+			Nodes:    []protocol.RangeNode{{Lo: 1 << 32, Hi: 2 << 32, Counts: []uint32{4000}}}},
+		{Kind: protocol.KindObjects, Round: 1, Step: 3, SpanRuns: []byte{0x01, 0x00, 0x80, 0x80, 0x04, 0x00}},
 	}
 }
 
@@ -103,6 +109,56 @@ func TestDecodeRejectsHostileMessages(t *testing.T) {
 			m.Pull = []string{"x/whatever"}
 			return &m
 		}, "invalid key"},
+		{"range fingerprints short", func() *protocol.Message {
+			m := *valid[9]
+			m.Ranges = []protocol.BucketRange{{Lo: 0, Hi: 3, FPs: make([]byte, 5), Counts: make([]byte, 3)}}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"range counts short", func() *protocol.Message {
+			m := *valid[9]
+			m.Ranges = []protocol.BucketRange{{Lo: 0, Hi: 3, FPs: make([]byte, 6), Counts: make([]byte, 2)}}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"range count negative", func() *protocol.Message {
+			m := *valid[9]
+			m.Ranges = []protocol.BucketRange{{Lo: 0, Hi: 1, FPs: make([]byte, 2), Counts: []byte{0x01}}}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"range beyond buckets", func() *protocol.Message {
+			m := *valid[9]
+			m.Ranges = []protocol.BucketRange{{Lo: 63, Hi: 65, FPs: make([]byte, 4), Counts: make([]byte, 2)}}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"sketch of a bad shape", func() *protocol.Message {
+			m := *valid[10]
+			m.Sketches = []protocol.Sketch{{Bucket: 2, Width: 2, Cells: make([]byte, 45)}}
+			return &m
+		}, "invalid sketch"},
+		{"sketch too wide", func() *protocol.Message {
+			m := *valid[10]
+			m.Sketches = []protocol.Sketch{{Bucket: 2, Width: protocol.MaxSketchWidth + 1, Cells: make([]byte, 15*(protocol.MaxSketchWidth+1))}}
+			return &m
+		}, "invalid sketch"},
+		{"empty sketch with cells", func() *protocol.Message {
+			m := *valid[10]
+			m.Sketches = []protocol.Sketch{{Bucket: 2, Cells: make([]byte, 15)}}
+			return &m
+		}, "invalid sketch"},
+		{"span runs past the slots", func() *protocol.Message {
+			m := *valid[11]
+			m.SpanRuns = []byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 0x00}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"span runs truncated", func() *protocol.Message {
+			m := *valid[11]
+			m.SpanRuns = []byte{0x01}
+			return &m
+		}, "invalid anti-entropy tree node"},
+		{"both span forms", func() *protocol.Message {
+			m := *valid[11]
+			m.Spans = []protocol.Span{{Lo: 1, Hi: 2}}
+			return &m
+		}, "both span forms"},
 		{"bad applied context", func() *protocol.Message {
 			m := *valid[1]
 			m.Applied = []byte{0xff}

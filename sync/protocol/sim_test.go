@@ -30,6 +30,8 @@ var (
 	simSeed    = flag.Uint64("sim.seed", 0, "run TestSimulation for this seed only (replay)")
 	simFirst   = flag.Uint64("sim.first", 1, "first seed TestSimulation runs")
 	simInstant = flag.Bool("sim.instantrestart", false, "restart a region the moment a fault took part of its store, so that messages in flight to or from its previous run reach the new one")
+	simkSeeds  = flag.Int("simk.seeds", 150, "number of seeds TestSimulationSketches runs")
+	simkSeed   = flag.Uint64("simk.seed", 0, "run TestSimulationSketches for this seed only (replay)")
 	simStrict  = flag.Bool("sim.strictclaims", false, "require every region to claim the writes a fault took from the region that made them, too (see sim.orphans)")
 	simDir     = flag.String("sim.dir", "", "directory for the simulation's store files (default /dev/shm if it can be written, else the test's temporary directory)")
 )
@@ -1159,7 +1161,12 @@ func runSim(t *testing.T, seed uint64, trace bool) { runSimWith(t, seed, trace, 
 // runSimWith runs one seeded history and returns the healed, converged
 // cluster.
 func runSimWith(t *testing.T, seed uint64, trace bool, hostile float64) *sim {
-	s := newSim(t, seed)
+	return runSimConfig(t, seed, trace, hostile, simConfig())
+}
+
+// runSimConfig is runSimWith with the protocol's configuration cfg.
+func runSimConfig(t *testing.T, seed uint64, trace bool, hostile float64, cfg protocol.Config) *sim {
+	s := newSimWith(t, seed, cfg)
 	s.trace = trace
 	s.hostile = hostile
 	// A third of the seeds run the production bound on the keys of a
@@ -1319,6 +1326,25 @@ func TestSimulation(t *testing.T) {
 	}
 }
 
+// TestSimulationSketches runs the simulation's histories with one
+// digest bucket and lists of at most one key, so that the keys of the
+// bucket are compared by set sketches (ranges.go) rather than listed
+// (and split as in the tree where a sketch would cost more); odd seeds
+// are also handed forged messages, among them forged bucket ranges and
+// sketches.
+func TestSimulationSketches(t *testing.T) {
+	cfg := simConfig()
+	cfg.Buckets, cfg.MaxRoundKeys = 1, 1
+	run := func(t *testing.T, seed uint64) {
+		runSimConfig(t, seed, testing.Verbose() && *simkSeed != 0, 0.1*float64(seed%2), cfg)
+	}
+	if *simkSeed != 0 {
+		run(t, *simkSeed)
+		return
+	}
+	runSeeds(t, *simFirst, *simkSeeds, run)
+}
+
 // forgedDots is where the counters of the dots forge claims begin: far
 // beyond any write of a simulation, so that check tells them apart.
 const forgedDots = 1 << 40
@@ -1349,7 +1375,7 @@ func (s *sim) forge() {
 	}
 	key := func() string { return "c/" + s.carts[s.rng.IntN(len(s.carts))] }
 	var m *protocol.Message
-	switch s.rng.IntN(6) {
+	switch s.rng.IntN(8) {
 	case 0:
 		m = &protocol.Message{Kind: protocol.KindAck, Acks: []uint64{s.rng.Uint64(), s.rng.Uint64N(100)}, Applied: claim()}
 	case 1:
@@ -1374,6 +1400,35 @@ func (s *sim) forge() {
 			Keys: []protocol.KeyHash{{Key: key(), Hash: s.rng.Uint64()}}, Applied: claim(), Final: true}
 	case 4:
 		m = &protocol.Message{Kind: protocol.KindObjects, Round: 1 + s.rng.Uint64(), Group: &crdt.Group{}, Pull: []string{key()}, Applied: claim(), Final: true}
+	case 6:
+		// Bucket ranges of random fingerprints and counts: answered
+		// with sketches of the region's keys, which change nothing.
+		lo := s.rng.Uint64N(uint64(s.cfg.Buckets))
+		hi := lo + 1 + s.rng.Uint64N(uint64(s.cfg.Buckets)-lo)
+		r := protocol.BucketRange{Lo: lo, Hi: hi, FPs: make([]byte, 2*(hi-lo)), Width: uint32(s.rng.IntN(8))}
+		for k := range r.FPs {
+			r.FPs[k] = byte(s.rng.Uint32())
+		}
+		for range hi - lo {
+			r.Counts = append(r.Counts, byte(2*s.rng.IntN(64))) // zigzag: counts that grow
+		}
+		m = &protocol.Message{Kind: protocol.KindDigest, Round: 1 + s.rng.Uint64(), Step: 1 + s.rng.Uint64N(3), Ranges: []protocol.BucketRange{r}, Applied: claim()}
+	case 7:
+		// A diff of random sketches for a round the region may run.
+		var sk []protocol.Sketch
+		for range s.rng.IntN(4) {
+			w := uint32(s.rng.IntN(4))
+			cells := make([]byte, 15*3*int(w))
+			if w == 1 && s.rng.IntN(2) == 0 {
+				cells = cells[:15]
+			}
+			for k := range cells {
+				cells[k] = byte(s.rng.Uint32())
+			}
+			sk = append(sk, protocol.Sketch{Bucket: s.rng.Uint64N(uint64(s.cfg.Buckets)), Width: w, Cells: cells, Sum: s.rng.Uint64() * uint64(min(w, 1))})
+		}
+		m = &protocol.Message{Kind: protocol.KindDiff, Round: 1 + s.rng.Uint64(), Step: 1 + s.rng.Uint64N(3), Of: s.rng.Uint64(), Run: s.rng.Uint64(),
+			Sketches: sk, Eq: []uint64{s.rng.Uint64()}, Next: s.rng.Uint64N(3), Applied: claim()}
 	default:
 		m = &protocol.Message{Kind: protocol.KindObjects, Round: 1 + s.rng.Uint64(), Reply: true, Group: &crdt.Group{}, Final: true}
 	}
