@@ -5,7 +5,10 @@ import (
 	"math"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/latticedb/lattice/region/config"
 )
@@ -35,9 +38,11 @@ func applyGC(g config.GC, memoryMax string) gcSettings {
 		s.percentEnv = true
 		s.percent = debug.SetGCPercent(-1)
 		debug.SetGCPercent(s.percent)
+		tuner.set(0, 0)
 	} else {
 		s.percent = g.EffectivePercent()
 		debug.SetGCPercent(s.percent)
+		tuner.set(s.percent, g.EffectiveHeadroom())
 	}
 	switch _, env := os.LookupEnv("GOMEMLIMIT"); {
 	case env:
@@ -71,4 +76,76 @@ func containerMemory(path string) (int64, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// tunedPercent is the collector's percentage for a live heap of live
+// bytes, given the configured percent and headroom (config.GC.HeadroomMiB
+// in bytes, 0: no bound): percent while percent % of live stays within
+// headroom, else headroom as a percentage of live, but not below 100 (nor
+// below percent, if that is lower).
+func tunedPercent(percent int, headroom, live int64) int {
+	if percent <= 0 || headroom <= 0 || live <= 0 || int64(percent)*live/100 <= headroom {
+		return percent
+	}
+	return max(min(percent, 100), int(headroom*100/live))
+}
+
+// gcTuner keeps the collector's percentage at tunedPercent of the live
+// heap: it looks after each collection (polling the runtime's count once
+// a second) and sets the percentage when it changed. One runs per process,
+// started by the first applyGC.
+type gcTuner struct {
+	mu               sync.Mutex
+	percent, applied int
+	headroom         int64
+	once             sync.Once
+}
+
+var tuner gcTuner
+
+// tunerInterval is how often the tuner looks for a new collection.
+const tunerInterval = time.Second
+
+// set makes percent and headroom the tuner's settings (percent 0: leave
+// the collector alone) and applies them to the current live heap.
+func (t *gcTuner) set(percent int, headroom int64) {
+	t.mu.Lock()
+	t.percent, t.headroom, t.applied = percent, headroom, percent
+	t.mu.Unlock()
+	t.tune()
+	if percent > 0 && headroom > 0 {
+		t.once.Do(func() { go t.run() })
+	}
+}
+
+func (t *gcTuner) run() {
+	samples := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	var cycles uint64
+	for range time.Tick(tunerInterval) {
+		metrics.Read(samples)
+		if c := samples[0].Value.Uint64(); c != cycles {
+			cycles = c
+			t.tune()
+		}
+	}
+}
+
+// tune sets the collector's percentage for the live heap the last
+// collection left.
+func (t *gcTuner) tune() {
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(samples)
+	if samples[0].Value.Kind() != metrics.KindUint64 {
+		return
+	}
+	live := int64(samples[0].Value.Uint64())
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.percent <= 0 {
+		return
+	}
+	if p := tunedPercent(t.percent, t.headroom, live); p != t.applied {
+		debug.SetGCPercent(p)
+		t.applied = p
+	}
 }

@@ -238,7 +238,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	gc := applyGC(cfg.GC, cgroupMemoryMax)
-	opts.Logger.Debug("garbage collector", "region", name, "percent", gc.percent, "from_gogc", gc.percentEnv,
+	opts.Logger.Debug("garbage collector", "region", name, "percent", gc.percent, "from_gogc", gc.percentEnv, "headroom_bytes", cfg.GC.EffectiveHeadroom(),
 		"memory_limit_bytes", gc.limit, "memory_limit_from", gc.limitSource)
 	s := &Server{cfg: cfg, name: name, log: opts.Logger.With("region", name), reg: opts.Registry,
 		ln: opts.Listener, shutdownTimeout: opts.ShutdownTimeout, done: make(chan struct{})}

@@ -8,6 +8,9 @@ package config
 // a durable write about a tenth of its CPU.
 const DefaultGCPercent = 400
 
+// DefaultGCHeadroomMiB is gc.headroom_mib when the config leaves it out.
+const DefaultGCHeadroomMiB = 256
+
 // MaxGCPercent bounds gc.percent.
 const MaxGCPercent = 10000
 
@@ -28,6 +31,26 @@ type GC struct {
 	// whatever Percent says. 0 means 90 % of the container's memory
 	// limit (cgroup v2 memory.max) when there is one, else no limit.
 	MemoryLimitMiB int64 `yaml:"memory_limit_mib"`
+	// HeadroomMiB bounds, in MiB, how far Percent lets the heap grow past
+	// what the last collection left live: once the live heap exceeds
+	// HeadroomMiB × 100 / Percent, the region lowers its percentage to
+	// HeadroomMiB × 100 / live, but never below 100 (Go's default) nor
+	// above Percent. A high Percent saves the CPU of collections while
+	// the heap is small, and would multiply the memory of a large one. 0
+	// means DefaultGCHeadroomMiB; -1 no bound.
+	HeadroomMiB int64 `yaml:"headroom_mib"`
+}
+
+// EffectiveHeadroom is g.HeadroomMiB in bytes, with 0 read as
+// DefaultGCHeadroomMiB and -1 as 0 (no bound).
+func (g GC) EffectiveHeadroom() int64 {
+	switch g.HeadroomMiB {
+	case 0:
+		return DefaultGCHeadroomMiB << 20
+	case -1:
+		return 0
+	}
+	return g.HeadroomMiB << 20
 }
 
 // EffectivePercent is g.Percent with 0 read as DefaultGCPercent.
@@ -44,6 +67,9 @@ func (c *Config) validateGC(bad func(key, format string, args ...any)) {
 	}
 	if m := c.GC.MemoryLimitMiB; m < 0 || m > MaxMemoryLimitMiB {
 		bad("gc.memory_limit_mib", "%d is outside 0..%d", m, MaxMemoryLimitMiB)
+	}
+	if h := c.GC.HeadroomMiB; h < -1 || h > MaxMemoryLimitMiB {
+		bad("gc.headroom_mib", "%d is outside -1..%d", h, MaxMemoryLimitMiB)
 	}
 	if c.GC.Percent == -1 && c.GC.MemoryLimitMiB == 0 {
 		bad("gc.memory_limit_mib", "required when gc.percent is -1 (collections off)")

@@ -17,8 +17,14 @@ func TestGCKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.GC.EffectivePercent() != DefaultGCPercent || c.GC.MemoryLimitMiB != 0 {
+	if c.GC.EffectivePercent() != DefaultGCPercent || c.GC.MemoryLimitMiB != 0 || c.GC.EffectiveHeadroom() != DefaultGCHeadroomMiB<<20 {
 		t.Errorf("defaults %+v: percent %d", c.GC, c.GC.EffectivePercent())
+	}
+	for doc, want := range map[string]int64{"gc: {headroom_mib: 256}\n": 256 << 20, "gc: {headroom_mib: -1}\n": 0} {
+		c, err := Parse([]byte(base("", doc)))
+		if err != nil || c.GC.EffectiveHeadroom() != want {
+			t.Errorf("%q: headroom %d (%v), want %d", doc, c.GC.EffectiveHeadroom(), err, want)
+		}
 	}
 	if _, err := Parse([]byte(base("", "gc: {percent: -1, memory_limit_mib: 512}\n"))); err != nil {
 		t.Errorf("collections off with a limit: %v", err)
@@ -30,6 +36,7 @@ func TestGCErrors(t *testing.T) {
 		{"percent low", "gc: {percent: -2}\n", "config: gc.percent: -2 is outside -1..10000"},
 		{"percent high", "gc: {percent: 10001}\n", "config: gc.percent: 10001 is outside -1..10000"},
 		{"negative limit", "gc: {memory_limit_mib: -1}\n", "config: gc.memory_limit_mib: -1 is outside 0..1073741824"},
+		{"headroom low", "gc: {headroom_mib: -2}\n", "config: gc.headroom_mib: -2 is outside -1..1073741824"},
 		{"off without limit", "gc: {percent: -1}\n", "config: gc.memory_limit_mib: required when gc.percent is -1"},
 		{"unknown key", "gc: {gogc: 200}\n", "\"gogc\""},
 		{"wrong type", "gc: {percent: lots}\n", "cannot unmarshal"},
