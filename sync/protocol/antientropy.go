@@ -1139,36 +1139,80 @@ pick:
 	return out, next, nil
 }
 
-// readPrefix reads the longest prefix of keys (at most
-// crdt.MaxGroupKeys) whose states fit in a quarter of MaxMessageBytes
-// (anti-entropy shares the ordered per-peer stream with deltas, so its
-// batches stay small enough not to hold deltas up for long), at least
-// one key; n is its length. reflects is the encoding of a context that
-// covers every write the states show (Storage.Read), for
-// Message.Reflects: not bounded by the claims window, which would leave
-// out exactly the dots it is for, but replaced by its version vector
-// ceiling (crdt.Context.Ceil, which covers it) if it would exceed
-// MaxAppliedBytes. g is nil if the store could not be read.
+// readPrefix reads a prefix of keys (at most crdt.MaxGroupKeys) whose
+// states fit in a quarter of MaxMessageBytes (anti-entropy shares the
+// ordered per-peer stream with deltas, so its batches stay small enough
+// not to hold deltas up for long), at least one key; n is its length. It
+// reads readChunkKeys keys at a time and stops before the chunk that
+// would overflow, so it reads little more than it ships (a first chunk
+// that overflows alone is halved until it fits). reflects is the
+// encoding of a context that covers every write the states show (the
+// join of each read's, Storage.Read), for Message.Reflects: not bounded
+// by the claims window, which would leave out exactly the dots it is
+// for, but replaced by its version vector ceiling (crdt.Context.Ceil,
+// which covers it) if it would exceed MaxAppliedBytes. g is nil if the
+// store could not be read.
 func (p *Protocol) readPrefix(keys []string) (g *crdt.Group, reflects []byte, n int) {
 	keys = keys[:min(len(keys), crdt.MaxGroupKeys)]
-	for {
-		g, c, err := p.st.Read(keys)
+	budget := p.cfg.MaxMessageBytes / 4
+	g = &crdt.Group{}
+	var ctx crdt.Context
+	size := 0
+	for n < len(keys) {
+		chunk := keys[n:min(len(keys), n+readChunkKeys)]
+		cg, c, err := p.st.Read(chunk)
 		if err != nil {
 			p.err = err
 			return nil, nil, 0
 		}
-		if len(keys) <= 1 || groupBytes(g) <= p.cfg.MaxMessageBytes/4 {
-			if g.Len() == 0 {
-				return g, nil, len(keys)
-			}
-			b := crdt.EncodeContext(&c)
-			if len(b) > MaxAppliedBytes {
-				ceil := c.Ceil()
-				b = crdt.EncodeContext(&ceil)
-			}
-			return g, b, len(keys)
+		cs := groupBytes(cg)
+		if n > 0 && size+cs > budget {
+			break
 		}
-		keys = keys[:len(keys)/2]
+		for n == 0 && len(chunk) > 1 && cs > budget {
+			chunk = chunk[:len(chunk)/2]
+			if cg, c, err = p.st.Read(chunk); err != nil {
+				p.err = err
+				return nil, nil, 0
+			}
+			cs = groupBytes(cg)
+		}
+		joinGroup(g, cg)
+		ctx.Join(&c)
+		size += cs
+		n += len(chunk)
+		if size > budget {
+			break // a first key larger than the budget travels alone
+		}
+	}
+	if g.Len() == 0 {
+		return g, nil, n
+	}
+	b := crdt.EncodeContext(&ctx)
+	if len(b) > MaxAppliedBytes {
+		ceil := ctx.Ceil()
+		b = crdt.EncodeContext(&ceil)
+	}
+	return g, b, n
+}
+
+// readChunkKeys is how many keys readPrefix reads at a time.
+const readChunkKeys = 256
+
+// joinGroup moves the states of src, a group read for this call alone,
+// into dst (a key in both keeps src's state, read later).
+func joinGroup(dst, src *crdt.Group) {
+	for id, c := range src.Carts {
+		if dst.Carts == nil {
+			dst.Carts = make(map[string]*crdt.Cart, len(src.Carts))
+		}
+		dst.Carts[id] = c
+	}
+	for sku, it := range src.Items {
+		if dst.Items == nil {
+			dst.Items = make(map[string]*crdt.Item, len(src.Items))
+		}
+		dst.Items[sku] = it
 	}
 }
 
