@@ -122,6 +122,30 @@ type Config struct {
 	AccessLog bool `yaml:"access_log"`
 	// GC configures the process's garbage collector (see GC).
 	GC GC `yaml:"gc"`
+	// AntiEntropyRate bounds the bytes of states anti-entropy ships to
+	// each peer a second (with bursts of a quarter of it): a large repair
+	// takes longer and leaves more of the region's CPU to its clients. 0
+	// means DefaultAntiEntropyRate, -1 no bound.
+	AntiEntropyRate int64 `yaml:"anti_entropy_rate_bytes_per_sec"`
+}
+
+// DefaultAntiEntropyRate is anti_entropy_rate_bytes_per_sec when the
+// config leaves it out: 8 MiB a second per peer.
+const DefaultAntiEntropyRate = 8 << 20
+
+// MaxAntiEntropyRate bounds anti_entropy_rate_bytes_per_sec (1 TiB/s).
+const MaxAntiEntropyRate = 1 << 40
+
+// EffectiveAntiEntropyRate is AntiEntropyRate with 0 read as
+// DefaultAntiEntropyRate and -1 as 0 (no bound).
+func (c *Config) EffectiveAntiEntropyRate() int64 {
+	switch c.AntiEntropyRate {
+	case 0:
+		return DefaultAntiEntropyRate
+	case -1:
+		return 0
+	}
+	return c.AntiEntropyRate
 }
 
 // RegionConfig is one region of the cluster.
@@ -398,6 +422,9 @@ func (c *Config) Validate() error {
 	}
 	c.validateSecurity(bad)
 	c.validateGC(bad)
+	if r := c.AntiEntropyRate; r < -1 || (r >= 0 && r < 4096 && r != 0) || r > MaxAntiEntropyRate {
+		bad("anti_entropy_rate_bytes_per_sec", "%d must be -1 (no bound), 0 (the default, %d) or 4096..%d", r, DefaultAntiEntropyRate, int64(MaxAntiEntropyRate))
+	}
 	return errors.Join(errs...)
 }
 

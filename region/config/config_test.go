@@ -147,7 +147,7 @@ func TestParseErrors(t *testing.T) {
 		{"comment only", "# nothing\n", "config: empty document"},
 		{"two documents", base("", "---\ncluster: x\n"), "more than one YAML document"},
 		{"syntax", "cluster: [", "config: yaml:"},
-		{"unknown top key", base("", "colour: blue\n"), "config: unknown key \"colour\" at line 6 (known keys: access_log, api_auth, api_tls, cluster, "},
+		{"unknown top key", base("", "colour: blue\n"), "config: unknown key \"colour\" at line 6 (known keys: access_log, anti_entropy_rate_bytes_per_sec, api_auth, api_tls, cluster, "},
 		{"unknown region key", base("\nregions:\n  - {name: a, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", zone: z}\n", ""), "config: unknown key \"zone\" in regions[0] at line 4 (known keys: advertise_peer, api, name, nodes, peer)"},
 		{"unknown emulate key", base("", "emulate: {loss: 1}\n"), "config: unknown key \"loss\" in emulate at line 6; did you mean \"loss_pct\"?"},
 		{"duplicate key", base("", "data_dir: x\ndata_dir: y\n"), "already defined"},

@@ -49,3 +49,20 @@ func TestGCErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestAntiEntropyRateKey(t *testing.T) {
+	for doc, want := range map[string]int64{"": DefaultAntiEntropyRate, "anti_entropy_rate_bytes_per_sec: 65536\n": 65536,
+		"anti_entropy_rate_bytes_per_sec: -1\n": 0} {
+		c, err := Parse([]byte(base("", doc)))
+		if err != nil || c.EffectiveAntiEntropyRate() != want {
+			t.Errorf("%q: rate %d (%v), want %d", doc, c.EffectiveAntiEntropyRate(), err, want)
+		}
+	}
+	for _, doc := range []string{"anti_entropy_rate_bytes_per_sec: -2\n", "anti_entropy_rate_bytes_per_sec: 100\n",
+		"anti_entropy_rate_bytes_per_sec: 2000000000000\n"} {
+		_, err := Parse([]byte(base("", doc)))
+		if err == nil || !strings.Contains(err.Error(), "config: anti_entropy_rate_bytes_per_sec: ") {
+			t.Errorf("%q: error %v, want one naming anti_entropy_rate_bytes_per_sec", doc, err)
+		}
+	}
+}

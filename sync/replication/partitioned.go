@@ -68,7 +68,7 @@ func NewPartitioned(opts AttachOptions, env Env) *Partitioned {
 		}
 		m := NewMetrics(reg)
 		m.InitPeers(peers)
-		o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger.With("partition", part), Metrics: m}
+		o := Options{Region: env.Region, Peers: peers, Protocol: protocolConfig(opts, env.Config), Logger: env.Logger.With("partition", part), Metrics: m}
 		name := env.Region
 		if opts.OnApply != nil {
 			o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }

@@ -68,6 +68,20 @@ type Env struct {
 	Owned []int
 }
 
+// protocolConfig is the protocol's config for a region of cfg:
+// opts.Protocol when its Buckets is set, else the defaults, with the
+// config's anti_entropy_rate_bytes_per_sec when it sets one.
+func protocolConfig(opts AttachOptions, cfg *config.Config) protocol.Config {
+	pc := opts.Protocol
+	if pc.Buckets == 0 {
+		pc = protocol.DefaultConfig()
+	}
+	if cfg != nil && cfg.AntiEntropyRate != 0 {
+		pc.AntiEntropyRate = int(cfg.EffectiveAntiEntropyRate())
+	}
+	return pc
+}
+
 // NewQUIC returns the replication of a region over QUIC with mutual TLS,
 // through an emulated WAN when the config's emulate key (or opts.WAN) asks
 // for one. Start runs it.
@@ -78,7 +92,7 @@ func NewQUIC(opts AttachOptions, env Env) *QUICReplication {
 	}
 	m := NewMetrics(env.Registerer)
 	m.InitPeers(peers)
-	o := Options{Region: env.Region, Peers: peers, Protocol: opts.Protocol, Logger: env.Logger, Metrics: m}
+	o := Options{Region: env.Region, Peers: peers, Protocol: protocolConfig(opts, env.Config), Logger: env.Logger, Metrics: m}
 	name := env.Region
 	if opts.OnApply != nil {
 		o.OnApply = func(from string, rs []protocol.DotRange, at time.Time) { opts.OnApply(name, from, rs, at) }
