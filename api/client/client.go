@@ -263,6 +263,8 @@ type call struct {
 	quorum       bool // takes a read concern (?quorum=)
 	want         int  // the success status
 	replicas     Concern
+	cartWrite    bool // a cart write, which WithoutCart answers 204
+	minimal      bool // send Prefer: return=minimal (want is then 204)
 }
 
 // do runs cl and decodes the answer into out (a pointer, or a *[]byte
@@ -310,6 +312,15 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			switch o := out.(type) {
 			case nil:
 				return nil
+			case *region.Cart:
+				if cl.minimal {
+					*o = region.Cart{} // 204: no body
+					return errNoCart
+				}
+				if err := json.Unmarshal(body, out); err != nil {
+					return fmt.Errorf("lattice client: %s %s%s: decoding the answer: %w", cl.method, base, cl.path, err)
+				}
+				return nil
 			case *[]byte:
 				*o = body
 				return nil
@@ -337,6 +348,19 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		}
 	}
 	return last
+}
+
+// errNoCart is what do returns for a cart write answered without the
+// cart (WithoutCart): the write was applied; cartRet turns it into a nil
+// cart and no error.
+var errNoCart = errors.New("lattice client: answered without the cart")
+
+// cartRet is ret for the cart writes.
+func cartRet(out *region.Cart, err error) (*region.Cart, error) {
+	if err == errNoCart {
+		return nil, nil
+	}
+	return ret(out, err)
 }
 
 // backoff is the pause after round transport errors.
@@ -397,6 +421,9 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 	}
 	if cl.replicas != "" {
 		req.Header.Set(headerReplicas, string(cl.replicas))
+	}
+	if cl.minimal {
+		req.Header.Set("Prefer", "return=minimal")
 	}
 	if cl.causal {
 		if tok := c.Token(); tok != "" {

@@ -68,6 +68,7 @@ type concernKey struct{}
 // concerns are what a context asks of the calls made with it.
 type concerns struct {
 	replicas, quorum Concern
+	minimal          bool
 }
 
 func concernsOf(ctx context.Context) concerns {
@@ -86,6 +87,18 @@ func concernsOf(ctx context.Context) concerns {
 func WithReplicas(ctx context.Context, n Concern) context.Context {
 	c := concernsOf(ctx)
 	c.replicas = n
+	return context.WithValue(ctx, concernKey{}, c)
+}
+
+// WithoutCart returns ctx asking that the cart writes made with it
+// (AddItem, SetItem, RemoveItem, ClearCart) be answered without the cart
+// (the Prefer: return=minimal header, answered 204): they then return a
+// nil cart and no error when applied. For a cart of many lines this
+// saves the region most of the write's cost, which is listing every
+// line. Other calls made with it are unaffected.
+func WithoutCart(ctx context.Context) context.Context {
+	c := concernsOf(ctx)
+	c.minimal = true
 	return context.WithValue(ctx, concernKey{}, c)
 }
 
@@ -142,6 +155,9 @@ func applyConcerns(ctx context.Context, cl call) (call, error) {
 			return cl, fmt.Errorf("lattice client: write concern %q: want a number of regions from 1, majority or all", c.replicas)
 		}
 		cl.replicas = c.replicas
+	}
+	if c.minimal && cl.cartWrite {
+		cl.minimal, cl.want = true, http.StatusNoContent
 	}
 	if c.quorum != "" && cl.quorum {
 		if !c.quorum.valid() {

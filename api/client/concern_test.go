@@ -175,3 +175,52 @@ func TestConcernsAgainstRealRegions(t *testing.T) {
 		t.Fatalf("quorum-all read after the restart: %s", items(got))
 	}
 }
+
+// TestWithoutCart checks client.WithoutCart against real regions: cart
+// writes send Prefer: return=minimal, return a nil cart and no error,
+// and are applied (a later read with the client's causal token at
+// another region shows them); reads made with the context are as
+// before.
+func TestWithoutCart(t *testing.T) {
+	c := newCluster(t, nil)
+	ctx := ctxT(t, 30*time.Second)
+	rec := &recorder{}
+	cl := c.client(client.Options{HTTPClient: &http.Client{Transport: rec}}, "us-east")
+	bare := client.WithoutCart(ctx)
+	for _, w := range []func() (*region.Cart, error){
+		func() (*region.Cart, error) { return cl.AddItem(bare, "nc", "book", 2) },
+		func() (*region.Cart, error) { return cl.AddItem(bare, "nc", "pen", 1) },
+		func() (*region.Cart, error) { return cl.SetItem(bare, "nc", "book", 5) },
+		func() (*region.Cart, error) { return cl.RemoveItem(bare, "nc", "pen") },
+	} {
+		rec.reset()
+		got, err := w()
+		if err != nil || got != nil {
+			t.Fatalf("a cart write without the cart: %+v, %v; want nil, nil", got, err)
+		}
+		if reqs := rec.requests(); len(reqs) != 1 || reqs[0].Header.Get("Prefer") != "return=minimal" {
+			t.Fatalf("the write sent %d requests, Prefer %q", len(reqs), reqs[0].Header.Get("Prefer"))
+		}
+	}
+	// The read, with the same context, gets the cart, and the client's
+	// token carries the writes to another region.
+	rec.reset()
+	if got := must[*region.Cart](t)(cl.Cart(bare, "nc")); items(got) != "book=5 " {
+		t.Fatalf("cart after the writes: %+v", got)
+	}
+	if reqs := rec.requests(); len(reqs) != 1 || reqs[0].Header.Get("Prefer") != "" {
+		t.Fatalf("the read sent Prefer %q", reqs[0].Header.Get("Prefer"))
+	}
+	far := must[*client.Client](t)(client.New([]string{c.url("ap-south")}, client.Options{}))
+	far.SetToken(cl.Token())
+	if got := must[*region.Cart](t)(far.Cart(ctx, "nc")); items(got) != "book=5 " {
+		t.Fatalf("cart at ap-south with the token: %+v", got)
+	}
+	// A refused write is refused as before.
+	_, err := cl.AddItem(bare, "nc", "book", 0)
+	problemOf(t, err, 400, "invalid_request")
+	must[*region.Cart](t)(cl.ClearCart(ctx, "nc"))
+	if got, err := cl.ClearCart(bare, "nc"); err != nil || got != nil {
+		t.Fatalf("clear without the cart: %+v, %v", got, err)
+	}
+}

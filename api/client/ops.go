@@ -36,8 +36,8 @@ func (c *Client) Cart(ctx context.Context, cartID string) (*region.Cart, error) 
 func (c *Client) AddItem(ctx context.Context, cartID, sku string, qty int64) (*region.Cart, error) {
 	var out region.Cart
 	body := map[string]any{"sku": sku, "qty": qty}
-	err := c.do(ctx, call{method: http.MethodPost, path: cartPath(cartID, "items"), body: body, retry: retryRefused, causal: true, want: http.StatusOK}, &out)
-	return ret(&out, err)
+	err := c.do(ctx, call{method: http.MethodPost, path: cartPath(cartID, "items"), body: body, retry: retryRefused, causal: true, want: http.StatusOK, cartWrite: true}, &out)
+	return cartRet(&out, err)
 }
 
 // SetItem sets the quantity of sku in a cart (0..1,000,000; 0 removes
@@ -45,24 +45,24 @@ func (c *Client) AddItem(ctx context.Context, cartID, sku string, qty int64) (*r
 func (c *Client) SetItem(ctx context.Context, cartID, sku string, qty int64) (*region.Cart, error) {
 	var out region.Cart
 	body := map[string]any{"qty": qty}
-	err := c.do(ctx, call{method: http.MethodPut, path: cartPath(cartID, "items", sku), body: body, retry: retrySafe, causal: true, want: http.StatusOK}, &out)
-	return ret(&out, err)
+	err := c.do(ctx, call{method: http.MethodPut, path: cartPath(cartID, "items", sku), body: body, retry: retrySafe, causal: true, want: http.StatusOK, cartWrite: true}, &out)
+	return cartRet(&out, err)
 }
 
 // RemoveItem removes sku from a cart (a no-op if absent) and returns the
 // cart.
 func (c *Client) RemoveItem(ctx context.Context, cartID, sku string) (*region.Cart, error) {
 	var out region.Cart
-	err := c.do(ctx, call{method: http.MethodDelete, path: cartPath(cartID, "items", sku), retry: retrySafe, causal: true, want: http.StatusOK}, &out)
-	return ret(&out, err)
+	err := c.do(ctx, call{method: http.MethodDelete, path: cartPath(cartID, "items", sku), retry: retrySafe, causal: true, want: http.StatusOK, cartWrite: true}, &out)
+	return cartRet(&out, err)
 }
 
 // ClearCart removes every line of a cart the answering region has seen
 // and returns the cart.
 func (c *Client) ClearCart(ctx context.Context, cartID string) (*region.Cart, error) {
 	var out region.Cart
-	err := c.do(ctx, call{method: http.MethodDelete, path: cartPath(cartID), retry: retrySafe, causal: true, want: http.StatusOK}, &out)
-	return ret(&out, err)
+	err := c.do(ctx, call{method: http.MethodDelete, path: cartPath(cartID), retry: retrySafe, causal: true, want: http.StatusOK, cartWrite: true}, &out)
+	return cartRet(&out, err)
 }
 
 // KeyOptions are the options of a keyed operation.
