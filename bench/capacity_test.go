@@ -126,24 +126,7 @@ func remoteApplyRun(b *testing.B, bin string, partitions int) {
 		}()
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: capacityClients, DisableCompression: true}}
-	type clusterState struct {
-		VersionVector map[string]uint64 `json:"version_vector"`
-		Peers         []struct {
-			Connected bool `json:"connected"`
-		} `json:"peers"`
-		Partitions []struct {
-			VersionVector map[string]uint64 `json:"version_vector"`
-		} `json:"partitions"`
-	}
-	state := func(r string) (clusterState, bool) {
-		var st clusterState
-		resp, err := hc.Get(bases[r] + "/v1/cluster")
-		if err != nil {
-			return st, false
-		}
-		defer resp.Body.Close()
-		return st, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&st) == nil
-	}
+	state := func(r string) (clusterState, bool) { return fetchClusterState(hc, bases[r]) }
 	// applied counts us-east's dots eu-west holds, over its partitions.
 	applied := func() uint64 {
 		st, ok := state("eu-west")
@@ -583,4 +566,28 @@ func writeRegions(b *testing.B, bin, dir, cluster, extra string, regions []strin
 		b.Fatalf("lattice certs: %v\n%s", err, out)
 	}
 	return cfgPath, bases
+}
+
+// clusterState is what the benchmarks read of GET /v1/cluster.
+type clusterState struct {
+	CatchingUp    bool              `json:"catching_up"`
+	VersionVector map[string]uint64 `json:"version_vector"`
+	Peers         []struct {
+		Connected bool `json:"connected"`
+	} `json:"peers"`
+	Partitions []struct {
+		VersionVector map[string]uint64 `json:"version_vector"`
+	} `json:"partitions"`
+}
+
+// fetchClusterState reads GET /v1/cluster of the region at base; false if
+// it does not answer 200 with a status.
+func fetchClusterState(hc *http.Client, base string) (clusterState, bool) {
+	var st clusterState
+	resp, err := hc.Get(base + "/v1/cluster")
+	if err != nil {
+		return st, false
+	}
+	defer resp.Body.Close()
+	return st, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&st) == nil
 }

@@ -4,7 +4,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -127,23 +126,7 @@ func BenchmarkResync(b *testing.B) {
 		start(r)
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: capacityClients, DisableCompression: true}}
-	type clusterState struct {
-		CatchingUp    bool              `json:"catching_up"`
-		VersionVector map[string]uint64 `json:"version_vector"`
-		Peers         []struct {
-			Connected bool `json:"connected"`
-		} `json:"peers"`
-	}
-	state := func(r string) (clusterState, bool) {
-		var st clusterState
-		resp, err := hc.Get(bases[r] + "/v1/cluster")
-		if err != nil {
-			return st, false
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		return st, err == nil && resp.StatusCode == 200 && json.Unmarshal(body, &st) == nil
-	}
+	state := func(r string) (clusterState, bool) { return fetchClusterState(hc, bases[r]) }
 	waitFor := func(what string, limit time.Duration, cond func() bool) time.Time {
 		deadline := time.Now().Add(limit)
 		for !cond() {
