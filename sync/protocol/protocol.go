@@ -348,6 +348,13 @@ type peer struct {
 	offered       int
 	rateAt        time.Time
 
+	// next holds, for the buffer's local deltas and relays (bufLocal,
+	// bufRelay), a position (seq) before which every entry is in flight
+	// to the peer or not pending for it: flush and holding look from
+	// there, so that a message costs in proportion to what it sends, not
+	// to the buffer. Whatever clears an entry's sent bit moves it back.
+	next [2]uint64
+
 	// lastDelta is when the last delta message to it left; holdUntil,
 	// when a held batch for it comes due (zero: none held).
 	lastDelta time.Time
@@ -409,8 +416,11 @@ type Protocol struct {
 	// are claimed when the version vector comes near.
 	held   map[crdt.Dot]struct{}
 	heldVV map[crdt.ReplicaID]uint64 // seen.VV when held was last tried
+	// The buffer: local deltas (buf) and deltas from peers kept for
+	// relaying (relays), each in the order of seq, and their bytes.
 	buf    []*entry
-	bufLen int // bytes
+	relays []*entry
+	bufLen int
 	seq    uint64
 	round  uint64
 	run    uint64 // names this run to peers (anti-entropy), from the clock
@@ -677,11 +687,17 @@ func (p *Protocol) push(e *entry) {
 	if e.pending == 0 {
 		return
 	}
-	p.buf = append(p.buf, e)
+	b := p.bufferOf(e.from)
+	*b = append(*b, e)
 	p.bufLen += e.size
-	for len(p.buf) > p.cfg.MaxBufferEntries || p.bufLen > p.cfg.MaxBufferBytes {
-		old := p.buf[0]
-		p.buf = p.buf[1:]
+	for len(p.buf)+len(p.relays) > p.cfg.MaxBufferEntries || p.bufLen > p.cfg.MaxBufferBytes {
+		// Drop the oldest entry of the two.
+		b := &p.buf
+		if len(p.buf) == 0 || len(p.relays) > 0 && p.relays[0].seq < p.buf[0].seq {
+			b = &p.relays
+		}
+		old := (*b)[0]
+		*b = (*b)[1:]
 		p.bufLen -= old.size
 		for _, pr := range p.peers {
 			if old.pending&pr.bit != 0 {
@@ -691,15 +707,51 @@ func (p *Protocol) push(e *entry) {
 	}
 }
 
+// Buffers of the delta buffer (peer.next).
+const (
+	bufLocal = iota
+	bufRelay
+)
+
+// bufferOf returns the buffer of the entries from (local ones: from "").
+func (p *Protocol) bufferOf(from crdt.ReplicaID) *[]*entry {
+	if from == "" {
+		return &p.buf
+	}
+	return &p.relays
+}
+
+// buffers returns the local deltas and the relays, indexed by bufLocal
+// and bufRelay.
+func (p *Protocol) buffers() [2][]*entry { return [2][]*entry{p.buf, p.relays} }
+
+// find returns the entry with seq in the buffer, or nil.
+func (p *Protocol) find(seq uint64) (*entry, int) {
+	for k, b := range p.buffers() {
+		if i, ok := slices.BinarySearchFunc(b, seq, func(e *entry, s uint64) int { return cmp.Compare(e.seq, s) }); ok {
+			return b[i], k
+		}
+	}
+	return nil, 0
+}
+
+// from returns the index in b of the first entry at or after seq.
+func from(b []*entry, seq uint64) int {
+	i, _ := slices.BinarySearchFunc(b, seq, func(e *entry, s uint64) int { return cmp.Compare(e.seq, s) })
+	return i
+}
+
 // gc drops buffer entries no peer needs any more.
 func (p *Protocol) gc() {
-	i := 0
-	for i < len(p.buf) && p.buf[i].pending == 0 {
-		p.bufLen -= p.buf[i].size
-		i++
-	}
-	if i > 0 {
-		p.buf = slices.Delete(p.buf, 0, i)
+	for _, b := range []*[]*entry{&p.buf, &p.relays} {
+		i := 0
+		for i < len(*b) && (*b)[i].pending == 0 {
+			p.bufLen -= (*b)[i].size
+			i++
+		}
+		if i > 0 {
+			*b = slices.Delete(*b, 0, i)
+		}
 	}
 }
 
@@ -735,27 +787,14 @@ func (p *Protocol) flush(pr *peer) {
 		var g crdt.Group
 		var dots []DotRange
 		size, ndots, urgent := 0, uint64(0), false
-		for _, e := range p.buf {
-			if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
-				continue
-			}
-			if e.from != "" {
-				// A relay: wait, then send only if the peer lacks it.
-				if p.now.Sub(e.at) < p.cfg.RelayDelay {
-					continue
-				}
-				if covered(e.dots, &pr.applied) || onlyFrom(e.dots, pr.id) {
-					e.pending &^= pr.bit
-					continue
-				}
-			}
+		add := func(e *entry) bool {
 			// A batch stays within what a peer's decoder accepts; one
 			// entry always does (it came in a valid message, or is a
 			// local write).
 			n := dotCount(e.dots)
 			if len(seqs) > 0 && (size+e.size > limit || g.Len()+e.group.Len() > crdt.MaxGroupKeys ||
 				ndots+n > MaxRangeLen || len(dots)+len(e.dots) > MaxDotRanges) {
-				break
+				return false
 			}
 			g.Join(e.group)
 			urgent = urgent || e.urgent
@@ -763,6 +802,10 @@ func (p *Protocol) flush(pr *peer) {
 			size, ndots = size+e.size, ndots+n
 			seqs = append(seqs, e.seq)
 			e.sent |= pr.bit
+			return true
+		}
+		if p.take(pr, bufRelay, add) {
+			p.take(pr, bufLocal, add)
 		}
 		if len(seqs) == 0 {
 			return
@@ -781,6 +824,39 @@ func (p *Protocol) flush(pr *peer) {
 	}
 }
 
+// take offers add, in order, the entries of buffer k that pr needs and
+// may be sent now, until add refuses one (a full batch: take then
+// returns false). A relay may be sent once RelayDelay has passed, and
+// only if the peer lacks it (else it is no longer pending for the peer);
+// relays come due in the order they came, so the first not yet due ends
+// the relays offered. It moves pr.next[k] past the entries it leaves
+// sent or not pending.
+func (p *Protocol) take(pr *peer, k int, add func(*entry) bool) bool {
+	b := p.buffers()[k]
+	front := true
+	for _, e := range b[from(b, pr.next[k]):] {
+		switch {
+		case e.pending&pr.bit == 0 || e.sent&pr.bit != 0:
+		case k == bufRelay && p.now.Sub(e.at) < p.cfg.RelayDelay:
+			return true
+		case k == bufRelay && (covered(e.dots, &pr.applied) || onlyFrom(e.dots, pr.id)):
+			e.pending &^= pr.bit
+		case !add(e):
+			return false
+		}
+		if front = front && (e.pending&pr.bit == 0 || e.sent&pr.bit != 0); front {
+			pr.next[k] = e.seq + 1
+		}
+	}
+	return true
+}
+
+// unsend marks e as not in flight to pr.
+func (p *Protocol) unsend(pr *peer, e *entry, k int) {
+	e.sent &^= pr.bit
+	pr.next[k] = min(pr.next[k], e.seq)
+}
+
 // holding reports whether what pr needs waits for more deltas (Pacing in
 // the package doc), and notes when it comes due.
 func (p *Protocol) holding(pr *peer) bool {
@@ -790,24 +866,26 @@ func (p *Protocol) holding(pr *peer) bool {
 	}
 	var first time.Time
 	size := 0
-	for _, e := range p.buf {
-		if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
-			continue
-		}
-		ready := e.at
-		if e.from != "" {
-			if ready = e.at.Add(p.cfg.RelayDelay); p.now.Before(ready) {
+	for k, b := range p.buffers() {
+		for _, e := range b[from(b, pr.next[k]):] {
+			if e.pending&pr.bit == 0 || e.sent&pr.bit != 0 {
 				continue
 			}
-		}
-		if e.urgent {
-			return false
-		}
-		if first.IsZero() || ready.Before(first) {
-			first = ready
-		}
-		if size += e.size; size >= holdBytes {
-			return false
+			ready := e.at
+			if k == bufRelay {
+				if ready = e.at.Add(p.cfg.RelayDelay); p.now.Before(ready) {
+					break // the relays after it are not due either
+				}
+			}
+			if e.urgent {
+				return false
+			}
+			if first.IsZero() || ready.Before(first) {
+				first = ready
+			}
+			if size += e.size; size >= holdBytes {
+				return false
+			}
 		}
 	}
 	if first.IsZero() || !p.now.Before(first.Add(d)) {
@@ -953,10 +1031,9 @@ func (p *Protocol) requeue(pr *peer, match func(*inflight) bool) {
 	if len(seqs) == 0 {
 		return
 	}
-	slices.Sort(seqs)
-	for _, e := range p.buf {
-		if _, ok := slices.BinarySearch(seqs, e.seq); ok {
-			e.sent &^= pr.bit
+	for _, seq := range seqs {
+		if e, k := p.find(seq); e != nil {
+			p.unsend(pr, e, k)
 		}
 	}
 }
@@ -1148,8 +1225,8 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 	}
 	pr.lastAck = p.now
 	slices.Sort(seqs)
-	for _, e := range p.buf {
-		if _, ok := slices.BinarySearch(seqs, e.seq); ok {
+	for _, seq := range seqs {
+		if e, _ := p.find(seq); e != nil {
 			e.pending &^= pr.bit
 			e.sent &^= pr.bit
 			// The peer acknowledges only what it made durable: it has
@@ -1177,12 +1254,14 @@ func (p *Protocol) Status() []PeerStatus {
 			s.LastAntiEntropy = &t
 		}
 		var oldest time.Time
-		for _, e := range p.buf {
-			if e.pending&pr.bit != 0 {
-				s.PendingDeltas++
-				s.PendingBytes += e.size
-				if oldest.IsZero() {
-					oldest = e.at
+		for _, b := range p.buffers() {
+			for _, e := range b {
+				if e.pending&pr.bit != 0 {
+					s.PendingDeltas++
+					s.PendingBytes += e.size
+					if oldest.IsZero() || e.at.Before(oldest) {
+						oldest = e.at
+					}
 				}
 			}
 		}
