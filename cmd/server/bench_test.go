@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -238,10 +239,19 @@ func histogram(b *testing.B, srv *Server, name string) (sum, count float64) {
 }
 
 // startBenchRegion starts region us-east with durability always on a
-// loopback listener, for the HTTP benchmarks.
+// loopback listener, for the HTTP benchmarks. Its durability is always,
+// or what LATTICE_BENCH_DURABILITY names (always or everysec).
 func startBenchRegion(b *testing.B) *Server {
 	b.Helper()
-	cfg := testConfig(b.TempDir(), config.DurabilityAlways)
+	durability := config.DurabilityAlways
+	switch d := config.Durability(os.Getenv("LATTICE_BENCH_DURABILITY")); d {
+	case "":
+	case config.DurabilityAlways, config.DurabilityEverySec:
+		durability = d
+	default:
+		b.Fatalf("LATTICE_BENCH_DURABILITY=%q: want always or everysec", d)
+	}
+	cfg := testConfig(b.TempDir(), durability)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
