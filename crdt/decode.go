@@ -37,6 +37,17 @@ func (p *parser) next(s *shape) (byte, uint64, error) {
 
 // array reads the head of an array of shape s and returns its length.
 func (p *parser) array(s *shape) (int, error) {
+	// The common case first: a length in the head byte, within bounds.
+	if p.i < len(p.b) {
+		if c := p.b[p.i]; c>>5 == majorArray && c&0x1f < 24 && s.major == majorArray {
+			n := int(c & 0x1f)
+			if (s.fields == nil || n <= len(s.fields) && n >= len(s.fields)-s.optional) &&
+				(s.elem == nil || n <= s.max) && n <= len(p.b)-p.i-1 {
+				p.i++
+				return n, nil
+			}
+		}
+	}
 	at := p.i
 	_, n, err := p.next(s)
 	if err != nil {
@@ -68,6 +79,11 @@ func (p *parser) uint8() (uint8, error) {
 }
 
 func (p *parser) int64() (int64, error) {
+	if p.i < len(p.b) && p.b[p.i] < 24 { // majorUint, the value in the head
+		v := p.b[p.i]
+		p.i++
+		return int64(v), nil
+	}
 	at := p.i
 	major, n, err := p.next(intShape)
 	switch {
@@ -99,6 +115,15 @@ func (p *parser) textOr(want string) (string, error) {
 
 // textBytes reads a text string and returns its bytes, in p.b.
 func (p *parser) textBytes() ([]byte, error) {
+	// The common case first: a length in the head byte, within bounds.
+	if p.i < len(p.b) {
+		if c := p.b[p.i]; c>>5 == majorText && c&0x1f < 24 {
+			if i, j := p.i+1, p.i+1+int(c&0x1f); j <= len(p.b) && validUTF8(p.b[i:j]) {
+				p.i = j
+				return p.b[i:j], nil
+			}
+		}
+	}
 	at := p.i
 	_, n, err := p.next(textShape)
 	if err != nil {
@@ -113,6 +138,16 @@ func (p *parser) textBytes() ([]byte, error) {
 	}
 	p.i += int(n)
 	return s, nil
+}
+
+// validUTF8 is utf8.Valid, faster on the short ASCII strings of ids.
+func validUTF8(s []byte) bool {
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return utf8.Valid(s)
+		}
+	}
+	return true
 }
 
 // decodeStored is the decoding path without the canonical check: size

@@ -103,6 +103,210 @@ func DecodeCartHead(b []byte) (*CartHead, error) {
 	return h, nil
 }
 
+// CartHeadCounts decodes and validates a head as DecodeCartHead does,
+// accepting exactly the heads it accepts, and returns its counts of
+// entries and lines and its sum without building its context, and so
+// without allocating; HeadContextOf reads the context from b.
+func CartHeadCounts(b []byte) (entries, lines int, sum uint64, err error) {
+	if err := checkSize(b, MaxObjectBytes); err != nil {
+		return 0, 0, 0, err
+	}
+	p := parser{b: b}
+	e, l, sum, err := p.cartHeadCounts()
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return int(e), int(l), sum, nil
+}
+
+// cartHeadCounts is cartHead without the context: it validates the
+// context's records as cart does those of a cart without entries.
+func (p *parser) cartHeadCounts() (entries, lines, sum uint64, err error) {
+	if _, err := p.array(headShape); err != nil {
+		return 0, 0, 0, err
+	}
+	f, err := p.uint()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if f != headFormat {
+		return 0, 0, 0, fmt.Errorf("crdt: cart head: unknown format %d", f)
+	}
+	n, err := p.array(cartShape)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	var last []byte
+	for i := range n {
+		if _, err := p.array(replShape); err != nil {
+			return 0, 0, 0, err
+		}
+		rep, err := p.textBytes()
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if !validReplica(ReplicaID(rep)) {
+			return 0, 0, 0, fmt.Errorf("crdt: cart: invalid replica id %q", rep)
+		}
+		if i > 0 && string(last) >= string(rep) {
+			return 0, 0, 0, fmt.Errorf("crdt: cart: replicas not strictly sorted at %q", rep)
+		}
+		last = rep
+		vv, err := p.uint()
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if vv > MaxCounter {
+			return 0, 0, 0, fmt.Errorf("crdt: cart: version vector of %q out of range", rep)
+		}
+		nc, err := p.array(cloudShape)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		prev := vv + 1
+		for range nc {
+			k, err := p.uint()
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			if k <= prev || k > MaxCounter {
+				return 0, 0, 0, fmt.Errorf("crdt: cart: cloud dot %s:%d is covered, unsorted or out of range", rep, k)
+			}
+			prev = k
+		}
+		ne, err := p.array(entriesShape)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		if ne > 0 {
+			return 0, 0, 0, fmt.Errorf("crdt: cart head: context holds entries")
+		}
+		if vv == 0 && nc == 0 {
+			return 0, 0, 0, fmt.Errorf("crdt: cart: replica %q has an empty record", rep)
+		}
+	}
+	if entries, err = p.uint(); err != nil {
+		return 0, 0, 0, err
+	}
+	if lines, err = p.uint(); err != nil {
+		return 0, 0, 0, err
+	}
+	if sum, err = p.uint(); err != nil {
+		return 0, 0, 0, err
+	}
+	if entries > MaxCartEntries || lines > entries || (entries > 0) != (lines > 0) {
+		return 0, 0, 0, fmt.Errorf("crdt: cart head: %d entries in %d lines", entries, lines)
+	}
+	return entries, lines, sum, nil
+}
+
+// HeadContext is the context of an encoded head that CartHeadCounts
+// accepted, read from the encoding without decoding it: Contains answers
+// as the decoded context's Contains. The usual context, one replica's
+// version vector alone, answers without reading the encoding again.
+type HeadContext struct {
+	b   []byte
+	one bool // the context is every dot of rep up to vv, and no other
+	rep []byte
+	vv  uint64
+}
+
+// HeadContextOf returns the context of the head b, which CartHeadCounts
+// accepted.
+func HeadContextOf(b []byte) HeadContext {
+	h := HeadContext{b: b}
+	p := parser{b: b}
+	if _, err := p.array(headShape); err != nil {
+		return h
+	}
+	if _, err := p.uint(); err != nil {
+		return h
+	}
+	if n, err := p.array(cartShape); err != nil || n != 1 {
+		return h
+	}
+	if _, err := p.array(replShape); err != nil {
+		return h
+	}
+	rep, err := p.textBytes()
+	if err != nil {
+		return h
+	}
+	vv, err := p.uint()
+	if err != nil {
+		return h
+	}
+	if nc, err := p.array(cloudShape); err != nil || nc != 0 {
+		return h
+	}
+	h.one, h.rep, h.vv = true, rep, vv
+	return h
+}
+
+// Contains reports whether the context holds d.
+func (h *HeadContext) Contains(d Dot) bool {
+	if h.one {
+		return d.Counter == 0 || d.Counter <= h.vv && string(h.rep) == string(d.Replica)
+	}
+	return headContains(h.b, d)
+}
+
+// headContains reports whether the context of the head b holds d,
+// reading it from b; false for b that does not decode.
+func headContains(b []byte, d Dot) bool {
+	p := parser{b: b}
+	if _, err := p.array(headShape); err != nil {
+		return false
+	}
+	if _, err := p.uint(); err != nil {
+		return false
+	}
+	n, err := p.array(cartShape)
+	if err != nil {
+		return false
+	}
+	for range n {
+		if _, err := p.array(replShape); err != nil {
+			return false
+		}
+		rep, err := p.textBytes()
+		if err != nil {
+			return false
+		}
+		vv, err := p.uint()
+		if err != nil {
+			return false
+		}
+		nc, err := p.array(cloudShape)
+		if err != nil {
+			return false
+		}
+		mine := string(rep) == string(d.Replica)
+		if mine && d.Counter <= vv {
+			return true
+		}
+		for range nc {
+			k, err := p.uint()
+			if err != nil {
+				return false
+			}
+			if mine && k == d.Counter {
+				return true
+			}
+		}
+		if mine {
+			return false
+		}
+		if _, err := p.array(entriesShape); err != nil {
+			return false
+		}
+	}
+	return d.Counter == 0
+}
+
 var (
 	headShape      = &shape{name: "cart head", major: majorArray, fields: []*shape{uintShape, cartShape, uintShape, uintShape, uintShape}}
 	lineEntryShape = &shape{name: "line entry", major: majorArray, fields: []*shape{textShape, uintShape, uintShape, intShape}}
@@ -204,6 +408,33 @@ func VisitCartLine(b []byte, sku string, visit func(Dot, Line)) (string, error) 
 	return decodeLine(b, sku, visit)
 }
 
+// ReplicaCache remembers the replica of the last entry of a line that
+// VisitCartLineFrom read, once validated: the entries of the next lines
+// that hold the same replica then cost neither a copy of its id nor its
+// validation. The zero ReplicaCache remembers none.
+type ReplicaCache struct {
+	id ReplicaID // valid (validReplica) unless ""
+}
+
+// VisitCartLineFrom is VisitCartLine where a replica equal to the one c
+// remembers is that one itself, already validated; c remembers the
+// replica of the line's last entry.
+func VisitCartLineFrom(b []byte, sku string, c *ReplicaCache, visit func(Dot, Line)) (string, error) {
+	if err := checkSize(b, MaxObjectBytes); err != nil {
+		return "", err
+	}
+	p := parser{b: b}
+	got, r, err := p.cartLineFrom(sku, c.id, visit)
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return "", err
+	}
+	c.id = r
+	return got, nil
+}
+
 // CartLineQty decodes and validates a line as DecodeCartLine does and
 // returns its sku and quantity (see Cart), without keeping its entries.
 func CartLineQty(b []byte) (string, int64, error) {
@@ -244,59 +475,67 @@ func decodeLine(b []byte, want string, visit func(Dot, Line)) (string, error) {
 // cartLine reads and validates a line, calling visit for each entry; a
 // sku equal to want is want itself.
 func (p *parser) cartLine(want string, visit func(Dot, Line)) (string, error) {
+	sku, _, err := p.cartLineFrom(want, "", visit)
+	return sku, err
+}
+
+// cartLineFrom is cartLine where a replica equal to valid, a valid
+// replica id or "", is valid itself; it returns the replica of the last
+// entry.
+func (p *parser) cartLineFrom(want string, valid ReplicaID, visit func(Dot, Line)) (string, ReplicaID, error) {
 	if _, err := p.array(lineShape); err != nil {
-		return "", err
+		return "", "", err
 	}
 	sku, err := p.textOr(want)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if !ValidID(sku) {
-		return "", fmt.Errorf("crdt: cart line: invalid sku %q", sku)
+		return "", "", fmt.Errorf("crdt: cart line: invalid sku %q", sku)
 	}
 	n, err := p.array(lineShape.fields[1])
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if n == 0 {
-		return "", fmt.Errorf("crdt: cart line %q without entries", sku)
+		return "", "", fmt.Errorf("crdt: cart line %q without entries", sku)
 	}
 	var last Dot
 	for i := range n {
 		if _, err := p.array(lineEntryShape); err != nil {
-			return "", err
+			return "", "", err
 		}
-		rep, err := p.textOr(string(last.Replica)) // one string for a replica's entries
+		r, err := p.textOr(string(valid)) // one string for a replica's entries
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		k, err := p.uint()
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		kind, err := p.uint8()
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
 		q, err := p.int64()
 		if err != nil {
-			return "", err
+			return "", "", err
 		}
-		d := Dot{ReplicaID(rep), k}
+		d := Dot{ReplicaID(r), k}
 		switch {
-		case !validReplica(d.Replica):
-			return "", fmt.Errorf("crdt: cart line: invalid replica id %q", rep)
+		case (d.Replica != valid || valid == "") && !validReplica(d.Replica):
+			return "", "", fmt.Errorf("crdt: cart line: invalid replica id %q", r)
 		case k == 0 || k > MaxCounter:
-			return "", fmt.Errorf("crdt: cart line: entry %s out of range", d)
+			return "", "", fmt.Errorf("crdt: cart line: entry %s out of range", d)
 		case i > 0 && !last.Less(d):
-			return "", fmt.Errorf("crdt: cart line: entry %s unsorted or duplicated", d)
+			return "", "", fmt.Errorf("crdt: cart line: entry %s unsorted or duplicated", d)
 		case LineKind(kind) != KindAdd && LineKind(kind) != KindSet:
-			return "", fmt.Errorf("crdt: cart line: entry %s has unknown kind %d", d, kind)
+			return "", "", fmt.Errorf("crdt: cart line: entry %s has unknown kind %d", d, kind)
 		case q < 1 || q > MaxQty:
-			return "", fmt.Errorf("crdt: cart line: entry %s has quantity %d outside 1..%d", d, q, MaxQty)
+			return "", "", fmt.Errorf("crdt: cart line: entry %s has quantity %d outside 1..%d", d, q, MaxQty)
 		}
-		last = d
+		last, valid = d, d.Replica
 		visit(d, Line{SKU: sku, Kind: LineKind(kind), N: q})
 	}
-	return sku, nil
+	return sku, valid, nil
 }

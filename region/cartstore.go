@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -429,108 +430,105 @@ func (n *Node) saveCart(tx *store.Tx, p *cartPart, c *crdt.Cart) error {
 // checks every cart's lines against its head, noting the damaged carts
 // (see noteDamagedCarts); records every head in the digest (a damaged
 // cart's leaves it again in noteDamagedCarts); and queues the empty lines
-// for deletion. It reads each head and line once: a line is checked as it
-// is decoded, entry by entry, without keeping its entries.
+// for deletion. It reads each head and line once, and keeps of a head
+// only its counts and its encoding, which it reads the context from
+// (crdt.HeadContext): a line is checked as it is decoded, entry by entry,
+// without keeping its entries.
+//
+// The carts of a large store are split into two parts (cartParts), each
+// checked on a goroutine of its own: first the heads of each part, then
+// the heads of half of the digest's buckets and the lines of each part.
 func (n *Node) openCarts() error {
 	n.carts = cartStore{damaged: make(map[string]struct{}), blank: make(map[string]struct{}), kick: make(chan struct{}, 1)}
-	// The tallies of the carts' heads, in key order: the lines of a cart
-	// are listed together and mostly in the same order (see tallyOf).
-	type tally struct {
-		id            string
-		head          *crdt.CartHead
-		entries, skus int
-		sum           uint64
-	}
-	var tallies []tally
-	var whole []string
-	err := n.store.Scan(prefixCart, func(k string, v []byte, err error) bool {
-		id := k[len(prefixCart):]
-		if err != nil {
-			n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
-			return true
+	parts := n.cartParts()
+	buckets := len(n.dg.buckets)
+	run := func(fn func(p *openPart, w int) error) error {
+		errs := make([]error, len(parts))
+		var wg sync.WaitGroup
+		for w := 1; w < len(parts); w++ {
+			wg.Go(func() { errs[w] = fn(&parts[w], w) })
 		}
-		if h, err := crdt.DecodeCartHead(v); err == nil {
-			tallies = append(tallies, tally{id: id, head: h})
-			n.dg.add(k, v)
-		} else if _, err := crdt.DecodeCartStored(v); err == nil {
-			whole = append(whole, id)
-		} else {
+		errs[0] = fn(&parts[0], 0)
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+	if err := run(func(p *openPart, _ int) error { return n.openHeads(p, buckets) }); err != nil {
+		return err
+	}
+	// The heads of each part, the parts in key order.
+	tallies := make([][]cartTally, len(parts))
+	var whole []string
+	for i := range parts {
+		p := &parts[i]
+		tallies[i] = p.tallies
+		whole = append(whole, p.whole...)
+		for _, k := range p.corrupt {
+			n.dg.damaged[k] = struct{}{} // left out, so a peer's state repairs it
+		}
+		for _, id := range p.damaged {
 			n.carts.damaged[id] = struct{}{}
 		}
-		return true
-	})
-	if err != nil {
-		return err
+		p.tallies, p.whole, p.corrupt, p.damaged = nil, nil, nil, nil
 	}
 	if err := n.convertCarts(whole); err != nil {
 		return err
 	}
-	for _, id := range whole {
-		b, ok, err := n.cartHeadRaw(id)
-		if err != nil || !ok {
-			return fmt.Errorf("region: converting cart %s: %v", id, err)
-		}
-		h, err := crdt.DecodeCartHead(b)
-		if err != nil {
-			return fmt.Errorf("region: converting cart %s: %w", id, err)
-		}
-		tallies = append(tallies, tally{id: id, head: h})
-		n.dg.add(prefixCart+id, b)
-	}
 	if len(whole) > 0 {
-		slices.SortFunc(tallies, func(a, b tally) int { return strings.Compare(a.id, b.id) })
-	}
-	// tallyOf finds the tally of cart id: mostly the one after the last
-	// found (lines are listed in the order of "ID/SKU", which is the order
-	// of the ids but where an id is a prefix of another), else by a
-	// binary search.
-	next := 0
-	tallyOf := func(id string) *tally {
-		if next < len(tallies) && tallies[next].id == id {
-			next++
-			return &tallies[next-1]
-		}
-		i, ok := slices.BinarySearchFunc(tallies, id, func(t tally, id string) int { return strings.Compare(t.id, id) })
-		if !ok {
-			return nil
-		}
-		next = i + 1
-		return &tallies[i]
-	}
-	var last string
-	var t *tally
-	err = n.store.Scan(prefixCartLine, func(k string, v []byte, err error) bool {
-		id, sku, _ := cartOfLineKey(k)
-		if id != last || t == nil {
-			last, t = id, tallyOf(id)
-		}
-		switch {
-		case err != nil:
-			n.carts.damaged[id] = struct{}{}
-		case len(v) == 0:
-			n.carts.blank[k] = struct{}{}
-		case t == nil:
-			n.carts.damaged[id] = struct{}{} // a line without a head
-		default:
-			outside := false
-			got, err := crdt.VisitCartLine(v, sku, func(d crdt.Dot, l crdt.Line) {
-				outside = outside || !t.head.Ctx.Contains(d)
-				t.entries++
-				t.sum ^= crdt.EntryHash(d, l)
-			})
-			if err != nil || got != sku || outside {
-				n.carts.damaged[id] = struct{}{}
+		all := slices.Concat(tallies...)
+		for _, id := range whole {
+			b, ok, err := n.cartHeadRaw(id)
+			if err != nil || !ok {
+				return fmt.Errorf("region: converting cart %s: %v", id, err)
 			}
-			t.skus++
+			t, err := newCartTally(id, b)
+			if err != nil {
+				return fmt.Errorf("region: converting cart %s: %w", id, err)
+			}
+			all = append(all, t)
+			n.dg.add(prefixCart+id, b)
 		}
-		return true
+		slices.SortFunc(all, func(a, b cartTally) int { return strings.Compare(a.id, b.id) })
+		tallies = [][]cartTally{all}
+	}
+	// Each part records the heads of its share of the digest's buckets
+	// (from every part) and checks its lines. The lines of a cart are all
+	// in one part (see cartParts): one goroutine alone counts them in the
+	// cart's tally.
+	err := run(func(p *openPart, w int) error {
+		for b := range buckets {
+			if bucketShare(b, buckets, len(parts)) != w {
+				continue
+			}
+			more := 0
+			for i := range parts {
+				more += len(parts[i].digest[b])
+			}
+			n.dg.presize(b, more)
+			for i := range parts {
+				for _, h := range parts[i].digest[b] {
+					n.dg.addHashed(uint32(b), h.key, h.hash)
+				}
+				parts[i].digest[b] = nil
+			}
+		}
+		return n.openLines(p, tallies)
 	})
 	if err != nil {
 		return err
 	}
-	for i := range tallies {
-		if t := &tallies[i]; t.entries != t.head.Entries || t.skus != t.head.Lines || t.sum != t.head.Sum {
-			n.carts.damaged[t.id] = struct{}{}
+	for i := range parts {
+		for _, id := range parts[i].damaged {
+			n.carts.damaged[id] = struct{}{}
+		}
+		for _, k := range parts[i].blank {
+			n.carts.blank[k] = struct{}{}
+		}
+	}
+	for _, ts := range tallies {
+		for i := range ts {
+			if t := &ts[i]; t.entries != t.wantEntries || t.lines != t.wantLines || t.sum != t.wantSum {
+				n.carts.damaged[t.id] = struct{}{}
+			}
 		}
 	}
 	if len(n.carts.blank) > 0 {
@@ -540,6 +538,189 @@ func (n *Node) openCarts() error {
 		}
 	}
 	return nil
+}
+
+// cartTally is a cart's head as openCarts found it (its encoding, which
+// shares the store's memory, and its counts and sum) and the tally of the
+// lines it checked against it.
+type cartTally struct {
+	id                     string
+	head                   []byte
+	wantEntries, wantLines int32
+	entries, lines         int32
+	wantSum, sum           uint64
+}
+
+func newCartTally(id string, head []byte) (cartTally, error) {
+	entries, lines, sum, err := crdt.CartHeadCounts(head)
+	if err != nil {
+		return cartTally{}, err
+	}
+	return cartTally{id: id, head: head, wantEntries: int32(entries), wantLines: int32(lines), wantSum: sum}, nil
+}
+
+// headHash is a head to record in the digest: its key and state hash.
+type headHash struct {
+	key  string
+	hash uint64
+}
+
+// openPart is a part of the carts that openCarts checks on a goroutine of
+// its own, and what it found: the heads from headLo to headHi (excluded)
+// and the lines from lineLo to lineHi.
+type openPart struct {
+	headLo, headHi string
+	lineLo, lineHi string
+
+	tallies []cartTally // the part's heads, in key order
+	whole   []string    // carts stored whole, to split
+	// digest holds the heads to record in the digest, by bucket: each is
+	// recorded a bucket at a time, into a map made large enough at once.
+	digest  [][]headHash
+	corrupt []string // head keys whose values failed their checksums
+	damaged []string // ids of damaged carts (may repeat)
+	blank   []string // empty line keys
+}
+
+// splitCarts, if set, chooses where openCarts splits the carts in two
+// instead of the middle of the sample (for tests): a cart id, or "" for no
+// split.
+var splitCarts func(sample []string) string
+
+// cartParts returns the parts of the carts openCarts checks: two parts of
+// about as many heads each, the first of the carts whose ids are less than
+// the middle id M of the store's sample of its keys (store.KeySample) and
+// the second of the others, or, if the sample holds fewer than two heads,
+// one part of all.
+//
+// The heads of a part are a range of keys, and so are its lines, but not
+// quite of the same carts: the lines of cart ID ("e/ID/SKU") are in the
+// order of "ID/", which differs from that of the heads ("c/ID") where an
+// id is a prefix of another that follows it with a byte that sorts before
+// "/" ("a" and "a-x": "c/a" < "c/a-x" but "e/a-x/..." < "e/a/..."). The
+// lines of the first part are those less than "e/M/": the lines of the
+// carts whose "ID/" is less than "M/". Every cart's lines are thus in one
+// part, whose goroutine alone counts them in the cart's tally, though that
+// may be of a head of the other part.
+func (n *Node) cartParts() []openPart {
+	headsEnd, linesEnd := store.PrefixEnd(prefixCart), store.PrefixEnd(prefixCartLine)
+	all := []openPart{{headLo: prefixCart, headHi: headsEnd, lineLo: prefixCartLine, lineHi: linesEnd}}
+	sample, _ := n.store.KeySample(prefixCart, headsEnd)
+	var mid string
+	if splitCarts != nil {
+		mid = splitCarts(sample)
+	} else if len(sample) >= 2 {
+		mid = sample[len(sample)/2][len(prefixCart):]
+	}
+	// The key of no valid id may hold a "/": the parts split at what
+	// precedes it, as the ids of line keys do (cartOfLineKey).
+	mid, _, _ = strings.Cut(mid, "/")
+	if mid == "" {
+		return all
+	}
+	return []openPart{
+		{headLo: prefixCart, headHi: prefixCart + mid, lineLo: prefixCartLine, lineHi: cartLinesPrefix(mid)},
+		{headLo: prefixCart + mid, headHi: headsEnd, lineLo: cartLinesPrefix(mid), lineHi: linesEnd},
+	}
+}
+
+// openHeads reads the heads of part p, for a digest of buckets buckets.
+func (n *Node) openHeads(p *openPart, buckets int) error {
+	// As many heads as the store's sample says, and a few more: the slices
+	// rarely grow.
+	sample, every := n.store.KeySample(p.headLo, p.headHi)
+	want := len(sample)*every + len(sample)*every/8 + 16
+	p.tallies = make([]cartTally, 0, want)
+	p.digest = make([][]headHash, buckets)
+	if per := want / buckets; per > 0 {
+		for b := range p.digest {
+			p.digest[b] = make([]headHash, 0, per+per/4+4)
+		}
+	}
+	return n.store.ScanRange(p.headLo, p.headHi, func(k string, v []byte, err error) bool {
+		id := k[len(prefixCart):]
+		if err != nil {
+			p.corrupt = append(p.corrupt, k)
+			return true
+		}
+		if t, err := newCartTally(id, v); err == nil {
+			p.tallies = append(p.tallies, t)
+			b := crdt.KeyBucket(k, buckets)
+			p.digest[b] = append(p.digest[b], headHash{key: k, hash: crdt.StateHash(k, v)})
+		} else if _, err := crdt.DecodeCartStored(v); err == nil {
+			p.whole = append(p.whole, id)
+		} else {
+			p.damaged = append(p.damaged, id)
+		}
+		return true
+	})
+}
+
+// bucketShare returns which of parts goroutines records the keys of
+// bucket b of a digest of buckets buckets.
+func bucketShare(b, buckets, parts int) int { return b * parts / buckets }
+
+// openLines checks the lines of part p against the tallies of the heads
+// of every part (each part's in key order, the parts in order).
+func (n *Node) openLines(p *openPart, tallies [][]cartTally) error {
+	// tallyOf finds the tally of cart id: mostly the one after the last
+	// found (lines are listed in the order of "ID/SKU", which is the order
+	// of the ids but where an id is a prefix of another), else by a
+	// binary search.
+	part, next := 0, 0
+	tallyOf := func(id string) *cartTally {
+		if ts := tallies[part]; next < len(ts) && ts[next].id == id {
+			next++
+			return &ts[next-1]
+		}
+		for i := len(tallies) - 1; i >= 0; i-- {
+			ts := tallies[i]
+			if len(ts) == 0 || ts[0].id > id {
+				continue
+			}
+			// (Only ids are read: the other part's goroutine counts in the
+			// tallies of its own carts meanwhile.)
+			j, ok := sort.Find(len(ts), func(j int) int { return strings.Compare(id, ts[j].id) })
+			if !ok {
+				return nil
+			}
+			part, next = i, j+1
+			return &ts[j]
+		}
+		return nil
+	}
+	var last string
+	var t *cartTally
+	var ctx crdt.HeadContext // t's
+	var reps crdt.ReplicaCache
+	return n.store.ScanRange(p.lineLo, p.lineHi, func(k string, v []byte, err error) bool {
+		id, sku, _ := cartOfLineKey(k)
+		if id != last || t == nil {
+			if last, t = id, tallyOf(id); t != nil {
+				ctx = crdt.HeadContextOf(t.head)
+			}
+		}
+		switch {
+		case err != nil:
+			p.damaged = append(p.damaged, id)
+		case len(v) == 0:
+			p.blank = append(p.blank, k)
+		case t == nil:
+			p.damaged = append(p.damaged, id) // a line without a head
+		default:
+			outside := false
+			got, err := crdt.VisitCartLineFrom(v, sku, &reps, func(d crdt.Dot, l crdt.Line) {
+				outside = outside || !ctx.Contains(d)
+				t.entries++
+				t.sum ^= crdt.EntryHash(d, l)
+			})
+			if err != nil || got != sku || outside {
+				p.damaged = append(p.damaged, id)
+			}
+			t.lines++
+		}
+		return true
+	})
 }
 
 func (n *Node) cartHeadRaw(id string) (b []byte, ok bool, err error) {

@@ -372,3 +372,103 @@ func TestOpenCartsOutOfLineOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenCartsSplitAnywhere reopens a store of carts whose ids are
+// prefixes of one another, beside a cart with a line that fails its
+// checksum, one with a line that disagrees with its head and a line
+// without a head, splitting the carts into two parts (cartParts) at each
+// of their ids and between them: whatever the split, every whole cart
+// opens with its digest hash, and exactly the damaged ones are refused
+// and left out of the digest.
+func TestOpenCartsSplitAnywhere(t *testing.T) {
+	dir := t.TempDir()
+	clock := newFakeClock()
+	n := openNode(t, dir, clock)
+	ids := []string{"a", "a-", "a-x", "a.y", "a0", "ab", "ab-c", "ab.", "ab0", "b", "b-1", "b.", "liar", "victim"}
+	for i, id := range ids {
+		must[Cart](t)(n.AddItem(bg, id, "apple", int64(i+1)))
+		must[Cart](t)(n.AddItem(bg, id, "pear", 1))
+	}
+	want := map[string]uint64{}
+	for _, id := range ids {
+		h, ok := cartHash(t, n.Node, id)
+		if !ok {
+			t.Fatalf("cart %s not in the digest", id)
+		}
+		want[id] = h
+	}
+	n.close()
+
+	// A line whose checksum fails, one that disagrees with its head (its
+	// quantity changed) and one without a head.
+	flipStoredByte(t, n.path, "e/victim/apple")
+	st, err := OpenStore(n.path, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update([]string{"c/liar", "c/ab-"}, func(tx *store.Tx) error {
+		b, _, err := tx.Get("e/liar/pear")
+		if err != nil {
+			return err
+		}
+		_, es, err := crdt.DecodeCartLine(b)
+		if err != nil {
+			return err
+		}
+		for d, l := range es {
+			l.N++
+			es[d] = l
+		}
+		tx.Set("e/liar/pear", crdt.AppendCartLine(nil, "pear", es))
+		tx.Set("e/ab-/pear", crdt.AppendCartLine(nil, "pear", es))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damaged := map[string]bool{"victim": true, "liar": true, "ab-": true}
+	wantCorrupt := []string{"c/ab-", "c/liar", "c/victim", "e/victim/apple"}
+
+	defer func() { splitCarts = nil }()
+	for i, at := range append([]string{"", "0", "a/", "a-w", "ab-", "ab-d", "zz"}, ids...) {
+		splitCarts = func([]string) string { return at }
+		st, err := OpenStore(n.path, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Digests of 1024 buckets (the default), and of an odd number,
+		// which the parts share unevenly.
+		node, err := NewNode(Options{Name: "us-east", Store: st, Clock: clock, ExpiryInterval: time.Hour, DigestBuckets: []int{0, 7}[i%2]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parts := node.cartParts(); len(parts) != 2 && at != "" || len(parts) != 1 && at == "" {
+			t.Errorf("split at %q: %d parts", at, len(parts))
+		}
+		c := st.Corrupt()
+		if slices.Sort(c); !slices.Equal(c, wantCorrupt) {
+			t.Errorf("split at %q: corrupt keys %q, want %q", at, c, wantCorrupt)
+		}
+		for i, id := range ids {
+			h, ok := cartHash(t, node, id)
+			if damaged[id] {
+				if ok {
+					t.Errorf("split at %q: the damaged cart %s is in the digest", at, id)
+				}
+				wantCode(t, second(node.GetCart(bg, id)), CodeUnavailable)
+				continue
+			}
+			if !ok || h != want[id] {
+				t.Errorf("split at %q: digest of cart %s: %x, %v, want %x", at, id, h, ok, want[id])
+			}
+			got := must[Cart](t)(node.GetCart(bg, id))
+			if qtyOf(got, "apple") != int64(i+1) || qtyOf(got, "pear") != 1 {
+				t.Errorf("split at %q: cart %s: %+v", at, id, got.Items)
+			}
+		}
+		node.Close()
+		st.Close()
+	}
+}

@@ -75,6 +75,27 @@ func (d *digest) add(key string, state []byte) {
 	d.buckets[b] ^= h
 }
 
+// addHashed is add of key, of bucket b and state hash h. At start-up,
+// goroutines may add keys of disjoint sets of buckets at once.
+func (d *digest) addHashed(b uint32, key string, h uint64) {
+	d.cow(b)
+	d.keys[b][key] = h
+	d.buckets[b] ^= h
+}
+
+// presize makes room, at start-up, for more keys (and a few more) in
+// bucket b, so that adding them does not grow its map step by step.
+// Goroutines may presize distinct buckets at once.
+func (d *digest) presize(b, more int) {
+	if more == 0 {
+		return
+	}
+	m := make(map[string]uint64, len(d.keys[b])+more+more/16+8)
+	maps.Copy(m, d.keys[b])
+	d.keys[b] = m
+	d.shared[b] = false
+}
+
 // remove forgets key (its stored state is damaged); the caller holds d.mu.
 func (d *digest) remove(key string) {
 	b := crdt.KeyBucket(key, len(d.buckets))

@@ -55,6 +55,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,6 +148,10 @@ type Store struct {
 	// valid until a transaction of the store's opener commits.
 	sinceCheckpoint      uint64
 	sinceCheckpointValid bool
+	// sample holds every sampleEvery-th key of the store as Open found
+	// it, in key order (KeySample).
+	sample      []string
+	sampleEvery int
 
 	gmu     sync.Mutex // group commit state
 	gcond   *sync.Cond
@@ -323,8 +328,10 @@ func Open(path string, opts Options) (_ *Store, err error) {
 }
 
 // scan verifies every stored value, records the highest transaction id,
-// the live data size and MaxMarkSince(opts.Checkpoint), and writes the
-// epoch key if it is missing.
+// the live data size, MaxMarkSince(opts.Checkpoint) and a sample of the
+// keys (KeySample), and writes the epoch key if it is missing. With more
+// than one core, the goroutine that walks the keys hands batches of them
+// to a second that checks them, whenever that one is free.
 func (s *Store) scan() error {
 	var hasEpoch bool
 	err := s.db.View(func(tx *buntdb.Tx) error {
@@ -340,31 +347,76 @@ func (s *Store) scan() error {
 				return err
 			}
 		}
-		var mark uint64
+		var mine, theirs scanResult
+		var work, free chan []keyValue
+		done := make(chan struct{})
+		if runtime.GOMAXPROCS(0) > 1 {
+			work, free = make(chan []keyValue, 4), make(chan []keyValue, 8)
+			go func() {
+				defer close(done)
+				for kvs := range work {
+					s.checkValues(kvs, from, &theirs)
+					select {
+					case free <- kvs[:0]:
+					default:
+					}
+				}
+			}()
+		} else {
+			close(done)
+		}
 		o, read := s.opening.Load(), int64(0)
+		var keys int
+		s.sampleEvery = 1
+		batch := make([]keyValue, 0, scanBatch)
 		err := tx.Ascend("", func(k, v string) bool {
 			if read++; read == 4096 {
 				o.read(read)
 				read = 0
 			}
+			if keys%s.sampleEvery == 0 {
+				if len(s.sample) == 2*maxSample {
+					// Keep every other sample: every 2×sampleEvery-th key.
+					for i := range maxSample {
+						s.sample[i] = s.sample[2*i]
+					}
+					clear(s.sample[maxSample:])
+					s.sample = s.sample[:maxSample]
+					s.sampleEvery *= 2
+				}
+				if keys%s.sampleEvery == 0 {
+					s.sample = append(s.sample, k)
+				}
+			}
+			keys++
 			s.live += int64(len(k) + len(v))
 			if k == epochKey {
 				hasEpoch = true
 			}
-			txid, _, m, _, err := unframe(storedBytes(v))
-			if err != nil {
-				s.MarkCorrupt(k)
-				return true
-			}
-			s.txid = max(s.txid, txid)
-			if txid >= from {
-				mark = max(mark, m)
+			if batch = append(batch, keyValue{k, v}); len(batch) == scanBatch {
+				select {
+				case work <- batch:
+					select {
+					case batch = <-free:
+					default:
+						batch = make([]keyValue, 0, scanBatch)
+					}
+				default: // the checker is busy (or there is none)
+					s.checkValues(batch, from, &mine)
+					batch = batch[:0]
+				}
 			}
 			return true
 		})
+		s.checkValues(batch, from, &mine)
+		if work != nil {
+			close(work)
+		}
+		<-done
 		o.read(read)
+		s.txid = max(s.txid, mine.txid, theirs.txid)
 		if s.opts.Checkpoint != "" && from != 1<<64-1 {
-			s.sinceCheckpoint, s.sinceCheckpointValid = mark, true
+			s.sinceCheckpoint, s.sinceCheckpointValid = max(mine.mark, theirs.mark), true
 		}
 		return err
 	})
@@ -378,6 +430,50 @@ func (s *Store) scan() error {
 		}, nil)
 	}
 	return nil
+}
+
+// scanBatch is how many keys scan checks at a time.
+const scanBatch = 1024
+
+type keyValue struct{ k, v string }
+
+// scanResult is what checking values found: the highest transaction id
+// and the highest mark of a transaction from the checkpoint's.
+type scanResult struct{ txid, mark uint64 }
+
+// checkValues checks the stored values kvs against their checksums,
+// marking the damaged ones, and notes their transaction ids and the marks
+// of those of transaction from or later in r.
+func (s *Store) checkValues(kvs []keyValue, from uint64, r *scanResult) {
+	for _, kv := range kvs {
+		txid, _, m, _, err := unframe(storedBytes(kv.v))
+		if err != nil {
+			s.MarkCorrupt(kv.k)
+			continue
+		}
+		r.txid = max(r.txid, txid)
+		if txid >= from {
+			r.mark = max(r.mark, m)
+		}
+	}
+}
+
+// maxSample bounds the keys KeySample holds: between maxSample and
+// 2×maxSample once the store holds that many keys.
+const maxSample = 128
+
+// KeySample returns the keys from lo (included) to hi (excluded; "" is no
+// upper bound) of a sample of the store's keys taken when it opened, in
+// key order, and how many keys each stands for: every every-th key of the
+// store was taken. It tells how to split a scan of many keys into ranges
+// of about the same size (ScanRange); the store may have changed since.
+func (s *Store) KeySample(lo, hi string) (keys []string, every int) {
+	for _, k := range s.sample {
+		if k >= lo && (hi == "" || k < hi) {
+			keys = append(keys, k)
+		}
+	}
+	return keys, max(s.sampleEvery, 1)
 }
 
 // MarkCorrupt records that the stored value of key is damaged (the store

@@ -82,13 +82,17 @@ func (s *Store) view(lk *Locked, fn func(r Reader) error) error {
 // passed with err set. fn must not use the store, nor modify val, which
 // shares memory with the store (it may keep it).
 func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) bool) error {
+	return s.ScanRange(prefix, PrefixEnd(prefix), fn)
+}
+
+// ScanRange is Scan of the keys from lo (included) to hi (excluded), in
+// key order; hi "" is no upper bound. Scans may run at once on goroutines
+// of their own: of disjoint ranges, they split a long scan between cores.
+func (s *Store) ScanRange(lo, hi string, fn func(key string, val []byte, err error) bool) error {
 	o, read := s.opening.Load(), int64(0) // the region's scans at start-up
 	defer func() { o.read(read) }()
 	return s.db.View(func(tx *buntdb.Tx) error {
-		return tx.AscendGreaterOrEqual("", prefix, func(k, v string) bool {
-			if !strings.HasPrefix(k, prefix) {
-				return false
-			}
+		visit := func(k, v string) bool {
 			if o != nil {
 				if read++; read == 4096 {
 					o.read(read)
@@ -101,8 +105,26 @@ func (s *Store) Scan(prefix string, fn func(key string, val []byte, err error) b
 				return fn(k, nil, &CorruptError{Key: k})
 			}
 			return fn(k, p, nil)
-		})
+		}
+		if hi == "" {
+			return tx.AscendGreaterOrEqual("", lo, visit)
+		}
+		if hi <= lo {
+			return nil
+		}
+		return tx.AscendRange("", lo, hi, visit)
 	})
+}
+
+// PrefixEnd returns the least key greater than every key with the prefix,
+// or "" if there is none (the prefix is empty or all 0xff bytes).
+func PrefixEnd(prefix string) string {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xff {
+			return prefix[:i] + string([]byte{prefix[i] + 1})
+		}
+	}
+	return ""
 }
 
 // Tx is one logical write. Its reads see committed state plus the
