@@ -145,6 +145,9 @@ const (
 	// maxExtraCloud bounds the out-of-order dots of one extra context;
 	// past it the context is replaced by its ceiling.
 	maxExtraCloud = 1024
+	// pruneEvery is how many keys find the map full between two prunes
+	// of it (extraState.denied).
+	pruneEvery = maxExtraKeys / 16
 )
 
 // extraState is what a node keeps of the contexts its keys' states may
@@ -155,6 +158,12 @@ type extraState struct {
 	n        atomic.Int64
 	keys     map[string]*crdt.Context // under Node.amu; values are never changed
 	overflow *crdt.Context            // under Node.amu
+	// denied counts, under Node.amu, the keys that found keys full since
+	// its last prune: a prune, which checks every key, runs again only
+	// once pruneEvery of them came, so that while the applied context
+	// lags (a resync) a full map costs O(1) a key, not O(maxExtraKeys).
+	denied int
+	prunes int // prunes of a full map, for tests
 }
 
 // noteReflects records, under the write locks of keys and n.amu, that the
@@ -184,7 +193,11 @@ func (n *Node) noteReflects(keys []string, reflects *crdt.Context) {
 			continue
 		}
 		if cur == nil && len(x.keys) >= maxExtraKeys {
-			n.pruneExtra()
+			if x.denied%pruneEvery == 0 {
+				n.pruneExtra()
+				x.prunes++
+			}
+			x.denied++
 		}
 		if cur == nil && len(x.keys) >= maxExtraKeys {
 			o := r.Clone()

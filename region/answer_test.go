@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/latticedb/lattice/crdt"
@@ -116,5 +117,33 @@ func TestOversizedAnswerTokenStaysBounded(t *testing.T) {
 	}
 	if !c.Covers(&big) {
 		t.Fatal("the bounded token does not cover what the answer showed")
+	}
+}
+
+// TestFullExtraMapCostsLittleWhileAppliedLags: while the applied context
+// covers none of the repairs' contexts (a resync from an empty region),
+// every key past maxExtraKeys goes to the overflow, and the map is
+// checked for entries to drop once per pruneEvery such keys, not once a
+// key. Every key's answers still cover what its state reflects.
+func TestFullExtraMapCostsLittleWhileAppliedLags(t *testing.T) {
+	n := newNode(t)
+	extraKeys := maxExtraKeys + 3*pruneEvery
+	reflectsOf := func(i int) *crdt.Context {
+		return &crdt.Context{VV: map[crdt.ReplicaID]uint64{"eu-west": uint64(i + 1)}}
+	}
+	n.amu.Lock()
+	for i := range extraKeys {
+		n.noteReflects([]string{"c/" + strconv.Itoa(i)}, reflectsOf(i))
+	}
+	prunes := n.extra.prunes
+	n.amu.Unlock()
+	if want := 1 + 3*pruneEvery/pruneEvery; prunes > want {
+		t.Fatalf("%d prunes of the full map for %d keys past it, want at most %d", prunes, 3*pruneEvery, want)
+	}
+	for _, i := range []int{0, maxExtraKeys - 1, maxExtraKeys, extraKeys - 1} {
+		got := n.shownExtra("c/" + strconv.Itoa(i))
+		if got == nil || !got.Covers(reflectsOf(i)) {
+			t.Fatalf("key %d: answers show %v, not covering its reflects %v", i, got, reflectsOf(i))
+		}
 	}
 }

@@ -48,6 +48,10 @@ func (l *keyLocks) stripe(key string) int { return int(crdt.FNV32(key) % uint32(
 type Locked struct {
 	s     *Store
 	names []string
+	// set holds names when they are many, so that checking the keys a
+	// transaction touches costs O(1) a key (a repair's batch names
+	// hundreds), not O(len(names)).
+	set map[string]struct{}
 	// one is the stripe of a single name; stripes those of several.
 	one     int
 	stripes []int
@@ -77,6 +81,12 @@ func (s *Store) lockKeys(keys []string, write bool) *Locked {
 			s.locks[l.one].RLock()
 		}
 	default:
+		if len(keys) > manyNames {
+			l.set = make(map[string]struct{}, len(keys))
+			for _, k := range keys {
+				l.set[k] = struct{}{}
+			}
+		}
 		l.stripes = s.locks.stripes(keys)
 		for _, i := range l.stripes {
 			if write {
@@ -116,8 +126,19 @@ func (l *Locked) Unlock() {
 // covers reports whether a transaction under l may touch key.
 func (l *Locked) covers(key string) bool {
 	name := l.s.LockKey(key)
-	return name == "" || slices.Contains(l.names, name)
+	if name == "" {
+		return true
+	}
+	if l.set != nil {
+		_, ok := l.set[name]
+		return ok
+	}
+	return slices.Contains(l.names, name)
 }
+
+// manyNames is the number of names past which a Locked keeps them in a
+// set.
+const manyNames = 16
 
 // check returns the error of a transaction under l touching key, or nil.
 func (l *Locked) check(key string) error {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -162,6 +163,37 @@ func TestUnnamedKeyFails(t *testing.T) {
 		}()
 		_ = lk.View(func(Reader) error { return nil })
 	}()
+	// Many names (a set rather than a list): the named ones and their
+	// guarded keys pass, an unnamed one fails and nothing is written.
+	many := []string{"i/x"}
+	for i := range 3 * manyNames {
+		many = append(many, fmt.Sprintf("c/m%d", i))
+	}
+	err = st.Update(many, func(tx *Tx) error {
+		tx.Set("l/x", []byte("2"))
+		tx.Set(many[len(many)-1], []byte("2"))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%d names: %v", len(many), err)
+	}
+	err = st.Update(many, func(tx *Tx) error {
+		tx.Set("c/m0", []byte("3"))
+		tx.Set("c/other", []byte("3"))
+		return nil
+	})
+	if !errors.Is(err, ErrUnnamedKey) {
+		t.Errorf("%d names, an unnamed key: Update = %v, want ErrUnnamedKey", len(many), err)
+	}
+	err = st.View([]string{"c/m0"}, func(r Reader) error {
+		if v, _, err := r.Get("c/m0"); err != nil || v != nil {
+			t.Errorf("c/m0 = %q, %v after a failed transaction, want none", v, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestWriteLockExcludesReads checks that a view of a key waits while a
