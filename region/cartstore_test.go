@@ -334,6 +334,21 @@ func TestEmptyLinesAreDeleted(t *testing.T) {
 	})
 }
 
+// cartHashes returns the digest hash of each cart of ids, all of which
+// must be in the digest.
+func cartHashes(t *testing.T, n *Node, ids []string) map[string]uint64 {
+	t.Helper()
+	want := map[string]uint64{}
+	for _, id := range ids {
+		h, ok := cartHash(t, n, id)
+		if !ok {
+			t.Fatalf("cart %s not in the digest", id)
+		}
+		want[id] = h
+	}
+	return want
+}
+
 // TestOpenCartsOutOfLineOrder reopens carts whose ids are prefixes of one
 // another, so that their lines ("e/ID/SKU") are listed in another order
 // than their heads ("c/ID"), beside an emptied cart whose head has no
@@ -349,14 +364,7 @@ func TestOpenCartsOutOfLineOrder(t *testing.T) {
 	}
 	must[Cart](t)(n.SetItem(bg, "empty", "apple", 0))
 	must[Cart](t)(n.SetItem(bg, "empty", "pear", 0))
-	want := map[string]uint64{}
-	for _, id := range ids {
-		h, ok := cartHash(t, n.Node, id)
-		if !ok {
-			t.Fatalf("cart %s not in the digest", id)
-		}
-		want[id] = h
-	}
+	want := cartHashes(t, n.Node, ids)
 	n.close()
 	node, st, _ := reopen(t, n.path, clock)
 	if c := st.Corrupt(); len(c) > 0 {
@@ -389,14 +397,7 @@ func TestOpenCartsSplitAnywhere(t *testing.T) {
 		must[Cart](t)(n.AddItem(bg, id, "apple", int64(i+1)))
 		must[Cart](t)(n.AddItem(bg, id, "pear", 1))
 	}
-	want := map[string]uint64{}
-	for _, id := range ids {
-		h, ok := cartHash(t, n.Node, id)
-		if !ok {
-			t.Fatalf("cart %s not in the digest", id)
-		}
-		want[id] = h
-	}
+	want := cartHashes(t, n.Node, ids)
 	n.close()
 
 	// A line whose checksum fails, one that disagrees with its head (its
