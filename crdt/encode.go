@@ -3,6 +3,7 @@ package crdt
 import (
 	"cmp"
 	"encoding/binary"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -288,13 +289,24 @@ func AppendItem(b []byte, it *Item) []byte {
 	return b
 }
 
+// yieldEvery is how many keys AppendGroup encodes between two yields of
+// the processor.
+const yieldEvery = 256
+
 // AppendGroup appends the canonical encoding of g to b and returns the
-// extended slice.
+// extended slice. A large group (an anti-entropy batch of thousands of
+// carts takes milliseconds) yields the processor every yieldEvery keys:
+// the Go scheduler preempts a goroutine only after 10 ms or more, and on
+// one processor (GOMAXPROCS=1) every request of the region would wait
+// that long behind the encoding.
 func AppendGroup(b []byte, g *Group) []byte {
 	carts, items := g.Keys()
 	b = appendArray(b, 2)
 	b = appendArray(b, len(carts))
-	for _, id := range carts {
+	for i, id := range carts {
+		if i > 0 && i%yieldEvery == 0 {
+			runtime.Gosched()
+		}
 		b = appendArray(b, 2)
 		b = appendText(b, id)
 		b = AppendCart(b, g.Carts[id])
