@@ -113,11 +113,75 @@ type cartPart struct {
 
 func corruptCart(id string) error { return &store.CorruptError{Key: prefixCart + id} }
 
-// loadCart reads the whole cart id; r must list keys (a cartReader). A
-// damaged cart reads as empty with a *store.CorruptError for its key.
+// loadCart reads the whole cart id, for a read that does not write it
+// back; r must list keys (a cartReader). A damaged cart reads as empty
+// with a *store.CorruptError for its key. It checks what loadCartLines
+// checks (every line well formed, every entry in the head's context, the
+// head's counts and entry hash) but builds only the cart: the entries go
+// straight into one map, and the cart takes the decoded head's context.
 func loadCart(r store.Reader, id string) (*crdt.Cart, error) {
-	c, _, err := loadCartLines(r, id, nil, true, false)
-	return c, err
+	l, ok := r.(lister)
+	if !ok {
+		return &crdt.Cart{}, errors.New("region: reading a whole cart needs a reader that lists keys")
+	}
+	head := &crdt.CartHead{}
+	b, ok, err := r.Get(prefixCart + id)
+	switch {
+	case err != nil && !errors.Is(err, store.ErrCorrupt):
+		return &crdt.Cart{}, err
+	case err != nil:
+		return &crdt.Cart{}, corruptCart(id)
+	case ok:
+		if head, err = crdt.DecodeCartHead(b); err != nil {
+			return &crdt.Cart{}, corruptCart(id)
+		}
+	}
+	c := &crdt.Cart{Ctx: head.Ctx}
+	if head.Entries > 0 {
+		c.Entries = make(map[crdt.Dot]crdt.Line, min(head.Entries, crdt.MaxCartEntries))
+	}
+	var (
+		entries, lines int
+		sum            uint64
+		bad            bool
+		cache          crdt.ReplicaCache
+	)
+	prefix := cartLinesPrefix(id)
+	visit := func(d crdt.Dot, ln crdt.Line) {
+		if !head.Ctx.Contains(d) {
+			bad = true
+		}
+		if c.Entries == nil {
+			c.Entries = make(map[crdt.Dot]crdt.Line, 2)
+		}
+		c.Entries[d] = ln
+		entries++
+		sum ^= crdt.EntryHash(d, ln)
+	}
+	err = l.Scan(prefix, func(k string, v []byte, err error) bool {
+		if err != nil {
+			bad = true
+			return false
+		}
+		if len(v) == 0 {
+			return true
+		}
+		sku := k[len(prefix):]
+		got, err := crdt.VisitCartLineFrom(v, sku, &cache, visit)
+		if err != nil || got != sku {
+			bad = true
+			return false
+		}
+		lines++
+		return !bad
+	})
+	if err != nil {
+		return &crdt.Cart{}, err
+	}
+	if bad || entries != head.Entries || lines != head.Lines || sum != head.Sum {
+		return &crdt.Cart{}, corruptCart(id)
+	}
+	return c, nil
 }
 
 // loadCartLines reads the head of cart id and the lines of skus (every

@@ -732,7 +732,16 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 			c, err := loadCart(n.cartReader(r), id)
 			switch {
 			case err == nil && !c.Empty():
-				g.AddCart(id, c)
+				// c is this read's own: the group takes it rather
+				// than a copy (AddCart copies).
+				if g.Carts == nil {
+					g.Carts = make(map[string]*crdt.Cart, len(carts))
+				}
+				if cur, ok := g.Carts[id]; ok {
+					cur.Join(c)
+				} else {
+					g.Carts[id] = c
+				}
 			case err != nil && !errors.Is(err, store.ErrCorrupt):
 				return err
 			}
