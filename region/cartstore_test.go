@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -121,15 +119,7 @@ func (l *deltaLog) take() []Delta {
 //
 // LATTICE_SEED fixes the seed; the seed is logged.
 func TestSplitCartsAgree(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("LATTICE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	open := func(name string) (*Node, *deltaLog) {
 		st, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), store.Options{})
@@ -485,15 +475,7 @@ func TestOpenCartsSplitAnywhere(t *testing.T) {
 //
 // LATTICE_SEED fixes the seed; the seed is logged.
 func TestLoadCartAgrees(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("LATTICE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	a := newNode(t)
 	bst, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), store.Options{})

@@ -7,6 +7,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -106,4 +107,20 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// testSeed returns the seed of a randomized test: LATTICE_SEED if set,
+// else the clock's; it logs it.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("LATTICE_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
+	return seed
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/latticedb/lattice/region/store"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/store"
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/regiontest"
@@ -297,15 +298,7 @@ type shown struct {
 //
 // LATTICE_SEED fixes the seed of the readers' choices; the seed is logged.
 func TestRestartedRegionCoversWhatItShowed(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("LATTICE_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed = v
-	}
-	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
+	seed := testSeed(t)
 	const (
 		cycles       = 5
 		writers      = 6
