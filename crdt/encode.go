@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 )
 
 // The canonical encodings are written directly, without reflection. They
@@ -289,23 +290,42 @@ func AppendItem(b []byte, it *Item) []byte {
 	return b
 }
 
-// yieldEvery is how many keys AppendGroup encodes between two yields of
-// the processor.
-const yieldEvery = 256
+// A large group gives way to other goroutines every yieldEvery keys it
+// encodes, and pauses for pauseFor after each pauseAfter of encoding.
+const (
+	yieldEvery = 256
+	pauseAfter = time.Millisecond
+	pauseFor   = 200 * time.Microsecond
+)
 
 // AppendGroup appends the canonical encoding of g to b and returns the
-// extended slice. A large group (an anti-entropy batch of thousands of
-// carts takes milliseconds) yields the processor every yieldEvery keys:
-// the Go scheduler preempts a goroutine only after 10 ms or more, and on
-// one processor (GOMAXPROCS=1) every request of the region would wait
-// that long behind the encoding.
+// extended slice.
+//
+// A large group (an anti-entropy batch of thousands of carts takes
+// milliseconds to encode) gives way: every yieldEvery keys it yields the
+// processor, and after each pauseAfter of work it sleeps pauseFor. The Go
+// scheduler preempts a goroutine only after 10 ms or more, and it polls
+// the network only when it has nothing else to run or every 10 ms: on one
+// processor (GOMAXPROCS=1) the region's requests, and its group commit's
+// kick, would otherwise wait that long behind the encoding; the sleep
+// lets the processor fall idle and poll.
 func AppendGroup(b []byte, g *Group) []byte {
 	carts, items := g.Keys()
 	b = appendArray(b, 2)
 	b = appendArray(b, len(carts))
+	var last time.Time
 	for i, id := range carts {
 		if i > 0 && i%yieldEvery == 0 {
-			runtime.Gosched()
+			switch now := time.Now(); {
+			case last.IsZero():
+				last = now
+				runtime.Gosched()
+			case now.Sub(last) >= pauseAfter:
+				time.Sleep(pauseFor)
+				last = time.Now()
+			default:
+				runtime.Gosched()
+			}
 		}
 		b = appendArray(b, 2)
 		b = appendText(b, id)
