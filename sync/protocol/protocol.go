@@ -784,7 +784,10 @@ func (p *Protocol) flush(pr *peer) {
 			limit = min(limit, p.windowBytes(pr)-pr.inflightBytes)
 		}
 		var seqs []uint64
-		var g crdt.Group
+		// The batch's group: the first entry's own (entries' groups are
+		// not changed once buffered, and a message only reads its group),
+		// copied into a group of the batch's own once a second joins it.
+		var g *crdt.Group
 		var dots []DotRange
 		size, ndots, urgent := 0, uint64(0), false
 		add := func(e *entry) bool {
@@ -796,7 +799,17 @@ func (p *Protocol) flush(pr *peer) {
 				ndots+n > MaxRangeLen || len(dots)+len(e.dots) > MaxDotRanges) {
 				return false
 			}
-			g.Join(e.group)
+			switch {
+			case g == nil:
+				g = e.group
+			case len(seqs) == 1:
+				own := &crdt.Group{}
+				own.Join(g)
+				own.Join(e.group)
+				g = own
+			default:
+				g.Join(e.group)
+			}
 			urgent = urgent || e.urgent
 			dots = mergeRanges(dots, e.dots...)
 			size, ndots = size+e.size, ndots+n
@@ -820,7 +833,7 @@ func (p *Protocol) flush(pr *peer) {
 				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
-		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: &g, Urgent: urgent, sender: p.region})
+		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: g, Urgent: urgent, sender: p.region})
 	}
 }
 
@@ -1163,7 +1176,8 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 	p.noteHas(pr, &c)
 	if len(fresh) > 0 {
 		claim, left := p.admitAll(&p.seen, &c)
-		a := Apply{From: pr.id, Dots: claim.Clone(), Group: m.Group, Ranges: fresh}
+		// claim is this call's own, and joining it into seen only reads it.
+		a := Apply{From: pr.id, Dots: claim, Group: m.Group, Ranges: fresh}
 		if len(left) > 0 {
 			a.Reflects = c // the held dots are among them
 		}

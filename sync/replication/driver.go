@@ -123,7 +123,11 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 	}
 	for len(applies) > 0 {
 		n, keys := 0, 0
-		var g crdt.Group
+		// The transaction's group: the first Apply's own when it is the
+		// only one with a group (the node only reads it), else a group of
+		// the transaction's own they are joined into.
+		var g *crdt.Group
+		joined := false
 		var dots, reflects crdt.Context
 		for _, a := range applies {
 			k := 0
@@ -133,7 +137,16 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 			if n > 0 && keys+k > limit {
 				break
 			}
-			if a.Group != nil {
+			switch {
+			case a.Group == nil:
+			case g == nil:
+				g = a.Group
+			case !joined:
+				own := &crdt.Group{}
+				own.Join(g)
+				own.Join(a.Group)
+				g, joined = own, true
+			default:
 				g.Join(a.Group)
 			}
 			dots.Join(&a.Dots)
@@ -143,7 +156,10 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 		// One transaction's keys may all reflect what any of its
 		// Applies reflects: a token covering more than its answer shows
 		// is still kept (see region/answer.go).
-		if err := d.Node.ApplyReflecting(&dots, &g, &reflects); err != nil {
+		if g == nil {
+			g = &crdt.Group{}
+		}
+		if err := d.Node.ApplyReflecting(&dots, g, &reflects); err != nil {
 			d.Protocol.Discard(d.Node.Applied(), d.Now())
 			return &ApplyError{Err: err, Unapplied: applies}
 		}
