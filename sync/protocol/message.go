@@ -170,6 +170,9 @@ type Message struct {
 
 	// sender is the region sending the message, for Encode.
 	sender string
+	// groupEnc, when not nil, is Group's canonical encoding, which Encode
+	// then need not make again.
+	groupEnc []byte
 	// compactSpans makes Encode send Spans as SpanRuns.
 	compactSpans bool
 }
@@ -219,7 +222,11 @@ func Encode(m *Message) ([]byte, error) {
 		w.AckRuns, w.Acks = runs, nil // else Acks are as short
 	}
 	if m.Kind == KindDelta && m.sender != "" && m.Group != nil {
-		w.GroupRefs, w.Group, w.Kind = groupRefs(crdt.EncodeGroup(m.Group), refTable(m.sender, m)), nil, 0
+		enc := m.groupEnc
+		if enc == nil {
+			enc = crdt.EncodeGroup(m.Group)
+		}
+		w.GroupRefs, w.Group, w.Kind = groupRefs(enc, refTable(m.sender, m)), nil, 0
 	}
 	return crdt.Marshal(&w)
 }

@@ -257,7 +257,8 @@ type entry struct {
 	from    crdt.ReplicaID // "" for a local delta
 	dots    []DotRange
 	group   *crdt.Group
-	size    int
+	enc     []byte    // group's canonical encoding (crdt.EncodeGroup)
+	size    int       // len(enc)
 	at      time.Time // when it entered the buffer
 	pending uint64    // peers (by index) that still need it
 	sent    uint64    // peers it is in flight to
@@ -677,7 +678,8 @@ func (p *Protocol) push(e *entry) {
 	p.seq++
 	e.seq = p.seq
 	e.at = p.now
-	e.size = len(crdt.EncodeGroup(e.group))
+	e.enc = crdt.EncodeGroup(e.group)
+	e.size = len(e.enc)
 	for _, pr := range p.peers {
 		if pr.id != e.from {
 			e.pending |= pr.bit
@@ -788,6 +790,7 @@ func (p *Protocol) flush(pr *peer) {
 		// not changed once buffered, and a message only reads its group),
 		// copied into a group of the batch's own once a second joins it.
 		var g *crdt.Group
+		var only []byte // the encoding of g while it is the first entry's
 		var dots []DotRange
 		size, ndots, urgent := 0, uint64(0), false
 		add := func(e *entry) bool {
@@ -801,7 +804,7 @@ func (p *Protocol) flush(pr *peer) {
 			}
 			switch {
 			case g == nil:
-				g = e.group
+				g, only = e.group, e.enc
 			case len(seqs) == 1:
 				own := &crdt.Group{}
 				own.Join(g)
@@ -833,7 +836,11 @@ func (p *Protocol) flush(pr *peer) {
 				dots[i].Origin = "" // the receiver reads the sender (its incarnation 0)
 			}
 		}
-		p.send(pr, &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: g, Urgent: urgent, sender: p.region})
+		m := &Message{Kind: KindDelta, Tag: pr.nextMsg, DotRuns: dotRuns(dots, p.now), Group: g, Urgent: urgent, sender: p.region}
+		if len(seqs) == 1 {
+			m.groupEnc = only // the lone entry's encoding is the group's
+		}
+		p.send(pr, m)
 	}
 }
 
