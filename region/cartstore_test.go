@@ -111,6 +111,26 @@ func (l *deltaLog) take() []Delta {
 	return out
 }
 
+// randomCartOp makes a random cart operation on sku of cart id at n: an
+// add (half the time), a set, a remove or a clear.
+func randomCartOp(t *testing.T, rng *rand.Rand, n *Node, id, sku string) {
+	t.Helper()
+	var err error
+	switch op := rng.IntN(10); {
+	case op < 5:
+		_, err = n.AddItem(bg, id, sku, int64(1+rng.IntN(3)))
+	case op < 7:
+		_, err = n.SetItem(bg, id, sku, int64(rng.IntN(4)))
+	case op < 9:
+		_, err = n.RemoveItem(bg, id, sku)
+	default:
+		_, err = n.ClearCart(bg, id)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSplitCartsAgree runs random cart operations at two regions, whose
 // deltas reach the other late and in random order, then lets every delta
 // arrive: both must show the same carts and have the same digest hash for
@@ -149,20 +169,7 @@ func TestSplitCartsAgree(t *testing.T) {
 	for range 400 {
 		i := rng.IntN(2)
 		n, id, sku := nodes[i], carts[rng.IntN(len(carts))], fmt.Sprintf("s%d", rng.IntN(6))
-		var err error
-		switch op := rng.IntN(10); {
-		case op < 5:
-			_, err = n.AddItem(bg, id, sku, int64(1+rng.IntN(3)))
-		case op < 7:
-			_, err = n.SetItem(bg, id, sku, int64(rng.IntN(4)))
-		case op < 9:
-			_, err = n.RemoveItem(bg, id, sku)
-		default:
-			_, err = n.ClearCart(bg, id)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		randomCartOp(t, rng, n, id, sku)
 		pending[1-i] = append(pending[1-i], logs[i].take()...)
 		for j := range 2 {
 			for len(pending[j]) > 0 && rng.IntN(3) == 0 {
@@ -494,20 +501,7 @@ func TestLoadCartAgrees(t *testing.T) {
 			n = b
 		}
 		id, sku := carts[rng.IntN(len(carts))], fmt.Sprintf("s%d", rng.IntN(5))
-		var err error
-		switch op := rng.IntN(10); {
-		case op < 5:
-			_, err = n.AddItem(bg, id, sku, int64(1+rng.IntN(3)))
-		case op < 7:
-			_, err = n.SetItem(bg, id, sku, int64(rng.IntN(4)))
-		case op < 9:
-			_, err = n.RemoveItem(bg, id, sku)
-		default:
-			_, err = n.ClearCart(bg, id)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		randomCartOp(t, rng, n, id, sku)
 		if rng.IntN(4) == 0 { // now and then, b's carts reach a
 			g, err := b.ReadObjects(carts, nil)
 			if err != nil {
