@@ -535,7 +535,27 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crd
 		}
 		return out, nil
 	}
-	merged := base.Clone()
+	// merged is base joined with what is admitted so far, kept for the
+	// replicas c names only (each has an entry in merged.VV, 0 if base
+	// has none): whether a dot of a replica is contained, and what
+	// Compact does, depend on that replica's part alone, and a copy of
+	// the whole of base (every replica ever seen) per message was most of
+	// what a delta's receipt allocated.
+	merged := crdt.Context{VV: make(map[crdt.ReplicaID]uint64, len(c.VV)+1)}
+	for r := range c.VV {
+		merged.VV[r] = base.VV[r]
+	}
+	for d := range c.Cloud {
+		merged.VV[d.Replica] = base.VV[d.Replica]
+	}
+	for d := range base.Cloud {
+		if _, ok := merged.VV[d.Replica]; ok {
+			if merged.Cloud == nil {
+				merged.Cloud = make(map[crdt.Dot]struct{})
+			}
+			merged.Cloud[d] = struct{}{}
+		}
+	}
 	extend := func(r crdt.ReplicaID, v uint64) {
 		if out.VV == nil {
 			out.VV = make(map[crdt.ReplicaID]uint64)
