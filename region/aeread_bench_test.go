@@ -2,7 +2,6 @@ package region
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 
 	"github.com/latticedb/lattice/crdt"
@@ -15,16 +14,7 @@ import (
 // 4,096 stored. ns/key and allocs/key are per cart read.
 func BenchmarkAntiEntropyRead(b *testing.B) {
 	const carts, batch = 4096, 256
-	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), store.Options{Durability: "everysec"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	n, err := NewNode(Options{Name: "us-east", Store: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
+	n := benchNode(b, store.Options{Durability: "everysec"})
 	keys := make([]string, carts)
 	for i := range carts {
 		id := fmt.Sprintf("ae-%06d", i)

@@ -2,12 +2,13 @@ package region
 
 import (
 	"fmt"
-	"github.com/latticedb/lattice/region/store"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/store"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/tidwall/buntdb"
@@ -92,16 +93,7 @@ func BenchmarkGroupCommitSlowDisk(b *testing.B) {
 func benchCartAdds(b *testing.B, clients int, opts store.Options) {
 	m := NewMetrics(nil)
 	opts.Metrics = m.Store()
-	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), opts)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	n, err := NewNode(Options{Name: "us-east", Store: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
+	n := benchNode(b, opts)
 	writes0, fsyncs0 := fsyncBatches(b, m)
 	concurrently(b, clients, func(c, i int) error {
 		_, err := n.AddItem(bg, fmt.Sprintf("cart-%d-%d", c, i%100), "sku", 1)

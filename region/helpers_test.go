@@ -124,3 +124,20 @@ func testSeed(t *testing.T) uint64 {
 	t.Logf("seed %d (rerun with LATTICE_SEED=%d)", seed, seed)
 	return seed
 }
+
+// benchNode opens region "us-east" on a store file in b's temporary
+// directory, both closed when b ends.
+func benchNode(b *testing.B, opts store.Options) *Node {
+	b.Helper()
+	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	n, err := NewNode(Options{Name: "us-east", Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(n.Close)
+	return n
+}

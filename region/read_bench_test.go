@@ -2,13 +2,13 @@ package region
 
 import (
 	"fmt"
-	"github.com/latticedb/lattice/region/store"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/latticedb/lattice/region/store"
 )
 
 // BenchmarkReadsUnderWrites measures cart reads and durable cart writes
@@ -42,16 +42,7 @@ func BenchmarkReadsUnderWrites(b *testing.B) {
 func benchReadsUnderWrites(b *testing.B, writers int, hot bool) {
 	const readers = 4
 	const interval = 500 * time.Microsecond // per reader: 8,000 reads/s in all
-	st, err := OpenStore(filepath.Join(b.TempDir(), "data.db"), store.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
-	n, err := NewNode(Options{Name: "us-east", Store: st})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer n.Close()
+	n := benchNode(b, store.Options{})
 	var carts []string
 	if hot {
 		for w := range writers {
