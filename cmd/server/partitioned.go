@@ -135,6 +135,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
 		}
 		s.pstores = append(s.pstores, st)
+		s.openedStore()
 		nopts := region.Options{
 			Name:           name,
 			Home:           cfg.Home,

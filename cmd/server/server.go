@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,8 +176,11 @@ type Server struct {
 	// parts, pstores and prepl are a partitioned region's node's
 	// partitions, their stores and its replication (node, store and
 	// repl are then nil).
-	parts    *region.Partitions
-	pstores  []*store.Store
+	parts   *region.Partitions
+	pstores []*store.Store
+	// stores counts the stores this server added to the process's Ps
+	// (procs).
+	stores   int
 	prepl    PartitionedReplication
 	nodeName string
 	sec      *security
@@ -289,6 +293,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
+	s.openedStore()
 
 	nopts := region.Options{
 		Name:           name,
@@ -494,6 +499,13 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
+// openedStore counts a store the server opened among the process's
+// (procs) and logs the Ps the process now runs.
+func (s *Server) openedStore() {
+	s.stores++
+	s.log.Debug("processors", "gomaxprocs", procs.add(1), "cpus", runtime.NumCPU())
+}
+
 // release closes replication, the node and the store, whichever are open.
 func (s *Server) release() error {
 	var errs []error
@@ -525,6 +537,10 @@ func (s *Server) release() error {
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("server: region %s: close store: %w", s.name, err))
 		}
+	}
+	if s.stores > 0 {
+		procs.add(-s.stores)
+		s.stores = 0
 	}
 	if s.metrics != nil {
 		s.metrics.unregisterAll()
