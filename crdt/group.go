@@ -1,7 +1,6 @@
 package crdt
 
 import (
-	"maps"
 	"slices"
 )
 
@@ -63,6 +62,16 @@ func (g *Group) Keys() (carts, items []string) {
 	return sortedKeys(g.Carts), sortedKeys(g.Items)
 }
 
+// sortedKeys returns m's keys sorted, in one allocation of their number
+// (none for an empty m).
 func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
+	if len(m) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }
