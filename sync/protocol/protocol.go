@@ -558,7 +558,7 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crd
 	}
 	extend := func(r crdt.ReplicaID, v uint64) {
 		if out.VV == nil {
-			out.VV = make(map[crdt.ReplicaID]uint64)
+			out.VV = make(map[crdt.ReplicaID]uint64, len(merged.VV))
 		}
 		if merged.VV == nil {
 			merged.VV = make(map[crdt.ReplicaID]uint64)
@@ -571,7 +571,7 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crd
 		}
 	}
 	merged.Compact()
-	var extra []crdt.Dot
+	extra := make([]crdt.Dot, 0, len(c.Cloud))
 	for d := range c.Cloud {
 		if p.member(d.Replica) && !merged.Contains(d) {
 			extra = append(extra, d)
