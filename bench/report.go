@@ -32,7 +32,11 @@ type Result struct {
 	GoVersion string    `json:"go_version"`
 	Platform  string    `json:"platform"`
 	NumCPU    int       `json:"num_cpu"`
-	Regions   []string  `json:"regions"`
+	// GOMAXPROCS is the Go processors the process ran the regions on: one
+	// more than the CPUs for each store beyond the first, unless the
+	// environment sets it (docs/operations.md, Durability).
+	GOMAXPROCS int      `json:"gomaxprocs"`
+	Regions    []string `json:"regions"`
 	// Partitions is the cluster's partitions and NodesPerRegion the nodes
 	// each region runs (each owning a contiguous range of the
 	// partitions); Routing says which node of a region a request is sent
@@ -235,8 +239,8 @@ func (r *Result) Markdown() string {
 	if r.EscrowSKUs {
 		w("; escrow skus beside the home-decided ones")
 	}
-	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; lattice %s (commit %s), %s, %s, %d CPUs.\n\n",
-		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.Version, r.Commit, r.GoVersion, r.Platform, r.NumCPU)
+	w(".\nSeed %d; target %v ops/s for %v s after a %v s warm-up, at most %d requests in flight; durability %s; lattice %s (commit %s), %s, %s, %d CPUs, GOMAXPROCS %d.\n\n",
+		r.Seed, r.TargetRate, r.DurationS, r.WarmupS, r.Concurrency, r.Durability, r.Version, r.Commit, r.GoVersion, r.Platform, r.NumCPU, r.GOMAXPROCS)
 	if r.Command != "" {
 		w("`%s`\n\n", r.Command)
 	}

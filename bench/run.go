@@ -380,11 +380,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		home[sku] = itemState(it)
 	}
 
+	procs := runtime.GOMAXPROCS(0) // while the regions' stores are open
 	a := analyze(sched, results, start, cfg.Warmup, cfg.Duration, stock)
 	build := server.Build()
 	res := &Result{
 		Command: cfg.Command, Version: build.Version, Commit: build.Commit, Seed: cfg.Seed, StartedAt: start.UTC().Truncate(time.Second),
-		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(),
+		GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, NumCPU: runtime.NumCPU(), GOMAXPROCS: procs,
 		Regions: names, Partitions: lay.partitions, NodesPerRegion: lay.nodes, Routing: RoundRobin, Latency: cfg.Latency, LatencyMS: latency, LossPct: cfg.LossPct, Partition: partWindow,
 		TargetRate: cfg.Rate, DurationS: cfg.Duration.Seconds(), WarmupS: cfg.Warmup.Seconds(),
 		Concurrency: cfg.Concurrency, Durability: cfg.Durability, EscrowSKUs: cfg.Escrow,

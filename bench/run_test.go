@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,19 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	if res.Ops.Unknown != 0 {
 		t.Errorf("%d operations failed without an answer on a healthy cluster: %v", res.Ops.Unknown, res.Ops.Codes)
+	}
+	// Three regions' stores in one process: one Go processor more than
+	// the runtime's own for each beyond the first, at most twice as many,
+	// unless GOMAXPROCS is set or the runtime chose fewer than the CPUs.
+	want := runtime.GOMAXPROCS(0)
+	if _, env := os.LookupEnv("GOMAXPROCS"); !env && want > 1 && want >= runtime.NumCPU() {
+		want += min(2, want)
+	}
+	if res.GOMAXPROCS != want {
+		t.Errorf("results GOMAXPROCS %d, want %d (%d CPUs, %d Go processors without regions)", res.GOMAXPROCS, want, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	}
+	if md := res.Markdown(); !strings.Contains(md, fmt.Sprintf("GOMAXPROCS %d.", want)) {
+		t.Errorf("the summary does not give GOMAXPROCS %d:\n%.600s", want, md)
 	}
 }
 
