@@ -354,26 +354,42 @@ func (c *cluster) has(applied [][]crdt.Context) Has {
 	}
 }
 
-// wireBytes returns the replication protocol bytes every region has sent
-// (lattice_replication_bytes_sent_total, every partition's) and the UDP
-// bytes their nodes' emulated WANs have sent (QUIC packets: replication,
-// forwarded home requests, handshakes, acknowledgements and keep-alives;
-// with several nodes per region, also what the nodes of one region send
-// each other).
-func (c *cluster) wireBytes() (app, udp uint64, err error) {
+// wire is what the regions have sent each other so far: the replication
+// protocol bytes every region has sent (lattice_replication_bytes_sent_total,
+// every partition's), the bytes of the encoded deltas of their own writes
+// (lattice_replication_delta_bytes_total), and the UDP bytes their nodes'
+// emulated WANs have sent (QUIC packets: replication, forwarded home
+// requests, handshakes, acknowledgements and keep-alives; with several
+// nodes per region, also what the nodes of one region send each other).
+type wire struct {
+	app, deltas, udp uint64
+}
+
+// wireBytes returns what the regions have sent so far.
+func (c *cluster) wireBytes() (wire, error) {
+	var w wire
 	for _, n := range c.all() {
 		mfs, err := gather(n.server)
 		if err != nil {
-			return 0, 0, err
+			return wire{}, err
 		}
-		if mf := mfs["lattice_replication_bytes_sent_total"]; mf != nil {
-			for _, m := range mf.GetMetric() {
-				app += uint64(m.GetCounter().GetValue())
-			}
-		}
-		udp += n.wan().Stats().SentBytes
+		w.app += counterTotal(mfs["lattice_replication_bytes_sent_total"])
+		w.deltas += counterTotal(mfs["lattice_replication_delta_bytes_total"])
+		w.udp += n.wan().Stats().SentBytes
 	}
-	return app, udp, nil
+	return w, nil
+}
+
+// counterTotal returns the sum of the series of the counter mf (0 for
+// none).
+func counterTotal(mf *dto.MetricFamily) uint64 {
+	var sum uint64
+	if mf != nil {
+		for _, m := range mf.GetMetric() {
+			sum += uint64(m.GetCounter().GetValue())
+		}
+	}
+	return sum
 }
 
 // counterSum returns the sum over every node of the counter name.

@@ -38,9 +38,10 @@
 //     reached a region by anti-entropy instead of a delta has no
 //     application time; it is counted apart;
 //   - the bytes between regions: replication protocol bytes (the regions'
-//     lattice_replication_bytes_sent_total) and UDP bytes (what the
-//     emulated WAN sent: QUIC framing, encryption, acknowledgements and
-//     forwarded home requests included);
+//     lattice_replication_bytes_sent_total), against the ideal of (R−1)
+//     times the writes' encoded deltas (lattice_replication_delta_bytes_total),
+//     and UDP bytes (what the emulated WAN sent: QUIC framing, encryption,
+//     acknowledgements and forwarded home requests included);
 //   - correctness, after a settle period in which every region must hold
 //     every write and show the same state: oversold units (CheckStock, on a
 //     consistent read at each hot sku's home against the acknowledged

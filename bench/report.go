@@ -128,10 +128,23 @@ type BytesResult struct {
 	UDPPerOp          float64 `json:"udp_bytes_per_op"`
 	ReplicationPerDot float64 `json:"replication_bytes_per_dot"`
 	UDPPerDot         float64 `json:"udp_bytes_per_dot"`
+	// Deltas is the bytes of the encoded deltas (crdt.EncodeGroup) of
+	// every region's own writes in the same period
+	// (lattice_replication_delta_bytes_total); Ideal is (R−1) × Deltas,
+	// what a replication that sent each delta once to each other region
+	// and nothing else would send; ReplicationPerIdeal is Replication ÷
+	// Ideal.
+	Deltas              uint64  `json:"delta_bytes"`
+	Ideal               uint64  `json:"ideal_bytes"`
+	ReplicationPerIdeal float64 `json:"replication_per_ideal"`
 }
 
-func bytesResult(app0, udp0, app1, udp1 uint64, ops, dots int) BytesResult {
-	b := BytesResult{Replication: app1 - app0, UDP: udp1 - udp0}
+func bytesResult(w0, w1 wire, regions, ops, dots int) BytesResult {
+	b := BytesResult{Replication: w1.app - w0.app, UDP: w1.udp - w0.udp, Deltas: w1.deltas - w0.deltas}
+	b.Ideal = uint64(max(regions-1, 0)) * b.Deltas
+	if b.Ideal > 0 {
+		b.ReplicationPerIdeal = float64(b.Replication) / float64(b.Ideal)
+	}
 	if ops > 0 {
 		b.ReplicationPerOp = float64(b.Replication) / float64(ops)
 		b.UDPPerOp = float64(b.UDP) / float64(ops)
@@ -306,6 +319,10 @@ func (r *Result) Markdown() string {
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
 	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
 	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
+	if r.Bytes.Ideal > 0 {
+		w("\nThe writes' encoded deltas came to %d B; each sent once to each of the %d other regions, %d B: replication sent %.2f × that.\n",
+			r.Bytes.Deltas, len(r.Regions)-1, r.Bytes.Ideal, r.Bytes.ReplicationPerIdeal)
+	}
 
 	w("\n## Stores (whole run)\n\n")
 	w("| region | fsyncs | mean fsync | fsyncs > 51 ms | writes per fsync | file rewrites | file / live bytes at the end, per node |\n|---|---:|---:|---:|---:|---:|---|\n")

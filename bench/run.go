@@ -291,8 +291,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var wg sync.WaitGroup
 	bg, stopBG := context.WithCancel(ctx)
 	type snap struct {
-		app, udp uint64
-		err      error
+		w   wire
+		err error
 	}
 	before := make(chan snap, 1)
 	wg.Go(func() {
@@ -300,8 +300,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			before <- snap{err: bg.Err()}
 			return
 		}
-		a, u, err := c.wireBytes()
-		before <- snap{a, u, err}
+		w, err := c.wireBytes()
+		before <- snap{w, err}
 	})
 	var partWindow *PartitionWindow
 	if part != nil {
@@ -346,7 +346,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	settleDeadline := workloadEnd.Add(cfg.Settle)
 	pollUntil(ctx, settleDeadline, func() bool { return pending(c, tr) == 0 })
 	settled := time.Now()
-	appEnd, udpEnd, err := c.wireBytes()
+	wireEnd, err := c.wireBytes()
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +399,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, p := range res.Convergence {
 		res.ConvergedViaAntiEntropy += p.ViaAntiEntropy
 	}
-	res.Bytes = bytesResult(b0.app, b0.udp, appEnd, udpEnd, a.ops.Answered, res.DotsMeasured)
+	res.Bytes = bytesResult(b0.w, wireEnd, len(names), a.ops.Answered, res.DotsMeasured)
 
 	lost, phantom := a.adds.Check(states, sched.AddCarts)
 	oversold, mismatches := CheckStock(a.stock, home)

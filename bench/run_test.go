@@ -191,6 +191,15 @@ func TestRunEndToEnd(t *testing.T) {
 	if res.GOMAXPROCS != want {
 		t.Errorf("results GOMAXPROCS %d, want %d (%d CPUs, %d Go processors without regions)", res.GOMAXPROCS, want, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	}
+	// The ideal replication: (R−1) × the writes' encoded deltas, which
+	// the regions' protocol bytes exceed (envelopes, acknowledgements,
+	// anti-entropy) but not by an order of magnitude.
+	if b := res.Bytes; b.Deltas == 0 || b.Ideal != uint64(len(res.Regions)-1)*b.Deltas || b.ReplicationPerIdeal < 0.5 || b.ReplicationPerIdeal > 10 {
+		t.Errorf("bytes %+v: want deltas counted, the ideal (R−1) × deltas and replication within 0.5–10 × it", b)
+	}
+	if md := res.Markdown(); !strings.Contains(md, "replication sent") {
+		t.Errorf("the summary does not compare replication with the ideal:\n%s", md)
+	}
 	if md := res.Markdown(); !strings.Contains(md, fmt.Sprintf("GOMAXPROCS %d.", want)) {
 		t.Errorf("the summary does not give GOMAXPROCS %d:\n%.600s", want, md)
 	}

@@ -125,6 +125,7 @@ func TestMetricsLintAndSeries(t *testing.T) {
 		labels map[string]string
 	}{
 		{"lattice_replication_bytes_sent_total", map[string]string{"peer": "eu-west"}},
+		{"lattice_replication_delta_bytes_total", nil},
 		{"lattice_replication_send_errors_total", map[string]string{"peer": "eu-west"}},
 		{"lattice_replication_rejected_messages_total", map[string]string{"peer": "eu-west"}},
 		{"lattice_replication_messages_sent_total", map[string]string{"peer": "eu-west", "kind": "delta"}},

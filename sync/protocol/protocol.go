@@ -427,10 +427,13 @@ type Protocol struct {
 	relays []*entry
 	bufLen int
 	seq    uint64
-	round  uint64
-	run    uint64 // names this run to peers (anti-entropy), from the clock
-	batch  uint64 // Ready calls so far
-	now    time.Time
+	// localBytes counts the bytes of the canonical encodings of this
+	// region's own deltas (Local), for LocalBytes.
+	localBytes uint64
+	round      uint64
+	run        uint64 // names this run to peers (anti-entropy), from the clock
+	batch      uint64 // Ready calls so far
+	now        time.Time
 
 	out Ready
 	err error
@@ -693,9 +696,17 @@ func (p *Protocol) Local(d LocalDelta, now time.Time) {
 	p.now = now
 	dot := crdt.Dot{Replica: p.self, Counter: d.Seq}
 	p.seen.Insert(dot)
-	p.push(&entry{from: "", dots: []DotRange{{Origin: string(p.self), From: d.Seq, To: d.Seq, AtUs: d.At.UnixMicro()}}, group: d.Group})
+	e := &entry{from: "", dots: []DotRange{{Origin: string(p.self), From: d.Seq, To: d.Seq, AtUs: d.At.UnixMicro()}}, group: d.Group}
+	p.push(e)
+	p.localBytes += uint64(e.size)
 	p.flushAll()
 }
+
+// LocalBytes returns the bytes of the canonical encodings
+// (crdt.EncodeGroup) of every delta Local took so far: what an ideal
+// replication would send each peer, against which the bytes it does send
+// are measured.
+func (p *Protocol) LocalBytes() uint64 { return p.localBytes }
 
 // push adds e to the buffer for every peer but the one it came from.
 func (p *Protocol) push(e *entry) {

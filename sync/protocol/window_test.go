@@ -152,3 +152,24 @@ func TestDotRunsDatedBack(t *testing.T) {
 		t.Fatalf("dated %s after the write, want 0 (received half a round trip later)", at.Sub(sentAt))
 	}
 }
+
+// TestLocalBytes checks that LocalBytes counts the canonical encodings of
+// the region's own deltas, and not the deltas it receives and relays.
+func TestLocalBytes(t *testing.T) {
+	p := newPair()
+	want := 0
+	for i := range 5 {
+		var c crdt.Cart
+		g := &crdt.Group{}
+		g.AddCart("cart-"+string(rune('a'+i)), c.Add("us-east", "sku-1", int64(i+1)))
+		want += len(crdt.EncodeGroup(g))
+		p.a.Local(protocol.LocalDelta{Seq: uint64(i + 1), Group: g, At: p.now}, p.now)
+	}
+	if got := p.a.LocalBytes(); got != uint64(want) {
+		t.Fatalf("LocalBytes %d after 5 local deltas, want %d (their encodings)", got, want)
+	}
+	p.carry(p.a, p.b, "us-east")
+	if got := p.b.LocalBytes(); got != 0 {
+		t.Fatalf("the receiver counts %d local bytes for deltas it received, want 0", got)
+	}
+}

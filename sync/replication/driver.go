@@ -181,5 +181,9 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 
 // Local hands the protocol a durable local write.
 func (d *Driver) Local(delta region.Delta, now time.Time) {
+	before := d.Protocol.LocalBytes()
 	d.Protocol.Local(protocol.LocalDelta{Seq: delta.Seq, Group: delta.Group, At: delta.At}, now)
+	if d.Metrics != nil {
+		d.Metrics.DeltaBytes.Add(float64(d.Protocol.LocalBytes() - before))
+	}
 }

@@ -16,7 +16,11 @@ import (
 // idle peer cut off shows lag 0 and nothing pending, so lag alone does not
 // reveal a partition.
 type Metrics struct {
-	BytesSent        *prometheus.CounterVec
+	BytesSent *prometheus.CounterVec
+	// DeltaBytes (lattice_replication_delta_bytes_total) counts the bytes
+	// of the canonical encodings of the region's own deltas: the ideal
+	// replication sends each peer these bytes and no more.
+	DeltaBytes       prometheus.Counter
 	BytesReceived    *prometheus.CounterVec
 	MessagesSent     *prometheus.CounterVec
 	MessagesReceived *prometheus.CounterVec
@@ -51,7 +55,9 @@ var ConvergenceBuckets = []float64{
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	peer := []string{"peer"}
 	m := &Metrics{
-		BytesSent:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lattice_replication_bytes_sent_total", Help: "Protocol message bytes sent to a peer."}, peer),
+		BytesSent: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lattice_replication_bytes_sent_total", Help: "Protocol message bytes sent to a peer."}, peer),
+		DeltaBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "lattice_replication_delta_bytes_total",
+			Help: "Bytes of the encoded deltas of this region's own writes (what an ideal replication would send each peer)."}),
 		BytesReceived:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lattice_replication_bytes_received_total", Help: "Protocol message bytes received from a peer."}, peer),
 		MessagesSent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lattice_replication_messages_sent_total", Help: "Protocol messages sent, by kind."}, []string{"peer", "kind"}),
 		MessagesReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "lattice_replication_messages_received_total", Help: "Protocol messages received, by kind."}, []string{"peer", "kind"}),
@@ -71,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"1 while the peer is connected, else 0.", peer, nil)},
 	}
 	if reg != nil {
-		reg.MustRegister(m.BytesSent, m.BytesReceived, m.MessagesSent, m.MessagesReceived, m.SendErrors, m.Rejected,
+		reg.MustRegister(m.BytesSent, m.DeltaBytes, m.BytesReceived, m.MessagesSent, m.MessagesReceived, m.SendErrors, m.Rejected,
 			m.PendingDeltas, m.PendingBytes, m.LagSeconds, m.AERounds, m.AEKeys, m.Convergence,
 			m.AEUnrepaired, m.PeerConnected)
 	}
