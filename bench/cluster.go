@@ -356,13 +356,14 @@ func (c *cluster) has(applied [][]crdt.Context) Has {
 
 // wire is what the regions have sent each other so far: the replication
 // protocol bytes every region has sent (lattice_replication_bytes_sent_total,
-// every partition's), the bytes of the encoded deltas of their own writes
+// every partition's), what its message streams carried for them
+// (lattice_replication_stream_bytes_sent_total, every node's), the bytes of the encoded deltas of their own writes
 // (lattice_replication_delta_bytes_total), and the UDP bytes their nodes'
 // emulated WANs have sent (QUIC packets: replication, forwarded home
 // requests, handshakes, acknowledgements and keep-alives; with several
 // nodes per region, also what the nodes of one region send each other).
 type wire struct {
-	app, deltas, udp uint64
+	app, stream, deltas, udp uint64
 }
 
 // wireBytes returns what the regions have sent so far.
@@ -374,6 +375,7 @@ func (c *cluster) wireBytes() (wire, error) {
 			return wire{}, err
 		}
 		w.app += counterTotal(mfs["lattice_replication_bytes_sent_total"])
+		w.stream += counterTotal(mfs["lattice_replication_stream_bytes_sent_total"])
 		w.deltas += counterTotal(mfs["lattice_replication_delta_bytes_total"])
 		w.udp += n.wan().Stats().SentBytes
 	}

@@ -118,6 +118,12 @@ type BytesResult struct {
 	// (lattice_replication_bytes_sent_total: deltas, acks, status,
 	// anti-entropy), before QUIC framing and encryption.
 	Replication uint64 `json:"replication_bytes"`
+	// Stream is what the regions' message streams carried for those
+	// messages (lattice_replication_stream_bytes_sent_total): framed, and
+	// compressed between regions that agree on lattice-repl/2. It is
+	// the replication's bytes on the wire, before QUIC's own headers,
+	// encryption and acknowledgements (those are in UDP).
+	Stream uint64 `json:"stream_bytes"`
 	// UDP is the UDP payload bytes every region's emulated WAN sent: QUIC
 	// packets carrying replication, forwarded home requests (reservations
 	// sent to a non-home region, consistent reads), acknowledgements and
@@ -127,23 +133,26 @@ type BytesResult struct {
 	ReplicationPerOp  float64 `json:"replication_bytes_per_op"`
 	UDPPerOp          float64 `json:"udp_bytes_per_op"`
 	ReplicationPerDot float64 `json:"replication_bytes_per_dot"`
+	StreamPerDot      float64 `json:"stream_bytes_per_dot"`
 	UDPPerDot         float64 `json:"udp_bytes_per_dot"`
 	// Deltas is the bytes of the encoded deltas (crdt.EncodeGroup) of
 	// every region's own writes in the same period
 	// (lattice_replication_delta_bytes_total); Ideal is (R−1) × Deltas,
 	// what a replication that sent each delta once to each other region
 	// and nothing else would send; ReplicationPerIdeal is Replication ÷
-	// Ideal.
+	// Ideal, and StreamPerIdeal Stream ÷ Ideal.
 	Deltas              uint64  `json:"delta_bytes"`
 	Ideal               uint64  `json:"ideal_bytes"`
 	ReplicationPerIdeal float64 `json:"replication_per_ideal"`
+	StreamPerIdeal      float64 `json:"stream_per_ideal"`
 }
 
 func bytesResult(w0, w1 wire, regions, ops, dots int) BytesResult {
-	b := BytesResult{Replication: w1.app - w0.app, UDP: w1.udp - w0.udp, Deltas: w1.deltas - w0.deltas}
+	b := BytesResult{Replication: w1.app - w0.app, Stream: w1.stream - w0.stream, UDP: w1.udp - w0.udp, Deltas: w1.deltas - w0.deltas}
 	b.Ideal = uint64(max(regions-1, 0)) * b.Deltas
 	if b.Ideal > 0 {
 		b.ReplicationPerIdeal = float64(b.Replication) / float64(b.Ideal)
+		b.StreamPerIdeal = float64(b.Stream) / float64(b.Ideal)
 	}
 	if ops > 0 {
 		b.ReplicationPerOp = float64(b.Replication) / float64(ops)
@@ -151,6 +160,7 @@ func bytesResult(w0, w1 wire, regions, ops, dots int) BytesResult {
 	}
 	if dots > 0 {
 		b.ReplicationPerDot = float64(b.Replication) / float64(dots)
+		b.StreamPerDot = float64(b.Stream) / float64(dots)
 		b.UDPPerDot = float64(b.UDP) / float64(dots)
 	}
 	return b
@@ -318,10 +328,11 @@ func (r *Result) Markdown() string {
 	w("\n## Bytes on the wire between regions (measured period and settle)\n\n")
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
 	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
+	w("| their message streams (framed, compressed) | %d | | %.0f |\n", r.Bytes.Stream, r.Bytes.StreamPerDot)
 	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
 	if r.Bytes.Ideal > 0 {
-		w("\nThe writes' encoded deltas came to %d B; each sent once to each of the %d other regions, %d B: replication sent %.2f × that.\n",
-			r.Bytes.Deltas, len(r.Regions)-1, r.Bytes.Ideal, r.Bytes.ReplicationPerIdeal)
+		w("\nThe writes' encoded deltas came to %d B; each sent once to each of the %d other regions, %d B: replication's messages came to %.2f × that, and their streams to %.2f ×.\n",
+			r.Bytes.Deltas, len(r.Regions)-1, r.Bytes.Ideal, r.Bytes.ReplicationPerIdeal, r.Bytes.StreamPerIdeal)
 	}
 
 	w("\n## Stores (whole run)\n\n")

@@ -23,12 +23,23 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 )
 
-// ALPN is the TLS application protocol of region-to-region replication.
-const ALPN = "lattice-repl/1"
+// ALPN is the TLS application protocol of region-to-region replication,
+// and ALPNCompressed its version whose message streams are compressed
+// (sync/transport). Both sides offer both, the compressed one first, so
+// a region speaks lattice-repl/2 to a peer that knows it and
+// lattice-repl/1 to one that does not.
+const (
+	ALPN           = "lattice-repl/1"
+	ALPNCompressed = "lattice-repl/2"
+)
+
+// alpns is what a region offers, in its order of preference.
+var alpns = []string{ALPNCompressed, ALPN}
 
 // Validity periods of generated certificates. They are long on purpose: a
 // cluster's certificates are rotated by generating a new set, not by expiry.
@@ -440,7 +451,7 @@ func loadMaterial(dir, region string) (*material, error) {
 }
 
 // ServerTLS returns the TLS configuration for accepting region connections:
-// TLS 1.3 only, ALPN lattice-repl/1, and a client certificate from the
+// TLS 1.3 only, ALPN lattice-repl/2 or /1, and a client certificate from the
 // cluster CA required and verified on every connection. Session tickets are
 // disabled, so no connection is ever resumed without a full certificate
 // check; VerifyConnection also insists that the client's verified
@@ -459,7 +470,7 @@ func (b *Bundle) ServerTLS() *tls.Config {
 		Certificates:           []tls.Certificate{*m.cert},
 		ClientAuth:             tls.RequireAndVerifyClientCert,
 		ClientCAs:              m.pool,
-		NextProtos:             []string{ALPN},
+		NextProtos:             slices.Clone(alpns),
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			_, err := PeerRegion(cs)
@@ -478,7 +489,7 @@ func (b *Bundle) ServerTLS() *tls.Config {
 }
 
 // ClientTLS returns the TLS configuration for dialing region peer: TLS 1.3
-// only, ALPN lattice-repl/1, this region's certificate offered, and the
+// only, ALPN lattice-repl/2 or /1, this region's certificate offered, and the
 // server verified against the cluster CA by its region name (ServerName is
 // peer), never by address. No session cache is set, so every connection
 // makes a full handshake; VerifyConnection checks again that the verified
@@ -493,7 +504,7 @@ func (b *Bundle) ClientTLS(peer string) *tls.Config {
 		Certificates:           []tls.Certificate{*m.cert},
 		RootCAs:                m.pool,
 		ServerName:             peer,
-		NextProtos:             []string{ALPN},
+		NextProtos:             slices.Clone(alpns),
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			got, err := PeerRegion(cs)

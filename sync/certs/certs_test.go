@@ -261,12 +261,25 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	if cs.Version != tls.VersionTLS13 || cs.NegotiatedProtocol != ALPN {
+	if cs.Version != tls.VersionTLS13 || cs.NegotiatedProtocol != ALPNCompressed {
 		t.Errorf("version %x, ALPN %q", cs.Version, cs.NegotiatedProtocol)
 	}
 	got, err := PeerRegion(cs)
 	if err != nil || got != "us-east" {
 		t.Errorf("PeerRegion = %q, %v; want us-east", got, err)
+	}
+	// A region of an earlier version offers and accepts only
+	// lattice-repl/1, and is answered in it, both ways.
+	old := us.ClientTLS("eu-west")
+	old.NextProtos = []string{ALPN}
+	if cs, err := handshakeState(old, eu.ServerTLS()); err != nil || cs.NegotiatedProtocol != ALPN {
+		t.Errorf("client offering only %s: %v, ALPN %q", ALPN, err, cs.NegotiatedProtocol)
+	}
+	oldServer := eu.ServerTLS()
+	oldServer.NextProtos = []string{ALPN}
+	oldServer.GetConfigForClient = nil
+	if cs, err := handshakeState(us.ClientTLS("eu-west"), oldServer); err != nil || cs.NegotiatedProtocol != ALPN {
+		t.Errorf("server accepting only %s: %v, ALPN %q", ALPN, err, cs.NegotiatedProtocol)
 	}
 }
 

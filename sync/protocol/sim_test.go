@@ -173,6 +173,9 @@ type sim struct {
 	skus   []string
 	trace  bool
 	sent   func(m *protocol.Message, n int) // sees every encoded message, if set
+	// link sees every encoded message with the link it goes on (from
+	// region index, to region), in the order sent, if set.
+	link func(from int, to crdt.ReplicaID, b []byte)
 	// deliver, if set, decides whether a due message is delivered (a
 	// scenario holds some back or drops them).
 	deliver func(from, to int, m *protocol.Message) bool
@@ -440,6 +443,9 @@ func (s *sim) process(i int) {
 func (s *sim) send(i int, to crdt.ReplicaID, m *protocol.Message, b []byte) error {
 	if s.sent != nil {
 		s.sent(m, len(b))
+	}
+	if s.link != nil {
+		s.link(i, to, b)
 	}
 	j := slices.Index(names, to)
 	if !s.connected(i, j) {

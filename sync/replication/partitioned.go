@@ -183,6 +183,7 @@ func (q *Partitioned) Start(_ context.Context, nodes map[int]*region.Node) error
 		return fmt.Errorf("replication: %w", err)
 	}
 	q.t = t
+	registerStreams(q.env, t) // once for the node's partitions
 	q.mux.SetBase(t)
 	for _, part := range q.owned {
 		q.reps[part].Start(nodes[part], parts[part])

@@ -157,6 +157,7 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 		return fmt.Errorf("replication: %w", err)
 	}
 	q.t = t
+	registerStreams(q.env, t)
 	q.Replicator.Start(node, t)
 	if q.opts.Started != nil {
 		q.opts.Started(q)
@@ -223,4 +224,16 @@ func closeEndpoint(t *transport.QUICTransport, w *wan.Conn, udp net.PacketConn) 
 		udp.Close()
 	}
 	return err
+}
+
+// registerStreams registers the stream metrics of t with env's registry.
+func registerStreams(env Env, t *transport.QUICTransport) {
+	if env.Registerer == nil {
+		return
+	}
+	sc := NewStreamCollector()
+	sc.WatchStreams(t.Peers)
+	if err := env.Registerer.Register(sc); err != nil {
+		env.Logger.Warn("replication: stream metrics not registered", "err", err)
+	}
 }

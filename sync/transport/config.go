@@ -76,6 +76,10 @@ type Config struct {
 	MaxStreamWindow         uint64
 	InitialConnectionWindow uint64
 	MaxConnectionWindow     uint64
+
+	// protocols, when set, replaces the ALPN names offered (tests: a
+	// region of an earlier version offers only lattice-repl/1).
+	protocols []string
 }
 
 // DefaultMaxFrameSize is the largest payload under DefaultConfig: 4 MiB.

@@ -7,8 +7,8 @@ import (
 	"io"
 )
 
-// Wire format, after the ALPN lattice-repl/1 is agreed. The dialing region
-// opens every stream; the first byte names its kind:
+// Wire format, after the ALPN lattice-repl/1 or /2 is agreed. The dialing
+// region opens every stream; the first byte names its kind:
 //
 //	'M' message stream: the acceptor answers one byte 'K' once it has taken
 //	    the connection, then the dialer writes frames, each one message,
@@ -18,7 +18,9 @@ import (
 //	    (0 ok, 1 remote error) and one frame (the response, or the error
 //	    text), then closes the stream.
 //
-// A frame is a 4-byte big-endian payload length and the payload.
+// A frame is a 4-byte big-endian payload length and the payload; under
+// lattice-repl/2 the message stream's frames are instead those of
+// compress.go (calls keep these).
 const (
 	kindMessages byte = 'M'
 	kindCall     byte = 'C'
@@ -71,7 +73,12 @@ func readFrame(r io.Reader, limit int) ([]byte, error) {
 	if n > uint64(limit) {
 		return nil, fmt.Errorf("%w: %d bytes announced, max %d", ErrFrameTooLarge, n, limit)
 	}
-	size := int(n)
+	return readPayload(r, int(n))
+}
+
+// readPayload reads a payload of size bytes, growing its buffer with the
+// data that actually arrives.
+func readPayload(r io.Reader, size int) ([]byte, error) {
 	if size <= readChunk {
 		buf := make([]byte, size)
 		if _, err := io.ReadFull(r, buf); err != nil {

@@ -52,7 +52,9 @@ const callGrace = 100 * time.Millisecond
 // after checking our certificate.
 //
 // Every connection is mutual TLS 1.3 with the cluster CA (sync/certs), ALPN
-// lattice-repl/1, no session resumption and no 0-RTT. A connection whose
+// lattice-repl/2 (compressed message streams, compress.go) or, with a
+// region that does not offer it, lattice-repl/1; no session resumption and
+// no 0-RTT. A connection whose
 // certificate names a region other than the one dialled, or a region that
 // is not a configured peer, is refused during the handshake, and logged.
 //
@@ -106,7 +108,11 @@ type quicPeer struct {
 
 	sentMsgs, sentBytes atomic.Uint64
 	recvMsgs, recvBytes atomic.Uint64
-	dropped             atomic.Uint64
+	// sentStream and recvStream count the message streams' bytes:
+	// frames, compressed under lattice-repl/2.
+	sentStream, recvStream atomic.Uint64
+	compressed             bool // the current connection speaks lattice-repl/2
+	dropped                atomic.Uint64
 }
 
 func (p *quicPeer) current() *quic.Conn {
@@ -226,6 +232,9 @@ func statelessResetKey(b *certs.Bundle) (*quic.StatelessResetKey, error) {
 // whose certificate names a region that is not a peer.
 func (t *QUICTransport) serverTLS() *tls.Config {
 	c := t.cfg.Certs.ServerTLS()
+	if t.cfg.protocols != nil {
+		c.NextProtos = t.cfg.protocols
+	}
 	base := c.VerifyConnection
 	c.VerifyConnection = func(cs tls.ConnectionState) error {
 		if err := base(cs); err != nil {
@@ -393,11 +402,14 @@ func (t *QUICTransport) Peers() []PeerStatus {
 			SentBytes:        p.sentBytes.Load(),
 			ReceivedMessages: p.recvMsgs.Load(),
 			ReceivedBytes:    p.recvBytes.Load(),
+			SentStreamBytes:  p.sentStream.Load(),
+			RecvStreamBytes:  p.recvStream.Load(),
 			DroppedMessages:  p.dropped.Load(),
 			Queued:           len(p.queue),
 		}
 		if p.conn != nil {
 			st.RTT = p.conn.ConnectionStats().SmoothedRTT
+			st.Compressed = p.compressed
 		}
 		p.mu.Unlock()
 		out = append(out, st)
@@ -499,7 +511,11 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 		return nil, nil, err
 	}
 	region := PeerRegion(p.name)
-	conn, err := t.tr.Dial(ctx, addr, t.cfg.Certs.ClientTLS(region), t.dialCfg)
+	tc := t.cfg.Certs.ClientTLS(region)
+	if t.cfg.protocols != nil {
+		tc.NextProtos = t.cfg.protocols
+	}
+	conn, err := t.tr.Dial(ctx, addr, tc, t.dialCfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -538,8 +554,13 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 
 // serveOutbound writes p's queued messages to s until conn breaks.
 func (t *QUICTransport) serveOutbound(p *quicPeer, conn *quic.Conn, s *quic.Stream) {
+	var enc *StreamEncoder
+	if compressedConn(conn) {
+		enc = NewStreamEncoder(t.cfg.MaxFrameSize)
+	}
 	p.mu.Lock()
 	p.conn = conn
+	p.compressed = enc != nil
 	p.since = time.Now()
 	p.connects++
 	p.mu.Unlock()
@@ -564,7 +585,8 @@ loop:
 		case msg := <-p.queue:
 			p.queuedBytes.Add(-int64(len(msg)))
 			s.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
-			if err := writeFrame(s, msg, t.cfg.MaxFrameSize); err != nil {
+			n, err := t.writeMessage(s, enc, msg)
+			if err != nil {
 				p.dropped.Add(1)
 				why = err
 				conn.CloseWithError(codeWriteFailed, "message write failed")
@@ -572,6 +594,7 @@ loop:
 			}
 			p.sentMsgs.Add(1)
 			p.sentBytes.Add(uint64(len(msg)))
+			p.sentStream.Add(uint64(n))
 		}
 	}
 
@@ -599,6 +622,44 @@ loop:
 	if t.obs != nil {
 		t.obs.OnPeer(p.name, false)
 	}
+}
+
+// compressedConn reports whether conn's message stream is compressed:
+// whether both ends agreed on lattice-repl/2.
+func compressedConn(conn *quic.Conn) bool {
+	return conn.ConnectionState().TLS.NegotiatedProtocol == certs.ALPNCompressed
+}
+
+// writeMessage writes msg to a message stream, compressed by enc (nil
+// under lattice-repl/1), and returns the bytes it wrote.
+func (t *QUICTransport) writeMessage(s *quic.Stream, enc *StreamEncoder, msg []byte) (int, error) {
+	if enc == nil {
+		return frameHeaderLen + len(msg), writeFrame(s, msg, t.cfg.MaxFrameSize)
+	}
+	f, err := enc.Frame(msg)
+	if err != nil {
+		return 0, err
+	}
+	return s.Write(f)
+}
+
+// closedConn reports whether err is the connection's closing (by either
+// side), seen by a read before the connection's context is done.
+func closedConn(err error) bool {
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // acceptLoop takes the connections peers dial to us.
@@ -751,13 +812,23 @@ func (t *QUICTransport) serveMessages(conn *quic.Conn, region string, s *quic.St
 		return
 	}
 	p := t.peers[region]
-	for {
+	next := func() ([]byte, error) {
 		msg, err := readFrame(s, t.cfg.MaxFrameSize)
+		if err == nil {
+			p.recvStream.Add(uint64(frameHeaderLen + len(msg)))
+		}
+		return msg, err
+	}
+	if compressedConn(conn) {
+		next = NewStreamDecoder(countingReader{s, &p.recvStream}, t.cfg.MaxFrameSize).Next
+	}
+	for {
+		msg, err := next()
 		if err != nil {
 			switch {
 			case errors.Is(err, ErrFrameTooLarge):
 				t.abort(s, codeFrameTooLarge, region, "message refused", err)
-			case errors.Is(err, io.EOF), conn.Context().Err() != nil:
+			case errors.Is(err, io.EOF), conn.Context().Err() != nil, closedConn(err):
 				s.CancelWrite(codeNone)
 			default:
 				t.abort(s, codeProtocol, region, "message stream broken", err)

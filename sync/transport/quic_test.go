@@ -318,7 +318,7 @@ func TestQUICChecksRegionNames(t *testing.T) {
 
 // hostileSetup starts us-east with eu-west as a regular peer and returns a
 // raw connection authenticated as its other peer, ap-south.
-func hostileSetup(t *testing.T) (*mesh, *quic.Conn) {
+func hostileSetup(t *testing.T, protocol string) (*mesh, *quic.Conn) {
 	t.Helper()
 	dir := genCerts(t, threeRegions...)
 	raw := &quic.Transport{Conn: udp(t)}
@@ -340,9 +340,14 @@ func hostileSetup(t *testing.T) (*mesh, *quic.Conn) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	conn, err := raw.Dial(ctx, pcUS.LocalAddr(), loadBundle(t, dir, "ap-south").ClientTLS("us-east"), &quic.Config{})
+	tc := loadBundle(t, dir, "ap-south").ClientTLS("us-east")
+	tc.NextProtos = []string{protocol}
+	conn, err := raw.Dial(ctx, pcUS.LocalAddr(), tc, &quic.Config{})
 	if err != nil {
 		t.Fatalf("raw dial: %v", err)
+	}
+	if got := conn.ConnectionState().TLS.NegotiatedProtocol; got != protocol {
+		t.Fatalf("ALPN %q, want %q", got, protocol)
 	}
 	t.Cleanup(func() { conn.CloseWithError(0, "") })
 	return m, conn
@@ -368,12 +373,28 @@ func expectReset(t *testing.T, conn *quic.Conn, data []byte, code quic.StreamErr
 }
 
 func TestQUICHostilePeer(t *testing.T) {
-	m, conn := hostileSetup(t)
+	for _, protocol := range []string{certs.ALPN, certs.ALPNCompressed} {
+		t.Run(protocol, func(t *testing.T) { testQUICHostilePeer(t, protocol) })
+	}
+}
+
+func testQUICHostilePeer(t *testing.T, protocol string) {
+	m, conn := hostileSetup(t, protocol)
 	max := m.tr["us-east"].cfg.MaxFrameSize
-	// A message stream opens with the sender's peer name.
+	// A message stream opens with the sender's peer name, then frames:
+	// their headers are a 4-byte length under lattice-repl/1, a uvarint
+	// under /2 (compress.go).
 	hello := append([]byte{kindMessages, byte(len("ap-south"))}, "ap-south"...)
 	huge := binary.BigEndian.AppendUint32(slices.Clone(hello), 0xFFFFFFFF)
 	over := binary.BigEndian.AppendUint32(slices.Clone(hello), uint32(max)+1)
+	if protocol == certs.ALPNCompressed {
+		huge = binary.AppendUvarint(slices.Clone(hello), 1<<62)
+		over = binary.AppendUvarint(slices.Clone(hello), uint64(max+1)<<1)
+		// A compressed frame larger than any compressed message can be.
+		expectReset(t, conn, binary.AppendUvarint(slices.Clone(hello), (maxCompressedFrame+1)<<1|1), codeFrameTooLarge)
+		// A compressed frame that is not DEFLATE.
+		expectReset(t, conn, append(slices.Clone(hello), 8<<1|1, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff), codeProtocol)
+	}
 	callOver := binary.BigEndian.AppendUint32([]byte{kindCall, 0, 0, 0, 100}, uint32(max)+1)
 
 	// Oversized frames: refused from the header, stream closed with an
@@ -643,4 +664,119 @@ func TestQUICClose(t *testing.T) {
 	// The peer learns at once from the CONNECTION_CLOSE, well before its
 	// 1.5 s idle timeout.
 	waitFor(t, time.Second, "eu-west to see us-east leave", func() bool { return !m.tr["eu-west"].Connected("us-east") })
+}
+
+// TestQUICCompressedStreams checks that two regions of this version
+// compress their message streams, that a region offering only
+// lattice-repl/1 (an earlier version) is spoken to uncompressed, and that
+// messages arrive whole and in order either way.
+func TestQUICCompressedStreams(t *testing.T) {
+	dir := genCerts(t, threeRegions...)
+	pcs := map[string]net.PacketConn{}
+	for _, r := range threeRegions {
+		pcs[r] = udp(t)
+	}
+	tr, rec := map[string]*QUICTransport{}, map[string]*recorder{}
+	for _, r := range threeRegions {
+		peers := map[string]string{}
+		for _, p := range threeRegions {
+			if p != r {
+				peers[p] = pcs[p].LocalAddr().String()
+			}
+		}
+		cfg, _ := testConfig(t, dir, r, peers)
+		if r == "ap-south" {
+			cfg.protocols = []string{certs.ALPN}
+		}
+		rec[r] = newRecorder()
+		tr[r] = start(t, pcs[r], cfg, rec[r])
+	}
+	waitFor(t, 15*time.Second, "every connection", func() bool {
+		for a, ta := range tr {
+			for b := range tr {
+				if a != b && !ta.Connected(b) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	const n = 300
+	msg := func(i int) []byte {
+		// Like deltas: a repeated envelope, a counter, a cart and a sku;
+		// every 50th large enough to go uncompressed.
+		if i%50 == 49 {
+			return slices.Repeat(fmt.Appendf(nil, "%06d", i), MaxInflated/6+1)
+		}
+		return fmt.Appendf(nil, "\xa3\x02\x1a\x28\x98\x80%03d\x15\x81\x84\x60\x01\x00\x00\x16cart-%d/sku-%d", i, i%7, i%5)
+	}
+	for i := range n {
+		for _, from := range threeRegions {
+			for _, to := range threeRegions {
+				if from != to {
+					if err := tr[from].Send(to, msg(i)); err != nil {
+						t.Fatalf("%s to %s: %v", from, to, err)
+					}
+				}
+			}
+		}
+		if i%50 == 0 { // keep within the queue's bounds
+			waitFor(t, 10*time.Second, "the queues to drain", func() bool {
+				for _, r := range threeRegions {
+					for _, p := range tr[r].Peers() {
+						if p.Queued > 0 {
+							return false
+						}
+					}
+				}
+				return true
+			})
+		}
+	}
+	for _, to := range threeRegions {
+		for _, from := range threeRegions {
+			if from == to {
+				continue
+			}
+			waitFor(t, 10*time.Second, fmt.Sprintf("%s's messages at %s", from, to), func() bool { return rec[to].count(from) == n })
+			for i, m := range rec[to].messages(from) {
+				if string(m) != string(msg(i)) {
+					t.Fatalf("%s from %s: message %d differs", to, from, i)
+				}
+			}
+		}
+	}
+	for _, r := range threeRegions {
+		for _, p := range tr[r].Peers() {
+			old := r == "ap-south" || p.Peer == "ap-south"
+			if p.Compressed == old {
+				t.Errorf("%s to %s: compressed %v", r, p.Peer, p.Compressed)
+			}
+			if old && p.SentStreamBytes != p.SentBytes+frameHeaderLen*p.SentMessages {
+				t.Errorf("%s to %s, lattice-repl/1: stream %d bytes for %d messages of %d", r, p.Peer, p.SentStreamBytes, p.SentMessages, p.SentBytes)
+			}
+			// The large messages go as they are, after a uvarint header;
+			// the short ones in less than half their size.
+			var big, small uint64
+			for i := range n {
+				if m := msg(i); len(m) > MaxInflated {
+					big += uint64(len(m) + len(binary.AppendUvarint(nil, uint64(len(m))<<1)))
+				} else {
+					small += uint64(len(m))
+				}
+			}
+			if !old && (p.SentStreamBytes-big)*2 > small {
+				t.Errorf("%s to %s, lattice-repl/2: %d stream bytes for %d of short messages, want less than half", r, p.Peer, p.SentStreamBytes-big, small)
+			}
+			var back PeerStatus
+			for _, q := range tr[p.Peer].Peers() {
+				if q.Peer == r {
+					back = q
+				}
+			}
+			if back.RecvStreamBytes != p.SentStreamBytes {
+				t.Errorf("%s sent %s %d stream bytes, %s received %d", r, p.Peer, p.SentStreamBytes, p.Peer, back.RecvStreamBytes)
+			}
+		}
+	}
 }

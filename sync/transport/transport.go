@@ -123,6 +123,13 @@ type PeerStatus struct {
 	// handler. Bytes are payload bytes.
 	SentMessages, SentBytes         uint64
 	ReceivedMessages, ReceivedBytes uint64
+	// SentStreamBytes and RecvStreamBytes count what the message streams
+	// carried for those messages: their frames, compressed when the
+	// connection speaks lattice-repl/2 (QUIC only).
+	SentStreamBytes, RecvStreamBytes uint64
+	// Compressed reports whether the current connection to the peer
+	// compresses its message stream (QUIC only).
+	Compressed bool
 	// DroppedMessages counts messages refused by Send because the queue
 	// was full, or lost from the queue when a connection broke.
 	DroppedMessages uint64
