@@ -353,7 +353,7 @@ func OpenAPI() *Document {
 				"PeerStatus": {"type": "object", "description": "This region's replication to one peer.",
 					"required": []string{"region", "connected", "pending_deltas", "pending_bytes", "inflight_messages", "lag_ms",
 						"peer_version_vector", "anti_entropy", "anti_entropy_rounds", "unrepaired_keys",
-						"anti_entropy_keys_pushed", "anti_entropy_keys_pulled", "anti_entropy_rate_bytes_per_sec", "bytes_sent", "delta_messages_sent"},
+						"anti_entropy_keys_pushed", "anti_entropy_keys_pulled", "anti_entropy_rate_bytes_per_sec", "bytes_sent", "delta_messages_sent", "stream_bytes_sent"},
 					"properties": Object{
 						"region":              Object{"type": "string", "description": "The peer."},
 						"connected":           Object{"type": "boolean", "description": "The connection to the peer is up."},
@@ -374,6 +374,9 @@ func OpenAPI() *Document {
 						"last_anti_entropy":   Object{"type": "string", "format": "date-time", "description": "When the last anti-entropy round with the peer ended; absent if never."},
 						"bytes_sent":          counterSchema("Protocol bytes sent to the peer."),
 						"delta_messages_sent": counterSchema("Delta messages sent to the peer."),
+						"protocol": Object{"type": "string", "enum": []string{"lattice-repl/1", "lattice-repl/2"},
+							"description": "The replication protocol of the connection to the peer: lattice-repl/2 compresses the message stream; lattice-repl/1 is a peer of an earlier version. Absent while not connected, and in a partitioned region."},
+						"stream_bytes_sent": counterSchema("Bytes of the message stream to the peer: bytes_sent as framed, compressed under lattice-repl/2 (0 in a partitioned region)."),
 					}},
 				"Health": {"type": "object", "required": []string{"status", "region"}, "properties": Object{
 					"status": Object{"type": "string", "enum": []string{"ok", "ready"}},

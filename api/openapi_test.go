@@ -385,12 +385,15 @@ func TestSchemaErrorsRejects(t *testing.T) {
 	doc := documentTree(t)
 	peer := `"region":"eu-west","connected":true,"pending_deltas":0,"pending_bytes":0,"inflight_messages":0,"lag_ms":0,` +
 		`"peer_version_vector":{"eu-west":3},"anti_entropy":"idle","anti_entropy_rounds":1,"unrepaired_keys":[],` +
-		`"anti_entropy_keys_pushed":0,"anti_entropy_keys_pulled":0,"anti_entropy_rate_bytes_per_sec":8388608,"bytes_sent":10,"delta_messages_sent":1`
+		`"anti_entropy_keys_pushed":0,"anti_entropy_keys_pulled":0,"anti_entropy_rate_bytes_per_sec":8388608,"bytes_sent":10,"delta_messages_sent":1,` +
+		`"stream_bytes_sent":4`
 	cases := []struct {
 		ref, body, want string // want "" passes
 	}{
 		{"PeerStatus", `{` + peer + `}`, ""},
 		{"PeerStatus", `{` + peer + `,"last_ack":"2026-03-02T10:15:00.123456Z","bytes_sent":18446744073709551615}`, ""},
+		{"PeerStatus", `{` + peer + `,"protocol":"lattice-repl/2"}`, ""},
+		{"PeerStatus", `{` + peer + `,"protocol":"lattice-repl/3"}`, `is not one of`},
 		{"PeerStatus", `{` + peer + `,"extra":1}`, `member "extra" is not declared`},
 		{"PeerStatus", `{` + strings.Replace(peer, `"connected":true,`, ``, 1) + `}`, `required member "connected" is missing`},
 		{"PeerStatus", `{` + strings.Replace(peer, `"connected":true`, `"connected":"yes"`, 1) + `}`, `$.connected: string, want boolean`},

@@ -49,6 +49,16 @@ type PeerStatus struct {
 	// delta messages sent to the peer.
 	BytesSent         uint64 `json:"bytes_sent"`
 	DeltaMessagesSent uint64 `json:"delta_messages_sent"`
+	// Protocol is the replication protocol (ALPN) of the connection to
+	// the peer: lattice-repl/2, whose message stream is compressed, or
+	// lattice-repl/1 with a peer of an earlier version; empty while not
+	// connected, and for a partitioned region, whose nodes each have
+	// their own connections.
+	Protocol string `json:"protocol,omitempty"`
+	// StreamBytesSent counts the bytes of the message stream to the peer:
+	// the protocol's bytes as framed, and compressed under
+	// lattice-repl/2 (0 for a partitioned region).
+	StreamBytesSent uint64 `json:"stream_bytes_sent"`
 }
 
 // UnattachedPeer is the status of a configured peer of a region that runs

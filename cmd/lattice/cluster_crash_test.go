@@ -69,6 +69,9 @@ type clusterPeer struct {
 	Region            string `json:"region"`
 	Connected         bool   `json:"connected"`
 	AntiEntropyRounds uint64 `json:"anti_entropy_rounds"`
+	Protocol          string `json:"protocol"`
+	BytesSent         uint64 `json:"bytes_sent"`
+	StreamBytesSent   uint64 `json:"stream_bytes_sent"`
 }
 
 func clusterPeers(a *api) ([]clusterPeer, bool) {
@@ -307,6 +310,16 @@ func TestClusterRegionKilledCatchesUp(t *testing.T) {
 	})
 	peers, _ := clusterPeers(clients[victim])
 	t.Logf("%s after the restart: peers %+v", victim, peers)
+	// Regions of one version speak lattice-repl/2: their message streams
+	// are compressed.
+	for _, r := range clusterRegions {
+		ps, _ := clusterPeers(clients[r])
+		for _, p := range ps {
+			if p.Protocol != "lattice-repl/2" || p.StreamBytesSent == 0 || p.StreamBytesSent >= p.BytesSent {
+				t.Errorf("%s's peer %s: protocol %q, %d stream bytes for %d protocol bytes", r, p.Region, p.Protocol, p.StreamBytesSent, p.BytesSent)
+			}
+		}
+	}
 	if t.Failed() {
 		t.Logf("%s log:\n%s", victim, children[victim].logTail())
 	}

@@ -172,7 +172,7 @@ func TestEveryEndpoint(t *testing.T) {
 		// serves (region.PeerStatus), never connected.
 		checkKeys(t, "peer", p, sorted("region", "connected", "pending_deltas", "pending_bytes", "inflight_messages", "lag_ms",
 			"peer_version_vector", "anti_entropy", "anti_entropy_rounds", "unrepaired_keys", "anti_entropy_keys_pushed",
-			"anti_entropy_keys_pulled", "anti_entropy_rate_bytes_per_sec", "bytes_sent", "delta_messages_sent"))
+			"anti_entropy_keys_pulled", "anti_entropy_rate_bytes_per_sec", "bytes_sent", "delta_messages_sent", "stream_bytes_sent"))
 		if p["region"] != "eu-west" || p["connected"] != false || p["anti_entropy"] != "idle" {
 			t.Errorf("peer %v", p)
 		}

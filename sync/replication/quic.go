@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"log/slog"
@@ -114,10 +115,29 @@ type QUICReplication struct {
 	udp  net.PacketConn
 	wan  *wan.Conn
 	t    *transport.QUICTransport
+	// started is t once Start has made it, for Peers (which /v1/cluster
+	// may call meanwhile).
+	started atomic.Pointer[transport.QUICTransport]
 }
 
 // Peers returns each peer's replication state, for /v1/cluster.
-func (q *QUICReplication) Peers() []region.PeerStatus { return q.Status() }
+func (q *QUICReplication) Peers() []region.PeerStatus {
+	st := q.Status()
+	t := q.started.Load()
+	if t == nil {
+		return st
+	}
+	tp := map[string]transport.PeerStatus{}
+	for _, p := range t.Peers() {
+		tp[p.Peer] = p
+	}
+	for i := range st {
+		if p, ok := tp[st[i].Region]; ok {
+			st[i].Protocol, st[i].StreamBytesSent = p.Protocol, p.SentStreamBytes
+		}
+	}
+	return st
+}
 
 // WAN returns the emulated WAN under the region's QUIC socket, or nil
 // when the region runs on a plain socket.
@@ -157,6 +177,7 @@ func (q *QUICReplication) Start(_ context.Context, node *region.Node) error {
 		return fmt.Errorf("replication: %w", err)
 	}
 	q.t = t
+	q.started.Store(t)
 	registerStreams(q.env, t)
 	q.Replicator.Start(node, t)
 	if q.opts.Started != nil {

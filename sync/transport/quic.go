@@ -111,7 +111,7 @@ type quicPeer struct {
 	// sentStream and recvStream count the message streams' bytes:
 	// frames, compressed under lattice-repl/2.
 	sentStream, recvStream atomic.Uint64
-	compressed             bool // the current connection speaks lattice-repl/2
+	protocol               string // the ALPN of the current connection
 	dropped                atomic.Uint64
 }
 
@@ -409,7 +409,7 @@ func (t *QUICTransport) Peers() []PeerStatus {
 		}
 		if p.conn != nil {
 			st.RTT = p.conn.ConnectionStats().SmoothedRTT
-			st.Compressed = p.compressed
+			st.Protocol = p.protocol
 		}
 		p.mu.Unlock()
 		out = append(out, st)
@@ -560,7 +560,7 @@ func (t *QUICTransport) serveOutbound(p *quicPeer, conn *quic.Conn, s *quic.Stre
 	}
 	p.mu.Lock()
 	p.conn = conn
-	p.compressed = enc != nil
+	p.protocol = conn.ConnectionState().TLS.NegotiatedProtocol
 	p.since = time.Now()
 	p.connects++
 	p.mu.Unlock()

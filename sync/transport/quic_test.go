@@ -749,8 +749,8 @@ func TestQUICCompressedStreams(t *testing.T) {
 	for _, r := range threeRegions {
 		for _, p := range tr[r].Peers() {
 			old := r == "ap-south" || p.Peer == "ap-south"
-			if p.Compressed == old {
-				t.Errorf("%s to %s: compressed %v", r, p.Peer, p.Compressed)
+			if want := map[bool]string{true: certs.ALPN, false: certs.ALPNCompressed}[old]; p.Protocol != want {
+				t.Errorf("%s to %s: protocol %q, want %q", r, p.Peer, p.Protocol, want)
 			}
 			if old && p.SentStreamBytes != p.SentBytes+frameHeaderLen*p.SentMessages {
 				t.Errorf("%s to %s, lattice-repl/1: stream %d bytes for %d messages of %d", r, p.Peer, p.SentStreamBytes, p.SentMessages, p.SentBytes)

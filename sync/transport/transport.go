@@ -127,9 +127,10 @@ type PeerStatus struct {
 	// carried for those messages: their frames, compressed when the
 	// connection speaks lattice-repl/2 (QUIC only).
 	SentStreamBytes, RecvStreamBytes uint64
-	// Compressed reports whether the current connection to the peer
-	// compresses its message stream (QUIC only).
-	Compressed bool
+	// Protocol is the ALPN the current connection to the peer agreed on
+	// ("" while not connected; QUIC only): lattice-repl/2 compresses the
+	// message stream.
+	Protocol string
 	// DroppedMessages counts messages refused by Send because the queue
 	// was full, or lost from the queue when a connection broke.
 	DroppedMessages uint64
