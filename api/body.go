@@ -1,6 +1,6 @@
 package api
 
-// Request bodies that decodeBody can read without encoding/json: the
+// Request bodies that decodeBody can read without the JSON decoder: the
 // plain form in which clients send them. Anything else (escapes, non-ASCII,
 // null, fractions, exponents, unknown or repeated keys, malformed JSON)
 // goes to the strict decoder, which also words every error, so the fast
@@ -71,7 +71,8 @@ const maxFastDigits = 18
 // distinct field names of dst, written exactly, each with a value of its
 // field's type: a string of printable ASCII without escapes, or an integer
 // of at most maxFastDigits digits. It reports whether it did; if not, dst
-// is unchanged. What it accepts, encoding/json decodes to the same values.
+// is unchanged. What it accepts, the strict decoder (decodeStrict) decodes
+// to the same values.
 func decodeFast(b []byte, dst fastBody) bool {
 	type member struct {
 		s  **string

@@ -168,3 +168,29 @@ func FuzzDecodeFast(f *testing.F) {
 		checkFastAgrees(t, b)
 	})
 }
+
+// BenchmarkDecodeBody compares the two ways a body is decoded: a plain
+// cart add through decodeFast, and the same add with an escaped
+// character, which only the strict decoder (JSON v2) reads.
+func BenchmarkDecodeBody(b *testing.B) {
+	plain := []byte(`{"sku":"sku-1","qty":1}`)
+	esc := []byte(`{"sku":"sku-\u0031","qty":1}`)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var d addItemBody
+			if !decodeFast(plain, &d) {
+				b.Fatal("not plain")
+			}
+		}
+	})
+	b.Run("strict", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var d addItemBody
+			if err := decodeStrict(esc, &d); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
