@@ -205,9 +205,12 @@ var errFeedEmpty = errors.New("frame ends inside its message")
 
 func (f *feeder) len() int { return len(f.buf) - f.pos }
 
+// add appends b to what is unread, first moving that (a few bytes: see
+// maxLeftover) to the front, so that the buffer holds one frame at most.
 func (f *feeder) add(b []byte) {
-	if f.pos == len(f.buf) {
-		f.buf, f.pos = f.buf[:0], 0
+	if f.pos > 0 {
+		n := copy(f.buf, f.buf[f.pos:])
+		f.buf, f.pos = f.buf[:n], 0
 	}
 	f.buf = append(f.buf, b...)
 }

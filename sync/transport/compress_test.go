@@ -78,6 +78,10 @@ func testStreamRoundTrip(t *testing.T, seed uint64) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("seed %d: message %d differs", seed, i)
 		}
+		// The feed holds one frame at most, however long the stream.
+		if cap(d.feed.buf) > 2*(maxCompressedFrame+maxLeftover) {
+			t.Fatalf("seed %d: message %d: the feed's buffer grew to %d bytes", seed, i, cap(d.feed.buf))
+		}
 	}
 	if _, err := d.Next(); err != io.EOF {
 		t.Fatalf("after the last frame: %v, want io.EOF", err)
