@@ -133,6 +133,7 @@ type BytesResult struct {
 	ReplicationPerOp  float64 `json:"replication_bytes_per_op"`
 	UDPPerOp          float64 `json:"udp_bytes_per_op"`
 	ReplicationPerDot float64 `json:"replication_bytes_per_dot"`
+	StreamPerOp       float64 `json:"stream_bytes_per_op"`
 	StreamPerDot      float64 `json:"stream_bytes_per_dot"`
 	UDPPerDot         float64 `json:"udp_bytes_per_dot"`
 	// Deltas is the bytes of the encoded deltas (crdt.EncodeGroup) of
@@ -156,6 +157,7 @@ func bytesResult(w0, w1 wire, regions, ops, dots int) BytesResult {
 	}
 	if ops > 0 {
 		b.ReplicationPerOp = float64(b.Replication) / float64(ops)
+		b.StreamPerOp = float64(b.Stream) / float64(ops)
 		b.UDPPerOp = float64(b.UDP) / float64(ops)
 	}
 	if dots > 0 {
@@ -328,7 +330,7 @@ func (r *Result) Markdown() string {
 	w("\n## Bytes on the wire between regions (measured period and settle)\n\n")
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
 	w("| replication messages | %d | %.0f | %.0f |\n", r.Bytes.Replication, r.Bytes.ReplicationPerOp, r.Bytes.ReplicationPerDot)
-	w("| their message streams (framed, compressed) | %d | | %.0f |\n", r.Bytes.Stream, r.Bytes.StreamPerDot)
+	w("| their message streams (framed, compressed) | %d | %.0f | %.0f |\n", r.Bytes.Stream, r.Bytes.StreamPerOp, r.Bytes.StreamPerDot)
 	w("| UDP (QUIC packets, forwarding included) | %d | %.0f | %.0f |\n", r.Bytes.UDP, r.Bytes.UDPPerOp, r.Bytes.UDPPerDot)
 	if r.Bytes.Ideal > 0 {
 		w("\nThe writes' encoded deltas came to %d B; each sent once to each of the %d other regions, %d B: replication's messages came to %.2f × that, and their streams to %.2f ×.\n",
