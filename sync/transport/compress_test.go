@@ -55,41 +55,54 @@ func TestStreamRoundTrip(t *testing.T) {
 
 func testStreamRoundTrip(t *testing.T, seed uint64) {
 	msgs := streamMessages(seed, 2000)
-	var wire bytes.Buffer
-	e := NewStreamEncoder(1 << 20)
+	frames := roundTrip(t, fmt.Sprintf("seed %d", seed), msgs)
 	small, smallWire := 0, 0
-	for _, m := range msgs {
-		f, err := e.Frame(m)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, m := range msgs {
 		if len(m) > 0 && len(m) < 64 && m[0] == 0xa3 {
 			small += len(m)
-			smallWire += len(f)
+			smallWire += frames[i]
 		}
+	}
+	if ratio := float64(smallWire) / float64(small); ratio > 0.6 {
+		t.Fatalf("repeated messages framed at %.2f of their size, want < 0.6", ratio)
+	}
+	t.Logf("repeated messages: %d bytes framed as %d (%.2f)", small, smallWire, float64(smallWire)/float64(small))
+}
+
+// roundTrip frames msgs with one encoder, reads them back with one
+// decoder and checks that each arrives whole, in order, that the stream
+// then ends, and that the decoder's feed never holds more than a frame.
+// It returns each message's frame size.
+func roundTrip(t *testing.T, what string, msgs [][]byte) []int {
+	t.Helper()
+	var wire bytes.Buffer
+	e := NewStreamEncoder(1 << 20)
+	sizes := make([]int, len(msgs))
+	for i, m := range msgs {
+		f, err := e.Frame(m)
+		if err != nil {
+			t.Fatalf("%s: message %d: %v", what, i, err)
+		}
+		sizes[i] = len(f)
 		wire.Write(f)
 	}
 	d := NewStreamDecoder(&wire, 1<<20)
 	for i, want := range msgs {
 		got, err := d.Next()
 		if err != nil {
-			t.Fatalf("seed %d: message %d: %v", seed, i, err)
+			t.Fatalf("%s: message %d: %v", what, i, err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Fatalf("seed %d: message %d differs", seed, i)
+			t.Fatalf("%s: message %d differs", what, i)
 		}
-		// The feed holds one frame at most, however long the stream.
 		if cap(d.feed.buf) > 2*(maxCompressedFrame+maxLeftover) {
-			t.Fatalf("seed %d: message %d: the feed's buffer grew to %d bytes", seed, i, cap(d.feed.buf))
+			t.Fatalf("%s: message %d: the feed's buffer grew to %d bytes", what, i, cap(d.feed.buf))
 		}
 	}
 	if _, err := d.Next(); err != io.EOF {
-		t.Fatalf("after the last frame: %v, want io.EOF", err)
+		t.Fatalf("%s: after the last frame: %v, want io.EOF", what, err)
 	}
-	if ratio := float64(smallWire) / float64(small); ratio > 0.6 {
-		t.Fatalf("repeated messages framed at %.2f of their size, want < 0.6", ratio)
-	}
-	t.Logf("repeated messages: %d bytes framed as %d (%.2f)", small, smallWire, float64(smallWire)/float64(small))
+	return sizes
 }
 
 // TestStreamDecoderRefuses checks that frames a sender would not make
@@ -239,27 +252,10 @@ func BenchmarkStreamEncoder(b *testing.B) {
 // the previous frame's bytes unread than usual.
 func TestStreamWindowBoundary(t *testing.T) {
 	for _, size := range []int{1024, 4096, 32768, 8192 + 1} {
-		e := NewStreamEncoder(1 << 20)
-		var wire bytes.Buffer
 		var msgs [][]byte
 		for i := range 200 {
-			m := bytes.Repeat(fmt.Appendf(nil, "message %d of size %d; ", i, size), size/20+1)[:size]
-			msgs = append(msgs, m)
-			f, err := e.Frame(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wire.Write(f)
+			msgs = append(msgs, bytes.Repeat(fmt.Appendf(nil, "message %d of size %d; ", i, size), size/20+1)[:size])
 		}
-		d := NewStreamDecoder(&wire, 1<<20)
-		for i, want := range msgs {
-			got, err := d.Next()
-			if err != nil {
-				t.Fatalf("size %d: message %d: %v", size, i, err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("size %d: message %d differs", size, i)
-			}
-		}
+		roundTrip(t, fmt.Sprintf("size %d", size), msgs)
 	}
 }
