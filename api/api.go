@@ -316,6 +316,12 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 	if err != nil {
 		return nil, nil, err
 	}
+	// The concerns are checked before the causal wait: a request that
+	// asks for what can never be is refused at once, not after waiting.
+	if err := h.concerns(c); err != nil {
+		return nil, nil, err
+	}
+	req = c.Request()
 	if tokens, ok := req.Header[HeaderToken]; ok {
 		if len(tokens) != 1 || tokens[0] == "" {
 			return nil, nil, region.Errorf(region.CodeInvalidToken, "%s must be one non-empty causal token", HeaderToken)
@@ -329,9 +335,6 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 			}
 			return nil, nil, err
 		}
-	}
-	if err := h.concerns(c); err != nil {
-		return nil, nil, err
 	}
 	ctx, cancel := withDeadline(c.Request().Context(), time.Now().Add(h.timeout))
 	if region.ReplicasAsked(ctx) > 1 {

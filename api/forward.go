@@ -50,11 +50,17 @@ func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
 	route := c.Path()
 	switch {
 	case strings.HasPrefix(route, "/v1/carts/"):
-		return config.PartitionOf(c.Param("cart_id"), p), true, nil
+		id, ok := unescapedParam(c, "cart_id")
+		return config.PartitionOf(id, p), ok, nil
 	case strings.HasPrefix(route, "/v1/inventory/"):
-		return config.PartitionOf(c.Param("sku"), p), true, nil
+		sku, ok := unescapedParam(c, "sku")
+		return config.PartitionOf(sku, p), ok, nil
 	case strings.HasPrefix(route, "/v1/reservations/"):
-		part, ok := region.ReservationPartition(c.Param("id"))
+		id, ok := unescapedParam(c, "id")
+		if !ok {
+			return 0, false, nil
+		}
+		part, ok := region.ReservationPartition(id)
 		return part, ok && part < p, nil
 	case route == "/v1/reservations":
 		req := c.Request()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,40 +29,79 @@ const idRule = "1–128 characters of [A-Za-z0-9._:-]"
 // pathID returns the path parameter name, which must be a valid identifier
 // (crdt.ValidID).
 func pathID(c echo.Context, name string) (string, error) {
-	v := c.Param(name)
-	if c.Request().URL.RawPath != "" {
-		// echo matched the escaped path, so its parameters are escaped.
-		u, err := url.PathUnescape(v)
-		if err != nil {
-			return "", region.InvalidField(name, "path parameter %s must be %s", name, idRule)
-		}
-		v = u
-	}
-	if !crdt.ValidID(v) {
+	v, ok := unescapedParam(c, name)
+	if !ok || !crdt.ValidID(v) {
 		return "", region.InvalidField(name, "path parameter %s must be %s", name, idRule)
 	}
 	return v, nil
 }
 
-// checkQuery refuses every query parameter but the allowed ones, and any
-// parameter given more than once.
-func checkQuery(c echo.Context, allowed ...string) error {
-	if c.Request().URL.RawQuery == "" {
-		return nil // no parameter: nothing to parse
+// unescapedParam returns the path parameter name, unescaped; ok is false if
+// it is malformed (a bad escape). echo matches the escaped path when the
+// request's path has escapes (URL.RawPath), and its parameters are then
+// escaped.
+func unescapedParam(c echo.Context, name string) (v string, ok bool) {
+	v = c.Param(name)
+	if c.Request().URL.RawPath == "" {
+		return v, true
 	}
-	for name, vals := range c.QueryParams() {
-		ok := false
-		for _, a := range allowed {
-			ok = ok || name == a
+	u, err := url.PathUnescape(v)
+	return u, err == nil
+}
+
+// checkQuery refuses every query parameter but the allowed ones, any
+// parameter given more than once, and a query url.ParseQuery would not
+// parse whole (a bad escape or a semicolon, pairs it would drop). It
+// reads the raw query pair by pair and stops at the first fault, so a
+// long query costs no more than its own bytes (url.Values would hold
+// every pair of it first).
+func checkQuery(c echo.Context, allowed ...string) error {
+	raw := c.Request().URL.RawQuery
+	var seen uint64 // bit i: allowed[i] given
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue // "a&&b", a trailing "&": nothing, as for url.ParseQuery
 		}
-		if !ok {
-			return region.InvalidField(name, "unknown query parameter %q", name)
+		rawName, rawValue, _ := strings.Cut(pair, "=")
+		name, err := url.QueryUnescape(rawName)
+		if err != nil || strings.Contains(pair, ";") {
+			return region.InvalidField(queryField(rawName), "query parameter %q is malformed (percent-encode '%%' and ';')", truncate(pair, 64))
 		}
-		if len(vals) != 1 {
-			return region.InvalidField(name, "query parameter %s given %d times", name, len(vals))
+		i := slices.Index(allowed, name)
+		if i < 0 {
+			return region.InvalidField(queryField(name), "unknown query parameter %q", truncate(name, 64))
 		}
+		if _, err := url.QueryUnescape(rawValue); err != nil {
+			return region.InvalidField(name, "query parameter %s has a malformed value (percent-encode '%%')", name)
+		}
+		if i < 64 && seen&(1<<i) != 0 {
+			return region.InvalidField(name, "query parameter %s given more than once", name)
+		}
+		seen |= 1 << i
 	}
 	return nil
+}
+
+// queryField names a query parameter in a problem's field: the empty
+// name as "(empty)", a long one cut short.
+func queryField(name string) string {
+	if name == "" {
+		return "(empty)"
+	}
+	return truncate(name, 64)
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // queryBool parses an optional query parameter that is exactly true or

@@ -371,10 +371,12 @@ func (n *Node) Restock(ctx context.Context, sku string, qty int64) (Item, error)
 	if err := validQty("qty", qty, 1); err != nil {
 		return Item{}, err
 	}
-	return n.restock(ctx, sku, qty)
+	return n.restock(ctx, sku, qty, "qty")
 }
 
-func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error) {
+// restock adds qty to sku's stock; field names the request's member
+// that asked for it, for a refusal.
+func (n *Node) restock(ctx context.Context, sku string, qty int64, field string) (Item, error) {
 	var view Item
 	err := n.write(ctx, []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 		it, err := loadItem(tx, sku)
@@ -382,7 +384,7 @@ func (n *Node) restock(ctx context.Context, sku string, qty int64) (Item, error)
 			return err
 		}
 		if it.Stock.Value()+qty > crdt.MaxCount {
-			return InvalidField("qty", "stock of %s would exceed %d", sku, int64(crdt.MaxCount))
+			return InvalidField(field, "%s %d would take the stock of %s past %d", field, qty, sku, int64(crdt.MaxCount))
 		}
 		d := it.Restock(n.self, uint64(qty))
 		it.Join(d)
@@ -418,7 +420,7 @@ func (n *Node) Adjust(ctx context.Context, sku string, delta int64, reason strin
 	var it Item
 	var err error
 	if delta > 0 {
-		it, err = n.restock(ctx, sku, delta)
+		it, err = n.restock(ctx, sku, delta, "delta")
 	} else if resp := n.atHome(ctx, n.HomeOf(sku), &HomeRequest{Op: OpAdjust, SKU: sku, Delta: delta, Reason: reason}); resp.Err != nil {
 		err = resp.Err
 	} else {
