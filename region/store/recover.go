@@ -3,8 +3,10 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -14,7 +16,7 @@ import (
 // transaction that holds fewer values than it declares (or a final
 // command that is incomplete). It returns how many bytes it cut.
 func recoverTail(path string) (int64, error) {
-	at, err := tornAt(path, 0)
+	at, err := tornAt(path)
 	if err != nil || at < 0 {
 		return 0, err
 	}
@@ -23,10 +25,29 @@ func recoverTail(path string) (int64, error) {
 
 // tornAt reads the BuntDB file at path, without changing it, and returns
 // where a torn final transaction (or an incomplete final command) begins:
-// -1 if there is none, or no file. size is how long the file was before
-// BuntDB, loading it meanwhile, may have dropped an incomplete final
-// command from it: a file that ends before size ended in one.
-func tornAt(path string, size int64) (int64, error) {
+// -1 if there is none, or no file. Open runs it before BuntDB reads the
+// file, so that BuntDB only ever loads whole commands of sane lengths.
+//
+// What a crash leaves at the end of the file is a tear: a prefix of the
+// commands written after the last fsync, possibly ending inside one, and,
+// on file systems that extend a file before its blocks are written, runs
+// of NUL bytes where those blocks should be. Everything from the first
+// NUL byte where a command should start on is therefore after the last
+// fsync (an fsync would have written those blocks too) and is cut as torn,
+// whole commands after it included: BuntDB would skip the NUL bytes and
+// then count the file's size without them, so that its next writes would
+// land short of the end. A command that is not well formed, or an
+// incomplete one followed by what looks like whole commands (a damaged
+// length rather than a tear), is damage instead: tornAt returns an error
+// and the store does not open, rather than cut acknowledged writes.
+//
+// A value whose checksum fails is damage too, not a tear: it counts as a
+// value of the transaction it sits in, and its own header (transaction id
+// and size) is not trusted, so that it cannot make a whole transaction
+// look torn. One or more damaged values just before a transaction's first
+// good one may be its own first values: the transaction is torn only if
+// it lacks values even counting them.
+func tornAt(path string) (int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return -1, nil
@@ -40,43 +61,102 @@ func tornAt(path string, size int64) (int64, error) {
 		pos        int64 // start of the next command
 		groupStart int64 // start of the last group of commands
 		groupTx    uint64
-		groupSeen  int
+		groupSeen  int // its values, with the damaged ones among them
 		groupWant  int
+		damaged    int // damaged values in a row just before pos
+		groupSlack int // damaged values just before the group
 	)
+	torn := func() bool { return groupTx != 0 && groupSeen+groupSlack < groupWant }
 	var c command
 	for {
 		n, err := c.read(r)
-		if errors.Is(err, io.EOF) {
-			if pos += n; pos >= size {
-				break
+		switch {
+		case errors.Is(err, io.EOF) && n == 0:
+			if torn() {
+				return groupStart, nil
 			}
-		}
-		if err != nil {
-			// An incomplete or unreadable final command: the group it
-			// belongs to is torn.
-			if groupTx != 0 && groupSeen < groupWant && pos > groupStart {
-				pos = groupStart
+			return -1, nil
+		case errors.Is(err, errNUL), errors.Is(err, io.ErrUnexpectedEOF):
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				if at, ok, err := wholeCommandAfter(path, pos); err != nil {
+					return 0, err
+				} else if ok {
+					return 0, fmt.Errorf("store: damaged file %s: the command at byte %d runs past the end, but a whole command starts at byte %d", path, pos, at)
+				}
+			}
+			// A tear: the group it belongs to goes with it.
+			if torn() && pos > groupStart {
+				return groupStart, nil
 			}
 			return pos, nil
+		case err != nil:
+			return 0, fmt.Errorf("store: damaged file %s at byte %d: %w", path, pos, err)
+		}
+		if c.set && !c.sound {
+			// Damaged: one more value of the group it is in, or of the
+			// one that starts next.
+			groupSeen++
+			damaged++
+			pos += n
+			continue
 		}
 		var txid uint64
 		var want uint16
 		if c.set {
-			// The header is read without checking the value's checksum:
-			// a damaged value (found and refused later) must not make its
-			// transaction look torn.
 			txid, want, _, _, _ = frameHeader(c.head[:c.headLen])
 		}
 		if txid == 0 || txid != groupTx {
 			groupStart, groupTx, groupSeen, groupWant = pos, txid, 0, int(want)
+			groupSlack = damaged
 		}
+		damaged = 0
 		groupSeen++
 		pos += n
 	}
-	if groupTx != 0 && groupSeen < groupWant {
-		return groupStart, nil
+}
+
+// errNUL is command.read's error for a NUL byte where a command should
+// start.
+var errNUL = errors.New("store: NUL byte where a command should start")
+
+// tailPatterns are the starts of the commands BuntDB writes.
+var tailPatterns = [][]byte{
+	[]byte("\r\n*3\r\n$3\r\nset\r\n"),
+	[]byte("\r\n*5\r\n$3\r\nset\r\n"),
+	[]byte("\r\n*2\r\n$3\r\ndel\r\n"),
+}
+
+// wholeCommandAfter reports whether the file at path holds, after the
+// incomplete command at byte from, the start of a command followed by its
+// end of line: a tear ends the file, so that is a damaged length, not a
+// tear. It reads from from to the end in blocks.
+func wholeCommandAfter(path string, from int64) (int64, bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: %w", err)
 	}
-	return -1, nil
+	defer f.Close()
+	const overlap = 32
+	buf := make([]byte, recoverBuffer+overlap)
+	off, kept := from, 0
+	for {
+		n, err := f.ReadAt(buf[kept:], off+int64(kept))
+		m := kept + n
+		for _, p := range tailPatterns {
+			if i := bytes.Index(buf[:m], p); i >= 0 {
+				return off + int64(i) + 2, true, nil
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return 0, false, nil
+			}
+			return 0, false, fmt.Errorf("store: %w", err)
+		}
+		kept = min(overlap, m)
+		copy(buf, buf[m-kept:m])
+		off += int64(m - kept)
+	}
 }
 
 // cutAt truncates the file at path to at bytes, if it is longer, and
@@ -99,30 +179,27 @@ func cutAt(path string, at int64) (int64, error) {
 const recoverBuffer = 1 << 20
 
 // command is what recoverTail needs of one command of the file, read
-// without allocating: whether it is a set of a key to a value, and the
-// start of that value (its frame header).
+// without allocating: whether it is a set of a key to a value, the start
+// of that value (its frame header), and whether the value passes its
+// checksum.
 type command struct {
 	set     bool
+	sound   bool
 	head    [maxHeader]byte
 	headLen int
 }
 
 // read reads one RESP array of bulk strings, as BuntDB writes them (as
-// readCommand does), and returns its size in the file; at the end of the
-// file, io.EOF and the size of the NUL bytes before it.
+// readCommand does), and returns its size in the file: io.EOF and 0 at
+// the end of the file, errNUL for a NUL byte where the command should
+// start, io.ErrUnexpectedEOF if the file ends inside it.
 func (c *command) read(r *bufio.Reader) (int64, error) {
-	var size int64
-	for {
-		b, err := r.ReadByte()
-		if err != nil {
-			return size, err // the NUL bytes read, and io.EOF at the end
-		}
-		if b != 0 {
-			_ = r.UnreadByte()
-			break
-		}
-		size++
+	if b, err := r.Peek(1); err != nil {
+		return 0, err
+	} else if b[0] == 0 {
+		return 0, errNUL
 	}
+	var size int64
 	n, l, err := readLenFast(r, '*')
 	if err != nil {
 		return 0, unexpected(err)
@@ -131,7 +208,7 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 	if n < 1 || n > 16 {
 		return 0, fmt.Errorf("store: bad command arity %d", n)
 	}
-	c.set, c.headLen = false, 0
+	c.set, c.sound, c.headLen = false, false, 0
 	for i := range n {
 		m, l, err := readLenFast(r, '$')
 		if err != nil {
@@ -141,6 +218,7 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 		if m < 0 || m > 1<<30 {
 			return 0, fmt.Errorf("store: bad bulk length %d", m)
 		}
+		skip := m
 		switch {
 		case i == 0:
 			p, err := r.Peek(min(m, 4))
@@ -149,13 +227,13 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 			}
 			c.set = n == 3 && bytes.EqualFold(p, []byte("set"))
 		case i == 2 && c.set:
-			p, err := r.Peek(min(m, maxHeader))
+			d, err := c.value(r, m)
 			if err != nil {
-				return 0, unexpected(err)
+				return 0, err
 			}
-			c.headLen = copy(c.head[:], p)
+			skip = m - d
 		}
-		if _, err := r.Discard(m); err != nil {
+		if _, err := r.Discard(skip); err != nil {
 			return 0, unexpected(err)
 		}
 		p, err := r.Peek(2)
@@ -169,6 +247,35 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 		size += int64(m + 2)
 	}
 	return size, nil
+}
+
+// value reads a set's value of m bytes but its last block, which it
+// leaves for read to discard, and returns how many bytes it discarded: it
+// keeps the value's header and checks its checksum (as unframe does).
+func (c *command) value(r *bufio.Reader, m int) (int, error) {
+	var want, crc uint32
+	for done := 0; ; {
+		p, err := r.Peek(min(m-done, r.Size()))
+		if err != nil {
+			return 0, unexpected(err)
+		}
+		if done == 0 {
+			c.headLen = copy(c.head[:], p)
+			if len(p) >= 4 {
+				want = binary.BigEndian.Uint32(p)
+				crc = crc32.Update(0, crcTable, p[4:])
+			}
+		} else {
+			crc = crc32.Update(crc, crcTable, p)
+		}
+		if done+len(p) == m {
+			_, _, _, _, ok := frameHeader(c.head[:c.headLen])
+			c.sound = ok && crc == want
+			return done, nil
+		}
+		r.Discard(len(p))
+		done += len(p)
+	}
 }
 
 // readLenFast is readLen without allocating.

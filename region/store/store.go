@@ -238,15 +238,13 @@ func Open(path string, opts Options) (_ *Store, err error) {
 			return nil, err
 		}
 	}
-	// BuntDB loads the file while tornAt looks for a torn final
-	// transaction in it (each reads the whole file; BuntDB itself only
-	// drops an incomplete final command). In the rare case that there is
-	// one, BuntDB's copy is thrown away and the file loaded again once the
-	// transaction is cut off.
-	var torn, size int64 = -1, 0
-	var tornErr error
-	found := make(chan struct{})
+	// tornAt reads the whole file first and a torn final transaction is
+	// cut off before BuntDB loads it: BuntDB trusts the lengths it reads
+	// (a damaged one can make it allocate a gigabyte or panic), drops an
+	// incomplete final command silently, and skips NUL bytes but then
+	// counts the file's size without them. A damaged file is refused here.
 	if persist {
+		var size int64
 		if fi, err := os.Stat(path); err == nil {
 			size = fi.Size()
 		}
@@ -257,31 +255,16 @@ func Open(path string, opts Options) (_ *Store, err error) {
 				o.end(false)
 			}
 		}()
-		go func() {
-			defer close(found)
-			torn, tornErr = tornAt(path, size)
-		}()
-	} else {
-		close(found)
-	}
-	db, err := buntdb.Open(path)
-	<-found
-	if err == nil {
-		err = tornErr
-	}
-	if err == nil && torn >= 0 {
-		cut = max(size-torn, 0)
-		// BuntDB may have dropped an incomplete final command itself.
-		if fi, err2 := os.Stat(path); err2 != nil {
-			err = err2
-		} else if fi.Size() > torn {
-			if err = db.Close(); err == nil {
-				if _, err = cutAt(path, torn); err == nil {
-					db, err = buntdb.Open(path)
-				}
-			}
+		torn, err := tornAt(path)
+		if err == nil && torn >= 0 {
+			cut, err = cutAt(path, torn)
+		}
+		if err != nil {
+			s.lock.Close()
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
 		}
 	}
+	db, err := buntdb.Open(path)
 	if cut > 0 {
 		s.log.Warn("discarded a torn transaction at the end of the store", "path", path, "bytes", cut)
 		inc(s.metrics.TornTails)
