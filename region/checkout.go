@@ -400,7 +400,7 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	defer cancel()
 	reserved := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
 		key, fp := derived(plan, "reserve", i)
-		return n.atHome(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
+		return n.atHome(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
 	})
 	now := n.clock.Now()
 	var failed []SkuAvailable
@@ -541,7 +541,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 				return nil
 			}
 			key, fp := derived(plan, "reserve", i)
-			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp})
+			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
 		})
 		now = n.clock.Now()
 		var failed []SkuAvailable

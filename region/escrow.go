@@ -118,17 +118,20 @@ func (n *Node) escrowAsk(sku string, need int64) int64 {
 // reserveEscrow reserves qty of an escrow sku homed elsewhere: from this
 // region's rights, after asking the home for more if they are short, else
 // at the home.
+//
+// A reservation with an Idempotency-Key is decided at the home, as
+// without escrow: its record must be found by a retry sent through any
+// region, and a region's own record would be found only by retries sent
+// to it (a retry through another region would be decided there again: a
+// second hold). A record this region holds for the key (a reservation an
+// earlier version decided here, or sent to the home) is answered from.
 func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
 	if req.IdemKey != "" {
-		escalated, mismatched, err := n.escalated(req.IdemKey, req.IdemFP)
-		switch {
-		case err != nil:
-			return &HomeResponse{Err: n.asError(err)}
-		case mismatched:
-			return &HomeResponse{Err: mismatch()}
-		case escalated:
-			return n.atHome(ctx, home, req)
+		decided, err := n.localIdem(req)
+		if err != nil || decided != nil {
+			return decided
 		}
+		return n.atHome(ctx, home, req)
 	}
 	if !n.store.CatchingUp() {
 		local := *req
@@ -145,14 +148,33 @@ func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest)
 			}
 		}
 	}
-	// Decided at the home from here on: a retry with the key goes there
-	// too, and so cannot be decided twice.
-	if req.IdemKey != "" {
-		if err := n.markEscalated(ctx, req.IdemKey, req.IdemFP); err != nil {
-			return &HomeResponse{Err: n.asError(err)}
-		}
-	}
 	return n.atHome(ctx, home, req)
+}
+
+// localIdem answers a keyed reservation of an escrow sku from the record
+// this region holds for its key, if it decided it: the outcome, or
+// idempotency_mismatch for another request. It returns nil for a key it
+// holds no decision for (none, or one it sent to the home).
+func (n *Node) localIdem(req *HomeRequest) (*HomeResponse, error) {
+	var out *HomeResponse
+	err := n.store.View([]string{prefixIdem + req.IdemKey}, func(r store.Reader) error {
+		rec, err := loadIdem(r, req.IdemKey, n.clock.Now())
+		switch {
+		case err != nil:
+			return err
+		case rec == nil || rec.Escalated:
+			return nil
+		case !bytes.Equal(rec.FP, req.IdemFP) || rec.Resp == nil:
+			out = &HomeResponse{Err: mismatch()}
+		default:
+			out = rec.Resp
+		}
+		return nil
+	})
+	if err != nil {
+		return &HomeResponse{Err: n.asError(err)}, err
+	}
+	return out, nil
 }
 
 // asError turns a store error into the *Error a client sees.
@@ -496,30 +518,6 @@ func (req *HomeRequest) checkRecall(n *Node) *Error {
 		return InvalidField("qty", "%d rights recalled", req.Qty)
 	}
 	return nil
-}
-
-// escalated reports whether this region sent the reservation with
-// Idempotency-Key key to the home (markEscalated), and whether the key
-// names another request.
-func (n *Node) escalated(key string, fp []byte) (escalated, mismatched bool, err error) {
-	err = n.store.View([]string{prefixIdem + key}, func(r store.Reader) error {
-		rec, err := loadIdem(r, key, n.clock.Now())
-		if err != nil || rec == nil || !rec.Escalated {
-			return err
-		}
-		escalated, mismatched = true, !bytes.Equal(rec.FP, fp)
-		return nil
-	})
-	return escalated, mismatched, err
-}
-
-// markEscalated records that the reservation with Idempotency-Key key is
-// the home's to decide.
-func (n *Node) markEscalated(ctx context.Context, key string, fp []byte) error {
-	return n.write(ctx, []string{prefixIdem + key}, func(tx *store.Tx, _ *crdt.Group) error {
-		tx.Set(prefixIdem+key, encode(&idemRecord{FP: fp, AtMs: n.clock.Now().UnixMilli(), Escalated: true}))
-		return nil
-	})
 }
 
 // Rights returns the units of sku this region may reserve alone (its

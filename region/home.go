@@ -30,7 +30,9 @@ type idemRecord struct {
 	// (its steps: why it ended as it did).
 	Last *checkoutPlan `cbor:"8,keyasint,omitempty"`
 	// Escalated marks a reservation of an escrow sku this region sent to
-	// the home: retries with the key go there too (escrow.go).
+	// the home (written by earlier versions, which decided keyed
+	// reservations of escrow skus where they were sent when they could):
+	// retries with the key go there too (escrow.go).
 	Escalated bool `cbor:"9,keyasint,omitempty"`
 }
 
@@ -47,7 +49,11 @@ func loadIdem(r store.Reader, key string, now time.Time) (*idemRecord, error) {
 	if err := decodeInto(b, &rec); err != nil {
 		return nil, &store.CorruptError{Key: prefixIdem + key}
 	}
-	if now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention {
+	// Past retention a record is forgotten, but an unsettled checkout's
+	// plan is not (CollectIdempotency keeps it too): its saga may have
+	// committed some units, and forgetting it would leave them committed
+	// outside an order and let a retry commit them again.
+	if now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled() {
 		return nil, nil
 	}
 	return &rec, nil
@@ -267,7 +273,11 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 	}
 	switch req.Op {
 	case OpReserve:
-		if err := validQty("qty", req.Qty, 1); err != nil {
+		if req.Checkout {
+			if req.Qty < 1 || req.Qty > crdt.MaxCount {
+				return InvalidField("qty", "a checkout's line of %d units: qty must be an integer from 1 to %d", req.Qty, int64(crdt.MaxCount))
+			}
+		} else if err := validQty("qty", req.Qty, 1); err != nil {
 			return err.(*Error)
 		}
 		if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {

@@ -71,6 +71,13 @@ type HomeRequest struct {
 	Token string      `cbor:"16,keyasint,omitempty"`
 	// From is the region asking for rights (OpGrant).
 	From string `cbor:"17,keyasint,omitempty"`
+	// Checkout marks a checkout's reservation of a cart line (OpReserve):
+	// a line may hold more than a reservation request's MaxQty (adds of
+	// several regions merged), and is reserved whole, up to
+	// crdt.MaxCount. It is set only for such a line, so that a home of an
+	// earlier version, which refuses a request with a member it does not
+	// know, is sent what it knows whenever it could decide it.
+	Checkout bool `cbor:"18,keyasint,omitempty"`
 	// Escrow marks a reservation this region decides from its own
 	// rights (escrow.go). It never travels: only the region itself sets
 	// it.
