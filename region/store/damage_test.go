@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -312,4 +313,76 @@ func TestLengthFlipRefused(t *testing.T) {
 			t.Errorf("acknowledged write %s, whole in the file after the damaged length, after Open: %s (all: %v)", k, held[k], held)
 		}
 	}
+}
+
+// TestShrinkInterruptedKeepsOldFile: a rewrite keeps the file it replaces
+// under a second name until the new file and its rename are durable; a
+// power loss in between can leave the store's name on a file whose blocks
+// were never written. Open then goes back to the old file, which holds
+// every acknowledged write. A rewrite that completes leaves no second
+// name behind.
+func TestShrinkInterruptedKeepsOldFile(t *testing.T) {
+	for _, left := range []string{"empty", "nul", "whole"} {
+		t.Run(left, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			st := openAcked(t, path)
+			for i := range 50 {
+				setAcked(t, st, fmt.Sprintf("k/%d", i%5))
+			}
+			setAcked(t, st, "last")
+			if err := st.Shrink(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(prevPath(path)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("after a completed rewrite, %s: %v; want none", prevPath(path), err)
+			}
+			setAcked(t, st, "after")
+			if err := st.CloseUnclean(); err != nil {
+				t.Fatal(err)
+			}
+			// What an interrupted rewrite leaves: the old file under the
+			// second name, and under the store's name a new file that may
+			// not have reached the disk.
+			if err := os.Link(path, prevPath(path)); err != nil {
+				t.Fatal(err)
+			}
+			size := fileSize(t, path)
+			var newFile []byte
+			switch left {
+			case "nul":
+				newFile = make([]byte, size)
+			case "whole":
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				newFile = b
+			}
+			tmp := path + ".new"
+			if err := os.WriteFile(tmp, newFile, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+			st = openAcked(t, path)
+			defer st.Close()
+			want := []string{"k/0", "k/1", "k/2", "k/3", "k/4", "last", "after"}
+			if got := heldState(t, st, want...); !allOK(got) {
+				t.Fatalf("after an interrupted rewrite (new file %s): %v", left, got)
+			}
+			if _, err := os.Stat(prevPath(path)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s still there after the open: %v", prevPath(path), err)
+			}
+		})
+	}
+}
+
+func allOK(m map[string]string) bool {
+	for _, v := range m {
+		if v != "ok" {
+			return false
+		}
+	}
+	return true
 }

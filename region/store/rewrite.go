@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +21,15 @@ func (s *Store) MaybeShrink() error {
 }
 
 // Shrink rewrites the file to hold only live data.
+//
+// BuntDB writes the new file beside the old one and renames it over the
+// old one without an fsync in between: after a power loss at that moment
+// the name may point at a file whose blocks were never written. So the
+// old file is first given a second name (prevPath, a hard link, made
+// durable), and that name goes only once the new file and the rename are
+// durable. Acknowledgements wait for the whole of it (s.fileMu), so while
+// prevPath exists every acknowledged write is in the file it names, and
+// Open goes back to it (restorePrev).
 func (s *Store) Shrink() error {
 	if !s.persist {
 		return nil
@@ -27,23 +37,70 @@ func (s *Store) Shrink() error {
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
 	start := time.Now()
+	prev := prevPath(s.path)
+	if err := os.Remove(prev); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("store: shrink: %w", err)
+	}
+	if err := os.Link(s.path, prev); err != nil {
+		return fmt.Errorf("store: shrink: keep the old file: %w", err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		os.Remove(prev)
+		return fmt.Errorf("store: shrink: %w", err)
+	}
 	if err := s.db.Shrink(); err != nil {
+		os.Remove(prev) // the old file is still the store's
 		return fmt.Errorf("store: shrink: %w", err)
 	}
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("store: reopen after shrink: %w", err)
+		err = fmt.Errorf("store: reopen after shrink: %w", err)
+		s.fail(err)
+		return err
 	}
 	s.syncFile.Close()
 	s.syncFile = f
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("store: fsync after shrink: %w", err)
+		// As for any failed fsync: the kernel may have dropped the pages,
+		// and a later fsync could succeed falsely.
+		err = fmt.Errorf("store: fsync after shrink: %w", err)
+		s.fail(err)
+		return err
 	}
-	if d, err := os.Open(filepath.Dir(s.path)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		s.fail(err)
+		return err
+	}
+	if err := os.Remove(prev); err != nil {
+		s.fail(err)
+		return fmt.Errorf("store: shrink: %w", err)
+	}
+	if err := syncDir(filepath.Dir(s.path)); err != nil {
+		s.fail(err)
+		return err
 	}
 	inc(s.metrics.Shrinks)
 	s.log.Info("store shrunk", "path", s.path, "took", time.Since(start))
 	return nil
+}
+
+// prevPath is where Shrink keeps the file it replaces until the new one
+// is durable.
+func prevPath(path string) string { return path + ".prev" }
+
+// restorePrev puts back the file a rewrite was replacing when the process
+// stopped (Shrink), if there is one: the new file may not have been
+// durable, and the old one holds every acknowledged write. It reports
+// whether it did.
+func restorePrev(path string) (bool, error) {
+	prev := prevPath(path)
+	if _, err := os.Stat(prev); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	if err := os.Rename(prev, path); err != nil {
+		return false, fmt.Errorf("store: restore the file from before an interrupted rewrite: %w", err)
+	}
+	return true, syncDir(filepath.Dir(path))
 }

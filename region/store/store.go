@@ -244,6 +244,14 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	// incomplete final command silently, and skips NUL bytes but then
 	// counts the file's size without them. A damaged file is refused here.
 	if persist {
+		restored, err := restorePrev(path)
+		if err != nil {
+			s.lock.Close()
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
+		if restored {
+			s.log.Warn("a rewrite of the store's file was interrupted; opening the file from before it", "path", path)
+		}
 		var size int64
 		if fi, err := os.Stat(path); err == nil {
 			size = fi.Size()
