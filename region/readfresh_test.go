@@ -483,14 +483,14 @@ func cutAfterClaimed(t *testing.T, path string, self crdt.ReplicaID, claimed *cr
 			return true
 		}
 		if string(cmd[1]) == keyMarks {
-			payload, err := store.Payload(cmd[2])
+			payload, err := store.Payload(string(cmd[1]), cmd[2])
 			if err != nil {
 				t.Fatal(err)
 			}
 			ours, last = crdt.ReplicaID(payload) == self, 0
 			return true
 		}
-		m, err := store.Mark(cmd[2])
+		m, err := store.Mark(string(cmd[1]), cmd[2])
 		if err != nil {
 			t.Fatal(err)
 		}

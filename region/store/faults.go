@@ -193,16 +193,16 @@ func Commands(path string, fn func(cmd [][]byte, end int64) bool) error {
 	}
 }
 
-// Payload returns the payload of a framed value as a set command of the
-// file holds it, or ErrCorrupt if it fails its checksum.
-func Payload(framed []byte) ([]byte, error) {
-	_, _, _, p, err := unframe(framed)
+// Payload returns the payload of a framed value of key as a set command
+// of the file holds it, or ErrCorrupt if it fails its checksum.
+func Payload(key string, framed []byte) ([]byte, error) {
+	_, _, _, p, err := unframe(key, framed)
 	return p, err
 }
 
-// Mark returns the mark (Tx.Mark) of a framed value as a set command of
-// the file holds it, or ErrCorrupt if it fails its checksum.
-func Mark(framed []byte) (uint64, error) {
-	_, _, m, _, err := unframe(framed)
+// Mark returns the mark (Tx.Mark) of a framed value of key as a set
+// command of the file holds it, or ErrCorrupt if it fails its checksum.
+func Mark(key string, framed []byte) (uint64, error) {
+	_, _, m, _, err := unframe(key, framed)
 	return m, err
 }

@@ -378,7 +378,7 @@ func checkSnapshot(path string) error {
 	err = db.View(func(tx *buntdb.Tx) error {
 		return tx.Ascend("", func(k, v string) bool {
 			total++
-			if _, _, _, _, err := unframe([]byte(v)); err != nil {
+			if _, _, _, _, err := unframe(k, []byte(v)); err != nil {
 				bad++
 			}
 			return true

@@ -185,6 +185,7 @@ const recoverBuffer = 1 << 20
 type command struct {
 	set     bool
 	sound   bool
+	keyCRC  uint32 // CRC-32C of a set's key
 	head    [maxHeader]byte
 	headLen int
 }
@@ -226,6 +227,12 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 				return 0, unexpected(err)
 			}
 			c.set = n == 3 && bytes.EqualFold(p, []byte("set"))
+		case i == 1 && c.set:
+			d, err := c.checksum(r, m, 0, &c.keyCRC)
+			if err != nil {
+				return 0, err
+			}
+			skip = m - d
 		case i == 2 && c.set:
 			d, err := c.value(r, m)
 			if err != nil {
@@ -253,24 +260,52 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 // leaves for read to discard, and returns how many bytes it discarded: it
 // keeps the value's header and checks its checksum (as unframe does).
 func (c *command) value(r *bufio.Reader, m int) (int, error) {
-	var want, crc uint32
-	for done := 0; ; {
-		p, err := r.Peek(min(m-done, r.Size()))
+	p, err := r.Peek(min(m, maxHeader))
+	if err != nil {
+		return 0, unexpected(err)
+	}
+	c.headLen = copy(c.head[:], p)
+	if len(p) < 5 {
+		c.sound = false
+		return 0, nil
+	}
+	var crc uint32
+	if p[4] == frameKeyed {
+		crc = c.keyCRC
+	}
+	var sum uint32
+	d, err := c.checksum(r, m-4, 4, &sum, crc)
+	if err != nil {
+		return 0, err
+	}
+	_, _, _, _, ok := frameHeader(c.head[:c.headLen])
+	c.sound = ok && sum == binary.BigEndian.Uint32(c.head[:4])
+	return d, nil
+}
+
+// checksum reads the m bytes after the first skip of a bulk string but
+// its last block, which it leaves for read to discard, into *sum (CRC-32C
+// from the state from, if given), and returns how many bytes it
+// discarded, skip included.
+func (c *command) checksum(r *bufio.Reader, m, skip int, sum *uint32, from ...uint32) (int, error) {
+	crc := uint32(0)
+	if len(from) > 0 {
+		crc = from[0]
+	}
+	if skip > 0 {
+		if _, err := r.Discard(skip); err != nil {
+			return 0, unexpected(err)
+		}
+	}
+	done := skip
+	for {
+		p, err := r.Peek(min(m-(done-skip), r.Size()))
 		if err != nil {
 			return 0, unexpected(err)
 		}
-		if done == 0 {
-			c.headLen = copy(c.head[:], p)
-			if len(p) >= 4 {
-				want = binary.BigEndian.Uint32(p)
-				crc = crc32.Update(0, crcTable, p[4:])
-			}
-		} else {
-			crc = crc32.Update(crc, crcTable, p)
-		}
-		if done+len(p) == m {
-			_, _, _, _, ok := frameHeader(c.head[:c.headLen])
-			c.sound = ok && crc == want
+		crc = crc32.Update(crc, crcTable, p)
+		if done-skip+len(p) == m {
+			*sum = crc
 			return done, nil
 		}
 		r.Discard(len(p))

@@ -331,7 +331,7 @@ func (s *Store) scan() error {
 		var from uint64
 		if s.opts.Checkpoint != "" {
 			if v, err := tx.Get(s.opts.Checkpoint); err == nil {
-				if from, _, _, _, err = unframe(storedBytes(v)); err != nil {
+				if from, _, _, _, err = unframe(s.opts.Checkpoint, storedBytes(v)); err != nil {
 					from = 1<<64 - 1 // damaged: MaxMarkSince answers for itself
 				}
 			} else if !errors.Is(err, buntdb.ErrNotFound) {
@@ -437,7 +437,7 @@ type scanResult struct{ txid, mark uint64 }
 // of those of transaction from or later in r.
 func (s *Store) checkValues(kvs []keyValue, from uint64, r *scanResult) {
 	for _, kv := range kvs {
-		txid, _, m, _, err := unframe(storedBytes(kv.v))
+		txid, _, m, _, err := unframe(kv.k, storedBytes(kv.v))
 		if err != nil {
 			s.MarkCorrupt(kv.k)
 			continue

@@ -188,27 +188,45 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 }
 
 func TestFrameLayout(t *testing.T) {
+	const key = "c/cart-1"
 	for _, payload := range [][]byte{nil, {}, []byte("x"), bytes.Repeat([]byte("cart"), 100)} {
-		v := []byte(frame(0x0102030405060708, 0x0a0b, 300, payload))
-		rest := []byte{frameMarked}
+		v := []byte(frame(key, 0x0102030405060708, 0x0a0b, 300, payload))
+		rest := []byte{frameKeyed}
 		rest = binary.AppendUvarint(rest, 0x0102030405060708)
 		rest = binary.AppendUvarint(rest, 0x0a0b)
 		rest = binary.AppendUvarint(rest, 300)
 		rest = append(rest, payload...)
-		want := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
+		want := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(append([]byte(key), rest...), crcTable)), rest...)
 		if !bytes.Equal(v, want) {
 			t.Fatalf("frame(%q) = %x, want %x", payload, v, want)
 		}
-		txid, n, mark, p, err := unframe(v)
+		txid, n, mark, p, err := unframe(key, v)
 		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || mark != 300 || !bytes.Equal(p, payload) {
 			t.Fatalf("unframe(frame(%q)) = %x, %x, %d, %q, %v", payload, txid, n, mark, p, err)
 		}
 		for i := range v {
 			bad := bytes.Clone(v)
 			bad[i] ^= 0x40
-			if _, _, _, _, err := unframe(bad); err == nil {
+			if _, _, _, _, err := unframe(key, bad); err == nil {
 				t.Fatalf("unframe accepts %x, byte %d flipped", bad, i)
 			}
+		}
+		// The value under another key: a damaged key.
+		for i := range len(key) {
+			other := []byte(key)
+			other[i] ^= 0x02
+			if _, _, _, _, err := unframe(string(other), v); err == nil {
+				t.Fatalf("the value of %q accepted as %q's", key, other)
+			}
+		}
+
+		// The layout before the key was under the checksum: read under
+		// any key.
+		rest[0] = frameMarked
+		marked := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
+		txid, n, mark, p, err = unframe("any", marked)
+		if err != nil || txid != 0x0102030405060708 || n != 0x0a0b || mark != 300 || !bytes.Equal(p, payload) {
+			t.Fatalf("unframe(%x) = %x, %x, %d, %q, %v", marked, txid, n, mark, p, err)
 		}
 
 		// The fixed layout of values written before marks existed.
@@ -216,7 +234,7 @@ func TestFrameLayout(t *testing.T) {
 		rest = binary.BigEndian.AppendUint16(rest, 0x0a0b)
 		rest = append(rest, payload...)
 		old := append(binary.BigEndian.AppendUint32(nil, crc32.Checksum(rest, crcTable)), rest...)
-		txid, n, mark, p, err = unframe(old)
+		txid, n, mark, p, err = unframe(key, old)
 		if err != nil || txid != 0x0002030405060708 || n != 0x0a0b || mark != 0 || !bytes.Equal(p, payload) {
 			t.Fatalf("unframe(%x) = %x, %x, %d, %q, %v", old, txid, n, mark, p, err)
 		}

@@ -39,7 +39,7 @@ func (r reader) get(key string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	_, _, _, p, err := unframe(storedBytes(v))
+	_, _, _, p, err := unframe(key, storedBytes(v))
 	if err != nil {
 		r.s.MarkCorrupt(key)
 		return nil, true, &CorruptError{Key: key}
@@ -61,7 +61,7 @@ func (r reader) Scan(prefix string, fn func(key string, val []byte, err error) b
 		if lerr = r.lk.check(k); lerr != nil {
 			return false
 		}
-		_, _, _, p, err := unframe(storedBytes(v))
+		_, _, _, p, err := unframe(k, storedBytes(v))
 		if err != nil {
 			r.s.MarkCorrupt(k)
 			return fn(k, nil, &CorruptError{Key: k})
@@ -99,7 +99,7 @@ func (s *Store) ScanRange(lo, hi string, fn func(key string, val []byte, err err
 					read = 0
 				}
 			}
-			_, _, _, p, err := unframe(storedBytes(v))
+			_, _, _, p, err := unframe(k, storedBytes(v))
 			if err != nil {
 				s.MarkCorrupt(k)
 				return fn(k, nil, &CorruptError{Key: k})
@@ -313,7 +313,7 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		s.mark = max(s.mark, t.mark)
 		for _, st := range t.sets {
 			k := st.key
-			v := frame(s.txid, uint16(len(t.sets)), s.mark, st.val)
+			v := frame(k, s.txid, uint16(len(t.sets)), s.mark, st.val)
 			old, replaced, err := btx.Set(k, v, nil)
 			if err != nil {
 				return err
@@ -383,14 +383,14 @@ func (s *Store) MaxMarkSince(key string) (uint64, error) {
 	err := s.db.View(func(tx *buntdb.Tx) error {
 		var from uint64
 		if v, err := tx.Get(key); err == nil {
-			if from, _, _, _, err = unframe(storedBytes(v)); err != nil {
+			if from, _, _, _, err = unframe(key, storedBytes(v)); err != nil {
 				return &CorruptError{Key: key}
 			}
 		} else if !errors.Is(err, buntdb.ErrNotFound) {
 			return err
 		}
 		return tx.Ascend("", func(k, v string) bool {
-			if txid, _, m, _, err := unframe(storedBytes(v)); err == nil && txid >= from {
+			if txid, _, m, _, err := unframe(k, storedBytes(v)); err == nil && txid >= from {
 				mark = max(mark, m)
 			}
 			return true
