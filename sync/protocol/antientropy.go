@@ -645,6 +645,9 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 			return
 		}
 		ae.theirApplied, ae.theirRun, ae.answered = c, m.Run, true
+		// What the peer has applied durably, for the write concern
+		// (Holders): after a restart of ours, the first word of it.
+		p.noteHas(pr, &c)
 	}
 	if !ae.answered || m.Run != ae.theirRun {
 		p.abandonAE(pr) // the peer restarted within the round

@@ -1251,9 +1251,23 @@ func (p *Protocol) has(r DotRange) bool {
 // noteHas records that pr has the dots of c (bounded like our own
 // claims: what is left out only costs a relay).
 func (p *Protocol) noteHas(pr *peer, c *crdt.Context) {
-	has := p.admit(&pr.applied, c)
+	has, left := p.admitAll(&pr.applied, c)
 	pr.applied.Join(&has)
+	// Our own dots past the window are kept all the same, up to
+	// maxOwnCloud of them: the write concern counts holders by them, and
+	// after a restart of ours pr.applied starts empty, so the first
+	// acknowledgements are far past its version vector until a round of
+	// anti-entropy brings the peer's applied context (onDiff).
+	for _, d := range left {
+		if d.Replica == p.self && len(pr.applied.Cloud) < maxOwnCloud {
+			pr.applied.Insert(d)
+		}
+	}
 }
+
+// maxOwnCloud bounds the dots of our own past the window that a peer's
+// applied context keeps (noteHas): the deltas our buffer holds at most.
+const maxOwnCloud = 1 << 16
 
 func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 	var seqs []uint64
