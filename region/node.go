@@ -582,7 +582,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			for next < len(ids) && tx.Sets() <= budget {
 				id := ids[next]
 				next++
-				if err := n.applyCart(tx, id, g.Carts[id]); err != nil {
+				if err := n.applyCart(tx, id, g.Carts[id], dots.Empty()); err != nil {
 					return err
 				}
 			}
@@ -624,11 +624,24 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 	return nil
 }
 
-// applyCart joins the remote state or delta c of cart id into tx.
-func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart) error {
+// applyCart joins the remote state (whole, from anti-entropy or a read
+// repair: state) or delta c of cart id into tx.
+//
+// A damaged cart takes only a whole state, which replaces what it lost
+// (a state without this region's own writes that had not replicated loses
+// them: the README's Limitations). A delta is not joined into it: the cart
+// would be rewritten from the delta alone, without this region's own
+// entries and dots that the damage hid, and its next write here would
+// take one of those dots again, for another entry. The cart stays damaged,
+// left out of the digest, so anti-entropy brings a peer's whole state,
+// which holds the delta too.
+func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart, state bool) error {
 	cur, part, err := n.loadCartFor(tx, id, c)
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {
 		return err
+	}
+	if (err != nil || n.carts.isDamaged(id)) && !state {
+		return nil
 	}
 	if cur.Concurrent(c) {
 		n.m.Concurrent.Inc()
