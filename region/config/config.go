@@ -107,7 +107,8 @@ type Config struct {
 	Partitions int `yaml:"partitions"`
 	// Regions is the fixed list of regions, at least one.
 	Regions []RegionConfig `yaml:"regions"`
-	// Homes are the placement rules of SPEC §4, tried in order.
+	// Homes are the placement rules of SPEC §4, tried in order: at most
+	// MaxHomes.
 	Homes []HomeRule `yaml:"homes"`
 	// Emulate configures an emulated WAN between regions.
 	Emulate Emulate `yaml:"emulate"`
@@ -184,6 +185,10 @@ func (r RegionConfig) DialPeer() string {
 	}
 	return r.Peer
 }
+
+// MaxHomes bounds the homes rules: every request that names a sku tries
+// them in order.
+const MaxHomes = 1024
 
 // HomeRule homes every sku that starts with Prefix at Region.
 type HomeRule struct {
@@ -279,18 +284,17 @@ func resolve(dir, p string) string {
 // region that lists a single node takes that node's api, peer and
 // advertise_peer as its own.
 func Parse(b []byte) (*Config, error) {
-	// partitions left out stays at this mark; an explicit 0 is an error
+	// partitions left out is 1; given, it must be in range, 0 included
 	// (Validate takes the zero value of a Config built in code for 1).
-	const partitionsUnset = -1
-	c := Config{Partitions: partitionsUnset}
-	if err := decode(b, &c); err != nil {
+	var c Config
+	given, err := decode(b, &c)
+	if err != nil {
 		return nil, err
 	}
-	if c.Partitions == 0 {
-		return nil, fmt.Errorf("config: partitions: 0 must be a power of two 1..%d", MaxPartitions)
-	}
-	if c.Partitions == partitionsUnset {
+	if !given["partitions"] {
 		c.Partitions = 1
+	} else if c.Partitions < 1 {
+		return nil, fmt.Errorf("config: partitions: %d must be a power of two 1..%d", c.Partitions, MaxPartitions)
 	}
 	c.setDefaults()
 	if err := c.Validate(); err != nil {
@@ -370,7 +374,13 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if len(c.Homes) > MaxHomes {
+		bad("homes", "%d rules; at most %d (each sku's home is found by trying them in order)", len(c.Homes), MaxHomes)
+	}
 	for i, h := range c.Homes {
+		if i >= MaxHomes {
+			break
+		}
 		key := fmt.Sprintf("homes[%d]", i)
 		if h.Prefix == "" {
 			bad(key+".prefix", "required")

@@ -15,25 +15,93 @@ import (
 // decode decodes the single YAML document b into c. A key that names no
 // field of the config is an error naming the key, its line and, when one
 // is close, the known key it was probably meant to be; every such key is
-// reported, one line each.
-func decode(b []byte, c *Config) error {
+// reported, one line each (the first maxKeyErrors of them), as is a
+// fractional number for an integer. given reports which of the keys that
+// Parse defaults when left out the document gives (through merge keys
+// and aliases too).
+func decode(b []byte, c *Config) (given map[string]bool, err error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return errors.New("config: empty document")
+			return nil, errors.New("config: empty document")
 		}
-		return fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("config: more than one YAML document")
+		return nil, errors.New("config: more than one YAML document")
+	}
+	if err := checkAliases(&doc); err != nil {
+		return nil, err
 	}
 	if errs := unknownKeys(&doc, reflect.TypeFor[Config](), ""); len(errs) > 0 {
-		return errors.Join(errs...)
+		if len(errs) > maxKeyErrors {
+			errs = append(errs[:maxKeyErrors], fmt.Errorf("config: and %d more errors like these", len(errs)-maxKeyErrors))
+		}
+		return nil, errors.Join(errs...)
 	}
 	if err := doc.Decode(c); err != nil {
-		return fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var probe struct {
+		Partitions *int `yaml:"partitions"`
+	}
+	if err := doc.Decode(&probe); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return map[string]bool{"partitions": probe.Partitions != nil}, nil
+}
+
+// maxKeyErrors bounds the errors of unknown keys and wrong types that a
+// config's refusal lists one by one.
+const maxKeyErrors = 50
+
+// Aliases may repeat parts of a document (an anchored node used again
+// with *name), but the document they expand to may hold at most
+// aliasSlack nodes more than twice its own: a few kilobytes of aliases of
+// aliases ("billion laughs") would otherwise decode to gigabytes, and
+// types that decode their own nodes (PartitionSet) copy what an alias
+// repeats each time.
+const aliasSlack = 10_000
+
+// checkAliases refuses a document whose aliases expand it past the bound
+// above. The expanded size of each anchored node is counted once.
+func checkAliases(doc *yaml.Node) error {
+	own := 0
+	var count func(n *yaml.Node)
+	count = func(n *yaml.Node) {
+		own++
+		for _, c := range n.Content {
+			count(c)
+		}
+	}
+	count(doc)
+	limit := 2*own + aliasSlack
+	memo := map[*yaml.Node]int{}
+	var size func(n *yaml.Node, depth int) int
+	size = func(n *yaml.Node, depth int) int {
+		if depth > 10_000 {
+			return limit + 1 // a cycle, or deeper than the parser allows
+		}
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			if v, ok := memo[n.Alias]; ok {
+				return v
+			}
+			v := size(n.Alias, depth+1)
+			memo[n.Alias] = v
+			return v
+		}
+		total := 1
+		for _, c := range n.Content {
+			if total += size(c, depth+1); total > limit {
+				return total
+			}
+		}
+		return total
+	}
+	if size(doc, 0) > limit {
+		return fmt.Errorf("config: its aliases (*name) expand the document to more than %d nodes, twice its own %d and %d more", limit, own, aliasSlack)
 	}
 	return nil
 }
@@ -58,7 +126,21 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
 		}
 		return errs
 	case yaml.AliasNode:
-		return nil // the anchor's node was checked where it stands
+		// Checked where it is used, against the type it decodes into
+		// there (checkAliases bounds the work).
+		if n.Alias == nil {
+			return nil
+		}
+		return unknownKeys(n.Alias, t, path)
+	case yaml.ScalarNode:
+		if isInteger(t.Kind()) && n.ShortTag() == "!!float" {
+			p := path
+			if p == "" {
+				p = "value"
+			}
+			return []error{fmt.Errorf("config: %s: %s at line %d is not an integer", p, n.Value, n.Line)}
+		}
+		return nil
 	case yaml.SequenceNode:
 		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
 			return nil // a type mismatch, which decoding reports
@@ -87,8 +169,21 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
 	var errs []error
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.AliasNode && k.Alias != nil {
+			k = k.Alias // the key is the anchored node's value
+		}
 		if k.Kind == yaml.ScalarNode && k.Value == "<<" {
-			errs = append(errs, unknownKeys(v, t, path)...) // a merge key
+			// A merge key: a mapping, or a list of them, merged here.
+			if v.Kind == yaml.AliasNode && v.Alias != nil {
+				v = v.Alias
+			}
+			if v.Kind == yaml.SequenceNode {
+				for _, m := range v.Content {
+					errs = append(errs, unknownKeys(m, t, path)...)
+				}
+				continue
+			}
+			errs = append(errs, unknownKeys(v, t, path)...)
 			continue
 		}
 		ft, ok := fields[k.Value]
@@ -99,6 +194,16 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
 		errs = append(errs, unknownKeys(v, ft, join(path, k.Value))...)
 	}
 	return errs
+}
+
+// isInteger reports whether k is a kind of integer.
+func isInteger(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return true
+	}
+	return false
 }
 
 func join(path, key string) string {
