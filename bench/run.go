@@ -89,6 +89,13 @@ type Config struct {
 	Progress io.Writer
 }
 
+// MaxCarts bounds --carts: the workload names every cart before the run.
+const MaxCarts = 1_000_000
+
+// MaxOps bounds the operations of a run (rate × (warm-up + duration)):
+// the schedule is made, and every operation tracked, in memory.
+const MaxOps = 5_000_000
+
 // DefaultConfig returns the defaults of `lattice bench`: 3 regions of one
 // node and one partition over the WAN, 500 ops/s for 20 s after a 2 s warm-up, seed 1, at most 128
 // requests in flight, 60 s to settle, durability always, output in
@@ -127,8 +134,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --settle %v, want > 0", c.Settle)
 	case c.Durability != string(config.DurabilityAlways) && c.Durability != string(config.DurabilityEverySec):
 		return fmt.Errorf("bench: --durability %q, want always or everysec", c.Durability)
-	case c.Carts < 0:
-		return fmt.Errorf("bench: --carts %d, want ≥ 0", c.Carts)
+	case c.Carts < 0 || c.Carts > MaxCarts:
+		return fmt.Errorf("bench: --carts %d, want 0..%d", c.Carts, MaxCarts)
+	case c.Rate*(c.Warmup+c.Duration).Seconds() > MaxOps:
+		return fmt.Errorf("bench: --rate %v for --duration %v (and %v of warm-up) is %.0f operations, at most %d (the schedule is made before the run)",
+			c.Rate, c.Duration, c.Warmup, c.Rate*(c.Warmup+c.Duration).Seconds(), MaxOps)
 	case c.Stock < 0 || c.Stock > crdt.MaxQty:
 		return fmt.Errorf("bench: --stock %d, want 0..%d (0 means %d)", c.Stock, crdt.MaxQty, InitialStock)
 	case c.RequestTimeout <= 0:

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -34,6 +35,9 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 	}
 	const me = "lattice backup"
 	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "out", *out) {
+		return exitUsage
+	}
+	if !partitionFlag(cio, me, fset, *part) {
 		return exitUsage
 	}
 	store, ok := regionStore(cio, me, *cfgPath, *name, *part)
@@ -95,6 +99,9 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	}
 	const me = "lattice restore"
 	if !required(cio, me, pos, "config", *cfgPath, "region", *name, "from", *from) {
+		return exitUsage
+	}
+	if !partitionFlag(cio, me, fset, *part) {
 		return exitUsage
 	}
 	store, ok := regionStore(cio, me, *cfgPath, *name, *part)
@@ -176,6 +183,18 @@ func regionStore(cio cmdIO, me, cfgPath, name string, part int) (string, bool) {
 		return "", false
 	}
 	return filepath.Join(cfg.RegionDir(name), server.PartitionDir(part), server.DataFile), true
+}
+
+// partitionFlag refuses a --partition given below 0 (its default, -1,
+// stands for a flag not given, and is not a value to give).
+func partitionFlag(cio cmdIO, me string, fset *flag.FlagSet, part int) bool {
+	given := false
+	fset.Visit(func(f *flag.Flag) { given = given || f.Name == "partition" })
+	if given && part < 0 {
+		fmt.Fprintf(cio.stderr, "%s: --partition %d: want a partition number, 0 or more\n", me, part)
+		return false
+	}
+	return true
 }
 
 // checkStoreExists reports a store that is not there (a region that

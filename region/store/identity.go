@@ -351,9 +351,9 @@ func Backup(path string, w io.Writer) (int64, error) {
 		return 0, fmt.Errorf("store: copy %s: %w", path, err)
 	}
 	if _, err := recoverTail(tmp.Name()); err != nil {
-		return 0, err
+		return 0, fmt.Errorf("store: %s (a copy of it): %w", path, err)
 	}
-	if err := checkSnapshot(tmp.Name()); err != nil {
+	if err := checkSnapshot(tmp.Name(), path); err != nil {
 		return 0, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
@@ -366,12 +366,13 @@ func Backup(path string, w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// checkSnapshot opens the BuntDB file at path and checks that it loads
-// and that its values carry valid frames.
-func checkSnapshot(path string) error {
+// checkSnapshot opens the BuntDB file at path, a copy of the file name,
+// and checks that it loads and that its values carry valid frames; its
+// errors speak of name.
+func checkSnapshot(path, name string) error {
 	db, err := buntdb.Open(path)
 	if err != nil {
-		return fmt.Errorf("store: %s is not a store snapshot: %w", path, err)
+		return fmt.Errorf("store: %s is not a store snapshot: %w", name, err)
 	}
 	defer db.Close()
 	bad, total := 0, 0
@@ -385,13 +386,13 @@ func checkSnapshot(path string) error {
 		})
 	})
 	if err != nil {
-		return fmt.Errorf("store: read %s: %w", path, err)
+		return fmt.Errorf("store: read %s: %w", name, err)
 	}
 	if total == 0 {
-		return fmt.Errorf("store: %s holds no data: not a store snapshot", path)
+		return fmt.Errorf("store: %s holds no data: not a store snapshot", name)
 	}
 	if bad == total {
-		return fmt.Errorf("store: no value of %s passes its checksum: not a store snapshot", path)
+		return fmt.Errorf("store: no value of %s passes its checksum: not a store snapshot", name)
 	}
 	return nil
 }
@@ -432,9 +433,9 @@ func Restore(path, from string) error {
 	}
 	if _, err := recoverTail(tmp); err != nil {
 		os.Remove(tmp)
-		return err
+		return fmt.Errorf("store: %s (a copy of it): %w", from, err)
 	}
-	if err := checkSnapshot(tmp); err != nil {
+	if err := checkSnapshot(tmp, from); err != nil {
 		os.Remove(tmp)
 		return err
 	}

@@ -130,15 +130,15 @@ func GenerateSplit(dir, caKeyDir, cluster string, regions []string) error {
 		}
 		seen[r] = true
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
-	if err := os.MkdirAll(caKeyDir, 0o700); err != nil {
-		return fmt.Errorf("certs: %w", err)
-	}
+	// The CA is looked for before any directory is made: a refusal (one
+	// of its two files missing, say under a mistyped --ca-key-dir)
+	// leaves nothing behind.
 	ca, caKey, err := loadOrCreateCA(dir, caKeyDir, cluster)
 	if err != nil {
 		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("certs: %w", err)
 	}
 	for _, r := range regions {
 		certPEM, keyPEM, err := issue(ca, caKey, cluster, r)
@@ -217,6 +217,12 @@ func loadOrCreateCA(dir, keyDir, cluster string) (*x509.Certificate, *ecdsa.Priv
 	keyPEM, err := encodeKey(key)
 	if err != nil {
 		return nil, nil, err
+	}
+	if err := os.MkdirAll(keyDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("certs: %w", err)
 	}
 	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, nil, err
