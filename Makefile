@@ -5,7 +5,7 @@ FUZZTIME ?= 5s
 # Fuzz targets run by `make test` (package:target), each for $(FUZZTIME).
 FUZZ_TARGETS ?= ./crdt:FuzzDecodeCart ./crdt:FuzzDecodeItem ./crdt:FuzzDecodeGroup \
 	./crdt:FuzzDecodeCartStored ./crdt:FuzzDecodeItemStored ./crdt:FuzzDecodeGroupReference \
-	./sync/protocol:FuzzDecodeMessage ./sync/transport:FuzzReadFrame ./sync/transport:FuzzStreamDecoder
+	./crdt:FuzzParseToken ./sync/protocol:FuzzDecodeMessage ./sync/transport:FuzzReadFrame ./sync/transport:FuzzStreamDecoder
 # Seeds of the replication simulation run without the race detector by
 # `make test` (the race-enabled suite runs 150 of them).
 SIM_SEEDS ?= 10000

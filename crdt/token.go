@@ -1,13 +1,29 @@
 package crdt
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 )
 
-// MaxTokenBytes bounds an encoded causal token.
+// MaxTokenBytes bounds an encoded causal token: the bytes its base64
+// stands for, whichever its form.
 const MaxTokenBytes = 8 << 10
+
+// MaxTokenContextBytes bounds the encoded context a compressed token
+// inflates to: room for MaxReplicas replica ids of the longest region
+// names, with their version vector entries and out-of-order dots.
+const MaxTokenContextBytes = 64 << 10
+
+// compressedTokenPrefix starts a compressed token. A plain token is the
+// base64 of a context's encoding, which starts with an array header (a
+// byte 0x80–0x9f), so its first character is one of g–n, and base64 has
+// no '.'.
+const compressedTokenPrefix = "z."
 
 // EncodeContext returns the canonical encoding of a causal context (the
 // encoding of a cart with no entries).
@@ -25,19 +41,67 @@ func DecodeContext(b []byte) (Context, error) {
 	return c.Ctx, nil
 }
 
-// FormatToken encodes a context as an opaque, URL-safe causal token.
+// FormatToken encodes a context as an opaque, URL-safe causal token: the
+// base64 of its encoding, or, when that would exceed MaxTokenBytes (the
+// replica ids of a cluster that had many incarnations of long region
+// names), "z." and the base64 of its encoding compressed with DEFLATE:
+// the ids share their regions' names, which compress well. A context that
+// does not fit even so gives a token ParseToken refuses; callers that must
+// answer with one use its ceiling (Context.Ceil) then.
 func FormatToken(c *Context) string {
-	return base64.RawURLEncoding.EncodeToString(EncodeContext(c))
+	b := EncodeContext(c)
+	if len(b) <= MaxTokenBytes {
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err == nil {
+		_, err = w.Write(b)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		// Writes to a bytes.Buffer do not fail; a token too long to parse
+		// is what a context too large gives anyway.
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	return compressedTokenPrefix + base64.RawURLEncoding.EncodeToString(buf.Bytes())
+}
+
+// TokenFits reports whether a token FormatToken made is short enough for
+// ParseToken (what it stands for may still be refused).
+func TokenFits(t string) bool {
+	return len(strings.TrimPrefix(t, compressedTokenPrefix)) <= base64.RawURLEncoding.EncodedLen(MaxTokenBytes)
 }
 
 // ParseToken decodes a causal token made by FormatToken.
 func ParseToken(s string) (Context, error) {
+	compressed := strings.HasPrefix(s, compressedTokenPrefix)
+	if compressed {
+		s = s[len(compressedTokenPrefix):]
+	}
 	if len(s) > base64.RawURLEncoding.EncodedLen(MaxTokenBytes) {
 		return Context{}, fmt.Errorf("crdt: token longer than %d bytes", MaxTokenBytes)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return Context{}, fmt.Errorf("crdt: token: %w", err)
+	}
+	if compressed {
+		r := flate.NewReader(bytes.NewReader(b))
+		defer r.Close()
+		if b, err = io.ReadAll(io.LimitReader(r, MaxTokenContextBytes+1)); err != nil {
+			return Context{}, fmt.Errorf("crdt: token: %w", err)
+		}
+		if len(b) > MaxTokenContextBytes {
+			return Context{}, fmt.Errorf("crdt: token inflates past %d bytes", MaxTokenContextBytes)
+		}
+		if len(b) <= MaxTokenBytes {
+			// FormatToken compresses only what does not fit plain: one
+			// context, one token.
+			return Context{}, errors.New("crdt: token: compressed though it fits plain")
+		}
 	}
 	return DecodeContext(b)
 }

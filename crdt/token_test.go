@@ -1,7 +1,10 @@
 package crdt
 
 import (
+	"bytes"
+	"compress/flate"
 	"encoding/base64"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -58,3 +61,100 @@ func TestParseTokenRefusesHostileInput(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// longNamesContext is a context of n replica ids of three long region
+// names, as a cluster that had many incarnations of them holds.
+func longNamesContext(n int) Context {
+	names := []string{"northamerica-northeast1", "australia-southeast1", "southamerica-east1"}
+	c := Context{VV: map[ReplicaID]uint64{}}
+	for i := range n {
+		c.VV[Incarnation(names[i%len(names)], uint64(1796000000+i))] = uint64(1000 + i)
+	}
+	return c
+}
+
+// TestCompressedToken: a context too large for a plain token (231 replica
+// ids of long region names: 12 KB plain) gives a compressed one that
+// round-trips and fits; a small context stays plain.
+func TestCompressedToken(t *testing.T) {
+	small := longNamesContext(3)
+	if tok := FormatToken(&small); strings.HasPrefix(tok, compressedTokenPrefix) {
+		t.Fatalf("a small context's token is compressed: %q", tok)
+	}
+	c := longNamesContext(231)
+	if n := len(EncodeContext(&c)); n <= MaxTokenBytes {
+		t.Fatalf("test setup: the context encodes to %d bytes, within a plain token", n)
+	}
+	tok := FormatToken(&c)
+	if !strings.HasPrefix(tok, compressedTokenPrefix) || !TokenFits(tok) {
+		t.Fatalf("token of %d characters, prefix %q: want a compressed token that fits", len(tok), tok[:2])
+	}
+	if strings.ContainsAny(tok, "+/= \n") {
+		t.Fatalf("token is not URL-safe")
+	}
+	got, err := ParseToken(tok)
+	if err != nil {
+		t.Fatalf("ParseToken: %v", err)
+	}
+	if !got.Equal(&c) {
+		t.Fatal("context changed in the round trip")
+	}
+	t.Logf("%d replica ids: %d bytes plain, a token of %d characters", len(c.VV), len(EncodeContext(&c)), len(tok))
+}
+
+// TestCompressedTokenRefusesHostileInput: a compressed token that inflates
+// past MaxTokenContextBytes (read no further than that), one whose context
+// would fit plain, and malformed DEFLATE are refused.
+func TestCompressedTokenRefusesHostileInput(t *testing.T) {
+	deflate := func(b []byte) string {
+		var buf bytes.Buffer
+		w, _ := flate.NewWriter(&buf, flate.BestCompression)
+		w.Write(b)
+		w.Close()
+		return compressedTokenPrefix + b64(buf.Bytes())
+	}
+	small := longNamesContext(3)
+	for _, tc := range []struct{ name, token, want string }{
+		{"bomb", deflate(make([]byte, 8<<20)), "inflates past"},
+		{"fits-plain", deflate(EncodeContext(&small)), "fits plain"},
+		{"not-deflate", compressedTokenPrefix + b64([]byte("not deflate at all")), "crdt: token:"},
+		{"truncated", deflate(EncodeContext(&small))[:10], "crdt: token:"},
+		{"too-long", compressedTokenPrefix + strings.Repeat("A", 2*MaxTokenBytes), "longer than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := ParseToken(tc.token)
+			runtime.ReadMemStats(&after)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v does not mention %q", err, tc.want)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4*MaxTokenContextBytes+uint64(4*len(tc.token)) {
+				t.Errorf("refusing a %d-character token allocated %d bytes", len(tc.token), alloc)
+			}
+		})
+	}
+}
+
+// FuzzParseToken: whatever the token, ParseToken refuses it or returns a
+// context that round-trips, and a plain token is the one FormatToken gives
+// that context (a compressed one may be another DEFLATE stream of it).
+func FuzzParseToken(f *testing.F) {
+	small, large := longNamesContext(3), longNamesContext(231)
+	f.Add(FormatToken(&small))
+	f.Add(FormatToken(&large))
+	f.Add(compressedTokenPrefix + "AAAA")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseToken(s)
+		if err != nil {
+			return
+		}
+		again := FormatToken(&c)
+		if !strings.HasPrefix(s, compressedTokenPrefix) && again != s {
+			t.Fatalf("ParseToken(%.40q) gave a context whose token is %.40q", s, again)
+		}
+		if c2, err := ParseToken(again); err != nil || !c2.Equal(&c) {
+			t.Fatalf("the context of %.40q does not round-trip: %v", s, err)
+		}
+	})
+}

@@ -2,7 +2,6 @@ package region
 
 import (
 	"context"
-	"encoding/base64"
 	"sync"
 	"sync/atomic"
 
@@ -124,13 +123,10 @@ func (n *Node) TokenFor(ctx context.Context) string {
 	return fitToken(&c)
 }
 
-// maxTokenChars is the length of the longest token ParseToken accepts.
-var maxTokenChars = base64.RawURLEncoding.EncodedLen(crdt.MaxTokenBytes)
-
 // fitToken formats c as a token, over-approximated by its ceiling if it is
 // too large.
 func fitToken(c *crdt.Context) string {
-	if t := crdt.FormatToken(c); len(t) <= maxTokenChars {
+	if t := crdt.FormatToken(c); crdt.TokenFits(t) {
 		return t
 	}
 	ceil := c.Ceil()

@@ -488,7 +488,7 @@ func (n *Node) Token() string {
 	n.amu.Lock()
 	defer n.amu.Unlock()
 	if n.token == "" {
-		n.token = crdt.FormatToken(&n.applied)
+		n.token = fitToken(&n.applied)
 	}
 	return n.token
 }

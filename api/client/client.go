@@ -210,7 +210,7 @@ func (s *tokenState) observe(tok string) {
 	default:
 		cur.Join(&next)
 		t := crdt.FormatToken(&cur)
-		if len(t) > maxTokenChars {
+		if !crdt.TokenFits(t) {
 			ceil := cur.Ceil()
 			t = crdt.FormatToken(&ceil)
 		}
