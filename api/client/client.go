@@ -218,8 +218,6 @@ func (s *tokenState) observe(tok string) {
 	}
 }
 
-// maxTokenChars is the length of the longest token the API takes.
-var maxTokenChars = (crdt.MaxTokenBytes*8 + 5) / 6
 
 // NewIdempotencyKey returns a fresh random Idempotency-Key (128 bits from
 // crypto/rand, in hex). Make one yourself when you need to know a
