@@ -218,7 +218,6 @@ func (s *tokenState) observe(tok string) {
 	}
 }
 
-
 // NewIdempotencyKey returns a fresh random Idempotency-Key (128 bits from
 // crypto/rand, in hex). Make one yourself when you need to know a
 // checkout's key, to read its status with CheckoutStatus or to retry it
