@@ -2,8 +2,7 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -226,37 +225,26 @@ func (s *Server) NodeName() string {
 
 // forwardClient returns the HTTP client a node of a partitioned region
 // forwards requests with to the other nodes of its region. Over HTTPS it
-// trusts the system's roots, the CA certificates of api_tls.client_ca and
-// those that follow the leaf in api_tls.cert, and presents the node's own
-// API certificate (for a region whose API asks clients for one); those
-// files are read when the node starts.
-func (s *security) forwardClient(cfg *config.Config) (*http.Client, error) {
+// presents the region's API certificate (to an API that asks clients for
+// one) and verifies the other nodes' against the system's roots, the CAs
+// of api_tls.client_ca and the certificates of api_tls.cert (its leaf and
+// what follows it), all as the API certificate's reload last read them
+// (certs.ServerCert.ForwardTLS): a renewed certificate is presented and
+// trusted from the next handshake on. With api_tls.client_ca, the
+// certificate must allow client authentication, which a server-only one
+// does not; the node refuses to start then.
+func (s *security) forwardClient() (*http.Client, error) {
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
 	}
-	if cfg.APITLS.Cert != "" {
-		roots, err := x509.SystemCertPool()
-		if err != nil || roots == nil {
-			roots = x509.NewCertPool()
+	if s.apiCert != nil {
+		if s.apiCert.ClientAsked() && !s.apiCert.ClientUsable() {
+			return nil, errors.New("forwarding client: api_tls.cert does not allow client authentication (extended key usage clientAuth), and with api_tls.client_ca the other nodes of the region ask for it when this node forwards a request to them")
 		}
-		for _, f := range []string{cfg.APITLS.ClientCA, cfg.APITLS.Cert} {
-			if f == "" {
-				continue
-			}
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("forwarding client: %w", err)
-			}
-			roots.AppendCertsFromPEM(b)
-		}
-		cert, err := tls.LoadX509KeyPair(cfg.APITLS.Cert, cfg.APITLS.Key)
-		if err != nil {
-			return nil, fmt.Errorf("forwarding client: %w", err)
-		}
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{cert}}
+		tr.TLSClientConfig = s.apiCert.ForwardTLS()
 	}
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }

@@ -388,7 +388,7 @@ func (s *Server) listen(ctx context.Context, addr string, peerBundle *certs.Bund
 func (s *Server) serveAPI(svc api.Service, part *api.Partitioning, opts Options) (err error) {
 	cfg, name := s.cfg, s.name
 	if part != nil {
-		if part.Client, err = s.sec.forwardClient(cfg); err != nil {
+		if part.Client, err = s.sec.forwardClient(); err != nil {
 			return fmt.Errorf("server: region %s: %w", name, err)
 		}
 	}

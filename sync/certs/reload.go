@@ -72,6 +72,10 @@ type serverMaterial struct {
 	cert       *tls.Certificate
 	clientCAs  *x509.CertPool
 	caNotAfter time.Time // the earliest NotAfter of the client CAs
+	// peers is what ForwardTLS verifies the other nodes' certificates
+	// against: the system's roots, the client CAs and the certificates of
+	// the certificate file (the leaf and what follows it).
+	peers *x509.CertPool
 }
 
 // LoadServerCert reads a PEM certificate chain (leaf first) and its key,
@@ -111,23 +115,86 @@ func (s *ServerCert) Reload() error {
 		}
 	}
 	m := &serverMaterial{cert: &pair}
+	if m.peers, err = x509.SystemCertPool(); err != nil || m.peers == nil {
+		m.peers = x509.NewCertPool()
+	}
+	for _, der := range pair.Certificate {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			m.peers.AddCert(c)
+		}
+	}
 	if s.clientCAFile != "" {
-		if m.clientCAs, m.caNotAfter, err = readCAPool(s.clientCAFile); err != nil {
+		var cas []*x509.Certificate
+		if m.clientCAs, cas, m.caNotAfter, err = readCAPool(s.clientCAFile); err != nil {
 			return err
+		}
+		for _, c := range cas {
+			m.peers.AddCert(c)
 		}
 	}
 	s.cur.Store(m)
 	return nil
 }
 
+// ForwardTLS returns the client configuration a node forwards requests to
+// the other nodes of its region with: it presents the certificate Reload
+// last read (to an API that asks clients for one), and verifies theirs
+// against the system's roots, the client CAs and the certificates of the
+// certificate file as Reload last read them, so that a renewed
+// certificate is presented and trusted from the next handshake on, as
+// the API serves it.
+func (s *ServerCert) ForwardTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return s.cur.Load().cert, nil
+		},
+		// Verified by VerifyConnection, against the pool of the moment.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("certs: the node presented no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: s.cur.Load().peers, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		},
+	}
+}
+
+// ClientAsked reports whether the API asks clients for a certificate
+// (a client CA file is set).
+func (s *ServerCert) ClientAsked() bool { return s.clientCAFile != "" }
+
+// ClientUsable reports whether the certificate Reload last read may be
+// presented as a client certificate: it names no extended key usage, or
+// client authentication (or any) among them.
+func (s *ServerCert) ClientUsable() bool {
+	leaf := s.cur.Load().cert.Leaf
+	if len(leaf.ExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range leaf.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
+}
+
 // readCAPool reads every certificate of a PEM file into a pool; each must
-// be a CA. It returns the earliest NotAfter among them.
-func readCAPool(path string) (*x509.CertPool, time.Time, error) {
+// be a CA. It returns them too, and the earliest NotAfter among them.
+func readCAPool(path string) (*x509.CertPool, []*x509.Certificate, time.Time, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("certs: %w", err)
+		return nil, nil, time.Time{}, fmt.Errorf("certs: %w", err)
 	}
 	pool := x509.NewCertPool()
+	var cas []*x509.Certificate
 	var first time.Time
 	n := 0
 	for rest := data; ; {
@@ -141,21 +208,22 @@ func readCAPool(path string) (*x509.CertPool, time.Time, error) {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, time.Time{}, fmt.Errorf("certs: %s: %w", path, err)
+			return nil, nil, time.Time{}, fmt.Errorf("certs: %s: %w", path, err)
 		}
 		if !c.IsCA {
-			return nil, time.Time{}, fmt.Errorf("certs: %s: certificate %q is not a CA", path, c.Subject.CommonName)
+			return nil, nil, time.Time{}, fmt.Errorf("certs: %s: certificate %q is not a CA", path, c.Subject.CommonName)
 		}
 		pool.AddCert(c)
+		cas = append(cas, c)
 		if n == 0 || c.NotAfter.Before(first) {
 			first = c.NotAfter
 		}
 		n++
 	}
 	if n == 0 {
-		return nil, time.Time{}, fmt.Errorf("certs: %s holds no CERTIFICATE PEM block", path)
+		return nil, nil, time.Time{}, fmt.Errorf("certs: %s holds no CERTIFICATE PEM block", path)
 	}
-	return pool, first, nil
+	return pool, cas, first, nil
 }
 
 // Expiry returns when the served certificate expires and, when client
