@@ -68,6 +68,8 @@ type Replicator struct {
 	mu     sync.Mutex
 	local  []region.Delta
 	in     []inbound
+	inSize int        // payload bytes of the messages in in
+	room   *sync.Cond // on mu: in was taken by the loop, or the replicator stopped
 	wake   chan struct{}
 	status []protocol.PeerStatus
 	// waiters wait for local writes to reach other regions (concern.go).
@@ -98,8 +100,10 @@ func New(opts Options) *Replicator {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Replicator{opts: opts, log: opts.Logger, m: opts.Metrics,
+	r := &Replicator{opts: opts, log: opts.Logger, m: opts.Metrics,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	r.room = sync.NewCond(&r.mu)
+	return r
 }
 
 // Check reports whether the replicator can run for node: its protocol
@@ -140,6 +144,9 @@ func (r *Replicator) Close() {
 	default:
 	}
 	close(r.stop)
+	r.mu.Lock()
+	r.room.Broadcast() // OnMessage waiting for room gives up
+	r.mu.Unlock()
 	if r.proto == nil {
 		return // never started
 	}
@@ -186,10 +193,29 @@ func (r *Replicator) OnMessage(from string, payload []byte) {
 	}
 	r.m.MessagesReceived.WithLabelValues(from, m.Kind.String()).Inc()
 	r.mu.Lock()
+	// Bounded: past MaxInbound messages or MaxInboundBytes waiting for the
+	// loop, the peer's delivery waits for the loop to take them, which
+	// holds back its messages and, through flow control, its sender.
+	for len(r.in) >= MaxInbound || r.inSize >= MaxInboundBytes {
+		select {
+		case <-r.stop:
+			r.mu.Unlock()
+			return
+		default:
+		}
+		r.room.Wait()
+	}
 	r.in = append(r.in, inbound{from: from, msg: m})
+	r.inSize += len(payload)
 	r.mu.Unlock()
 	r.signal()
 }
+
+// Bounds of the messages received and not yet stepped (OnMessage).
+const (
+	MaxInbound      = 4096
+	MaxInboundBytes = 64 << 20
+)
 
 // OnPeer implements transport.PeerObserver.
 func (r *Replicator) OnPeer(peer string, connected bool) {
@@ -221,7 +247,8 @@ func (r *Replicator) loop() {
 		}
 		r.mu.Lock()
 		local, in := r.local, r.in
-		r.local, r.in = nil, nil
+		r.local, r.in, r.inSize = nil, nil, 0
+		r.room.Broadcast()
 		r.mu.Unlock()
 		now := r.opts.Now()
 		for _, ev := range in {

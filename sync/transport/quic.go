@@ -33,6 +33,7 @@ const (
 	codeSuperseded    = 0x14
 	codeWriteFailed   = 0x15
 	codeShutdown      = 0x16
+	codeUnnamed       = 0x17
 )
 
 // callGrace is added to the timeout a caller sends, so that the callee's
@@ -705,6 +706,16 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 		return
 	}
 	t.log.Debug("transport: accepted", "region", region, "remote", conn.RemoteAddr().String())
+	// A connection whose message stream has not named its peer within the
+	// handshake timeout is closed: a region names itself at once (its dial
+	// waits no longer for the answer), and only a named connection is
+	// replaced by the peer's next one, so unnamed ones would pile up.
+	unnamed := time.AfterFunc(t.cfg.HandshakeTimeout, func() {
+		if _, ok := t.nameOf(conn); !ok {
+			conn.CloseWithError(codeUnnamed, "no message stream named a peer in time")
+		}
+	})
+	defer unnamed.Stop()
 
 	var streams sync.WaitGroup
 	for {
