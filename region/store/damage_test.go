@@ -418,3 +418,42 @@ func TestDamagedKeyDetected(t *testing.T) {
 		t.Errorf("Corrupt() = %v; want k/a listed", c)
 	}
 }
+
+// TestRestoreDropsInterruptedRewrite: a store left with the file of an
+// interrupted rewrite (data.db.prev) and then restored from a snapshot
+// opens with the snapshot's data, not the file the rewrite kept.
+func TestRestoreDropsInterruptedRewrite(t *testing.T) {
+	dir := t.TempDir()
+	snapPath := filepath.Join(dir, "snap.db")
+	{
+		src := filepath.Join(dir, "src", "s.db")
+		st := openAcked(t, src)
+		setAcked(t, st, "snapshot")
+		f, err := os.Create(snapPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Backup(src, f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		st.Close()
+	}
+	path := filepath.Join(dir, "s.db")
+	st := openAcked(t, path)
+	setAcked(t, st, "old")
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(path, prevPath(path)); err != nil {
+		t.Fatal(err)
+	}
+	if err := Restore(path, snapPath); err != nil {
+		t.Fatal(err)
+	}
+	st = openAcked(t, path)
+	defer st.Close()
+	if got := heldState(t, st, "snapshot", "old"); got["snapshot"] != "ok" || got["old"] != "absent" {
+		t.Fatalf("after a restore over a store with %s: %v; want the snapshot's data only", prevPath(path), got)
+	}
+}

@@ -450,6 +450,12 @@ func Restore(path, from string) error {
 		os.Remove(tmp)
 		return err
 	}
+	// A file an interrupted rewrite kept (Shrink) is of the store being
+	// replaced: the next open must not go back to it.
+	if err := os.Remove(prevPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		os.Remove(tmp)
+		return fmt.Errorf("store: %w", err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
