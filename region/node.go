@@ -958,11 +958,31 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 // version above every version the peers hold (the item was just joined
 // with theirs): what an earlier incarnation published last may differ
 // from what the ledger now holds. Holds past their expiry expire on the
-// way.
+// way. An item this region decides that shows held units but has no
+// ledger here (the ledger was written after the backup the region was
+// restored from, or in a lost tail) is republished too, as held by none:
+// else the peers would show its lost holds for good, since every region,
+// this one included, holds the same stale figure and anti-entropy finds
+// no difference.
 func (n *Node) republishHeld() error {
 	var skus []string
+	has := map[string]bool{}
 	err := n.store.Scan(prefixLedger, func(k string, _ []byte, _ error) bool {
 		skus = append(skus, k[len(prefixLedger):])
+		has[k[len(prefixLedger):]] = true
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	err = n.store.Scan(prefixItem, func(k string, v []byte, err error) bool {
+		sku := k[len(prefixItem):]
+		if err != nil || has[sku] || !n.decides(n.HomeOf(sku), sku) {
+			return true
+		}
+		if it, err := crdt.DecodeItemStored(v); err == nil && it.Held.Value != 0 {
+			skus = append(skus, sku)
+		}
 		return true
 	})
 	if err != nil {
