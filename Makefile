@@ -52,7 +52,7 @@ test: lint fuzz sim unit
 
 # image builds the static binary and the image lattice:dev (deploy/Dockerfile).
 image:
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o deploy/lattice ./cmd/lattice
+	GOOS=linux CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o deploy/lattice ./cmd/lattice
 	docker build -t lattice:dev -f deploy/Dockerfile deploy
 
 # compose-test builds the image and runs deploy/compose/compose.yaml: three
