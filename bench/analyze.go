@@ -84,6 +84,7 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 	var inWindow, inWindowOK int
 	measureStart := start.Add(warmup)
 	measureEnd := measureStart.Add(duration)
+	mixWrites := map[CartLine][]MixWrite{}
 	for i, op := range sched.Ops {
 		r := results[i]
 		if r.First.Outcome != NotRun && !r.Done.Before(measureStart) && r.Done.Before(measureEnd) {
@@ -101,6 +102,14 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 				a.adds.Acked[l] += op.Qty
 			case Unknown:
 				a.adds.Unknown[l] += op.Qty
+			}
+		case CartMixAdd, CartSet, CartRemove:
+			if r.First.Outcome == OK || r.First.Outcome == Unknown {
+				l := CartLine{op.Cart, op.SKU}
+				if op.Kind != CartRemove {
+					a.adds.Mixed[l] += op.Qty
+				}
+				mixWrites[l] = append(mixWrites[l], MixWrite{Kind: op.Kind, Qty: op.Qty, OK: r.First.Outcome == OK, Sent: r.Sent, Done: r.Done})
 			}
 		case Restock:
 			l := a.stock.Ledger(op.SKU)
@@ -205,6 +214,11 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 	if duration > 0 {
 		a.throughput = float64(inWindow) / duration.Seconds()
 		a.throughputOK = float64(inWindowOK) / duration.Seconds()
+	}
+	for l, ws := range mixWrites {
+		if lower, ok := MixedBound(ws); ok {
+			a.adds.MixedLower[l] = lower
+		}
 	}
 	return a
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // CartState is a cart as a region shows it: the quantity of each sku in
@@ -51,13 +52,63 @@ type CartLine struct{ Cart, SKU string }
 // request failed without an answer, so the add may or may not have
 // happened). Those carts receive nothing but adds, so a line's final
 // quantity q must satisfy Acked ≤ q ≤ Acked + Unknown at every region.
+//
+// The mixed carts (adds, sets and removes) are held to a bound from above:
+// Mixed is, per line, the units of every add and set that may have
+// happened (acknowledged or of unknown outcome). Whatever order the
+// regions merged them in, a line holds at most that; a line no add or set
+// named holds nothing. MixedLower is a bound from below for the lines
+// whose writes allow one (MixedBound): no remove, at most one set, and
+// that one acknowledged.
 type AddModel struct {
 	Acked, Unknown map[CartLine]int64
+	Mixed          map[CartLine]int64
+	MixedLower     map[CartLine]int64
 }
 
 // NewAddModel returns an empty model.
 func NewAddModel() *AddModel {
-	return &AddModel{Acked: map[CartLine]int64{}, Unknown: map[CartLine]int64{}}
+	return &AddModel{Acked: map[CartLine]int64{}, Unknown: map[CartLine]int64{},
+		Mixed: map[CartLine]int64{}, MixedLower: map[CartLine]int64{}}
+}
+
+// MixWrite is one write of a mixed cart's line that may have happened
+// (acknowledged, OK, or of unknown outcome), with when it was sent and
+// answered.
+type MixWrite struct {
+	Kind       Kind
+	Qty        int64
+	OK         bool
+	Sent, Done time.Time
+}
+
+// MixedBound returns the units a mixed cart's line must hold at least,
+// given the writes of it that may have happened, and whether it can say:
+// with no remove (nor set to 0) and no set, the acknowledged adds; with
+// one acknowledged set of q and no remove, q and the acknowledged adds
+// sent after the set was answered (the set removed only entries it had
+// seen; its own survives, since nothing removes it). Other lines (removes,
+// several sets, a set of unknown outcome) have no bound from below.
+func MixedBound(writes []MixWrite) (int64, bool) {
+	var set *MixWrite
+	for i, w := range writes {
+		switch {
+		case w.Kind == CartRemove, w.Kind == CartSet && (w.Qty == 0 || !w.OK || set != nil):
+			return 0, false
+		case w.Kind == CartSet:
+			set = &writes[i]
+		}
+	}
+	var lower int64
+	if set != nil {
+		lower = set.Qty
+	}
+	for _, w := range writes {
+		if w.Kind == CartMixAdd && w.OK && (set == nil || !w.Sent.Before(set.Done)) {
+			lower += w.Qty
+		}
+	}
+	return lower, true
 }
 
 // Check compares the carts of every region with m. lost counts the units
@@ -65,8 +116,9 @@ func NewAddModel() *AddModel {
 // are missing (every add of an add-only cart is one unit, so this is the
 // number of lost acknowledged adds); phantom counts units beyond every
 // add that may have happened, likewise. Only the lines of addCarts are
-// compared.
-func (m *AddModel) Check(states []RegionState, addCarts []string) (lost, phantom int64) {
+// compared for lost units; the lines of mixCarts are compared with their
+// bound from above (phantom units).
+func (m *AddModel) Check(states []RegionState, addCarts, mixCarts []string) (lost, phantom int64) {
 	lines := map[CartLine]bool{}
 	for l := range m.Acked {
 		lines[l] = true
@@ -90,6 +142,29 @@ func (m *AddModel) Check(states []RegionState, addCarts []string) (lost, phantom
 		}
 		lost += worstLost
 		phantom += worstPhantom
+	}
+	mixed := map[CartLine]bool{}
+	for _, st := range states {
+		for _, c := range mixCarts {
+			for sku := range st.Carts[c] {
+				mixed[CartLine{c, sku}] = true
+			}
+		}
+	}
+	for l := range m.MixedLower {
+		mixed[l] = true
+	}
+	for l := range mixed {
+		var worstPhantom, worstLost int64
+		for _, st := range states {
+			q := st.Carts[l.Cart][l.SKU]
+			worstPhantom = max(worstPhantom, q-m.Mixed[l])
+			if lower, ok := m.MixedLower[l]; ok {
+				worstLost = max(worstLost, lower-q)
+			}
+		}
+		phantom += worstPhantom
+		lost += worstLost
 	}
 	return lost, phantom
 }
@@ -156,19 +231,33 @@ func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismat
 // rights granted) and acknowledged commits − every restock that may have
 // happened.
 func skuOversold(l *StockLedger, it ItemState) int64 {
-	return max(0, it.Reserved+it.Granted-it.Stock, l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
+	return max(0, it.Reserved+it.Granted-l.bound(it.Stock), l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
+}
+
+// bound is the stock a region may rightly show when it shows stock: no
+// more than every restock that may have happened less the acknowledged
+// commits. Held units are checked against it, not against the stock the
+// same read shows, which a fault may have raised (a restock counted
+// twice) along with them.
+func (l *StockLedger) bound(stock int64) int64 {
+	return min(stock, l.RestockAcked+l.RestockUnknown-l.CommitAcked)
 }
 
 // ViewOversold returns, per sku, the most units by which reserved +
 // granted exceeds stock in one region's view of states: held and
-// committed beyond stock as that region sees it, the holds decided from
-// rights being within the rights granted. Skus at 0 everywhere are left
-// out.
-func ViewOversold(states []RegionState) map[string]int64 {
+// committed beyond stock as that region sees it (and beyond what the
+// restocks and commits of m allow, StockLedger.bound), the holds decided
+// from rights being within the rights granted. Skus at 0 everywhere are
+// left out.
+func ViewOversold(states []RegionState, m StockModel) map[string]int64 {
 	out := map[string]int64{}
 	for _, st := range states {
 		for sku, it := range st.Items {
-			if over := it.Reserved + it.Granted - it.Stock; over > out[sku] {
+			l := m[sku]
+			if l == nil {
+				l = &StockLedger{} // no restock known: no stock rightly shown
+			}
+			if over := it.Reserved + it.Granted - l.bound(it.Stock); over > out[sku] {
 				out[sku] = over
 			}
 		}

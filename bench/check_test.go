@@ -15,7 +15,7 @@ func TestAddModelCountsLostAndPhantomAdds(t *testing.T) {
 
 	good := RegionState{Carts: map[string]CartState{"a": {"x": 3, "y": 1}, "b": {"x": 2}}}
 	alsoGood := RegionState{Carts: map[string]CartState{"a": {"x": 3, "y": 1}, "b": {"x": 3}}}
-	if lost, phantom := m.Check([]RegionState{good, alsoGood}, carts); lost != 0 || phantom != 0 {
+	if lost, phantom := m.Check([]RegionState{good, alsoGood}, carts, nil); lost != 0 || phantom != 0 {
 		t.Fatalf("consistent carts: lost %d, phantom %d", lost, phantom)
 	}
 
@@ -23,7 +23,7 @@ func TestAddModelCountsLostAndPhantomAdds(t *testing.T) {
 	// unit of b/x beyond the unknown one, and a line nobody added.
 	lossy := RegionState{Carts: map[string]CartState{"a": {"x": 2}, "b": {"x": 2}}}
 	extra := RegionState{Carts: map[string]CartState{"a": {"x": 3, "y": 1, "z": 1}, "b": {"x": 4}}}
-	lost, phantom := m.Check([]RegionState{good, lossy, extra}, carts)
+	lost, phantom := m.Check([]RegionState{good, lossy, extra}, carts, nil)
 	if lost != 2 {
 		t.Errorf("lost %d, want 2 (a/x at the lossy region, a/y there)", lost)
 	}
@@ -33,12 +33,12 @@ func TestAddModelCountsLostAndPhantomAdds(t *testing.T) {
 
 	// A missing cart loses everything acknowledged in it.
 	empty := RegionState{Carts: map[string]CartState{}}
-	if lost, _ := m.Check([]RegionState{empty}, carts); lost != 6 {
+	if lost, _ := m.Check([]RegionState{empty}, carts, nil); lost != 6 {
 		t.Errorf("an empty region: lost %d, want 6", lost)
 	}
 	// Lines of carts outside the add-only set are not the model's.
 	mixed := RegionState{Carts: map[string]CartState{"a": {"x": 3, "y": 1}, "b": {"x": 2}, "m": {"q": 9}}}
-	if _, phantom := m.Check([]RegionState{mixed}, carts); phantom != 0 {
+	if _, phantom := m.Check([]RegionState{mixed}, carts, nil); phantom != 0 {
 		t.Errorf("a mixed cart's line counted as phantom: %d", phantom)
 	}
 }
@@ -73,9 +73,15 @@ func TestCheckStockCountsOversold(t *testing.T) {
 			}
 		})
 	}
-	// A sku read at its home that the model never saw is checked too.
-	if over, _ := CheckStock(StockModel{}, map[string]ItemState{"u": {Stock: 1, Reserved: 4}}); over != 3 {
-		t.Fatalf("unknown sku: oversold %d, want 3", over)
+	// A sku read at its home that the model never saw is checked too: no
+	// restock of it is known, so all 4 held units are beyond what was ever
+	// restocked, whatever stock the home shows.
+	if over, _ := CheckStock(StockModel{}, map[string]ItemState{"u": {Stock: 1, Reserved: 4}}); over != 4 {
+		t.Fatalf("unknown sku: oversold %d, want 4", over)
+	}
+	// A home that counted a restock twice and held the units it invented.
+	if over, _ := CheckStock(StockModel{"d": {RestockAcked: 10}}, map[string]ItemState{"d": {Stock: 12, Reserved: 12}}); over != 2 {
+		t.Fatalf("doubled restock, all held: oversold %d, want 2", over)
 	}
 }
 
@@ -130,12 +136,13 @@ func TestViewOversold(t *testing.T) {
 		{Items: map[string]ItemState{"a": {Stock: 10, Reserved: 4, Granted: 8}, "b": {Stock: 3, Reserved: 5}}},
 		{Items: map[string]ItemState{"a": {Stock: 10, Reserved: 3, Granted: 8}}},
 	}
+	m := StockModel{"a": {RestockAcked: 10}, "b": {RestockAcked: 3}}
 	// The worst view of each sku: a by 2 at the second region, b by 2
 	// there too; a sku at 0 everywhere is left out.
-	if got, want := ViewOversold(states), map[string]int64{"a": 2, "b": 2}; !reflect.DeepEqual(got, want) {
+	if got, want := ViewOversold(states, m), map[string]int64{"a": 2, "b": 2}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("ViewOversold = %v, want %v", got, want)
 	}
-	if got := ViewOversold(states[:1]); len(got) != 0 {
+	if got := ViewOversold(states[:1], m); len(got) != 0 {
 		t.Fatalf("consistent view: %v", got)
 	}
 }

@@ -54,9 +54,14 @@ type KindResult struct {
 	NonHomeGranted      int `json:"non_home_granted"`
 	NonHomeInsufficient int `json:"non_home_insufficient_stock"`
 	NonHomeUnavailable  int `json:"non_home_home_unavailable"`
+	// NonHomeNoAnswer counts the holds sent to a region other than the
+	// sku's home that ended without a decision or a 503 home_unavailable
+	// (timed out, transport error, another 5xx): not answered within
+	// EscrowFastMS, they count against NonHomeFast.
+	NonHomeNoAnswer int `json:"non_home_no_answer"`
 	// NonHomeLatency is the latency of the holds granted at a region
 	// other than the sku's home; NonHomeFast the share of them answered
-	// within EscrowFastMS.
+	// within EscrowFastMS, of them and NonHomeNoAnswer.
 	NonHomeLatency Summary `json:"non_home_granted_latency"`
 	NonHomeFast    float64 `json:"non_home_granted_within_5ms"`
 	// DecidedLocally counts the holds granted at a region other than the
@@ -172,6 +177,8 @@ func analyzeEscrow(sched *Schedule, results []opResult, names []string, rtt func
 			if !op.FromHome {
 				kr.NonHomeUnavailable++
 			}
+		case r.First.Outcome == Unknown && !op.FromHome:
+			kr.NonHomeNoAnswer++
 		}
 		if r.Second.Outcome == OK {
 			if op.Commit {
@@ -193,8 +200,8 @@ func analyzeEscrow(sched *Schedule, results []opResult, names []string, rtt func
 				fast++
 			}
 		}
-		if len(s[k].nonHome) > 0 {
-			kr.NonHomeFast = float64(fast) / float64(len(s[k].nonHome))
+		if n := len(s[k].nonHome) + kr.NonHomeNoAnswer; n > 0 {
+			kr.NonHomeFast = float64(fast) / float64(n)
 		}
 		kr.Commit = Summarize(s[k].commit)
 		kr.Release = Summarize(s[k].release)
@@ -215,6 +222,8 @@ func analyzeEscrow(sched *Schedule, results []opResult, names []string, rtt func
 			// A refusal whose stock could not be read counts against it.
 			Met: es.Holds > 0 && float64(es.RefusedWhileAvailable+es.RefusalsUnchecked) <= EscrowRefusedGoal*float64(es.Holds)},
 		{Goal: "oversold units", Kind: "escrow", Target: "0", Value: float64(es.OversoldUnits), Met: es.OversoldUnits == 0},
+		{Goal: "holds granted at a non-home region decided by a third region (neither where sent nor the home)", Kind: "escrow", Target: "0",
+			Value: float64(es.DecidedElsewhere), Met: es.DecidedElsewhere == 0},
 		{Goal: "oversold units", Kind: "home-decided", Target: "0", Value: float64(e.HomeDecided.OversoldUnits), Met: e.HomeDecided.OversoldUnits == 0},
 	}
 	return e
@@ -239,7 +248,8 @@ func (r *Result) escrowMarkdown(w func(string, ...any)) {
 		fmt.Sprintf("%d / %d / %d", s.NonHomeGranted, s.NonHomeInsufficient, s.NonHomeUnavailable))
 	row("granted at a non-home region, p50 / p99 / p99.9 ms", fmt.Sprintf("%s / %s / %s", f(h.NonHomeLatency.P50), f(h.NonHomeLatency.P99), f(h.NonHomeLatency.P999)),
 		fmt.Sprintf("%s / %s / %s", f(s.NonHomeLatency.P50), f(s.NonHomeLatency.P99), f(s.NonHomeLatency.P999)))
-	row(fmt.Sprintf("… answered within %v ms", EscrowFastMS), pct(h.NonHomeFast), pct(s.NonHomeFast))
+	row("sent to a non-home region and left without an answer (timed out, other 5xx)", h.NonHomeNoAnswer, s.NonHomeNoAnswer)
+	row(fmt.Sprintf("… answered within %v ms (of granted and unanswered)", EscrowFastMS), pct(h.NonHomeFast), pct(s.NonHomeFast))
 	row("… decided where sent / at the home / elsewhere (by the id's region)", fmt.Sprintf("%d / %d / %d", h.DecidedLocally, h.DecidedAtHome, h.DecidedElsewhere),
 		fmt.Sprintf("%d / %d / %d", s.DecidedLocally, s.DecidedAtHome, s.DecidedElsewhere))
 	row("… decided where sent, after at least the round trip to the home (waited for rights)", h.DecidedLocallyAfterRTT, s.DecidedLocallyAfterRTT)

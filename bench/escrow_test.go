@@ -95,7 +95,7 @@ func TestAnalyzeEscrowCountsByKind(t *testing.T) {
 	for _, g := range e.Goals {
 		met[g.Kind+": "+g.Goal] = g.Met
 	}
-	if len(e.Goals) != 4 || met["escrow: oversold units"] || !met["home-decided: oversold units"] {
+	if len(e.Goals) != 5 || met["escrow: oversold units"] || !met["home-decided: oversold units"] {
 		t.Fatalf("goals %+v", e.Goals)
 	}
 	for g, m := range met {

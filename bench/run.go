@@ -411,9 +411,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.Bytes = bytesResult(b0.w, wireEnd, len(names), a.ops.Answered, res.DotsMeasured)
 
-	lost, phantom := a.adds.Check(states, sched.AddCarts)
+	lost, phantom := a.adds.Check(states, sched.AddCarts, sched.MixCarts)
 	oversold, mismatches := CheckStock(a.stock, home)
-	viewOver := ViewOversold(states)
+	viewOver := ViewOversold(states, a.stock)
 	var inViews int64
 	for _, u := range viewOver {
 		inViews += u
@@ -539,7 +539,7 @@ func readState(ctx context.Context, cl *client, r int, sched *Schedule) (RegionS
 		}
 		cs := CartState{}
 		for _, it := range v.Items {
-			cs[it.SKU] = it.Qty
+			cs[it.SKU] += it.Qty // a sku listed twice counts twice
 		}
 		st.Carts[id] = cs
 	}
