@@ -67,11 +67,17 @@ func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
 		if req.Body == nil || req.Method != http.MethodPost {
 			return 0, false, nil
 		}
-		b, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, MaxBodyBytes))
+		// Read as the handler would (400 for a broken body, 413 past the
+		// limit), and parsed only within the handler's limits: a body past
+		// them names no partition and is refused here as the handler does.
+		b, err := readBody(c, nil)
 		if err != nil {
 			return 0, false, err
 		}
 		req.Body = io.NopCloser(bytes.NewReader(b))
+		if checkLimits(b) != nil {
+			return 0, false, nil
+		}
 		var body struct {
 			SKU *string `json:"sku"`
 		}

@@ -214,7 +214,9 @@ func idem(c echo.Context, params []string, body any) (region.Idem, error) {
 }
 
 // readBody appends the request body, at most MaxBodyBytes of it, to buf.
-// With a Content-Length it makes room for the whole body at once; without
+// With a Content-Length it makes room at once for the whole body, up to
+// bodyPrealloc bytes (what a client declares is not what it sends: 64 KiB
+// held per connection for a few bytes of headers); past that, and without
 // one, readAll doubles buf as it fills, so that the buffers it allocates
 // add up to at most about 4× the body.
 func readBody(c echo.Context, buf []byte) ([]byte, error) {
@@ -224,7 +226,7 @@ func readBody(c echo.Context, buf []byte) ([]byte, error) {
 	}
 	if req.ContentLength > 0 {
 		// One byte more, for the read that finds the end.
-		buf = grow(buf, int(req.ContentLength)+1)
+		buf = grow(buf, min(int(req.ContentLength)+1, bodyPrealloc))
 	}
 	// The reader yields at most MaxBodyBytes+1 bytes: one over is an error.
 	b, err := readAll(http.MaxBytesReader(c.Response().Writer, req.Body, MaxBodyBytes), buf, MaxBodyBytes+1)
@@ -237,6 +239,10 @@ func readBody(c echo.Context, buf []byte) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// bodyPrealloc bounds the room readBody makes for a body before it
+// arrives.
+const bodyPrealloc = 4 << 10
 
 // readAll is io.ReadAll appending to b, for a reader that yields at most
 // limit bytes: whenever b is full it doubles its room (by 512 bytes at

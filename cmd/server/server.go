@@ -199,7 +199,10 @@ type Server struct {
 	serveErr error
 
 	closeOnce sync.Once
-	closeErr  error
+	// cancelRequests cancels the context every request's descends from
+	// (set with the HTTP server; Close calls it at the shutdown deadline).
+	cancelRequests context.CancelFunc
+	closeErr       error
 }
 
 // Start opens region name of the cluster cfg describes and serves its
@@ -376,6 +379,14 @@ func (s *Server) listen(ctx context.Context, addr string, peerBundle *certs.Bund
 		(*s.handler.Load()).ServeHTTP(w, r)
 	})))
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	// Requests' contexts descend from one Close cancels once the shutdown
+	// timeout has passed: closing a connection cancels its request only
+	// through net/http's background read, which never starts while a
+	// declared body is unread, so a request waiting (for a causal token, a
+	// write concern) would otherwise hold Close up for its whole wait.
+	var base context.Context
+	base, s.cancelRequests = context.WithCancel(context.Background())
+	s.http.BaseContext = func(net.Listener) context.Context { return base }
 	go s.serve()
 	s.sec.start(opts.ReloadInterval)
 	s.log.Info("listening; the API answers 503 starting until the region's store is open", "api", s.URL())
@@ -486,6 +497,7 @@ func (s *Server) Close() error {
 		var errs []error
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("requests still running at the shutdown deadline; closing their connections", "err", err)
+			s.cancelRequests()
 			if err := s.http.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("server: region %s: %w", s.name, err))
 			}
