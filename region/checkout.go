@@ -193,8 +193,12 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	return *resp.Order, nil
 }
 
-// readPlan plans a checkout of this region's copy of the cart joined with
-// the copy another region sent (nil for none).
+// readPlan plans a checkout of the cart as the answering region read it:
+// this region's copy, or, for a checkout another region forwarded, the
+// copy it sent (other) less the entries this region has seen removed
+// (bought by an earlier checkout, or removed by the shopper). Entries
+// only this region holds were not read by the client and are not bought:
+// added concurrently elsewhere, they stay in the cart.
 func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
 	err := n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
@@ -203,7 +207,13 @@ func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, i
 			return err
 		}
 		if other != nil {
-			c.Join(other)
+			read := &crdt.Cart{Ctx: other.Ctx.Clone(), Entries: make(map[crdt.Dot]crdt.Line, len(other.Entries))}
+			for d, l := range other.Entries {
+				if _, held := c.Entries[d]; held || !c.Ctx.Contains(d) {
+					read.Entries[d] = l
+				}
+			}
+			c = read
 		}
 		for _, it := range c.Items() {
 			plan.Lines = append(plan.Lines, OrderLine{SKU: it.SKU, Qty: it.Qty, Home: n.HomeOf(it.SKU)})
@@ -245,7 +255,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 	}
 	defer release()
 
-	var plan *checkoutPlan
+	var plan, last *checkoutPlan
 	var attempt uint32
 	if !keyless {
 		var rec *idemRecord
@@ -274,9 +284,14 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			plan = rec.Plan // resume the attempt a crash interrupted
 		default:
 			attempt = rec.Attempt
+			last = rec.Last
 		}
 	}
 	if plan == nil {
+		if n.unsettledCheckoutOf(cartID, idem.Key) {
+			return Order{}, nil, &Error{Code: CodeRequestInProgress, RetryAfter: 5,
+				Detail: fmt.Sprintf("an earlier checkout of cart %s has not settled; it settles on its own (or with a retry with its key)", cartID)}
+		}
 		if plan, err = n.readPlan(ctx, cartID, ttl, idem, other); err != nil {
 			return Order{}, nil, err
 		}
@@ -284,11 +299,21 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			plan.OrderID = idem.Key[len(sagaKeyPrefix):]
 		}
 		plan.Attempt, plan.Keyless, plan.Cart = attempt, keyless, cartID
+		if last != nil {
+			// The status shows every attempt's steps (each names its
+			// attempt), the latest maxSteps.
+			plan.Steps = slices.Clone(last.Steps)
+			if len(plan.Steps) > maxSteps {
+				plan.Steps = plan.Steps[len(plan.Steps)-maxSteps:]
+			}
+		}
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
-			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e}, e)
+			// Last keeps the (empty) plan, so that the checkout's status
+			// reads settled, failed with cart_empty.
+			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e, Last: plan}, e)
 		}
-		if err := n.recordCheckout(idem, &idemRecord{Plan: plan}, nil); err != nil {
+		if err := n.savePlan(idem, plan); err != nil {
 			return Order{}, nil, err
 		}
 	}
@@ -652,13 +677,13 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 
 // savePlan stores the plan as the unsettled record of idem's key.
 func (n *Node) savePlan(idem Idem, plan *checkoutPlan) error {
-	n.noteSaga(idem.Key, true)
+	n.noteSaga(idem.Key, plan.Cart, true)
 	return n.recordCheckout(idem, &idemRecord{Plan: plan}, nil)
 }
 
-// noteSaga adds key to (or removes it from) the keys of unsettled
-// checkouts this region coordinates.
-func (n *Node) noteSaga(key string, unsettled bool) {
+// noteSaga adds key, a checkout of cart, to (or removes it from) the
+// unsettled checkouts this region coordinates.
+func (n *Node) noteSaga(key, cart string, unsettled bool) {
 	n.sagaMu.Lock()
 	defer n.sagaMu.Unlock()
 	if !unsettled {
@@ -666,9 +691,24 @@ func (n *Node) noteSaga(key string, unsettled bool) {
 		return
 	}
 	if n.sagas == nil {
-		n.sagas = make(map[string]struct{})
+		n.sagas = make(map[string]string)
 	}
-	n.sagas[key] = struct{}{}
+	n.sagas[key] = cart
+}
+
+// unsettledCheckoutOf reports whether a checkout of cart other than the
+// one under key is unsettled here: it may still commit the cart's
+// entries, which its settling removes, so a new checkout of the cart
+// waits for it (request_in_progress) rather than buy them again.
+func (n *Node) unsettledCheckoutOf(cart, key string) bool {
+	n.sagaMu.Lock()
+	defer n.sagaMu.Unlock()
+	for k, c := range n.sagas {
+		if c == cart && k != key {
+			return true
+		}
+	}
+	return false
 }
 
 // loadSagas finds the unsettled checkouts in the store (at start-up).
@@ -676,7 +716,7 @@ func (n *Node) loadSagas() error {
 	return n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
 		var rec idemRecord
 		if err == nil && decodeInto(v, &rec) == nil && rec.unsettled() {
-			n.noteSaga(k[len(prefixIdem):], true)
+			n.noteSaga(k[len(prefixIdem):], rec.Plan.Cart, true)
 		}
 		return true
 	})
@@ -729,7 +769,7 @@ func (n *Node) settle(key string) {
 		return
 	}
 	if rec == nil || !rec.unsettled() {
-		n.noteSaga(key, false)
+		n.noteSaga(key, "", false)
 		return
 	}
 	if n.clock.Now().Sub(time.UnixMilli(rec.AtMs)) < settleAfter {
@@ -799,7 +839,7 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 	if err != nil {
 		return n.storeErr(err)
 	}
-	n.noteSaga(idem.Key, false)
+	n.noteSaga(idem.Key, "", false)
 	if failure != nil {
 		return failure
 	}

@@ -154,9 +154,9 @@ type Node struct {
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
-	// region coordinates (checkout.go).
+	// region coordinates, each with its cart (checkout.go).
 	sagaMu sync.Mutex
-	sagas  map[string]struct{}
+	sagas  map[string]string
 
 	esc escrowState // skus this region holds rights to (escrow.go)
 
