@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/config"
 )
 
 // A partitioned cluster's causal token covers only the partitions the
@@ -217,6 +218,33 @@ func (t *partToken) format() string {
 		s = enc(n, ceil)
 	}
 	return s
+}
+
+// JoinPartitionTokens returns the join of two causal tokens of a
+// partitioned cluster: each partition's context joined, next's partitions
+// the most recently touched, within the token's bounds (a client that
+// keeps the newest token of a session joins them so). ok is false when
+// either is not such a token.
+func JoinPartitionTokens(cur, next string) (joined string, ok bool) {
+	a, err := parsePartitionToken(cur, config.MaxPartitions)
+	if err != nil {
+		return "", false
+	}
+	b, err := parsePartitionToken(next, config.MaxPartitions)
+	if err != nil {
+		return "", false
+	}
+	for i := len(b.parts) - 1; i >= 0; i-- {
+		a.touch(b.parts[i], &b.ctxs[i])
+	}
+	return a.format(), true
+}
+
+// IsPartitionToken reports whether tok is a well-formed causal token of a
+// partitioned cluster.
+func IsPartitionToken(tok string) bool {
+	_, err := parsePartitionToken(tok, config.MaxPartitions)
+	return err == nil
 }
 
 type partitionKey struct{}

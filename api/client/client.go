@@ -187,8 +187,11 @@ func (c *Client) SetToken(tok string) { c.tok.observe(tok) }
 
 // observe joins tok into the token: the token only moves forward. Two
 // tokens neither of which covers the other (answers to concurrent
-// requests) are joined; a token that cannot be parsed replaces the
-// current one (the API's tokens are opaque and may change form).
+// requests) are joined, a partitioned cluster's ("p." form) partition by
+// partition. A token that cannot be parsed does not replace one that
+// can (a server's garbage would otherwise be sent on, and refused, for
+// good); one of a form this client does not know replaces one it does not
+// know either.
 func (s *tokenState) observe(tok string) {
 	if tok == "" {
 		return
@@ -199,11 +202,19 @@ func (s *tokenState) observe(tok string) {
 		s.token = tok
 		return
 	}
+	if j, ok := region.JoinPartitionTokens(s.token, tok); ok {
+		s.token = j
+		return
+	}
 	cur, err1 := crdt.ParseToken(s.token)
 	next, err2 := crdt.ParseToken(tok)
+	curOK := err1 == nil || region.IsPartitionToken(s.token)
+	nextOK := err2 == nil || region.IsPartitionToken(tok)
 	switch {
 	case err1 != nil || err2 != nil:
-		s.token = tok
+		if nextOK || !curOK {
+			s.token = tok
+		}
 	case cur.Covers(&next):
 	case next.Covers(&cur):
 		s.token = tok
@@ -302,7 +313,9 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			pause = c.backoff(attempt / len(urls))
 			continue
 		}
-		if status == cl.want {
+		if status == cl.want || cl.minimal && status == http.StatusOK {
+			// A minimal cart write may be answered with the cart anyway
+			// (a server or proxy may ignore Prefer).
 			if cl.causal {
 				c.tok.observe(hdr.Get(headerToken))
 			}
@@ -310,7 +323,7 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			case nil:
 				return nil
 			case *region.Cart:
-				if cl.minimal {
+				if cl.minimal && status == http.StatusNoContent {
 					*o = region.Cart{} // 204: no body
 					return errNoCart
 				}
@@ -331,7 +344,20 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		p := decodeProblem(status, hdr, body)
 		p.Region = base
 		last = p
+		if status == http.StatusConflict && p.Code == region.CodeRequestInProgress && cl.key != "" && attempt > 0 {
+			// This call's own earlier attempt, under the same key, is
+			// still running (its answer was lost or late): wait for it and
+			// ask again, as for a 503; the caller could not, not knowing
+			// the key, and a new call would make a second request.
+			pause = min(max(p.RetryAfter, c.backoff(attempt/len(urls))), c.opts.MaxBackoff)
+			continue
+		}
 		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
+			return p
+		}
+		if cl.retry == retryRefused && p.Code == "" {
+			// A 503 that is not one of the API's problems (a proxy's page)
+			// does not say that nothing was applied.
 			return p
 		}
 		if p.Code == region.CodeReplicationTimeout {
@@ -346,6 +372,10 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	}
 	return last
 }
+
+// maxAnswerBytes bounds an answer the client reads; a longer one is an
+// error, not cut short.
+const maxAnswerBytes = 64 << 20
 
 // errNoCart is what do returns for a cart write answered without the
 // cart (WithoutCart): the write was applied; cartRet turns it into a nil
@@ -436,9 +466,12 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
 		return 0, nil, nil, err
+	}
+	if len(body) > maxAnswerBytes {
+		return 0, nil, nil, fmt.Errorf("the answer is larger than %d bytes", maxAnswerBytes)
 	}
 	return resp.StatusCode, resp.Header, body, nil
 }
