@@ -3,6 +3,8 @@ package replication
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
 	"net"
 	"sync/atomic"
 	"time"
@@ -197,7 +199,13 @@ func listenPeer(env Env, opts AttachOptions) (udp net.PacketConn, w *wan.Conn, p
 	}
 	pc = udp
 	if opts.WAN || len(cfg.Emulate.LatencyMS) > 0 || cfg.Emulate.LossPct > 0 {
-		w = wan.Wrap(udp, wan.WithSeed(opts.WANSeed))
+		// Each node draws from a stream of its own, derived from the run's
+		// seed and its name (as wan.Network.Attach does): with one stream
+		// for all, every region would lose its k-th packet together, and
+		// loss would not be independent across links.
+		h := fnv.New64a()
+		h.Write([]byte(env.Region + "/" + env.Node))
+		w = wan.Wrap(udp, wan.WithRand(rand.New(rand.NewPCG(opts.WANSeed, h.Sum64()))))
 		pc = w
 	}
 	return udp, w, pc, nil
