@@ -49,6 +49,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -181,9 +182,11 @@ func New(opts Options) (*Handler, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: opts.RootCAs, MinVersion: tls.VersionTLS12}
 	tr.MaxIdleConnsPerHost = 4
+	// No Timeout of the client's own: every call's context bounds it
+	// (PeerTimeout for a snapshot, longer for a relayed edit, which the
+	// peer may answer after its own operation deadline).
 	h.client = &http.Client{
 		Transport: tr,
-		Timeout:   PeerTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
@@ -574,12 +577,22 @@ func (h *Handler) call(ctx context.Context, r *http.Request, rl RegionLink, meth
 		return Answer{Error: fmt.Sprintf("%s unreachable: %v", rl.Name, err)}
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 8<<20))
+	b, err := io.ReadAll(io.LimitReader(res.Body, maxPeerAnswer+1))
 	if err != nil {
 		return Answer{Error: fmt.Sprintf("%s: reading the answer: %v", rl.Name, err)}
 	}
+	if len(b) > maxPeerAnswer {
+		return Answer{Status: res.StatusCode, Error: fmt.Sprintf("%s: answer larger than %d bytes", rl.Name, maxPeerAnswer)}
+	}
 	return answerOf(res.StatusCode, res.Header, b)
 }
+
+// maxPeerAnswer bounds an answer the console reads from a region.
+const maxPeerAnswer = 8 << 20
+
+// maxErrorText bounds the text of a region's answer that is not JSON kept
+// as an Answer's error.
+const maxErrorText = 256
 
 func copyHeaders(dst, src http.Header, withBody bool) {
 	if v := src.Values("Authorization"); len(v) > 0 {
@@ -603,9 +616,23 @@ func answerOf(status int, hdr http.Header, body []byte) Answer {
 	if json.Valid(body) {
 		a.Body = json.RawMessage(body)
 	} else if len(body) > 0 {
-		a.Error = strings.TrimSpace(string(body))
+		a.Error = errorText(body)
 	}
 	return a
+}
+
+// errorText is the start of a body that is not JSON, as valid UTF-8, for
+// an error: at most maxErrorText bytes of it.
+func errorText(body []byte) string {
+	t := strings.TrimSpace(string(body))
+	if len(t) > maxErrorText {
+		n := maxErrorText
+		for n > 0 && !utf8.RuneStart(t[n]) {
+			n--
+		}
+		t = t[:n] + "…"
+	}
+	return strings.ToValidUTF8(t, "�")
 }
 
 // problemDetail returns the detail of a problem body, or the body.

@@ -136,6 +136,16 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadGateway, "region_unreachable", "console: "+a.Error)
 		return
 	}
+	if a.Body == nil && a.Error != "" {
+		// An answer that is not JSON (a proxy's page): its status, and its
+		// text in a problem, rather than an empty body.
+		status := a.Status
+		if status < 400 {
+			status = http.StatusBadGateway
+		}
+		problem(w, status, "upstream_error", fmt.Sprintf("console: %s answered %d: %s", target.Name, a.Status, a.Error))
+		return
+	}
 	if a.Token != "" {
 		w.Header().Set(api.HeaderToken, a.Token)
 	}
