@@ -116,6 +116,13 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 		out = n.ServeHome(ctx, req)
 	}
 	resp := *out
+	if resp.Res != nil {
+		// The state by this home's clock: the asking region's may differ,
+		// and expiry is the home's to judge.
+		r := *resp.Res
+		r.State = r.View(n.clock.Now()).State
+		resp.Res = &r
+	}
 	if resp.Err == nil {
 		resp.Token = n.TokenFor(ctx)
 		if req.Replicas > 1 {
@@ -280,7 +287,7 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		} else if err := validQty("qty", req.Qty, 1); err != nil {
 			return err.(*Error)
 		}
-		if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
+		if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs < MinTTL.Milliseconds() || req.TTLMs > MaxTTL.Milliseconds() {
 			return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
 		}
 	case OpAdjust:
@@ -358,7 +365,7 @@ func (n *Node) checkCheckoutRequest(req *HomeRequest) *Error {
 	case !n.decides(n.HomeOf(req.CartID), req.CartID):
 		return Errorf(CodeHomeUnavailable, "region %s partition %d does not coordinate checkouts of cart %s", n.name, n.opts.Partition, req.CartID)
 	}
-	if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs == 0 {
+	if _, err := ttlOf(time.Duration(req.TTLMs) * time.Millisecond); err != nil || req.TTLMs < MinTTL.Milliseconds() || req.TTLMs > MaxTTL.Milliseconds() {
 		return InvalidField("ttl_ms", "ttl_ms must be from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
 	}
 	return nil

@@ -107,6 +107,10 @@ type HomeResponse struct {
 	// State answers OpRead: the region's state of the key (empty when it
 	// has none).
 	State *crdt.Group `cbor:"8,keyasint,omitempty"`
+	// forwarded marks an answer that came from another region (atHome):
+	// its Res's state is the home's, by the home's clock. It never
+	// travels.
+	forwarded bool
 }
 
 // ResRecord is a reservation as the home stores it.
@@ -131,6 +135,11 @@ func (r *ResRecord) View(now time.Time) Reservation {
 	if st == StateHeld && now.UnixMilli() >= r.ExpMs {
 		st = StateExpired
 	}
+	return r.as(st)
+}
+
+// as returns the client's view of the record in state st.
+func (r *ResRecord) as(st string) Reservation {
 	return Reservation{ID: r.ID, SKU: r.SKU, Qty: r.Qty, Home: r.Home, State: st, ExpiresAt: time.UnixMilli(r.ExpMs).UTC()}
 }
 
@@ -483,8 +492,11 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation, error) {
 	// An id that cannot name a reservation is not_found here, without a
 	// round trip: a home that is not a region would never answer.
-	home, _, _, ok := parseReservationID(id)
-	if !ok {
+	home, part, seq, ok := parseReservationID(id)
+	if !ok || reservationID(home, part, n.opts.Partitions, seq) != id {
+		// Not of this cluster's form (a partition part in a cluster of one
+		// partition, or none in a partitioned one, leading zeros): no home
+		// ever issued it.
 		return Reservation{}, Errorf(CodeNotFound, "no reservation %q", id)
 	}
 	if !n.isRegion(home) {
@@ -502,6 +514,11 @@ func (n *Node) isRegion(name string) bool {
 func (n *Node) resResult(resp *HomeResponse) (Reservation, error) {
 	if resp.Err != nil {
 		return Reservation{}, resp.Err
+	}
+	if resp.forwarded {
+		// The home gave the state by its own clock (ServeForwarded):
+		// expiry is the home's to judge, whatever this region's clock says.
+		return resp.Res.as(resp.Res.State), nil
 	}
 	return resp.Res.View(n.clock.Now()), nil
 }
@@ -546,5 +563,6 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 	if resp.Err == nil {
 		answerOf(ctx).addToken(resp.Token)
 	}
+	resp.forwarded = true
 	return resp
 }
