@@ -66,12 +66,18 @@ func (a *authFlags) options(opts client.Options) (client.Options, error) {
 
 // regionURL is the base URL of a region of cfg: https when the config
 // serves the API over TLS (api_tls). A region of several nodes is
-// reached at its first node, which answers for the whole region.
+// reached at its first node, which forwards what other nodes own.
 func regionURL(cfg *config.Config, rc config.RegionConfig) string {
 	addr := rc.API
 	if nodes := cfg.Nodes(rc.Name); addr == "" && len(nodes) > 0 {
 		addr = nodes[0].DialAPI()
 	}
+	return baseURL(cfg, addr)
+}
+
+// baseURL is the base URL of the API at addr: https when the config
+// serves the API over TLS.
+func baseURL(cfg *config.Config, addr string) string {
 	u := apiURL(addr)
 	if cfg.APITLS.Enabled() {
 		u = "https://" + strings.TrimPrefix(u, "http://")

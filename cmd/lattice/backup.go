@@ -170,7 +170,7 @@ func regionStore(cio cmdIO, me, cfgPath, name string, part int) (string, bool) {
 	}
 	p := cfg.PartitionCount()
 	switch {
-	case p == 1 && part > 0:
+	case p == 1 && part >= 0:
 		fmt.Fprintf(cio.stderr, "%s: --partition %d: the cluster has one partition\n", me, part)
 		return "", false
 	case p == 1:

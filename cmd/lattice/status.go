@@ -62,11 +62,24 @@ func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
 		return exitFail
 	}
-	sts := make([]*regionStatus, len(cfg.Regions))
+	// A region of several nodes is asked node by node: each node's
+	// /readyz and /v1/cluster answer for the partitions it owns, so a
+	// node that is down (its partitions unavailable in its region) shows,
+	// as REGION/NODE.
+	var sts []*regionStatus
+	for _, rc := range cfg.Regions {
+		nodes := cfg.Nodes(rc.Name)
+		if len(nodes) <= 1 {
+			sts = append(sts, &regionStatus{name: rc.Name, url: regionURL(cfg, rc)})
+			continue
+		}
+		for _, nd := range nodes {
+			sts = append(sts, &regionStatus{name: rc.Name + "/" + nd.Name, url: baseURL(cfg, nd.DialAPI())})
+		}
+	}
 	var wg sync.WaitGroup
-	for i, rc := range cfg.Regions {
-		sts[i] = &regionStatus{name: rc.Name, url: regionURL(cfg, rc)}
-		wg.Go(func() { sts[i].ask(ctx, *timeout, copts) })
+	for _, st := range sts {
+		wg.Go(func() { st.ask(ctx, *timeout, copts) })
 	}
 	wg.Wait()
 	if *output == outputJSON {
