@@ -314,13 +314,19 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	sku := req.SKU
 	if req.Op == OpGet {
 		// A reservation's sku never changes: find it, then read the
-		// record again under its item's lock.
+		// record again under its item's lock, which every write of it
+		// holds until durable. A record not found here is not read again
+		// (under no item's lock, it could show one not yet durable).
+		found := false
 		_ = n.store.View(nil, func(r store.Reader) error {
 			if rec, ok, _ := loadRes(r, req.ID); ok {
-				sku = rec.SKU
+				sku, found = rec.SKU, true
 			}
 			return nil
 		})
+		if !found {
+			return &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q", req.ID)}
+		}
 	}
 	var out *HomeResponse
 	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
@@ -341,7 +347,7 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok || rec.SKU != sku {
 			out = &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q", req.ID)}
 			return nil
 		}

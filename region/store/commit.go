@@ -256,7 +256,7 @@ func (s *Store) maintain() {
 			return
 		case <-t.C:
 		}
-		if s.opts.Durability == config.DurabilityEverySec {
+		if s.opts.Durability == config.DurabilityEverySec && !s.failed.Load() {
 			s.gmu.Lock()
 			target := s.written
 			s.gmu.Unlock()

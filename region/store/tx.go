@@ -340,6 +340,11 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		s.corruptMu.Unlock()
 	}
 	if !s.persist || s.opts.Durability != config.DurabilityAlways {
+		if s.failed.Load() {
+			// An fsync failed meanwhile (everysec): no later write is
+			// acknowledged, since no later fsync can be trusted with it.
+			return ErrStoreFailed
+		}
 		s.gmu.Lock()
 		s.written++
 		s.gmu.Unlock()

@@ -495,6 +495,11 @@ func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 		pr.needAE = true
 		pr.ae = nil
 		pr.resp = nil // what it recorded may not be durable
+		// Acknowledgements owed for deltas received since the last one
+		// sent: some of them were in the batch whose apply failed, and an
+		// acknowledgement says a delta is durable here. The peer sends
+		// them again (joins repeat harmlessly).
+		pr.acks, pr.acksSince, pr.ackNow = nil, time.Time{}, false
 	}
 }
 
