@@ -235,6 +235,17 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		return Order{}, nil, &Error{Code: CodeUnavailable, RetryAfter: 5,
 			Detail: fmt.Sprintf("region %s may have lost some of its store and coordinates checkouts again once it has caught up with every peer", n.name)}
 	}
+	if idem.Key != "" {
+		// A checkout its key settled is replayed at once, without the
+		// cart's claim: another checkout of the cart (or its background
+		// settling) running meanwhile does not make a replay wait or fail.
+		if order, removed, ok, err := n.settledCheckout(idem); ok {
+			if err == nil {
+				n.noteReplay(ctx)
+			}
+			return order, removed, err
+		}
+	}
 	releaseCart, err := n.claim("\x00checkout-of/" + cartID)
 	if err != nil {
 		return Order{}, nil, Errorf(CodeRequestInProgress, "another checkout of cart %s is running", cartID)
@@ -319,6 +330,33 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 	}
 	order, err := n.runCheckout(ctx, cartID, plan, idem)
 	return order, plan.Dots, err
+}
+
+// settledCheckout returns the outcome the key of idem recorded for a
+// settled checkout (an order or a final refusal), or idempotency_mismatch
+// for another request under the key; ok is false when there is none (no
+// record, or an unsettled or transiently failed one).
+func (n *Node) settledCheckout(idem Idem) (order Order, removed []planDot, ok bool, err error) {
+	var rec *idemRecord
+	if verr := n.store.View([]string{prefixIdem + idem.Key}, func(r store.Reader) error {
+		var err error
+		rec, err = loadIdem(r, idem.Key, n.clock.Now())
+		return err
+	}); verr != nil || rec == nil {
+		return Order{}, nil, false, nil
+	}
+	switch {
+	case string(rec.FP) != string(idem.Fingerprint[:]) || rec.Resp != nil:
+		return Order{}, nil, true, mismatch()
+	case rec.Order != nil:
+		if rec.Plan != nil {
+			removed = rec.Plan.Dots
+		}
+		return *rec.Order, removed, true, nil
+	case rec.Err != nil:
+		return Order{}, nil, true, rec.Err
+	}
+	return Order{}, nil, false, nil
 }
 
 // recordCheckout stores rec as the record of idem's key (when there is a
