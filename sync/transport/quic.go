@@ -706,11 +706,13 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 		return
 	}
 	t.log.Debug("transport: accepted", "region", region, "remote", conn.RemoteAddr().String())
-	// A connection whose message stream has not named its peer within the
-	// handshake timeout is closed: a region names itself at once (its dial
-	// waits no longer for the answer), and only a named connection is
-	// replaced by the peer's next one, so unnamed ones would pile up.
-	unnamed := time.AfterFunc(t.cfg.HandshakeTimeout, func() {
+	// A connection whose message stream has not named its peer within
+	// twice the handshake timeout is closed: a region names itself at once
+	// (its dial waits no longer than the handshake timeout for the
+	// answer; twice leaves room for a loaded machine), and only a named
+	// connection is replaced by the peer's next one, so unnamed ones would
+	// pile up.
+	unnamed := time.AfterFunc(2*t.cfg.HandshakeTimeout, func() {
 		if _, ok := t.nameOf(conn); !ok {
 			conn.CloseWithError(codeUnnamed, "no message stream named a peer in time")
 		}

@@ -10,8 +10,8 @@ import (
 
 // TestUnnamedConnectionsAreDropped: a peer authenticated by its region
 // certificate that opens connections and never names itself on a message
-// stream does not keep them: each is closed once the handshake timeout
-// passes without a name (a named one is replaced by the peer's next, so
+// stream does not keep them: each is closed once twice the handshake
+// timeout passes without a name (a named one is replaced by the peer's next, so
 // unnamed ones would otherwise pile up, each with its goroutine, QUIC
 // state and buffered stream data).
 func TestUnnamedConnectionsAreDropped(t *testing.T) {
