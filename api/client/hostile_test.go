@@ -183,7 +183,7 @@ func TestOwnRetryInProgressWaits(t *testing.T) {
 			io.WriteString(w, `{"type":"urn:lattice:problem:request_in_progress","title":"Request in progress","status":409,"code":"request_in_progress","detail":"a request with this Idempotency-Key is running"}`)
 			return
 		}
-		time.Sleep(time.Until(at))
+		time.Sleep(time.Until(at)) // the scripted home answers the first attempt late
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Lattice-Token", "gQ")
 		w.WriteHeader(http.StatusCreated)

@@ -49,7 +49,8 @@ func TestRelayedEditWaitsItsDeadline(t *testing.T) {
 	applied := make(chan struct{}, 1)
 	h, _ := consoleWithPeer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		applied <- struct{}{}
-		time.Sleep(PeerTimeout + 300*time.Millisecond)
+		time.Sleep(PeerTimeout + 300*time.Millisecond) // the scripted peer answers late
+
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"id":"c1","items":[{"sku":"book","qty":1}]}`))
 	}))

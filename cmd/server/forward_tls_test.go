@@ -87,7 +87,7 @@ func twoNodeTLSUsage(t *testing.T, clientCA bool, usages ...x509.ExtKeyUsage) (n
 		cfg.APITLS.ClientCA = filepath.Join(dir, "api", "clients.crt")
 		writeAtomic(t, cfg.APITLS.ClientCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pki.ca.Raw}))
 	}
-	issueUsage(t, pki, cfg.APITLS.Cert, cfg.APITLS.Key, 2, usages...)
+	pki.issueFor(cfg.APITLS.Cert, cfg.APITLS.Key, 2, time.Now().Add(100*time.Hour), usages...)
 	n1 = startRegion(t, cfg, "us-east", Options{Listener: ln1, Node: "n1", ReloadInterval: 20 * time.Millisecond})
 	n2 = startRegion(t, cfg, "us-east", Options{Listener: ln2, Node: "n2", ReloadInterval: 20 * time.Millisecond})
 	return n1, n2, pki, cfg, dir
@@ -192,29 +192,6 @@ func TestForwardWithClientCA(t *testing.T) {
 			t.Fatalf("with api_tls.client_ca, GET through n1 of a cart n2 owns: %v; want 200 (n1 forwards to n2)", resp)
 		}
 	})
-}
-
-// issueUsage is testPKI.issue (valid for 100 hours) with these extended
-// key usages.
-func issueUsage(t *testing.T, p *testPKI, certFile, keyFile string, serial int64, usages ...x509.ExtKeyUsage) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(100 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAtomic(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-	writeAtomic(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
 
 // issueClientCert writes a client certificate (ExtKeyUsageClientAuth) the

@@ -62,6 +62,12 @@ func newTestPKI(t *testing.T) *testPKI {
 // issue writes a certificate for 127.0.0.1 valid until notAfter, and its
 // key, each file replaced atomically.
 func (p *testPKI) issue(certFile, keyFile string, serial int64, notAfter time.Time) {
+	p.t.Helper()
+	p.issueFor(certFile, keyFile, serial, notAfter, x509.ExtKeyUsageServerAuth)
+}
+
+// issueFor is issue with these extended key usages.
+func (p *testPKI) issueFor(certFile, keyFile string, serial int64, notAfter time.Time, usages ...x509.ExtKeyUsage) {
 	t := p.t
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -70,7 +76,7 @@ func (p *testPKI) issue(certFile, keyFile string, serial int64, notAfter time.Ti
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
 	if err != nil {
 		t.Fatal(err)
