@@ -17,6 +17,14 @@ type parser struct {
 	b    []byte
 	i    int
 	wide bool // some head was not in its shortest form
+
+	// cloudCap, if positive, bounds the cloud dots cart keeps one by one
+	// (a causal token's context, ParseToken): past it a replica's cloud is
+	// kept as its highest dot, in ceil, and the context is raised to its
+	// ceiling (Context.Ceil) at the end. Such a parse takes no entries.
+	cloudCap int
+	clouds   int
+	ceil     []Dot
 }
 
 // next reads the head of the item at p.i, which must be of shape s, and
@@ -242,6 +250,7 @@ func (p *parser) cart() (*Cart, error) {
 			return nil, err
 		}
 		prev := vv + 1
+		capped := false
 		for range nc {
 			k, err := p.uint()
 			if err != nil {
@@ -250,15 +259,26 @@ func (p *parser) cart() (*Cart, error) {
 			if k <= prev || k > MaxCounter {
 				return nil, fmt.Errorf("crdt: cart: cloud dot %s:%d is covered, unsorted or out of range", rep, k)
 			}
+			prev = k
+			if p.cloudCap > 0 && p.clouds >= p.cloudCap {
+				capped = true
+				continue
+			}
+			p.clouds++
 			if c.Ctx.Cloud == nil {
 				c.Ctx.Cloud = make(map[Dot]struct{})
 			}
 			c.Ctx.Cloud[Dot{r, k}] = struct{}{}
-			prev = k
+		}
+		if capped {
+			p.ceil = append(p.ceil, Dot{r, prev})
 		}
 		ne, err := p.array(entriesShape)
 		if err != nil {
 			return nil, err
+		}
+		if ne > 0 && len(p.ceil) > 0 {
+			return nil, errors.New("crdt: context holds entries")
 		}
 		total += ne
 		if total > MaxCartEntries {

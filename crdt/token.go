@@ -29,6 +29,14 @@ const compressedTokenPrefix = "z."
 // encoding of a cart with no entries).
 func EncodeContext(c *Context) []byte { return AppendContext(nil, c) }
 
+// MaxTokenCloudDots bounds the out-of-order dots (a context's cloud) a
+// parsed token keeps one by one: a token of 64 KiB of context can name
+// tens of thousands of them, which as a set take 40 times that in memory
+// for as long as the request waits with it. Past the bound ParseToken
+// returns the context's ceiling (Context.Ceil), which covers it, and
+// FormatToken makes the ceiling's token itself.
+const MaxTokenCloudDots = 1024
+
 // DecodeContext decodes a causal context encoded by EncodeContext.
 func DecodeContext(b []byte) (Context, error) {
 	c, err := DecodeCart(b)
@@ -45,10 +53,16 @@ func DecodeContext(b []byte) (Context, error) {
 // base64 of its encoding, or, when that would exceed MaxTokenBytes (the
 // replica ids of a cluster that had many incarnations of long region
 // names), "z." and the base64 of its encoding compressed with DEFLATE:
-// the ids share their regions' names, which compress well. A context that
+// the ids share their regions' names, which compress well. A context of
+// more than MaxTokenCloudDots cloud dots is formatted as its ceiling. A
+// context that
 // does not fit even so gives a token ParseToken refuses; callers that must
 // answer with one use its ceiling (Context.Ceil) then.
 func FormatToken(c *Context) string {
+	if len(c.Cloud) > MaxTokenCloudDots {
+		ceil := c.Ceil()
+		c = &ceil
+	}
 	b := EncodeContext(c)
 	if len(b) <= MaxTokenBytes {
 		return base64.RawURLEncoding.EncodeToString(b)
@@ -103,5 +117,39 @@ func ParseToken(s string) (Context, error) {
 			return Context{}, errors.New("crdt: token: compressed though it fits plain")
 		}
 	}
-	return DecodeContext(b)
+	return decodeTokenContext(b)
+}
+
+// decodeTokenContext is DecodeContext that keeps at most
+// MaxTokenCloudDots cloud dots: a context with more is decoded as its
+// ceiling, without building its cloud.
+func decodeTokenContext(b []byte) (Context, error) {
+	if err := checkSize(b, MaxObjectBytes); err != nil {
+		return Context{}, err
+	}
+	p := parser{b: b, cloudCap: MaxTokenCloudDots}
+	c, err := p.cart()
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return Context{}, err
+	}
+	if len(c.Entries) > 0 {
+		return Context{}, errors.New("crdt: context holds entries")
+	}
+	if len(p.ceil) == 0 {
+		// Not capped: as strict as DecodeContext.
+		if !bytes.Equal(AppendCart(make([]byte, 0, len(b)), c), b) {
+			return Context{}, ErrNonCanonical
+		}
+		return c.Ctx, nil
+	}
+	ceil := c.Ctx.Ceil()
+	for _, d := range p.ceil {
+		if d.Counter > ceil.VV[d.Replica] {
+			ceil.VV[d.Replica] = d.Counter
+		}
+	}
+	return ceil, nil
 }

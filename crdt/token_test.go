@@ -161,3 +161,49 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// TestTokenCloudBound checks that a token naming more than
+// MaxTokenCloudDots out-of-order dots parses as its context's ceiling,
+// without building the cloud, and that FormatToken makes that token
+// itself from such a context; a context at the bound round-trips whole.
+func TestTokenCloudBound(t *testing.T) {
+	build := func(n int) Context {
+		c := Context{VV: map[ReplicaID]uint64{}, Cloud: map[Dot]struct{}{}}
+		for i := range n {
+			r := ReplicaID("r" + string(rune('a'+i%20)))
+			c.Cloud[Dot{r, uint64(3 + 2*(i/20))}] = struct{}{}
+		}
+		return c
+	}
+	at := build(MaxTokenCloudDots)
+	got, err := ParseToken(FormatToken(&at))
+	if err != nil || !got.Covers(&at) || !at.Covers(&got) {
+		t.Fatalf("a context of %d cloud dots did not round-trip: %v", MaxTokenCloudDots, err)
+	}
+	over := build(4 * MaxTokenCloudDots)
+	want := over.Ceil()
+	// A token encoded plainly (not through FormatToken, which ceils), as
+	// a client could send.
+	b := EncodeContext(&over)
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.BestCompression)
+	w.Write(b)
+	w.Close()
+	tok := compressedTokenPrefix + base64.RawURLEncoding.EncodeToString(buf.Bytes())
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	got, err = ParseToken(tok)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Cloud) != 0 || !got.Covers(&over) || !got.Covers(&want) || !want.Covers(&got) {
+		t.Fatalf("a token of %d cloud dots parsed as %d cloud dots and %v, want its ceiling %v", len(over.Cloud), len(got.Cloud), got.VV, want.VV)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*uint64(len(b))+256<<10 {
+		t.Errorf("parsing a token of %d bytes of context allocated %d bytes", len(b), alloc)
+	}
+	if f := FormatToken(&over); f != FormatToken(&want) {
+		t.Errorf("FormatToken of a context past the bound is not its ceiling's token")
+	}
+}

@@ -144,8 +144,22 @@ func (a *Answer) addWrite(d crdt.Dot) {
 		a.nwrites = 1
 	case len(a.more) < maxAnswerWrites:
 		a.more = append(a.more, d)
+	default:
+		// Past the bound, the writes are waited for through the highest:
+		// this region's writes are issued one after the other, so waiting
+		// until a peer holds every write of d's replica up to d covers
+		// them all (a wait for more than the request wrote, never less).
+		a.raiseReplay(d)
 	}
 	a.mu.Unlock()
+}
+
+// raiseReplay makes the answer's through-wait cover d; a.mu is held. Every
+// dot an Answer collects is its region's own (one replica).
+func (a *Answer) raiseReplay(d crdt.Dot) {
+	if !a.replayed || a.replay.Counter < d.Counter {
+		a.replay, a.replayed = d, true
+	}
 }
 
 // addReplay records that the request replayed a decision recorded under
@@ -157,7 +171,7 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 		return
 	}
 	a.mu.Lock()
-	a.replay, a.replayed = upTo, true
+	a.raiseReplay(upTo)
 	a.mu.Unlock()
 }
 
@@ -175,8 +189,9 @@ func (n *Node) noteReplay(ctx context.Context) {
 	a.addReplay(upTo)
 }
 
-// maxAnswerWrites bounds the dots one request's Answer keeps (a checkout
-// writes a few; nothing writes more than this).
+// maxAnswerWrites bounds the dots one request's Answer keeps one by one;
+// past it (a checkout of many lines homed here) the rest are waited for
+// through the highest (addWrite).
 const maxAnswerWrites = 64
 
 // AwaitReplicas waits, if ctx asks for it (WithReplicas), until the
@@ -283,7 +298,10 @@ func checkStateRequest(req *HomeRequest) *Error {
 func (n *Node) serveState(ctx context.Context, req *HomeRequest) *HomeResponse {
 	switch req.Op {
 	case OpRead:
-		g, c, err := n.Read(req.Keys)
+		// A damaged value is refused, not answered as the empty state: a
+		// quorum read counts this answer as a region's whole state.
+		carts, items := splitKeys(req.Keys)
+		g, c, err := n.readObjects(carts, items, true)
 		if err != nil {
 			return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: err.Error()}}
 		}

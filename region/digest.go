@@ -222,15 +222,8 @@ func (n *Node) Read(keys []string) (*crdt.Group, crdt.Context, error) {
 		}
 		chunk := keys[:min(len(keys), readChunk)]
 		keys = keys[len(chunk):]
-		var carts, items []string
-		for _, k := range chunk {
-			if id, ok := strings.CutPrefix(k, prefixCart); ok {
-				carts = append(carts, id)
-			} else if sku, ok := strings.CutPrefix(k, prefixItem); ok {
-				items = append(items, sku)
-			}
-		}
-		cg, c, err := n.readObjects(carts, items)
+		carts, items := splitKeys(chunk)
+		cg, c, err := n.readObjects(carts, items, false)
 		if err != nil {
 			return g, crdt.Context{}, err
 		}
@@ -281,4 +274,16 @@ func (n *Node) buildDigest() error {
 		n.dg.add(k, v)
 		return true
 	})
+}
+
+// splitKeys returns the cart ids and skus of keys (others are left out).
+func splitKeys(keys []string) (carts, items []string) {
+	for _, k := range keys {
+		if id, ok := strings.CutPrefix(k, prefixCart); ok {
+			carts = append(carts, id)
+		} else if sku, ok := strings.CutPrefix(k, prefixItem); ok {
+			items = append(items, sku)
+		}
+	}
+	return carts, items
 }

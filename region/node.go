@@ -425,11 +425,18 @@ func (n *Node) write(ctx context.Context, keys []string, fn func(tx *store.Tx, g
 		return n.storeErr(err)
 	}
 	n.noteShown(ctx, keys...)
-	if d.Group != nil {
-		answerOf(ctx).addWrite(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
-		if n.opts.Publisher != nil {
-			n.opts.Publisher.Publish(d)
-		}
+	if d.Group == nil {
+		// Nothing changed: the request repeats a write already made (a
+		// remove of a line already gone, a commit already committed),
+		// maybe by an earlier attempt that timed out waiting for its
+		// write concern. It is answered as that write, so its concern
+		// waits for it: for every write this region has made so far.
+		n.noteReplay(ctx)
+		return nil
+	}
+	answerOf(ctx).addWrite(crdt.Dot{Replica: d.Origin, Counter: d.Seq})
+	if n.opts.Publisher != nil {
+		n.opts.Publisher.Publish(d)
 	}
 	return nil
 }
@@ -721,15 +728,17 @@ func (n *Node) view(ctx context.Context, key string, fn func(r store.Reader) err
 // ReadObjects returns the stored states of the given carts and items as a
 // group (for anti-entropy). Damaged values are left out.
 func (n *Node) ReadObjects(carts, items []string) (*crdt.Group, error) {
-	g, _, err := n.readObjects(carts, items)
+	g, _, err := n.readObjects(carts, items, false)
 	return g, err
 }
 
 // readObjects is ReadObjects that also returns a context covering every
 // write the states show: it reads under the keys' locks (shared), so it
 // shows only writes that are durable and whose dots are in n.applied or
-// in the keys' extra contexts, and takes both before it lets go.
-func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, error) {
+// in the keys' extra contexts, and takes both before it lets go. With
+// strict, a damaged value fails the read (a *store.CorruptError) instead
+// of being left out.
+func (n *Node) readObjects(carts, items []string, strict bool) (*crdt.Group, crdt.Context, error) {
 	keys := make([]string, 0, len(carts)+len(items))
 	for _, id := range carts {
 		keys = append(keys, prefixCart+id)
@@ -755,7 +764,7 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 				} else {
 					g.Carts[id] = c
 				}
-			case err != nil && !errors.Is(err, store.ErrCorrupt):
+			case err != nil && (strict || !errors.Is(err, store.ErrCorrupt)):
 				return err
 			}
 		}
@@ -764,7 +773,7 @@ func (n *Node) readObjects(carts, items []string) (*crdt.Group, crdt.Context, er
 			switch {
 			case err == nil && !it.Empty():
 				g.AddItem(sku, it)
-			case err != nil && !errors.Is(err, store.ErrCorrupt):
+			case err != nil && (strict || !errors.Is(err, store.ErrCorrupt)):
 				return err
 			}
 		}
