@@ -595,6 +595,17 @@ func (n *Node) openCarts() error {
 			}
 		}
 	}
+	// Kept deltas of damaged keys (pending.go) left empty by a repair
+	// whose deletion a stop cut short.
+	err = n.store.Scan(prefixPending, func(k string, v []byte, err error) bool {
+		if err == nil && len(v) == 0 {
+			n.carts.blank[k] = struct{}{}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
 	if len(n.carts.blank) > 0 {
 		select {
 		case n.carts.kick <- struct{}{}:
@@ -879,10 +890,10 @@ func (n *Node) sweepLines() {
 	}
 }
 
-// sweepLine deletes the line key if it is still empty.
+// sweepLine deletes the line key (or a key of deltas kept for a damaged
+// key, pending.go) if it is still empty.
 func (n *Node) sweepLine(key string) error {
-	id, _, _ := cartOfLineKey(key)
-	lk := n.store.Lock(prefixCart + id)
+	lk := n.store.Lock(lockKey(key))
 	defer lk.Unlock()
 	return lk.Update(func(tx *store.Tx) error {
 		if v, ok, err := tx.Get(key); err == nil && ok && len(v) == 0 {

@@ -26,12 +26,12 @@ type failOnceNode struct {
 	calls int
 }
 
-func (n *failOnceNode) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
+func (n *failOnceNode) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error {
 	n.calls++
 	if n.calls == 1 {
 		return errors.New("the store fails")
 	}
-	return n.Node.ApplyReflecting(dots, g, reflects)
+	return n.Node.ApplyGroup(dots, g, reflects, state)
 }
 
 // TestDriverNeverAcksAFailedApply: a delta arrives from eu-west (not

@@ -27,6 +27,9 @@ type Metrics struct {
 	Merges        *prometheus.CounterVec
 	Concurrent    prometheus.Counter
 	MergeFailures prometheus.Counter
+	// PendingDeltas counts remote deltas kept aside for a damaged key
+	// (pending.go).
+	PendingDeltas prometheus.Counter
 	// ReadRepairs counts keys repaired by quorum reads, sent to other
 	// regions or received from them; ReadRepairBytes the bytes sent.
 	ReadRepairs     *prometheus.CounterVec
@@ -102,6 +105,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "lattice_replication_concurrent_merges_total",
 			Help: "Remote cart deltas that combined edits of one line made at two regions (the join keeps both).",
 		}),
+		PendingDeltas: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lattice_replication_pending_deltas_total",
+			Help: "Remote deltas to a damaged cart or item, kept aside until a peer's whole state repairs it and joined into it then.",
+		}),
 		MergeFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lattice_replication_merge_failures_total",
 			Help: "Joins of remote states that failed (a join cannot fail; always 0).",
@@ -153,7 +160,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.FsyncBatch, m.FsyncSeconds, m.ChecksumFailures, m.TornTails, m.Shrinks, m.Reservations, m.Expired,
-			m.Incarnations, m.DivergentKeys, m.Merges, m.Concurrent, m.MergeFailures, m.ReadRepairs, m.ReadRepairBytes,
+			m.Incarnations, m.DivergentKeys, m.Merges, m.Concurrent, m.PendingDeltas, m.MergeFailures, m.ReadRepairs, m.ReadRepairBytes,
 			m.ConcernWait, m.ConcernTimeouts, m.EscrowGranted, m.EscrowReturned, m.EscrowRecalls)
 	}
 	return m

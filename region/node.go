@@ -176,6 +176,9 @@ const (
 	prefixLedger = "l/"
 	prefixRes    = "r/"
 	prefixIdem   = "k/"
+	// prefixPending + a cart's or item's key holds the join of the deltas
+	// that key received while its stored state was damaged (pending.go).
+	prefixPending = "p/"
 )
 
 // NewNode opens a region on its store.
@@ -552,7 +555,20 @@ func (n *Node) ApplyRemote(dots *crdt.Context, g *crdt.Group) error {
 // read or write of a key of g adds reflects to its answer's token
 // (answer.go); it is recorded before the keys' locks are released, so no
 // read shows the group without it.
+//
+// A group applied with empty dots is taken for whole states (a repair);
+// ApplyGroup says which it is.
 func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
+	return n.ApplyGroup(dots, g, reflects, dots == nil || dots.Empty())
+}
+
+// ApplyGroup is ApplyReflecting of a group of whole states (state: an
+// anti-entropy or read repair, a home's answer) or of deltas. The two
+// differ only at a damaged key: a whole state replaces what the damage
+// lost, while a delta is kept aside (pending.go) until a whole state
+// comes, since joining it into the damaged (empty) state would rewrite
+// the key from the delta alone.
+func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error {
 	if dots == nil {
 		dots = &crdt.Context{}
 	}
@@ -589,7 +605,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 			for next < len(ids) && tx.Sets() <= budget {
 				id := ids[next]
 				next++
-				if err := n.applyCart(tx, id, g.Carts[id], dots.Empty()); err != nil {
+				if err := n.applyCart(tx, id, g.Carts[id], state); err != nil {
 					return err
 				}
 			}
@@ -597,7 +613,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 				return nil
 			}
 			final = true
-			return n.applyItems(tx, g, dots)
+			return n.applyItems(tx, g, dots, state)
 		}, func(tx *store.Tx) error {
 			if !final {
 				n.commitDigest(tx, nil)
@@ -618,7 +634,7 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 		}
 	}
 	src := "delta"
-	if dots.Empty() {
+	if state {
 		src = "repair"
 	}
 	n.m.Merges.WithLabelValues(src).Add(float64(len(keys)))
@@ -636,19 +652,32 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 //
 // A damaged cart takes only a whole state, which replaces what it lost
 // (a state without this region's own writes that had not replicated loses
-// them: the README's Limitations). A delta is not joined into it: the cart
-// would be rewritten from the delta alone, without this region's own
-// entries and dots that the damage hid, and its next write here would
-// take one of those dots again, for another entry. The cart stays damaged,
-// left out of the digest, so anti-entropy brings a peer's whole state,
-// which holds the delta too.
+// them: the README's Limitations), joined with the deltas it received
+// while damaged. A delta is not joined into it: the cart would be
+// rewritten from the delta alone, without this region's own entries and
+// dots that the damage hid, and its next write here would take one of
+// those dots again, for another entry. The delta is kept aside instead
+// (holdPending), so the region holds every write it claims; the cart stays
+// damaged, left out of the digest, so anti-entropy brings a peer's whole
+// state.
 func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart, state bool) error {
 	cur, part, err := n.loadCartFor(tx, id, c)
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {
 		return err
 	}
-	if (err != nil || n.carts.isDamaged(id)) && !state {
-		return nil
+	damaged := err != nil || n.carts.isDamaged(id)
+	if damaged && !state {
+		return n.holdPending(tx, prefixCart+id, c, nil)
+	}
+	if damaged {
+		held, err := n.takePending(tx, prefixCart+id)
+		if err != nil {
+			return err
+		}
+		if held != nil && held.cart != nil {
+			c = c.Clone()
+			c.Join(held.cart)
+		}
 	}
 	if cur.Concurrent(c) {
 		n.m.Concurrent.Inc()
@@ -667,11 +696,32 @@ func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart, state bool) erro
 
 // applyItems joins the remote item states of g into tx and, with dots,
 // stages the applied context's placeholder.
-func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context) error {
+//
+// A damaged item, like a damaged cart (applyCart), takes only a whole
+// state, joined with the deltas kept aside meanwhile: an item rewritten
+// from a delta alone would lose the counts the damage hid (a home's
+// grants and commits, a region's use of its rights) and sell them again.
+func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context, state bool) error {
 	for sku, it := range g.Items {
 		cur, err := loadItem(tx, sku)
 		if err != nil && !errors.Is(err, store.ErrCorrupt) {
 			return err
+		}
+		if err != nil && !state {
+			if err := n.holdPending(tx, prefixItem+sku, nil, it); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			held, err := n.takePending(tx, prefixItem+sku)
+			if err != nil {
+				return err
+			}
+			if held != nil && held.item != nil {
+				it = it.Clone()
+				it.Join(held.item)
+			}
 		}
 		if cur.Brings(it) || err != nil {
 			granted := n.granted(sku, cur)

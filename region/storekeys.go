@@ -28,6 +28,8 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //   - a reservation record ("r/ID") has no lock of the store's: its sku is
 //     not in its key, and it is read and written only under its item's
 //     lock (a home request finds the sku first, homeLockKeys);
+//   - the deltas kept for a damaged cart or item ("p/c/ID", "p/i/SKU";
+//     pending.go) by the cart's or item's lock;
 //   - the applied context ("m/applied") and the replica its marks count
 //     ("m/marks") have none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
@@ -42,6 +44,8 @@ func lockKey(key string) string {
 	case strings.HasPrefix(key, prefixCartLine):
 		id, _, _ := cartOfLineKey(key)
 		return prefixCart + id
+	case strings.HasPrefix(key, prefixPending):
+		return lockKey(key[len(prefixPending):])
 	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq:
 		return ""
 	}

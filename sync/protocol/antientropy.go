@@ -171,6 +171,9 @@ func pushID(step uint64, enc []byte) uint64 {
 const (
 	pullSpans    = 1024
 	pullSpanKeys = 4096
+	// maxPullSpans bounds the pieces a round queues to pull (pullSpan):
+	// 4,096 pieces of pullSpanKeys/2 keys are 8 million keys.
+	maxPullSpans = 4096
 )
 
 // aeSpan is a span to pull and the keys the peer said it holds there.
@@ -182,8 +185,14 @@ type aeSpan struct {
 // pullSpan queues the pull of [lo, hi), where the peer holds n keys, in
 // pieces of about pullSpanKeys/2 keys, which several pulls in flight
 // fetch at once.
+//
+// The pieces are for pulling in parallel only (a pull of a span answers a
+// part and where to go on, Next), so how many are queued is bounded by
+// maxPullSpans, not by the peer's count n, which a peer states as it
+// likes: past the bound a span is queued whole.
 func (ae *aeRound) pullSpan(lo, hi, n uint64) {
 	k := max(1, (n+pullSpanKeys/2-1)/(pullSpanKeys/2))
+	k = min(k, uint64(max(1, maxPullSpans-len(ae.pullSpans))))
 	var bs []uint64
 	if hi-lo > 1<<slotBits && aligned(lo) && aligned(hi) {
 		nb := (hi - lo) >> slotBits
@@ -1031,7 +1040,7 @@ func (p *Protocol) applyObjects(pr *peer, m *Message) {
 	if g == nil || g.Len() == 0 {
 		return
 	}
-	a := Apply{From: pr.id, Group: g}
+	a := Apply{From: pr.id, Group: g, State: true}
 	if m.Reflects != nil {
 		if c, err := crdt.DecodeContext(m.Reflects); err == nil {
 			a.Reflects = c

@@ -216,6 +216,11 @@ type Apply struct {
 	// that the next region serving that token waits until it has those
 	// writes (region.Node.ApplyReflecting).
 	Reflects crdt.Context
+	// State says that Group holds whole states (an anti-entropy repair),
+	// not deltas; a store takes only whole states into a key whose value
+	// is damaged (region.Node.ApplyGroup). Dots alone do not tell: a
+	// delta past the claims window is applied with none.
+	State bool
 }
 
 // Envelope is a message for one peer.

@@ -479,13 +479,13 @@ type failingNode struct {
 	r *simRegion
 }
 
-// ApplyReflecting fails while the region's store is failing, else applies.
-func (n failingNode) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
+// ApplyGroup fails while the region's store is failing, else applies.
+func (n failingNode) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error {
 	if n.r.failing > 0 && n.s.rng.IntN(2) == 0 {
 		n.r.failing--
 		return errStoreFails
 	}
-	return n.Node.ApplyReflecting(dots, g, reflects)
+	return n.Node.ApplyGroup(dots, g, reflects, state)
 }
 
 // drain hands region i's published local deltas to its protocol and

@@ -14,10 +14,11 @@ import (
 // node (*region.Node implements it). A test may wrap one to inject store
 // failures.
 type Node interface {
-	// ApplyReflecting joins g into the store and dots into its applied
-	// context in one durable transaction; reflects covers what g's
-	// states show beyond dots (region.Node.ApplyReflecting).
-	ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error
+	// ApplyGroup joins g (whole states, or deltas) into the store and
+	// dots into its applied context in one durable transaction;
+	// reflects covers what g's states show beyond dots
+	// (region.Node.ApplyGroup).
+	ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error
 	// Applied returns the applied context the store holds.
 	Applied() crdt.Context
 	// SyncedWith records that an anti-entropy round with peer completed,
@@ -134,7 +135,9 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 			if a.Group != nil {
 				k = a.Group.Len()
 			}
-			if n > 0 && keys+k > limit {
+			if n > 0 && (keys+k > limit || a.State != applies[0].State) {
+				// Whole states and deltas go in transactions of their
+				// own: a store tells them apart at a damaged key.
 				break
 			}
 			switch {
@@ -159,7 +162,7 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 		if g == nil {
 			g = &crdt.Group{}
 		}
-		if err := d.Node.ApplyReflecting(&dots, g, &reflects); err != nil {
+		if err := d.Node.ApplyGroup(&dots, g, &reflects, applies[0].State); err != nil {
 			d.Protocol.Discard(d.Node.Applied(), d.Now())
 			return &ApplyError{Err: err, Unapplied: applies}
 		}

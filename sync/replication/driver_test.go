@@ -23,12 +23,12 @@ type countingNode struct {
 	calls, failAt int
 }
 
-func (n *countingNode) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context) error {
+func (n *countingNode) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error {
 	n.calls++
 	if n.calls == n.failAt {
 		return errors.New("replication_test: the store fails")
 	}
-	return n.Node.ApplyReflecting(dots, g, reflects)
+	return n.Node.ApplyGroup(dots, g, reflects, state)
 }
 
 // driverRig is us-east's protocol and node, run by a Driver whose sends
