@@ -125,6 +125,7 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 	}
 	if resp.Err == nil {
 		resp.Token = n.TokenFor(ctx)
+		resp.PartTokens = partTokensOf(ctx)
 		if req.Replicas > 1 {
 			wctx, cancel := forwardDeadline(ctx, req)
 			if err := n.AwaitReplicas(wctx); err != nil {
@@ -647,9 +648,12 @@ func (n *Node) ExpireDue() error {
 func (n *Node) CollectIdempotency() error {
 	now := n.clock.Now()
 	var old []string
-	err := n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
+	expired := func(v []byte) bool {
 		var rec idemRecord
-		if err == nil && decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled() {
+		return decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled()
+	}
+	err := n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
+		if err == nil && expired(v) {
 			old = append(old, k)
 		}
 		return true
@@ -658,7 +662,17 @@ func (n *Node) CollectIdempotency() error {
 		return err
 	}
 	for _, k := range old {
-		if err := n.store.Update([]string{k}, func(tx *store.Tx) error { tx.Delete(k); return nil }); err != nil {
+		// The scan took no lock: a request may have reused the key since
+		// (its record past retention) and written a fresh record, or be
+		// writing one now, holding the key's lock. The record is read
+		// again under the lock and deleted only if it is still the old one.
+		err := n.store.Update([]string{k}, func(tx *store.Tx) error {
+			if v, ok, err := tx.Get(k); err == nil && ok && expired(v) {
+				tx.Delete(k)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	}

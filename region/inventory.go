@@ -107,6 +107,12 @@ type HomeResponse struct {
 	// State answers OpRead: the region's state of the key (empty when it
 	// has none).
 	State *crdt.Group `cbor:"8,keyasint,omitempty"`
+	// PartTokens are, in a partitioned cluster, the answering home's
+	// tokens of other partitions than its own that its answer shows (a
+	// checkout coordinator's reservations and commits at their homes):
+	// the asking node's answer covers them too (NoteHomeToken). At most
+	// MaxTokenPartitions.
+	PartTokens map[int]string `cbor:"9,keyasint,omitempty"`
 	// forwarded marks an answer that came from another region (atHome):
 	// its Res's state is the home's, by the home's clock. It never
 	// travels.
@@ -493,10 +499,10 @@ func (n *Node) resOp(ctx context.Context, op, id string, idem Idem) (Reservation
 	// An id that cannot name a reservation is not_found here, without a
 	// round trip: a home that is not a region would never answer.
 	home, part, seq, ok := parseReservationID(id)
-	if !ok || reservationID(home, part, n.opts.Partitions, seq) != id {
+	if !ok || reservationID(home, part, n.opts.Partitions, seq) != id || part >= max(1, n.opts.Partitions) {
 		// Not of this cluster's form (a partition part in a cluster of one
-		// partition, or none in a partitioned one, leading zeros): no home
-		// ever issued it.
+		// partition, or none in a partitioned one, leading zeros, a
+		// partition the cluster does not have): no home ever issued it.
 		return Reservation{}, Errorf(CodeNotFound, "no reservation %q", id)
 	}
 	if !n.isRegion(home) {
@@ -544,6 +550,12 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 		req.DeadlineMs = d.UnixMilli()
 	}
 	if home == string(n.name) && n.servesHere(req) {
+		if req.Op == OpReserve && n.escrow(req.SKU) {
+			// As a forwarded reservation is (ServeForwarded): rights
+			// other regions hold unused are recalled rather than refused
+			// (a checkout's lines come this way).
+			return n.reserveAtHome(ctx, req)
+		}
 		return n.ServeHome(ctx, req)
 	}
 	req.Replicas = concernOf(ctx).replicas

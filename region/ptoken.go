@@ -286,3 +286,32 @@ func NoteHomeToken(ctx context.Context, p int, tok string) {
 		a.parts[p] = &c
 	}
 }
+
+// partTokensOf returns the tokens of other partitions that ctx's Answer
+// recorded (NoteHomeToken), for a forwarded answer (HomeResponse.PartTokens).
+func partTokensOf(ctx context.Context) map[int]string {
+	a := answerOf(ctx)
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.parts) == 0 {
+		return nil
+	}
+	out := make(map[int]string, len(a.parts))
+	for p, c := range a.parts {
+		if len(out) == MaxTokenPartitions {
+			break
+		}
+		out[p] = fitToken(c)
+	}
+	return out
+}
+
+// NoteToken records, in the Answer of ctx, a token of the answering
+// node's own partition (or of its region, unpartitioned) that a home's
+// answer carried; a malformed one is ignored.
+func NoteToken(ctx context.Context, tok string) {
+	answerOf(ctx).addToken(tok)
+}
