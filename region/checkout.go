@@ -74,6 +74,64 @@ type checkoutPlan struct {
 	Keyless bool `cbor:"11,keyasint,omitempty"`
 	// Cart is the cart id.
 	Cart string `cbor:"12,keyasint,omitempty"`
+	// Loose are reservations this checkout's attempts sent whose homes
+	// did not answer and could not be reached to release them: they may
+	// hold units. The next attempt releases them first (releaseLoose).
+	Loose []looseHold `cbor:"13,keyasint,omitempty"`
+}
+
+// looseHold is a reservation a checkout sent without learning its
+// outcome: enough to send it again under its key, which the home answers
+// with the hold it made (or makes it), and release that.
+type looseHold struct {
+	_     struct{} `cbor:",toarray"`
+	Key   string
+	SKU   string
+	Home  string
+	Qty   int64
+	TTLMs int64
+}
+
+// maxLoose bounds the loose holds a plan carries: past it the oldest are
+// left to expire by their ttl.
+const maxLoose = 64
+
+// releaseLoose sends each loose hold of an earlier attempt again and
+// releases what it holds. It returns those it could not settle (their
+// homes still out of reach), to carry over.
+func (n *Node) releaseLoose(ctx context.Context, loose []looseHold) []looseHold {
+	if len(loose) == 0 {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
+	defer cancel()
+	left := make([]bool, len(loose))
+	var wg sync.WaitGroup
+	for i, h := range loose {
+		wg.Go(func() {
+			fp := sha256.Sum256([]byte(h.Key))
+			r := n.atHome(rctx, h.Home, &HomeRequest{Op: OpReserve, SKU: h.SKU, Qty: h.Qty, TTLMs: h.TTLMs, IdemKey: h.Key, IdemFP: fp[:], Checkout: h.Qty > crdt.MaxQty})
+			switch {
+			case r.Err != nil:
+				left[i] = transient(r.Err)
+				return
+			case r.Res == nil || r.Res.State != StateHeld:
+				return // committed by no one, expired or released: nothing held
+			}
+			key := h.Key + "/release"
+			fp = sha256.Sum256([]byte(key))
+			rel := n.atHome(rctx, h.Home, &HomeRequest{Op: OpRelease, ID: r.Res.ID, IdemKey: key, IdemFP: fp[:]})
+			left[i] = rel.Err != nil && transient(rel.Err)
+		})
+	}
+	wg.Wait()
+	var out []looseHold
+	for i, h := range loose {
+		if left[i] {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // Saga phases.
@@ -317,6 +375,9 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			if len(plan.Steps) > maxSteps {
 				plan.Steps = plan.Steps[len(plan.Steps)-maxSteps:]
 			}
+			// What earlier attempts may still hold is released first: it
+			// would compete with this attempt for the same units.
+			plan.Loose = n.releaseLoose(ctx, last.Loose)
 		}
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
@@ -505,7 +566,23 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	// before the plan is stored in phase commit.
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
 	defer rcancel()
+	//
+	// A line whose home did not answer (a lost answer, a timeout) may hold
+	// all the same: its reservation is sent again under its key, which
+	// the home answers with the hold it made (or makes one now), and that
+	// is released. Otherwise the hold would stay until its ttl and refuse
+	// the retry's own reservation of the same units.
+	loose := make([]bool, len(plan.Lines))
 	released := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+		if r := reserved[i]; r.Err != nil && transient(r.Err) {
+			key, fp := derived(plan, "reserve", i)
+			again := n.atHome(rctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
+			if again.Err != nil || again.Res == nil || again.Res.State != StateHeld {
+				loose[i] = again.Err != nil && transient(again.Err)
+				return nil
+			}
+			reserved[i] = again
+		}
 		if reserved[i].Err != nil {
 			return nil
 		}
@@ -514,6 +591,11 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	})
 	now = n.clock.Now()
 	for i, r := range released {
+		if loose[i] && !plan.Keyless {
+			key, _ := derived(plan, "reserve", i)
+			l := plan.Lines[i]
+			plan.Loose = append(plan.Loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})
+		}
 		if r == nil {
 			continue
 		}
@@ -521,6 +603,9 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		if r.Err != nil {
 			n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
 		}
+	}
+	if len(plan.Loose) > maxLoose {
+		plan.Loose = plan.Loose[len(plan.Loose)-maxLoose:]
 	}
 	e := firstErr
 	if len(failed) > 0 {
@@ -551,6 +636,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 		})
 		now := n.clock.Now()
 		var again []int
+		lost := map[int]bool{}
 		var stop *Error
 		for i, r := range committed {
 			switch {
@@ -558,6 +644,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 				continue
 			case r == nil: // being reserved again when a run stopped
 				again = append(again, i)
+				lost[i] = true
 				continue
 			}
 			plan.note(now, "commit", plan.Lines[i].SKU, plan.Res[i], r)
@@ -591,9 +678,16 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 			return Order{}, n.pauseCommit(cartID, plan, idem, stop)
 		}
 		// Roll forward: reserve the lost lines again, each as a new
-		// generation stored before it is sent.
+		// generation stored before it is sent. A line whose reservation
+		// of this generation was sent but not answered (or a run stopped
+		// meanwhile) is sent again under the same key: the home may have
+		// made that hold, which a new generation would compete with for
+		// the same units; its replay says (and, if it has expired since,
+		// the next round takes a new generation).
 		for _, i := range again {
-			plan.Gen[i]++
+			if !lost[i] {
+				plan.Gen[i]++
+			}
 			plan.Res[i] = ""
 		}
 		if err := n.savePlan(idem, plan); err != nil {
@@ -847,7 +941,13 @@ func (n *Node) settle(key string) {
 // checkout's error, or nil.
 func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
 	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
-		return n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
+		err := n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
+		if err == error(failure) { // recorded
+			// Recorded: the attempt is over, and no longer stops another
+			// checkout of the cart (unsettledCheckoutOf).
+			n.noteSaga(idem.Key, "", false)
+		}
+		return err
 	}
 	err := n.write(context.Background(), []string{prefixCart + cartID, prefixIdem + idem.Key}, func(tx *store.Tx, g *crdt.Group) error {
 		if order != nil {
