@@ -1,6 +1,9 @@
 package crdt
 
-import "maps"
+import (
+	"maps"
+	"math"
+)
 
 // MaxCount bounds one replica's increments or decrements of a PN-counter
 // (and a register value), so that sums over MaxReplicas never overflow.
@@ -43,16 +46,21 @@ func (c *PNCounter) Join(o *PNCounter) {
 	joinMax(&c.N, o.N)
 }
 
-// Value returns ΣP − ΣN.
+// Value returns ΣP − ΣN. Each sum is at most MaxReplicas × MaxCount =
+// 2⁶³, which fits a uint64 but not an int64: the difference is taken in
+// uint64 and held to the int64 range.
 func (c *PNCounter) Value() int64 {
-	var v int64
-	for _, p := range c.P {
-		v += int64(p)
+	var p, n uint64
+	for _, v := range c.P {
+		p += v
 	}
-	for _, n := range c.N {
-		v -= int64(n)
+	for _, v := range c.N {
+		n += v
 	}
-	return v
+	if p >= n {
+		return int64(min(p-n, math.MaxInt64))
+	}
+	return -int64(min(n-p, math.MaxInt64))
 }
 
 func greaterAny(a, b map[ReplicaID]uint64) bool {

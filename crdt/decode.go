@@ -241,7 +241,7 @@ func (p *parser) cart() (*Cart, error) {
 		}
 		if vv > 0 {
 			if c.Ctx.VV == nil {
-				c.Ctx.VV = make(map[ReplicaID]uint64, n)
+				c.Ctx.VV = make(map[ReplicaID]uint64, p.hint(n-i, minRecordBytes))
 			}
 			c.Ctx.VV[r] = vv
 		}
@@ -316,6 +316,18 @@ func (p *parser) cart() (*Cart, error) {
 		}
 	}
 	return c, nil
+}
+
+// minRecordBytes is less than the size of the smallest valid replica
+// record of a context or a counter, or escrow record: an array head, a
+// replica id of one byte and two more heads.
+const minRecordBytes = 4
+
+// hint bounds a map's size hint for n records still to read by what the
+// input left could hold, so that input declaring more records than it
+// carries does not size a map beyond valid input of its length.
+func (p *parser) hint(n, minBytes int) int {
+	return max(0, min(n, (len(p.b)-p.i)/minBytes+1))
 }
 
 // minEntryBytes is the size of the smallest valid cart entry: an array
@@ -402,13 +414,13 @@ func (p *parser) item() (*Item, error) {
 		}
 		if pos > 0 {
 			if it.Stock.P == nil {
-				it.Stock.P = make(map[ReplicaID]uint64, n)
+				it.Stock.P = make(map[ReplicaID]uint64, p.hint(n-i, minRecordBytes))
 			}
 			it.Stock.P[r] = pos
 		}
 		if neg > 0 {
 			if it.Stock.N == nil {
-				it.Stock.N = make(map[ReplicaID]uint64, n)
+				it.Stock.N = make(map[ReplicaID]uint64, p.hint(n-i, minRecordBytes))
 			}
 			it.Stock.N[r] = neg
 		}
@@ -454,7 +466,7 @@ func (p *parser) escrow(it *Item) error {
 	if n == 0 {
 		return errors.New("crdt: item: empty escrow records are left out")
 	}
-	it.Escrow = make(map[EscrowKey]uint64, n)
+	it.Escrow = make(map[EscrowKey]uint64, p.hint(n, minRecordBytes))
 	var last EscrowKey
 	for i := range n {
 		if _, err := p.array(escrowRec); err != nil {

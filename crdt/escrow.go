@@ -3,6 +3,7 @@ package crdt
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -75,12 +76,16 @@ func (k EscrowKey) validate() error {
 	return nil
 }
 
-// escrowSum returns the sum of the counters of kind for region.
+// escrowSum returns the sum of the counters of kind for region, held to
+// MaxCount: no region is granted, uses or returns more than a stock can
+// hold, and a state that says otherwise (MaxEscrowRecords counters of up
+// to MaxCount each would pass 2⁶⁴) must not wrap around into a small or
+// negative count of rights.
 func (it *Item) escrowSum(kind EscrowKind, region string) uint64 {
 	var s uint64
 	for k, v := range it.Escrow {
 		if k.Kind == kind && k.Region == region {
-			s += v
+			s = min(s+min(v, MaxCount), MaxCount)
 		}
 	}
 	return s
@@ -111,7 +116,7 @@ func (it *Item) OutstandingAll(home string) int64 {
 	}
 	var s int64
 	for r := range regions {
-		s += it.Outstanding(r)
+		s = min(s+it.Outstanding(r), math.MaxInt64-MaxCount) // each at most MaxCount: no overflow
 	}
 	return s
 }
