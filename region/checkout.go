@@ -99,11 +99,21 @@ const maxLoose = 64
 // releaseLoose sends each loose hold of an earlier attempt again and
 // releases what it holds. It returns those it could not settle (their
 // homes still out of reach), to carry over.
+//
+// It takes at most a quarter of the time ctx has left (compensateTimeout
+// without a deadline): a home still out of reach must not cost the
+// attempt its own deadline.
 func (n *Node) releaseLoose(ctx context.Context, loose []looseHold) []looseHold {
 	if len(loose) == 0 {
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
+	var rctx context.Context
+	var cancel context.CancelFunc
+	if d, ok := ctx.Deadline(); ok {
+		rctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/4))
+	} else {
+		rctx, cancel = context.WithTimeout(ctx, compensateTimeout)
+	}
 	defer cancel()
 	left := make([]bool, len(loose))
 	var wg sync.WaitGroup
@@ -568,21 +578,13 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	defer rcancel()
 	//
 	// A line whose home did not answer (a lost answer, a timeout) may hold
-	// all the same: its reservation is sent again under its key, which
-	// the home answers with the hold it made (or makes one now), and that
-	// is released. Otherwise the hold would stay until its ttl and refuse
-	// the retry's own reservation of the same units.
-	loose := make([]bool, len(plan.Lines))
+	// all the same. Asking now would wait on a home just found out of
+	// reach; the plan keeps it instead (Loose), and the next attempt sends
+	// its reservation again under its key first, which the home answers
+	// with the hold it made (or makes it), and releases that. Otherwise
+	// the hold would stay until its ttl and refuse the retry's own
+	// reservation of the same units.
 	released := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
-		if r := reserved[i]; r.Err != nil && transient(r.Err) {
-			key, fp := derived(plan, "reserve", i)
-			again := n.atHome(rctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
-			if again.Err != nil || again.Res == nil || again.Res.State != StateHeld {
-				loose[i] = again.Err != nil && transient(again.Err)
-				return nil
-			}
-			reserved[i] = again
-		}
 		if reserved[i].Err != nil {
 			return nil
 		}
@@ -591,7 +593,7 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	})
 	now = n.clock.Now()
 	for i, r := range released {
-		if loose[i] && !plan.Keyless {
+		if e := reserved[i].Err; e != nil && transient(e) && !plan.Keyless {
 			key, _ := derived(plan, "reserve", i)
 			l := plan.Lines[i]
 			plan.Loose = append(plan.Loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})
