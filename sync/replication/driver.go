@@ -3,6 +3,7 @@ package replication
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -168,13 +169,22 @@ func (d *Driver) apply(applies []protocol.Apply) error {
 		}
 		now := d.Now()
 		for _, a := range applies[:n] {
+			// Only writes of the cluster's regions are measured: an origin
+			// is a name the peer sent, and each would be a series of its
+			// own.
+			ranges := a.Ranges
+			if len(d.Peers) > 0 {
+				ranges = slices.DeleteFunc(slices.Clone(ranges), func(rg protocol.DotRange) bool {
+					return !slices.Contains(d.Peers, crdt.ReplicaID(rg.Origin).Region())
+				})
+			}
 			if d.Metrics != nil {
-				for _, rg := range a.Ranges {
+				for _, rg := range ranges {
 					d.Metrics.Convergence.WithLabelValues(crdt.ReplicaID(rg.Origin).Region()).Observe(now.Sub(time.UnixMicro(rg.AtUs)).Seconds())
 				}
 			}
-			if d.OnApply != nil && len(a.Ranges) > 0 {
-				d.OnApply(string(a.From), a.Ranges, now)
+			if d.OnApply != nil && len(ranges) > 0 {
+				d.OnApply(string(a.From), ranges, now)
 			}
 		}
 		applies = applies[n:]

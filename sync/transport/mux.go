@@ -88,10 +88,17 @@ func split(payload []byte) (int, []byte, error) {
 }
 
 // OnMessage implements Handler: it hands the message to its partition's
-// handler as coming from the sending node's region.
+// handler as coming from the sending node's region, if that node owns the
+// partition in its region. Partition p replicates only with partition p
+// of the other regions: a message for p from another node of the region
+// (one whose configuration disagrees, while a partition moves) is
+// dropped, not taken for the owner's.
 func (m *Mux) OnMessage(from string, payload []byte) {
 	p, msg, err := split(payload)
 	if err != nil {
+		return
+	}
+	if m.owner(PeerRegion(from), p) != from {
 		return
 	}
 	if h := m.handler(p); h != nil {

@@ -160,12 +160,16 @@ func WithMaxQueue(n int) Option { return func(o *options) { o.maxQueue = n } }
 type Conn struct {
 	pc net.PacketConn
 
-	mu       sync.Mutex
-	rng      *rand.Rand
-	def      Link
-	links    map[string]Link
-	cut      map[string]bool
-	lastDue  map[string]time.Time
+	mu      sync.Mutex
+	rng     *rand.Rand
+	def     Link
+	links   map[string]Link
+	cut     map[string]bool
+	lastDue map[string]time.Time
+	// inOrder counts, per destination, the packets queued in order (not
+	// reordered) that are not yet sent: a packet goes out at once only
+	// when there are none, or it would overtake them.
+	inOrder  map[string]int
 	queue    packetHeap
 	seq      uint64
 	maxQueue int
@@ -209,6 +213,7 @@ func Wrap(pc net.PacketConn, opts ...Option) *Conn {
 		links:    links,
 		cut:      make(map[string]bool),
 		lastDue:  make(map[string]time.Time),
+		inOrder:  make(map[string]int),
 		maxQueue: o.maxQueue,
 		wake:     make(chan struct{}, 1),
 		done:     make(chan struct{}),
@@ -393,15 +398,11 @@ func (c *Conn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		due = due.Add(gap)
 	} else {
 		// Keep order with what is already queued for this destination.
-		if last, ok := c.lastDue[key]; ok {
-			if due.Before(last) {
-				due = last
-			} else if !last.After(now) {
-				delete(c.lastDue, key)
-			}
+		if last, ok := c.lastDue[key]; ok && due.Before(last) {
+			due = last
 		}
 	}
-	if !due.After(now) && copies == 1 {
+	if !due.After(now) && copies == 1 && (reordered || c.inOrder[key] == 0) {
 		c.mu.Unlock()
 		return c.send(p, addr)
 	}
@@ -416,7 +417,10 @@ func (c *Conn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	buf := append([]byte(nil), p...)
 	for range copies {
 		c.seq++
-		heap.Push(&c.queue, &packet{due: due, seq: c.seq, data: buf, addr: addr, key: key})
+		heap.Push(&c.queue, &packet{due: due, seq: c.seq, data: buf, addr: addr, key: key, ordered: !reordered})
+	}
+	if !reordered {
+		c.inOrder[key] += copies
 	}
 	c.pending.Add(int64(copies))
 	if copies == 2 {
@@ -481,6 +485,16 @@ func (c *Conn) run() {
 				c.stats.writeErrors.Add(1)
 			}
 			c.pending.Add(-1)
+			if pk.ordered {
+				// Counted down only once sent: until then a packet
+				// written for the same destination queues behind it.
+				c.mu.Lock()
+				if c.inOrder[pk.key]--; c.inOrder[pk.key] <= 0 {
+					delete(c.inOrder, pk.key)
+					delete(c.lastDue, pk.key)
+				}
+				c.mu.Unlock()
+			}
 		}
 		if len(due) > 0 {
 			continue
@@ -557,6 +571,9 @@ type packet struct {
 	addr net.Addr
 	key  string
 	cut  bool
+	// ordered: queued in order with its destination's other packets
+	// (counted in Conn.inOrder).
+	ordered bool
 }
 
 // packetHeap orders packets by due time, then by write order.
