@@ -133,6 +133,8 @@ type handler struct {
 	protectProbes bool
 	accessLevel   slog.Level
 	part          *Partitioning
+	// routes holds "METHOD pattern" of every route (guard).
+	routes map[string]bool
 }
 
 // New returns the REST API of SPEC §6 over svc: every route of the table,
@@ -211,6 +213,10 @@ func New(svc Service, opts Options) *echo.Echo {
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	e.GET("/metrics", echo.WrapHandler(h.metrics.handler(opts.Gatherer)))
+	h.routes = make(map[string]bool)
+	for _, r := range e.Routes() {
+		h.routes[r.Method+" "+r.Path] = true
+	}
 	return e
 }
 
@@ -292,7 +298,9 @@ func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 			slog.String("stack", string(debug.Stack())))
 		err = fmt.Errorf("api: panic: %v", r)
 	}()
-	if h.part != nil && h.part.Partitions > 1 {
+	if h.part != nil && h.part.Partitions > 1 && h.routes[c.Request().Method+" "+c.Path()] {
+		// Only a route's own methods go to a partition's owner: a method
+		// the path lacks (405) and OPTIONS are answered here.
 		inner := next
 		next = func(c echo.Context) error { return h.route(c, inner) }
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
 )
@@ -51,10 +52,10 @@ func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
 	switch {
 	case strings.HasPrefix(route, "/v1/carts/"):
 		id, ok := unescapedParam(c, "cart_id")
-		return config.PartitionOf(id, p), ok, nil
+		return config.PartitionOf(id, p), ok && crdt.ValidID(id), nil
 	case strings.HasPrefix(route, "/v1/inventory/"):
 		sku, ok := unescapedParam(c, "sku")
-		return config.PartitionOf(sku, p), ok, nil
+		return config.PartitionOf(sku, p), ok && crdt.ValidID(sku), nil
 	case strings.HasPrefix(route, "/v1/reservations/"):
 		id, ok := unescapedParam(c, "id")
 		if !ok {

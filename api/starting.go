@@ -21,11 +21,22 @@ func Starting(regionName string, detail func() string) http.Handler {
 		id := requestIDOf(r)
 		hdr := w.Header()
 		hdr.Set(HeaderRequestID, id)
-		if r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
+			// GET only, as once the region serves (HEAD is 405 then).
 			hdr.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusOK)
-			if r.Method == http.MethodGet {
-				_ = json.NewEncoder(w).Encode(map[string]string{"status": "ok", "region": regionName})
+			_ = json.NewEncoder(w).Encode(map[string]string{"status": "ok", "region": regionName})
+			return
+		}
+		if r.URL.Path == "/healthz" {
+			p := problem(CodeMethodNotAllowed, "this path does not support the request method")
+			p.RequestID = id
+			b, _ := json.Marshal(p) // a Problem always encodes
+			hdr.Set("Content-Type", ProblemContentType)
+			hdr.Set("Allow", "GET")
+			w.WriteHeader(p.Status)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(b)
 			}
 			return
 		}
