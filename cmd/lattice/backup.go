@@ -136,9 +136,10 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "%s: region %s is running (another process holds the lock on its store %s); stop it first\n", me, *name, store)
 		return exitFail
 	}
-	// Backup to nowhere checks that the file is a snapshot the way
-	// Restore will (torn tail cut off a copy, the copy loads, its values
-	// carry valid frames), leaving nothing behind.
+	// Backup to nowhere checks that the file is a snapshot (the copy
+	// loads, every value carries a valid frame), leaving nothing behind;
+	// Restore checks it again and also refuses one that ends inside a
+	// transaction (cut short).
 	n, err := storefile.Backup(src, io.Discard)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: --from %s: %s\n", me, src, strings.TrimPrefix(err.Error(), "region: "))

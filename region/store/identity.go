@@ -328,8 +328,16 @@ func (s *Store) closeIdentity() error {
 // while a region may be writing to it: the file as it is when Backup
 // opens it, less a final transaction still being written. It returns the
 // bytes written.
+//
+// While the file a rewrite is replacing is still kept (Shrink's prevPath:
+// the rewrite is running, or was cut short by a stop), that file is the
+// one copied: it is what Open would go on from, and the new one may be
+// only partly written.
 func Backup(path string, w io.Writer) (int64, error) {
-	f, err := os.Open(path)
+	f, err := os.Open(prevPath(path))
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
@@ -394,6 +402,9 @@ func checkSnapshot(path, name string) error {
 	if bad == total {
 		return fmt.Errorf("store: no value of %s passes its checksum: not a store snapshot", name)
 	}
+	if bad > 0 {
+		return fmt.Errorf("store: %d of the %d values of %s fail their checksums: a damaged snapshot", bad, total, name)
+	}
 	return nil
 }
 
@@ -431,8 +442,14 @@ func Restore(path, from string) error {
 		os.Remove(tmp)
 		return fmt.Errorf("store: copy %s: %w", from, err)
 	}
-	if _, err := recoverTail(tmp); err != nil {
+	// Backup writes whole transactions only: a snapshot that ends inside
+	// one was cut short (a partial copy, a full disk), and what it lacks
+	// cannot be told.
+	if at, err := tornAt(tmp); err != nil || at >= 0 {
 		os.Remove(tmp)
+		if err == nil {
+			err = fmt.Errorf("it ends inside a transaction at byte %d: cut short", at)
+		}
 		return fmt.Errorf("store: %s (a copy of it): %w", from, err)
 	}
 	if err := checkSnapshot(tmp, from); err != nil {

@@ -10,8 +10,9 @@ import (
 
 // MaybeShrink rewrites the file if it exceeds ShrinkMinBytes and twice
 // the live data. Writes go on during the rewrite; their acknowledgements
-// wait until the new file is fsynced, so an acknowledged write is never
-// only in the replaced file.
+// wait until the new file is fsynced (with either durability), so an
+// acknowledged write is never only in the file a restart after an
+// interrupted rewrite would not use.
 func (s *Store) MaybeShrink() error {
 	file, live := s.Sizes()
 	if file < s.opts.ShrinkMinBytes || file <= 2*live {
@@ -36,6 +37,8 @@ func (s *Store) Shrink() error {
 	}
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
+	s.shrinking.Store(true)
+	defer s.shrinking.Store(false) // before fileMu is unlocked
 	start := time.Now()
 	prev := prevPath(s.path)
 	if err := os.Remove(prev); err != nil && !errors.Is(err, os.ErrNotExist) {

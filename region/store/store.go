@@ -173,6 +173,11 @@ type Store struct {
 	syncerDone chan struct{}
 
 	fileMu   sync.Mutex // guards syncFile; held across a shrink
+	// shrinking is set while Shrink runs (under fileMu): a write that
+	// needs no fsync (everysec) is acknowledged only once Shrink is done,
+	// since until then Open would go back to the old file (restorePrev),
+	// which lacks what was written to the new one.
+	shrinking atomic.Bool
 	syncFile *os.File
 
 	corruptMu sync.Mutex

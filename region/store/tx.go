@@ -340,6 +340,10 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		s.corruptMu.Unlock()
 	}
 	if !s.persist || s.opts.Durability != config.DurabilityAlways {
+		if s.shrinking.Load() {
+			s.fileMu.Lock() // until Shrink is done (see Store.shrinking)
+			s.fileMu.Unlock()
+		}
 		if s.failed.Load() {
 			// An fsync failed meanwhile (everysec): no later write is
 			// acknowledged, since no later fsync can be trusted with it.
