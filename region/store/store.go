@@ -172,13 +172,13 @@ type Store struct {
 	kick       *os.File // the pipe's write end
 	syncerDone chan struct{}
 
-	fileMu   sync.Mutex // guards syncFile; held across a shrink
+	fileMu sync.Mutex // guards syncFile; held across a shrink
 	// shrinking is set while Shrink runs (under fileMu): a write that
 	// needs no fsync (everysec) is acknowledged only once Shrink is done,
 	// since until then Open would go back to the old file (restorePrev),
 	// which lacks what was written to the new one.
 	shrinking atomic.Bool
-	syncFile *os.File
+	syncFile  *os.File
 
 	corruptMu sync.Mutex
 	corrupt   map[string]struct{}
