@@ -230,6 +230,12 @@ func (s *Store) fsync() error {
 func (s *Store) syncFile0() error {
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
+	if s.failed.Load() {
+		// The store failed while this waited (a rewrite that failed after
+		// renaming its file, say): what it would make durable may be only
+		// in a file a restart does not use.
+		return ErrStoreFailed
+	}
 	if s.syncFile == nil {
 		return nil
 	}
