@@ -695,7 +695,18 @@ func (n *Node) expiryLoop() {
 		}
 		n.returnIdleRights()
 		if ticks%settleEvery == 0 {
-			n.SettleCheckouts()
+			// On a goroutine of its own, one round at a time: a round
+			// waits on homes that do not answer (up to settleTimeout a
+			// checkout), and expiry, rights returns and the idempotency
+			// sweep keep their pace meanwhile.
+			if n.settling.CompareAndSwap(false, true) {
+				n.wg.Add(1)
+				go func() {
+					defer n.wg.Done()
+					defer n.settling.Store(false)
+					n.SettleCheckouts()
+				}()
+			}
 		}
 		if ticks++; ticks%120 == 0 {
 			if err := n.CollectIdempotency(); err != nil {

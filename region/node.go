@@ -159,6 +159,8 @@ type Node struct {
 	sagas  map[string]string
 
 	esc escrowState // skus this region holds rights to (escrow.go)
+	// settling is set while a round of SettleCheckouts runs (expiryLoop).
+	settling atomic.Bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup
