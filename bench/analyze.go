@@ -85,6 +85,14 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 	measureStart := start.Add(warmup)
 	measureEnd := measureStart.Add(duration)
 	mixWrites := map[CartLine][]MixWrite{}
+	// The stock of each sku before the run, and its holds and restocks
+	// over time (HoldTimeline).
+	base := map[string]int64{}
+	for sku, l := range stock {
+		base[sku] = l.RestockAcked + l.RestockUnknown
+	}
+	spans := map[string][]HoldSpan{}
+	steps := map[string][]StockStep{}
 	for i, op := range sched.Ops {
 		r := results[i]
 		if r.First.Outcome != NotRun && !r.Done.Before(measureStart) && r.Done.Before(measureEnd) {
@@ -106,20 +114,24 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 		case CartMixAdd, CartSet, CartRemove:
 			if r.First.Outcome == OK || r.First.Outcome == Unknown {
 				l := CartLine{op.Cart, op.SKU}
-				if op.Kind != CartRemove {
-					a.adds.Mixed[l] += op.Qty
-				}
-				mixWrites[l] = append(mixWrites[l], MixWrite{Kind: op.Kind, Qty: op.Qty, OK: r.First.Outcome == OK, Sent: r.Sent, Done: r.Done})
+				mixWrites[l] = append(mixWrites[l], MixWrite{Kind: op.Kind, Qty: op.Qty, OK: r.First.Outcome == OK, Sent: r.Sent, Done: r.Done, Region: op.Region})
 			}
 		case Restock:
+			if r.First.Outcome == OK || r.First.Outcome == Unknown {
+				steps[op.SKU] = append(steps[op.SKU], StockStep{Qty: op.Qty, At: r.Sent})
+			}
 			l := a.stock.Ledger(op.SKU)
 			switch r.First.Outcome {
 			case OK:
 				l.RestockAcked += op.Qty
 			case Unknown:
 				l.RestockUnknown += op.Qty
+				l.UnknownRestocks = append(l.UnknownRestocks, op.Qty)
 			}
 		case Reserve:
+			if r.First.Outcome == OK {
+				spans[op.SKU] = append(spans[op.SKU], holdSpan(op, r))
+			}
 			if op.Commit && r.First.Outcome == OK {
 				l := a.stock.Ledger(op.SKU)
 				switch r.Second.Outcome {
@@ -127,6 +139,7 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 					l.CommitAcked += op.Qty
 				case Unknown, NotRun:
 					l.CommitUnknown += op.Qty
+					l.UnknownCommits = append(l.UnknownCommits, op.Qty)
 				}
 			}
 		}
@@ -215,10 +228,39 @@ func analyze(sched *Schedule, results []opResult, start time.Time, warmup, durat
 		a.throughput = float64(inWindow) / duration.Seconds()
 		a.throughputOK = float64(inWindowOK) / duration.Seconds()
 	}
+	for sku, sp := range spans {
+		if over := HoldTimeline(base[sku], sp, steps[sku]); over > 0 {
+			a.stock.Ledger(sku).Overheld = over
+		}
+	}
 	for l, ws := range mixWrites {
+		a.adds.Mixed[l] = MixedCeil(ws)
 		if lower, ok := MixedBound(ws); ok {
 			a.adds.MixedLower[l] = lower
 		}
 	}
 	return a
+}
+
+// holdSpan is when the granted hold of op (result r) was surely in force:
+// from the answer of its grant to the soonest its end can have come — a
+// release (or a refused commit) from when it was sent, an expiry no
+// sooner than reservationTTL after the hold was asked for; never, once
+// its commit was acknowledged, and no sooner than that expiry for a
+// commit of unknown outcome (committed, or held until it expired).
+func holdSpan(op Op, r opResult) HoldSpan {
+	granted := r.Sent.Add(r.First.Latency)
+	expires := r.Sent.Add(reservationTTL - time.Millisecond) // expired from decision + ttl on
+	to := expires
+	switch {
+	case r.Second.Outcome == NotRun:
+	case op.Commit && r.Second.Outcome == OK:
+		to = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	case op.Commit && r.Second.Outcome == Unknown:
+	default:
+		if sent := r.Done.Add(-r.Second.Latency); sent.Before(to) {
+			to = sent
+		}
+	}
+	return HoldSpan{Qty: op.Qty, From: granted, To: to}
 }

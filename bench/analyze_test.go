@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -56,8 +57,9 @@ func TestAnalyzeBuildsTheModelsFromOutcomes(t *testing.T) {
 	if got := a.adds.Unknown[CartLine{"add-0", "x"}]; got != 1 {
 		t.Errorf("unknown adds %d, want 1", got)
 	}
-	want := StockLedger{RestockAcked: 54, RestockUnknown: 2, CommitAcked: 3, CommitUnknown: 2}
-	if got := *a.stock.Ledger("h"); got != want {
+	want := StockLedger{RestockAcked: 54, RestockUnknown: 2, CommitAcked: 3, CommitUnknown: 2,
+		UnknownRestocks: []int64{2}, UnknownCommits: []int64{2}}
+	if got := *a.stock.Ledger("h"); !reflect.DeepEqual(got, want) {
 		t.Errorf("ledger %+v, want %+v", got, want)
 	}
 	o := a.ops

@@ -80,6 +80,38 @@ type MixWrite struct {
 	Qty        int64
 	OK         bool
 	Sent, Done time.Time
+	// Region is the index of the region the write was sent to.
+	Region int
+}
+
+// removes reports whether w replaces the entries it observed (a remove,
+// or a set, which removes them and adds its own).
+func (w MixWrite) removes() bool { return w.Kind == CartRemove || w.Kind == CartSet }
+
+// MixedCeil returns the most units a mixed cart's line may hold, given
+// the writes of it that may have happened: every add and set, but those
+// an acknowledged remove or set surely removed. A write acknowledged by a
+// region is applied there before its answer, so a remove or set sent to
+// the same region after that answer observed it and removed it (an
+// observed-remove: removed entries never come back).
+func MixedCeil(writes []MixWrite) int64 {
+	var ceil int64
+	for _, w := range writes {
+		if w.Kind == CartRemove {
+			continue
+		}
+		killed := false
+		for _, r := range writes {
+			if r.removes() && r.OK && r.Region == w.Region && w.OK && !r.Sent.Before(w.Done) && (r.Sent != w.Sent || r.Kind != w.Kind) {
+				killed = true
+				break
+			}
+		}
+		if !killed {
+			ceil += w.Qty
+		}
+	}
+	return ceil
 }
 
 // MixedBound returns the units a mixed cart's line must hold at least,
@@ -87,17 +119,40 @@ type MixWrite struct {
 // with no remove (nor set to 0) and no set, the acknowledged adds; with
 // one acknowledged set of q and no remove, q and the acknowledged adds
 // sent after the set was answered (the set removed only entries it had
-// seen; its own survives, since nothing removes it). Other lines (removes,
-// several sets, a set of unknown outcome) have no bound from below.
+// seen; its own survives, since nothing removes it); with removes and
+// sets, all of them acknowledged, the acknowledged adds sent after the
+// last of them was answered (no remove or set observed those). A line
+// with a remove or set of unknown outcome (which may have been applied
+// late, after any add) has no bound from below.
 func MixedBound(writes []MixWrite) (int64, bool) {
 	var set *MixWrite
+	sets, removes := 0, 0
+	var last time.Time
 	for i, w := range writes {
-		switch {
-		case w.Kind == CartRemove, w.Kind == CartSet && (w.Qty == 0 || !w.OK || set != nil):
+		if !w.removes() {
+			continue
+		}
+		if !w.OK {
 			return 0, false
-		case w.Kind == CartSet:
+		}
+		if w.Done.After(last) {
+			last = w.Done
+		}
+		if w.Kind == CartRemove || w.Qty == 0 {
+			removes++
+		} else {
+			sets++
 			set = &writes[i]
 		}
+	}
+	if removes > 0 || sets > 1 {
+		var lower int64
+		for _, w := range writes {
+			if w.Kind == CartMixAdd && w.OK && !w.Sent.Before(last) {
+				lower += w.Qty
+			}
+		}
+		return lower, true
 	}
 	var lower int64
 	if set != nil {
@@ -177,6 +232,66 @@ type StockLedger struct {
 	RestockUnknown int64 `json:"restock_unknown"`
 	CommitAcked    int64 `json:"commit_acked"`
 	CommitUnknown  int64 `json:"commit_unknown"`
+	// UnknownRestocks and UnknownCommits are the quantities of the
+	// restocks and commits of unknown outcome, one by one (their sums are
+	// RestockUnknown and CommitUnknown), when they were recorded so.
+	UnknownRestocks []int64 `json:"-"`
+	UnknownCommits  []int64 `json:"-"`
+	// Overheld is the most units by which the holds and commits the
+	// client knows were in force at one instant exceeded every restock
+	// that may have happened by then (HoldTimeline): held and committed
+	// beyond stock even if the final state no longer shows it (the holds
+	// since released or expired).
+	Overheld int64 `json:"-"`
+}
+
+// maxExplained bounds the distinct stock values explains works out; past
+// it, it tells only whether the stock lies between the least and the most.
+const maxExplained = 1 << 16
+
+// explains reports whether some combination of the restocks and commits
+// of unknown outcome (each happened or not) and all the acknowledged ones
+// leaves the stock at stock. Without the quantities one by one (or with
+// too many combinations) it tells only whether stock lies between the
+// least and the most they could leave.
+func (l *StockLedger) explains(stock int64) bool {
+	lo := l.RestockAcked - (l.CommitAcked + l.CommitUnknown)
+	hi := l.RestockAcked + l.RestockUnknown - l.CommitAcked
+	if stock < lo || stock > hi {
+		return false
+	}
+	if sum(l.UnknownRestocks) != l.RestockUnknown || sum(l.UnknownCommits) != l.CommitUnknown {
+		return true
+	}
+	// The changes the unknown operations may make, from no change.
+	reach := map[int64]bool{0: true}
+	step := func(q int64) bool {
+		next := make(map[int64]bool, 2*len(reach))
+		for v := range reach {
+			next[v], next[v+q] = true, true
+		}
+		reach = next
+		return len(reach) <= maxExplained
+	}
+	for _, q := range l.UnknownRestocks {
+		if !step(q) {
+			return true
+		}
+	}
+	for _, q := range l.UnknownCommits {
+		if !step(-q) {
+			return true
+		}
+	}
+	return reach[stock-(l.RestockAcked-l.CommitAcked)]
+}
+
+func sum(qs []int64) int64 {
+	var s int64
+	for _, q := range qs {
+		s += q
+	}
+	return s
 }
 
 // StockModel is the ledger of every hot sku.
@@ -215,9 +330,7 @@ func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismat
 		l := m.Ledger(s)
 		it := home[s]
 		oversold += skuOversold(l, it)
-		lo := l.RestockAcked - (l.CommitAcked + l.CommitUnknown)
-		hi := l.RestockAcked + l.RestockUnknown - l.CommitAcked
-		if it.Stock < lo || it.Stock > hi {
+		if !l.explains(it.Stock) {
 			mismatches++
 		}
 	}
@@ -231,7 +344,50 @@ func CheckStock(m StockModel, home map[string]ItemState) (oversold int64, mismat
 // rights granted) and acknowledged commits − every restock that may have
 // happened.
 func skuOversold(l *StockLedger, it ItemState) int64 {
-	return max(0, it.Reserved+it.Granted-l.bound(it.Stock), l.CommitAcked-(l.RestockAcked+l.RestockUnknown))
+	return max(0, it.Reserved+it.Granted-l.bound(it.Stock), l.CommitAcked-(l.RestockAcked+l.RestockUnknown), l.Overheld)
+}
+
+// HoldSpan is a hold the client knows was in force (held, or committed)
+// from From (its grant was answered by then) until To, both included (the
+// instant its release or a refused commit was sent, which ended it no
+// sooner, or the last before its expiry; never, for a hold whose commit
+// was acknowledged).
+type HoldSpan struct {
+	Qty      int64
+	From, To time.Time
+}
+
+// StockStep is a restock that may have happened from At (when it was
+// sent) on.
+type StockStep struct {
+	Qty int64
+	At  time.Time
+}
+
+// HoldTimeline returns the most units by which the holds of spans in
+// force at one instant exceed base (the stock before the run) and the
+// restocks of steps sent by then: at the instant each hold's grant was
+// answered, every hold whose span holds that instant was surely held or
+// committed, and no restock sent later had happened. 0 if never.
+func HoldTimeline(base int64, spans []HoldSpan, steps []StockStep) int64 {
+	var worst int64
+	for _, at := range spans {
+		t := at.From
+		var held int64
+		for _, h := range spans {
+			if !h.From.After(t) && !h.To.Before(t) {
+				held += h.Qty
+			}
+		}
+		stock := base
+		for _, st := range steps {
+			if !st.At.After(t) {
+				stock += st.Qty
+			}
+		}
+		worst = max(worst, held-stock)
+	}
+	return worst
 }
 
 // bound is the stock a region may rightly show when it shows stock: no

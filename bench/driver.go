@@ -59,6 +59,9 @@ type call struct {
 	Available *int64
 }
 
+// reservationTTL is the ttl of the benchmark's holds.
+const reservationTTL = 15 * time.Second
+
 // opResult is the result of one operation. A reservation has two calls:
 // the hold and, when it was granted, its commit or release.
 type opResult struct {
@@ -124,7 +127,7 @@ func newClient(urls [][]string, concurrency int, timeout time.Duration) *client 
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &client{http: &http.Client{Transport: tr, Timeout: timeout}, urls: urls, next: make([]atomic.Uint64, len(urls)), ttl: 15_000}
+	return &client{http: &http.Client{Transport: tr, Timeout: timeout}, urls: urls, next: make([]atomic.Uint64, len(urls)), ttl: reservationTTL.Milliseconds()}
 }
 
 // url returns the base URL of the node of region the next request goes
