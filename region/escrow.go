@@ -152,9 +152,13 @@ func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest)
 }
 
 // localIdem answers a keyed reservation of an escrow sku from the record
-// this region holds for its key, if it decided it: the outcome, or
-// idempotency_mismatch for another request. It returns nil for a key it
-// holds no decision for (none, or one it sent to the home).
+// this region holds for its key, if it is a reservation of the sku this
+// region decided from its rights: the outcome, or idempotency_mismatch for
+// another request. It returns nil for a key it holds no such decision for
+// (none, one it sent to the home, or a record of another kind: a
+// checkout's, a commit's, a reservation this region decided as a home,
+// which are independent of it, as a key's records at different regions
+// are), and the reservation goes to the home.
 func (n *Node) localIdem(req *HomeRequest) (*HomeResponse, error) {
 	var out *HomeResponse
 	err := n.store.View([]string{prefixIdem + req.IdemKey}, func(r store.Reader) error {
@@ -164,7 +168,9 @@ func (n *Node) localIdem(req *HomeRequest) (*HomeResponse, error) {
 			return err
 		case rec == nil || rec.Escalated:
 			return nil
-		case !bytes.Equal(rec.FP, req.IdemFP) || rec.Resp == nil:
+		case rec.Resp == nil || rec.Resp.Res == nil || !rec.Resp.Res.Escrow || rec.Resp.Res.SKU != req.SKU:
+			return nil
+		case !bytes.Equal(rec.FP, req.IdemFP):
 			out = &HomeResponse{Err: mismatch()}
 		default:
 			out = rec.Resp
