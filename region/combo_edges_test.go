@@ -79,22 +79,7 @@ func (f cxFwd) Forward(ctx context.Context, home string, req *HomeRequest) (*Hom
 		r := *tn.ServeForwarded(rctx, &c)
 		resp = &r
 	}
-	for p, tok := range resp.PartTokens {
-		switch {
-		case p == target:
-		case p == f.part:
-			NoteToken(ctx, tok)
-		default:
-			NoteHomeToken(ctx, p, tok)
-		}
-	}
-	if target == f.part || resp.Token == "" {
-		return resp, nil
-	}
-	NoteHomeToken(ctx, target, resp.Token)
-	out := *resp
-	out.Token = ""
-	return &out, nil
+	return TakePartitionAnswer(ctx, resp, f.part, target, cxParts), nil
 }
 
 func cxHome(key string) string {

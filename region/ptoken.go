@@ -315,3 +315,28 @@ func partTokensOf(ctx context.Context) map[int]string {
 func NoteToken(ctx context.Context, tok string) {
 	answerOf(ctx).addToken(tok)
 }
+
+// TakePartitionAnswer records what a home's answer to a request forwarded
+// by the node of partition part (to the node of partition target) carries
+// for the request's partitioned token, and returns the answer to use: the
+// home's tokens of other partitions (PartTokens) are recorded for those
+// partitions, and its token, if target is another partition than part's,
+// for target (taken off the answer, so that it is not mixed into part's).
+func TakePartitionAnswer(ctx context.Context, resp *HomeResponse, part, target, partitions int) *HomeResponse {
+	for p, tok := range resp.PartTokens {
+		switch {
+		case p < 0 || p >= partitions || p == target:
+		case p == part:
+			NoteToken(ctx, tok)
+		default:
+			NoteHomeToken(ctx, p, tok)
+		}
+	}
+	if target == part || resp.Token == "" {
+		return resp
+	}
+	NoteHomeToken(ctx, target, resp.Token)
+	out := *resp
+	out.Token = ""
+	return &out
+}

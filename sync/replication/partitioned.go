@@ -114,22 +114,7 @@ func (q *Partitioned) Forwarder(part int) region.Forwarder {
 		}
 		// The home's tokens of other partitions (a checkout coordinated
 		// there reserved at their homes) are kept for this answer too.
-		for p, tok := range resp.PartTokens {
-			switch {
-			case p < 0 || p >= q.count || p == target:
-			case p == part:
-				region.NoteToken(ctx, tok)
-			default:
-				region.NoteHomeToken(ctx, p, tok)
-			}
-		}
-		if target == part || resp.Token == "" {
-			return resp, nil
-		}
-		region.NoteHomeToken(ctx, target, resp.Token)
-		out := *resp
-		out.Token = ""
-		return &out, nil
+		return region.TakePartitionAnswer(ctx, resp, part, target, q.count), nil
 	})
 }
 
