@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
 
@@ -117,8 +119,11 @@ func (h *handler) route(c echo.Context, next echo.HandlerFunc) error {
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
 // forward sends c's request to the node at base and copies its answer
-// back. A node that cannot be reached, or does not answer within the
-// request's deadline, makes the answer 503 partition_unavailable.
+// back. A node that cannot be reached makes the answer 503
+// partition_unavailable (nothing was sent: nothing was applied); one that
+// was sent the request but whose answer did not come back (the connection
+// dropped, the deadline passed) makes it 503 partition_unanswered (the
+// owner may have applied it).
 func (h *handler) forward(c echo.Context, part int, base string) error {
 	req := c.Request()
 	ctx, cancel := context.WithTimeout(req.Context(), h.timeout+MaxWait)
@@ -138,12 +143,22 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	if client == nil {
 		client = http.DefaultClient
 	}
+	var wrote atomic.Bool
+	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	}))
 	resp, err := client.Do(out)
 	if err != nil {
 		h.metrics.forwardFailures.Inc()
 		why := err.Error()
 		if errors.Is(err, context.DeadlineExceeded) {
 			why = "no answer within the request's deadline"
+		}
+		if wrote.Load() {
+			// Sent (at least in part), perhaps applied: a client must
+			// not take this for a refusal.
+			return &region.Error{Code: region.CodePartitionUnanswered, RetryAfter: 1,
+				Detail: fmt.Sprintf("the node owning partition %d was sent the request but its answer did not come back (%s): it may have been applied", part, why)}
 		}
 		return &region.Error{Code: region.CodePartitionUnavailable, RetryAfter: 1,
 			Detail: fmt.Sprintf("the node owning partition %d cannot be reached: %s", part, why)}

@@ -83,6 +83,7 @@ var codes = map[string]codeInfo{
 	region.CodeReplicationTimeout:   {http.StatusServiceUnavailable, "Write not yet at enough regions"},
 	region.CodeQuorumUnavailable:    {http.StatusServiceUnavailable, "Too few regions answered"},
 	region.CodePartitionUnavailable: {http.StatusServiceUnavailable, "Partition unavailable"},
+	region.CodePartitionUnanswered:  {http.StatusServiceUnavailable, "Partition did not answer"},
 	region.CodeUnavailable:          {http.StatusServiceUnavailable, "Service unavailable"},
 	CodeStarting:                    {http.StatusServiceUnavailable, "Region starting"},
 	region.CodeInternal:             {http.StatusInternalServerError, "Internal error"},

@@ -15,6 +15,14 @@ import (
 // whose owning node in this region cannot be reached (503, Retry-After).
 const CodePartitionUnavailable = "partition_unavailable"
 
+// CodePartitionUnanswered is the error code of a request forwarded to the
+// node of this region that owns its partition whose answer did not come
+// back (the connection dropped, or the deadline passed, after the request
+// was sent): the owner may have applied it (503, Retry-After). A request
+// with an Idempotency-Key may be sent again with it; a cart add may not
+// be repeated blindly (read the cart).
+const CodePartitionUnanswered = "partition_unanswered"
+
 // Partitions is what one process of a partitioned region serves (SPEC
 // §10): the nodes of the partitions it owns, one Node per partition, each
 // on its own store. It offers the same operations as a Node and sends each

@@ -303,6 +303,7 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			if err := c.sleep(ctx, pause); err != nil {
 				return last
 			}
+			pause = 0
 		}
 		status, hdr, body, err := c.send(ctx, base, cl, payload)
 		if err != nil {
@@ -310,7 +311,8 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			if ctx.Err() != nil || !(cl.retry == retrySafe || notSent(err)) {
 				return last
 			}
-			pause = c.backoff(attempt / len(urls))
+			// The round's pause is the longest any region asked for.
+			pause = max(pause, c.backoff(attempt/len(urls)))
 			continue
 		}
 		if status == cl.want || cl.minimal && status == http.StatusOK {
@@ -344,12 +346,15 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		p := decodeProblem(status, hdr, body)
 		p.Region = base
 		last = p
-		if status == http.StatusConflict && p.Code == region.CodeRequestInProgress && cl.key != "" && attempt > 0 {
+		if status == http.StatusConflict && p.Code == region.CodeRequestInProgress && cl.key != "" {
 			// This call's own earlier attempt, under the same key, is
-			// still running (its answer was lost or late): wait for it and
-			// ask again, as for a 503; the caller could not, not knowing
-			// the key, and a new call would make a second request.
-			pause = min(max(p.RetryAfter, c.backoff(attempt/len(urls))), c.opts.MaxBackoff)
+			// still running (its answer was lost or late; net/http itself
+			// sends a request with an Idempotency-Key again, within one
+			// attempt, when a kept-alive connection drops under it): wait
+			// for it and ask again, as for a 503; the caller could not,
+			// not knowing the key, and a new call would make a second
+			// request.
+			pause = max(pause, min(max(p.RetryAfter, c.backoff(attempt/len(urls))), c.opts.MaxBackoff))
 			continue
 		}
 		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
@@ -365,10 +370,15 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			// ErrReplicationTimeout).
 			return p
 		}
-		pause = min(p.RetryAfter, c.opts.MaxBackoff)
-		if pause <= 0 {
-			pause = c.backoff(attempt / len(urls))
+		if cl.retry == retryRefused && p.Code == region.CodePartitionUnanswered {
+			// The owning node may have applied it: an add is not repeated.
+			return p
 		}
+		wait := min(p.RetryAfter, c.opts.MaxBackoff)
+		if wait <= 0 {
+			wait = c.backoff(attempt / len(urls))
+		}
+		pause = max(pause, wait)
 	}
 	return last
 }
