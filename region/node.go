@@ -161,6 +161,8 @@ type Node struct {
 	esc escrowState // skus this region holds rights to (escrow.go)
 	// settling is set while a round of SettleCheckouts runs (expiryLoop).
 	settling atomic.Bool
+	// misplacedLog is when checkPartitionOf last logged (Unix ns).
+	misplacedLog atomic.Int64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -590,6 +592,7 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 		// transaction the store then refuses.
 		return fmt.Errorf("region: a remote group of %d keys exceeds the %d of one transaction", len(keys), MaxApplyKeys)
 	}
+	n.checkPartitionOf(g)
 	lk := n.store.Lock(keys...)
 	defer lk.Unlock()
 	// A cart is stored as a head and a key per line, so a group of many
@@ -647,6 +650,39 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	n.noteReflects(keys, reflects)
 	n.amu.Unlock()
 	return nil
+}
+
+// checkPartitionOf logs, at most once a minute, a remote group that holds
+// keys of other partitions than this node's: a peer that places keys by
+// another count of partitions (its config differs) replicates them to
+// the wrong node, where no request for them looks. They are joined all
+// the same (the peer's claims of its dots hold them); the log says why
+// they are not served.
+func (n *Node) checkPartitionOf(g *crdt.Group) {
+	if n.opts.Partitions <= 1 {
+		return
+	}
+	misplaced, example := 0, ""
+	for id := range g.Carts {
+		if config.PartitionOf(id, n.opts.Partitions) != n.opts.Partition {
+			misplaced, example = misplaced+1, prefixCart+id
+		}
+	}
+	for sku := range g.Items {
+		if config.PartitionOf(sku, n.opts.Partitions) != n.opts.Partition {
+			misplaced, example = misplaced+1, prefixItem+sku
+		}
+	}
+	if misplaced == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := n.misplacedLog.Load(); last != 0 && now-last < int64(time.Minute) {
+		return
+	}
+	n.misplacedLog.Store(now)
+	n.log.Error("a peer replicates keys of other partitions to this node: do the regions' configs give the cluster the same partitions?",
+		"partition", n.opts.Partition, "partitions", n.opts.Partitions, "keys", misplaced, "example", example)
 }
 
 // applyCart joins the remote state (whole, from anti-entropy or a read

@@ -56,6 +56,49 @@ func partitioned(cfg *config.Config, name string) bool {
 	return cfg.PartitionCount() > 1 || len(cfg.Nodes(name)) > 1
 }
 
+// checkLayout refuses a region directory that holds a store of the other
+// layout than the config asks for — a store of its own (DataFile) when
+// the region keeps a store per partition, or per-partition stores
+// (PartitionDir) when it keeps one, or a partition the cluster does not
+// have: the partitions of a cluster are fixed when it is created, and a
+// region started on empty stores beside its old one would serve none of
+// its data and issue again the dots its peers hold from it.
+func checkLayout(dir string, perPartition bool, partitions int) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	refuse := func(found, why string) error {
+		return fmt.Errorf("%s holds %s, but %s; the partitions of a cluster are fixed when it is created (docs/configuration.md): put back the config the data was written with, or move the data away to start afresh", dir, found, why)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		var part int
+		isPart := e.IsDir() && len(name) == 5 && name[0] == 'p'
+		if isPart {
+			if _, err := fmt.Sscanf(name[1:], "%04d", &part); err != nil {
+				isPart = false
+			}
+		}
+		if isPart {
+			if _, err := os.Stat(filepath.Join(dir, name, DataFile)); err != nil {
+				continue // no store in it
+			}
+		}
+		switch {
+		case name == DataFile && perPartition:
+			return refuse("the store of a region of one partition ("+DataFile+")", fmt.Sprintf("the config gives the cluster %d partitions", partitions))
+		case isPart && !perPartition:
+			return refuse("the store of partition "+name, "the config gives the cluster one partition")
+		case isPart && part >= partitions:
+			return refuse("the store of partition "+name, fmt.Sprintf("the config gives the cluster %d partitions", partitions))
+		}
+	}
+	return nil
+}
+
 // PartitionDir is the directory of partition part's store inside a
 // region's directory: p0000, p0001, … Moving a partition to another node
 // moves this directory (see docs/operations.md).
@@ -118,6 +161,9 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		return nil, err
 	}
 
+	if err := checkLayout(cfg.RegionDir(name), true, cfg.PartitionCount()); err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
 	byPart := make(map[int]*region.Node, len(owned))
 	var list []*region.Node
 	for _, part := range owned {

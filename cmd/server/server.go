@@ -274,6 +274,9 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	if opts.Node != "" && opts.Node != cfg.Nodes(name)[0].Name {
 		return nil, fmt.Errorf("server: region %s has no node %q (its only node is %s)", name, opts.Node, cfg.Nodes(name)[0].Name)
 	}
+	if err := checkLayout(cfg.RegionDir(name), false, 1); err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
 	metrics := region.NewMetrics(labelled)
 	path := filepath.Join(cfg.RegionDir(name), DataFile)
 	var peerBundle *certs.Bundle
