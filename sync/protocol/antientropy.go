@@ -86,9 +86,6 @@ type aeRound struct {
 	nextPull  uint64
 	batch     int // keys to read for one message
 
-	tokens   float64
-	refilled time.Time
-
 	// ours and theirs are the hashes of keys both sides hold
 	// differently (for unrepaired keys).
 	ours, theirs map[string]uint64
@@ -243,7 +240,7 @@ func (p *Protocol) ensureRun() {
 // tickAE abandons a round that heard nothing for AntiEntropyTimeout,
 // starts one when due, and carries the running one on.
 func (p *Protocol) tickAE(pr *peer) {
-	if ae := pr.ae; ae != nil && p.now.Sub(ae.heard) >= p.cfg.AntiEntropyTimeout {
+	if ae := pr.ae; ae != nil && p.now.Sub(ae.heard) >= p.cfg.AntiEntropyTimeout && !p.starved(pr) {
 		pr.needAE = pr.needAE || ae.needed
 		pr.ae = nil
 	}
@@ -251,6 +248,18 @@ func (p *Protocol) tickAE(pr *peer) {
 		p.startAE(pr)
 	}
 	p.pumpAE(pr)
+}
+
+// starved reports whether pr's round is waiting for its rate's tokens
+// with nothing asked of the peer: its silence is the rate's, not the
+// peer's, and the round is not abandoned for it.
+func (p *Protocol) starved(pr *peer) bool {
+	ae := pr.ae
+	if p.cfg.AntiEntropyRate <= 0 || len(ae.pulls) > 0 || len(ae.steps) > 0 {
+		return false
+	}
+	refill := pr.aeTokens + p.now.Sub(pr.aeRefilled).Seconds()*float64(p.cfg.AntiEntropyRate)
+	return refill <= 0 && (len(ae.pullSpans) > 0 || len(ae.pushKeys) > 0 || len(ae.pushSpans) > 0)
 }
 
 // answering reports whether the peer runs a round with us that is not
@@ -282,7 +291,12 @@ func (p *Protocol) startAE(pr *peer) {
 	ae := &aeRound{round: p.round, started: p.now, heard: p.now, needed: pr.needAE, myApplied: p.bounded(&v.snap.Applied),
 		final: true, steps: map[uint64]*aeStep{}, pulls: map[uint64]*aePull{}, batch: 256,
 		ours: map[string]uint64{}, theirs: map[string]uint64{}}
-	ae.tokens, ae.refilled = p.burst(), p.now
+	if pr.aeRefilled.IsZero() {
+		// The balance is the peer's, kept from round to round: a round
+		// abandoned while it waited for tokens gives the next no fresh
+		// burst.
+		pr.aeTokens, pr.aeRefilled = p.burst(), p.now
+	}
 	if len(v.snap.Counts) == len(v.snap.Buckets) && len(v.snap.Buckets) <= MaxRangeBuckets {
 		ae.ranged, ae.rqueue = true, bucketRanges(v)
 	} else {
@@ -382,10 +396,10 @@ func (p *Protocol) pumpAE(pr *peer) {
 		st.id = p.sendStep(pr, ae.nextStep, st)
 	}
 	if p.cfg.AntiEntropyRate > 0 {
-		ae.tokens = min(p.burst(), ae.tokens+p.now.Sub(ae.refilled).Seconds()*float64(p.cfg.AntiEntropyRate))
-		ae.refilled = p.now
+		pr.aeTokens = min(p.burst(), pr.aeTokens+p.now.Sub(pr.aeRefilled).Seconds()*float64(p.cfg.AntiEntropyRate))
+		pr.aeRefilled = p.now
 	}
-	for len(ae.pulls) < aeWindow && ae.tokens > 0 && len(ae.pullSpans) > 0 {
+	for len(ae.pulls) < aeWindow && pr.aeTokens > 0 && len(ae.pullSpans) > 0 {
 		r := &aePull{sentAt: p.now}
 		var sum uint64
 		for len(ae.pullSpans) > 0 && len(r.spans) < pullSpans && (len(r.spans) == 0 || sum+ae.pullSpans[0].n <= pullSpanKeys) {
@@ -408,7 +422,7 @@ func (p *Protocol) pumpAE(pr *peer) {
 		ae.pulls[ae.nextPull] = r
 		r.id = p.sendPull(pr, ae.nextPull, r)
 	}
-	for ae.tokens > 0 && (len(ae.pushKeys) > 0 || len(ae.pushSpans) > 0) {
+	for pr.aeTokens > 0 && (len(ae.pushKeys) > 0 || len(ae.pushSpans) > 0) {
 		if !p.pushSome(pr, ae) {
 			break
 		}
@@ -482,7 +496,7 @@ func (p *Protocol) pushSome(pr *peer, ae *aeRound) bool {
 	ae.pushes++
 	pr.pushed += uint64(g.Len())
 	enc := crdt.EncodeGroup(g)
-	ae.tokens -= float64(len(enc))
+	pr.aeTokens -= float64(len(enc))
 	id := pushID(ae.pushes, enc)
 	ae.pushSum ^= id
 	p.send(pr, &Message{Kind: KindObjects, Round: ae.round, Step: ae.pushes, Of: id, Group: g, Reflects: reflects})
@@ -1014,7 +1028,7 @@ func (p *Protocol) onReply(pr *peer, m *Message) {
 	p.applyObjects(pr, m)
 	if m.Group != nil {
 		pr.pulled += uint64(m.Group.Len())
-		ae.tokens -= float64(groupBytes(m.Group))
+		pr.aeTokens -= float64(groupBytes(m.Group))
 	}
 	var rest []aeSpan
 	for _, s := range r.spans {
@@ -1195,6 +1209,29 @@ func (p *Protocol) readPrefix(keys []string) (g *crdt.Group, reflects []byte, n 
 		n += len(chunk)
 		if size > budget {
 			break // a first key larger than the budget travels alone
+		}
+	}
+	// A read never stops inside a slot: a span goes on from the slot of
+	// the first key left out (Next, pushSome), so the rest of a slot cut
+	// here would be asked for from that slot again, and a slot whose keys
+	// do not fit one message together would never get past its first.
+	// The keys sharing a slot are few (distinct keys collide by chance),
+	// so the message may go over the budget by a few states.
+	if n > 0 && n < len(keys) {
+		last := crdt.KeySlot(keys[n-1], p.cfg.Buckets)
+		m := n
+		for m < len(keys) && crdt.KeySlot(keys[m], p.cfg.Buckets) == last {
+			m++
+		}
+		if m > n {
+			cg, c, err := p.st.Read(keys[n:m])
+			if err != nil {
+				p.err = err
+				return nil, nil, 0
+			}
+			joinGroup(g, cg)
+			ctx.Join(&c)
+			n = m
 		}
 	}
 	if g.Len() == 0 {

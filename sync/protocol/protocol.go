@@ -335,6 +335,11 @@ type PeerStatus struct {
 }
 
 type peer struct {
+	// aeTokens is the anti-entropy rate's balance of bytes with the
+	// peer, refilled to aeRefilled, kept across rounds.
+	aeTokens   float64
+	aeRefilled time.Time
+
 	id       crdt.ReplicaID
 	bit      uint64
 	up       bool
