@@ -200,6 +200,17 @@ func (c *Cart) Has(sku string) bool {
 	return false
 }
 
+// LineEntries returns how many of the cart's entries are of sku.
+func (c *Cart) LineEntries(sku string) int {
+	n := 0
+	for _, l := range c.Entries {
+		if l.SKU == sku {
+			n++
+		}
+	}
+	return n
+}
+
 // Dots returns the dots of the cart's entries for the given skus (all
 // entries when skus is empty), sorted.
 func (c *Cart) Dots(skus ...string) []Dot {

@@ -11,8 +11,8 @@ import (
 
 // Cart limits. MaxCartSKUs is SPEC §6's; MaxCartEntries bounds the entries
 // one region lets a cart reach by local writes (every add is an entry until
-// a set or remove folds them), keeping a cart from three regions well
-// inside the decoder's crdt.MaxCartEntries.
+// a set or remove folds them); in a cluster of more than four regions, or
+// of long region names, cartLimits holds it lower.
 const (
 	MaxCartSKUs    = 1000
 	MaxCartEntries = 4096
@@ -127,11 +127,39 @@ func (n *Node) cartItems(p *cartPart, c *crdt.Cart) ([]crdt.CartItem, error) {
 	return items, err
 }
 
+// cartLimits returns the most entries a cart, and one of its lines, may
+// reach by this region's writes: MaxCartEntries, or less in a cluster of
+// many regions or long region names. Every region may add up to its limit
+// concurrently before it sees the others' adds, so the cart the join
+// makes holds up to the regions' count times it: the limits keep that
+// within what the codecs accept everywhere (crdt.MaxCartEntries entries,
+// a line of crdt.MaxObjectBytes, where each entry repeats its replica
+// id), so that no cluster's concurrent adds make a cart no region can
+// read.
+func (n *Node) cartLimits() (entries, line int) {
+	regions := n.Regions()
+	longest := len(n.name)
+	for _, p := range n.opts.PeerRegions {
+		longest = max(longest, len(p))
+	}
+	// An entry in a stored line: its replica id (the region's name and an
+	// incarnation of up to 20 digits), counter, kind and quantity, with
+	// their heads; half of the object's bytes as margin.
+	entryBytes := longest + 1 + 20 + 24
+	entries = min(MaxCartEntries, crdt.MaxCartEntries/regions)
+	line = min(entries, crdt.MaxObjectBytes/2/entryBytes/regions)
+	return entries, line
+}
+
 // checkRoom refuses an entry of sku in a cart with head h whose line of
 // sku is in c.
-func checkRoom(c *crdt.Cart, h *crdt.CartHead, sku string) error {
-	if h.Entries >= MaxCartEntries {
+func (n *Node) checkRoom(c *crdt.Cart, h *crdt.CartHead, sku string) error {
+	entries, line := n.cartLimits()
+	if h.Entries >= entries {
 		return Errorf(CodeCartFull, "cart holds %d entries; set the quantity of a line to fold its entries", h.Entries)
+	}
+	if c.LineEntries(sku) >= line {
+		return Errorf(CodeCartFull, "the line of %s holds %d entries; set its quantity to fold them", sku, c.LineEntries(sku))
 	}
 	if !c.Has(sku) && h.Lines >= MaxCartSKUs {
 		return Errorf(CodeCartFull, "cart holds %d distinct skus, the most allowed", MaxCartSKUs)
@@ -155,7 +183,7 @@ func (n *Node) AddItem(ctx context.Context, id, sku string, qty int64) (Cart, er
 		return Cart{}, err
 	}
 	return n.cartWrite(ctx, id, sku, func(c *crdt.Cart, h *crdt.CartHead) (*crdt.Cart, error) {
-		if err := checkRoom(c, h, sku); err != nil {
+		if err := n.checkRoom(c, h, sku); err != nil {
 			return nil, err
 		}
 		return c.Add(n.self, sku, qty), nil
@@ -172,7 +200,7 @@ func (n *Node) SetItem(ctx context.Context, id, sku string, qty int64) (Cart, er
 	}
 	return n.cartWrite(ctx, id, sku, func(c *crdt.Cart, h *crdt.CartHead) (*crdt.Cart, error) {
 		if qty > 0 {
-			if err := checkRoom(c, h, sku); err != nil && !c.Has(sku) {
+			if err := n.checkRoom(c, h, sku); err != nil && !c.Has(sku) {
 				return nil, err
 			}
 		}
