@@ -394,7 +394,7 @@ func (n *Node) noteCartDamaged(id string) {
 	n.carts.mu.Lock()
 	n.carts.damaged[id] = struct{}{}
 	n.carts.mu.Unlock()
-	n.store.MarkCorrupt(prefixCart + id)
+	n.store.MarkDamaged(prefixCart + id) // its damaged line counted itself
 	n.dg.mu.Lock()
 	n.dg.remove(prefixCart + id)
 	n.dg.damaged[prefixCart+id] = struct{}{}

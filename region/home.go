@@ -137,6 +137,12 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 	return &resp
 }
 
+// catchingUp is the refusal of a decision while the region catches up.
+func (n *Node) catchingUp() *Error {
+	return &Error{Code: CodeUnavailable, RetryAfter: 5,
+		Detail: fmt.Sprintf("region %s may have lost some of its store (an unclean stop, a damaged file or a restore) and decides again once it has caught up with every peer", n.name)}
+}
+
 // ServeHome decides a home request at this region. It validates the
 // request as untrusted input (it may come from another region).
 func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
@@ -149,19 +155,29 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if req.Op == OpCheckoutStatus {
 		return n.checkoutStatus(req)
 	}
+	if req.Op == OpCheckout {
+		if gaveUp(req) {
+			return &HomeResponse{Err: callerGaveUp()}
+		}
+		if n.store.CatchingUp() {
+			return &HomeResponse{Err: n.catchingUp()}
+		}
+		return n.serveCheckout(ctx, req)
+	}
+	// Refused before deciding: counted as the decisions are.
+	refused := func(e *Error) *HomeResponse {
+		n.m.Reservations.WithLabelValues(req.Op, e.Code).Inc()
+		return &HomeResponse{Err: e}
+	}
 	if gaveUp(req) {
-		return &HomeResponse{Err: callerGaveUp()}
+		return refused(callerGaveUp())
 	}
 	if n.store.CatchingUp() {
-		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 5,
-			Detail: fmt.Sprintf("region %s may have lost some of its store (an unclean stop, a damaged file or a restore) and decides again once it has caught up with every peer", n.name)}}
-	}
-	if req.Op == OpCheckout {
-		return n.serveCheckout(ctx, req)
+		return refused(n.catchingUp())
 	}
 	release, err := n.claim(req.IdemKey)
 	if err != nil {
-		return &HomeResponse{Err: err.(*Error)}
+		return refused(err.(*Error))
 	}
 	defer release()
 	var out *HomeResponse

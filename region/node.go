@@ -593,6 +593,19 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 		return fmt.Errorf("region: a remote group of %d keys exceeds the %d of one transaction", len(keys), MaxApplyKeys)
 	}
 	n.checkPartitionOf(g)
+	if g, reflects = n.sanitizeRemote(g, reflects); g.Len() < len(keys) {
+		// A state refused: which of the group's dots it carried cannot be
+		// told, so none is claimed (claiming less is safe: a token naming
+		// one waits; claiming a write without its state is not).
+		dots = &crdt.Context{}
+		keys = keys[:0]
+		for id := range g.Carts {
+			keys = append(keys, prefixCart+id)
+		}
+		for sku := range g.Items {
+			keys = append(keys, prefixItem+sku)
+		}
+	}
 	lk := n.store.Lock(keys...)
 	defer lk.Unlock()
 	// A cart is stored as a head and a key per line, so a group of many
@@ -650,6 +663,93 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	n.noteReflects(keys, reflects)
 	n.amu.Unlock()
 	return nil
+}
+
+// maxRemoteCounter bounds the counters a peer's states may carry: no
+// replica issues that many writes, and a state past it would leave the
+// next write here (a dot, a register version one higher) outside the
+// range the codecs accept, so that the key no longer decodes.
+const maxRemoteCounter = crdt.MaxCounter / 2
+
+// sanitizeRemote takes out of a peer's group, logging why, what no honest
+// region sends and what would damage this region beyond the peer's own
+// writes: a cart whose context names counters past maxRemoteCounter
+// (the protocol claims no such dot either); an item whose
+// held register's version is past it; an escrow sku's grant records that
+// its home did not write (rights are the home's to grant); and, of
+// reflects, the replicas of no cluster region, this region's own dots and
+// counters past the bound (a token naming them would never be honoured).
+// g and reflects are not changed: the result is a copy where needed.
+func (n *Node) sanitizeRemote(g *crdt.Group, reflects *crdt.Context) (*crdt.Group, *crdt.Context) {
+	badCtx := func(c *crdt.Context) bool {
+		for _, v := range c.VV {
+			if v > maxRemoteCounter {
+				return true
+			}
+		}
+		for d := range c.Cloud {
+			if d.Counter > maxRemoteCounter {
+				return true
+			}
+		}
+		return false
+	}
+	var out *crdt.Group
+	own := func() *crdt.Group {
+		if out == nil {
+			out = &crdt.Group{Carts: maps.Clone(g.Carts), Items: maps.Clone(g.Items)}
+		}
+		return out
+	}
+	for id, c := range g.Carts {
+		if badCtx(&c.Ctx) {
+			n.log.Error("refused a peer's cart state: its context names counters past any real one", "key", prefixCart+id)
+			delete(own().Carts, id)
+		}
+	}
+	for sku, it := range g.Items {
+		if it.Held.Version > maxRemoteCounter {
+			n.log.Error("refused a peer's stock state: its held register's version is past any real one", "key", prefixItem+sku)
+			delete(own().Items, sku)
+			continue
+		}
+		home := n.HomeOf(sku)
+		var forged []crdt.EscrowKey
+		for k := range it.Escrow {
+			if k.Kind == crdt.EscrowGrant && k.Replica.Region() != home {
+				forged = append(forged, k)
+			}
+		}
+		if len(forged) > 0 {
+			n.log.Error("dropped grants of rights in a peer's stock state that the sku's home did not write", "key", prefixItem+sku, "records", len(forged))
+			c := it.Clone()
+			for _, k := range forged {
+				delete(c.Escrow, k)
+			}
+			own().Items[sku] = c
+		}
+	}
+	if out != nil {
+		g = out
+	}
+	if reflects != nil && !reflects.Empty() {
+		var clean crdt.Context
+		for r, v := range reflects.VV {
+			if r != n.self && v <= maxRemoteCounter && n.isRegion(r.Region()) {
+				if clean.VV == nil {
+					clean.VV = make(map[crdt.ReplicaID]uint64, len(reflects.VV))
+				}
+				clean.VV[r] = v
+			}
+		}
+		for d := range reflects.Cloud {
+			if d.Replica != n.self && d.Counter <= maxRemoteCounter && n.isRegion(d.Replica.Region()) {
+				clean.Insert(d)
+			}
+		}
+		reflects = &clean
+	}
+	return g, reflects
 }
 
 // checkPartitionOf logs, at most once a minute, a remote group that holds
@@ -717,7 +817,9 @@ func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart, state bool) erro
 			c.Join(held.cart)
 		}
 	}
-	if cur.Concurrent(c) {
+	if cur.Brings(c) && cur.Concurrent(c) {
+		// Counted once: a state that brings nothing new (anti-entropy
+		// after the delta) shows the same concurrent edit again.
 		n.m.Concurrent.Inc()
 	}
 	if bad := cur.Conflicts(c); len(bad) > 0 {

@@ -487,6 +487,16 @@ func (s *Store) MarkCorrupt(key string) {
 	}
 }
 
+// MarkDamaged lists key with the damaged keys (Corrupt) until it is
+// rewritten, without counting or logging it as a checksum failure: for a
+// key whose own value is whole but which stands for something damaged (a
+// cart's head, whose line failed its checksum or disagrees with it).
+func (s *Store) MarkDamaged(key string) {
+	s.corruptMu.Lock()
+	s.corrupt[key] = struct{}{}
+	s.corruptMu.Unlock()
+}
+
 // Corrupt returns the keys whose stored values failed their checksums and
 // have not been rewritten since.
 func (s *Store) Corrupt() []string {

@@ -531,6 +531,36 @@ func (p *Protocol) outOfOrder(r crdt.ReplicaID) bool {
 	return k >= p.latest[reg]
 }
 
+// capCounters returns c without the dots past maxClaim (c itself if it
+// has none). A version vector entry past it keeps nothing of its replica.
+func capCounters(c *crdt.Context) *crdt.Context {
+	over := false
+	for _, v := range c.VV {
+		over = over || v > maxClaim
+	}
+	for d := range c.Cloud {
+		over = over || d.Counter > maxClaim
+	}
+	if !over {
+		return c
+	}
+	out := crdt.Context{VV: make(map[crdt.ReplicaID]uint64, len(c.VV))}
+	for r, v := range c.VV {
+		if v <= maxClaim {
+			out.VV[r] = v
+		}
+	}
+	for d := range c.Cloud {
+		if d.Counter <= maxClaim && c.VV[d.Replica] <= maxClaim {
+			if out.Cloud == nil {
+				out.Cloud = make(map[crdt.Dot]struct{})
+			}
+			out.Cloud[d] = struct{}{}
+		}
+	}
+	return &out
+}
+
 // admit returns the part of c that may be joined into base: dots of
 // cluster regions only and, of each region r, only dots up to
 // base.VV[r] + cloudWindow beyond its version vector (dots that extend
@@ -543,9 +573,15 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 	return out
 }
 
+// maxClaim bounds the counters admit takes from a peer: no replica issues
+// that many writes, and a claim past it (a buggy or hostile peer's) would
+// leave the next dot issued under it outside the range the codecs accept.
+const maxClaim = crdt.MaxCounter / 2
+
 // admitAll is admit that also returns the dots of cluster regions it left
-// out (past the window).
+// out (past the window). Counters past maxClaim are left out too.
 func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crdt.Dot) {
+	c = capCounters(c)
 	if len(c.Cloud) == 0 {
 		for r, v := range c.VV {
 			if p.member(r) && v > base.VV[r] {

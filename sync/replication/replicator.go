@@ -133,6 +133,10 @@ func (r *Replicator) Start(node *region.Node, t transport.Transport) {
 			r.OnPeer(p, true)
 		}
 	}
+	// The peers' status from the start (before the loop's first tick, a
+	// status would list no peers); the loop has not started, so the
+	// protocol is this goroutine's.
+	r.publishStatus()
 	go r.loop()
 }
 
