@@ -13,19 +13,7 @@ import (
 // entry; it stays refused until a peer's whole state repairs it, and then
 // its next write takes a fresh dot.
 func TestDamagedCartTakesNoDelta(t *testing.T) {
-	dir := t.TempDir()
-	clock := newFakeClock()
-	n := openNode(t, dir, clock)
-	must[Cart](t)(n.AddItem(bg, "v", "apple", 2))
-	must[Cart](t)(n.AddItem(bg, "v", "pear", 1))
-	peerState, err := n.ReadObjects([]string{"v"}, nil) // what a peer holds
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := peerState.Carts["v"].Clone()
-	n.close()
-	flipStoredByte(t, n.path, "e/v/apple")
-	node, _, _ := reopen(t, n.path, clock)
+	node, _, _, peer, _ := damagedCartNode(t)
 	t.Logf("self after reopen: %s", node.Self())
 
 	// A peer's delta: eu-west adds kiwi.

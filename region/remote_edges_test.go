@@ -19,19 +19,7 @@ import (
 // own dots, so that its next write here would issue a dot again for
 // another entry.
 func TestDamagedCartTakesNoHeldDelta(t *testing.T) {
-	dir := t.TempDir()
-	clock := newFakeClock()
-	n := openNode(t, dir, clock)
-	must[Cart](t)(n.AddItem(bg, "v", "apple", 2))
-	must[Cart](t)(n.AddItem(bg, "v", "pear", 1))
-	peerState, err := n.ReadObjects([]string{"v"}, nil) // what a peer holds
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := peerState.Carts["v"].Clone()
-	n.close()
-	flipStoredByte(t, n.path, "e/v/apple")
-	node, _, _ := reopen(t, n.path, clock)
+	node, _, _, peer, _ := damagedCartNode(t)
 
 	// A peer's delta, far ahead of what this region has of the peer: the
 	// protocol applies it with its dot held, not claimed.
@@ -72,20 +60,7 @@ func TestDamagedCartTakesNoHeldDelta(t *testing.T) {
 // and peers adopting this region's applied context would drop the delta
 // as redundant.
 func TestDamagedCartClaimsOnlyWhatItShows(t *testing.T) {
-	dir := t.TempDir()
-	clock := newFakeClock()
-	n := openNode(t, dir, clock)
-	must[Cart](t)(n.AddItem(bg, "v", "apple", 2))
-	must[Cart](t)(n.AddItem(bg, "v", "pear", 1))
-	peerState, err := n.ReadObjects([]string{"v"}, nil) // what a peer holds
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := peerState.Carts["v"].Clone()
-	peerApplied := n.Applied()
-	n.close()
-	flipStoredByte(t, n.path, "e/v/apple")
-	node, _, _ := reopen(t, n.path, clock)
+	node, _, _, peer, peerApplied := damagedCartNode(t)
 
 	// ap-south adds kiwi; its delta reaches this region (not the peer).
 	kd := crdt.Dot{Replica: "ap-south", Counter: 1}
@@ -175,4 +150,27 @@ func TestDamagedCartKeepsDeltasAcrossRestart(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval
 	}
+}
+
+// damagedCartNode writes cart v (apple 2, pear 1) at us-east, damages its
+// apple line on disk and reopens the region. It returns the reopened
+// node, its store and metrics, the cart as a peer that had received both
+// adds holds it, and the applied context the region had before the damage
+// (what such a peer had of it).
+func damagedCartNode(t *testing.T) (node *Node, st *store.Store, m *Metrics, peer *crdt.Cart, peerApplied crdt.Context) {
+	t.Helper()
+	clock := newFakeClock()
+	n := openNode(t, t.TempDir(), clock)
+	must[Cart](t)(n.AddItem(bg, "v", "apple", 2))
+	must[Cart](t)(n.AddItem(bg, "v", "pear", 1))
+	peerState, err := n.ReadObjects([]string{"v"}, nil) // what a peer holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer = peerState.Carts["v"].Clone()
+	peerApplied = n.Applied()
+	n.close()
+	flipStoredByte(t, n.path, "e/v/apple")
+	node, st, m = reopen(t, n.path, clock)
+	return node, st, m, peer, peerApplied
 }
