@@ -444,7 +444,7 @@ func (h *Handler) snapshot(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			if a.Status != http.StatusOK {
-				v.Error = fmt.Sprintf("%s answered %d: %s", rl.Name, a.Status, problemDetail(a.Body))
+				v.Error = fmt.Sprintf("%s answered %d: %s", rl.Name, a.Status, errorText([]byte(problemDetail(a.Body))))
 				return
 			}
 			var l Local
@@ -562,9 +562,7 @@ func (h *Handler) call(ctx context.Context, r *http.Request, rl RegionLink, meth
 		}
 		req.RemoteAddr = r.RemoteAddr
 		copyHeaders(req.Header, r.Header, body != nil)
-		rec := newRecorder()
-		h.opts.API.ServeHTTP(rec, req)
-		return answerOf(rec.status, rec.header, rec.body.Bytes())
+		return h.inProcess(req)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, rl.URL+target, rd)
 	if err != nil {
@@ -644,6 +642,25 @@ func problemDetail(b []byte) string {
 		return p.Detail
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// inProcess serves req with this region's API in process. The API aborts
+// an answer it cannot finish (http.ErrAbortHandler: a partition's owner
+// cut its forwarded answer short), which net/http recovers only on the
+// request's own goroutine; a console call may run on another (a
+// snapshot's), so the abort is taken here and made the call's error.
+func (h *Handler) inProcess(req *http.Request) (a Answer) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r != http.ErrAbortHandler {
+				panic(r)
+			}
+			a = Answer{Error: "the answer was cut short"}
+		}
+	}()
+	rec := newRecorder()
+	h.opts.API.ServeHTTP(rec, req)
+	return answerOf(rec.status, rec.header, rec.body.Bytes())
 }
 
 // recorder is an in-process http.ResponseWriter.

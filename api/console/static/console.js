@@ -138,7 +138,7 @@ function render(snap) {
   for (const v of snap.regions) {
     const c = clusterOf(v);
     if (!c) continue;
-    const writes = c.version_vector[c.replica] || 0;
+    const writes = localWrites(c);
     const p = state.prev[v.name];
     if (p && now > p.t) state.rates[v.name] = Math.max(0, (writes - p.writes) * 1000 / (now - p.t));
     state.prev[v.name] = { t: now, writes };
@@ -206,7 +206,7 @@ function renderCards(snap) {
     } else {
       const rate = state.rates[v.name];
       row("writes", rate === undefined ? "…" : rate.toFixed(1) + " /s");
-      row("local writes", String(c.version_vector[c.replica] || 0));
+      row("local writes", String(localWrites(c)));
       row("durability", c.store.durability);
       row("store file", fmtBytes(c.store.file_bytes) + " (" + fmtBytes(c.store.live_bytes) + " live)");
       const damaged = (c.store.corrupt_keys || []).length, divergent = (c.divergent_keys || []).length;
@@ -300,11 +300,23 @@ function renderConvergence(snap) {
 
 // ---- explorer
 
+// cartItems returns the quantity of each sku of a cart answer, as a Map:
+// a sku is any id, "__proto__" and "constructor" among them.
 function cartItems(a) {
   if (!a || a.status !== 200 || !a.body) return null;
-  const m = {};
-  for (const it of a.body.items || []) m[it.sku] = it.qty;
+  const m = new Map();
+  for (const it of a.body.items || []) m.set(it.sku, it.qty);
   return m;
+}
+
+// localWrites returns the writes a region's own replica made, from its
+// /v1/cluster answer: a node of a partitioned region has a replica per
+// partition and an empty top-level version vector.
+function localWrites(c) {
+  if (c.partitions && c.partitions.length) {
+    return c.partitions.reduce((n, p) => n + ((p.version_vector || {})[p.replica] || 0), 0);
+  }
+  return (c.version_vector || {})[c.replica] || 0;
 }
 
 function answerText(a) {
@@ -346,9 +358,9 @@ function renderExplorer(snap) {
     const errs = carts.map(answerText);
     if (errs.some(e => e)) addRow("cart answer", errs.map(e => e || "200"), { noCompare: true });
     const skus = new Set();
-    for (const m of items) if (m) Object.keys(m).forEach(s => skus.add(s));
+    for (const m of items) if (m) for (const s of m.keys()) skus.add(s);
     if (skus.size === 0) addRow("items", items.map(m => m ? "(empty)" : undefined));
-    for (const s of [...skus].sort()) addRow("qty of " + s, items.map(m => m ? String(m[s] || 0) : undefined));
+    for (const s of [...skus].sort()) addRow("qty of " + s, items.map(m => m ? String(m.get(s) || 0) : undefined));
   }
   if (state.sku) {
     const stocks = rs.map(v => v.local ? v.local.stock : null);
