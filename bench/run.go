@@ -136,9 +136,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --durability %q, want always or everysec", c.Durability)
 	case c.Carts < 0 || c.Carts > MaxCarts:
 		return fmt.Errorf("bench: --carts %d, want 0..%d", c.Carts, MaxCarts)
-	case c.Rate*(c.Warmup+c.Duration).Seconds() > MaxOps:
+	case c.Rate*(c.Warmup.Seconds()+c.Duration.Seconds()) > MaxOps || c.Warmup+c.Duration <= 0:
 		return fmt.Errorf("bench: --rate %v for --duration %v (and %v of warm-up) is %.0f operations, at most %d (the schedule is made before the run)",
-			c.Rate, c.Duration, c.Warmup, c.Rate*(c.Warmup+c.Duration).Seconds(), MaxOps)
+			c.Rate, c.Duration, c.Warmup, c.Rate*(c.Warmup.Seconds()+c.Duration.Seconds()), MaxOps)
 	case c.Stock < 0 || c.Stock > crdt.MaxQty:
 		return fmt.Errorf("bench: --stock %d, want 0..%d (0 means %d)", c.Stock, crdt.MaxQty, InitialStock)
 	case c.RequestTimeout <= 0:
@@ -306,8 +306,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	before := make(chan snap, 1)
 	wg.Go(func() {
-		if sleepUntil(bg, measureStart) != nil {
-			before <- snap{err: bg.Err()}
+		// A workload that ends before the warm-up does (no operation in
+		// the measured period) stops the wait: the counters are read at
+		// once then, and nothing is measured. Only the run's own context
+		// ending is an error.
+		if sleepUntil(bg, measureStart) != nil && ctx.Err() != nil {
+			before <- snap{err: ctx.Err()}
 			return
 		}
 		w, err := c.wireBytes()
