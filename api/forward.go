@@ -143,9 +143,16 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	if client == nil {
 		client = http.DefaultClient
 	}
+	// Sent is the whole request written: the owner applies a request only
+	// once it has read all of it, so one whose writing failed (a broken
+	// pipe to a node that is gone) was not applied.
 	var wrote atomic.Bool
 	out = out.WithContext(httptrace.WithClientTrace(out.Context(), &httptrace.ClientTrace{
-		WroteHeaders: func() { wrote.Store(true) },
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				wrote.Store(true)
+			}
+		},
 	}))
 	resp, err := client.Do(out)
 	if err != nil {
