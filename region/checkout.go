@@ -604,6 +604,13 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		plan.note(now, "release", plan.Lines[i].SKU, reserved[i].Res.ID, r)
 		if r.Err != nil {
 			n.log.Warn("checkout could not release a reservation; it will expire by its ttl", "reservation", reserved[i].Res.ID, "err", r.Err)
+			if transient(r.Err) && !plan.Keyless {
+				// Still held, as a line whose reservation was not
+				// answered may be: the next attempt releases it first.
+				key, _ := derived(plan, "reserve", i)
+				l := plan.Lines[i]
+				plan.Loose = append(plan.Loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})
+			}
 		}
 	}
 	if len(plan.Loose) > maxLoose {
