@@ -118,7 +118,6 @@ func (r *pcRig) openPC(name string, part int) *testNode {
 	return tn
 }
 
-
 // pcHome homes keys beginning "k-" at region k, every other key at h.
 var pcHome = prefixHome("k-", "k", "h")
 
