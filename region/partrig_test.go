@@ -29,6 +29,9 @@ type partRigSpec struct {
 	escrow func(sku string) bool
 	// peers makes every region name the others as its PeerRegions.
 	peers bool
+	// wrap, when set, wraps the forwarder of each node of region (to
+	// drop or lose chosen home requests).
+	wrap func(region string, f Forwarder) Forwarder
 }
 
 // prefixHome places the keys beginning prefix at region at, every other
@@ -147,6 +150,9 @@ func (r *partRig) open(name string, part int) *testNode {
 		Publisher: partRigPub{r, name, part},
 		Forwarder: partRigFwd{r, name, part},
 		Partition: part, Partitions: r.spec.parts,
+	}
+	if r.spec.wrap != nil {
+		opts.Forwarder = r.spec.wrap(name, opts.Forwarder)
 	}
 	if r.spec.escrow != nil {
 		opts.Escrow = r.spec.escrow

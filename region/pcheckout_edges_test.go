@@ -3,13 +3,9 @@ package region
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/latticedb/lattice/region/store"
 )
 
 // pcFaults decides which home requests a partRig node's forwarder loses:
@@ -53,12 +49,13 @@ func (f *pcFaults) mode(from string, req *HomeRequest) string {
 }
 
 type pcFwd struct {
-	inner partRigFwd
-	f     *pcFaults
+	region string
+	inner  Forwarder
+	f      *pcFaults
 }
 
 func (w pcFwd) Forward(ctx context.Context, home string, req *HomeRequest) (*HomeResponse, error) {
-	mode := w.f.mode(w.inner.region, req)
+	mode := w.f.mode(w.region, req)
 	cut := &Error{Code: CodeHomeUnavailable, RetryAfter: 1, Detail: "home " + home + " cut off"}
 	if mode == "drop" {
 		return nil, cut
@@ -78,44 +75,9 @@ type pcRig struct {
 
 func newPCRig(t *testing.T, spec partRigSpec) *pcRig {
 	t.Helper()
-	r := &pcRig{partRig: &partRig{t: t, spec: spec, dir: t.TempDir(), clock: newFakeClock(), nodes: map[string]map[int]*testNode{},
-		parts: map[string]*Partitions{}, queue: map[string]map[int][]Delta{}, cut: map[string]bool{}},
-		faults: &pcFaults{skuAt: map[string]string{}}}
-	for _, name := range spec.regions {
-		r.nodes[name] = map[int]*testNode{}
-		r.queue[name] = map[int][]Delta{}
-		for p := range spec.parts {
-			r.openPC(name, p)
-		}
-		r.regroup(name)
-	}
-	return r
-}
-
-func (r *pcRig) openPC(name string, part int) *testNode {
-	r.t.Helper()
-	path := r.path(name, part)
-	st, err := OpenStore(path, store.Options{})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	opts := Options{Name: name, Store: st, Clock: r.clock, ExpiryInterval: time.Hour,
-		Home:      r.spec.home,
-		IsRegion:  func(s string) bool { return slices.Contains(r.spec.regions, s) },
-		Publisher: partRigPub{r.partRig, name, part},
-		Forwarder: pcFwd{partRigFwd{r.partRig, name, part}, r.faults},
-		Partition: part, Partitions: r.spec.parts,
-	}
-	n, err := NewNode(opts)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	tn := &testNode{Node: n, store: st, path: path, clock: r.clock}
-	r.mu.Lock()
-	r.nodes[name][part] = tn
-	r.mu.Unlock()
-	r.t.Cleanup(tn.close)
-	return tn
+	faults := &pcFaults{skuAt: map[string]string{}}
+	spec.wrap = func(region string, f Forwarder) Forwarder { return pcFwd{region, f, faults} }
+	return &pcRig{partRig: newPartRig(t, spec), faults: faults}
 }
 
 // pcHome homes keys beginning "k-" at region k, every other key at h.
