@@ -1,12 +1,14 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,17 +175,52 @@ const maxDivergent = 64
 
 // Store keys.
 const (
-	keyApplied   = "m/applied"
-	keyMarks     = "m/marks"
-	prefixCart   = crdt.CartPrefix
-	prefixItem   = crdt.ItemPrefix
-	prefixLedger = "l/"
-	prefixRes    = "r/"
-	prefixIdem   = "k/"
+	keyApplied = "m/applied"
+	keyMarks   = "m/marks"
+	// keyPartitions holds the cluster's partition count (decimal) the
+	// store was first opened with; see checkPartitionCount.
+	keyPartitions = "m/partitions"
+	prefixCart    = crdt.CartPrefix
+	prefixItem    = crdt.ItemPrefix
+	prefixLedger  = "l/"
+	prefixRes     = "r/"
+	prefixIdem    = "k/"
 	// prefixPending + a cart's or item's key holds the join of the deltas
 	// that key received while its stored state was damaged (pending.go).
 	prefixPending = "p/"
 )
+
+// checkPartitionCount refuses a store written by a cluster of another
+// partition count, and records the count in a store that has none (a new
+// store, or one written before the count was recorded). A key's partition
+// is its hash modulo the count, so under another count most of a store's
+// keys belong to other partitions: the region would answer them as empty
+// and issue again the dots its peers hold from it. Every store records the
+// count, a region of one partition's too.
+func (n *Node) checkPartitionCount() error {
+	want := strconv.Itoa(max(n.opts.Partitions, 1))
+	var have []byte
+	var ok bool
+	err := n.store.View([]string{keyPartitions}, func(r store.Reader) (err error) {
+		var b []byte
+		b, ok, err = r.Get(keyPartitions)
+		have = bytes.Clone(b)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if ok {
+		if string(have) == want {
+			return nil
+		}
+		if c, err := strconv.Atoi(string(have)); err != nil || c < 1 || c > config.MaxPartitions {
+			return &store.CorruptError{Key: keyPartitions}
+		}
+		return fmt.Errorf("region: this store (partition %d) was written by a cluster of %s partitions, but the config gives %s: the partitions of a cluster are fixed when it is created (docs/configuration.md); put back the config the data was written with, or move the data away to start afresh", n.opts.Partition, have, want)
+	}
+	return n.store.Update(nil, func(tx *store.Tx) error { tx.Set(keyPartitions, []byte(want)); return nil })
+}
 
 // NewNode opens a region on its store.
 func NewNode(opts Options) (*Node, error) {
@@ -220,6 +257,9 @@ func NewNode(opts Options) (*Node, error) {
 	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: opts.Clock,
 		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
+	if err := n.checkPartitionCount(); err != nil {
+		return nil, err
+	}
 	var marksBy crdt.ReplicaID
 	err := n.store.View([]string{keyApplied, keyMarks, keyResSeq}, func(r store.Reader) error {
 		ctx, by, err := readApplied(r)

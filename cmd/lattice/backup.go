@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -124,6 +123,9 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	case sameFile(src, store):
 		fmt.Fprintf(cio.stderr, "%s: --from %s is region %s's store itself, not a snapshot of it\n", me, src, *name)
 		return exitFail
+	case storefile.IsStoreFile(store, src):
+		fmt.Fprintf(cio.stderr, "%s: --from %s is a file of region %s's store (the store replaces or removes the files named %s.*), not a snapshot; copy it elsewhere first\n", me, src, *name, filepath.Base(store))
+		return exitFail
 	}
 	// Refuse before touching anything: a running region, then a file
 	// that is not a snapshot. store.Restore checks both again.
@@ -140,7 +142,7 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	// loads, every value carries a valid frame), leaving nothing behind;
 	// Restore checks it again and also refuses one that ends inside a
 	// transaction (cut short).
-	n, err := storefile.Backup(src, io.Discard)
+	n, err := storefile.CheckSnapshot(src)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: --from %s: %s\n", me, src, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
@@ -218,9 +220,12 @@ func checkStoreExists(store, name string) error {
 // files, a directory, or an existing file without --force, and one whose
 // directory does not exist.
 func checkOut(out, store string, force bool) error {
-	for _, f := range []string{store, store + ".id", store + ".lock"} {
-		if out == f || sameFile(out, f) {
-			return fmt.Errorf("--out %s is a file of the region's store; write the snapshot elsewhere", out)
+	if storefile.IsStoreFile(store, out) {
+		return fmt.Errorf("--out %s is a file of the region's store (the store replaces or removes the files named %s.*); write the snapshot elsewhere", out, filepath.Base(store))
+	}
+	for _, f := range []string{out + ".id", out + ".lock"} {
+		if _, err := os.Lstat(f); err == nil {
+			return fmt.Errorf("--out %s is a store (%s is beside it): a snapshot over it would replace another partition's or region's data; write the snapshot elsewhere", out, f)
 		}
 	}
 	dir := filepath.Dir(out)

@@ -47,6 +47,17 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "lattice bench: unexpected argument %q\n", pos[0])
 		return exitUsage
 	}
+	// bench.Config takes 0 for "the default"; on the command line a count
+	// of 0 is a mistake, not a request for the default.
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"partitions", int64(*partitions)}, {"nodes", int64(*nodes)}, {"stock", *stock}} {
+		if f.v == 0 {
+			fmt.Fprintf(cio.stderr, "lattice bench: --%s 0: want at least 1\n", f.name)
+			return exitUsage
+		}
+	}
 	log, err := newLogger(cio.stderr, *level, *format)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "lattice bench: %v\n", err)

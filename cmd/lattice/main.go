@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -63,7 +64,7 @@ func init() {
 	commands = []command{
 		{"serve", "--config FILE --region NAME [--node NODE]", "run one region of the cluster a config file describes", runServe},
 		{"dev", "[flags]", "run a local three-region cluster in one process", runDev},
-		{"certs", "--dir DIR [--ca-key-dir DIR] [--cluster NAME] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
+		{"certs", "--dir DIR [--ca-key-dir DIR] [--cluster NAME] [--force] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
 		{"backup", "--config FILE --region NAME [--partition N] --out FILE [--force]", "write a consistent snapshot of a region's store (or of one partition's), also while it runs", runBackup},
 		{"restore", "--config FILE --region NAME [--partition N] --from FILE", "put a snapshot in place of a stopped region's store (or of one partition's)", runRestore},
 		{"bench", "[flags]", "run the benchmark", runBench},
@@ -186,19 +187,59 @@ func upperFirst(s string) string {
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
+		// A negative number that is not a flag's value and names no flag
+		// (lattice stock adjust SKU -2) is an argument, which the flag
+		// package would take for an unknown flag.
+		cut := negativeArg(fs, args)
+		head := args[:cut]
+		for {
+			if err := fs.Parse(head); err != nil {
+				return nil, err
+			}
+			rest := fs.Args()
+			if consumed := len(head) - len(rest); consumed > 0 && head[consumed-1] == "--" {
+				return append(pos, rest...), nil // negativeArg stops at "--": cut is len(args)
+			}
+			if len(rest) == 0 {
+				break
+			}
+			pos = append(pos, rest[0])
+			head = rest[1:]
 		}
-		rest := fs.Args()
-		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
+		if cut == len(args) {
 			return pos, nil
 		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+		pos = append(pos, args[cut])
+		args = args[cut+1:]
 	}
+}
+
+// negativeArg returns the index in args of the first argument that is a
+// negative integer standing on its own — not the value of a flag before
+// it, not a flag fs defines — or len(args) if there is none before "--".
+func negativeArg(fs *flag.FlagSet, args []string) int {
+	for j := 0; j < len(args); j++ {
+		a := args[j]
+		if a == "--" {
+			return len(args)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		if _, err := strconv.ParseInt(a, 10, 64); err == nil && a[1] != '-' && fs.Lookup(name) == nil {
+			return j
+		}
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil {
+			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
+				j++ // the flag's value
+			}
+		}
+	}
+	return len(args)
 }
 
 // flagStatus is the exit status for a parseFlags error.

@@ -51,6 +51,11 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 		opts.PartitionedReplication = server.QUICPartitioned(replication.AttachOptions{WANSeed: 1})
 	}
 	srv, err := server.Start(ctx, cfg, sa.region, opts)
+	// The server's own records carry region (and node); so do these.
+	log = log.With("region", sa.region)
+	if sa.node != "" {
+		log = log.With("node", sa.node)
+	}
 	if err != nil {
 		log.Error("cannot start region", "err", err)
 		return exitFail
@@ -128,7 +133,8 @@ func checkNode(cfg *config.Config, region, node string) error {
 // format.
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
+	// slog also takes offsets ("info+2"), which name no documented level.
+	if err := l.UnmarshalText([]byte(level)); err != nil || strings.ContainsAny(level, "+-") {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: l}

@@ -268,6 +268,9 @@ func Load(path string) (*Config, error) {
 	c.DataDir = resolve(dir, c.DataDir)
 	c.TLSDir = resolve(dir, c.TLSDir)
 	c.resolveSecurityPaths(dir)
+	if a := c.APIAuth; a.ReadTokens != "" && a.WriteTokens != "" && sameTokenFile(a.ReadTokens, a.WriteTokens) {
+		return nil, fmt.Errorf("config: api_auth.write_tokens: %q is also api_auth.read_tokens (%q, resolved against the config's directory); each scope needs its own file (in %s)", a.WriteTokens, a.ReadTokens, path)
+	}
 	return c, nil
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -62,6 +63,29 @@ func (c *Config) resolveSecurityPaths(dir string) {
 	}
 }
 
+// sameTokenFile reports whether the token files a and b are one file:
+// the same path once cleaned and made absolute (relative paths are taken
+// from the working directory here; Load resolves them against the
+// config's directory first), or, where both exist, the same file on disk
+// (a link). A token listed in both files is read-write, so one file for
+// both scopes would make every read token a write token.
+func sameTokenFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	aa, err1 := filepath.Abs(a)
+	ab, err2 := filepath.Abs(b)
+	if err1 == nil && err2 == nil && aa == ab {
+		return true
+	}
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
 // validateSecurity checks api_tls and api_auth; bad records a problem
 // with a key.
 func (c *Config) validateSecurity(bad func(key, format string, args ...any)) {
@@ -104,8 +128,8 @@ func (c *Config) validateSecurity(bad func(key, format string, args ...any)) {
 		}
 		checkPath(k.key, k.p, false)
 	}
-	if a.ReadTokens != "" && a.ReadTokens == a.WriteTokens {
-		bad("api_auth.write_tokens", "%q is also api_auth.read_tokens; each scope needs its own file", a.WriteTokens)
+	if a.ReadTokens != "" && a.WriteTokens != "" && sameTokenFile(a.ReadTokens, a.WriteTokens) {
+		bad("api_auth.write_tokens", "%q is also api_auth.read_tokens (%q); each scope needs its own file", a.WriteTokens, a.ReadTokens)
 	}
 	if a.ProtectProbes && !a.Enabled() {
 		bad("api_auth.protect_probes", "needs api_auth.read_tokens or api_auth.write_tokens")

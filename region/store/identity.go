@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -338,6 +339,22 @@ func Backup(path string, w io.Writer) (int64, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = os.Open(path)
 	}
+	return copySnapshot(f, err, path, w)
+}
+
+// CheckSnapshot checks that the file at path, and that file alone (not a
+// ".prev" file beside it, which Backup would copy), reads as a snapshot
+// of a store: whole transactions and values with valid frames. It
+// returns the file's size as checked (less a final partial transaction,
+// which Restore refuses).
+func CheckSnapshot(path string) (int64, error) {
+	f, err := os.Open(path)
+	return copySnapshot(f, err, path, io.Discard)
+}
+
+// copySnapshot copies f, opened as path (or err), through a checked
+// temporary copy to w.
+func copySnapshot(f *os.File, err error, path string, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
@@ -423,6 +440,9 @@ func Restore(path, from string) error {
 		return err
 	}
 	defer lock.Close()
+	if IsStoreFile(path, from) {
+		return fmt.Errorf("store: %s is a file of the store being replaced, not a snapshot to restore; copy it elsewhere first", from)
+	}
 	src, err := os.Open(from)
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
@@ -477,4 +497,49 @@ func Restore(path, from string) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	return syncDir(filepath.Dir(path))
+}
+
+// IsStoreFile reports whether p names the store at path or one of the
+// files the store keeps beside it: its identity and lock files, the
+// previous file a rewrite keeps (".prev"), a snapshot being put in place
+// (".restore") and the temporary files of a rewrite or an identity write —
+// any file of the store's directory whose name is the store's followed by
+// nothing or by a dot. Such a file is replaced or removed by the store
+// itself, so a snapshot must be neither written to nor read from one. The
+// comparison is of the resolved directory and name (so "./x" and "x", or
+// a path through a symbolic link to the directory, are the same), and of
+// the file itself where it exists (a hard link).
+func IsStoreFile(path, p string) bool {
+	for _, suffix := range []string{"", ".id", ".lock", ".prev"} {
+		if sameStat(path+suffix, p) {
+			return true
+		}
+	}
+	base, name := filepath.Base(path), filepath.Base(p)
+	if name != base && !strings.HasPrefix(name, base+".") {
+		return false
+	}
+	return sameDir(filepath.Dir(path), filepath.Dir(p))
+}
+
+// sameStat reports whether a and b both exist and are the same file.
+func sameStat(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	return err == nil && os.SameFile(fa, fb)
+}
+
+// sameDir reports whether the directories a and b are the same: the same
+// directory on disk, or, where either does not exist, the same cleaned
+// absolute path.
+func sameDir(a, b string) bool {
+	if sameStat(a, b) {
+		return true
+	}
+	aa, err1 := filepath.Abs(a)
+	ab, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == ab
 }
