@@ -304,6 +304,16 @@ func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 		inner := next
 		next = func(c echo.Context) error { return h.route(c, inner) }
 	}
+	if r := c.Request(); r.Method == http.MethodOptions && strings.HasPrefix(r.URL.Path, "/v1/") && r.URL.Path != "/v1/openapi.json" {
+		// OPTIONS is answered by the router (204 with Allow), not by a
+		// handler: its token is the region's, like every successful /v1
+		// answer's (an error answer drops it).
+		inner := next
+		next = func(c echo.Context) error {
+			c.Response().Header().Set(HeaderToken, h.svc.TokenFor(c.Request().Context()))
+			return inner(c)
+		}
+	}
 	if h.tokens != nil {
 		return h.authorize(next)(c)
 	}

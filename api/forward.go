@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,10 +80,16 @@ func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
 		if checkLimits(b) != nil {
 			return 0, false, nil
 		}
-		var body struct {
-			SKU *string `json:"sku"`
+		// Decoded as the handler decodes it (exact, case-sensitive names,
+		// no unknown or repeated ones): a body the handler would refuse,
+		// or one whose sku is malformed, names no partition and is served
+		// here, where it is refused at once (400), not forwarded to an
+		// owner that may be down (503, which says "retry").
+		var body reserveBody
+		if !decodeFast(b, &body) && decodeStrict(b, &body) != nil {
+			return 0, false, nil
 		}
-		if json.Unmarshal(b, &body) != nil || body.SKU == nil {
+		if body.SKU == nil || !crdt.ValidID(*body.SKU) {
 			return 0, false, nil
 		}
 		return config.PartitionOf(*body.SKU, p), true, nil

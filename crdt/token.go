@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 )
 
 // MaxTokenBytes bounds an encoded causal token: the bytes its base64
@@ -103,22 +104,43 @@ func ParseToken(s string) (Context, error) {
 		return Context{}, fmt.Errorf("crdt: token: %w", err)
 	}
 	if compressed {
-		r := flate.NewReader(bytes.NewReader(b))
-		defer r.Close()
-		if b, err = io.ReadAll(io.LimitReader(r, MaxTokenContextBytes+1)); err != nil {
+		// An inflater's state is about 40 KB: it and the buffer it
+		// inflates into are reused, so that a token costs in memory what
+		// it stands for, not an inflater each (decodeTokenContext keeps no
+		// reference to the buffer).
+		inf := inflaters.Get().(*inflater)
+		defer inflaters.Put(inf)
+		if err := inf.r.(flate.Resetter).Reset(bytes.NewReader(b), nil); err != nil {
 			return Context{}, fmt.Errorf("crdt: token: %w", err)
 		}
-		if len(b) > MaxTokenContextBytes {
+		n, err := io.ReadFull(inf.r, inf.buf[:])
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return Context{}, fmt.Errorf("crdt: token: %w", err)
+		}
+		if n > MaxTokenContextBytes { // the buffer is full: too much
 			return Context{}, fmt.Errorf("crdt: token inflates past %d bytes", MaxTokenContextBytes)
 		}
-		if len(b) <= MaxTokenBytes {
+		if n <= MaxTokenBytes {
 			// FormatToken compresses only what does not fit plain: one
 			// context, one token.
 			return Context{}, errors.New("crdt: token: compressed though it fits plain")
 		}
+		return decodeTokenContext(inf.buf[:n])
 	}
 	return decodeTokenContext(b)
 }
+
+// inflater is a reusable inflater of compressed tokens and the buffer it
+// inflates into: one byte past the most a token may stand for, so that a
+// full buffer means too much.
+type inflater struct {
+	r   io.ReadCloser
+	buf [MaxTokenContextBytes + 1]byte
+}
+
+var inflaters = sync.Pool{New: func() any {
+	return &inflater{r: flate.NewReader(bytes.NewReader(nil))}
+}}
 
 // decodeTokenContext is DecodeContext that keeps at most
 // MaxTokenCloudDots cloud dots: a context with more is decoded as its

@@ -315,6 +315,13 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 		if err := req.checkGrant(n); err != nil {
 			return err
 		}
+	case OpItem:
+		if st := req.State; st != nil {
+			it, ok := st.Items[req.SKU]
+			if len(st.Carts) != 0 || len(st.Items) != 1 || !ok || it == nil || it.Held.Version != 0 || len(it.Escrow) != 0 {
+				return InvalidField("state", "an item read carries at most the asking region's stock counter of its own sku")
+			}
+		}
 	case OpRecall:
 		if err := req.checkRecall(n); err != nil {
 			return err
@@ -355,6 +362,15 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 			l, err := loadLedger(r, req.SKU)
 			if err != nil {
 				return err
+			}
+			if req.State != nil {
+				// The asking region's stock counter (restocks this home
+				// may not have yet): the answer shows what the asker
+				// already showed its client, so a consistent read after
+				// a restock elsewhere still shows it (read your writes).
+				// Only the answer; the store takes it when it replicates.
+				it = it.Clone()
+				it.Stock.Join(&req.State.Items[req.SKU].Stock)
 			}
 			v := n.itemView(req.SKU, it, l, n.clock.Now())
 			out = &HomeResponse{Item: &v}

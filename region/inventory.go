@@ -360,7 +360,18 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 	}
 	home := n.HomeOf(sku)
 	if home != string(n.name) && consistent {
-		resp := n.atHome(ctx, home, &HomeRequest{Op: OpItem, SKU: sku})
+		// The home joins this region's stock counter into its answer: a
+		// restock the client made (or read) here, or one a quorum read
+		// just joined, may not have reached the home yet.
+		req := &HomeRequest{Op: OpItem, SKU: sku}
+		// A value damaged here is left out (the home's answer stands alone).
+		_ = n.view(ctx, prefixItem+sku, func(r store.Reader) error {
+			if it, err := loadItem(r, sku); err == nil && (len(it.Stock.P) > 0 || len(it.Stock.N) > 0) {
+				req.State = &crdt.Group{Items: map[string]*crdt.Item{sku: {Stock: it.Stock.Clone()}}}
+			}
+			return nil
+		})
+		resp := n.atHome(ctx, home, req)
 		if resp.Err != nil {
 			return Item{}, resp.Err
 		}

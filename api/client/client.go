@@ -535,10 +535,14 @@ func (p *Problem) Error() string {
 
 // Temporary reports whether the problem is a 503 that decided nothing
 // (or, for a keyed request, may be retried with its key). A
-// replication_timeout is a 503 too, but its write was applied: it is not
-// Temporary (see ErrReplicationTimeout).
+// replication_timeout is a 503 too, but its write was applied; a
+// partition_unanswered one, or a 503 that is not the region's (a proxy's,
+// without a code), may have been applied: neither is Temporary (see
+// ErrReplicationTimeout), since repeating an add that was applied would
+// add its units twice.
 func (p *Problem) Temporary() bool {
-	return p.Status == http.StatusServiceUnavailable && p.Code != region.CodeReplicationTimeout
+	return p.Status == http.StatusServiceUnavailable && p.Code != "" &&
+		p.Code != region.CodeReplicationTimeout && p.Code != region.CodePartitionUnanswered
 }
 
 // decodeProblem makes the Problem of a failed answer. A body that is not
