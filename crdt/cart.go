@@ -10,8 +10,24 @@ import (
 const (
 	// MaxQty bounds the n of an add and the q of a set.
 	MaxQty = 1_000_000
-	// MaxCartEntries bounds the entries a decoded cart may carry.
-	MaxCartEntries = 16384
+	// MaxCartEntries bounds the entries a decoded cart may carry (a state
+	// or delta from another region). It is four times what every
+	// region's writes together may make a cart hold (JoinCartEntries), so
+	// that a join in which removals lag behind the adds they removed — a
+	// region that sees one region's new adds before another region's
+	// removal of its earlier ones — still decodes.
+	MaxCartEntries = 4 * JoinCartEntries
+	// JoinCartEntries bounds the entries a cart may reach by the writes
+	// of all regions together, each writing up to its share of it
+	// before it sees the others' adds (region.Node's cart limits).
+	JoinCartEntries = 16384
+	// MaxStoredCartEntries bounds the entries a stored cart head counts.
+	// A stored head is the region's own checksummed record, not another
+	// region's input: its bound is only a sanity check, far past any
+	// count a join of honest writes reaches, so that a cart whose
+	// removals lag behind its adds stays readable (and takes its
+	// removals when they come) instead of being taken for damaged.
+	MaxStoredCartEntries = 1 << 24
 )
 
 // LineKind tells an add entry from a set entry.
@@ -65,9 +81,16 @@ func (c *Cart) dotsOf(sku string) []Dot {
 
 func newDelta(removed []Dot) *Cart {
 	delta := &Cart{}
-	for _, d := range removed {
-		delta.Ctx.Insert(d)
+	if len(removed) == 0 {
+		return delta
 	}
+	// All at once, compacted once: inserting one by one compacts the
+	// whole cloud at each dot out of order (quadratic in a large cart).
+	delta.Ctx.Cloud = make(map[Dot]struct{}, len(removed))
+	for _, d := range removed {
+		delta.Ctx.Cloud[d] = struct{}{}
+	}
+	delta.Ctx.Compact()
 	return delta
 }
 

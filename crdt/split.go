@@ -197,7 +197,7 @@ func (p *parser) cartHeadCounts() (entries, lines, sum uint64, err error) {
 	if sum, err = p.uint(); err != nil {
 		return 0, 0, 0, err
 	}
-	if entries > MaxCartEntries || lines > entries || (entries > 0) != (lines > 0) {
+	if entries > MaxStoredCartEntries || lines > entries || (entries > 0) != (lines > 0) {
 		return 0, 0, 0, fmt.Errorf("crdt: cart head: %d entries in %d lines", entries, lines)
 	}
 	return entries, lines, sum, nil
@@ -343,7 +343,7 @@ func (p *parser) cartHead() (*CartHead, error) {
 	if err != nil {
 		return nil, err
 	}
-	if entries > MaxCartEntries || lines > entries || (entries > 0) != (lines > 0) {
+	if entries > MaxStoredCartEntries || lines > entries || (entries > 0) != (lines > 0) {
 		return nil, fmt.Errorf("crdt: cart head: %d entries in %d lines", entries, lines)
 	}
 	return &CartHead{Ctx: c.Ctx, Entries: int(entries), Lines: int(lines), Sum: sum}, nil

@@ -132,10 +132,14 @@ func (n *Node) cartItems(p *cartPart, c *crdt.Cart) ([]crdt.CartItem, error) {
 // many regions or long region names. Every region may add up to its limit
 // concurrently before it sees the others' adds, so the cart the join
 // makes holds up to the regions' count times it: the limits keep that
-// within what the codecs accept everywhere (crdt.MaxCartEntries entries,
-// a line of crdt.MaxObjectBytes, where each entry repeats its replica
-// id), so that no cluster's concurrent adds make a cart no region can
-// read.
+// within crdt.JoinCartEntries entries and each line within half of
+// crdt.MaxObjectBytes (each entry repeats its replica id), so that no
+// cluster's concurrent adds make a cart no region can read. A region that
+// sees one region's new adds before another region's removal of its
+// earlier ones holds more than that for a while; the codecs accept four
+// times JoinCartEntries from a peer, and a stored head any honest count
+// (crdt.MaxStoredCartEntries), so such a cart stays readable and takes
+// the removals when they come.
 func (n *Node) cartLimits() (entries, line int) {
 	regions := n.Regions()
 	longest := len(n.name)
@@ -146,7 +150,7 @@ func (n *Node) cartLimits() (entries, line int) {
 	// incarnation of up to 20 digits), counter, kind and quantity, with
 	// their heads; half of the object's bytes as margin.
 	entryBytes := longest + 1 + 20 + 24
-	entries = min(MaxCartEntries, crdt.MaxCartEntries/regions)
+	entries = min(MaxCartEntries, crdt.JoinCartEntries/regions)
 	line = min(entries, crdt.MaxObjectBytes/2/entryBytes/regions)
 	return entries, line
 }

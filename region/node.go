@@ -656,7 +656,7 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	// is durable (a failure in between leaves joins that a retransmission
 	// makes again, harmlessly).
 	ids := slices.Sorted(maps.Keys(g.Carts))
-	budget := MaxApplyKeys - 2*crdt.MaxCartEntries - len(g.Items) - 2
+	budget := MaxApplyKeys - 2*crdt.JoinCartEntries - len(g.Items) - 2
 	for next := 0; ; {
 		final := false
 		err := lk.UpdateLocked(func(tx *store.Tx) error {
@@ -983,6 +983,17 @@ func (n *Node) readObjects(carts, items []string, strict bool) (*crdt.Group, crd
 		for _, id := range carts {
 			c, err := loadCart(n.cartReader(r), id)
 			switch {
+			case err == nil && len(c.Entries) > crdt.MaxCartEntries:
+				// More than a peer decodes: a join whose removals lag
+				// behind its adds (crdt.MaxCartEntries). It is left out
+				// of anti-entropy (the peers that hold the removals
+				// repair this region, not the other way round) and
+				// refused to a quorum read, which would take its absence
+				// for an empty cart.
+				if strict {
+					return fmt.Errorf("region: cart %s holds %d entries, more than a peer accepts (%d), until the removals of its other regions arrive", id, len(c.Entries), crdt.MaxCartEntries)
+				}
+				n.log.Warn("a cart holds more entries than a peer accepts, until the removals of its other regions arrive; anti-entropy leaves it out", "key", prefixCart+id, "entries", len(c.Entries))
 			case err == nil && !c.Empty():
 				// c is this read's own: the group takes it rather
 				// than a copy (AddCart copies).
