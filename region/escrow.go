@@ -329,7 +329,7 @@ func (n *Node) freeRights(sku string) (int64, error) {
 		if err != nil {
 			return err
 		}
-		free = it.Outstanding(string(n.name)) - l.held()
+		free = it.Outstanding(string(n.name)) - l.heldAt(n.clock.Now())
 		return nil
 	})
 	return free, err
@@ -529,13 +529,13 @@ func (req *HomeRequest) checkRecall(n *Node) *Error {
 // Rights returns the units of sku this region may reserve alone (its
 // unused rights), for an escrow sku homed elsewhere; ok is false for
 // other skus.
-func (n *Node) rightsOf(sku string, it *crdt.Item, l *ledger) (int64, bool) {
+func (n *Node) rightsOf(sku string, it *crdt.Item, l *ledger, now time.Time) (int64, bool) {
 	if !n.escrow(sku) || n.decides(n.HomeOf(sku), sku) {
 		return 0, false
 	}
 	var held int64
 	if l != nil {
-		held = l.held()
+		held = l.heldAt(now) // an expired hold's units are free again
 	}
 	return max(0, it.Outstanding(string(n.name))-held), true
 }

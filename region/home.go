@@ -574,8 +574,14 @@ func (n *Node) homeLockKeys(req *HomeRequest) []string {
 	if req.IdemKey != "" {
 		keys = append(keys, prefixIdem+req.IdemKey)
 	}
-	if req.SKU != "" {
-		return append(keys, prefixItem+req.SKU)
+	switch req.Op {
+	case OpGet, OpCommit, OpRelease, OpReturn:
+		// Named by its id: the lock is its record's sku's, whatever sku
+		// the request names (a peer's request is not trusted to name it).
+	default:
+		if req.SKU != "" {
+			return append(keys, prefixItem+req.SKU)
+		}
 	}
 	var rec *ResRecord
 	_ = n.store.View(nil, func(r store.Reader) error {

@@ -204,6 +204,19 @@ func (l *ledger) held() int64 {
 	return h
 }
 
+// heldAt returns the units of the holds still open at now (not past their
+// expiry, which the background expiry may not have reached yet): what a
+// read shows as held.
+func (l *ledger) heldAt(now time.Time) int64 {
+	var h int64
+	for _, x := range l.Holds {
+		if now.UnixMilli() < x.ExpMs {
+			h += x.Qty
+		}
+	}
+	return h
+}
+
 // Partition returns the partition whose node serves req in a cluster of
 // partitions partitions: its sku's (reserve, adjust, item), its cart's
 // (checkout, checkout status), its reservation's (get, commit, release,
@@ -328,17 +341,12 @@ func loadRes(r store.Reader, id string) (*ResRecord, bool, error) {
 // not yet expired at now.
 func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Item {
 	v := Item{SKU: sku, Home: n.HomeOf(sku), Stock: it.Stock.Value(), Reserved: it.Held.Value}
-	if rights, ok := n.rightsOf(sku, it, l); ok {
+	if rights, ok := n.rightsOf(sku, it, l, now); ok {
 		v.Rights = &rights
 		l = nil // this region's holds are its own, not the home's
 	}
 	if l != nil {
-		v.Reserved = 0
-		for _, h := range l.Holds {
-			if now.UnixMilli() < h.ExpMs {
-				v.Reserved += h.Qty
-			}
-		}
+		v.Reserved = l.heldAt(now)
 	}
 	v.Available = v.Stock - v.Reserved
 	if n.escrow(sku) {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -224,8 +225,9 @@ func (n *Node) checkPartitionCount() error {
 
 // NewNode opens a region on its store.
 func NewNode(opts Options) (*Node, error) {
-	if !crdt.ValidID(opts.Name) {
-		return nil, fmt.Errorf("region: invalid region name %q", opts.Name)
+	if !crdt.ValidID(opts.Name) || strings.Contains(opts.Name, ":") {
+		// ':' separates a reservation id's parts (HOME:SEQ).
+		return nil, fmt.Errorf("region: invalid region name %q (characters of [A-Za-z0-9._-])", opts.Name)
 	}
 	if opts.Store == nil {
 		return nil, errors.New("region: no store")

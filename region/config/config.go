@@ -447,8 +447,9 @@ func checkRegionName(name string) error {
 		return errors.New("required")
 	case len(name) > MaxRegionNameLen:
 		return fmt.Errorf("%q is longer than %d characters", name, MaxRegionNameLen)
-	case !crdt.ValidID(name):
-		return fmt.Errorf("%q must be characters of [A-Za-z0-9._:-]", name)
+	case !crdt.ValidID(name) || strings.Contains(name, ":"):
+		// ':' separates a reservation id's parts (HOME:SEQ).
+		return fmt.Errorf("%q must be characters of [A-Za-z0-9._-]", name)
 	case name == "." || name == "..":
 		return fmt.Errorf("%q cannot name a directory", name)
 	}
