@@ -495,6 +495,11 @@ func (n *Node) storeErr(err error) error {
 	if errors.As(err, &e) {
 		return e
 	}
+	if errors.Is(err, store.ErrWriteUnsure) {
+		// Not 503 (which says nothing was decided, and a client may
+		// repeat an add elsewhere): the write may be in the file.
+		return &Error{Code: CodeInternal, Detail: "this region's store failed while making this write durable: it may or may not have been applied; the region takes no writes until it restarts"}
+	}
 	if errors.Is(err, store.ErrStoreFailed) {
 		return &Error{Code: CodeUnavailable, Detail: "this region's store failed a write to its file and takes no writes until the region restarts"}
 	}

@@ -86,9 +86,9 @@ func (s *Store) waitDurable(onDurable func()) error {
 		if s.failed.Load() {
 			s.dropDurable(seq)
 			if s.syncErr != nil {
-				return fmt.Errorf("%w: fsync: %w", ErrStoreFailed, s.syncErr)
+				return fmt.Errorf("%w: fsync: %w", ErrWriteUnsure, s.syncErr)
 			}
-			return ErrStoreFailed
+			return ErrWriteUnsure
 		}
 		if s.syncing || s.kicked && s.syncer == syncerRunning {
 			s.gcond.Wait()

@@ -82,6 +82,12 @@ var ErrCorrupt = errors.New("store: stored value failed its checksum")
 // writes until the region restarts and reloads what its file holds.
 var ErrStoreFailed = errors.New("store: the store failed a write to its file and takes no more writes until the region restarts")
 
+// ErrWriteUnsure is the error of the write whose fsync (or commit) failed
+// the store: it reached the file, or part of it did, and a restart may
+// find it there or not. It wraps ErrStoreFailed. Whoever answers for the
+// write must not say it was not made.
+var ErrWriteUnsure = fmt.Errorf("%w (this write reached the file, and no fsync covered it: it may or may not be there after a restart)", ErrStoreFailed)
+
 // CorruptError names the key whose stored value is damaged.
 type CorruptError struct{ Key string }
 

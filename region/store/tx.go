@@ -328,7 +328,7 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 	if err != nil {
 		if hooked {
 			s.fail(fmt.Errorf("commit: %w", err))
-			return ErrStoreFailed
+			return ErrWriteUnsure
 		}
 		return err
 	}
