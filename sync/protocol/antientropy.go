@@ -1083,6 +1083,9 @@ func (p *Protocol) adopt(pr *peer, c crdt.Context) {
 // cover every difference.
 func (p *Protocol) finishAE(pr *peer) {
 	pr.needAE = pr.needAE || (pr.ae.needed && !pr.ae.final)
+	if !pr.needAE {
+		pr.dropped = time.Time{} // the round repaired what was dropped
+	}
 	pr.lastAE = p.now
 	pr.ae = nil
 }

@@ -381,7 +381,11 @@ type peer struct {
 	acksSince    time.Time
 	ackNow       bool // it asked for them at once (Message.Urgent)
 
-	needAE  bool
+	needAE bool
+	// dropped is when the oldest delta the buffer dropped while it was
+	// still pending for the peer was made, until an anti-entropy round
+	// covers every difference (zero: none): its lag counts from there.
+	dropped time.Time
 	ae      *aeRound
 	resp    *aeResp // the peer's round we answer
 	lastAE  time.Time
@@ -767,7 +771,12 @@ func (p *Protocol) push(e *entry) {
 	e.enc = crdt.EncodeGroup(e.group)
 	e.size = len(e.enc)
 	for _, pr := range p.peers {
-		if pr.id != e.from {
+		// Not to the peer it came from, nor to a peer whose own writes
+		// are all it holds (a relay of that peer's deltas through a
+		// third region): take never sends those, and pending for them
+		// they would count as its backlog and, dropped, ask for a repair
+		// it does not need.
+		if pr.id != e.from && !onlyFrom(e.dots, pr.id) {
 			e.pending |= pr.bit
 			pr.offered += e.size
 		}
@@ -790,6 +799,11 @@ func (p *Protocol) push(e *entry) {
 		for _, pr := range p.peers {
 			if old.pending&pr.bit != 0 {
 				pr.needAE = true
+				// Its lag counts from the oldest delta it never got,
+				// until a repair covers it (finishAE).
+				if pr.dropped.IsZero() || old.at.Before(pr.dropped) {
+					pr.dropped = old.at
+				}
 			}
 		}
 	}
@@ -945,7 +959,9 @@ func (p *Protocol) take(pr *peer, k int, add func(*entry) bool) bool {
 		case e.pending&pr.bit == 0 || e.sent&pr.bit != 0:
 		case k == bufRelay && p.now.Sub(e.at) < p.cfg.RelayDelay:
 			return true
-		case k == bufRelay && (covered(e.dots, &pr.applied) || onlyFrom(e.dots, pr.id)):
+		case covered(e.dots, &pr.applied) || k == bufRelay && onlyFrom(e.dots, pr.id):
+			// The peer holds it already (its applied context, as it
+			// reported it: through a third region or anti-entropy).
 			e.pending &^= pr.bit
 		case !add(e):
 			return false
@@ -1117,6 +1133,7 @@ func (p *Protocol) PeerDown(id crdt.ReplicaID, now time.Time) {
 	pr.up = false
 	p.requeue(pr, func(*inflight) bool { return true })
 	pr.ae = nil
+	pr.acks = pr.acks[:0] // see onDelta
 }
 
 // requeue marks the in-flight messages that match as not sent.
@@ -1281,11 +1298,22 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 		p.push(&entry{from: pr.id, dots: slices.Clone(m.Dots), group: m.Group})
 	}
 	// Acknowledged on the next message to the sender, or at the first
-	// tick AckDelay after the oldest owed.
+	// tick AckDelay after the oldest owed. Not while our connection to
+	// the sender is down (it may still reach us, one way): nothing can
+	// carry them, and the sender sends again what stays unacknowledged,
+	// under new tags, which are acknowledged once the connection is back.
+	// The sender remembers at most 2 × MaxWindow of its tags: older ones
+	// are dropped here too.
+	if !pr.up {
+		return
+	}
 	if len(pr.acks) == 0 {
 		pr.acksSince = p.now
 	}
 	pr.acks = append(pr.acks, m.Tag)
+	if keep := 2 * p.cfg.MaxWindow; len(pr.acks) > keep {
+		pr.acks = append(pr.acks[:0], pr.acks[len(pr.acks)-keep:]...)
+	}
 }
 
 // has reports whether every dot of r was applied here, claimed or held.
@@ -1385,6 +1413,9 @@ func (p *Protocol) Status() []PeerStatus {
 					}
 				}
 			}
+		}
+		if !pr.dropped.IsZero() && (oldest.IsZero() || pr.dropped.Before(oldest)) {
+			oldest = pr.dropped
 		}
 		if !oldest.IsZero() {
 			s.LagMs = p.now.Sub(oldest).Milliseconds()
