@@ -807,18 +807,19 @@ func (n *Node) cartHeadRaw(id string) (b []byte, ok bool, err error) {
 }
 
 // convertCarts splits the carts ids, stored whole, into heads and lines,
-// in transactions of up to 512 carts.
+// in transactions of up to 512 carts, and fewer where their lines would
+// set more keys than a transaction may (a cart of 1,000 skus sets 1,001).
 func (n *Node) convertCarts(ids []string) error {
 	if len(ids) > 0 {
 		n.log.Info("splitting carts stored whole into heads and lines", "carts", len(ids))
 	}
 	for len(ids) > 0 {
 		batch := ids[:min(512, len(ids))]
-		ids = ids[len(batch):]
 		keys := make([]string, len(batch))
 		for i, id := range batch {
 			keys[i] = prefixCart + id
 		}
+		done := 0
 		err := n.store.Update(keys, func(tx *store.Tx) error {
 			for _, id := range batch {
 				b, _, err := tx.Get(prefixCart + id)
@@ -829,16 +830,23 @@ func (n *Node) convertCarts(ids []string) error {
 				if err != nil {
 					return fmt.Errorf("region: converting cart %s: %w", id, err)
 				}
+				// A head and a key per line: the next cart goes in the
+				// next transaction if they would not fit in this one.
+				if done > 0 && tx.Sets()+len(c.Entries)+1 > MaxApplyKeys {
+					return nil
+				}
 				p := &cartPart{id: id, lines: map[string]map[crdt.Dot]crdt.Line{}, all: true, repaired: true}
 				if err := n.saveCart(tx, p, c); err != nil {
 					return err
 				}
+				done++
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
+		ids = ids[done:]
 	}
 	return nil
 }

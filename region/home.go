@@ -342,12 +342,22 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		// holds until durable. A record not found here is not read again
 		// (under no item's lock, it could show one not yet durable).
 		found := false
-		_ = n.store.View(nil, func(r store.Reader) error {
-			if rec, ok, _ := loadRes(r, req.ID); ok {
+		err := n.store.View(nil, func(r store.Reader) error {
+			rec, ok, err := loadRes(r, req.ID)
+			if ok {
 				sku, found = rec.SKU, true
 			}
-			return nil
+			return err
 		})
+		if err != nil {
+			// A damaged record is not an unknown one (a 404 says the
+			// id names no reservation): 503, as a commit of it answers.
+			e, ok := n.storeErr(err).(*Error)
+			if !ok {
+				e = &Error{Code: CodeInternal, Detail: err.Error()}
+			}
+			return &HomeResponse{Err: e}
+		}
 		if !found {
 			return &HomeResponse{Err: Errorf(CodeNotFound, "no reservation %q", req.ID)}
 		}

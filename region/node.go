@@ -1,7 +1,6 @@
 package region
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -191,34 +190,52 @@ const (
 	prefixPending = "p/"
 )
 
-// checkPartitionCount refuses a store written by a cluster of another
-// partition count, and records the count in a store that has none (a new
-// store, or one written before the count was recorded). A key's partition
-// is its hash modulo the count, so under another count most of a store's
-// keys belong to other partitions: the region would answer them as empty
-// and issue again the dots its peers hold from it. Every store records the
-// count, a region of one partition's too.
+// checkPartitionCount refuses a store written as another partition, or
+// by a cluster of another partition count, and records both in a store
+// that has none (a new store, or one written before they were recorded):
+// "m/partitions" holds "PART/COUNT". A key's partition is its hash modulo
+// the count, so under another count, or in another partition's store,
+// most of a store's keys belong elsewhere: the region would answer them
+// as empty and issue again the dots its peers hold from that partition's
+// stream. Every store records them, a region of one partition's too
+// ("0/1").
 func (n *Node) checkPartitionCount() error {
-	want := strconv.Itoa(max(n.opts.Partitions, 1))
-	var have []byte
+	count := max(n.opts.Partitions, 1)
+	want := fmt.Sprintf("%d/%d", n.opts.Partition, count)
+	var have string
 	var ok bool
-	err := n.store.View([]string{keyPartitions}, func(r store.Reader) (err error) {
-		var b []byte
-		b, ok, err = r.Get(keyPartitions)
-		have = bytes.Clone(b)
+	err := n.store.View([]string{keyPartitions}, func(r store.Reader) error {
+		b, found, err := r.Get(keyPartitions)
+		have, ok = string(b), found
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	if ok && have == want {
+		return nil
+	}
 	if ok {
-		if string(have) == want {
-			return nil
+		partS, countS, split := strings.Cut(have, "/")
+		if !split {
+			partS, countS = "", have // the count alone, as first recorded
 		}
-		if c, err := strconv.Atoi(string(have)); err != nil || c < 1 || c > config.MaxPartitions {
+		c, err := strconv.Atoi(countS)
+		if err != nil || c < 1 || c > config.MaxPartitions {
 			return &store.CorruptError{Key: keyPartitions}
 		}
-		return fmt.Errorf("region: this store (partition %d) was written by a cluster of %s partitions, but the config gives %s: the partitions of a cluster are fixed when it is created (docs/configuration.md); put back the config the data was written with, or move the data away to start afresh", n.opts.Partition, have, want)
+		if c != count {
+			return fmt.Errorf("region: this store (partition %d) was written by a cluster of %d partitions, but the config gives %d: the partitions of a cluster are fixed when it is created (docs/configuration.md); put back the config the data was written with, or move the data away to start afresh", n.opts.Partition, c, count)
+		}
+		if split {
+			p, err := strconv.Atoi(partS)
+			if err != nil || p < 0 || p >= c {
+				return &store.CorruptError{Key: keyPartitions}
+			}
+			if p != n.opts.Partition {
+				return fmt.Errorf("region: this store holds partition %d, but it is opened as partition %d: a partition's store stays in its own directory (pNNNN); put it back where it came from (docs/operations.md)", p, n.opts.Partition)
+			}
+		}
 	}
 	return n.store.Update(nil, func(tx *store.Tx) error { tx.Set(keyPartitions, []byte(want)); return nil })
 }

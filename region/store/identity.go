@@ -34,7 +34,8 @@ import (
 //   - recovery cut a torn transaction off the file;
 //   - the file is not the one the identity file last saw closed (its last
 //     transaction differs: the file was cut, replaced or copied);
-//   - the store was restored (lattice restore sets catch_up);
+//   - the store was restored (lattice restore sets restored, and the
+//     unclean stop above);
 //   - there is a store but no identity file (written by an older version).
 //
 // A new, empty store is incarnation 0 of its region: a region whose disk
@@ -58,6 +59,11 @@ type identity struct {
 	// writes (a restore among them) until the region has completed
 	// anti-entropy with every peer: until then it decides no reservation.
 	CatchUp bool `json:"catch_up,omitempty"`
+	// Restored is set by Restore and cleared by the next open, which
+	// starts a new incarnation for it. (CatchUp alone is carried over a
+	// clean stop of a region still catching up, which keeps its
+	// incarnation.)
+	Restored bool `json:"restored,omitempty"`
 }
 
 // Store keys of the identity.
@@ -195,7 +201,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	switch {
 	case cut > 0:
 		why = "a torn transaction was cut off the store's tail"
-	case rec.CatchUp:
+	case rec.Restored:
 		why = "the store was restored from a backup"
 	case !exists && !empty:
 		why = "the store has no identity file"
@@ -268,6 +274,12 @@ func (s *Store) CaughtUp() error {
 	next := s.id
 	next.CatchUp = false
 	if s.persist {
+		// What catch-up brought in must be durable before the record that
+		// it is over (with everysec it may be only in the file): a power
+		// loss would otherwise leave a region out of catch-up without it.
+		if err := s.fsync(); err != nil {
+			return err
+		}
 		if err := writeIdentity(s.path, next); err != nil {
 			return err
 		}
@@ -400,10 +412,17 @@ func checkSnapshot(path, name string) error {
 		return fmt.Errorf("store: %s is not a store snapshot: %w", name, err)
 	}
 	defer db.Close()
-	bad, total := 0, 0
+	// A check only reads: no rewrite of the copy behind Restore's back.
+	var cfg buntdb.Config
+	if err := db.ReadConfig(&cfg); err == nil {
+		cfg.AutoShrinkDisabled, cfg.SyncPolicy = true, buntdb.Never
+		_ = db.SetConfig(cfg)
+	}
+	bad, total, epoch := 0, 0, false
 	err = db.View(func(tx *buntdb.Tx) error {
 		return tx.Ascend("", func(k, v string) bool {
 			total++
+			epoch = epoch || k == epochKey
 			if _, _, _, _, err := unframe(k, []byte(v)); err != nil {
 				bad++
 			}
@@ -421,6 +440,14 @@ func checkSnapshot(path, name string) error {
 	}
 	if bad > 0 {
 		return fmt.Errorf("store: %d of the %d values of %s fail their checksums: a damaged snapshot", bad, total, name)
+	}
+	if !epoch {
+		// Every store file holds the epoch key: in the first transaction
+		// of a new file, and as the last key of a rewritten one (keys in
+		// key order, the epoch key sorting last). A copy without it was
+		// cut short inside a rewrite's part, where one transaction's
+		// values lie apart and a cut can keep some of them.
+		return fmt.Errorf("store: %s lacks the store's epoch key: cut short inside the part a rewrite wrote (or not a store snapshot)", name)
 	}
 	return nil
 }
@@ -482,7 +509,7 @@ func Restore(path, from string) error {
 	}
 	// The identity says "restored" before the file is replaced: a crash in
 	// between leaves either store marked for a new incarnation.
-	rec.Clean, rec.TxID, rec.Used, rec.CatchUp = false, 0, true, true
+	rec.Clean, rec.TxID, rec.Used, rec.CatchUp, rec.Restored = false, 0, true, true, true
 	if err := writeIdentity(path, rec); err != nil {
 		os.Remove(tmp)
 		return err

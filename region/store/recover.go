@@ -90,6 +90,24 @@ func tornAt(path string) (int64, error) {
 			}
 			return pos, nil
 		case err != nil:
+			// A command that runs into NUL bytes filling the rest of the
+			// file is torn, not damaged: a crash extended the file, and
+			// the blocks past the command's start were never written (a
+			// run of NULs that starts inside a command rather than where
+			// one starts). Unless a whole command follows it: then its
+			// length is damaged.
+			if z, zerr := nulTailStart(path); zerr != nil {
+				return 0, zerr
+			} else if z > pos {
+				if at, ok, werr := wholeCommandAfter(path, pos); werr != nil {
+					return 0, werr
+				} else if !ok || at >= z {
+					if torn() && pos > groupStart {
+						return groupStart, nil
+					}
+					return pos, nil
+				}
+			}
 			return 0, fmt.Errorf("store: damaged file %s at byte %d: %w", path, pos, err)
 		}
 		if c.set && !c.sound {
@@ -113,6 +131,35 @@ func tornAt(path string) (int64, error) {
 		groupSeen++
 		pos += n
 	}
+}
+
+// nulTailStart returns where the run of NUL bytes that ends the file at
+// path starts: its size if the last byte is not NUL.
+func nulTailStart(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("store: %w", err)
+	}
+	end := fi.Size()
+	buf := make([]byte, 64<<10)
+	for end > 0 {
+		n := min(int64(len(buf)), end)
+		if _, err := f.ReadAt(buf[:n], end-n); err != nil {
+			return 0, fmt.Errorf("store: %w", err)
+		}
+		for i := n - 1; i >= 0; i-- {
+			if buf[i] != 0 {
+				return end - n + i + 1, nil
+			}
+		}
+		end -= n
+	}
+	return 0, nil
 }
 
 // errNUL is command.read's error for a NUL byte where a command should
@@ -143,8 +190,21 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 		n, err := f.ReadAt(buf[kept:], off+int64(kept))
 		m := kept + n
 		for _, p := range tailPatterns {
-			if i := bytes.Index(buf[:m], p); i >= 0 {
-				return off + int64(i) + 2, true, nil
+			for j := 0; j < m; {
+				i := bytes.Index(buf[j:m], p)
+				if i < 0 {
+					break
+				}
+				at := off + int64(j+i) + 2
+				// Only a command that reads whole, with a sound value,
+				// counts: the torn command's own value may hold bytes
+				// that look like a command's start.
+				if whole, verr := wholeCommandAt(f, at); verr != nil {
+					return 0, false, verr
+				} else if whole {
+					return at, true, nil
+				}
+				j += i + 1
 			}
 		}
 		if err != nil {
@@ -157,6 +217,22 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 		copy(buf, buf[m-kept:m])
 		off += int64(m - kept)
 	}
+}
+
+// wholeCommandAt reports whether a whole command, whose value (for a set)
+// passes its checksum, starts at byte at of f.
+func wholeCommandAt(f *os.File, at int64) (bool, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("store: %w", err)
+	}
+	var c command
+	r := bufio.NewReaderSize(io.NewSectionReader(f, at, fi.Size()-at), recoverBuffer) // as tornAt reads
+	n, err := c.read(r)
+	if err != nil || n == 0 {
+		return false, nil
+	}
+	return !c.set || c.sound, nil
 }
 
 // cutAt truncates the file at path to at bytes, if it is longer, and

@@ -102,6 +102,15 @@ func restorePrev(path string) (bool, error) {
 	} else if err != nil {
 		return false, fmt.Errorf("store: %w", err)
 	}
+	if sameStat(prev, path) {
+		// Stopped right after the rewrite linked the file to prev: both
+		// names are the old file, which a rename of one onto the other
+		// leaves in place (POSIX). Drop the second name.
+		if err := os.Remove(prev); err != nil {
+			return false, fmt.Errorf("store: %w", err)
+		}
+		return true, syncDir(filepath.Dir(path))
+	}
 	if err := os.Rename(prev, path); err != nil {
 		return false, fmt.Errorf("store: restore the file from before an interrupted rewrite: %w", err)
 	}

@@ -14,7 +14,7 @@ import (
 // bare prefix, and keys just outside it on both sides.
 var scanKeys = []string{
 	"d", "d\xff", "e", "e.", "e/", "e/a", "e/a/1", "e/ab", "e/ab/", "e/ab/x", "e/ab/x/y", "e/ab/y",
-	"e/ab-x/z", "e/ab.y/z", "e/ab0/z", "e/abc/z", "e/b/z", "e0", "e\xff", "e\xff\xff", "f", "\xff", "\xff\xff",
+	"e/ab-x/z", "e/ab.y/z", "e/ab0/z", "e/abc/z", "e/b/z", "e0", "e\xff", "e\xff\xff", "f", "}", "~a",
 }
 
 // scanBounds are the bounds the tests scan between: every key, the

@@ -205,9 +205,17 @@ func (t *Tx) Get(key string) (val []byte, ok bool, err error) {
 }
 
 // Set stages val under key. Setting a key the transaction did not name
-// makes Update fail with ErrUnnamedKey.
+// makes Update fail with ErrUnnamedKey; a key that sorts after "~epoch"
+// (the store's own, which must sort last) makes it fail too.
 func (t *Tx) Set(key string, val []byte) {
 	if t.touch(key) != nil {
+		return
+	}
+	if key > epochKey && t.err == nil {
+		// A rewrite writes keys in key order and ends with the epoch key,
+		// which must be the file's last command for the rewritten file
+		// to read as whole (see epochKey).
+		t.err = fmt.Errorf("store: key %q sorts after the store's own %q: keys must sort before it", key, epochKey)
 		return
 	}
 	if i := t.lookup(key); i >= 0 {
@@ -295,6 +303,17 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 				return err
 			}
 			hooked = true
+			// What the commit function staged is checked as fn's was: a
+			// delete with sets would drop the sets, and more keys than a
+			// frame counts would make the transaction look whole when
+			// torn. (The store then fails: the function may have moved
+			// the caller's state on.)
+			if t.del != "" && len(t.sets) > 0 {
+				return errors.New("store: a transaction may not both delete and set keys (its commit function set keys)")
+			}
+			if len(t.sets) > 0xffff {
+				return errors.New("store: transaction sets too many keys (with its commit function's)")
+			}
 		}
 		s.txMu.Lock()
 		defer s.txMu.Unlock()
