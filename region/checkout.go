@@ -103,10 +103,17 @@ const maxLoose = 64
 // It takes at most a quarter of the time ctx has left (compensateTimeout
 // without a deadline): a home still out of reach must not cost the
 // attempt its own deadline.
-func (n *Node) releaseLoose(ctx context.Context, loose []looseHold) []looseHold {
+func (n *Node) releaseLoose(ctx context.Context, plan *checkoutPlan, loose []looseHold) []looseHold {
 	if len(loose) == 0 {
 		return nil
 	}
+	// Its steps (the reservation sent again, the release) go in the
+	// plan's log, as every step of the saga does, after they all ran.
+	type step struct {
+		name, sku, res string
+		r              *HomeResponse
+	}
+	steps := make([][]step, len(loose))
 	var rctx context.Context
 	var cancel context.CancelFunc
 	if d, ok := ctx.Deadline(); ok {
@@ -121,6 +128,7 @@ func (n *Node) releaseLoose(ctx context.Context, loose []looseHold) []looseHold 
 		wg.Go(func() {
 			fp := sha256.Sum256([]byte(h.Key))
 			r := n.atHome(rctx, h.Home, &HomeRequest{Op: OpReserve, SKU: h.SKU, Qty: h.Qty, TTLMs: h.TTLMs, IdemKey: h.Key, IdemFP: fp[:], Checkout: h.Qty > crdt.MaxQty})
+			steps[i] = append(steps[i], step{"reserve", h.SKU, "", r})
 			switch {
 			case r.Err != nil:
 				left[i] = transient(r.Err)
@@ -131,10 +139,17 @@ func (n *Node) releaseLoose(ctx context.Context, loose []looseHold) []looseHold 
 			key := h.Key + "/release"
 			fp = sha256.Sum256([]byte(key))
 			rel := n.atHome(rctx, h.Home, &HomeRequest{Op: OpRelease, ID: r.Res.ID, IdemKey: key, IdemFP: fp[:]})
+			steps[i] = append(steps[i], step{"release", h.SKU, r.Res.ID, rel})
 			left[i] = rel.Err != nil && transient(rel.Err)
 		})
 	}
 	wg.Wait()
+	now := n.clock.Now()
+	for _, ss := range steps {
+		for _, st := range ss {
+			plan.note(now, st.name, st.sku, st.res, st.r)
+		}
+	}
 	var out []looseHold
 	for i, h := range loose {
 		if left[i] {
@@ -387,7 +402,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			}
 			// What earlier attempts may still hold is released first: it
 			// would compete with this attempt for the same units.
-			plan.Loose = n.releaseLoose(ctx, last.Loose)
+			plan.Loose = n.releaseLoose(ctx, plan, last.Loose)
 		}
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
@@ -619,6 +634,16 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	e := firstErr
 	if len(failed) > 0 {
 		e = &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("%d line(s) of cart %s cannot be reserved", len(failed), cartID), Lines: failed}
+		// A hold of an earlier attempt that could not be released (its
+		// release unanswered) may be what is short: this checkout's own.
+		// Not a final refusal then: the attempt ends, and the next one
+		// releases that hold first.
+		for _, f := range failed {
+			if i := slices.IndexFunc(plan.Loose, func(h looseHold) bool { return h.SKU == f.SKU }); i >= 0 {
+				e = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("%s is short, and this checkout may still hold units of it from an earlier attempt whose release got no answer; retry with the same key", f.SKU)}
+				break
+			}
+		}
 	}
 	return n.finishCheckout(cartID, plan, idem, nil, e)
 }
@@ -900,17 +925,31 @@ func (n *Node) SettleCheckouts() {
 
 func (n *Node) settle(key string) {
 	var rec *idemRecord
-	err := n.store.View([]string{prefixIdem + key}, func(r store.Reader) error {
-		var err error
-		rec, err = loadIdem(r, key, n.clock.Now())
-		return err
-	})
-	if err != nil {
-		n.log.Error("cannot read a checkout to settle it", "key", key, "err", err)
+	read := func() bool {
+		err := n.store.View([]string{prefixIdem + key}, func(r store.Reader) error {
+			var err error
+			rec, err = loadIdem(r, key, n.clock.Now())
+			return err
+		})
+		if err != nil {
+			n.log.Error("cannot read a checkout to settle it", "key", key, "err", err)
+		}
+		return err == nil
+	}
+	if !read() {
 		return
 	}
 	if rec == nil || !rec.unsettled() {
-		n.noteSaga(key, "", false)
+		// Forgotten only under the key's claim: a request running with
+		// the key may be saving a new plan this read did not see.
+		release, err := n.claim(key)
+		if err != nil {
+			return
+		}
+		defer release()
+		if read() && (rec == nil || !rec.unsettled()) {
+			n.noteSaga(key, "", false)
+		}
 		return
 	}
 	if n.clock.Now().Sub(time.UnixMilli(rec.AtMs)) < settleAfter {
@@ -930,6 +969,20 @@ func (n *Node) settle(key string) {
 		return
 	}
 	defer release()
+	// Read again under the claims: a retry of the key may have run (and
+	// settled, or begun another attempt) between the first read and the
+	// claims, and the plan read before them would run an attempt over
+	// again — buying the cart a second time.
+	if !read() {
+		return
+	}
+	if rec == nil || !rec.unsettled() {
+		n.noteSaga(key, "", false)
+		return
+	}
+	if rec.Plan.Cart != cartID {
+		return // not the checkout the claims were taken for: the next round
+	}
 	idem := Idem{Key: key}
 	copy(idem.Fingerprint[:], rec.FP)
 	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
