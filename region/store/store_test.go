@@ -117,15 +117,7 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	broken, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	broken.Close() // Sync on a closed file fails
-	st.fileMu.Lock()
-	good := st.syncFile
-	st.syncFile = broken
-	st.fileMu.Unlock()
+	mend := breakFsync(t, st)
 
 	var durable sync.Map // key → times its OnDurable ran
 	write := func(w, i int) error {
@@ -167,9 +159,7 @@ func TestGroupCommitFsyncFailure(t *testing.T) {
 		t.Fatalf("%d writes acknowledged while fsync fails", acked)
 	}
 
-	st.fileMu.Lock()
-	st.syncFile = good
-	st.fileMu.Unlock()
+	mend()
 	if !st.Failed() {
 		t.Fatal("the store did not fail on a failed fsync")
 	}

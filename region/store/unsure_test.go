@@ -20,20 +20,7 @@ func TestFailedFsyncTellsItsWriteApart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	broken, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	broken.Close() // Sync on a closed file fails
-	st.fileMu.Lock()
-	good := st.syncFile
-	st.syncFile = broken
-	st.fileMu.Unlock()
-	defer func() {
-		st.fileMu.Lock()
-		st.syncFile = good
-		st.fileMu.Unlock()
-	}()
+	defer breakFsync(t, st)()
 
 	err = st.Update(nil, func(tx *Tx) error { tx.Set("a", []byte("1")); return nil })
 	if !errors.Is(err, ErrWriteUnsure) || !errors.Is(err, ErrStoreFailed) {
@@ -42,5 +29,25 @@ func TestFailedFsyncTellsItsWriteApart(t *testing.T) {
 	err = st.Update(nil, func(tx *Tx) error { tx.Set("b", []byte("1")); return nil })
 	if !errors.Is(err, ErrStoreFailed) || errors.Is(err, ErrWriteUnsure) {
 		t.Fatalf("a write after the store failed: %v, want ErrStoreFailed and not ErrWriteUnsure (it wrote nothing)", err)
+	}
+}
+
+// breakFsync makes every fsync of st fail (the file it syncs is a closed
+// one) and returns what puts the real file back.
+func breakFsync(t *testing.T, st *Store) (mend func()) {
+	t.Helper()
+	broken, err := os.Open(st.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close() // Sync on a closed file fails
+	st.fileMu.Lock()
+	good := st.syncFile
+	st.syncFile = broken
+	st.fileMu.Unlock()
+	return func() {
+		st.fileMu.Lock()
+		st.syncFile = good
+		st.fileMu.Unlock()
 	}
 }
