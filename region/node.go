@@ -467,14 +467,24 @@ func (n *Node) markDot(tx *store.Tx, dot crdt.Dot) {
 // brought beyond the applied context (answer.go): that is added to ctx's
 // Answer, under the locks.
 func (n *Node) write(ctx context.Context, keys []string, fn func(tx *store.Tx, g *crdt.Group) error) error {
-	if err := n.store.MarkUsed(); err != nil {
-		return n.storeErr(err)
-	}
 	lk := n.store.Lock(keys...)
 	defer lk.Unlock()
 	var d Delta
 	g := &crdt.Group{}
-	err := lk.UpdateLocked(func(tx *store.Tx) error { return fn(tx, g) }, func(tx *store.Tx) error {
+	err := lk.UpdateLocked(func(tx *store.Tx) error {
+		if err := fn(tx, g); err != nil {
+			return err
+		}
+		if g.Len() > 0 {
+			// This write issues a dot: the run is recorded, durably, as
+			// one that may have handed dots out before the first (an
+			// unclean stop then starts a new incarnation). A write that
+			// changes nothing (a refusal, a repeat) issues none and
+			// leaves the run unmarked. Outside the store's commit lock.
+			return n.store.MarkUsed()
+		}
+		return nil
+	}, func(tx *store.Tx) error {
 		if g.Len() == 0 {
 			n.commitDigest(tx, nil)
 			return nil
@@ -1265,10 +1275,18 @@ func (n *Node) republishHeld() error {
 	for _, sku := range skus {
 		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, n.clock.Now())
-			if err == nil {
+			if err != nil {
+				return err
+			}
+			// Published anew only where it differs from what every region
+			// shows (the joined register): a write issues a dot, and a
+			// run that issued one starts a new incarnation at its next
+			// unclean stop — every restart would, for a home with an
+			// open hold.
+			if g.Len() > 0 || it.Held.Value != l.held() {
 				n.saveLedger(tx, g, sku, it, l)
 			}
-			return err
+			return nil
 		})
 		if err != nil {
 			return err
