@@ -12,7 +12,7 @@ import (
 )
 
 // nodeWithPeers opens us-east, a region of a cluster with peers.
-func nodeWithPeers(t *testing.T, peers ...string) *Node {
+func nodeWithPeers(t testing.TB, peers ...string) *Node {
 	t.Helper()
 	st, err := OpenStore(filepath.Join(t.TempDir(), "data.db"), store.Options{})
 	if err != nil {
