@@ -150,9 +150,9 @@ func (d *StreamDecoder) Next() ([]byte, error) {
 	if n > maxCompressedFrame || n > uint64(d.limit)+64 {
 		return nil, fmt.Errorf("%w: compressed frame of %d bytes, max %d", ErrFrameTooLarge, n, maxCompressedFrame)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(d.r, body); err != nil {
-		return nil, unexpected(err)
+	body, err := readPayload(d.r, int(n)) // grown as the bytes arrive
+	if err != nil {
+		return nil, err
 	}
 	m, k := binary.Uvarint(body)
 	if k > 0 && m > uint64(d.limit) {
@@ -179,8 +179,16 @@ func (d *StreamDecoder) Next() ([]byte, error) {
 	// out a block's data as soon as it has it, so a frame holding more
 	// in its last block shows here (and more in a further block stays in
 	// the feed, seen above at the next frame).
-	out := make([]byte, m+1)
+	// The output grows with what inflates (doubling from 4 KiB), not to
+	// the announced length at once: a few bytes announcing megabytes
+	// cost what they inflate to.
+	out := make([]byte, min(int(m)+1, readChunk))
 	for have := 0; have < int(m); {
+		if have == len(out) {
+			grown := make([]byte, min(int(m)+1, 2*len(out)))
+			copy(grown, out)
+			out = grown
+		}
 		n, err := d.fr.Read(out[have:])
 		have += n
 		switch {

@@ -35,7 +35,7 @@ const (
 // readChunk is how much a frame's buffer grows by before data for it has
 // arrived: a peer that announces a large frame and sends nothing makes the
 // reader allocate no more than this.
-const readChunk = 64 << 10
+const readChunk = 4 << 10
 
 // errFrameHeader reports a frame cut short inside its header.
 var errFrameHeader = errors.New("transport: truncated frame header")

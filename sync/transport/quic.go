@@ -82,7 +82,10 @@ type QUICTransport struct {
 	mu       sync.Mutex
 	incoming map[string]*quic.Conn // the connection each peer dialled to us
 	names    map[*quic.Conn]string // the peer each incoming connection is from
-	closed   bool
+	// streaming holds the incoming connections whose message stream is
+	// being served: a connection carries one at a time.
+	streaming map[*quic.Conn]bool
+	closed    bool
 }
 
 var (
@@ -153,16 +156,17 @@ func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &QUICTransport{
-		cfg:      cfg,
-		h:        h,
-		log:      log,
-		pc:       pc,
-		peers:    make(map[string]*quicPeer, len(cfg.Peers)),
-		ctx:      ctx,
-		cancel:   cancel,
-		incoming: make(map[string]*quic.Conn),
-		names:    make(map[*quic.Conn]string),
-		regions:  make(map[string]bool),
+		cfg:       cfg,
+		h:         h,
+		log:       log,
+		pc:        pc,
+		peers:     make(map[string]*quicPeer, len(cfg.Peers)),
+		ctx:       ctx,
+		cancel:    cancel,
+		incoming:  make(map[string]*quic.Conn),
+		names:     make(map[*quic.Conn]string),
+		streaming: make(map[*quic.Conn]bool),
+		regions:   make(map[string]bool),
 	}
 	t.obs, _ = h.(PeerObserver)
 	for name, addr := range cfg.Peers {
@@ -738,6 +742,7 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 		delete(t.incoming, name)
 	}
 	delete(t.names, conn)
+	delete(t.streaming, conn)
 	t.mu.Unlock()
 }
 
@@ -762,6 +767,14 @@ func (t *QUICTransport) hello(conn *quic.Conn, region string, s *quic.Stream) (s
 		t.mu.Unlock()
 		return "", ErrClosed
 	}
+	if t.streaming[conn] {
+		// A connection carries one message stream at a time (the
+		// dialler opens it with the connection): a second would hold a
+		// decompressor of its own for a few bytes of the peer's.
+		t.mu.Unlock()
+		return "", errors.New("transport: the connection has a message stream already")
+	}
+	t.streaming[conn] = true
 	old := t.incoming[name]
 	t.incoming[name] = conn
 	t.names[conn] = name
@@ -799,6 +812,9 @@ func (t *QUICTransport) serveStream(conn *quic.Conn, region string, s *quic.Stre
 		}
 		s.SetReadDeadline(time.Time{})
 		t.serveMessages(conn, name, s)
+		t.mu.Lock()
+		delete(t.streaming, conn)
+		t.mu.Unlock()
 	case kindCall:
 		// A peer calls only once its message stream is acknowledged.
 		name, ok := t.nameOf(conn)
