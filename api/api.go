@@ -320,6 +320,25 @@ func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 	return next(c)
 }
 
+// MaxHeaderFields bounds the header fields of a request that waits (for
+// a causal token, a home, a write concern): Go's server takes up to
+// MaxHeaderBytes of them, and parsed they take about 11 times their
+// bytes, which a waiting request holds for up to 10 s.
+const MaxHeaderFields = 100
+
+// checkHeaderFields refuses a request with more than MaxHeaderFields
+// header fields.
+func checkHeaderFields(h http.Header) error {
+	n := 0
+	for _, v := range h {
+		n += len(v)
+	}
+	if n > MaxHeaderFields {
+		return region.InvalidField("headers", "%d header fields; at most %d", n, MaxHeaderFields)
+	}
+	return nil
+}
+
 // begin is called once a request is validated and before the service
 // works on it. It honours a Lattice-Token (waiting up to Lattice-Wait for
 // the region to apply what the token covers) and returns the context of
@@ -330,6 +349,9 @@ func (h *handler) begin(c echo.Context) (context.Context, context.CancelFunc, er
 	req := c.Request()
 	req = req.WithContext(region.WithAnswer(withRequestID(req.Context(), requestIDFrom(c))))
 	c.SetRequest(req)
+	if err := checkHeaderFields(req.Header); err != nil {
+		return nil, nil, err
+	}
 	wait, err := parseWait(req.Header)
 	if err != nil {
 		return nil, nil, err

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -587,14 +588,89 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 	if err != nil {
 		return Errorf(CodeInvalidToken, "malformed Lattice-Token: %v", err)
 	}
-	return n.waitCovers(ctx, &want)
+	return n.waitCovers(ctx, &want, true)
 }
 
 // waitCovers waits until the region has applied everything want covers.
-func (n *Node) waitCovers(ctx context.Context, want *crdt.Context) error {
+//
+// Checked whole once; if that fails, the wait keeps only what want needs
+// as a list (each replica's counter, each out-of-order dot: no maps) and,
+// at each write the region applies, checks from the first item still
+// missing: a write costs a waiter O(1) unless it brings that item, and a
+// waiter's checks cost O(its token) in all, however many writes it sees.
+func (n *Node) waitCovers(ctx context.Context, want *crdt.Context, own bool) error {
+	n.amu.Lock()
+	if n.applied.Covers(want) {
+		n.amu.Unlock()
+		return nil
+	}
+	n.amu.Unlock()
+	// Each replica once: its counter (its whole prefix) and its
+	// out-of-order dots' counters, a range of one slice.
+	type span struct {
+		replica  crdt.ReplicaID
+		counter  uint64
+		from, to int
+	}
+	cloud := make([]crdt.Dot, 0, len(want.Cloud))
+	for d := range want.Cloud {
+		cloud = append(cloud, d)
+	}
+	slices.SortFunc(cloud, func(a, b crdt.Dot) int {
+		if c := strings.Compare(string(a.Replica), string(b.Replica)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Counter, b.Counter)
+	})
+	spans := make([]span, 0, len(want.VV))
+	counters := make([]uint64, len(cloud))
+	at := make(map[crdt.ReplicaID]int, len(want.VV))
+	for r, v := range want.VV {
+		at[r] = len(spans)
+		spans = append(spans, span{replica: r, counter: v})
+	}
+	for k := 0; k < len(cloud); {
+		r := cloud[k].Replica
+		i, ok := at[r]
+		if !ok {
+			i = len(spans)
+			spans = append(spans, span{replica: r})
+		}
+		spans[i].from = k
+		for ; k < len(cloud) && cloud[k].Replica == r; k++ {
+			counters[k] = cloud[k].Counter
+		}
+		spans[i].to = k
+	}
+	if own {
+		*want = crdt.Context{} // what waits is the lists above, not the maps
+	}
+	// Where the checks stand: the prefixes first, then each replica's
+	// dots (span si, counter k: k is within spans[si] once started).
+	prefixes, si, k, started := 0, 0, 0, false
 	for {
 		n.amu.Lock()
-		ok := n.applied.Covers(want)
+		for prefixes < len(spans) && n.applied.VV[spans[prefixes].replica] >= spans[prefixes].counter {
+			// The applied context is kept compacted: its cloud never
+			// holds the dot after its version vector's entry.
+			prefixes++
+		}
+		if prefixes == len(spans) {
+			for si < len(spans) {
+				sp := &spans[si]
+				if !started {
+					k, started = sp.from, true
+				}
+				for k < sp.to && n.applied.Contains(crdt.Dot{Replica: sp.replica, Counter: counters[k]}) {
+					k++
+				}
+				if k < sp.to {
+					break
+				}
+				si, started = si+1, false
+			}
+		}
+		ok := prefixes == len(spans) && si == len(spans)
 		if !ok && n.appliedCh == nil {
 			n.appliedCh = make(chan struct{})
 		}

@@ -259,7 +259,7 @@ func (p *Partitions) WaitToken(ctx context.Context, token string) error {
 		if c == nil || n == nil {
 			return nil
 		}
-		return n.waitCovers(ctx, c)
+		return n.waitCovers(ctx, c, false)
 	}
 	if part, ok := PartitionOf(ctx); ok {
 		return wait(part)

@@ -81,7 +81,7 @@ func TestDamagedCartClaimsOnlyWhatItShows(t *testing.T) {
 	want.Insert(kd)
 	ctx, cancel := contextWithTimeout(time.Second)
 	defer cancel()
-	if err := node.waitCovers(ctx, &want); err != nil {
+	if err := node.waitCovers(ctx, &want, false); err != nil {
 		return // the kiwi write is not claimed: nothing promised
 	}
 	view := must[Cart](t)(node.GetCart(bg, "v"))
