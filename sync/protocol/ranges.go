@@ -290,7 +290,12 @@ func (p *Protocol) takeSketch(ae *aeRound, v *view, s aeSketch) {
 		if d.k == 1 {
 			wd = max(wd, 3)
 		}
-		if wd > MaxSketchWidth {
+		if wd > MaxSketchWidth || ae.retries >= p.maxRetries() {
+			// Too wide, or the round has sent as many ranges again as it
+			// may: the tree below, which always makes progress (a round
+			// whose every bucket differs by keys changed on both sides
+			// otherwise spent its retries on sketches too narrow to
+			// decode, shipped nothing, and the next round did the same).
 			ae.queue = append(ae.queue, v.split(lo, bucketStart(b+1)))
 			return
 		}
