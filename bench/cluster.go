@@ -429,11 +429,11 @@ func gather(s *server.Server) (map[string]*dto.MetricFamily, error) {
 // of all its partitions' stores, on all its nodes.
 type StoreStats struct {
 	Region string `json:"region"`
-	// Fsyncs, their mean duration, and how many took longer than 51.2 ms
-	// (the fsync histogram's bucket bound nearest 50 ms).
+	// Fsyncs, their mean duration, and how many took longer than
+	// SlowFsync (a bound of the fsync histogram's buckets).
 	Fsyncs      uint64  `json:"fsyncs"`
 	FsyncMeanMS float64 `json:"fsync_mean_ms"`
-	FsyncsOver  uint64  `json:"fsyncs_over_51ms"`
+	FsyncsOver  uint64  `json:"fsyncs_over_50ms"`
 	// BatchMean is the mean number of transactions one fsync made durable
 	// (group commit).
 	BatchMean float64 `json:"fsync_batch_mean"`
@@ -468,7 +468,7 @@ func (c *cluster) storeStats() ([]StoreStats, error) {
 				secs += h.GetSampleSum()
 				over := h.GetSampleCount()
 				for _, b := range h.GetBucket() {
-					if b.GetUpperBound() <= 0.0512+1e-9 {
+					if b.GetUpperBound() <= SlowFsync+1e-9 {
 						over = h.GetSampleCount() - b.GetCumulativeCount()
 					}
 				}
@@ -518,3 +518,8 @@ func histogramsOf(mf *dto.MetricFamily) []*dto.Histogram {
 	}
 	return out
 }
+
+// SlowFsync is the duration past which the report counts an fsync as
+// slow (StoreStats.FsyncsOver), in seconds: a bound of the fsync
+// histogram's buckets (region.FsyncBuckets), so the count is exact.
+const SlowFsync = 0.05

@@ -177,7 +177,14 @@ func probeConcerns(ctx context.Context, cl *client, names []string, latency map[
 				(*errs)[s.call.Code]++
 			}
 			lv.Write, lv.Read = Summarize(w), Summarize(rd)
-			lv.WriteOverFloorP50MS, lv.ReadOverFloorP50MS = lv.Write.P50-lv.FloorMS, lv.Read.P50-lv.FloorMS
+			// Only from answers: a level with none has no figure (not
+			// minus the floor).
+			if lv.Write.Count > 0 {
+				lv.WriteOverFloorP50MS = lv.Write.P50 - lv.FloorMS
+			}
+			if lv.Read.Count > 0 {
+				lv.ReadOverFloorP50MS = lv.Read.P50 - lv.FloorMS
+			}
 			rc.Levels = append(rc.Levels, lv)
 		}
 		res.Regions = append(res.Regions, rc)

@@ -77,8 +77,15 @@ func LogBins(samples []float64, n int, lo, hi float64) []Bin {
 	}
 	bins[0].Lo, bins[n-1].Hi = lo, hi
 	for _, v := range pos {
-		i := int(math.Floor((math.Log(v) - llo) / step))
-		bins[min(max(i, 0), n-1)].Count++
+		i := min(max(int(math.Floor((math.Log(v)-llo)/step)), 0), n-1)
+		// The log's rounding may put a bin's bound in its neighbour.
+		for i > 0 && v < bins[i].Lo {
+			i--
+		}
+		for i < n-1 && v >= bins[i].Hi {
+			i++
+		}
+		bins[i].Count++
 	}
 	return bins
 }
@@ -261,6 +268,9 @@ func (r *Result) plotWrites(path string) error {
 		c    color.Color
 	}{{"p50", s.P50, color.NRGBA{G: 140, A: 255}}, {"p99", s.P99, color.NRGBA{R: 220, G: 120, A: 255}},
 		{"p99.9", s.P999, color.NRGBA{R: 200, A: 255}}}
+	if s.Count < MinP999Samples {
+		marks = marks[:2] // no p99.9 from so few samples
+	}
 	for _, m := range marks {
 		l, err := vline(m.v, 0, ymax, m.c, []vg.Length{vg.Points(6), vg.Points(3)})
 		if err != nil {

@@ -287,10 +287,10 @@ func (r *Result) Markdown() string {
 	}
 	w("\n## Local write latency (HTTP, at the origin), ms\n\n")
 	w("| writes | count | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n")
-	w("| all local writes | %d | %s | %s | %s | %s |\n", r.WriteLatency.Count, f(r.WriteLatency.P50), f(r.WriteLatency.P99), f(r.WriteLatency.P999), f(r.WriteLatency.Max))
+	w("| all local writes | %d | %s | %s | %s | %s |\n", r.WriteLatency.Count, f(r.WriteLatency.P50), f(r.WriteLatency.P99), p999(r.WriteLatency), f(r.WriteLatency.Max))
 	for _, k := range Kinds() {
 		if s, ok := r.WriteLatencyByKind[k.String()]; ok {
-			w("| %s | %d | %s | %s | %s | %s |\n", k, s.Count, f(s.P50), f(s.P99), f(s.P999), f(s.Max))
+			w("| %s | %d | %s | %s | %s | %s |\n", k, s.Count, f(s.P50), f(s.P99), p999(s), f(s.Max))
 		}
 	}
 
@@ -307,7 +307,7 @@ func (r *Result) Markdown() string {
 		s    Summary
 	}{{"hold, sent to the home", r.Reservations.Home}, {"hold, sent to a non-home region", r.Reservations.NonHome},
 		{"commit", r.Reservations.Commit}, {"release", r.Reservations.Release}} {
-		w("| %s | %d | %s | %s | %s | %s |\n", row.name, row.s.Count, f(row.s.P50), f(row.s.P99), f(row.s.P999), f(row.s.Max))
+		w("| %s | %d | %s | %s | %s | %s |\n", row.name, row.s.Count, f(row.s.P50), f(row.s.P99), p999(row.s), f(row.s.Max))
 	}
 
 	if r.Escrow != nil {
@@ -320,7 +320,7 @@ func (r *Result) Markdown() string {
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, p := range r.Convergence {
 		w("| %s → %s | %s | %d | %s | %s | %s | %s | %s | %d | %d |\n", p.From, p.To, f(p.OneWayMS), p.Count,
-			f(p.P50), f(p.P99), f(p.P999), f(p.Max), f(p.OverFloorP50MS), p.ViaAntiEntropy, p.Missing)
+			f(p.P50), f(p.P99), p999(p.Summary), f(p.Max), f(p.OverFloorP50MS), p.ViaAntiEntropy, p.Missing)
 	}
 
 	if r.Concerns != nil {
@@ -338,7 +338,7 @@ func (r *Result) Markdown() string {
 	}
 
 	w("\n## Stores (whole run)\n\n")
-	w("| region | fsyncs | mean fsync | fsyncs > 51 ms | writes per fsync | file rewrites | file / live bytes at the end, per node |\n|---|---:|---:|---:|---:|---:|---|\n")
+	w("| region | fsyncs | mean fsync | fsyncs > 50 ms | writes per fsync | file rewrites | file / live bytes at the end, per node |\n|---|---:|---:|---:|---:|---:|---|\n")
 	for _, st := range r.Stores {
 		var nodes []string
 		for _, n := range st.Nodes {

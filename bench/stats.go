@@ -14,7 +14,9 @@ type Summary struct {
 	P50   float64 `json:"p50_ms"`
 	P90   float64 `json:"p90_ms"`
 	P99   float64 `json:"p99_ms"`
-	P999  float64 `json:"p999_ms"`
+	// P999 is set from MinP999Samples samples on (0 below: with fewer,
+	// the 99.9th percentile is only the largest sample).
+	P999 float64 `json:"p999_ms"`
 	Max   float64 `json:"max_ms"`
 }
 
@@ -30,6 +32,10 @@ func Summarize(samples []float64) Summary {
 	for _, v := range s {
 		sum += v
 	}
+	var p999 float64
+	if len(s) >= MinP999Samples {
+		p999 = Percentile(s, 99.9)
+	}
 	return Summary{
 		Count: len(s),
 		Min:   s[0],
@@ -37,7 +43,7 @@ func Summarize(samples []float64) Summary {
 		P50:   Percentile(s, 50),
 		P90:   Percentile(s, 90),
 		P99:   Percentile(s, 99),
-		P999:  Percentile(s, 99.9),
+		P999:  p999,
 		Max:   s[len(s)-1],
 	}
 }
@@ -104,3 +110,16 @@ func Downsample(pts []Point, n int) []Point {
 
 // ms returns d in milliseconds.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// MinP999Samples is the fewest samples a 99.9th percentile is reported
+// from: with fewer, the nearest rank is the largest sample.
+const MinP999Samples = 1000
+
+// p999 formats s's 99.9th percentile, or "–" when s has too few samples
+// for one.
+func p999(s Summary) string {
+	if s.Count < MinP999Samples {
+		return "–"
+	}
+	return f(s.P999)
+}
