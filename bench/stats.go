@@ -17,7 +17,7 @@ type Summary struct {
 	// P999 is set from MinP999Samples samples on (0 below: with fewer,
 	// the 99.9th percentile is only the largest sample).
 	P999 float64 `json:"p999_ms"`
-	Max   float64 `json:"max_ms"`
+	Max  float64 `json:"max_ms"`
 }
 
 // Summarize returns the summary of samples (milliseconds); every field is
