@@ -246,7 +246,13 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		elapsed := time.Since(start)
 		req, res := c.Request(), c.Response()
 		route := routeLabel(c.Path())
-		h.metrics.observe(req.Method, route, res.Status, elapsed)
+		if req.Header.Get(HeaderForwarded) == "" {
+			// A request another node of the region forwarded here is
+			// counted there, where the client sent it (its time there
+			// includes the forward): counted here too, a region's
+			// request rate would count it twice.
+			h.metrics.observe(req.Method, route, res.Status, elapsed)
+		}
 		if h.log.Enabled(req.Context(), h.accessLevel) {
 			h.log.LogAttrs(req.Context(), h.accessLevel, "api: request",
 				slog.String("method", req.Method),
