@@ -33,7 +33,7 @@ type req struct {
 	header             map[string]string
 }
 
-func (r req) do(t *testing.T, h http.Handler) *httptest.ResponseRecorder {
+func (r req) do(t testing.TB, h http.Handler) *httptest.ResponseRecorder {
 	t.Helper()
 	var body io.Reader
 	if r.body != "" {
