@@ -2,7 +2,6 @@ package api
 
 import (
 	"fmt"
-	"github.com/latticedb/lattice/crdt"
 	"io"
 	"log/slog"
 	"math"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/store"
 )
