@@ -265,7 +265,7 @@ func TestCausalTokenMemoryBounded(t *testing.T) {
 	waitUntil(t, 5*time.Second, "the request waits", func() bool {
 		n.amu.Lock()
 		defer n.amu.Unlock()
-		return n.appliedCh != nil
+		return len(n.appliedWaits) > 0
 	})
 	runtime.GC()
 	runtime.ReadMemStats(&during)

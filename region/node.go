@@ -125,8 +125,12 @@ type Node struct {
 
 	amu     sync.Mutex
 	applied crdt.Context
-	// appliedCh is closed when applied grows; nil while no one waits.
-	appliedCh chan struct{}
+	// appliedWaits holds, per replica, the channel closed when applied
+	// grows by a dot of that replica, for the waiters whose first missing
+	// item is that replica's (waitCovers): a write wakes only the waiters
+	// it may satisfy, not every waiter. An entry lives while it has
+	// waiters; the first growth of its replica removes it.
+	appliedWaits map[crdt.ReplicaID]*appliedWait
 	// token is the causal token of applied, "" until asked for since
 	// applied last grew.
 	token string
@@ -541,7 +545,7 @@ func (n *Node) storeErr(err error) error {
 func (n *Node) noteApplied(dots *crdt.Context) {
 	n.amu.Lock()
 	n.applied.Join(dots)
-	n.appliedGrew()
+	n.appliedGrew(dots)
 	n.amu.Unlock()
 }
 
@@ -549,18 +553,69 @@ func (n *Node) noteApplied(dots *crdt.Context) {
 func (n *Node) noteAppliedDot(dot crdt.Dot) {
 	n.amu.Lock()
 	n.applied.Insert(dot)
-	n.appliedGrew()
+	n.wakeReplica(dot.Replica)
+	n.token = ""
 	n.amu.Unlock()
 }
 
-// appliedGrew wakes the waiters on applied and forgets its token; the
-// caller holds n.amu.
-func (n *Node) appliedGrew() {
-	if n.appliedCh != nil {
-		close(n.appliedCh)
-		n.appliedCh = nil
-	}
+// appliedWait is the channel a replica's waiters wait on and how many
+// wait on it.
+type appliedWait struct {
+	ch      chan struct{}
+	waiters int
+}
+
+// appliedGrew wakes the waiters on the replicas of dots, which applied
+// has just joined, and forgets applied's token; the caller holds n.amu.
+// Joining a replica's dots changes only what applied holds of that
+// replica (its counter and its out-of-order dots), so the waiters on
+// every other replica have nothing new to check.
+func (n *Node) appliedGrew(dots *crdt.Context) {
 	n.token = ""
+	if len(n.appliedWaits) == 0 || dots == nil {
+		return
+	}
+	for r := range dots.VV {
+		n.wakeReplica(r)
+	}
+	for d := range dots.Cloud {
+		n.wakeReplica(d.Replica)
+	}
+}
+
+// wakeReplica wakes the waiters on replica r; the caller holds n.amu.
+func (n *Node) wakeReplica(r crdt.ReplicaID) {
+	if w := n.appliedWaits[r]; w != nil {
+		close(w.ch)
+		delete(n.appliedWaits, r)
+	}
+}
+
+// waitReplica returns the wait on replica r, counting one more waiter;
+// the caller holds n.amu.
+func (n *Node) waitReplica(r crdt.ReplicaID) *appliedWait {
+	w := n.appliedWaits[r]
+	if w == nil {
+		if n.appliedWaits == nil {
+			n.appliedWaits = make(map[crdt.ReplicaID]*appliedWait)
+		}
+		w = &appliedWait{ch: make(chan struct{})}
+		n.appliedWaits[r] = w
+	}
+	w.waiters++
+	return w
+}
+
+// leaveWait counts a waiter of w out, dropping w with its last waiter
+// unless its replica has grown meanwhile.
+func (n *Node) leaveWait(r crdt.ReplicaID, w *appliedWait) {
+	n.amu.Lock()
+	if n.appliedWaits[r] == w {
+		if w.waiters--; w.waiters == 0 {
+			delete(n.appliedWaits, r)
+		}
+	}
+	n.amu.Unlock()
 }
 
 // Applied returns a copy of the region-level causal context: every write
@@ -596,8 +651,9 @@ func (n *Node) WaitToken(ctx context.Context, token string) error {
 // Checked whole once; if that fails, the wait keeps only what want needs
 // as a list (each replica's counter, each out-of-order dot: no maps) and,
 // at each write the region applies, checks from the first item still
-// missing: a write costs a waiter O(1) unless it brings that item, and a
-// waiter's checks cost O(its token) in all, however many writes it sees.
+// missing: a waiter waits on the replica of that item, so only a write of
+// that replica wakes it (appliedGrew), and a waiter's checks cost O(its
+// token) in all, however many writes it sees.
 func (n *Node) waitCovers(ctx context.Context, want *crdt.Context, own bool) error {
 	n.amu.Lock()
 	if n.applied.Covers(want) {
@@ -670,18 +726,20 @@ func (n *Node) waitCovers(ctx context.Context, want *crdt.Context, own bool) err
 				si, started = si+1, false
 			}
 		}
-		ok := prefixes == len(spans) && si == len(spans)
-		if !ok && n.appliedCh == nil {
-			n.appliedCh = make(chan struct{})
-		}
-		ch := n.appliedCh
-		n.amu.Unlock()
-		if ok {
+		if prefixes == len(spans) && si == len(spans) {
+			n.amu.Unlock()
 			return nil
 		}
+		r := spans[si].replica
+		if prefixes < len(spans) {
+			r = spans[prefixes].replica
+		}
+		w := n.waitReplica(r)
+		n.amu.Unlock()
 		select {
-		case <-ch:
+		case <-w.ch:
 		case <-ctx.Done():
+			n.leaveWait(r, w)
 			return Errorf(CodeCausalTimeout, "region %s has not yet applied everything the token covers", n.name)
 		}
 	}
@@ -809,7 +867,7 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	// Before the deferred unlock.
 	n.amu.Lock()
 	n.applied.Join(dots)
-	n.appliedGrew()
+	n.appliedGrew(dots)
 	n.noteReflects(keys, reflects)
 	n.amu.Unlock()
 	return nil

@@ -49,3 +49,78 @@ func TestWaitCoversEveryReplicasDots(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitWakesOnlyOnItsReplica checks that a causal wait on another
+// region's write is not woken by this region's own writes (each wait
+// waits on the replica of the first item it misses), that it returns once
+// the missing write of that replica arrives, including one applied out of
+// order, and that waits which time out leave nothing registered.
+func TestWaitWakesOnlyOnItsReplica(t *testing.T) {
+	n := nodeWithPeers(t, "eu-west", "ap-south")
+	ctx := context.Background()
+	want := crdt.Context{}
+	want.Insert(crdt.Dot{Replica: "eu-west", Counter: 1})
+	want.Insert(crdt.Dot{Replica: "ap-south", Counter: 2}) // out of order
+	done := make(chan error, 1)
+	go func() {
+		w := want.Clone()
+		done <- n.waitCovers(ctx, &w, true)
+	}()
+	registered := func(r crdt.ReplicaID) bool {
+		n.amu.Lock()
+		defer n.amu.Unlock()
+		return n.appliedWaits[r] != nil
+	}
+	waitUntil(t, 5*time.Second, "the wait registers", func() bool {
+		return registered("eu-west") || registered("ap-south")
+	})
+	first := crdt.ReplicaID("eu-west")
+	if !registered(first) {
+		first = "ap-south"
+	}
+	n.amu.Lock()
+	w := n.appliedWaits[first]
+	n.amu.Unlock()
+	for i := range 20 {
+		if _, err := n.AddItem(ctx, "c", "s", int64(i+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-w.ch:
+		t.Fatalf("the wait on %s was woken by this region's own writes", first)
+	default:
+	}
+	for _, d := range []crdt.Dot{{Replica: "eu-west", Counter: 1}, {Replica: "ap-south", Counter: 2}} {
+		dots := crdt.Context{}
+		dots.Insert(d)
+		if err := n.ApplyRemote(&dots, &crdt.Group{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the wait answered %v once both writes were applied", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait did not return once both writes were applied")
+	}
+	for range 50 {
+		never := crdt.Context{}
+		never.Insert(crdt.Dot{Replica: crdt.ReplicaID("gone-region"), Counter: 3})
+		tctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+		err := n.waitCovers(tctx, &never, true)
+		cancel()
+		var e *Error
+		if !errors.As(err, &e) || e.Code != CodeCausalTimeout {
+			t.Fatalf("a wait on a write never applied answered %v; want causal_timeout", err)
+		}
+	}
+	n.amu.Lock()
+	left := len(n.appliedWaits)
+	n.amu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d waits stay registered after every waiter left", left)
+	}
+}
