@@ -180,7 +180,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	})
 	if err == nil {
 		err = s.Scan("", func(k string, _ []byte, _ error) bool {
-			if k != epochKey {
+			if k != epochKey && k != delMarkKey {
 				empty = false
 			}
 			return empty

@@ -67,13 +67,39 @@ func tornAt(path string) (int64, error) {
 		groupSlack int // damaged values just before the group
 	)
 	torn := func() bool { return groupTx != 0 && groupSeen+groupSlack < groupWant }
+	// A delete and its record (delMarkKey), next to each other in either
+	// order: where the first of a pair not yet matched starts (-1: none)
+	// and the CRC-32C of the key it names. Deletes of files written before
+	// records are bare; once a pair has been seen, a bare delete is damage.
+	var (
+		delAt, markAt   int64 = -1, -1
+		delSum, markSum uint32
+		paired          bool
+	)
+	// tear returns where a tear at at begins, reaching back to a delete
+	// or a record whose other half it cut off.
+	tear := func(at int64) int64 {
+		if markAt >= 0 {
+			at = min(at, markAt)
+		}
+		if delAt >= 0 && paired {
+			at = min(at, delAt)
+		}
+		return at
+	}
+	damagedDel := func(format string, a ...any) error {
+		return fmt.Errorf("store: damaged file %s: %s", path, fmt.Sprintf(format, a...))
+	}
 	var c command
 	for {
 		n, err := c.read(r)
 		switch {
 		case errors.Is(err, io.EOF) && n == 0:
 			if torn() {
-				return groupStart, nil
+				return tear(groupStart), nil
+			}
+			if markAt >= 0 || (delAt >= 0 && paired) {
+				return tear(pos), nil
 			}
 			return -1, nil
 		case errors.Is(err, errNUL), errors.Is(err, io.ErrUnexpectedEOF):
@@ -86,9 +112,9 @@ func tornAt(path string) (int64, error) {
 			}
 			// A tear: the group it belongs to goes with it.
 			if torn() && pos > groupStart {
-				return groupStart, nil
+				return tear(groupStart), nil
 			}
-			return pos, nil
+			return tear(pos), nil
 		case err != nil:
 			// A command that runs into NUL bytes filling the rest of the
 			// file is torn, not damaged: a crash extended the file, and
@@ -103,12 +129,42 @@ func tornAt(path string) (int64, error) {
 					return 0, werr
 				} else if !ok || at >= z {
 					if torn() && pos > groupStart {
-						return groupStart, nil
+						return tear(groupStart), nil
 					}
-					return pos, nil
+					return tear(pos), nil
 				}
 			}
 			return 0, fmt.Errorf("store: damaged file %s at byte %d: %w", path, pos, err)
+		}
+		switch mark := c.delMark(); {
+		case c.del && markAt >= 0:
+			if c.keyCRC != markSum {
+				return 0, damagedDel("the delete at byte %d does not name the key its record at byte %d names", pos, markAt)
+			}
+			markAt, paired = -1, true
+		case c.del:
+			if delAt >= 0 && paired {
+				return 0, damagedDel("the delete at byte %d has no record", delAt)
+			}
+			delAt, delSum = pos, c.keyCRC
+		case mark && delAt >= 0 && (paired || c.markSum == delSum):
+			if c.markSum != delSum {
+				return 0, damagedDel("the delete at byte %d does not name the key its record at byte %d names", delAt, pos)
+			}
+			delAt, paired = -1, true
+		case mark:
+			if markAt >= 0 {
+				return 0, damagedDel("the delete record at byte %d is not next to its delete", markAt)
+			}
+			delAt, markAt, markSum = -1, pos, c.markSum
+		default:
+			if markAt >= 0 {
+				return 0, damagedDel("the delete record at byte %d is not next to its delete", markAt)
+			}
+			if delAt >= 0 && paired {
+				return 0, damagedDel("the delete at byte %d has no record", delAt)
+			}
+			delAt = -1
 		}
 		if c.set && !c.sound {
 			// Damaged: one more value of the group it is in, or of the
@@ -260,10 +316,29 @@ const recoverBuffer = 1 << 20
 // checksum.
 type command struct {
 	set     bool
+	del     bool
 	sound   bool
-	keyCRC  uint32 // CRC-32C of a set's key
+	keyCRC  uint32 // CRC-32C of a set's or a delete's key
+	keyLen  int
+	keyHead [len(delMarkKey)]byte // the key's first bytes
 	head    [maxHeader]byte
 	headLen int
+	valLen  int
+	markSum uint32 // a delete record's payload (delMark)
+}
+
+// delMark reports whether c is a sound delete record (delMarkKey), and
+// sets c.markSum to the checksum of the key it names.
+func (c *command) delMark() bool {
+	if !c.set || !c.sound || c.keyLen != len(delMarkKey) || string(c.keyHead[:]) != delMarkKey {
+		return false
+	}
+	_, _, _, payload, ok := frameHeader(c.head[:c.headLen])
+	if !ok || len(payload) < 4 || c.valLen != c.headLen-len(payload)+4 {
+		return false
+	}
+	c.markSum = binary.BigEndian.Uint32(payload)
+	return true
 }
 
 // read reads one RESP array of bulk strings, as BuntDB writes them (as
@@ -285,7 +360,7 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 	if n < 1 || n > 16 {
 		return 0, fmt.Errorf("store: bad command arity %d", n)
 	}
-	c.set, c.sound, c.headLen = false, false, 0
+	c.set, c.del, c.sound, c.headLen, c.keyLen = false, false, false, 0, 0
 	for i := range n {
 		m, l, err := readLenFast(r, '$')
 		if err != nil {
@@ -303,13 +378,21 @@ func (c *command) read(r *bufio.Reader) (int64, error) {
 				return 0, unexpected(err)
 			}
 			c.set = n == 3 && bytes.EqualFold(p, []byte("set"))
-		case i == 1 && c.set:
+			c.del = n == 2 && bytes.EqualFold(p, []byte("del"))
+		case i == 1 && (c.set || c.del):
+			p, err := r.Peek(min(m, len(c.keyHead)))
+			if err != nil {
+				return 0, unexpected(err)
+			}
+			c.keyLen = m
+			copy(c.keyHead[:], p)
 			d, err := c.checksum(r, m, 0, &c.keyCRC)
 			if err != nil {
 				return 0, err
 			}
 			skip = m - d
 		case i == 2 && c.set:
+			c.valLen = m
 			d, err := c.value(r, m)
 			if err != nil {
 				return 0, err

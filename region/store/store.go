@@ -71,6 +71,17 @@ import (
 // thus always complete.
 const epochKey = "~epoch"
 
+// delMarkKey is the record a delete writes beside itself: in the same
+// BuntDB transaction, so in the same write and next to it in the file, a
+// framed value under this key whose payload is the CRC-32C of the
+// deleted key. BuntDB writes a delete as the bare key, with nothing to
+// check it by; on open (tornAt) each delete is checked against its
+// record, so that a delete whose key was damaged into another key of the
+// store is refused as damage rather than loaded as the deletion of that
+// key, and a delete torn from its record is cut with it. The key holds
+// the record of the last delete and sorts before epochKey.
+const delMarkKey = "~del"
+
 // ErrCorrupt is returned (wrapped in a *CorruptError) for a stored value
 // whose checksum fails. The value is never served or replicated.
 var ErrCorrupt = errors.New("store: stored value failed its checksum")

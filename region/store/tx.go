@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -322,10 +323,26 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		}
 		if t.del != "" {
 			old, err := btx.Delete(t.del)
-			if err != nil && !errors.Is(err, buntdb.ErrNotFound) {
+			if errors.Is(err, buntdb.ErrNotFound) {
+				return nil // BuntDB writes nothing
+			}
+			if err != nil {
 				return err
 			}
 			s.live -= int64(len(t.del) + len(old))
+			// The delete's record (delMarkKey), in the same write.
+			s.txid++
+			var sum [4]byte
+			binary.BigEndian.PutUint32(sum[:], keyCRC(t.del))
+			v := frame(delMarkKey, s.txid, 1, s.mark, sum[:])
+			old, replaced, err := btx.Set(delMarkKey, v, nil)
+			if err != nil {
+				return err
+			}
+			if replaced {
+				s.live -= int64(len(delMarkKey) + len(old))
+			}
+			s.live += int64(len(delMarkKey) + len(v))
 			return nil
 		}
 		s.txid++
