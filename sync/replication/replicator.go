@@ -431,6 +431,13 @@ func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([
 		r.m.Rejected.WithLabelValues(from).Inc()
 		return nil, fmt.Errorf("replication: bad home request: %w", err)
 	}
+	if req.From != "" && req.From != from {
+		// A request in a region's own name (escrow grants and recalls) is
+		// that region's only: a peer's certificate names the region it
+		// speaks for, and no region asks on another's behalf.
+		r.m.Rejected.WithLabelValues(from).Inc()
+		return crdt.Marshal(&region.HomeResponse{Err: region.InvalidField("from", "a request from region %s in the name of %q", from, req.From)})
+	}
 	return crdt.Marshal(node.ServeForwarded(ctx, &req))
 }
 
