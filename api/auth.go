@@ -229,34 +229,39 @@ const bearerRealm = `Bearer realm="lattice"`
 // through.
 func (h *handler) authorize(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if h.tokens == nil {
-			return next(c)
-		}
-		req := c.Request()
-		if !h.protectProbes && probePaths[req.URL.Path] {
-			return next(c)
-		}
-		need := ScopeWrite
-		if req.Method == http.MethodGet || req.Method == http.MethodHead {
-			need = ScopeRead
-		}
-		hdr := c.Response().Header()
-		tok, ok := BearerToken(req.Header)
-		if !ok {
-			hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm)
-			return region.Errorf(CodeUnauthorized, "a bearer token is required: Authorization: Bearer TOKEN")
-		}
-		got := h.tokens.Scope(tok)
-		switch {
-		case got == ScopeNone:
-			hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm+`, error="invalid_token"`)
-			return region.Errorf(CodeUnauthorized, "the bearer token is not valid")
-		case got < need:
-			hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm+`, error="insufficient_scope", scope="write"`)
-			return region.Errorf(CodeForbidden, "the bearer token may only read; %s needs a read-write token", req.Method)
+		if err := checkToken(h.tokens, h.protectProbes, c.Request(), c.Response().Header()); err != nil {
+			return err
 		}
 		return next(c)
 	}
+}
+
+// checkToken is authorize's check of req: nil if req may go on, else the
+// refusal, with its WWW-Authenticate challenge set on hdr. With no
+// Tokens it lets everything through.
+func checkToken(tokens *Tokens, protectProbes bool, req *http.Request, hdr http.Header) *region.Error {
+	if tokens == nil || (!protectProbes && probePaths[req.URL.Path]) {
+		return nil
+	}
+	need := ScopeWrite
+	if req.Method == http.MethodGet || req.Method == http.MethodHead {
+		need = ScopeRead
+	}
+	tok, ok := BearerToken(req.Header)
+	if !ok {
+		hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm)
+		return region.Errorf(CodeUnauthorized, "a bearer token is required: Authorization: Bearer TOKEN")
+	}
+	got := tokens.Scope(tok)
+	switch {
+	case got == ScopeNone:
+		hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm+`, error="invalid_token"`)
+		return region.Errorf(CodeUnauthorized, "the bearer token is not valid")
+	case got < need:
+		hdr.Set(echo.HeaderWWWAuthenticate, bearerRealm+`, error="insufficient_scope", scope="write"`)
+		return region.Errorf(CodeForbidden, "the bearer token may only read; %s needs a read-write token", req.Method)
+	}
+	return nil
 }
 
 // BearerToken returns the token of the request's one Authorization

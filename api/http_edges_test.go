@@ -137,7 +137,7 @@ func TestHeadHealthzAnswersAlikeWhileStarting(t *testing.T) {
 	t.Cleanup(n.Close)
 	serving := httptest.NewServer(api.New(n, api.Options{Logger: slog.New(slog.DiscardHandler)}))
 	defer serving.Close()
-	starting := httptest.NewServer(api.Starting("us-east", func() string { return "opening its store" }))
+	starting := httptest.NewServer(api.Starting("us-east", func() string { return "opening its store" }, nil, false))
 	defer starting.Close()
 
 	up := edgeSend(t, http.MethodHead, serving.URL+"/healthz", "", nil)

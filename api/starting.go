@@ -16,11 +16,25 @@ const StartingRetryAfter = 5
 // process is alive) and every other request 503 starting, a problem with
 // Retry-After, whose detail is what the process is doing (detail()).
 // Nothing else is read or written, so every request gets a whole answer.
-func Starting(regionName string, detail func() string) http.Handler {
+// With tokens, a request is first checked as it is once the region
+// serves (Options.Tokens and ProtectProbes): 401 or 403 without a token
+// that allows it.
+func Starting(regionName string, detail func() string, tokens *Tokens, protectProbes bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := requestIDOf(r)
 		hdr := w.Header()
 		hdr.Set(HeaderRequestID, id)
+		if err := checkToken(tokens, protectProbes, r, hdr); err != nil {
+			p := ProblemFor(err)
+			p.RequestID = id
+			b, _ := json.Marshal(p) // a Problem always encodes
+			hdr.Set("Content-Type", ProblemContentType)
+			w.WriteHeader(p.Status)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(b)
+			}
+			return
+		}
 		if r.URL.Path == "/healthz" && r.Method == http.MethodGet {
 			// GET only, as once the region serves (HEAD is 405 then).
 			hdr.Set("Content-Type", "application/json")

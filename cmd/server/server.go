@@ -376,7 +376,7 @@ func (s *Server) listen(ctx context.Context, addr string, peerBundle *certs.Bund
 	s.ln = s.sec.wrapListener(s.ln)
 	starting := api.Starting(name, func() string {
 		return "region " + name + " is opening its store; it serves once the store is open"
-	})
+	}, s.sec.tokens, cfg.APIAuth.ProtectProbes)
 	s.handler.Store(&starting)
 	s.http = api.NewServer(s.ln.Addr().String(), s.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*s.handler.Load()).ServeHTTP(w, r)
