@@ -290,6 +290,7 @@ func (s *security) forwardClient() (*http.Client, error) {
 		if s.apiCert.ClientAsked() && !s.apiCert.ClientUsable() {
 			return nil, errors.New("forwarding client: api_tls.cert does not allow client authentication (extended key usage clientAuth), and with api_tls.client_ca the other nodes of the region ask for it when this node forwards a request to them")
 		}
+		s.apiCert.ForwardsWith()
 		tr.TLSClientConfig = s.apiCert.ForwardTLS()
 	}
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil

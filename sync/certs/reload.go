@@ -66,6 +66,9 @@ func (b *Bundle) Expiry() (cert, ca time.Time) {
 type ServerCert struct {
 	certFile, keyFile, clientCAFile string
 	cur                             atomic.Pointer[serverMaterial]
+	// forwards is set once the certificate is also presented as a
+	// client's (ForwardsWith): Reload then refuses one that may not be.
+	forwards atomic.Bool
 }
 
 type serverMaterial struct {
@@ -113,6 +116,9 @@ func (s *ServerCert) Reload() error {
 		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
 			return fmt.Errorf("certs: %s: %w", s.certFile, err)
 		}
+	}
+	if s.forwards.Load() && s.clientCAFile != "" && !clientUsable(pair.Leaf) {
+		return fmt.Errorf("certs: %s does not allow client authentication (extended key usage clientAuth), which the other nodes of the region ask for when a node forwards to them (api_tls.client_ca); keeping the certificate loaded before", s.certFile)
 	}
 	m := &serverMaterial{cert: &pair}
 	if m.peers, err = x509.SystemCertPool(); err != nil || m.peers == nil {
@@ -173,8 +179,15 @@ func (s *ServerCert) ClientAsked() bool { return s.clientCAFile != "" }
 // ClientUsable reports whether the certificate Reload last read may be
 // presented as a client certificate: it names no extended key usage, or
 // client authentication (or any) among them.
-func (s *ServerCert) ClientUsable() bool {
-	leaf := s.cur.Load().cert.Leaf
+func (s *ServerCert) ClientUsable() bool { return clientUsable(s.cur.Load().cert.Leaf) }
+
+// ForwardsWith records that the certificate is presented as a client
+// certificate too (a node forwarding to the other nodes of its region):
+// from then on, while client certificates are asked for, Reload refuses
+// a certificate ClientUsable would not accept.
+func (s *ServerCert) ForwardsWith() { s.forwards.Store(true) }
+
+func clientUsable(leaf *x509.Certificate) bool {
 	if len(leaf.ExtKeyUsage) == 0 {
 		return true
 	}
