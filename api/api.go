@@ -246,11 +246,13 @@ func (h *handler) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		elapsed := time.Since(start)
 		req, res := c.Request(), c.Response()
 		route := routeLabel(c.Path())
-		if req.Header.Get(HeaderForwarded) == "" {
-			// A request another node of the region forwarded here is
-			// counted there, where the client sent it (its time there
-			// includes the forward): counted here too, a region's
-			// request rate would count it twice.
+		if fw, _ := c.Get(forwardedKey).(bool); !fw {
+			// A request this node forwarded and the owner answered is
+			// counted there, where it was served: counted here too, a
+			// region's request rate would count it twice. (Whether a
+			// request came from another node is not taken from its
+			// headers, which a client could send: the node that forwards
+			// knows it did.)
 			h.metrics.observe(req.Method, route, res.Status, elapsed)
 		}
 		if h.log.Enabled(req.Context(), h.accessLevel) {

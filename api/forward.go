@@ -120,6 +120,10 @@ func (h *handler) route(c echo.Context, next echo.HandlerFunc) error {
 	return h.forward(c, part, owner)
 }
 
+// forwardedKey marks, in the echo context, a request this node forwarded
+// and whose owner answered it.
+const forwardedKey = "lattice.forwarded"
+
 // hopHeaders are the hop-by-hop headers a forward does not pass on.
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
@@ -177,6 +181,7 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	}
 	defer resp.Body.Close()
 	h.metrics.forwards.Inc()
+	c.Set(forwardedKey, true) // counted by the owner, which answered it
 	hdr := c.Response().Header()
 	for k, v := range resp.Header {
 		hdr[k] = v
