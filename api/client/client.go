@@ -296,6 +296,7 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	}
 	var last error
 	var pause time.Duration
+	var waited time.Duration // waiting on this call's own running attempt
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
 		base := urls[attempt%len(urls)]
 		if attempt > 0 && attempt%len(urls) == 0 {
@@ -351,10 +352,21 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			// still running (its answer was lost or late; net/http itself
 			// sends a request with an Idempotency-Key again, within one
 			// attempt, when a kept-alive connection drops under it): wait
-			// for it and ask again, as for a 503; the caller could not,
-			// not knowing the key, and a new call would make a second
-			// request.
-			pause = max(pause, min(max(p.RetryAfter, c.backoff(attempt/len(urls))), c.opts.MaxBackoff))
+			// for it and ask again; the caller could not, not knowing
+			// the key, and a new call would make a second request. The
+			// wait does not count as an attempt: the attempt runs, for as
+			// long as its saga takes (a checkout's reservations at far
+			// homes, their compensation), up to the context's deadline
+			// or maxOwnWait in all.
+			d := min(max(p.RetryAfter, c.opts.Backoff<<min(waited/time.Second, 3)), time.Second)
+			if waited+d > maxOwnWait {
+				return p
+			}
+			if err := c.sleep(ctx, d); err != nil {
+				return p
+			}
+			waited += d
+			attempt--
 			continue
 		}
 		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
@@ -382,6 +394,11 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	}
 	return last
 }
+
+// maxOwnWait bounds how long one call waits, in all, on its own attempt
+// still running at a region (409 request_in_progress under the call's
+// key) when its context has no earlier deadline.
+const maxOwnWait = time.Minute
 
 // maxAnswerBytes bounds an answer the client reads; a longer one is an
 // error, not cut short.
