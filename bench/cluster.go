@@ -327,6 +327,21 @@ func (c *cluster) connected() bool {
 	return true
 }
 
+// caughtUp reports whether every partition of every region is out of
+// catch-up: a region of several starts a new store in catch-up and
+// decides as a home only once it has completed anti-entropy with every
+// peer.
+func (c *cluster) caughtUp() bool {
+	for i := range c.nodes {
+		for p := range c.partitions {
+			if c.owner(i, p).node(p).CatchingUp() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // appliedOf returns the applied causal context of partition part at
 // region i.
 func (c *cluster) appliedOf(i, part int) crdt.Context {
@@ -346,11 +361,19 @@ func (c *cluster) applied() [][]crdt.Context {
 	return out
 }
 
-// has returns the Has of the contexts applied returned: region-level dots
-// whose replica ids are the region names.
+// has returns the Has of the contexts applied returned: the dots of the
+// replica each origin's partition writes as (its region's name and
+// incarnation).
 func (c *cluster) has(applied [][]crdt.Context) Has {
+	self := make([][]crdt.ReplicaID, len(c.nodes))
+	for i := range c.nodes {
+		self[i] = make([]crdt.ReplicaID, c.partitions)
+		for p := range c.partitions {
+			self[i][p] = c.owner(i, p).node(p).Self()
+		}
+	}
 	return func(r, part, origin int, seq uint64) bool {
-		return applied[r][part].Contains(crdt.Dot{Replica: crdt.ReplicaID(c.names[origin]), Counter: seq})
+		return applied[r][part].Contains(crdt.Dot{Replica: self[origin][part], Counter: seq})
 	}
 }
 

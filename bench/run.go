@@ -264,6 +264,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := poll(ctx, 30*time.Second, c.connected); err != nil {
 		return nil, fmt.Errorf("bench: regions did not connect to each other: %w", err)
 	}
+	if err := poll(ctx, 30*time.Second, c.caughtUp); err != nil {
+		return nil, fmt.Errorf("bench: regions did not finish their first anti-entropy with each other: %w", err)
+	}
 
 	sched, err := Generate(Workload{Seed: cfg.Seed, Rate: cfg.Rate, Span: cfg.Warmup + cfg.Duration,
 		Regions: names, Home: c.cfg.Home, Carts: cfg.Carts, Escrow: cfg.Escrow})

@@ -134,7 +134,9 @@ func (t *Tracker) Applied(region string, ranges []protocol.DotRange, at time.Tim
 	defer t.mu.Unlock()
 	var ctxs map[int]*crdt.Context // by partition, read once per call
 	for _, rg := range ranges {
-		o, ok := t.index[rg.Origin]
+		// The origin is a replica id: its region's name, with the
+		// incarnation a region of several starts at (NAME+K).
+		o, ok := t.index[crdt.ReplicaID(rg.Origin).Region()]
 		if !ok || rg.To < rg.From {
 			continue
 		}

@@ -242,11 +242,21 @@ func (n *Node) askRights(ctx context.Context, home, sku string, need int64) bool
 // raises them notes sku (noteEscrow), so that the rights go back once
 // idle however they came: in the answer to this region's request or,
 // that answer lost on the way, in the home's delta or by anti-entropy.
+//
+// Rights of an sku whose escrow was turned off since count too: they go
+// back to the home as well (returnIdleRights returns them at once).
 func (n *Node) granted(sku string, it *crdt.Item) uint64 {
-	if !n.escrow(sku) || n.decides(n.HomeOf(sku), sku) {
+	if n.decides(n.HomeOf(sku), sku) {
 		return 0
 	}
 	return it.Granted(string(n.name))
+}
+
+// outstandingAll returns the rights of sku (item it) that the regions of
+// the cluster other than home hold unused: a region removed from the
+// cluster decides nothing more, so what it held is the home's again.
+func (n *Node) outstandingAll(it *crdt.Item, home string) int64 {
+	return it.OutstandingAmong(home, n.isRegion)
 }
 
 // noteRights notes sku at start if its stored item it shows rights of
@@ -341,7 +351,7 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 	if err != nil {
 		return nil, err
 	}
-	avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name))
+	avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name))
 	give := min(req.Qty, max(avail/2, min(req.Delta, avail)))
 	if give <= 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
@@ -377,7 +387,9 @@ func (n *Node) returnIdleRights() {
 	keep := map[string]int64{}
 	for sku, s := range n.esc.skus {
 		switch {
-		case now.Sub(s.last) >= EscrowIdle:
+		case now.Sub(s.last) >= EscrowIdle || !n.escrow(sku):
+			// Idle, or no longer an escrow sku (its reservations go
+			// to the home now): every unused right goes back.
 			keep[sku] = 0
 		case !s.asking:
 			keep[sku] = 2*s.demand() + 1
@@ -516,8 +528,9 @@ func (n *Node) recallRights(tx *store.Tx, g *crdt.Group, req *HomeRequest, now t
 
 func (req *HomeRequest) checkRecall(n *Node) *Error {
 	switch {
-	case !n.escrow(req.SKU) || !n.Holds(req.SKU) || n.decides(n.HomeOf(req.SKU), req.SKU):
-		return InvalidField("sku", "%s is not an escrow sku %s holds rights to", req.SKU, n.name)
+	case !n.Holds(req.SKU) || n.decides(n.HomeOf(req.SKU), req.SKU):
+		// An sku whose escrow was turned off may still have rights out.
+		return InvalidField("sku", "%s is not an sku %s may hold rights to", req.SKU, n.name)
 	case req.From != n.HomeOf(req.SKU):
 		return InvalidField("from", "rights to %s recalled by %q, not its home", req.SKU, req.From)
 	case req.Qty < 1 || req.Qty > crdt.MaxQty:

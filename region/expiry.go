@@ -55,8 +55,10 @@ func (n *Node) buildDueIndex() error {
 		if l, err := parseLedger(v); err == nil {
 			sku := k[len(prefixLedger):]
 			n.due.note(sku, l)
-			if n.escrow(sku) && !n.decides(n.HomeOf(sku), sku) {
-				n.noteEscrow(sku, 0) // rights it may hold: returned when idle
+			if !n.decides(n.HomeOf(sku), sku) {
+				// Rights it may hold (of an escrow sku, or of one whose
+				// escrow was turned off): returned when idle.
+				n.noteEscrow(sku, 0)
 			}
 		}
 		return true

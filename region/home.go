@@ -14,6 +14,11 @@ import (
 // IdempotencyRetention is how long an idempotency record is kept.
 const IdempotencyRetention = 24 * time.Hour
 
+// ReservationRetention is how long a reservation's record is kept past its
+// expiry (a reservation is settled — committed, released or expired — by
+// then); after that its id answers not_found.
+const ReservationRetention = 7 * 24 * time.Hour
+
 // idemRecord is the stored outcome of a request made with an
 // Idempotency-Key. A checkout record also carries its plan while it runs.
 type idemRecord struct {
@@ -110,7 +115,9 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 		ctx = WithReplicas(ctx, req.Replicas)
 	}
 	var out *HomeResponse
-	if req.Op == OpReserve && n.escrow(req.SKU) {
+	if req.Op == OpReserve {
+		// Also for an sku no longer in escrow: rights granted before may
+		// still be out, and are recalled rather than refused.
 		out = n.reserveAtHome(ctx, req)
 	} else {
 		out = n.ServeHome(ctx, req)
@@ -140,7 +147,7 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 // catchingUp is the refusal of a decision while the region catches up.
 func (n *Node) catchingUp() *Error {
 	return &Error{Code: CodeUnavailable, RetryAfter: 5,
-		Detail: fmt.Sprintf("region %s may have lost some of its store (an unclean stop, a damaged file or a restore) and decides again once it has caught up with every peer", n.name)}
+		Detail: fmt.Sprintf("region %s is new, its skus' homes changed, or it may have lost some of its store (an unclean stop, a damaged file or a restore): it decides once it has caught up with every peer", n.name)}
 }
 
 // ServeHome decides a home request at this region. It validates the
@@ -159,7 +166,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 		if gaveUp(req) {
 			return &HomeResponse{Err: callerGaveUp()}
 		}
-		if n.store.CatchingUp() {
+		if !n.waitCaughtUp(ctx) {
 			return &HomeResponse{Err: n.catchingUp()}
 		}
 		return n.serveCheckout(ctx, req)
@@ -172,7 +179,7 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if gaveUp(req) {
 		return refused(callerGaveUp())
 	}
-	if n.store.CatchingUp() {
+	if !n.waitCaughtUp(ctx) {
 		return refused(n.catchingUp())
 	}
 	release, err := n.claim(req.IdemKey)
@@ -516,7 +523,7 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 	if err != nil {
 		return nil, err
 	}
-	avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name))
+	avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name))
 	if req.Escrow {
 		avail = it.Outstanding(string(n.name)) - l.held()
 	}
@@ -662,7 +669,7 @@ func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	if err != nil {
 		return nil, err
 	}
-	if avail := it.Stock.Value() - l.held() - it.OutstandingAll(string(n.name)); avail+req.Delta < 0 {
+	if avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name)); avail+req.Delta < 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
 	d := it.Consume(n.self, uint64(-req.Delta))
@@ -727,6 +734,52 @@ func (n *Node) CollectIdempotency() error {
 	return nil
 }
 
+// CollectReservations deletes the records of reservations settled
+// (committed, released or expired) whose expiry is more than
+// ReservationRetention ago. A hold still open past its expiry is left to
+// ExpireDue first.
+func (n *Node) CollectReservations() error {
+	now := n.clock.Now()
+	old := now.Add(-ReservationRetention).UnixMilli()
+	type gone struct{ key, sku string }
+	var keys []gone
+	collectable := func(v []byte) (*ResRecord, bool) {
+		var rec ResRecord
+		if decodeInto(v, &rec) != nil || rec.State == StateHeld || rec.ExpMs >= old {
+			return nil, false
+		}
+		return &rec, true
+	}
+	err := n.store.Scan(prefixRes, func(k string, v []byte, err error) bool {
+		if err != nil {
+			return true
+		}
+		if rec, ok := collectable(v); ok {
+			keys = append(keys, gone{k, rec.SKU})
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	for _, g := range keys {
+		// A record is written under its sku's lock (with the ledger):
+		// read again and deleted under it.
+		err := n.store.Update([]string{prefixItem + g.sku}, func(tx *store.Tx) error {
+			if v, ok, err := tx.Get(g.key); err == nil && ok {
+				if rec, ok := collectable(v); ok && rec.SKU == g.sku {
+					tx.Delete(g.key)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (n *Node) expiryLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.opts.ExpiryInterval)
@@ -759,6 +812,9 @@ func (n *Node) expiryLoop() {
 		if ticks++; ticks%120 == 0 {
 			if err := n.CollectIdempotency(); err != nil {
 				n.log.Error("idempotency collection failed", "err", err)
+			}
+			if err := n.CollectReservations(); err != nil {
+				n.log.Error("reservation record collection failed", "err", err)
 			}
 		}
 	}

@@ -349,8 +349,9 @@ func (n *Node) itemView(sku string, it *crdt.Item, l *ledger, now time.Time) Ite
 		v.Reserved = l.heldAt(now)
 	}
 	v.Available = v.Stock - v.Reserved
-	if n.escrow(sku) {
-		granted := it.OutstandingAll(v.Home)
+	if granted := n.outstandingAll(it, v.Home); n.escrow(sku) || granted > 0 {
+		// Rights out count for an sku whose escrow was turned off too,
+		// until they are back.
 		v.Granted = &granted
 		v.Available -= granted
 	}
@@ -508,7 +509,7 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 	req := &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}
 	if home := n.HomeOf(sku); n.escrow(sku) && !n.decides(home, sku) {
 		return n.resResult(n.reserveEscrow(ctx, home, req))
-	} else if n.escrow(sku) {
+	} else if n.decides(home, sku) {
 		return n.resResult(n.reserveAtHome(ctx, req))
 	}
 	return n.resResult(n.atHome(ctx, n.HomeOf(sku), req))
@@ -569,7 +570,7 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 		req.DeadlineMs = d.UnixMilli()
 	}
 	if home == string(n.name) && n.servesHere(req) {
-		if req.Op == OpReserve && n.escrow(req.SKU) {
+		if req.Op == OpReserve {
 			// As a forwarded reservation is (ServeForwarded): rights
 			// other regions hold unused are recalled rather than refused
 			// (a checkout's lines come this way).

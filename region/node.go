@@ -55,7 +55,13 @@ type Options struct {
 	Name string
 	// Home returns the home region of a sku; nil makes this region the
 	// home of every sku.
-	Home      func(sku string) string
+	Home func(sku string) string
+	// HomesID names what Home decides from (config.Config.HomesID); ""
+	// leaves it untracked. A region opened with another HomesID than its
+	// store last recorded may now be home to skus another region decided
+	// until now, so it catches up with every peer before it decides as a
+	// home (as a new incarnation does).
+	HomesID   string
 	Store     *store.Store
 	Clock     Clock
 	Logger    *slog.Logger
@@ -158,6 +164,8 @@ type Node struct {
 	ndivergent atomic.Int32 // len(divergent), read without dmu
 	divergent  map[string][]crdt.Dot
 	synced     map[string]bool
+	// caughtUp is closed when catch-up ends; nil while no one waits.
+	caughtUp   chan struct{}
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
@@ -185,11 +193,14 @@ const (
 	// keyPartitions holds the cluster's partition count (decimal) the
 	// store was first opened with; see checkPartitionCount.
 	keyPartitions = "m/partitions"
-	prefixCart    = crdt.CartPrefix
-	prefixItem    = crdt.ItemPrefix
-	prefixLedger  = "l/"
-	prefixRes     = "r/"
-	prefixIdem    = "k/"
+	// keyHomes holds the HomesID the store was last opened with; see
+	// checkHomes.
+	keyHomes     = "m/homes"
+	prefixCart   = crdt.CartPrefix
+	prefixItem   = crdt.ItemPrefix
+	prefixLedger = "l/"
+	prefixRes    = "r/"
+	prefixIdem   = "k/"
 	// prefixPending + a cart's or item's key holds the join of the deltas
 	// that key received while its stored state was damaged (pending.go).
 	prefixPending = "p/"
@@ -309,6 +320,12 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.openApplied(marksBy); err != nil {
 		return nil, err
 	}
+	if err := n.checkReplicaBudget(); err != nil {
+		return nil, err
+	}
+	if err := n.checkHomes(); err != nil {
+		return nil, err
+	}
 	n.newNodeDigest()
 	if err := n.openCarts(); err != nil {
 		return nil, err
@@ -405,6 +422,53 @@ func readApplied(r store.Reader) (crdt.Context, crdt.ReplicaID, error) {
 	}
 	ctx, err := crdt.DecodeContext(b)
 	return ctx, by, err
+}
+
+// checkHomes records the store's HomesID and, when the homes changed
+// since the store last recorded them, starts a catch-up (Options.HomesID).
+func (n *Node) checkHomes() error {
+	id := n.opts.HomesID
+	if id == "" {
+		return nil
+	}
+	var stored string
+	err := n.store.View(nil, func(r store.Reader) error {
+		b, ok, err := r.Get(keyHomes)
+		if ok {
+			stored = string(b)
+		}
+		return err
+	})
+	if err != nil || stored == id {
+		return err
+	}
+	if stored != "" && len(n.opts.PeerRegions) > 0 {
+		if err := n.store.BeginCatchUp(); err != nil {
+			return err
+		}
+		n.log.Warn("the homes of skus changed since the last start; the region catches up with its peers before deciding as a home",
+			"homes", id, "before", stored)
+	}
+	return n.store.Update(nil, func(tx *store.Tx) error {
+		tx.Set(keyHomes, []byte(id))
+		return nil
+	})
+}
+
+// checkReplicaBudget refuses to open a region whose writes would name
+// one replica id more than contexts and objects hold (crdt.MaxReplicas):
+// the applied context names every replica id that ever wrote, and this
+// incarnation's first write would add its own. Opened anyway, the region
+// acknowledged a write whose object no region can decode (read as
+// damaged, for good).
+func (n *Node) checkReplicaBudget() error {
+	ids := n.applied.Replicas()
+	if _, ok := slices.BinarySearch(ids, n.self); ok || len(ids) < crdt.MaxReplicas {
+		return nil
+	}
+	return fmt.Errorf("region %s: the cluster's replica ids that wrote number %d, the most a causal context holds; "+
+		"this incarnation (%s) would be one more, so the region does not open (see the lifetime budget of replica ids in the operations guide)",
+		n.name, len(ids), n.self)
 }
 
 // openApplied completes the applied context read from the store.
@@ -1369,7 +1433,51 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 		n.log.Error("could not record that the restored region caught up", "err", err)
 		return
 	}
+	n.dmu.Lock()
+	if n.caughtUp != nil {
+		close(n.caughtUp)
+		n.caughtUp = nil
+	}
+	n.dmu.Unlock()
 	n.log.Info("the region has caught up with every peer and decides reservations again")
+}
+
+// catchUpWait bounds how long a decision waits for the region to finish
+// its catch-up before it is refused: a new region's first anti-entropy
+// rounds, with peers as new as itself, take a few round trips.
+const catchUpWait = 2 * time.Second
+
+// waitCaughtUp reports whether the region is out of catch-up, waiting
+// for it, up to catchUpWait or a little before ctx's deadline.
+func (n *Node) waitCaughtUp(ctx context.Context) bool {
+	if !n.store.CatchingUp() {
+		return true
+	}
+	d := catchUpWait
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)*3/4)
+	}
+	if d <= 0 {
+		return false
+	}
+	n.dmu.Lock()
+	if n.caughtUp == nil {
+		n.caughtUp = make(chan struct{})
+	}
+	ch := n.caughtUp
+	n.dmu.Unlock()
+	if !n.store.CatchingUp() {
+		return true // caught up before the channel was made
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return !n.store.CatchingUp()
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return !n.store.CatchingUp()
 }
 
 // republishHeld publishes the held units of every ledger anew, at a
@@ -1450,7 +1558,7 @@ func (n *Node) NoteUnrepaired(peer string, keys []string) {
 func (n *Node) Warnings() []string {
 	var out []string
 	if n.CatchingUp() {
-		out = append(out, "may have lost writes (an unclean stop, a damaged file or a restore): catching up with its peers; reservations are refused until then")
+		out = append(out, "new, new homes, or may have lost writes (an unclean stop, a damaged file or a restore): catching up with its peers; reservations are refused until then")
 	}
 	if d := n.Divergent(); len(d) > 0 {
 		out = append(out, fmt.Sprintf("%d keys hold a dot with other content than a peer's (divergent_keys in /v1/cluster)", len(d)))

@@ -34,8 +34,9 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //     ("m/marks") have none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
 //     store serialises in commit order, and read at start-up;
-//   - the partition count ("m/partitions") has none: it is read and
-//     written once, at start-up (checkPartitionCount);
+//   - the partition count ("m/partitions") and the homes' id ("m/homes")
+//     have none: each is read and written once, at start-up
+//     (checkPartitionCount, checkHomes);
 //   - the reservation counter ("m/resseq") is written under n.resMu
 //     (nextReservationSeq), from inside a home decision's transaction,
 //     which must not take another key's lock.
@@ -48,7 +49,7 @@ func lockKey(key string) string {
 		return prefixCart + id
 	case strings.HasPrefix(key, prefixPending):
 		return lockKey(key[len(prefixPending):])
-	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions:
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes:
 		return ""
 	}
 	return key

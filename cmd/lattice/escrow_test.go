@@ -39,6 +39,9 @@ func TestEscrowWithRealProcesses(t *testing.T) {
 			}
 		}
 	}()
+	for _, r := range clusterRegions {
+		waitCaughtUp(t, "http://"+apis[r])
+	}
 	home, eu := clients["us-east"], clients["eu-west"]
 	const sku, stock = "es-1", 60
 	type item struct {

@@ -67,7 +67,15 @@ func startProcCluster(t *testing.T) *procCluster {
 		c.start(r)
 	}
 	c.waitConnected(clusterRegions...)
-	t.Logf("built lattice in %v; the regions started and connected in %v", built.Sub(t0).Round(time.Millisecond), time.Since(built).Round(time.Millisecond))
+	// A new store of a region of several catches up with its peers
+	// before it decides as a home.
+	for _, r := range clusterRegions {
+		pollUntil(t, 20*time.Second, r+" to catch up", func() bool {
+			catching, _ := c.catchingUp(r)
+			return !catching
+		})
+	}
+	t.Logf("built lattice in %v; the regions started, connected and caught up in %v", built.Sub(t0).Round(time.Millisecond), time.Since(built).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, r := range clusterRegions {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -250,6 +251,24 @@ regions:
 
 // waitReady polls /readyz until it answers 200, failing if exited
 // delivers first or the deadline passes.
+// waitCaughtUp waits until the region (or node) at base is out of
+// catch-up, which a new store of a region of several starts in: until it
+// has completed anti-entropy with every peer it decides nothing as a
+// home. /readyz warns meanwhile.
+func waitCaughtUp(t *testing.T, base string) {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second}
+	pollUntil(t, 30*time.Second, base+" to catch up with its peers", func() bool {
+		res, err := client.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return err == nil && res.StatusCode == 200 && !bytes.Contains(b, []byte("catching up with its peers"))
+	})
+}
+
 func waitReady(t *testing.T, base string, exited <-chan int) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}

@@ -81,6 +81,9 @@ func TestPartitionedCluster(t *testing.T) {
 	for _, n := range nodes {
 		waitReady(t, n.base, n.c.exited)
 	}
+	for _, n := range nodes {
+		waitCaughtUp(t, n.base)
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range nodes {

@@ -174,7 +174,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			return nil, fmt.Errorf("server: region %s: %w", name, err)
 		}
 		opts.hook("store")
-		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Logger: s.log.With("partition", part), Metrics: metrics.Store(),
+		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Shared: len(cfg.Regions) > 1, Logger: s.log.With("partition", part), Metrics: metrics.Store(),
 			ProgressBytes: opts.progressBytes, ProgressEvery: opts.progressEvery})
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)
@@ -184,6 +184,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		nopts := region.Options{
 			Name:           name,
 			Home:           cfg.Home,
+			HomesID:        cfg.HomesID(),
 			Escrow:         cfg.Escrow,
 			IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 			Store:          st,

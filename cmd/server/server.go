@@ -291,6 +291,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	opts.hook("store")
 	s.store, err = region.OpenStore(path, store.Options{
 		Durability:    cfg.Durability,
+		Shared:        len(cfg.Regions) > 1,
 		Logger:        s.log,
 		Metrics:       metrics.Store(),
 		ProgressBytes: opts.progressBytes,
@@ -304,6 +305,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	nopts := region.Options{
 		Name:           name,
 		Home:           cfg.Home,
+		HomesID:        cfg.HomesID(),
 		Escrow:         cfg.Escrow,
 		IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 		Store:          s.store,

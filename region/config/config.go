@@ -43,12 +43,14 @@ package config
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -476,8 +478,12 @@ func checkAddr(addr string, dial bool) error {
 		}
 		return nil
 	}
-	if net.ParseIP(host) == nil && !validHostname(host) {
+	ip := net.ParseIP(host)
+	if ip == nil && !validHostname(host) {
 		return fmt.Errorf("%q: host %q is neither an IP address nor a DNS name", addr, host)
+	}
+	if dial && ip != nil && ip.IsUnspecified() {
+		return fmt.Errorf("%q: %s names no host to dial (other regions or nodes dial it): give the address they reach it at, or set the advertised address", addr, host)
 	}
 	return nil
 }
@@ -587,6 +593,22 @@ func (c *Config) Home(sku string) string {
 		}
 	}
 	return RendezvousHome(c.RegionNames(), sku)
+}
+
+// HomesID names what decides the home of every sku: the homes rules, in
+// order, and the regions (rendezvous hashing homes the skus no rule
+// matches). Two configs with the same HomesID home every sku alike.
+func (c *Config) HomesID() string {
+	h := sha256.New()
+	for _, r := range c.Homes {
+		fmt.Fprintf(h, "rule %q %q\n", r.Prefix, r.Region)
+	}
+	names := slices.Clone(c.RegionNames())
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(h, "region %q\n", n)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // Escrow reports whether sku is an escrow sku: the first homes rule whose

@@ -38,9 +38,13 @@ import (
 //     unclean stop above);
 //   - there is a store but no identity file (written by an older version).
 //
-// A new, empty store is incarnation 0 of its region: a region whose disk
-// was lost must be brought back with lattice restore, not started on an
-// empty directory (which would reuse its incarnation 0's dots).
+// A new, empty store is incarnation 0 of its region when the region is
+// alone (Options.Shared false). In a cluster of several regions it starts
+// as a new incarnation in catch-up: its name may have written before (a
+// removed region's name reused, a region started again on an empty
+// directory), and the peers may hold that name's dots and its decisions
+// as a home; a new incarnation issues none of those dots again, and
+// catch-up waits for the peers' state before deciding.
 //
 // A new incarnation is max(last + 1, the Unix time in seconds), so that a
 // region restored on a machine that lost its identity file as well still
@@ -215,6 +219,14 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		why = "the store lost transactions it held when it last opened"
 	}
 	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid}
+	if why == "" && !exists && empty && s.opts.Shared {
+		// Not a loss: the first start of this store. But the region's
+		// name may have written before, elsewhere or on a lost disk.
+		next.CatchUp = true
+		next.Incarnation = nextIncarnation(next.Incarnation, now)
+		s.log.Info("a new store of a region of several starts as a new incarnation and catches up with its peers before deciding as a home",
+			"path", s.path, "incarnation", next.Incarnation)
+	}
 	if why != "" {
 		// What the store lost may include decisions of the reservation
 		// ledger (holds, commits) that its peers already count: decide
@@ -280,6 +292,28 @@ func (s *Store) CaughtUp() error {
 		if err := s.fsync(); err != nil {
 			return err
 		}
+		if err := writeIdentity(s.path, next); err != nil {
+			return err
+		}
+	}
+	s.id = next
+	return nil
+}
+
+// BeginCatchUp records, durably, that the region is to catch up with
+// every peer before it decides as a home (CatchingUp), as a new
+// incarnation does, without starting one: the region's store lost
+// nothing, but it may now be home to skus another region decided until
+// now (the homes changed), whose commits it may not hold yet.
+func (s *Store) BeginCatchUp() error {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	if s.id.CatchUp {
+		return nil
+	}
+	next := s.id
+	next.CatchUp = true
+	if s.persist {
 		if err := writeIdentity(s.path, next); err != nil {
 			return err
 		}

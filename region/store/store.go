@@ -129,6 +129,14 @@ type Options struct {
 	// anyway, instead of a pass of its own. "": none.
 	Checkpoint string
 
+	// Shared says the store's region is one of several: a new, empty
+	// store then starts as a new incarnation in catch-up rather than as
+	// incarnation 0, since an empty store cannot tell whether its region
+	// wrote under this name before (a region re-added under a removed
+	// region's name, one started again on an empty directory) and its
+	// peers may hold what it wrote, and decisions it made as a home.
+	Shared bool
+
 	// ProgressBytes is the file size from which Open logs its progress
 	// (progress.go): 0 means DefaultProgressBytes, negative never.
 	// ProgressEvery is how often (0: DefaultProgressEvery).
