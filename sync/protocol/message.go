@@ -522,17 +522,17 @@ func (m *Message) validate(buckets int) error {
 	ranges := m.Dots
 	for _, r := range m.DotRuns {
 		if r.Span >= MaxRangeLen {
-			return fmt.Errorf("protocol: invalid dot range %s:%d+%d", r.Origin, r.From, r.Span)
+			return fmt.Errorf("protocol: invalid dot range %s:%d+%d", clip(r.Origin), r.From, r.Span)
 		}
 		ranges = append(ranges, DotRange{Origin: r.Origin, From: r.From, To: r.From + r.Span})
 	}
 	var dots uint64
 	for _, r := range ranges {
 		if r.Origin != "" && !crdt.ValidReplica(crdt.ReplicaID(r.Origin)) {
-			return fmt.Errorf("protocol: invalid origin %q", r.Origin)
+			return fmt.Errorf("protocol: invalid origin %q", clip(r.Origin))
 		}
 		if r.From == 0 || r.To < r.From || r.To-r.From >= MaxRangeLen || r.To > crdt.MaxCounter {
-			return fmt.Errorf("protocol: invalid dot range %s:%d..%d", r.Origin, r.From, r.To)
+			return fmt.Errorf("protocol: invalid dot range %s:%d..%d", clip(r.Origin), r.From, r.To)
 		}
 		if dots += r.To - r.From + 1; dots > MaxRangeLen {
 			return fmt.Errorf("protocol: message names more than %d dots", MaxRangeLen)
@@ -551,12 +551,12 @@ func (m *Message) validate(buckets int) error {
 	}
 	for _, k := range m.Keys {
 		if !ValidKey(k.Key) {
-			return fmt.Errorf("protocol: invalid key %q", k.Key)
+			return fmt.Errorf("protocol: invalid key %q", clip(k.Key))
 		}
 	}
 	for _, k := range m.Pull {
 		if !ValidKey(k) {
-			return fmt.Errorf("protocol: invalid key %q", k)
+			return fmt.Errorf("protocol: invalid key %q", clip(k))
 		}
 	}
 	if m.Applied != nil {
@@ -664,4 +664,14 @@ next:
 		dst = append(dst, r)
 	}
 	return dst
+}
+
+// clip shortens a peer-chosen string for an error (which is logged): a
+// message of a few MiB must not make a log record of its size.
+func clip(s string) string {
+	const max = 80
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:max], len(s))
 }

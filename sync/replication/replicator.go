@@ -436,7 +436,7 @@ func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([
 		// that region's only: a peer's certificate names the region it
 		// speaks for, and no region asks on another's behalf.
 		r.m.Rejected.WithLabelValues(from).Inc()
-		return crdt.Marshal(&region.HomeResponse{Err: region.InvalidField("from", "a request from region %s in the name of %q", from, req.From)})
+		return crdt.Marshal(&region.HomeResponse{Err: region.InvalidField("from", "a request from region %s in the name of another region", from)})
 	}
 	return crdt.Marshal(node.ServeForwarded(ctx, &req))
 }
