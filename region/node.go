@@ -56,6 +56,10 @@ type Options struct {
 	// Home returns the home region of a sku; nil makes this region the
 	// home of every sku.
 	Home func(sku string) string
+	// CatchUpWait is how long a decision the region would make as a home
+	// waits for its catch-up to end before it is refused (0: refused at
+	// once); see DefaultCatchUpWait. It is real time.
+	CatchUpWait time.Duration
 	// HomesID names what Home decides from (config.Config.HomesID); ""
 	// leaves it untracked. A region opened with another HomesID than its
 	// store last recorded may now be home to skus another region decided
@@ -1442,18 +1446,18 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 	n.log.Info("the region has caught up with every peer and decides reservations again")
 }
 
-// catchUpWait bounds how long a decision waits for the region to finish
-// its catch-up before it is refused: a new region's first anti-entropy
-// rounds, with peers as new as itself, take a few round trips.
-const catchUpWait = 2 * time.Second
+// DefaultCatchUpWait is the Options.CatchUpWait of a region that serves:
+// a new region's first anti-entropy rounds, with peers as new as itself,
+// take a few round trips.
+const DefaultCatchUpWait = 2 * time.Second
 
 // waitCaughtUp reports whether the region is out of catch-up, waiting
-// for it, up to catchUpWait or a little before ctx's deadline.
+// for it, up to Options.CatchUpWait or a little before ctx's deadline.
 func (n *Node) waitCaughtUp(ctx context.Context) bool {
 	if !n.store.CatchingUp() {
 		return true
 	}
-	d := catchUpWait
+	d := n.opts.CatchUpWait
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl)*3/4)
 	}

@@ -185,6 +185,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			Name:           name,
 			Home:           cfg.Home,
 			HomesID:        cfg.HomesID(),
+			CatchUpWait:    region.DefaultCatchUpWait,
 			Escrow:         cfg.Escrow,
 			IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 			Store:          st,

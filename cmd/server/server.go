@@ -306,6 +306,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		Name:           name,
 		Home:           cfg.Home,
 		HomesID:        cfg.HomesID(),
+		CatchUpWait:    region.DefaultCatchUpWait,
 		Escrow:         cfg.Escrow,
 		IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 		Store:          s.store,

@@ -327,6 +327,10 @@ func (p *Protocol) burst() float64 {
 	return float64(max(p.cfg.AntiEntropyRate/4, p.cfg.MaxMessageBytes/4))
 }
 
+// aeFirstRTO is the least wait before a round's unanswered first step is
+// sent again.
+const aeFirstRTO = 250 * time.Millisecond
+
 // pumpAE carries the running round with pr on: it sends again what got
 // no answer, sends digests for queued nodes, pulls and pushes within the
 // rate, and ends the round when nothing is left.
@@ -335,8 +339,17 @@ func (p *Protocol) pumpAE(pr *peer) {
 	if ae == nil || !pr.up {
 		return
 	}
+	rto := p.cfg.RetransmitAfter
+	if !ae.answered {
+		// The round's first step, unanswered: it may have crossed a
+		// link whose other direction was not up yet (every first
+		// connection: the peer's answer had nowhere to go). It goes
+		// again soon, a few round trips later, rather than after
+		// RetransmitAfter.
+		rto = min(rto, max(aeFirstRTO, 4*pr.srtt))
+	}
 	for _, id := range slices.Sorted(maps.Keys(ae.steps)) {
-		if s := ae.steps[id]; p.now.Sub(s.sentAt) >= p.cfg.RetransmitAfter {
+		if s := ae.steps[id]; p.now.Sub(s.sentAt) >= rto {
 			s.sentAt = p.now
 			p.sendStep(pr, id, s)
 		}

@@ -83,6 +83,11 @@ func newClusterWith(t testing.TB, latencyMS map[string]int, attach func(*replica
 	for _, r := range regions {
 		c.waitConnected(r)
 	}
+	// A new store of a region of several catches up with its peers
+	// before it decides as a home.
+	for _, r := range regions {
+		waitFor(t, 20*time.Second, r+" caught up with its peers", func() bool { return !c.servers[r].Node().CatchingUp() })
+	}
 	return c
 }
 
