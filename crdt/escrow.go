@@ -107,15 +107,10 @@ func (it *Item) Outstanding(region string) int64 {
 }
 
 // OutstandingAll returns the rights every region but home holds.
-func (it *Item) OutstandingAll(home string) int64 { return it.OutstandingAmong(home, nil) }
-
-// OutstandingAmong returns the rights every region but home holds of those
-// member accepts (every region, for nil): a region removed from the
-// cluster sells nothing more, so its rights are no one's.
-func (it *Item) OutstandingAmong(home string, member func(region string) bool) int64 {
+func (it *Item) OutstandingAll(home string) int64 {
 	regions := map[string]bool{}
 	for k := range it.Escrow {
-		if k.Region != home && (member == nil || member(k.Region)) {
+		if k.Region != home {
 			regions[k.Region] = true
 		}
 	}

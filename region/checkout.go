@@ -204,10 +204,14 @@ type planDot struct {
 	C uint64
 }
 
+// stepKeyPrefix starts the idempotency keys of a checkout's steps
+// (derived); a client's key cannot hold a NUL byte.
+const stepKeyPrefix = "\x00checkout/"
+
 // derived returns the idempotency key and fingerprint of a step of line
 // i of the plan.
 func derived(plan *checkoutPlan, step string, i int) (string, []byte) {
-	key := fmt.Sprintf("\x00checkout/%s/%d/%s/%s", plan.OrderID, plan.Attempt, step, plan.Lines[i].SKU)
+	key := fmt.Sprintf("%s%s/%d/%s/%s", stepKeyPrefix, plan.OrderID, plan.Attempt, step, plan.Lines[i].SKU)
 	if len(plan.Gen) > i && plan.Gen[i] > 0 {
 		key += fmt.Sprintf("/%d", plan.Gen[i])
 	}

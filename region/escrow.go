@@ -252,11 +252,13 @@ func (n *Node) granted(sku string, it *crdt.Item) uint64 {
 	return it.Granted(string(n.name))
 }
 
-// outstandingAll returns the rights of sku (item it) that the regions of
-// the cluster other than home hold unused: a region removed from the
-// cluster decides nothing more, so what it held is the home's again.
+// outstandingAll returns the rights of sku (item it) that the regions
+// other than home hold unused. A region removed from the cluster counts
+// too: its rights are written off nowhere, and a region added again under
+// its name would decide from them (so they stay out of the home's sale;
+// docs/operations.md, removing a region, says to let them come back first).
 func (n *Node) outstandingAll(it *crdt.Item, home string) int64 {
-	return it.OutstandingAmong(home, n.isRegion)
+	return it.OutstandingAll(home)
 }
 
 // noteRights notes sku at start if its stored item it shows rights of

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -251,7 +252,11 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if out.Err != nil {
 		result = out.Err.Code
 	}
-	n.m.Reservations.WithLabelValues(req.Op, result).Inc()
+	if !(req.recallable && short(out)) {
+		// A refusal reserveAtHome decides again once it has recalled
+		// rights is counted there, once.
+		n.m.Reservations.WithLabelValues(req.Op, result).Inc()
+	}
 	return out
 }
 
@@ -539,7 +544,8 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 		return nil, err
 	}
 	rec := &ResRecord{ID: reservationID(string(n.name), n.opts.Partition, n.opts.Partitions, seq), SKU: req.SKU, Qty: req.Qty,
-		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli(), Escrow: req.Escrow}
+		Home: string(n.name), State: StateHeld, ExpMs: now.Add(time.Duration(req.TTLMs) * time.Millisecond).UnixMilli(), Escrow: req.Escrow,
+		Saga: strings.HasPrefix(req.IdemKey, stepKeyPrefix)}
 	if req.Escrow {
 		n.noteEscrow(req.SKU, req.Qty)
 	}
@@ -737,7 +743,10 @@ func (n *Node) CollectIdempotency() error {
 // CollectReservations deletes the records of reservations settled
 // (committed, released or expired) whose expiry is more than
 // ReservationRetention ago. A hold still open past its expiry is left to
-// ExpireDue first.
+// ExpireDue first. A committed reservation a checkout made (ResRecord.Saga)
+// is kept: its saga, if still unsettled (its plan outlives every
+// retention), must find it committed, not missing — a missing hold it
+// would reserve again, a missing commit it would count as given back.
 func (n *Node) CollectReservations() error {
 	now := n.clock.Now()
 	old := now.Add(-ReservationRetention).UnixMilli()
@@ -745,7 +754,7 @@ func (n *Node) CollectReservations() error {
 	var keys []gone
 	collectable := func(v []byte) (*ResRecord, bool) {
 		var rec ResRecord
-		if decodeInto(v, &rec) != nil || rec.State == StateHeld || rec.ExpMs >= old {
+		if decodeInto(v, &rec) != nil || rec.State == StateHeld || rec.ExpMs >= old || (rec.State == StateCommitted && rec.Saga) {
 			return nil, false
 		}
 		return &rec, true

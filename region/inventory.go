@@ -131,6 +131,9 @@ type ResRecord struct {
 	// Escrow marks a reservation Home decided from its rights to the sku
 	// (escrow.go): its commit uses them.
 	Escrow bool `cbor:"7,keyasint,omitempty"`
+	// Saga marks a reservation a checkout made (its key is a saga step's):
+	// committed, its record is kept for good (CollectReservations).
+	Saga bool `cbor:"8,keyasint,omitempty"`
 }
 
 // View returns the client's view of the record at time now: a held

@@ -446,7 +446,10 @@ func (n *Node) checkHomes() error {
 	if err != nil || stored == id {
 		return err
 	}
-	if stored != "" && len(n.opts.PeerRegions) > 0 {
+	// A store with writes but no record (written by a version that kept
+	// none) cannot tell either: it catches up too. A store that holds no
+	// write yet has decided nothing under other homes.
+	if len(n.opts.PeerRegions) > 0 && (stored != "" || !n.applied.Empty()) {
 		if err := n.store.BeginCatchUp(); err != nil {
 			return err
 		}
