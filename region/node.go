@@ -375,8 +375,8 @@ func (n *Node) Self() crdt.ReplicaID { return n.self }
 
 // resSeqFloor is where the reservation numbers of incarnation k begin:
 // k × 2²⁰, past any number an earlier incarnation handed out (k grows by at
-// least one per second, see nextIncarnation, and no incarnation issues a
-// million reservations a second).
+// least one per hundredth of a second, see nextIncarnation, and no
+// incarnation issues a million reservations in one).
 func resSeqFloor(k uint64) uint64 { return k << 20 }
 
 // Partition returns the partition the node holds (0 when the region is

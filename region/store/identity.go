@@ -46,7 +46,8 @@ import (
 // as a home; a new incarnation issues none of those dots again, and
 // catch-up waits for the peers' state before deciding.
 //
-// A new incarnation is max(last + 1, the Unix time in seconds), so that a
+// A new incarnation is max(last + 1, the Unix time in hundredths of a
+// second), so that a
 // region restored on a machine that lost its identity file as well still
 // picks a number no earlier incarnation used (as long as the clock has
 // not gone back past the last one).
@@ -158,9 +159,13 @@ func lockStore(path string) (*os.File, error) {
 	return f, nil
 }
 
-// nextIncarnation returns the incarnation that follows last.
+// nextIncarnation returns the incarnation that follows last: at least
+// the Unix time in hundredths of a second (12 digits until the year
+// 2286, crdt.MaxIncarnationDigits), so that two regions of one name whose
+// stores know nothing of each other's (a removed region's name reused on
+// an empty store a moment later) pick different numbers.
 func nextIncarnation(last uint64, now time.Time) uint64 {
-	return max(last+1, uint64(max(now.Unix(), 0)))
+	return max(last+1, uint64(max(now.UnixMilli()/10, 0)))
 }
 
 // openIdentity decides the store's incarnation after it was opened and
@@ -184,7 +189,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	})
 	if err == nil {
 		err = s.Scan("", func(k string, _ []byte, _ error) bool {
-			if k != epochKey && k != delMarkKey {
+			if k != epochKey && k != delMarkKey && k != deletesKey {
 				empty = false
 			}
 			return empty

@@ -69,20 +69,24 @@ func tornAt(path string) (int64, error) {
 	torn := func() bool { return groupTx != 0 && groupSeen+groupSlack < groupWant }
 	// A delete and its record (delMarkKey), next to each other in either
 	// order: where the first of a pair not yet matched starts (-1: none)
-	// and the CRC-32C of the key it names. Deletes of files written before
-	// records are bare; once a pair has been seen, a bare delete is damage.
+	// and the CRC-32C of the key it names (markBad: the record failed its
+	// checksum). A record may stand alone (a rewrite writes the last one
+	// as a value); a delete may not, once the file says that its deletes
+	// carry records (strict: deletesKey, or a pair, seen). Deletes of
+	// files written before records are bare.
 	var (
 		delAt, markAt   int64 = -1, -1
 		delSum, markSum uint32
-		paired          bool
+		markBad, strict bool
+		// prevBad: the last command was a set whose value failed its
+		// checksum; delAfterBad: the pending delete came right after
+		// one, which may have been its record with its key damaged.
+		prevBad, delAfterBad bool
 	)
 	// tear returns where a tear at at begins, reaching back to a delete
-	// or a record whose other half it cut off.
+	// whose record it cut off.
 	tear := func(at int64) int64 {
-		if markAt >= 0 {
-			at = min(at, markAt)
-		}
-		if delAt >= 0 && paired {
+		if delAt >= 0 && strict {
 			at = min(at, delAt)
 		}
 		return at
@@ -98,7 +102,10 @@ func tornAt(path string) (int64, error) {
 			if torn() {
 				return tear(groupStart), nil
 			}
-			if markAt >= 0 || (delAt >= 0 && paired) {
+			if delAt >= 0 && strict {
+				if delAfterBad {
+					return 0, damagedDel("the delete at byte %d has no record but a damaged value before it", delAt)
+				}
 				return tear(pos), nil
 			}
 			return -1, nil
@@ -136,36 +143,40 @@ func tornAt(path string) (int64, error) {
 			}
 			return 0, fmt.Errorf("store: damaged file %s at byte %d: %w", path, pos, err)
 		}
-		switch mark := c.delMark(); {
+		switch mark, bad := c.delMark(); {
 		case c.del && markAt >= 0:
-			if c.keyCRC != markSum {
+			switch {
+			case markBad:
+				return 0, damagedDel("the record at byte %d of the delete at byte %d failed its checksum", markAt, pos)
+			case c.keyCRC != markSum:
 				return 0, damagedDel("the delete at byte %d does not name the key its record at byte %d names", pos, markAt)
 			}
-			markAt, paired = -1, true
+			markAt, strict = -1, true
 		case c.del:
-			if delAt >= 0 && paired {
+			if delAt >= 0 && strict {
 				return 0, damagedDel("the delete at byte %d has no record", delAt)
 			}
-			delAt, delSum = pos, c.keyCRC
-		case mark && delAt >= 0 && (paired || c.markSum == delSum):
-			if c.markSum != delSum {
+			delAt, delSum, delAfterBad = pos, c.keyCRC, prevBad
+		case (mark || bad) && delAt >= 0 && (strict || bad || c.markSum == delSum):
+			switch {
+			case bad:
+				return 0, damagedDel("the record at byte %d of the delete at byte %d failed its checksum", pos, delAt)
+			case c.markSum != delSum:
 				return 0, damagedDel("the delete at byte %d does not name the key its record at byte %d names", delAt, pos)
 			}
-			delAt, paired = -1, true
-		case mark:
-			if markAt >= 0 {
-				return 0, damagedDel("the delete record at byte %d is not next to its delete", markAt)
-			}
-			delAt, markAt, markSum = -1, pos, c.markSum
+			delAt, strict = -1, true
+		case mark || bad:
+			delAt, markAt, markSum, markBad = -1, pos, c.markSum, bad
 		default:
-			if markAt >= 0 {
-				return 0, damagedDel("the delete record at byte %d is not next to its delete", markAt)
-			}
-			if delAt >= 0 && paired {
+			if delAt >= 0 && strict {
 				return 0, damagedDel("the delete at byte %d has no record", delAt)
 			}
-			delAt = -1
+			delAt, markAt = -1, -1
+			if c.deletesMarker() {
+				strict = true
+			}
 		}
+		prevBad = c.set && !c.sound
 		if c.set && !c.sound {
 			// Damaged: one more value of the group it is in, or of the
 			// one that starts next.
@@ -246,12 +257,20 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 		n, err := f.ReadAt(buf[kept:], off+int64(kept))
 		m := kept + n
 		for _, p := range tailPatterns {
+			// A command's start without the line end before it: that
+			// line end may be the damaged bytes (the end of the command
+			// at from).
+			p = p[2:]
 			for j := 0; j < m; {
 				i := bytes.Index(buf[j:m], p)
 				if i < 0 {
 					break
 				}
-				at := off + int64(j+i) + 2
+				at := off + int64(j+i)
+				if at <= from {
+					j += i + 1
+					continue
+				}
 				// Only a command that reads whole, with a sound value,
 				// counts: the torn command's own value may hold bytes
 				// that look like a command's start.
@@ -320,25 +339,34 @@ type command struct {
 	sound   bool
 	keyCRC  uint32 // CRC-32C of a set's or a delete's key
 	keyLen  int
-	keyHead [len(delMarkKey)]byte // the key's first bytes
+	keyHead [len(deletesKey)]byte // the key's first bytes
 	head    [maxHeader]byte
 	headLen int
 	valLen  int
 	markSum uint32 // a delete record's payload (delMark)
 }
 
-// delMark reports whether c is a sound delete record (delMarkKey), and
-// sets c.markSum to the checksum of the key it names.
-func (c *command) delMark() bool {
-	if !c.set || !c.sound || c.keyLen != len(delMarkKey) || string(c.keyHead[:]) != delMarkKey {
-		return false
+// delMark reports whether c sets the delete record (delMarkKey): mark
+// if it is sound, with c.markSum the checksum of the key it names, bad
+// if it is not (its checksum failed, or its payload is not a checksum).
+func (c *command) delMark() (mark, bad bool) {
+	if !c.set || c.keyLen != len(delMarkKey) || string(c.keyHead[:len(delMarkKey)]) != delMarkKey {
+		return false, false
+	}
+	if !c.sound {
+		return false, true
 	}
 	_, _, _, payload, ok := frameHeader(c.head[:c.headLen])
 	if !ok || len(payload) < 4 || c.valLen != c.headLen-len(payload)+4 {
-		return false
+		return false, true
 	}
 	c.markSum = binary.BigEndian.Uint32(payload)
-	return true
+	return true, false
+}
+
+// deletesMarker reports whether c sets deletesKey, soundly.
+func (c *command) deletesMarker() bool {
+	return c.set && c.sound && c.keyLen == len(deletesKey) && string(c.keyHead[:]) == deletesKey
 }
 
 // read reads one RESP array of bulk strings, as BuntDB writes them (as

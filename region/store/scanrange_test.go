@@ -29,7 +29,7 @@ func scanAll(t *testing.T, scan func(fn func(k string, v []byte, err error) bool
 		if err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
-		if k != epochKey && string(v) != "v:"+k {
+		if k != epochKey && k != deletesKey && string(v) != "v:"+k {
 			t.Fatalf("%s: value %q", k, v)
 		}
 		got = append(got, k)
@@ -58,7 +58,7 @@ func TestScanRange(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	stored := append(slices.Clone(scanKeys), epochKey)
+	stored := append(slices.Clone(scanKeys), deletesKey, epochKey)
 	slices.Sort(stored)
 	for _, lo := range scanBounds {
 		for _, hi := range scanBounds {

@@ -82,6 +82,13 @@ const epochKey = "~epoch"
 // the record of the last delete and sorts before epochKey.
 const delMarkKey = "~del"
 
+// deletesKey says, from where it stands in the file on, that every delete
+// carries its record (delMarkKey): Open writes it into a file that lacks
+// it (a new one, or one of an earlier version), before any delete, and a
+// rewrite keeps it. From there on a delete without its record is damage,
+// even the file's first.
+const deletesKey = "~deletes"
+
 // ErrCorrupt is returned (wrapped in a *CorruptError) for a stored value
 // whose checksum fails. The value is never served or replicated.
 var ErrCorrupt = errors.New("store: stored value failed its checksum")
@@ -354,7 +361,7 @@ func Open(path string, opts Options) (_ *Store, err error) {
 // than one core, the goroutine that walks the keys hands batches of them
 // to a second that checks them, whenever that one is free.
 func (s *Store) scan() error {
-	var hasEpoch bool
+	var hasEpoch, hasDeletes bool
 	err := s.db.View(func(tx *buntdb.Tx) error {
 		// The transaction from which MaxMarkSince(opts.Checkpoint) counts
 		// (see there).
@@ -411,8 +418,11 @@ func (s *Store) scan() error {
 			}
 			keys++
 			s.live += int64(len(k) + len(v))
-			if k == epochKey {
+			switch k {
+			case epochKey:
 				hasEpoch = true
+			case deletesKey:
+				hasDeletes = true
 			}
 			if batch = append(batch, keyValue{k, v}); len(batch) == scanBatch {
 				select {
@@ -443,6 +453,16 @@ func (s *Store) scan() error {
 	})
 	if err != nil {
 		return fmt.Errorf("store: scan store: %w", err)
+	}
+	if !hasDeletes {
+		err := s.update(nil, func(tx *Tx) error {
+			tx.own = true
+			tx.Set(deletesKey, []byte{1})
+			return nil
+		}, nil)
+		if err != nil {
+			return err
+		}
 	}
 	if !hasEpoch {
 		return s.update(nil, func(tx *Tx) error {

@@ -142,6 +142,7 @@ type Tx struct {
 	sets    []staged
 	index   map[string]int
 	del     string
+	own     bool // the store's own write: its reserved keys allowed
 	mark    uint64
 	durable func()
 	// err is the first touch of a key the transaction did not name.
@@ -212,6 +213,9 @@ func (t *Tx) Set(key string, val []byte) {
 	if t.touch(key) != nil {
 		return
 	}
+	if t.reserved(key) {
+		return
+	}
 	if key > epochKey && t.err == nil {
 		// A rewrite writes keys in key order and ends with the epoch key,
 		// which must be the file's last command for the rewritten file
@@ -252,10 +256,23 @@ func (t *Tx) Mark(m uint64) { t.mark = max(t.mark, m) }
 // else. Deleting a key the transaction did not name makes Update fail
 // with ErrUnnamedKey.
 func (t *Tx) Delete(key string) {
-	if t.touch(key) != nil {
+	if t.touch(key) != nil || t.reserved(key) {
 		return
 	}
 	t.del = key
+}
+
+// reserved fails the transaction on a key the store keeps for itself
+// (its delete record, its record that deletes carry records), unless it
+// is the store's own write.
+func (t *Tx) reserved(key string) bool {
+	if t.own || (key != delMarkKey && key != deletesKey) {
+		return false
+	}
+	if t.err == nil {
+		t.err = fmt.Errorf("store: key %q is the store's own", key)
+	}
+	return true
 }
 
 // Staged calls fn for every value the transaction staged, in the order
