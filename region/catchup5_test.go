@@ -1,7 +1,6 @@
 package region
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,37 +18,7 @@ import (
 // incarnation in catch-up.
 func (r *reconfRig) openShared(name string) *testNode {
 	r.t.Helper()
-	path := filepath.Join(r.dir, name, "data.db")
-	st, err := OpenStore(path, store.Options{Shared: true})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	var peers []string
-	for _, p := range r.regions {
-		if p != name {
-			peers = append(peers, p)
-		}
-	}
-	regions := slices.Clone(r.regions)
-	homesID := fmt.Sprint(r.home("p1"), r.home("e1"), regions)
-	n, err := NewNode(Options{Name: name, Store: st, Clock: r.clock, ExpiryInterval: time.Hour,
-		Home:        r.home,
-		HomesID:     homesID,
-		Escrow:      r.escrow,
-		IsRegion:    func(x string) bool { return slices.Contains(regions, x) },
-		Publisher:   reconfPub{r, name},
-		Forwarder:   reconfFwd{r, name},
-		PeerRegions: peers,
-		Background:  func(f func()) { f() },
-	})
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	tn := &testNode{Node: n, store: st, path: path, clock: r.clock}
-	r.nodes[name] = tn
-	r.cfg[name] = regions
-	r.t.Cleanup(tn.close)
-	return tn
+	return r.openWith(name, store.Options{Shared: true})
 }
 
 // catchUpAll runs a complete anti-entropy round over items between every

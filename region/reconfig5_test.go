@@ -75,8 +75,14 @@ func (f reconfFwd) Forward(ctx context.Context, home string, req *HomeRequest) (
 // open starts region name on its store with the config of the moment.
 func (r *reconfRig) open(name string) *testNode {
 	r.t.Helper()
+	return r.openWith(name, store.Options{})
+}
+
+// openWith is open with the store opened with opts.
+func (r *reconfRig) openWith(name string, opts store.Options) *testNode {
+	r.t.Helper()
 	path := filepath.Join(r.dir, name, "data.db")
-	st, err := OpenStore(path, store.Options{})
+	st, err := OpenStore(path, opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}
