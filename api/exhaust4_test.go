@@ -98,7 +98,7 @@ func exWaiters(t testing.TB, h http.Handler, n int, tok string) uint64 {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c0 := exCPU()
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond) // the sampling interval of the CPU, in a loop with a deadline
 		if exCPU()-c0 < 5*time.Millisecond {
 			break
 		}
@@ -269,7 +269,7 @@ func exHeldWaiting(t *testing.T, n int, extra string) uint64 {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d of %d requests reached the handler", entered.Load(), n)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // poll interval of a wait with a deadline
 	}
 	var held uint64
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
