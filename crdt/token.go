@@ -99,6 +99,9 @@ func ParseToken(s string) (Context, error) {
 	if len(s) > base64.RawURLEncoding.EncodedLen(MaxTokenBytes) {
 		return Context{}, fmt.Errorf("crdt: token longer than %d bytes", MaxTokenBytes)
 	}
+	if err := CheckTokenAlphabet(s); err != nil {
+		return Context{}, fmt.Errorf("crdt: token: %w", err)
+	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return Context{}, fmt.Errorf("crdt: token: %w", err)
@@ -128,6 +131,19 @@ func ParseToken(s string) (Context, error) {
 		return decodeTokenContext(inf.buf[:n])
 	}
 	return decodeTokenContext(b)
+}
+
+// CheckTokenAlphabet refuses s unless it is made of the alphabet of
+// base64.RawURLEncoding alone. The decoder skips '\r' and '\n' even
+// when strict, so it alone would give two spellings of one token.
+func CheckTokenAlphabet(s string) error {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("illegal character %q at offset %d", c, i)
+		}
+	}
+	return nil
 }
 
 // inflater is a reusable inflater of compressed tokens and the buffer it

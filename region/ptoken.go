@@ -82,7 +82,10 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 	if len(s) > MaxPartitionTokenChars {
 		return t, fmt.Errorf("token longer than %d characters", MaxPartitionTokenChars)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s[len(partitionTokenPrefix):])
+	if err := crdt.CheckTokenAlphabet(s[len(partitionTokenPrefix):]); err != nil {
+		return t, fmt.Errorf("token: %w", err)
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(partitionTokenPrefix):])
 	if err != nil {
 		return t, fmt.Errorf("token: %w", err)
 	}
