@@ -44,7 +44,11 @@ func (r *reconfRig) catchUpAll(items []string) {
 			}
 		}
 		for _, p := range peers {
-			r.nodes[a].SyncedWith(p, peers)
+			homes := ""
+			if pn, ok := r.nodes[p]; ok {
+				homes = pn.HomesID()
+			}
+			r.nodes[a].SyncedWith(p, homes, peers)
 		}
 		if r.nodes[a].CatchingUp() {
 			r.t.Fatalf("%s is still catching up after a round with every peer", a)
@@ -270,8 +274,8 @@ func TestCatchUpWaitEndsWhenCatchUpEnds(t *testing.T) {
 		return tn
 	}
 	h := open("homes-1", 0)
-	h.SyncedWith("a", []string{"a", "b"})
-	h.SyncedWith("b", []string{"a", "b"})
+	h.SyncedWith("a", "homes-1", []string{"a", "b"})
+	h.SyncedWith("b", "homes-1", []string{"a", "b"})
 	must[Item](t)(h.Restock(bg, "s", 5))
 	must[Item](t)(h.Restock(bg, "e1", 5))
 	held := must[Reservation](t)(h.Reserve(bg, "s", 1, time.Hour, Idem{}))
@@ -294,7 +298,7 @@ func TestCatchUpWaitEndsWhenCatchUpEnds(t *testing.T) {
 	if it := must[Item](t)(h.GetItem(bg, "s", false)); it.Stock != 5 || it.Reserved != 1 {
 		t.Fatalf("s after the refusals: %+v", it)
 	}
-	h.SyncedWith("a", []string{"a", "b"})
+	h.SyncedWith("a", "homes-2", []string{"a", "b"})
 
 	h.opts.CatchUpWait = time.Minute
 	type result struct {
@@ -316,7 +320,7 @@ func TestCatchUpWaitEndsWhenCatchUpEnds(t *testing.T) {
 		t.Fatalf("the reservation was answered during catch-up: %+v %v", got.res, got.err)
 	default:
 	}
-	h.SyncedWith("b", []string{"a", "b"})
+	h.SyncedWith("b", "homes-2", []string{"a", "b"})
 	select {
 	case got := <-done:
 		if got.err != nil {
@@ -376,7 +380,7 @@ func TestStoreWithoutHomesRecordCatchesUp(t *testing.T) {
 	if !n.CatchingUp() {
 		t.Fatal("a store with writes and no homes record opened with homes does not catch up")
 	}
-	n.SyncedWith("b", []string{"b"})
+	n.SyncedWith("b", "homes-1", []string{"b"})
 	if n.CatchingUp() {
 		t.Fatal("still catching up after a round with its one peer")
 	}

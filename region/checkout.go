@@ -318,6 +318,9 @@ func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, i
 // (other, or nil). It returns the order and the cart entries it removed.
 func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (Order, []planDot, error) {
 	if !n.waitCaughtUp(ctx) {
+		if !n.store.CatchingUp() {
+			return Order{}, nil, n.catchingUp() // its peers' homes are not confirmed
+		}
 		// Its checkout records may be among what it lost (see CatchingUp).
 		return Order{}, nil, &Error{Code: CodeUnavailable, RetryAfter: 5,
 			Detail: fmt.Sprintf("region %s may have lost some of its store and coordinates checkouts again once it has caught up with every peer", n.name)}

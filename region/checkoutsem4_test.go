@@ -728,7 +728,7 @@ func co4PartCase(t *testing.T, seed uint64) {
 			// every write was durable).
 			r.deliver()
 			other := map[string]string{"h": "k", "k": "h"}[name]
-			tn.SyncedWith(other, []string{other})
+			tn.SyncedWith(other, "", []string{other})
 		}
 	}
 	ops := []string{OpReserve, OpCommit, OpRelease, OpReturn, OpCheckout}

@@ -435,8 +435,8 @@ func TestEscrowNoReturnWhileCatchingUp(t *testing.T) {
 	if err := a.ApplyRemote(&crdt.Context{}, g); err != nil {
 		t.Fatal(err)
 	}
-	a.SyncedWith("h", []string{"h", "b"})
-	a.SyncedWith("b", []string{"h", "b"})
+	a.SyncedWith("h", "", []string{"h", "b"})
+	a.SyncedWith("b", "", []string{"h", "b"})
 	if a.CatchingUp() {
 		t.Fatal("a still catching up after syncing with both peers")
 	}

@@ -145,8 +145,16 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 	return &resp
 }
 
-// catchingUp is the refusal of a decision while the region catches up.
+// catchingUp is the refusal of a decision while the region catches up
+// or has not seen every peer run its homes (decidesAsHome).
 func (n *Node) catchingUp() *Error {
+	if !n.store.CatchingUp() {
+		n.dmu.Lock()
+		peers := n.unconfirmedPeers()
+		n.dmu.Unlock()
+		return &Error{Code: CodeUnavailable, RetryAfter: 5,
+			Detail: fmt.Sprintf("region %s decides as a home once every peer has shown it the same homes rules and regions in an anti-entropy round (not yet: %s)", n.name, strings.Join(peers, ", "))}
+	}
 	return &Error{Code: CodeUnavailable, RetryAfter: 5,
 		Detail: fmt.Sprintf("region %s is new, its skus' homes changed, or it may have lost some of its store (an unclean stop, a damaged file or a restore): it decides once it has caught up with every peer", n.name)}
 }

@@ -253,11 +253,11 @@ func TestBackupAndRestore(t *testing.T) {
 	_, err = n.Commit(bg, held.ID, Idem{})
 	wantCode(t, err, CodeUnavailable)
 
-	n.SyncedWith("eu-west", []string{"eu-west", "ap-south"})
+	n.SyncedWith("eu-west", "", []string{"eu-west", "ap-south"})
 	if !n.CatchingUp() {
 		t.Fatal("caught up after one of two peers")
 	}
-	n.SyncedWith("ap-south", []string{"eu-west", "ap-south"})
+	n.SyncedWith("ap-south", "", []string{"eu-west", "ap-south"})
 	if n.CatchingUp() {
 		t.Fatal("still catching up after every peer")
 	}

@@ -168,8 +168,17 @@ type Node struct {
 	ndivergent atomic.Int32 // len(divergent), read without dmu
 	divergent  map[string][]crdt.Dot
 	synced     map[string]bool
-	// caughtUp is closed when catch-up ends; nil while no one waits.
-	caughtUp   chan struct{}
+	// caughtUp is closed when the region may have come to decide as a
+	// home (catch-up ended, or the peers' homes came to agree); nil
+	// while no one waits.
+	caughtUp chan struct{}
+	// peerHomes is what each peer showed as its homes in the last
+	// anti-entropy round completed since this region's homes last
+	// changed (Options.HomesID; stored under prefixPeerHomes); homesOK
+	// is whether every peer showed this region's own.
+	peerHomes  map[string]string
+	homesOK    atomic.Bool
+	homesEpoch uint64              // keyHomesEpoch
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
@@ -199,12 +208,19 @@ const (
 	keyPartitions = "m/partitions"
 	// keyHomes holds the HomesID the store was last opened with; see
 	// checkHomes.
-	keyHomes     = "m/homes"
-	prefixCart   = crdt.CartPrefix
-	prefixItem   = crdt.ItemPrefix
-	prefixLedger = "l/"
-	prefixRes    = "r/"
-	prefixIdem   = "k/"
+	keyHomes = "m/homes"
+	// keyHomesEpoch counts the changes of keyHomes (decimal).
+	keyHomesEpoch = "m/homesepoch"
+	// prefixPeerHomes + PEER holds what peer PEER showed as its homes
+	// in the last anti-entropy round completed, after the epoch
+	// (keyHomesEpoch) it completed in: "EPOCH HOMES". Records of earlier
+	// epochs are left out; see SyncedWith.
+	prefixPeerHomes = "m/peerhomes/"
+	prefixCart      = crdt.CartPrefix
+	prefixItem      = crdt.ItemPrefix
+	prefixLedger    = "l/"
+	prefixRes       = "r/"
+	prefixIdem      = "k/"
 	// prefixPending + a cart's or item's key holds the join of the deltas
 	// that key received while its stored state was damaged (pending.go).
 	prefixPending = "p/"
@@ -345,7 +361,7 @@ func NewNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	if len(opts.PeerRegions) == 0 {
-		n.SyncedWith("", nil) // nobody to catch up with
+		n.SyncedWith("", "", nil) // nobody to catch up with
 	}
 	n.store.Opened()
 	n.wg.Add(1)
@@ -433,18 +449,54 @@ func readApplied(r store.Reader) (crdt.Context, crdt.ReplicaID, error) {
 func (n *Node) checkHomes() error {
 	id := n.opts.HomesID
 	if id == "" {
+		n.homesOK.Store(true) // untracked
 		return nil
 	}
 	var stored string
+	epoch := uint64(0) // the homes' changes so far
 	err := n.store.View(nil, func(r store.Reader) error {
 		b, ok, err := r.Get(keyHomes)
 		if ok {
 			stored = string(b)
 		}
+		if err != nil {
+			return err
+		}
+		b, ok, err = r.Get(keyHomesEpoch)
+		if ok {
+			if epoch, err = strconv.ParseUint(string(b), 10, 64); err != nil {
+				return fmt.Errorf("region: the store's record %s is damaged: %q", keyHomesEpoch, b)
+			}
+		}
 		return err
 	})
-	if err != nil || stored == id {
+	if err != nil {
 		return err
+	}
+	if stored != id {
+		// What the peers showed under other homes says nothing of these:
+		// records of earlier epochs are left out.
+		epoch++
+	}
+	n.homesEpoch = epoch
+	n.peerHomes = make(map[string]string)
+	// A damaged record is left out: that peer is unconfirmed.
+	err = n.store.Scan(prefixPeerHomes, func(k string, v []byte, err error) bool {
+		if e, homes, ok := strings.Cut(string(v), " "); err == nil && ok && e == strconv.FormatUint(epoch, 10) {
+			n.peerHomes[k[len(prefixPeerHomes):]] = homes
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	n.homesOK.Store(n.agreed())
+	if stored == id {
+		if !n.homesOK.Load() {
+			n.log.Warn("the region decides as a home once every peer has shown it the same homes rules and regions in an anti-entropy round",
+				"homes", id, "unconfirmed", n.unconfirmedPeers())
+		}
+		return nil
 	}
 	// A store with writes but no record (written by a version that kept
 	// none) cannot tell either: it catches up too. A store that holds no
@@ -456,11 +508,97 @@ func (n *Node) checkHomes() error {
 		n.log.Warn("the homes of skus changed since the last start; the region catches up with its peers before deciding as a home",
 			"homes", id, "before", stored)
 	}
-	return n.store.Update(nil, func(tx *store.Tx) error {
+	return n.store.Update([]string{keyHomes, keyHomesEpoch}, func(tx *store.Tx) error {
 		tx.Set(keyHomes, []byte(id))
+		tx.Set(keyHomesEpoch, []byte(strconv.FormatUint(epoch, 10)))
 		return nil
 	})
 }
+
+// agreed reports whether every peer showed this region's homes (see
+// SyncedWith); true when they are untracked or there is no peer.
+func (n *Node) agreed() bool {
+	return len(n.unconfirmedPeers()) == 0
+}
+
+// unconfirmedPeers returns the peers that have not shown this region's
+// homes in an anti-entropy round since they last changed here. The
+// caller holds dmu, or runs before the node serves.
+func (n *Node) unconfirmedPeers() []string {
+	if n.opts.HomesID == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range n.opts.PeerRegions {
+		if n.peerHomes[p] != n.opts.HomesID {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// noteHomes records that peer showed homes in a completed anti-entropy
+// round. A peer that shows other homes than this region's (its config
+// differs: a rolling restart that changes homes or regions is under way)
+// makes the region stop deciding as a home at once; it decides again once
+// every peer has shown its own homes in a round completed since. So two
+// regions that disagree on homes never both decide: a region decides
+// only on homes every peer ran at a round since they last changed here,
+// and such a round brought it every decision the peer had made until
+// then, under its earlier homes too.
+func (n *Node) noteHomes(peer, homes string) {
+	if n.opts.HomesID == "" || peer == "" {
+		return
+	}
+	n.dmu.Lock()
+	if n.peerHomes[peer] == homes {
+		n.dmu.Unlock()
+		return
+	}
+	was := n.homesOK.Load()
+	n.peerHomes[peer] = homes
+	ok := n.agreed()
+	n.homesOK.Store(ok)
+	unconfirmed := n.unconfirmedPeers()
+	n.dmu.Unlock()
+	rec := []byte(strconv.FormatUint(n.homesEpoch, 10) + " " + homes)
+	if err := n.store.Update([]string{prefixPeerHomes + peer}, func(tx *store.Tx) error {
+		tx.Set(prefixPeerHomes+peer, rec)
+		return nil
+	}); err != nil {
+		n.log.Error("could not record the homes a peer runs", "peer", peer, "err", err)
+	}
+	switch {
+	case homes != n.opts.HomesID:
+		n.log.Warn("a peer runs other homes rules or regions than this region; the region decides as a home once every peer runs the same",
+			"peer", peer, "peer_homes", homes, "homes", n.opts.HomesID)
+	case ok && !was:
+		n.log.Info("every peer runs the same homes rules and regions as this region", "homes", n.opts.HomesID)
+		n.wakeDeciders()
+	case !ok:
+		n.log.Info("a peer runs the same homes as this region; others are not confirmed yet", "peer", peer, "unconfirmed", unconfirmed)
+	}
+}
+
+// wakeDeciders wakes the decisions waiting in waitCaughtUp.
+func (n *Node) wakeDeciders() {
+	n.dmu.Lock()
+	if n.caughtUp != nil {
+		close(n.caughtUp)
+		n.caughtUp = nil
+	}
+	n.dmu.Unlock()
+}
+
+// decidesAsHome reports whether the region may decide as a home: it is
+// not catching up, and every peer showed it the same homes.
+func (n *Node) decidesAsHome() bool {
+	return !n.store.CatchingUp() && n.homesOK.Load()
+}
+
+// HomesID returns Options.HomesID, which the region shows its peers in
+// every anti-entropy round (protocol.Config.Homes).
+func (n *Node) HomesID() string { return n.opts.HomesID }
 
 // checkReplicaBudget refuses to open a region whose writes would name
 // one replica id more than contexts and objects hold (crdt.MaxReplicas):
@@ -1415,7 +1553,8 @@ func (n *Node) CatchingUp() bool { return n.store.CatchingUp() }
 // units and decides again. The holds its ledgers kept stay (each expires
 // by its ttl); a hold its store lost is unknown here, so committing it is
 // 404 not_found and its units are free again.
-func (n *Node) SyncedWith(peer string, peers []string) {
+func (n *Node) SyncedWith(peer, homes string, peers []string) {
+	n.noteHomes(peer, homes)
 	if !n.store.CatchingUp() {
 		return
 	}
@@ -1440,12 +1579,7 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 		n.log.Error("could not record that the restored region caught up", "err", err)
 		return
 	}
-	n.dmu.Lock()
-	if n.caughtUp != nil {
-		close(n.caughtUp)
-		n.caughtUp = nil
-	}
-	n.dmu.Unlock()
+	n.wakeDeciders()
 	n.log.Info("the region has caught up with every peer and decides reservations again")
 }
 
@@ -1454,10 +1588,11 @@ func (n *Node) SyncedWith(peer string, peers []string) {
 // take a few round trips.
 const DefaultCatchUpWait = 2 * time.Second
 
-// waitCaughtUp reports whether the region is out of catch-up, waiting
-// for it, up to Options.CatchUpWait or a little before ctx's deadline.
+// waitCaughtUp reports whether the region decides as a home (decidesAsHome),
+// waiting for it up to Options.CatchUpWait or a little before ctx's
+// deadline.
 func (n *Node) waitCaughtUp(ctx context.Context) bool {
-	if !n.store.CatchingUp() {
+	if n.decidesAsHome() {
 		return true
 	}
 	d := n.opts.CatchUpWait
@@ -1467,24 +1602,26 @@ func (n *Node) waitCaughtUp(ctx context.Context) bool {
 	if d <= 0 {
 		return false
 	}
-	n.dmu.Lock()
-	if n.caughtUp == nil {
-		n.caughtUp = make(chan struct{})
-	}
-	ch := n.caughtUp
-	n.dmu.Unlock()
-	if !n.store.CatchingUp() {
-		return true // caught up before the channel was made
-	}
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ch:
-		return !n.store.CatchingUp()
-	case <-t.C:
-	case <-ctx.Done():
+	for {
+		n.dmu.Lock()
+		if n.caughtUp == nil {
+			n.caughtUp = make(chan struct{})
+		}
+		ch := n.caughtUp
+		n.dmu.Unlock()
+		if n.decidesAsHome() {
+			return true // before the channel was made
+		}
+		select {
+		case <-ch:
+		case <-t.C:
+			return n.decidesAsHome()
+		case <-ctx.Done():
+			return n.decidesAsHome()
+		}
 	}
-	return !n.store.CatchingUp()
 }
 
 // republishHeld publishes the held units of every ledger anew, at a
@@ -1566,6 +1703,12 @@ func (n *Node) Warnings() []string {
 	var out []string
 	if n.CatchingUp() {
 		out = append(out, "new, new homes, or may have lost writes (an unclean stop, a damaged file or a restore): catching up with its peers; reservations are refused until then")
+	}
+	if !n.homesOK.Load() {
+		n.dmu.Lock()
+		peers := n.unconfirmedPeers()
+		n.dmu.Unlock()
+		out = append(out, fmt.Sprintf("peers not yet seen to run the same homes rules and regions: %s; reservations at this region's homes are refused until every peer has", strings.Join(peers, ", ")))
 	}
 	if d := n.Divergent(); len(d) > 0 {
 		out = append(out, fmt.Sprintf("%d keys hold a dot with other content than a peer's (divergent_keys in /v1/cluster)", len(d)))

@@ -112,6 +112,15 @@ func (r *reconfRig) openWith(name string, opts store.Options) *testNode {
 	tn := &testNode{Node: n, store: st, path: path, clock: r.clock}
 	r.nodes[name] = tn
 	r.cfg[name] = regions
+	// The running regions whose configs name each other show each other
+	// their homes, as their first anti-entropy rounds would (only that:
+	// the state the rounds would ship is the tests' to move).
+	for o, on := range r.nodes {
+		if o != name && slices.Contains(r.cfg[o], name) && slices.Contains(regions, o) {
+			n.noteHomes(o, on.HomesID())
+			on.noteHomes(name, n.HomesID())
+		}
+	}
 	r.t.Cleanup(tn.close)
 	return tn
 }
@@ -219,8 +228,8 @@ func TestEscrowTurnedOffLeavesNoUnitsStranded(t *testing.T) {
 	r.stop("a")
 	r.escrow = escrowOnE(false)
 	h, a = r.open("h"), r.open("a")
-	h.SyncedWith("a", []string{"a"})
-	a.SyncedWith("h", []string{"h"})
+	h.SyncedWith("a", a.HomesID(), []string{"a"})
+	a.SyncedWith("h", h.HomesID(), []string{"h"})
 
 	// Long past the idle time of any rights a still holds.
 	for range 3 {
@@ -263,8 +272,8 @@ func TestEscrowTurnedOffKeepsOpenHoldsCommittable(t *testing.T) {
 	r.stop("a")
 	r.escrow = escrowOnE(false)
 	h, a = r.open("h"), r.open("a")
-	h.SyncedWith("a", []string{"a"})
-	a.SyncedWith("h", []string{"h"})
+	h.SyncedWith("a", a.HomesID(), []string{"a"})
+	a.SyncedWith("h", h.HomesID(), []string{"h"})
 	if _, err := h.Reserve(bg, "e1", 8, time.Minute, Idem{}); err == nil {
 		t.Fatal("the home sold 8 of 10 units while a holds 3 of them")
 	}
@@ -308,8 +317,8 @@ func TestRemovedRegionsRightsStayOut(t *testing.T) {
 	r.stop("b")
 	r.regions = []string{"h", "b"}
 	h, b := r.open("h"), r.open("b")
-	h.SyncedWith("b", []string{"b"})
-	b.SyncedWith("h", []string{"h"})
+	h.SyncedWith("b", b.HomesID(), []string{"b"})
+	b.SyncedWith("h", h.HomesID(), []string{"h"})
 	if _, err := b.GetReservation(bg, res.ID); err == nil {
 		t.Fatalf("the removed region's reservation %s still answers", res.ID)
 	}

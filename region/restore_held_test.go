@@ -47,7 +47,7 @@ func (r *escrowRig) catchUp(name string, skus ...string) {
 		}
 	}
 	for _, p := range peers {
-		r.nodes[name].SyncedWith(p, peers)
+		r.nodes[name].SyncedWith(p, "", peers)
 	}
 	if r.nodes[name].CatchingUp() {
 		r.t.Fatalf("%s still catching up", name)

@@ -34,9 +34,11 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //     ("m/marks") have none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
 //     store serialises in commit order, and read at start-up;
-//   - the partition count ("m/partitions") and the homes' id ("m/homes")
-//     have none: each is read and written once, at start-up
-//     (checkPartitionCount, checkHomes);
+//   - the partition count ("m/partitions"), the homes' id ("m/homes")
+//     and their epoch ("m/homesepoch") have none: each is read and
+//     written once, at start-up (checkPartitionCount, checkHomes); a
+//     peer's homes ("m/peerhomes/PEER") has its own, written by the
+//     replication's one goroutine (noteHomes);
 //   - the reservation counter ("m/resseq") is written under n.resMu
 //     (nextReservationSeq), from inside a home decision's transaction,
 //     which must not take another key's lock.
@@ -49,7 +51,7 @@ func lockKey(key string) string {
 		return prefixCart + id
 	case strings.HasPrefix(key, prefixPending):
 		return lockKey(key[len(prefixPending):])
-	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes:
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch:
 		return ""
 	}
 	return key

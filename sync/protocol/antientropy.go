@@ -61,8 +61,11 @@ type aeRound struct {
 	myApplied    crdt.Context
 	theirApplied crdt.Context
 	theirRun     uint64
-	answered     bool
-	final        bool // nothing was left out so far
+	// theirHomes is what the peer's answer to step 1 showed
+	// (Message.Homes).
+	theirHomes string
+	answered   bool
+	final      bool // nothing was left out so far
 
 	queue []RangeNode // nodes to send in digests
 	// ranged says the round opened with bucket ranges (this version's
@@ -537,8 +540,8 @@ func (p *Protocol) closeAE(pr *peer) {
 	pr.noteShipped(ae.ours, ae.theirs)
 	m := &Message{Kind: KindObjects, Round: ae.round, Step: ae.nextStep, Pushes: ae.pushes, Of: ae.pushSum}
 	if ae.final {
-		p.adopt(pr, ae.theirApplied)
-		m.Final, m.Applied = true, crdt.EncodeContext(&ae.myApplied)
+		p.adopt(pr, ae.theirApplied, ae.theirHomes)
+		m.Final, m.Applied, m.Homes = true, crdt.EncodeContext(&ae.myApplied), p.cfg.Homes
 	}
 	p.send(pr, m)
 	p.finishAE(pr)
@@ -637,7 +640,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	}
 	d := &Message{Kind: KindDiff, Round: m.Round, Step: m.Step, Of: requestID(m), Run: p.run, Nodes: out, Next: uint64(done)}
 	if m.Step == 1 {
-		d.Applied = p.wire(&v.snap.Applied)
+		d.Applied, d.Homes = p.wire(&v.snap.Applied), p.cfg.Homes
 	}
 	if r.round == m.Round {
 		r.heard = p.now
@@ -680,7 +683,7 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 			p.abandonAE(pr)
 			return
 		}
-		ae.theirApplied, ae.theirRun, ae.answered = c, m.Run, true
+		ae.theirApplied, ae.theirRun, ae.theirHomes, ae.answered = c, m.Run, m.Homes, true
 		// What the peer has applied durably, for the write concern
 		// (Holders): after a restart of ours, the first word of it.
 		p.noteHas(pr, &c)
@@ -979,7 +982,7 @@ func (p *Protocol) tryAdopt(pr *peer) {
 	}
 	r.final = nil
 	if c, err := crdt.DecodeContext(f.Applied); err == nil {
-		p.adopt(pr, c)
+		p.adopt(pr, c, f.Homes)
 	}
 }
 
@@ -1077,10 +1080,13 @@ func (p *Protocol) applyObjects(pr *peer, m *Message) {
 }
 
 // adopt records that our state now reflects c, the applied context of
-// pr's state that a complete round has brought here.
-func (p *Protocol) adopt(pr *peer, c crdt.Context) {
-	if !slices.Contains(p.out.Synced, pr.id) {
-		p.out.Synced = append(p.out.Synced, pr.id)
+// pr's state that a complete round has brought here, and homes, what
+// the peer showed in the round.
+func (p *Protocol) adopt(pr *peer, c crdt.Context, homes string) {
+	if i := slices.IndexFunc(p.out.Synced, func(s Synced) bool { return s.Peer == pr.id }); i >= 0 {
+		p.out.Synced[i].Homes = homes
+	} else {
+		p.out.Synced = append(p.out.Synced, Synced{Peer: pr.id, Homes: homes})
 	}
 	claim := p.admit(&p.seen, &c)
 	if p.seen.Covers(&claim) {

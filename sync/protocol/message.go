@@ -143,6 +143,13 @@ type Message struct {
 	Eq       []uint64      `cbor:"38,keyasint,omitempty"`
 	SpanRuns []byte        `cbor:"39,keyasint,omitempty"`
 
+	// Homes names what decides the home of every sku at the sender
+	// (Config.Homes): on the diff answering step 1 of a round, the
+	// responder's; on the objects that close a round complete (Final),
+	// the initiator's. A region decides as a home only once every peer
+	// has shown it the same (region.Node.SyncedWith).
+	Homes string `cbor:"40,keyasint,omitempty"`
+
 	// AckRuns is how Encode writes Acks: the tags sorted, as runs of
 	// consecutive tags, [first tag, run length − 1, then per further run
 	// its gap − 1 after the previous run, its length − 1]. Decode turns it
@@ -506,6 +513,9 @@ func (m *Message) expand() error {
 	return nil
 }
 
+// MaxHomesBytes bounds Message.Homes (a config.Config.HomesID is 32).
+const MaxHomesBytes = 64
+
 // ValidKey reports whether k names a replicated object (crdt.ValidKey).
 func ValidKey(k string) bool { return crdt.ValidKey(k) }
 
@@ -515,6 +525,9 @@ func (m *Message) validate(buckets int) error {
 	}
 	if len(m.Dots) > 0 && len(m.DotRuns) > 0 {
 		return errors.New("protocol: both dot range forms")
+	}
+	if len(m.Homes) > MaxHomesBytes {
+		return fmt.Errorf("protocol: homes name of %d bytes, limit %d", len(m.Homes), MaxHomesBytes)
 	}
 	if n := len(m.Dots) + len(m.DotRuns); n > MaxDotRanges {
 		return fmt.Errorf("protocol: %d dot ranges, limit %d", n, MaxDotRanges)

@@ -94,6 +94,10 @@ type Storage interface {
 type Config struct {
 	// Buckets is the number of digest buckets (same in every region).
 	Buckets int
+	// Homes names what decides the homes of skus here
+	// (config.Config.HomesID), shown to each peer in every anti-entropy
+	// round (Message.Homes); "" shows none.
+	Homes string
 	// MaxBufferEntries and MaxBufferBytes bound the delta buffer; a peer
 	// that still needed a dropped delta is repaired by anti-entropy.
 	MaxBufferEntries int
@@ -242,7 +246,15 @@ type Ready struct {
 	// Synced lists the peers with which an anti-entropy round completed:
 	// once the Applies are durable, this region's state includes
 	// everything the peer's state held when the round began.
-	Synced []crdt.ReplicaID
+	Synced []Synced
+}
+
+// Synced is a peer with which an anti-entropy round completed, and the
+// homes it showed in that round (Message.Homes; "" from a peer that
+// shows none).
+type Synced struct {
+	Peer  crdt.ReplicaID
+	Homes string
 }
 
 // LocalDelta is a durable local write.

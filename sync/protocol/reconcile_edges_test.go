@@ -26,6 +26,8 @@ type aePair struct {
 	seq   int
 	// bytes counts the bytes of states in objects messages.
 	bytes int
+	// synced is what each side's Ready reported as Synced, in order.
+	synced [2][]protocol.Synced
 }
 
 type aePacket struct {
@@ -36,10 +38,16 @@ type aePacket struct {
 }
 
 func newAEPair(t *testing.T, cfg protocol.Config, a, b *memStore) *aePair {
-	p := &aePair{t: t, cfg: cfg, names: [2]crdt.ReplicaID{"us-east", "eu-west"}, st: [2]*memStore{a, b},
+	return newAEPairOf(t, [2]protocol.Config{cfg, cfg}, a, b)
+}
+
+// newAEPairOf is newAEPair with a config for each side (the same
+// Buckets).
+func newAEPairOf(t *testing.T, cfgs [2]protocol.Config, a, b *memStore) *aePair {
+	p := &aePair{t: t, cfg: cfgs[0], names: [2]crdt.ReplicaID{"us-east", "eu-west"}, st: [2]*memStore{a, b},
 		now: time.Unix(1_800_000_000, 0), delay: 20 * time.Millisecond}
 	for i := range 2 {
-		p.ps[i] = protocol.New(p.names[i], p.names[:], p.st[i].applied, p.st[i], cfg)
+		p.ps[i] = protocol.New(p.names[i], p.names[:], p.st[i].applied, p.st[i], cfgs[i])
 	}
 	for i := range 2 {
 		p.ps[i].PeerUp(p.names[1-i], p.now)
@@ -49,6 +57,7 @@ func newAEPair(t *testing.T, cfg protocol.Config, a, b *memStore) *aePair {
 
 func (p *aePair) collect(i int) {
 	r := p.ps[i].Ready()
+	p.synced[i] = append(p.synced[i], r.Synced...)
 	for _, ap := range r.Applies {
 		if err := p.st[i].apply(ap); err != nil {
 			p.t.Fatal(err)

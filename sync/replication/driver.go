@@ -23,8 +23,9 @@ type Node interface {
 	// Applied returns the applied context the store holds.
 	Applied() crdt.Context
 	// SyncedWith records that an anti-entropy round with peer completed,
-	// its applies durable; peers are all of the region's peers.
-	SyncedWith(peer string, peers []string)
+	// its applies durable, and the homes the peer showed in it
+	// (protocol.Synced); peers are all of the region's peers.
+	SyncedWith(peer, homes string, peers []string)
 }
 
 var _ Node = (*region.Node)(nil)
@@ -90,8 +91,8 @@ func (d *Driver) Process() error {
 	if err := d.apply(rd.Applies); err != nil {
 		return err
 	}
-	for _, id := range rd.Synced {
-		d.Node.SyncedWith(string(id), d.Peers)
+	for _, s := range rd.Synced {
+		d.Node.SyncedWith(string(s.Peer), s.Homes, d.Peers)
 	}
 	var errs []error
 	for _, env := range rd.Messages {

@@ -111,6 +111,7 @@ func New(opts Options) *Replicator {
 // (one source: region.Options.DigestBuckets).
 func (r *Replicator) Check(node *region.Node) error {
 	r.opts.Protocol.Buckets = node.DigestBuckets()
+	r.opts.Protocol.Homes = node.HomesID()
 	return r.opts.Protocol.Validate()
 }
 
