@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -127,7 +128,7 @@ func (n *Node) releaseLoose(ctx context.Context, plan *checkoutPlan, loose []loo
 	for i, h := range loose {
 		wg.Go(func() {
 			fp := sha256.Sum256([]byte(h.Key))
-			r := n.atHome(rctx, h.Home, &HomeRequest{Op: OpReserve, SKU: h.SKU, Qty: h.Qty, TTLMs: h.TTLMs, IdemKey: h.Key, IdemFP: fp[:], Checkout: h.Qty > crdt.MaxQty})
+			r := n.sagaStep(rctx, h.Home, &HomeRequest{Op: OpReserve, SKU: h.SKU, Qty: h.Qty, TTLMs: h.TTLMs, IdemKey: h.Key, IdemFP: fp[:], Checkout: h.Qty > crdt.MaxQty})
 			steps[i] = append(steps[i], step{"reserve", h.SKU, "", r})
 			switch {
 			case r.Err != nil:
@@ -138,7 +139,7 @@ func (n *Node) releaseLoose(ctx context.Context, plan *checkoutPlan, loose []loo
 			}
 			key := h.Key + "/release"
 			fp = sha256.Sum256([]byte(key))
-			rel := n.atHome(rctx, h.Home, &HomeRequest{Op: OpRelease, ID: r.Res.ID, IdemKey: key, IdemFP: fp[:]})
+			rel := n.sagaStep(rctx, h.Home, &HomeRequest{Op: OpRelease, ID: r.Res.ID, IdemKey: key, IdemFP: fp[:]})
 			steps[i] = append(steps[i], step{"release", h.SKU, r.Res.ID, rel})
 			left[i] = rel.Err != nil && transient(rel.Err)
 		})
@@ -421,8 +422,46 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			return Order{}, nil, err
 		}
 	}
+	ctx, missed := withSagaConcern(ctx)
 	order, err := n.runCheckout(ctx, cartID, plan, idem)
+	if err == nil {
+		if e := missed.Load(); e != nil {
+			// The order is recorded (a retry with the key answers it);
+			// some home's decision had not reached the regions asked for.
+			err = e
+		}
+	}
 	return order, plan.Dots, err
+}
+
+type sagaConcernKey struct{}
+
+// withSagaConcern returns ctx carrying where sagaStep notes a home's
+// replication_timeout, and that record.
+func withSagaConcern(ctx context.Context) (context.Context, *atomic.Pointer[Error]) {
+	m := new(atomic.Pointer[Error])
+	return context.WithValue(ctx, sagaConcernKey{}, m), m
+}
+
+// sagaStep is atHome for a step of a checkout's saga. A home's decision
+// that stands but had not reached the regions the write concern asks for
+// in time (replication_timeout, with the reservation: the decision is
+// applied and still replicates) is the step done: the saga goes on from
+// it, and the checkout answers that replication_timeout once its outcome
+// is recorded (withSagaConcern). Taken for a refusal, it left the hold
+// held for nothing, or undid an order whose every line was committed.
+func (n *Node) sagaStep(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
+	r := n.atHome(ctx, home, req)
+	if r.Err == nil || r.Err.Code != CodeReplicationTimeout || r.Res == nil {
+		return r
+	}
+	if m, ok := ctx.Value(sagaConcernKey{}).(*atomic.Pointer[Error]); ok {
+		m.CompareAndSwap(nil, r.Err)
+	}
+	answerOf(ctx).addToken(r.Token)
+	done := *r
+	done.Err = nil
+	return &done
 }
 
 // settledCheckout returns the outcome the key of idem recorded for a
@@ -556,7 +595,7 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	defer cancel()
 	reserved := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
 		key, fp := derived(plan, "reserve", i)
-		return n.atHome(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
+		return n.sagaStep(pctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
 	})
 	now := n.clock.Now()
 	var failed []SkuAvailable
@@ -611,7 +650,7 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 			return nil
 		}
 		key, fp := derived(plan, "release", i)
-		return n.atHome(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
+		return n.sagaStep(rctx, l.Home, &HomeRequest{Op: OpRelease, ID: reserved[i].Res.ID, IdemKey: key, IdemFP: fp})
 	})
 	now = n.clock.Now()
 	for i, r := range released {
@@ -652,7 +691,15 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 			}
 		}
 	}
-	return n.finishCheckout(cartID, plan, idem, nil, e)
+	if e != nil && !transient(e) && len(plan.Loose) > 0 {
+		// A final refusal settles the checkout: what it may still hold
+		// (a reservation whose answer was lost) is released first, or
+		// the refusal waits for a retry that can.
+		if plan.Loose = n.releaseLoose(context.WithoutCancel(ctx), plan, plan.Loose); len(plan.Loose) > 0 {
+			e = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("cart %s cannot be bought, and this checkout may still hold units whose release got no answer; retry with the same key", cartID)}
+		}
+	}
+	return n.finishCheckout(ctx, cartID, plan, idem, nil, e)
 }
 
 // maxRollForward bounds the rounds of re-reservation one run of the
@@ -673,7 +720,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 				return nil
 			}
 			key, fp := derived(plan, "commit", i)
-			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpCommit, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
+			return n.sagaStep(cctx, l.Home, &HomeRequest{Op: OpCommit, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
 		})
 		now := n.clock.Now()
 		var again []int
@@ -710,7 +757,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 				l.ReservationID = plan.Res[i]
 				order.Lines = append(order.Lines, l)
 			}
-			return *order, n.finishCheckout(cartID, plan, idem, order, nil)
+			return *order, n.finishCheckout(ctx, cartID, plan, idem, order, nil)
 		}
 		if stop == nil && round >= maxRollForward {
 			stop = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout's reservations keep expiring before they are committed; retry to go on"}
@@ -739,7 +786,7 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 				return nil
 			}
 			key, fp := derived(plan, "reserve", i)
-			return n.atHome(cctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
+			return n.sagaStep(cctx, l.Home, &HomeRequest{Op: OpReserve, SKU: l.SKU, Qty: l.Qty, TTLMs: plan.TTLMs, IdemKey: key, IdemFP: fp, Checkout: l.Qty > crdt.MaxQty})
 		})
 		now = n.clock.Now()
 		var failed []SkuAvailable
@@ -813,12 +860,23 @@ func (n *Node) pauseCommit(cartID string, plan *checkoutPlan, idem Idem, failure
 func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensateTimeout)
 	defer cancel()
+	// A line without a reservation was being reserved again (its answer
+	// lost, or a run stopped): the home may hold it all the same. Sent
+	// again under its key, the home answers with that hold (or makes it),
+	// which is then released.
+	var loose []looseHold
+	for i, l := range plan.Lines {
+		if plan.Res[i] == "" && !plan.Keyless {
+			key, _ := derived(plan, "reserve", i)
+			loose = append(loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})
+		}
+	}
 	returned := each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
 		if plan.Res[i] == "" {
-			return nil // never held under this generation: nothing to undo (a hold made but not recorded expires)
+			return nil // released below
 		}
 		key, fp := derived(plan, "return", i)
-		return n.atHome(rctx, l.Home, &HomeRequest{Op: OpReturn, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
+		return n.sagaStep(rctx, l.Home, &HomeRequest{Op: OpReturn, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
 	})
 	now := n.clock.Now()
 	var stop *Error
@@ -830,6 +888,9 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 		if r.Err != nil && r.Err.Code != CodeNotFound && stop == nil {
 			stop = r.Err
 		}
+	}
+	if left := n.releaseLoose(rctx, plan, loose); len(left) > 0 && stop == nil {
+		stop = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("a reservation of %s whose answer was lost may still hold units", left[0].SKU)}
 	}
 	if stop != nil {
 		if !transient(stop) {
@@ -845,7 +906,7 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 	if failure == nil {
 		failure = Errorf(CodeInternal, "checkout %s was undone", plan.OrderID)
 	}
-	return n.finishCheckout(cartID, plan, idem, nil, failure)
+	return n.finishCheckout(ctx, cartID, plan, idem, nil, failure)
 }
 
 // savePlan stores the plan as the unsettled record of idem's key.
@@ -1008,7 +1069,7 @@ func (n *Node) settle(key string) {
 // attempt: the record keeps only the number of the next one (and the
 // plan's steps), so a retry plans afresh with new keys. It returns the
 // checkout's error, or nil.
-func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
+func (n *Node) finishCheckout(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
 	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
 		err := n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
 		if err == error(failure) { // recorded
@@ -1018,7 +1079,9 @@ func (n *Node) finishCheckout(cartID string, plan *checkoutPlan, idem Idem, orde
 		}
 		return err
 	}
-	err := n.write(context.Background(), []string{prefixCart + cartID, prefixIdem + idem.Key}, func(tx *store.Tx, g *crdt.Group) error {
+	// The request's values (its answer: the write concern waits for this
+	// write too), not its deadline: the outcome is recorded whatever.
+	err := n.write(context.WithoutCancel(ctx), []string{prefixCart + cartID, prefixIdem + idem.Key}, func(tx *store.Tx, g *crdt.Group) error {
 		if order != nil {
 			c, p, err := loadCartLines(n.cartReader(tx), cartID, nil, true, false)
 			if err != nil {
