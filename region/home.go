@@ -338,8 +338,8 @@ func (n *Node) checkHomeRequest(req *HomeRequest) *Error {
 	case OpItem:
 		if st := req.State; st != nil {
 			it, ok := st.Items[req.SKU]
-			if len(st.Carts) != 0 || len(st.Items) != 1 || !ok || it == nil || it.Held.Version != 0 || len(it.Escrow) != 0 {
-				return InvalidField("state", "an item read carries at most the asking region's stock counter of its own sku")
+			if len(st.Carts) != 0 || len(st.Items) != 1 || !ok || it == nil || it.Held.Version != 0 || len(it.Escrow) > crdt.MaxEscrowRecords {
+				return InvalidField("state", "an item read carries at most the asking region's stock counter and rights of its own sku")
 			}
 		}
 	case OpRecall:
@@ -399,8 +399,21 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 				// already showed its client, so a consistent read after
 				// a restock elsewhere still shows it (read your writes).
 				// Only the answer; the store takes it when it replicates.
+				// Its rights' counters likewise (a commit from rights there
+				// shows its use with its stock decrement), but grants only
+				// as this home wrote them.
+				asked := req.State.Items[req.SKU]
 				it = it.Clone()
-				it.Stock.Join(&req.State.Items[req.SKU].Stock)
+				it.Stock.Join(&asked.Stock)
+				if len(asked.Escrow) > 0 {
+					esc := &crdt.Item{Escrow: make(map[crdt.EscrowKey]uint64, len(asked.Escrow))}
+					for k, v := range asked.Escrow {
+						if k.Kind != crdt.EscrowGrant || k.Replica.Region() == string(n.name) {
+							esc.Escrow[k] = v
+						}
+					}
+					it.Join(esc)
+				}
 			}
 			v := n.itemView(req.SKU, it, l, n.clock.Now())
 			out = &HomeResponse{Item: &v}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -378,8 +379,12 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 		req := &HomeRequest{Op: OpItem, SKU: sku}
 		// A value damaged here is left out (the home's answer stands alone).
 		_ = n.view(ctx, prefixItem+sku, func(r store.Reader) error {
-			if it, err := loadItem(r, sku); err == nil && (len(it.Stock.P) > 0 || len(it.Stock.N) > 0) {
-				req.State = &crdt.Group{Items: map[string]*crdt.Item{sku: {Stock: it.Stock.Clone()}}}
+			// Its rights' counters too: a commit from a region's rights
+			// lowers the stock and raises that region's use in one write,
+			// and the home counts the use from them (else it counts the
+			// committed units twice, in the stock and as rights out).
+			if it, err := loadItem(r, sku); err == nil && (len(it.Stock.P) > 0 || len(it.Stock.N) > 0 || len(it.Escrow) > 0) {
+				req.State = &crdt.Group{Items: map[string]*crdt.Item{sku: {Stock: it.Stock.Clone(), Escrow: maps.Clone(it.Escrow)}}}
 			}
 			return nil
 		})
