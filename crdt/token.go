@@ -84,6 +84,35 @@ func FormatToken(c *Context) string {
 	return compressedTokenPrefix + base64.RawURLEncoding.EncodeToString(buf.Bytes())
 }
 
+// Deflate returns b compressed with DEFLATE, as a compressed token's
+// bytes are.
+func Deflate(b []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.BestCompression) // the level is valid
+	w.Write(b)                                           // a bytes.Buffer takes every write
+	w.Close()
+	return buf.Bytes()
+}
+
+// InflateToken inflates b, DEFLATE as Deflate makes it, into a copy of at
+// most MaxTokenContextBytes bytes, refusing more; it uses the inflaters
+// ParseToken reuses, so that it costs what it stands for.
+func InflateToken(b []byte) ([]byte, error) {
+	inf := inflaters.Get().(*inflater)
+	defer inflaters.Put(inf)
+	if err := inf.r.(flate.Resetter).Reset(bytes.NewReader(b), nil); err != nil {
+		return nil, fmt.Errorf("crdt: token: %w", err)
+	}
+	n, err := io.ReadFull(inf.r, inf.buf[:])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("crdt: token: %w", err)
+	}
+	if n > MaxTokenContextBytes {
+		return nil, fmt.Errorf("crdt: token inflates past %d bytes", MaxTokenContextBytes)
+	}
+	return bytes.Clone(inf.buf[:n]), nil
+}
+
 // TokenFits reports whether a token FormatToken made is short enough for
 // ParseToken (what it stands for may still be refused).
 func TokenFits(t string) bool {

@@ -280,7 +280,9 @@ func (p *Partitions) WaitToken(ctx context.Context, token string) error {
 func (p *Partitions) TokenFor(ctx context.Context) string {
 	a := answerOf(ctx)
 	if a == nil {
-		return ""
+		// No request's answer (OPTIONS): a token of no partition, which
+		// every successful answer carries.
+		return (&partToken{}).format()
 	}
 	a.mu.Lock()
 	touched := a.touched
@@ -293,11 +295,13 @@ func (p *Partitions) TokenFor(ctx context.Context) string {
 		parts[q] = c.Clone()
 	}
 	a.mu.Unlock()
-	if touched < 0 {
-		return ""
-	}
 	for q, c := range parts {
 		t.touch(q, &c)
+	}
+	if touched < 0 {
+		// No partition touched (/v1/cluster): the request's token as it
+		// came, with what the answer joined.
+		return t.format()
 	}
 	if n := p.nodes[touched]; n != nil {
 		c, err := crdt.ParseToken(n.TokenFor(ctx))

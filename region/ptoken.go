@@ -22,7 +22,8 @@ import (
 // (crdt.FormatToken) and has no '.'.
 //
 // Bounds: at most MaxTokenPartitions entries and MaxPartitionTokenChars
-// characters. Past either, the entries' contexts are first reduced to
+// characters. Past either, the document is first compressed (DEFLATE:
+// compressedPartitionTokenPrefix), then the entries' contexts reduced to
 // their version vector ceilings (crdt.Context.Ceil: still covering
 // everything, at the price of waiting for a few more dots), then the
 // least recently touched entries are dropped: read-your-writes then holds
@@ -39,6 +40,10 @@ const MaxTokenPartitions = 64
 const MaxPartitionTokenChars = 6 << 10
 
 const partitionTokenPrefix = "p."
+
+// compressedPartitionTokenPrefix starts a partitioned token whose
+// document is compressed (DEFLATE): "p." then "z.", which no base64 holds.
+const compressedPartitionTokenPrefix = partitionTokenPrefix + "z."
 
 // tokenDoc is the encoded form: the replica ids once, then per partition
 // its version vector and cloud as flat (name index, counter) pairs.
@@ -82,12 +87,21 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 	if len(s) > MaxPartitionTokenChars {
 		return t, fmt.Errorf("token longer than %d characters", MaxPartitionTokenChars)
 	}
-	if err := crdt.CheckTokenAlphabet(s[len(partitionTokenPrefix):]); err != nil {
+	body, compressed := strings.CutPrefix(s, compressedPartitionTokenPrefix)
+	if !compressed {
+		body = s[len(partitionTokenPrefix):]
+	}
+	if err := crdt.CheckTokenAlphabet(body); err != nil {
 		return t, fmt.Errorf("token: %w", err)
 	}
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s[len(partitionTokenPrefix):])
+	b, err := base64.RawURLEncoding.Strict().DecodeString(body)
 	if err != nil {
 		return t, fmt.Errorf("token: %w", err)
+	}
+	if compressed {
+		if b, err = crdt.InflateToken(b); err != nil {
+			return t, fmt.Errorf("token: %w", err)
+		}
 	}
 	var doc tokenDoc
 	if err := crdt.Unmarshal(b, &doc, len(b)); err != nil {
@@ -211,14 +225,26 @@ func (t *partToken) format() string {
 		}
 		return partitionTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
 	}
-	s := enc(n, false)
-	for ceil := false; len(s) > MaxPartitionTokenChars; {
+	// Too long plain, the document goes compressed: replica ids share
+	// their regions' names, which compress well (a partition's context
+	// after many incarnations of long names).
+	fit := func(n int, ceil bool) (string, bool) {
+		s := enc(n, ceil)
+		if len(s) <= MaxPartitionTokenChars {
+			return s, true
+		}
+		b, _ := base64.RawURLEncoding.DecodeString(s[len(partitionTokenPrefix):])
+		s = compressedPartitionTokenPrefix + base64.RawURLEncoding.EncodeToString(crdt.Deflate(b))
+		return s, len(s) <= MaxPartitionTokenChars
+	}
+	s, ok := fit(n, false)
+	for ceil := false; !ok && n > 0; {
 		if !ceil {
 			ceil = true
 		} else {
 			n--
 		}
-		s = enc(n, ceil)
+		s, ok = fit(n, ceil)
 	}
 	return s
 }
