@@ -179,6 +179,7 @@ type Node struct {
 	peerHomes  map[string]string
 	homesOK    atomic.Bool
 	homesEpoch uint64              // keyHomesEpoch
+	homesMu    sync.Mutex          // serialises noteHomes
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
@@ -550,6 +551,10 @@ func (n *Node) noteHomes(peer, homes string) {
 	if n.opts.HomesID == "" || peer == "" {
 		return
 	}
+	// One at a time (rounds and refusals come from two goroutines), so
+	// that the store keeps the latest.
+	n.homesMu.Lock()
+	defer n.homesMu.Unlock()
 	n.dmu.Lock()
 	if n.peerHomes[peer] == homes {
 		n.dmu.Unlock()
@@ -579,6 +584,21 @@ func (n *Node) noteHomes(peer, homes string) {
 		n.log.Info("a peer runs the same homes as this region; others are not confirmed yet", "peer", peer, "unconfirmed", unconfirmed)
 	}
 }
+
+// PeerRefused records that peer turned this region down when it dialled
+// (a TLS alert or "unknown region": the peer runs a config without this
+// region, as after removing it). Such a peer shows no homes: the region
+// stops deciding as a home until a round with the peer shows its homes
+// again. Else a region removed from the cluster and started again on its
+// store and old config would decide beside the skus' new homes.
+func (n *Node) PeerRefused(peer string) {
+	if n.opts.HomesID != "" && slices.Contains(n.opts.PeerRegions, peer) {
+		n.noteHomes(peer, refusedHomes)
+	}
+}
+
+// refusedHomes is the homes recorded for a peer that refused this region.
+const refusedHomes = "(refused this region)"
 
 // wakeDeciders wakes the decisions waiting in waitCaughtUp.
 func (n *Node) wakeDeciders() {
@@ -1580,6 +1600,14 @@ func (n *Node) SyncedWith(peer, homes string, peers []string) {
 		return
 	}
 	n.wakeDeciders()
+	if !n.homesOK.Load() {
+		n.dmu.Lock()
+		peers := n.unconfirmedPeers()
+		n.dmu.Unlock()
+		n.log.Warn("the region has caught up with every peer but decides as a home only once every peer runs the same homes rules and regions",
+			"unconfirmed", peers)
+		return
+	}
 	n.log.Info("the region has caught up with every peer and decides reservations again")
 }
 

@@ -116,9 +116,13 @@ func (r *reconfRig) openWith(name string, opts store.Options) *testNode {
 	// their homes, as their first anti-entropy rounds would (only that:
 	// the state the rounds would ship is the tests' to move).
 	for o, on := range r.nodes {
-		if o != name && slices.Contains(r.cfg[o], name) && slices.Contains(regions, o) {
+		switch {
+		case o == name || !slices.Contains(regions, o):
+		case slices.Contains(r.cfg[o], name):
 			n.noteHomes(o, on.HomesID())
 			on.noteHomes(name, n.HomesID())
+		default:
+			n.PeerRefused(o) // o's config has no name: it turns name down
 		}
 	}
 	r.t.Cleanup(tn.close)

@@ -223,6 +223,14 @@ const (
 )
 
 // OnPeer implements transport.PeerObserver.
+// OnRefused implements transport.RefusalObserver: a peer that turned
+// this region down runs a config without it (region.Node.PeerRefused).
+func (r *Replicator) OnRefused(peer string) {
+	if n := r.node.Load(); n != nil {
+		n.PeerRefused(peer)
+	}
+}
+
 func (r *Replicator) OnPeer(peer string, connected bool) {
 	r.mu.Lock()
 	r.in = append(r.in, inbound{from: peer, peer: &connected})

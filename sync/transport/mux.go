@@ -119,6 +119,27 @@ func (m *Mux) OnCall(ctx context.Context, from string, payload []byte) ([]byte, 
 	return h.OnCall(ctx, PeerRegion(from), req)
 }
 
+// OnRefused implements RefusalObserver for the partitions peer owns.
+func (m *Mux) OnRefused(peer string) {
+	region := PeerRegion(peer)
+	if region == m.region {
+		return
+	}
+	m.mu.RLock()
+	var hs []Handler
+	for p, h := range m.handlers {
+		if m.owner(region, p) == peer {
+			hs = append(hs, h)
+		}
+	}
+	m.mu.RUnlock()
+	for _, h := range hs {
+		if o, ok := h.(RefusalObserver); ok {
+			o.OnRefused(region)
+		}
+	}
+}
+
 // OnPeer implements PeerObserver: a node's connectivity is that of the
 // partitions it owns, to the partitions of other regions served here.
 func (m *Mux) OnPeer(peer string, connected bool) {

@@ -64,16 +64,18 @@ const callGrace = 100 * time.Millisecond
 // still hold to its previous run, and they redial at once instead of waiting
 // for the idle timeout.
 type QUICTransport struct {
-	cfg     Config
-	h       Handler
-	obs     PeerObserver
-	log     *slog.Logger
-	pc      net.PacketConn
-	tr      *quic.Transport
-	ln      *quic.Listener
-	dialCfg *quic.Config
-	peers   map[string]*quicPeer // fixed at construction
-	regions map[string]bool      // the regions of the peers
+	cfg Config
+	h   Handler
+	obs PeerObserver
+	// refusals hears of peers that refused this region (refusedByPeer).
+	refusals RefusalObserver
+	log      *slog.Logger
+	pc       net.PacketConn
+	tr       *quic.Transport
+	ln       *quic.Listener
+	dialCfg  *quic.Config
+	peers    map[string]*quicPeer // fixed at construction
+	regions  map[string]bool      // the regions of the peers
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -169,6 +171,7 @@ func NewQUIC(pc net.PacketConn, cfg Config, h Handler) (*QUICTransport, error) {
 		regions:   make(map[string]bool),
 	}
 	t.obs, _ = h.(PeerObserver)
+	t.refusals, _ = h.(RefusalObserver)
 	for name, addr := range cfg.Peers {
 		t.peers[name] = &quicPeer{name: name, addr: addr, queue: make(chan []byte, cfg.MaxQueuedMessages)}
 		t.regions[PeerRegion(name)] = true
@@ -485,6 +488,9 @@ func (t *QUICTransport) dialLoop(p *quicPeer) {
 			p.mu.Lock()
 			p.lastError = msg
 			p.mu.Unlock()
+			if t.refusals != nil && refusedByPeer(err) {
+				t.refusals.OnRefused(p.name)
+			}
 			if msg != lastErr {
 				t.log.Warn("transport: dial failed", "peer", p.name, "addr", p.addr, "err", err)
 				lastErr = msg
@@ -504,6 +510,18 @@ func (t *QUICTransport) dialLoop(p *quicPeer) {
 		lastErr = ""
 		t.serveOutbound(p, conn, s)
 	}
+}
+
+// refusedByPeer reports whether err, from dial, is the peer turning this
+// region down: a TLS alert it sent (it refused the certificate), or its
+// close of the connection as from an unknown region.
+func refusedByPeer(err error) bool {
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.Remote && te.ErrorCode.IsCryptoError() {
+		return true
+	}
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae) && ae.Remote && ae.ErrorCode == codeUnknownPeer
 }
 
 // dial connects to p and opens the message stream, returning once p has

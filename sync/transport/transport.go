@@ -69,6 +69,16 @@ type PeerObserver interface {
 	OnPeer(peer string, connected bool)
 }
 
+// RefusalObserver is implemented by a Handler that wants to hear when a
+// peer refused this region while it dialled: the peer answered, and
+// turned this region's certificate or name down (a TLS alert, or "unknown
+// region"), as a region does once this one is removed from its config. A
+// cut or a peer that is down refuses nothing. OnRefused is called from
+// the dialling goroutine and must not block for long.
+type RefusalObserver interface {
+	OnRefused(peer string)
+}
+
 // HandlerFuncs adapts functions to a Handler. A nil Message drops
 // messages; a nil Call answers every call with an error.
 type HandlerFuncs struct {
