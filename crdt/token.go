@@ -95,9 +95,10 @@ func Deflate(b []byte) []byte {
 }
 
 // InflateToken inflates b, DEFLATE as Deflate makes it, into a copy of at
-// most MaxTokenContextBytes bytes, refusing more; it uses the inflaters
-// ParseToken reuses, so that it costs what it stands for.
-func InflateToken(b []byte) ([]byte, error) {
+// most limit bytes (at most MaxTokenContextBytes), refusing more; it uses
+// the inflaters ParseToken reuses, so that it costs what it stands for.
+func InflateToken(b []byte, limit int) ([]byte, error) {
+	limit = min(limit, MaxTokenContextBytes)
 	inf := inflaters.Get().(*inflater)
 	defer inflaters.Put(inf)
 	if err := inf.r.(flate.Resetter).Reset(bytes.NewReader(b), nil); err != nil {
@@ -107,8 +108,8 @@ func InflateToken(b []byte) ([]byte, error) {
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, fmt.Errorf("crdt: token: %w", err)
 	}
-	if n > MaxTokenContextBytes {
-		return nil, fmt.Errorf("crdt: token inflates past %d bytes", MaxTokenContextBytes)
+	if n > limit {
+		return nil, fmt.Errorf("crdt: token inflates past %d bytes", limit)
 	}
 	return bytes.Clone(inf.buf[:n]), nil
 }

@@ -333,6 +333,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		if order, removed, ok, err := n.settledCheckout(idem); ok {
 			if err == nil {
 				n.noteReplay(ctx)
+				err = n.replayedHomes(ctx, idem)
 			}
 			return order, removed, err
 		}
@@ -379,7 +380,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 				removed = rec.Plan.Dots
 			}
 			n.noteReplay(ctx)
-			return *rec.Order, removed, nil
+			return *rec.Order, removed, n.replayedHomes(ctx, idem)
 		case rec.Err != nil:
 			return Order{}, nil, rec.Err
 		case rec.Plan != nil:
@@ -432,6 +433,47 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 		}
 	}
 	return order, plan.Dots, err
+}
+
+// replayedHomes is, for a replayed order under a write concern, the
+// homes' part of "a retry with the key waits again": each line's commit
+// is sent again under its key to its home, which answers its recorded
+// commit once the concern is met there, or replication_timeout (returned;
+// the order stands). Without a concern it does nothing.
+func (n *Node) replayedHomes(ctx context.Context, idem Idem) error {
+	if concernOf(ctx).replicas <= 1 {
+		return nil
+	}
+	var plan *checkoutPlan
+	if err := n.store.View([]string{prefixIdem + idem.Key}, func(r store.Reader) error {
+		rec, err := loadIdem(r, idem.Key, n.clock.Now())
+		if rec != nil {
+			plan = rec.Plan
+		}
+		return err
+	}); err != nil || plan == nil {
+		return nil
+	}
+	var missed *Error
+	for _, r := range each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
+		if i >= len(plan.Res) || plan.Res[i] == "" || l.Home == string(n.name) {
+			return nil // the coordinator's own decisions: noteReplay waits for them
+		}
+		key, fp := derived(plan, "commit", i)
+		return n.atHome(ctx, l.Home, &HomeRequest{Op: OpCommit, ID: plan.Res[i], IdemKey: key, IdemFP: fp})
+	}) {
+		if r != nil && r.Err != nil && missed == nil {
+			missed = r.Err
+			if r.Err.Code != CodeReplicationTimeout {
+				missed = &Error{Code: CodeReplicationTimeout, RetryAfter: 1,
+					Detail: "the order is recorded, but a home's decision could not be seen to reach the regions asked for: " + r.Err.Detail}
+			}
+		}
+	}
+	if missed != nil {
+		return missed
+	}
+	return nil
 }
 
 type sagaConcernKey struct{}
@@ -695,7 +737,7 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		// A final refusal settles the checkout: what it may still hold
 		// (a reservation whose answer was lost) is released first, or
 		// the refusal waits for a retry that can.
-		if plan.Loose = n.releaseLoose(context.WithoutCancel(ctx), plan, plan.Loose); len(plan.Loose) > 0 {
+		if plan.Loose = n.releaseLoose(ctx, plan, plan.Loose); len(plan.Loose) > 0 {
 			e = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("cart %s cannot be bought, and this checkout may still hold units whose release got no answer; retry with the same key", cartID)}
 		}
 	}
@@ -866,7 +908,7 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 	// which is then released.
 	var loose []looseHold
 	for i, l := range plan.Lines {
-		if plan.Res[i] == "" && !plan.Keyless {
+		if plan.Res[i] == "" { // keyless too: its keys derive from its order id
 			key, _ := derived(plan, "reserve", i)
 			loose = append(loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})
 		}

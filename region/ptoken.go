@@ -41,6 +41,10 @@ const MaxPartitionTokenChars = 6 << 10
 
 const partitionTokenPrefix = "p."
 
+// MaxPartitionTokenDoc bounds what a compressed partitioned token
+// inflates to: what parsing it costs is a small multiple of that.
+const MaxPartitionTokenDoc = 16 << 10
+
 // compressedPartitionTokenPrefix starts a partitioned token whose
 // document is compressed (DEFLATE): "p." then "z.", which no base64 holds.
 const compressedPartitionTokenPrefix = partitionTokenPrefix + "z."
@@ -99,7 +103,7 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 		return t, fmt.Errorf("token: %w", err)
 	}
 	if compressed {
-		if b, err = crdt.InflateToken(b); err != nil {
+		if b, err = crdt.InflateToken(b, MaxPartitionTokenDoc); err != nil {
 			return t, fmt.Errorf("token: %w", err)
 		}
 	}
@@ -127,6 +131,15 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 		}
 		return nil
 	}
+	// Out-of-order dots are kept one by one up to crdt.MaxTokenCloudDots
+	// in all (as a plain token keeps them); past that every entry is read
+	// as its ceiling, which covers it: a set of dots costs many times
+	// its encoding, and a compressed token many times its size.
+	clouds := 0
+	for _, e := range doc.Parts {
+		clouds += len(e.Cloud) / 2
+	}
+	ceil := clouds > crdt.MaxTokenCloudDots
 	for _, e := range doc.Parts {
 		if e.P < 0 || e.P >= partitions {
 			return t, fmt.Errorf("token names partition %d of a cluster of %d", e.P, partitions)
@@ -141,7 +154,14 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 			}
 			c.VV[r] = max(c.VV[r], n)
 		})
-		if err == nil {
+		if err == nil && ceil {
+			err = pairs(e.P, e.Cloud, func(r crdt.ReplicaID, n uint64) {
+				if c.VV == nil {
+					c.VV = map[crdt.ReplicaID]uint64{}
+				}
+				c.VV[r] = max(c.VV[r], n)
+			})
+		} else if err == nil {
 			// One compaction at the end: inserting one by one would
 			// compact after each dot.
 			err = pairs(e.P, e.Cloud, func(r crdt.ReplicaID, n uint64) {
@@ -234,6 +254,9 @@ func (t *partToken) format() string {
 			return s, true
 		}
 		b, _ := base64.RawURLEncoding.DecodeString(s[len(partitionTokenPrefix):])
+		if len(b) > MaxPartitionTokenDoc {
+			return "", false // more than a compressed token may inflate to
+		}
 		s = compressedPartitionTokenPrefix + base64.RawURLEncoding.EncodeToString(crdt.Deflate(b))
 		return s, len(s) <= MaxPartitionTokenChars
 	}
