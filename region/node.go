@@ -65,7 +65,15 @@ type Options struct {
 	// store last recorded may now be home to skus another region decided
 	// until now, so it catches up with every peer before it decides as a
 	// home (as a new incarnation does).
-	HomesID   string
+	HomesID string
+	// StartGate is how long, after the node opens, a decision as a home
+	// waits for every peer to have answered a first connection — taken
+	// (PeerReached) or turned down (PeerRefused) — before the stored
+	// record of the peers' homes is trusted without it (0: at once). It
+	// is real time. A region removed from its peers' configs and started
+	// again on its store would else decide in the milliseconds before
+	// their refusals arrive.
+	StartGate time.Duration
 	Store     *store.Store
 	Clock     Clock
 	Logger    *slog.Logger
@@ -178,8 +186,13 @@ type Node struct {
 	// is whether every peer showed this region's own.
 	peerHomes  map[string]string
 	homesOK    atomic.Bool
-	homesEpoch uint64              // keyHomesEpoch
-	homesMu    sync.Mutex          // serialises noteHomes
+	homesEpoch uint64     // keyHomesEpoch
+	homesMu    sync.Mutex // serialises noteHomes
+	// unanswered are the peers that have not yet taken or turned down a
+	// first connection since the node opened (Options.StartGate);
+	// gateOpen is set once none is left or the gate's time is up.
+	unanswered map[string]bool
+	gateOpen   atomic.Bool
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
@@ -364,6 +377,7 @@ func NewNode(opts Options) (*Node, error) {
 	if len(opts.PeerRegions) == 0 {
 		n.SyncedWith("", "", nil) // nobody to catch up with
 	}
+	n.startGate()
 	n.store.Opened()
 	n.wg.Add(1)
 	go n.expiryLoop()
@@ -594,6 +608,48 @@ func (n *Node) noteHomes(peer, homes string) {
 func (n *Node) PeerRefused(peer string) {
 	if n.opts.HomesID != "" && slices.Contains(n.opts.PeerRegions, peer) {
 		n.noteHomes(peer, refusedHomes)
+		n.answered(peer)
+	}
+}
+
+// startGate closes the node's homes until every peer has answered a
+// first connection, or Options.StartGate has passed.
+func (n *Node) startGate() {
+	if n.opts.StartGate <= 0 || n.opts.HomesID == "" || len(n.opts.PeerRegions) == 0 {
+		n.gateOpen.Store(true)
+		return
+	}
+	n.dmu.Lock()
+	n.unanswered = make(map[string]bool, len(n.opts.PeerRegions))
+	for _, p := range n.opts.PeerRegions {
+		n.unanswered[p] = true
+	}
+	n.dmu.Unlock()
+	time.AfterFunc(n.opts.StartGate, n.openGate)
+}
+
+// openGate opens the start gate (see startGate).
+func (n *Node) openGate() {
+	if !n.gateOpen.Swap(true) {
+		n.wakeDeciders()
+	}
+}
+
+// PeerReached records that peer took a connection with this region (it
+// counts this region among its own): see Options.StartGate.
+func (n *Node) PeerReached(peer string) { n.answered(peer) }
+
+// answered removes peer from the peers the start gate waits for.
+func (n *Node) answered(peer string) {
+	if n.gateOpen.Load() {
+		return
+	}
+	n.dmu.Lock()
+	delete(n.unanswered, peer)
+	left := len(n.unanswered)
+	n.dmu.Unlock()
+	if left == 0 {
+		n.openGate()
 	}
 }
 
@@ -613,7 +669,7 @@ func (n *Node) wakeDeciders() {
 // decidesAsHome reports whether the region may decide as a home: it is
 // not catching up, and every peer showed it the same homes.
 func (n *Node) decidesAsHome() bool {
-	return !n.store.CatchingUp() && n.homesOK.Load()
+	return !n.store.CatchingUp() && n.homesOK.Load() && n.gateOpen.Load()
 }
 
 // HomesID returns Options.HomesID, which the region shows its peers in
@@ -1615,6 +1671,12 @@ func (n *Node) SyncedWith(peer, homes string, peers []string) {
 // a new region's first anti-entropy rounds, with peers as new as itself,
 // take a few round trips.
 const DefaultCatchUpWait = 2 * time.Second
+
+// DefaultStartGate is the Options.StartGate of a region that serves: a
+// peer that is up answers a first connection within a QUIC handshake
+// (transport.Config.HandshakeTimeout, 3 s, bounds one that gets no
+// packet).
+const DefaultStartGate = 3 * time.Second
 
 // waitCaughtUp reports whether the region decides as a home (decidesAsHome),
 // waiting for it up to Options.CatchUpWait or a little before ctx's

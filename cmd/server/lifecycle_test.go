@@ -138,6 +138,7 @@ func (f *fakeReplication) Start(_ context.Context, n *region.Node) error {
 // test config completed, as a connected replication would soon after
 // start (a new store catches up before it decides reservations).
 func syncedWithEveryPeer(n *region.Node) {
+	n.PeerReached("eu-west")                                  // it took a connection
 	n.SyncedWith("eu-west", n.HomesID(), []string{"eu-west"}) // the peer runs the same homes
 }
 

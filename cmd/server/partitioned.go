@@ -186,6 +186,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			Home:           cfg.Home,
 			HomesID:        cfg.HomesID(),
 			CatchUpWait:    region.DefaultCatchUpWait,
+			StartGate:      region.DefaultStartGate,
 			Escrow:         cfg.Escrow,
 			IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 			Store:          st,

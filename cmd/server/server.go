@@ -307,6 +307,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 		Home:           cfg.Home,
 		HomesID:        cfg.HomesID(),
 		CatchUpWait:    region.DefaultCatchUpWait,
+		StartGate:      region.DefaultStartGate,
 		Escrow:         cfg.Escrow,
 		IsRegion:       func(r string) bool { _, ok := cfg.Region(r); return ok },
 		Store:          s.store,

@@ -232,6 +232,9 @@ func (r *Replicator) OnRefused(peer string) {
 }
 
 func (r *Replicator) OnPeer(peer string, connected bool) {
+	if n := r.node.Load(); n != nil && connected {
+		n.PeerReached(peer) // it took this region
+	}
 	r.mu.Lock()
 	r.in = append(r.in, inbound{from: peer, peer: &connected})
 	r.mu.Unlock()
