@@ -224,7 +224,7 @@ func testSessionsUnderWrites(t *testing.T, partition bool) {
 	}
 
 	waitReads := func(n int64, what string) {
-		waitFor(t, 90*time.Second, what, func() bool {
+		waitFor(t, 3*time.Minute, what, func() bool { // a deadline: the reads take about 70 s alone, more on a loaded machine
 			amu.Lock()
 			failed := len(fails) > 0
 			amu.Unlock()
