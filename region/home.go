@@ -152,6 +152,10 @@ func (n *Node) catchingUp() *Error {
 		n.dmu.Lock()
 		peers := n.unconfirmedPeers()
 		n.dmu.Unlock()
+		if len(peers) == 0 && !n.gateOpen.Load() {
+			return &Error{Code: CodeUnavailable, RetryAfter: 1,
+				Detail: fmt.Sprintf("region %s has just started and decides as a home once every peer has taken or turned down a first connection (at most %s)", n.name, n.opts.StartGate)}
+		}
 		return &Error{Code: CodeUnavailable, RetryAfter: 5,
 			Detail: fmt.Sprintf("region %s decides as a home once every peer has shown it the same homes rules and regions in an anti-entropy round (not yet: %s)", n.name, strings.Join(peers, ", "))}
 	}

@@ -193,6 +193,7 @@ type Node struct {
 	// gateOpen is set once none is left or the gate's time is up.
 	unanswered map[string]bool
 	gateOpen   atomic.Bool
+	armGate    sync.Once
 	unrepaired map[string][]string // by peer
 
 	// sagas are the idempotency keys of the unsettled checkouts this
@@ -613,7 +614,7 @@ func (n *Node) PeerRefused(peer string) {
 }
 
 // startGate closes the node's homes until every peer has answered a
-// first connection, or Options.StartGate has passed.
+// first connection, or Options.StartGate has passed since ArmStartGate.
 func (n *Node) startGate() {
 	if n.opts.StartGate <= 0 || n.opts.HomesID == "" || len(n.opts.PeerRegions) == 0 {
 		n.gateOpen.Store(true)
@@ -625,7 +626,17 @@ func (n *Node) startGate() {
 		n.unanswered[p] = true
 	}
 	n.dmu.Unlock()
-	time.AfterFunc(n.opts.StartGate, n.openGate)
+}
+
+// ArmStartGate starts the start gate's time (Options.StartGate): the
+// replication calls it once it dials the peers, so that the time a
+// node waits for other partitions' stores to open does not count.
+func (n *Node) ArmStartGate() {
+	n.armGate.Do(func() {
+		if !n.gateOpen.Load() {
+			time.AfterFunc(n.opts.StartGate, n.openGate)
+		}
+	})
 }
 
 // openGate opens the start gate (see startGate).

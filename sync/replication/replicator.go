@@ -123,6 +123,7 @@ func (r *Replicator) Start(node *region.Node, t transport.Transport) {
 		peers = append(peers, crdt.ReplicaID(p))
 	}
 	r.node.Store(node)
+	node.ArmStartGate() // its time counts from now, when the peers are dialled
 	r.proto = protocol.New(node.Self(), peers, node.Applied(), node, r.opts.Protocol)
 	r.drv = &Driver{Protocol: r.proto, Node: node, Peers: r.opts.Peers, Now: r.opts.Now, Metrics: r.m, OnApply: r.opts.OnApply,
 		Send: func(to crdt.ReplicaID, _ *protocol.Message, b []byte) error { return r.transport().Send(string(to), b) }}

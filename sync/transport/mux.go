@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 )
 
@@ -119,19 +121,16 @@ func (m *Mux) OnCall(ctx context.Context, from string, payload []byte) ([]byte, 
 	return h.OnCall(ctx, PeerRegion(from), req)
 }
 
-// OnRefused implements RefusalObserver for the partitions peer owns.
+// OnRefused implements RefusalObserver for every partition: a refusal
+// is of this region's certificate, by the peer region's config, whichever
+// of its nodes gave it.
 func (m *Mux) OnRefused(peer string) {
 	region := PeerRegion(peer)
 	if region == m.region {
 		return
 	}
 	m.mu.RLock()
-	var hs []Handler
-	for p, h := range m.handlers {
-		if m.owner(region, p) == peer {
-			hs = append(hs, h)
-		}
-	}
+	hs := slices.Collect(maps.Values(m.handlers))
 	m.mu.RUnlock()
 	for _, h := range hs {
 		if o, ok := h.(RefusalObserver); ok {
