@@ -667,6 +667,12 @@ func (n *Node) answered(peer string) {
 // refusedHomes is the homes recorded for a peer that refused this region.
 const refusedHomes = "(refused this region)"
 
+// ShowedHomes records the homes peer showed in an anti-entropy round of
+// this region's whose pulls are durable: the region holds every decision
+// the peer had made by then, whatever the round still has to push
+// (protocol.Ready.Homes). See noteHomes.
+func (n *Node) ShowedHomes(peer, homes string) { n.noteHomes(peer, homes) }
+
 // wakeDeciders wakes the decisions waiting in waitCaughtUp.
 func (n *Node) wakeDeciders() {
 	n.dmu.Lock()

@@ -62,8 +62,9 @@ type aeRound struct {
 	theirApplied crdt.Context
 	theirRun     uint64
 	// theirHomes is what the peer's answer to step 1 showed
-	// (Message.Homes).
+	// (Message.Homes); homesShown, that Ready.Homes reported it.
 	theirHomes string
+	homesShown bool
 	answered   bool
 	final      bool // nothing was left out so far
 
@@ -444,8 +445,16 @@ func (p *Protocol) pumpAE(pr *peer) {
 		}
 		ae.heard = p.now
 	}
-	if len(ae.queue) == 0 && len(ae.rqueue) == 0 && len(ae.sketches) == 0 && len(ae.answers) == 0 && len(ae.steps) == 0 && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 &&
-		len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 && ae.answered {
+	compared := len(ae.queue) == 0 && len(ae.rqueue) == 0 && len(ae.sketches) == 0 && len(ae.answers) == 0 && len(ae.steps) == 0
+	pulled := compared && len(ae.pulls) == 0 && len(ae.pullSpans) == 0 && ae.answered
+	if pulled && ae.final && !ae.homesShown {
+		// Everything the peer held at the round's start that we lacked
+		// is among the applies: its homes may count now, without waiting
+		// for what we push (Ready.Homes).
+		ae.homesShown = true
+		p.out.Homes = append(p.out.Homes, Synced{Peer: pr.id, Homes: ae.theirHomes})
+	}
+	if pulled && len(ae.pushKeys) == 0 && len(ae.pushSpans) == 0 {
 		p.closeAE(pr)
 	}
 }

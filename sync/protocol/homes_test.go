@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,28 @@ func TestHomesNameBounded(t *testing.T) {
 		_, err = protocol.Decode(b, 64)
 		if ok := n <= protocol.MaxHomesBytes; ok != (err == nil) {
 			t.Fatalf("homes of %d bytes: decode error %v", n, err)
+		}
+	}
+}
+
+// TestHomesShownWithTheRound: the initiator of a round reports the
+// peer's homes (Ready.Homes) once the comparison and its pulls are done,
+// no later than the round itself completes.
+func TestHomesShownWithTheRound(t *testing.T) {
+	cfg := protocol.DefaultConfig()
+	cfg.Buckets = 64
+	a, b := newMemStore(cfg.Buckets), newMemStore(cfg.Buckets)
+	r := crdt.ReplicaID("us-east")
+	for i := range 200 {
+		a.put(fmt.Sprintf("c/cart-%04d", i), crdt.EncodeCart(cartWith(r, fmt.Sprint(i), 3)))
+	}
+	ca, cb := cfg, cfg
+	ca.Homes, cb.Homes = "homes-1", "homes-2"
+	p := newAEPairOf(t, [2]protocol.Config{ca, cb}, a, b)
+	p.run(3 * time.Second)
+	for i, want := range []protocol.Synced{{Peer: "eu-west", Homes: "homes-2"}, {Peer: "us-east", Homes: "homes-1"}} {
+		if len(p.homes[i]) == 0 || p.homes[i][0] != want {
+			t.Fatalf("%s reported homes %+v, want %+v", p.names[i], p.homes[i], want)
 		}
 	}
 }

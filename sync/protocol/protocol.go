@@ -247,6 +247,12 @@ type Ready struct {
 	// once the Applies are durable, this region's state includes
 	// everything the peer's state held when the round began.
 	Synced []Synced
+	// Homes lists the peers whose homes a round of ours has shown, once
+	// everything the round pulls from them is among the Applies (before
+	// it pushes what they lack, which Synced waits for): once the
+	// Applies are durable, this region holds every decision the peer
+	// had made when it showed those homes.
+	Homes []Synced
 }
 
 // Synced is a peer with which an anti-entropy round completed, and the

@@ -26,8 +26,11 @@ type aePair struct {
 	seq   int
 	// bytes counts the bytes of states in objects messages.
 	bytes int
-	// synced is what each side's Ready reported as Synced, in order.
-	synced [2][]protocol.Synced
+	// synced and homes are what each side's Ready reported as Synced and
+	// as Homes, in order.
+	synced, homes [2][]protocol.Synced
+	// syncedAt and homesAt are when each side first reported them.
+	syncedAt, homesAt [2]time.Time
 }
 
 type aePacket struct {
@@ -57,7 +60,14 @@ func newAEPairOf(t *testing.T, cfgs [2]protocol.Config, a, b *memStore) *aePair 
 
 func (p *aePair) collect(i int) {
 	r := p.ps[i].Ready()
+	if len(r.Synced) > 0 && p.syncedAt[i].IsZero() {
+		p.syncedAt[i] = p.now
+	}
+	if len(r.Homes) > 0 && p.homesAt[i].IsZero() {
+		p.homesAt[i] = p.now
+	}
 	p.synced[i] = append(p.synced[i], r.Synced...)
+	p.homes[i] = append(p.homes[i], r.Homes...)
 	for _, ap := range r.Applies {
 		if err := p.st[i].apply(ap); err != nil {
 			p.t.Fatal(err)

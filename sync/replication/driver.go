@@ -26,6 +26,9 @@ type Node interface {
 	// its applies durable, and the homes the peer showed in it
 	// (protocol.Synced); peers are all of the region's peers.
 	SyncedWith(peer, homes string, peers []string)
+	// ShowedHomes records the homes peer showed in a round whose pulls
+	// are durable (protocol.Ready.Homes).
+	ShowedHomes(peer, homes string)
 }
 
 var _ Node = (*region.Node)(nil)
@@ -90,6 +93,9 @@ func (d *Driver) Process() error {
 	rd := d.Protocol.Ready()
 	if err := d.apply(rd.Applies); err != nil {
 		return err
+	}
+	for _, s := range rd.Homes {
+		d.Node.ShowedHomes(string(s.Peer), s.Homes)
 	}
 	for _, s := range rd.Synced {
 		d.Node.SyncedWith(string(s.Peer), s.Homes, d.Peers)
