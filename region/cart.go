@@ -37,6 +37,9 @@ func (n *Node) GetCart(ctx context.Context, id string) (Cart, error) {
 	}
 	var view Cart
 	err := n.view(ctx, prefixCart+id, func(r store.Reader) error {
+		if err := n.heldBackErr(prefixCart + id); err != nil {
+			return err
+		}
 		c, err := loadCart(n.cartReader(r), id)
 		view = n.cartView(id, c)
 		return err
@@ -59,6 +62,9 @@ func (n *Node) cartWrite(ctx context.Context, id, sku string, mut func(c *crdt.C
 			p   *cartPart
 			err error
 		)
+		if err := n.heldBackErr(prefixCart + id); err != nil {
+			return err
+		}
 		if sku == "" || n.carts.isDamaged(id) {
 			c, p, err = n.loadWholeCart(tx, id)
 		} else {

@@ -333,7 +333,7 @@ func (n *Node) loadCartFor(r store.Reader, id string, delta *crdt.Cart) (*crdt.C
 // noted whole again once it reads whole (a repair rewrote it).
 func (n *Node) loadWholeCart(r store.Reader, id string) (*crdt.Cart, *cartPart, error) {
 	c, p, err := loadCartLines(n.cartReader(r), id, nil, true, false)
-	if err == nil && n.carts.isDamaged(id) {
+	if err == nil && n.carts.isDamaged(id) && !n.isHeldBack(prefixCart+id) {
 		n.carts.mu.Lock()
 		delete(n.carts.damaged, id)
 		n.carts.mu.Unlock()

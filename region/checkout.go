@@ -258,6 +258,9 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	}
 	var state []byte
 	err = n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
+		if err := n.heldBackErr(prefixCart + cartID); err != nil {
+			return err
+		}
 		c, err := loadCart(n.cartReader(r), cartID)
 		state = crdt.EncodeCart(c)
 		return err
@@ -290,6 +293,9 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
 	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
 	err := n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
+		if err := n.heldBackErr(prefixCart + cartID); err != nil {
+			return err
+		}
 		c, err := loadCart(n.cartReader(r), cartID)
 		if err != nil {
 			return err

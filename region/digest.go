@@ -31,6 +31,11 @@ type digest struct {
 	// damaged holds the replicated keys left out because their stored
 	// values failed their checksums, until they are written again.
 	damaged map[string]struct{}
+	// heldBack holds the keys found damaged when the store opened, while
+	// the region catches up (Node.holdBackDamaged): they stay out of the
+	// digest, so that every peer's round sends its whole state of them,
+	// repaired or not.
+	heldBack map[string]struct{}
 }
 
 func newDigest(n int) *digest {
@@ -131,7 +136,7 @@ func (n *Node) commitDigestDot(tx *store.Tx, dot crdt.Dot) {
 // holds d.mu.
 func (d *digest) setAll(tx *store.Tx) {
 	tx.Staged(func(key string, val []byte) {
-		if replicated(key) {
+		if _, held := d.heldBack[key]; replicated(key) && !held {
 			d.set(key, val)
 		}
 	})
@@ -286,4 +291,101 @@ func splitKeys(keys []string) (carts, items []string) {
 		}
 	}
 	return carts, items
+}
+
+// holdBackDamaged holds back the keys found damaged when the store opened
+// (see digest.heldBack) while the region catches up, which such a store
+// does (store.Open): the first peer's state that repairs one may be older
+// than this region's own last writes another peer holds, and a read of it
+// would not show them (a read-your-writes token would be served without
+// its write). Until every peer's round has joined its state, a held-back
+// cart refuses reads and writes and a held-back item refuses local reads,
+// as damaged values do (503 unavailable); releaseHeldBack ends it.
+func (n *Node) holdBackDamaged() {
+	if !n.store.CatchingUp() || len(n.opts.PeerRegions) == 0 {
+		// A region alone has no peer to repair from: its damaged keys
+		// stay refused until it is restored from a backup.
+		return
+	}
+	held := make(map[string]struct{})
+	n.dg.mu.Lock()
+	for k := range n.dg.damaged {
+		held[k] = struct{}{}
+	}
+	n.dg.mu.Unlock()
+	for _, k := range n.store.Corrupt() {
+		// Deltas kept aside for a damaged key, damaged in turn: the key
+		// lost writes it claimed.
+		if key, ok := strings.CutPrefix(k, prefixPending); ok && replicated(key) {
+			held[key] = struct{}{}
+			if id, ok := cutCartKey(key); ok {
+				n.noteCartDamaged(id)
+			}
+		}
+	}
+	if len(held) == 0 {
+		return
+	}
+	n.dg.mu.Lock()
+	n.dg.heldBack = held
+	n.dg.mu.Unlock()
+	n.log.Warn("damaged keys are refused until every peer has sent its state of them", "keys", len(held))
+}
+
+// isHeldBack reports whether key is held back (holdBackDamaged).
+func (n *Node) isHeldBack(key string) bool {
+	n.dg.mu.Lock()
+	defer n.dg.mu.Unlock()
+	_, ok := n.dg.heldBack[key]
+	return ok
+}
+
+// heldBackErr returns the error a read or write of a held-back key gets
+// (as a damaged value's: 503 unavailable), nil for other keys.
+func (n *Node) heldBackErr(key string) error {
+	if n.isHeldBack(key) {
+		return &store.CorruptError{Key: key}
+	}
+	return nil
+}
+
+// releaseHeldBack ends holdBackDamaged once the region has caught up: every
+// peer has completed a round, and sent its state of each held-back key it
+// holds. A key that none held (still damaged) is rewritten as an empty
+// state: what it held had never left this region, and is lost with the
+// damage. The others go back into the digest as they are stored.
+func (n *Node) releaseHeldBack() {
+	n.dg.mu.Lock()
+	held := n.dg.heldBack
+	n.dg.heldBack = nil
+	n.dg.mu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	empty := &crdt.Group{}
+	for key := range held {
+		if id, ok := cutCartKey(key); ok {
+			empty.AddCart(id, &crdt.Cart{})
+		} else if sku, ok := strings.CutPrefix(key, prefixItem); ok {
+			empty.AddItem(sku, &crdt.Item{})
+		}
+	}
+	// Whole states (empty dots): a damaged key takes them, a whole one
+	// joins nothing new.
+	if err := n.ApplyReflecting(&crdt.Context{}, empty, &crdt.Context{}); err != nil {
+		n.log.Error("could not release the damaged keys held back while catching up", "err", err)
+		return
+	}
+	for key := range held {
+		_ = n.store.View([]string{key}, func(r store.Reader) error {
+			b, ok, err := r.Get(key)
+			if err == nil && ok {
+				n.dg.mu.Lock()
+				n.dg.set(key, b)
+				n.dg.mu.Unlock()
+			}
+			return nil
+		})
+	}
+	n.log.Info("the damaged keys held back while catching up are served again", "keys", len(held))
 }

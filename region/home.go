@@ -592,6 +592,13 @@ const resSeqBlock = 1024
 func (n *Node) nextReservationSeq() (uint64, error) {
 	n.resMu.Lock()
 	defer n.resMu.Unlock()
+	// A number handed out marks the run as used, as a dot does: a hold
+	// decided from escrow rights publishes nothing, and if an unclean
+	// stop lost it with the high-water mark above it, the next run must
+	// be a new incarnation, whose numbers no earlier run handed out.
+	if err := n.store.MarkUsed(); err != nil {
+		return 0, err
+	}
 	if n.resSeq >= n.resHWM {
 		hwm := n.resSeq + resSeqBlock
 		if err := n.store.Update(nil, func(tx *store.Tx) error { tx.Set(keyResSeq, encode(hwm)); return nil }); err != nil {

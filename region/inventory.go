@@ -395,6 +395,9 @@ func (n *Node) GetItem(ctx context.Context, sku string, consistent bool) (Item, 
 		return *resp.Item, nil
 	}
 	var view Item
+	if err := n.heldBackErr(prefixItem + sku); err != nil {
+		return Item{}, n.storeErr(err)
+	}
 	// The item's ledger is written under the item's lock too.
 	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
 		it, err := loadItem(r, sku)

@@ -375,6 +375,7 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.loadSagas(); err != nil {
 		return nil, err
 	}
+	n.holdBackDamaged()
 	if len(opts.PeerRegions) == 0 {
 		n.SyncedWith("", "", nil) // nobody to catch up with
 	}
@@ -1309,11 +1310,15 @@ func (n *Node) checkPartitionOf(g *crdt.Group) {
 // damaged, left out of the digest, so anti-entropy brings a peer's whole
 // state.
 func (n *Node) applyCart(tx *store.Tx, id string, c *crdt.Cart, state bool) error {
+	// A held-back cart (holdBackDamaged) may read whole and be noted
+	// whole by this very load, at its release: the deltas kept aside for
+	// it are taken all the same.
+	was := state && n.carts.isDamaged(id)
 	cur, part, err := n.loadCartFor(tx, id, c)
 	if err != nil && !errors.Is(err, store.ErrCorrupt) {
 		return err
 	}
-	damaged := err != nil || n.carts.isDamaged(id)
+	damaged := err != nil || was || n.carts.isDamaged(id)
 	if damaged && !state {
 		return n.holdPending(tx, prefixCart+id, c, nil)
 	}
@@ -1672,6 +1677,7 @@ func (n *Node) SyncedWith(peer, homes string, peers []string) {
 		n.log.Error("could not record that the restored region caught up", "err", err)
 		return
 	}
+	n.releaseHeldBack()
 	n.wakeDeciders()
 	if !n.homesOK.Load() {
 		n.dmu.Lock()

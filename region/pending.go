@@ -55,10 +55,19 @@ func (n *Node) holdPending(tx *store.Tx, key string, c *crdt.Cart, it *crdt.Item
 // and leaves it empty, to be deleted once the transaction is done.
 func (n *Node) takePending(tx *store.Tx, key string) (*pendingState, error) {
 	held, err := n.readPending(tx, key)
-	if err != nil || held == nil {
-		return held, err
+	if err != nil {
+		return nil, err
 	}
 	pk := prefixPending + key
+	if held == nil {
+		// Nothing kept, or a kept value that is damaged or does not
+		// decode (readPending dropped it): that one is emptied too, so
+		// that it leaves the store's damaged keys.
+		b, ok, err := tx.Get(pk)
+		if !errors.Is(err, store.ErrCorrupt) && (err != nil || !ok || len(b) == 0) {
+			return nil, nil
+		}
+	}
 	tx.Set(pk, []byte{})
 	n.carts.mu.Lock()
 	n.carts.blank[pk] = struct{}{}

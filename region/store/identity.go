@@ -210,6 +210,12 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	switch {
 	case cut > 0:
 		why = "a torn transaction was cut off the store's tail"
+	case len(s.Corrupt()) > 0:
+		// A damaged value is repaired from the state of whichever peer
+		// answers first, which may lack this region's own writes that
+		// another peer holds: its counters would run again from below
+		// them (a dot or a stock decrement issued twice).
+		why = "stored values failed their checksums"
 	case rec.Restored:
 		why = "the store was restored from a backup"
 	case !exists && !empty:
