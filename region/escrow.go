@@ -125,7 +125,15 @@ func (n *Node) escrowAsk(sku string, need int64) int64 {
 // to it (a retry through another region would be decided there again: a
 // second hold). A record this region holds for the key (a reservation an
 // earlier version decided here, or sent to the home) is answered from.
+//
+// A reservation that asks for a write concern of more than one region
+// (WithReplicas) is decided at the home too: a hold decided from rights is
+// in this region's ledger only and never reaches another region, while the
+// home's held count replicates and the concern waits for it.
 func (n *Node) reserveEscrow(ctx context.Context, home string, req *HomeRequest) *HomeResponse {
+	if req.IdemKey == "" && concernOf(ctx).replicas > 1 {
+		return n.atHome(ctx, home, req)
+	}
 	if req.IdemKey != "" {
 		decided, err := n.localIdem(req)
 		if err != nil || decided != nil {
