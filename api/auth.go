@@ -170,7 +170,7 @@ func ParseTokens(b []byte) ([]string, error) {
 }
 
 // ValidToken checks a bearer token: MinTokenLen to MaxTokenLen characters
-// of the RFC 6750 token alphabet [A-Za-z0-9._~+/-], then any '='. The
+// in all, the RFC 6750 token alphabet [A-Za-z0-9._~+/-], then any '='. The
 // error does not repeat the token.
 func ValidToken(tok string) error {
 	if len(tok) < MinTokenLen || len(tok) > MaxTokenLen {

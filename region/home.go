@@ -213,6 +213,16 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 					out = &HomeResponse{Err: mismatch()}
 				} else {
 					out = rec.Resp
+					if res := out.Res; req.Op == OpReserve && res != nil && res.State == StateHeld && now.UnixMilli() >= res.ExpMs {
+						// Past its expiry the recorded hold would read
+						// expired; one that was committed or released
+						// before reads as it ended (committed is final).
+						if cur, ok, err := loadRes(tx, res.ID); err == nil && ok && cur.State != StateHeld {
+							c := *out
+							c.Res = cur
+							out = &c
+						}
+					}
 					n.noteReplay(ctx)
 				}
 				return nil
