@@ -3,6 +3,7 @@ package region
 import (
 	"maps"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -301,11 +302,11 @@ func splitKeys(keys []string) (carts, items []string) {
 // its write). Until every peer's round has joined its state, a held-back
 // cart refuses reads and writes and a held-back item refuses local reads,
 // as damaged values do (503 unavailable); releaseHeldBack ends it.
-func (n *Node) holdBackDamaged() {
+func (n *Node) holdBackDamaged() error {
 	if !n.store.CatchingUp() || len(n.opts.PeerRegions) == 0 {
 		// A region alone has no peer to repair from: its damaged keys
 		// stay refused until it is restored from a backup.
-		return
+		return nil
 	}
 	held := make(map[string]struct{})
 	n.dg.mu.Lock()
@@ -323,13 +324,50 @@ func (n *Node) holdBackDamaged() {
 			}
 		}
 	}
+	// Held back by a run that stopped before it caught up: whole now (a
+	// first peer's state repaired them), but not yet joined with every
+	// peer's.
+	var stored []byte
+	err := n.store.View([]string{keyHeldBack}, func(r store.Reader) error {
+		b, _, err := r.Get(keyHeldBack)
+		stored = b
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for k := range strings.SplitSeq(string(stored), "\n") {
+		if _, ok := held[k]; ok || !replicated(k) {
+			continue
+		}
+		held[k] = struct{}{}
+		n.dg.mu.Lock()
+		n.dg.remove(k)
+		n.dg.damaged[k] = struct{}{}
+		n.dg.mu.Unlock()
+		if id, ok := cutCartKey(k); ok {
+			n.carts.mu.Lock()
+			n.carts.damaged[id] = struct{}{}
+			n.carts.mu.Unlock()
+		}
+	}
 	if len(held) == 0 {
-		return
+		return nil
+	}
+	list := strings.Join(slices.Sorted(maps.Keys(held)), "\n")
+	if list != string(stored) {
+		if err := n.store.Update([]string{keyHeldBack}, func(tx *store.Tx) error {
+			tx.Set(keyHeldBack, []byte(list))
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 	n.dg.mu.Lock()
 	n.dg.heldBack = held
 	n.dg.mu.Unlock()
 	n.log.Warn("damaged keys are refused until every peer has sent its state of them", "keys", len(held))
+	return nil
 }
 
 // isHeldBack reports whether key is held back (holdBackDamaged).
@@ -380,12 +418,19 @@ func (n *Node) releaseHeldBack() {
 		_ = n.store.View([]string{key}, func(r store.Reader) error {
 			b, ok, err := r.Get(key)
 			if err == nil && ok {
+				n.store.ClearDamaged(key)
 				n.dg.mu.Lock()
 				n.dg.set(key, b)
 				n.dg.mu.Unlock()
 			}
 			return nil
 		})
+	}
+	if err := n.store.Update([]string{keyHeldBack}, func(tx *store.Tx) error {
+		tx.Set(keyHeldBack, []byte{})
+		return nil
+	}); err != nil {
+		n.log.Error("could not record that the damaged keys held back are served again", "err", err)
 	}
 	n.log.Info("the damaged keys held back while catching up are served again", "keys", len(held))
 }

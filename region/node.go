@@ -226,6 +226,10 @@ const (
 	keyHomes = "m/homes"
 	// keyHomesEpoch counts the changes of keyHomes (decimal).
 	keyHomesEpoch = "m/homesepoch"
+	// keyHeldBack lists, one a line, the keys held back while the region
+	// catches up after damage (holdBackDamaged), so that a restart before
+	// it has caught up holds them back still; empty once released.
+	keyHeldBack = "m/heldback"
 	// prefixPeerHomes + PEER holds what peer PEER showed as its homes
 	// in the last anti-entropy round completed, after the epoch
 	// (keyHomesEpoch) it completed in: "EPOCH HOMES". Records of earlier
@@ -375,7 +379,9 @@ func NewNode(opts Options) (*Node, error) {
 	if err := n.loadSagas(); err != nil {
 		return nil, err
 	}
-	n.holdBackDamaged()
+	if err := n.holdBackDamaged(); err != nil {
+		return nil, err
+	}
 	if len(opts.PeerRegions) == 0 {
 		n.SyncedWith("", "", nil) // nobody to catch up with
 	}

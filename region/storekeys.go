@@ -36,7 +36,10 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //     store serialises in commit order, and read at start-up;
 //   - the partition count ("m/partitions"), the homes' id ("m/homes")
 //     and their epoch ("m/homesepoch") have none: each is read and
-//     written once, at start-up (checkPartitionCount, checkHomes); a
+//     written once, at start-up (checkPartitionCount, checkHomes); nor
+//     has the list of keys held back after damage ("m/heldback"),
+//     written at start-up and once more when the region has caught up
+//     (holdBackDamaged, releaseHeldBack); a
 //     peer's homes ("m/peerhomes/PEER") has its own, written by the
 //     replication's one goroutine (noteHomes);
 //   - the reservation counter ("m/resseq") is written under n.resMu
@@ -51,7 +54,7 @@ func lockKey(key string) string {
 		return prefixCart + id
 	case strings.HasPrefix(key, prefixPending):
 		return lockKey(key[len(prefixPending):])
-	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch:
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch, key == keyHeldBack:
 		return ""
 	}
 	return key

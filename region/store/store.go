@@ -542,6 +542,14 @@ func (s *Store) MarkDamaged(key string) {
 	s.corruptMu.Unlock()
 }
 
+// ClearDamaged takes key off the damaged keys (Corrupt) that MarkDamaged
+// listed it among: the region found it whole again without rewriting it.
+func (s *Store) ClearDamaged(key string) {
+	s.corruptMu.Lock()
+	delete(s.corrupt, key)
+	s.corruptMu.Unlock()
+}
+
 // Corrupt returns the keys whose stored values failed their checksums and
 // have not been rewritten since.
 func (s *Store) Corrupt() []string {
