@@ -300,6 +300,11 @@ func (n *Node) serveState(ctx context.Context, req *HomeRequest) *HomeResponse {
 	case OpRead:
 		// A damaged value is refused, not answered as the empty state: a
 		// quorum read counts this answer as a region's whole state.
+		// So is a key held back after damage (holdBackDamaged): its
+		// state may lack writes a peer's round has yet to bring.
+		if err := n.heldBackErr(req.Keys[0]); err != nil {
+			return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: err.Error()}}
+		}
 		carts, items := splitKeys(req.Keys)
 		g, c, err := n.readObjects(carts, items, true)
 		if err != nil {

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"errors"
 	"maps"
 	"runtime"
 	"slices"
@@ -33,10 +34,15 @@ type digest struct {
 	// values failed their checksums, until they are written again.
 	damaged map[string]struct{}
 	// heldBack holds the keys found damaged when the store opened, while
-	// the region catches up (Node.holdBackDamaged): they stay out of the
-	// digest, so that every peer's round sends its whole state of them,
-	// repaired or not.
+	// the region catches up (Node.holdBackDamaged). Once a peer's state
+	// has repaired one, it is in the digest as it is stored, so that a
+	// round with a peer whose state differs exchanges both (a key still
+	// damaged stays out, so that a peer holding it sends it); it stays
+	// listed in damaged, so that snapshots leave the applied context out.
 	heldBack map[string]struct{}
+	// heldBackAll holds back every cart and item (refused, but left in
+	// the digest): the list of an earlier run was damaged.
+	heldBackAll bool
 }
 
 func newDigest(n int) *digest {
@@ -137,8 +143,14 @@ func (n *Node) commitDigestDot(tx *store.Tx, dot crdt.Dot) {
 // holds d.mu.
 func (d *digest) setAll(tx *store.Tx) {
 	tx.Staged(func(key string, val []byte) {
-		if _, held := d.heldBack[key]; replicated(key) && !held {
+		if replicated(key) {
 			d.set(key, val)
+			if _, held := d.heldBack[key]; held {
+				// Compared with the peers' states as it is now, but the
+				// snapshot's applied context stays out (Snapshot) until
+				// the key is released.
+				d.damaged[key] = struct{}{}
+			}
 		}
 	})
 }
@@ -333,6 +345,16 @@ func (n *Node) holdBackDamaged() error {
 		stored = b
 		return err
 	})
+	rewrite := false
+	if errors.Is(err, store.ErrCorrupt) {
+		// The list of an earlier run is lost, and with it which keys a
+		// first peer's older state may have repaired since: every cart
+		// and item is held back (refused, but left in the digest, where
+		// any difference from a peer's state shows) until the region
+		// has caught up. The list is written anew.
+		n.log.Error("the list of keys held back after damage is damaged; every cart and item is held back until the region has caught up", "err", err)
+		stored, err, rewrite = nil, nil, true
+	}
 	if err != nil {
 		return err
 	}
@@ -342,7 +364,6 @@ func (n *Node) holdBackDamaged() error {
 		}
 		held[k] = struct{}{}
 		n.dg.mu.Lock()
-		n.dg.remove(k)
 		n.dg.damaged[k] = struct{}{}
 		n.dg.mu.Unlock()
 		if id, ok := cutCartKey(k); ok {
@@ -351,11 +372,8 @@ func (n *Node) holdBackDamaged() error {
 			n.carts.mu.Unlock()
 		}
 	}
-	if len(held) == 0 {
-		return nil
-	}
 	list := strings.Join(slices.Sorted(maps.Keys(held)), "\n")
-	if list != string(stored) {
+	if list != string(stored) || rewrite {
 		if err := n.store.Update([]string{keyHeldBack}, func(tx *store.Tx) error {
 			tx.Set(keyHeldBack, []byte(list))
 			return nil
@@ -363,8 +381,12 @@ func (n *Node) holdBackDamaged() error {
 			return err
 		}
 	}
+	if len(held) == 0 && !rewrite {
+		return nil
+	}
 	n.dg.mu.Lock()
 	n.dg.heldBack = held
+	n.dg.heldBackAll = rewrite
 	n.dg.mu.Unlock()
 	n.log.Warn("damaged keys are refused until every peer has sent its state of them", "keys", len(held))
 	return nil
@@ -375,7 +397,7 @@ func (n *Node) isHeldBack(key string) bool {
 	n.dg.mu.Lock()
 	defer n.dg.mu.Unlock()
 	_, ok := n.dg.heldBack[key]
-	return ok
+	return ok || n.dg.heldBackAll && replicated(key)
 }
 
 // heldBackErr returns the error a read or write of a held-back key gets
@@ -391,46 +413,76 @@ func (n *Node) heldBackErr(key string) error {
 // peer has completed a round, and sent its state of each held-back key it
 // holds. A key that none held (still damaged) is rewritten as an empty
 // state: what it held had never left this region, and is lost with the
-// damage. The others go back into the digest as they are stored.
-func (n *Node) releaseHeldBack() {
+// damage. The others go back into the digest as they are stored. It works
+// in batches of releaseBatch keys (one transaction each); a key whose
+// batch fails stays held back, and the next completed round tries again.
+func (n *Node) releaseHeldBack() error {
 	n.dg.mu.Lock()
-	held := n.dg.heldBack
-	n.dg.heldBack = nil
+	keys, all := slices.Sorted(maps.Keys(n.dg.heldBack)), n.dg.heldBackAll
 	n.dg.mu.Unlock()
-	if len(held) == 0 {
-		return
+	if len(keys) == 0 && !all {
+		return nil
 	}
-	empty := &crdt.Group{}
-	for key := range held {
-		if id, ok := cutCartKey(key); ok {
-			empty.AddCart(id, &crdt.Cart{})
-		} else if sku, ok := strings.CutPrefix(key, prefixItem); ok {
-			empty.AddItem(sku, &crdt.Item{})
+	released := len(keys)
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), releaseBatch)]
+		keys = keys[len(batch):]
+		// Out of the held-back keys first, so that the writes of the
+		// apply go into the digest.
+		n.dg.mu.Lock()
+		for _, k := range batch {
+			delete(n.dg.heldBack, k)
+		}
+		n.dg.mu.Unlock()
+		empty := &crdt.Group{}
+		for _, key := range batch {
+			if id, ok := cutCartKey(key); ok {
+				empty.AddCart(id, &crdt.Cart{})
+			} else if sku, ok := strings.CutPrefix(key, prefixItem); ok {
+				empty.AddItem(sku, &crdt.Item{})
+			}
+		}
+		// Whole states (empty dots): a damaged key takes them, a whole
+		// one joins nothing new.
+		if err := n.ApplyReflecting(&crdt.Context{}, empty, &crdt.Context{}); err != nil {
+			n.dg.mu.Lock()
+			if n.dg.heldBack == nil {
+				n.dg.heldBack = make(map[string]struct{})
+			}
+			for _, k := range batch {
+				n.dg.heldBack[k] = struct{}{}
+			}
+			n.dg.mu.Unlock()
+			n.log.Error("could not release the damaged keys held back while catching up", "err", err)
+			return err
+		}
+		for _, key := range batch {
+			_ = n.store.View([]string{key}, func(r store.Reader) error {
+				b, ok, err := r.Get(key)
+				if err == nil && ok {
+					n.store.ClearDamaged(key)
+					n.dg.mu.Lock()
+					n.dg.set(key, b)
+					n.dg.mu.Unlock()
+				}
+				return nil
+			})
 		}
 	}
-	// Whole states (empty dots): a damaged key takes them, a whole one
-	// joins nothing new.
-	if err := n.ApplyReflecting(&crdt.Context{}, empty, &crdt.Context{}); err != nil {
-		n.log.Error("could not release the damaged keys held back while catching up", "err", err)
-		return
-	}
-	for key := range held {
-		_ = n.store.View([]string{key}, func(r store.Reader) error {
-			b, ok, err := r.Get(key)
-			if err == nil && ok {
-				n.store.ClearDamaged(key)
-				n.dg.mu.Lock()
-				n.dg.set(key, b)
-				n.dg.mu.Unlock()
-			}
-			return nil
-		})
-	}
+	n.dg.mu.Lock()
+	n.dg.heldBack, n.dg.heldBackAll = nil, false
+	n.dg.mu.Unlock()
 	if err := n.store.Update([]string{keyHeldBack}, func(tx *store.Tx) error {
 		tx.Set(keyHeldBack, []byte{})
 		return nil
 	}); err != nil {
 		n.log.Error("could not record that the damaged keys held back are served again", "err", err)
+		return err
 	}
-	n.log.Info("the damaged keys held back while catching up are served again", "keys", len(held))
+	n.log.Info("the damaged keys held back while catching up are served again", "keys", released)
+	return nil
 }
+
+// releaseBatch is how many held-back keys releaseHeldBack writes in one
+// transaction.
+const releaseBatch = 256

@@ -399,6 +399,9 @@ func (n *Node) readHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	var out *HomeResponse
 	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
 		if req.Op == OpItem {
+			if err := n.heldBackErr(prefixItem + req.SKU); err != nil {
+				return err
+			}
 			it, err := loadItem(r, req.SKU)
 			if err != nil {
 				return err

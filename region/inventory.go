@@ -432,6 +432,12 @@ func (n *Node) Restock(ctx context.Context, sku string, qty int64) (Item, error)
 func (n *Node) restock(ctx context.Context, sku string, qty int64, field string) (Item, error) {
 	var view Item
 	err := n.write(ctx, []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
+		// Held back after damage (holdBackDamaged): refused as a damaged
+		// item is, since its answer would show the stock before every
+		// peer's state is joined.
+		if err := n.heldBackErr(prefixItem + sku); err != nil {
+			return err
+		}
 		it, err := loadItem(tx, sku)
 		if err != nil {
 			return err

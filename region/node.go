@@ -373,6 +373,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n.noteDamagedCarts()
+	if err := n.renewIfDamaged(marksBy); err != nil {
+		return nil, err
+	}
 	if err := n.buildDueIndex(); err != nil {
 		return nil, err
 	}
@@ -753,6 +756,34 @@ func (n *Node) openApplied(by crdt.ReplicaID) error {
 		tx.Set(keyMarks, []byte(n.self))
 		return nil
 	})
+}
+
+// renewIfDamaged starts a new incarnation that catches up (see
+// store.NewIncarnation) when the start found damage that the store's own
+// checksums did not (a cart whose lines disagree with its head, an item
+// that does not decode): as for a checksum failure (store.Open), a first
+// peer's state that repairs it may lack this region's own writes another
+// peer holds, and the region must not issue their dots again nor decide
+// from stock that misses its own commits. by is the replica the applied
+// context's marks counted (openApplied).
+func (n *Node) renewIfDamaged(by crdt.ReplicaID) error {
+	n.dg.mu.Lock()
+	damaged := len(n.dg.damaged) > 0
+	n.dg.mu.Unlock()
+	if !damaged || n.store.CatchingUp() {
+		return nil
+	}
+	if err := n.store.NewIncarnation("stored values do not decode or disagree with each other"); err != nil {
+		return err
+	}
+	n.self = crdt.Incarnation(string(n.name), n.store.Incarnation())
+	n.resMu.Lock()
+	n.resSeq = max(n.resSeq, resSeqFloor(n.store.Incarnation()))
+	n.resMu.Unlock()
+	if err := n.checkReplicaBudget(); err != nil {
+		return err
+	}
+	return n.openApplied(by)
 }
 
 // markDot records the local write dot in tx: as the mark of its values,
@@ -1675,6 +1706,11 @@ func (n *Node) SyncedWith(peer, homes string, peers []string) {
 	if !done {
 		return
 	}
+	// Every peer has sent its state of the keys held back: a key still
+	// damaged is written anew, empty, before the ledgers are read.
+	if err := n.releaseHeldBack(); err != nil {
+		return // logged; still catching up, the next round tries again
+	}
 	if err := n.republishHeld(); err != nil {
 		n.log.Error("could not republish the held units of the ledgers; still catching up", "err", err)
 		return
@@ -1683,7 +1719,6 @@ func (n *Node) SyncedWith(peer, homes string, peers []string) {
 		n.log.Error("could not record that the restored region caught up", "err", err)
 		return
 	}
-	n.releaseHeldBack()
 	n.wakeDeciders()
 	if !n.homesOK.Load() {
 		n.dmu.Lock()
@@ -1778,8 +1813,13 @@ func (n *Node) republishHeld() error {
 		return err
 	}
 	for _, sku := range skus {
+		var damaged error
 		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, n.clock.Now())
+			if errors.Is(err, store.ErrCorrupt) {
+				damaged = err
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -1795,6 +1835,11 @@ func (n *Node) republishHeld() error {
 		})
 		if err != nil {
 			return err
+		}
+		if damaged != nil {
+			// A damaged ledger or item: its decisions answer 503 until
+			// it is repaired or restored; the region's other skus go on.
+			n.log.Warn("could not republish the held units of a damaged sku; its reservations are refused until it is repaired", "sku", sku, "err", damaged)
 		}
 	}
 	return nil

@@ -271,6 +271,41 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	return nil
 }
 
+// NewIncarnation starts a new incarnation that catches up, as opening a
+// store that may have lost writes does (openIdentity), for a reason found
+// after the store opened: the region's own checks of what it holds (a
+// cart whose lines disagree with its head, a value that passes its
+// checksum but does not decode). The caller must not have issued a dot of
+// the store's incarnation since it opened.
+func (s *Store) NewIncarnation(why string) error {
+	s.idMu.Lock()
+	next := s.id
+	next.CatchUp = true
+	next.Incarnation = nextIncarnation(next.Incarnation, time.Now())
+	if s.persist {
+		if err := writeIdentity(s.path, next); err != nil {
+			s.idMu.Unlock()
+			return err
+		}
+	}
+	s.id = next
+	s.idMu.Unlock()
+	s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",
+		"path", s.path, "reason", why, "incarnation", next.Incarnation)
+	inc(s.metrics.Incarnations)
+	b, err := crdt.Marshal(next.Incarnation)
+	if err == nil {
+		err = s.update(nil, func(tx *Tx) error {
+			tx.Set(keyIncarnation, b)
+			return nil
+		}, nil)
+	}
+	if err == nil && s.persist {
+		err = s.fsync()
+	}
+	return err
+}
+
 // Incarnation returns the store's incarnation (see crdt.Incarnation).
 func (s *Store) Incarnation() uint64 {
 	s.idMu.Lock()

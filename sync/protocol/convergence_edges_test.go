@@ -134,6 +134,17 @@ func TestDamagedCartRepairsAmidDeltas(t *testing.T) {
 		t.Fatal("the damaged cart is served")
 	}
 
+	// Repaired: the stored cart is whole again and holds the add. (It is
+	// served once ap-south has caught up with every peer, us-east too,
+	// which is cut off here: a store found damaged holds its damaged keys
+	// back until then.)
+	repaired := func() bool {
+		g, err := s.regions[0].node.ReadObjects([]string{"victim"}, nil)
+		return err == nil && g.Carts["victim"] != nil && len(g.Carts["victim"].Entries) == 1
+	}
+	if repaired() {
+		t.Fatal("the damaged cart reads whole before any repair")
+	}
 	var held []*protocol.Message
 	s.deliver = func(from, to int, m *protocol.Message) bool {
 		if from == 1 && to == 0 {
@@ -160,7 +171,7 @@ func TestDamagedCartRepairsAmidDeltas(t *testing.T) {
 			held = nil
 			s.process(0)
 		}
-		if _, err := s.regions[0].node.GetCart(bg, "victim"); err == nil {
+		if repaired() {
 			return
 		}
 	}
@@ -168,6 +179,6 @@ func TestDamagedCartRepairsAmidDeltas(t *testing.T) {
 	for _, ps := range s.regions[0].proto.Status() {
 		rounds += ps.AERounds
 	}
-	_, err = s.regions[0].node.GetCart(bg, "victim")
-	t.Fatalf("the cart damaged at ap-south is still refused after 10 s and %d anti-entropy rounds with eu-west: %v", rounds, err)
+	g, err := s.regions[0].node.ReadObjects([]string{"victim"}, nil)
+	t.Fatalf("the cart damaged at ap-south is still not repaired after 10 s and %d anti-entropy rounds with eu-west: %v, %v", rounds, g, err)
 }
