@@ -166,7 +166,7 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 	for b, ks := range n.dg.keys {
 		s.Counts[b] = uint32(len(ks))
 	}
-	if len(n.dg.damaged) == 0 {
+	if len(n.dg.damaged) == 0 && !n.dg.heldBackAll {
 		s.Applied = n.dg.applied.Clone()
 	}
 	var held []map[string]uint64
@@ -359,6 +359,10 @@ func (n *Node) holdBackDamaged() error {
 		return err
 	}
 	for k := range strings.SplitSeq(string(stored), "\n") {
+		if k == heldBackEverything {
+			rewrite = true // held back as when the list was found damaged
+			continue
+		}
 		if _, ok := held[k]; ok || !replicated(k) {
 			continue
 		}
@@ -372,8 +376,12 @@ func (n *Node) holdBackDamaged() error {
 			n.carts.mu.Unlock()
 		}
 	}
-	list := strings.Join(slices.Sorted(maps.Keys(held)), "\n")
-	if list != string(stored) || rewrite {
+	keys := slices.Sorted(maps.Keys(held))
+	if rewrite {
+		keys = append(keys, heldBackEverything) // across restarts too
+	}
+	list := strings.Join(keys, "\n")
+	if list != string(stored) {
 		if err := n.store.Update([]string{keyHeldBack}, func(tx *store.Tx) error {
 			tx.Set(keyHeldBack, []byte(list))
 			return nil
@@ -482,6 +490,11 @@ func (n *Node) releaseHeldBack() error {
 	n.log.Info("the damaged keys held back while catching up are served again", "keys", released)
 	return nil
 }
+
+// heldBackEverything, a line of the stored list of held-back keys
+// (keyHeldBack), says that every cart and item is held back (heldBackAll):
+// no key has this name.
+const heldBackEverything = "*"
 
 // releaseBatch is how many held-back keys releaseHeldBack writes in one
 // transaction.

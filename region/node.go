@@ -783,6 +783,9 @@ func (n *Node) renewIfDamaged(by crdt.ReplicaID) error {
 	if err := n.checkReplicaBudget(); err != nil {
 		return err
 	}
+	// openApplied raised the store's mark for the replica left behind;
+	// the new one's marks count from 0 (its checkpoint is written next).
+	n.store.ResetMark()
 	return n.openApplied(by)
 }
 

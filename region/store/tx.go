@@ -471,3 +471,14 @@ func (s *Store) RaiseMark(m uint64) {
 	s.sinceCheckpointValid = false // later values carry m
 	s.txMu.Unlock()
 }
+
+// ResetMark sets the mark that values of later transactions carry back
+// to 0: the opener raised it for a replica it then left for a new
+// incarnation (NewIncarnation), whose marks count from 0, and writes a
+// checkpoint before any value carries a mark of the new one.
+func (s *Store) ResetMark() {
+	s.txMu.Lock()
+	s.mark = 0
+	s.sinceCheckpointValid = false
+	s.txMu.Unlock()
+}
