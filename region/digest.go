@@ -435,13 +435,6 @@ func (n *Node) releaseHeldBack() error {
 	for len(keys) > 0 {
 		batch := keys[:min(len(keys), releaseBatch)]
 		keys = keys[len(batch):]
-		// Out of the held-back keys first, so that the writes of the
-		// apply go into the digest.
-		n.dg.mu.Lock()
-		for _, k := range batch {
-			delete(n.dg.heldBack, k)
-		}
-		n.dg.mu.Unlock()
 		empty := &crdt.Group{}
 		for _, key := range batch {
 			if id, ok := cutCartKey(key); ok {
@@ -452,7 +445,19 @@ func (n *Node) releaseHeldBack() error {
 		}
 		// Whole states (empty dots): a damaged key takes them, a whole
 		// one joins nothing new.
-		if err := n.ApplyReflecting(&crdt.Context{}, empty, &crdt.Context{}); err != nil {
+		//
+		// The keys leave the held-back ones once the apply holds their
+		// locks: a write waiting for one then finds the deltas kept
+		// aside for it joined (applyCart takes them), and the apply's
+		// writes go into the digest as any write's.
+		release := func() {
+			n.dg.mu.Lock()
+			for _, k := range batch {
+				delete(n.dg.heldBack, k)
+			}
+			n.dg.mu.Unlock()
+		}
+		if err := n.applyGroup(&crdt.Context{}, empty, &crdt.Context{}, true, release); err != nil {
 			n.dg.mu.Lock()
 			if n.dg.heldBack == nil {
 				n.dg.heldBack = make(map[string]struct{})

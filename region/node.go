@@ -1124,6 +1124,12 @@ func (n *Node) ApplyReflecting(dots *crdt.Context, g *crdt.Group, reflects *crdt
 // comes, since joining it into the damaged (empty) state would rewrite
 // the key from the delta alone.
 func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool) error {
+	return n.applyGroup(dots, g, reflects, state, nil)
+}
+
+// applyGroup is ApplyGroup that calls locked, if not nil, once it holds
+// the locks of the group's keys and before it reads any of them.
+func (n *Node) applyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Context, state bool, locked func()) error {
 	if dots == nil {
 		dots = &crdt.Context{}
 	}
@@ -1159,6 +1165,9 @@ func (n *Node) ApplyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	}
 	lk := n.store.Lock(keys...)
 	defer lk.Unlock()
+	if locked != nil {
+		locked()
+	}
 	// A cart is stored as a head and a key per line, so a group of many
 	// large carts (an anti-entropy repair) may set more keys than one
 	// transaction can. The carts then go in several transactions, all
