@@ -54,3 +54,28 @@ func TestHeldBackKeysSurviveARestart(t *testing.T) {
 		t.Fatalf("after a restart us-east serves %s", itemsString(c.Items))
 	}
 }
+
+// TestReleaseKeepsTheLinesThatReadWhole: a cart only us-east holds (its
+// deltas never left) loses one line to damage. Once us-east has caught up
+// and no peer sent the cart, it keeps the lines that read whole and loses
+// the damaged one alone.
+func TestReleaseKeepsTheLinesThatReadWhole(t *testing.T) {
+	const id = "solo"
+	r := newSemRig(t, "us-east", "eu-west", "ap-south")
+	a := r.nodes["us-east"]
+	must[Cart](t)(a.AddItem(bg, id, "apple", 2))
+	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
+	must[Cart](t)(a.AddItem(bg, id, "plum", 3))
+	must[Cart](t)(a.AddItem(bg, "other", "fig", 1)) // the damaged line is not in the last transaction
+	a = damage8Reopen(t, r, "us-east", cartLineKey(id, "pear"))
+	wantCode(t, second(a.GetCart(bg, id)), CodeUnavailable)
+	damage8CatchUp(r, "us-east", id)
+	c := r.cart("us-east", id)
+	if qtyOf(c, "apple") != 2 || qtyOf(c, "plum") != 3 || qtyOf(c, "pear") != 0 {
+		t.Fatalf("us-east caught up serves %s, want apple:2 and plum:3 (the lines that read whole)", itemsString(c.Items))
+	}
+	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
+	if bad := a.store.Corrupt(); len(bad) > 0 {
+		t.Fatalf("caught up, us-east still lists damaged keys %v", bad)
+	}
+}

@@ -419,9 +419,9 @@ func (n *Node) heldBackErr(key string) error {
 
 // releaseHeldBack ends holdBackDamaged once the region has caught up: every
 // peer has completed a round, and sent its state of each held-back key it
-// holds. A key that none held (still damaged) is rewritten as an empty
-// state: what it held had never left this region, and is lost with the
-// damage. The others go back into the digest as they are stored. It works
+// holds. A key that none held (still damaged) is rewritten: a cart with
+// the entries of its lines that read whole (salvageCart), an item empty;
+// what the damaged values held had never left this region, and is lost. The others go back into the digest as they are stored. It works
 // in batches of releaseBatch keys (one transaction each); a key whose
 // batch fails stays held back, and the next completed round tries again.
 func (n *Node) releaseHeldBack() error {
@@ -438,7 +438,7 @@ func (n *Node) releaseHeldBack() error {
 		empty := &crdt.Group{}
 		for _, key := range batch {
 			if id, ok := cutCartKey(key); ok {
-				empty.AddCart(id, &crdt.Cart{})
+				empty.AddCart(id, n.salvageCart(id))
 			} else if sku, ok := strings.CutPrefix(key, prefixItem); ok {
 				empty.AddItem(sku, &crdt.Item{})
 			}
@@ -494,6 +494,38 @@ func (n *Node) releaseHeldBack() error {
 	}
 	n.log.Info("the damaged keys held back while catching up are served again", "keys", released)
 	return nil
+}
+
+// salvageCart returns the entries of cart id's lines that read whole, as a
+// cart whose context holds their dots alone: what releaseHeldBack keeps of
+// a cart no peer sent. Joined, it adds those entries and removes nothing
+// (a peer that has seen one of them removed drops it again when the
+// states meet). A cart that reads whole gives its own entries, which a
+// join leaves as they are.
+func (n *Node) salvageCart(id string) *crdt.Cart {
+	c := &crdt.Cart{}
+	_ = n.store.Scan(cartLinesPrefix(id), func(k string, v []byte, err error) bool {
+		_, sku, ok := cartOfLineKey(k)
+		if err != nil || !ok || len(v) == 0 {
+			return true // damaged or emptied: nothing to keep
+		}
+		got, es, err := crdt.DecodeCartLineOf(v, sku)
+		if err != nil || got != sku {
+			return true
+		}
+		for d, l := range es {
+			if c.Entries == nil {
+				c.Entries = make(map[crdt.Dot]crdt.Line)
+			}
+			if len(c.Entries) >= crdt.MaxStoredCartEntries {
+				return false
+			}
+			c.Entries[d] = l
+			c.Ctx.Insert(d)
+		}
+		return true
+	})
+	return c
 }
 
 // heldBackEverything, a line of the stored list of held-back keys
