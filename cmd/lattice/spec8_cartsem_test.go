@@ -92,7 +92,7 @@ func devControl(t *testing.T, a *api, control, region string) {
 // and every region must show the outcome the SPEC requires.
 func TestCartOutcomesAcrossRealRegions(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a three-region cluster")
+		t.Skip("starts a three-region cluster; skipped under -short")
 	}
 	regions := startDevInProcess(t)
 	ue, ew := regions["us-east"], regions["eu-west"]
@@ -156,7 +156,7 @@ func TestCartOutcomesAcrossRealRegions(t *testing.T) {
 // can still be changed and removed.
 func TestCartFullOverHTTP(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a three-region cluster")
+		t.Skip("starts a three-region cluster; skipped under -short")
 	}
 	regions := startDevInProcess(t)
 	ue := regions["us-east"]
