@@ -830,9 +830,6 @@ func (t *QUICTransport) serveStream(conn *quic.Conn, region string, s *quic.Stre
 		}
 		s.SetReadDeadline(time.Time{})
 		t.serveMessages(conn, name, s)
-		t.mu.Lock()
-		delete(t.streaming, conn)
-		t.mu.Unlock()
 	case kindCall:
 		// A peer calls only once its message stream is acknowledged.
 		name, ok := t.nameOf(conn)
@@ -853,8 +850,18 @@ func (t *QUICTransport) abort(s *quic.Stream, code quic.StreamErrorCode, region,
 	t.log.Warn("transport: "+what, "peer", region, "stream", int64(s.StreamID()), "err", err)
 }
 
+// endMessages lets conn open a message stream again. It runs before the
+// old stream is reset, so a peer that sees the reset and opens a new
+// stream finds the connection free.
+func (t *QUICTransport) endMessages(conn *quic.Conn) {
+	t.mu.Lock()
+	delete(t.streaming, conn)
+	t.mu.Unlock()
+}
+
 func (t *QUICTransport) serveMessages(conn *quic.Conn, region string, s *quic.Stream) {
 	if _, err := s.Write([]byte{ackMessages}); err != nil {
+		t.endMessages(conn)
 		t.abort(s, codeProtocol, region, "message stream", err)
 		return
 	}
@@ -872,6 +879,7 @@ func (t *QUICTransport) serveMessages(conn *quic.Conn, region string, s *quic.St
 	for {
 		msg, err := next()
 		if err != nil {
+			t.endMessages(conn)
 			switch {
 			case errors.Is(err, ErrFrameTooLarge):
 				t.abort(s, codeFrameTooLarge, region, "message refused", err)
