@@ -36,14 +36,19 @@ import (
 const MaxTokenPartitions = 64
 
 // MaxPartitionTokenChars bounds the length of a partitioned cluster's
-// causal token.
-const MaxPartitionTokenChars = 6 << 10
+// causal token: its prefix and the base64 of crdt.MaxTokenBytes, the
+// bound of an unpartitioned cluster's token. A partition's context may
+// name as many replica ids as an unpartitioned region's, and the
+// partition a client touched last must fit (format drops the others
+// first).
+const MaxPartitionTokenChars = len(compressedPartitionTokenPrefix) + (crdt.MaxTokenBytes*4+2)/3
 
 const partitionTokenPrefix = "p."
 
 // MaxPartitionTokenDoc bounds what a compressed partitioned token
-// inflates to: what parsing it costs is a small multiple of that.
-const MaxPartitionTokenDoc = 16 << 10
+// inflates to, as crdt.MaxTokenContextBytes bounds an unpartitioned one:
+// what parsing it costs is a small multiple of that.
+const MaxPartitionTokenDoc = crdt.MaxTokenContextBytes
 
 // compressedPartitionTokenPrefix starts a partitioned token whose
 // document is compressed (DEFLATE): "p." then "z.", which no base64 holds.
