@@ -43,10 +43,10 @@ type Answer struct {
 	first   crdt.Dot
 	nwrites int
 	more    []crdt.Dot
-	// replay, when replayed, is set by a request that replayed a
-	// recorded decision (noteReplay).
-	replay   crdt.Dot
-	replayed bool
+	// replay is set by a request that replayed a recorded decision
+	// (noteReplay): per replica of this region (its incarnations), the
+	// highest of its writes the wait must cover.
+	replay []crdt.Dot
 
 	// In a partitioned region (Partitions): touched is the partition
 	// the request was served by (-1 for none yet), incoming the token

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -154,12 +155,17 @@ func (a *Answer) addWrite(d crdt.Dot) {
 	a.mu.Unlock()
 }
 
-// raiseReplay makes the answer's through-wait cover d; a.mu is held. Every
-// dot an Answer collects is its region's own (one replica).
+// raiseReplay makes the answer's through-wait cover d; a.mu is held. The
+// dots an Answer collects are its region's own: of its current
+// incarnation, and of earlier ones for a replay (noteReplay).
 func (a *Answer) raiseReplay(d crdt.Dot) {
-	if !a.replayed || a.replay.Counter < d.Counter {
-		a.replay, a.replayed = d, true
+	for i := range a.replay {
+		if a.replay[i].Replica == d.Replica {
+			a.replay[i].Counter = max(a.replay[i].Counter, d.Counter)
+			return
+		}
 	}
+	a.replay = append(a.replay, d)
 }
 
 // addReplay records that the request replayed a decision recorded under
@@ -175,18 +181,29 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 	a.mu.Unlock()
 }
 
-// noteReplay is addReplay of everything this incarnation has written so
-// far. (A decision recorded by an earlier incarnation is waited for only
-// as far as this one's writes go.)
+// noteReplay is addReplay of everything this region has written so far:
+// by this incarnation, and by the earlier ones its applied context holds
+// (a decision recorded before a restart as a new incarnation was written
+// by the old one, and its retry must not be answered as held by regions
+// that lack it). Every incarnation's writes are waited for through the
+// contiguous run its version vector holds.
 func (n *Node) noteReplay(ctx context.Context) {
 	a := answerOf(ctx)
 	if a == nil {
 		return
 	}
+	var upTo []crdt.Dot
 	n.amu.Lock()
-	upTo := crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]}
+	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]})
+	for r, c := range n.applied.VV {
+		if r != n.self && c > 0 && r.Region() == string(n.name) {
+			upTo = append(upTo, crdt.Dot{Replica: r, Counter: c})
+		}
+	}
 	n.amu.Unlock()
-	a.addReplay(upTo)
+	for _, d := range upTo {
+		a.addReplay(d)
+	}
 }
 
 // maxAnswerWrites bounds the dots one request's Answer keeps one by one;
@@ -211,9 +228,9 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 	if a.nwrites > 0 {
 		writes = append([]crdt.Dot{a.first}, a.more...)
 	}
-	replay, replayed := a.replay, a.replayed
+	replay := slices.Clone(a.replay)
 	a.mu.Unlock()
-	if len(writes) == 0 && !replayed {
+	if len(writes) == 0 && len(replay) == 0 {
 		return nil
 	}
 	start := n.clock.Now()
@@ -225,8 +242,10 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 	for _, d := range writes {
 		waits = append(waits, wait{d, false})
 	}
-	if replayed && replay.Counter > 0 {
-		waits = append(waits, wait{replay, true})
+	for _, d := range replay {
+		if d.Counter > 0 {
+			waits = append(waits, wait{d, true})
+		}
 	}
 	for _, w := range waits {
 		var err error
