@@ -441,13 +441,22 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 	return order, plan.Dots, err
 }
 
-// replayedHomes is, for a replayed order under a write concern, the
-// homes' part of "a retry with the key waits again": each line's commit
-// is sent again under its key to its home, which answers its recorded
-// commit once the concern is met there, or replication_timeout (returned;
-// the order stands). Without a concern it does nothing.
+// replayedHomes is, for a replayed order, the homes' part of its answer:
+// each line's commit is sent again under its key to its home, which
+// answers its recorded commit. Under a write concern ("a retry with the
+// key waits again") the home answers once the concern is met there, or
+// replication_timeout (returned; the order stands). In a partitioned
+// region the homes' answers also bring their partitions' entries of the
+// answer's token, which covers the commits as the first answer's did; a
+// home that cannot be reached then fails the replay (home_unavailable:
+// the order stands, and a retry answers it). Unpartitioned and without a
+// concern it does nothing: an unpartitioned token does not cover other
+// regions' decisions.
+//
+// The lines this node decided itself are left to noteReplay.
 func (n *Node) replayedHomes(ctx context.Context, idem Idem) error {
-	if concernOf(ctx).replicas <= 1 {
+	concern := concernOf(ctx).replicas > 1
+	if !concern && n.opts.Partitions <= 1 {
 		return nil
 	}
 	var plan *checkoutPlan
@@ -462,7 +471,7 @@ func (n *Node) replayedHomes(ctx context.Context, idem Idem) error {
 	}
 	var missed *Error
 	for _, r := range each(plan.Lines, func(i int, l OrderLine) *HomeResponse {
-		if i >= len(plan.Res) || plan.Res[i] == "" || l.Home == string(n.name) {
+		if i >= len(plan.Res) || plan.Res[i] == "" || n.decides(l.Home, l.SKU) {
 			return nil // the coordinator's own decisions: noteReplay waits for them
 		}
 		key, fp := derived(plan, "commit", i)
@@ -470,7 +479,10 @@ func (n *Node) replayedHomes(ctx context.Context, idem Idem) error {
 	}) {
 		if r != nil && r.Err != nil && missed == nil {
 			missed = r.Err
-			if r.Err.Code != CodeReplicationTimeout {
+			if !concern {
+				missed = &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
+					Detail: "the order is recorded, but a home's commit could not be read again for the answer's token: " + r.Err.Detail}
+			} else if r.Err.Code != CodeReplicationTimeout {
 				missed = &Error{Code: CodeReplicationTimeout, RetryAfter: 1,
 					Detail: "the order is recorded, but a home's decision could not be seen to reach the regions asked for: " + r.Err.Detail}
 			}
