@@ -728,3 +728,50 @@ func TestCaughtUpRecordedOnlyOnceDurable(t *testing.T) {
 		t.Fatalf("CaughtUp recorded the end of catch-up (nil error) while no fsync could cover the states written during it; want it to fail and the store to stay in catch-up")
 	}
 }
+
+// TestLostCatchUpTransactionsCatchUpAgain: what catch-up brought in is
+// part of what the region decides from as a home (its own grants and
+// commits, held by its peers). A later run that issues no dot and stops
+// uncleanly, with the tail of the file lost (the catch-up's
+// transactions), must not open as caught up: the store is short of a
+// transaction it held when catch-up ended.
+func TestLostCatchUpTransactionsCatchUpAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	open := func() *Store {
+		st, err := Open(path, Options{LockKey: unlocked, Durability: config.DurabilityEverySec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st := open()
+	if err := st.MarkUsed(); err != nil {
+		t.Fatal(err)
+	}
+	setAcked(t, st, "a")
+	if err := st.CloseUnclean(); err != nil {
+		t.Fatal(err)
+	}
+	st = open()
+	if !st.CatchingUp() {
+		t.Fatal("test setup: the new incarnation is not catching up")
+	}
+	inc := st.Incarnation()
+	for _, k := range []string{"pulled-1", "pulled-2", "pulled-3"} {
+		setAcked(t, st, k) // what anti-entropy brought
+	}
+	if err := st.CaughtUp(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CloseUnclean(); err != nil { // no dot issued in this run
+		t.Fatal(err)
+	}
+	if _, err := CutTransactions(path, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	st = open()
+	defer st.Close()
+	if !st.CatchingUp() || st.Incarnation() == inc {
+		t.Fatalf("the store lost the 3 transactions catch-up brought, and opened with catching up %v, incarnation %d (was %d); want a new incarnation catching up", st.CatchingUp(), st.Incarnation(), inc)
+	}
+}

@@ -335,6 +335,14 @@ func (s *Store) CaughtUp() error {
 		// What catch-up brought in must be durable before the record that
 		// it is over (with everysec it may be only in the file): a power
 		// loss would otherwise leave a region out of catch-up without it.
+		// The record names the transaction catch-up reached: a later
+		// open that finds the store short of it (a disk that lost synced
+		// writes, a file put back) has lost what catch-up brought, the
+		// home's own grants and commits among it, and catches up again
+		// (openIdentity), though this run issued no dot.
+		s.txMu.Lock()
+		next.TxID = max(next.TxID, s.txid)
+		s.txMu.Unlock()
 		if err := s.fsync(); err != nil {
 			return err
 		}
