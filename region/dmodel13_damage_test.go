@@ -126,7 +126,12 @@ type dm13Model struct {
 	// damagedAt[region][cart]: the last step a value of the region's copy
 	// of the cart (head, line or kept deltas) was damaged.
 	damagedAt map[string]map[string]int
-	failed    bool
+	// itemDamaged: skus whose item was damaged at their home. A commit
+	// that had not left the home is lost with it (README, Limitations:
+	// its units count as available again), so the home's stock is then
+	// bounded by what was restocked only.
+	itemDamaged map[string]bool
+	failed      bool
 }
 
 const dm13Home = "us-east"
@@ -138,7 +143,7 @@ func newDM13Model(t *testing.T, seed uint64) *dm13Model {
 		dots: map[dm13Key]crdt.Line{}, seen: map[string]int{},
 		restocked: map[string]int64{}, committed: map[string]int64{}, done: map[string]bool{},
 		acked: map[dm13Key]bool{}, delivered: map[crdt.Dot][]string{}, sent: map[string][]string{},
-		damagedAt: map[string]map[string]int{}}
+		damagedAt: map[string]map[string]int{}, itemDamaged: map[string]bool{}}
 	m.r = newSemRigHome(t, func(string) string { return dm13Home }, regions...)
 	m.carts = []string{"c0", "c1", "c2"}[:2+m.rng.IntN(2)]
 	m.lines = []string{"x", "y", "z"}
@@ -380,6 +385,9 @@ func (m *dm13Model) damage(name string) {
 		m.t.Fatal(err)
 	}
 	m.logf("stop %s, damage %s (byte %d of %d), reopen", name, key, at-v.off, v.n)
+	if sku, ok := strings.CutPrefix(key, prefixItem); ok && name == dm13Home {
+		m.itemDamaged[sku] = true
+	}
 	// What the damaged key held of a cart is no longer known here.
 	for _, id := range m.carts {
 		if key == prefixCart+id || strings.HasPrefix(key, prefixCartLine+id+"/") || key == prefixPending+prefixCart+id {
@@ -607,7 +615,11 @@ func (m *dm13Model) heal() {
 				m.fail("after the heal %s shows stock %d of %s, the home %d", name, it.Stock, sku, home.Stock)
 			}
 		}
-		if home.Stock > m.restocked[sku]-m.committed[sku] {
+		if m.itemDamaged[sku] {
+			if home.Stock > m.restocked[sku] {
+				m.fail("after the heal the home shows stock %d of %s; %d restocked (its item was damaged: commits may be lost, restocks not)", home.Stock, sku, m.restocked[sku])
+			}
+		} else if home.Stock > m.restocked[sku]-m.committed[sku] {
 			m.fail("after the heal the home shows stock %d of %s; %d restocked, %d committed", home.Stock, sku, m.restocked[sku], m.committed[sku])
 		}
 	}
