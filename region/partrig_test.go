@@ -32,6 +32,9 @@ type partRigSpec struct {
 	// wrap, when set, wraps the forwarder of each node of region (to
 	// drop or lose chosen home requests).
 	wrap func(region string, f Forwarder) Forwarder
+	// replicas, when set, gives each node its ReplicaWaiter (for write
+	// concerns).
+	replicas func(r *partRig, region string, part int) ReplicaWaiter
 }
 
 // prefixHome places the keys beginning prefix at region at, every other
@@ -153,6 +156,9 @@ func (r *partRig) open(name string, part int) *testNode {
 	}
 	if r.spec.wrap != nil {
 		opts.Forwarder = r.spec.wrap(name, opts.Forwarder)
+	}
+	if r.spec.replicas != nil {
+		opts.Replicas = r.spec.replicas(r, name, part)
 	}
 	if r.spec.escrow != nil {
 		opts.Escrow = r.spec.escrow

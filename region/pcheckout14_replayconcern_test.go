@@ -3,12 +3,10 @@ package region
 import (
 	"context"
 	"errors"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
-	"github.com/latticedb/lattice/region/store"
 )
 
 // pc14Reach is the replication of a partRig as a write concern sees it: a
@@ -74,42 +72,8 @@ func (w pc14Reach) WaitReplicasThrough(ctx context.Context, d crdt.Dot, n int) e
 func newPC14ConcernRig(t *testing.T, spec partRigSpec) *partRig {
 	t.Helper()
 	spec.peers = true
-	r := &partRig{t: t, spec: spec, dir: t.TempDir(), clock: newFakeClock(), nodes: map[string]map[int]*testNode{},
-		parts: map[string]*Partitions{}, queue: map[string]map[int][]Delta{}, cut: map[string]bool{}}
-	for _, name := range spec.regions {
-		r.nodes[name] = map[int]*testNode{}
-		r.queue[name] = map[int][]Delta{}
-		for p := range spec.parts {
-			st, err := OpenStore(r.path(name, p), store.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts := Options{Name: name, Store: st, Clock: r.clock, ExpiryInterval: time.Hour,
-				Home:      spec.home,
-				IsRegion:  func(s string) bool { return slices.Contains(spec.regions, s) },
-				Publisher: partRigPub{r, name, p},
-				Forwarder: partRigFwd{r, name, p},
-				Partition: p, Partitions: spec.parts,
-				Replicas: pc14Reach{r, name, p},
-			}
-			for _, o := range spec.regions {
-				if o != name {
-					opts.PeerRegions = append(opts.PeerRegions, o)
-				}
-			}
-			n, err := NewNode(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tn := &testNode{Node: n, store: st, path: r.path(name, p), clock: r.clock}
-			r.mu.Lock()
-			r.nodes[name][p] = tn
-			r.mu.Unlock()
-			t.Cleanup(tn.close)
-		}
-		r.regroup(name)
-	}
-	return r
+	spec.replicas = func(r *partRig, region string, part int) ReplicaWaiter { return pc14Reach{r, region, part} }
+	return newPartRig(t, spec)
 }
 
 // TestReplayedPartitionedCheckoutWaitsForItsRegionsOtherPartitions: a
