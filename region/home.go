@@ -553,6 +553,18 @@ func (n *Node) loadForDecision(tx *store.Tx, g *crdt.Group, sku string, now time
 	if changed {
 		n.saveLedger(tx, g, sku, it, l)
 	}
+	if n.decides(n.HomeOf(sku), sku) {
+		if out := it.Outstanding(string(n.name)); out > 0 {
+			// Rights this region was granted before it became the sku's
+			// home: as the home it sells from the whole stock, those
+			// units included, so they are given back. Kept, they would
+			// be sold again from rights once the home moved away.
+			d := it.ReturnRights(n.self, uint64(out))
+			it.Join(d)
+			tx.Set(prefixItem+sku, crdt.EncodeItem(it))
+			g.AddItem(sku, d)
+		}
+	}
 	return it, l, nil
 }
 

@@ -1235,11 +1235,14 @@ const maxRemoteCounter = crdt.MaxCounter / 2
 // region sends and what would damage this region beyond the peer's own
 // writes: a cart whose context names counters past maxRemoteCounter
 // (the protocol claims no such dot either); an item whose
-// held register's version is past it; an escrow sku's grant records that
-// its home did not write (rights are the home's to grant); and, of
-// reflects, the replicas of no cluster region, this region's own dots and
+// held register's version is past it; and, of reflects, the replicas of no cluster region, this region's own dots and
 // counters past the bound (a token naming them would never be honoured).
 // g and reflects are not changed: the result is a copy where needed.
+//
+// Grants of escrow rights are kept whoever wrote them: a sku's home may
+// have moved since its old home granted them, and they are rights still
+// out that the new home must count (a peer that could forge a grant
+// could as well forge a restock).
 func (n *Node) sanitizeRemote(g *crdt.Group, reflects *crdt.Context) (*crdt.Group, *crdt.Context) {
 	badCtx := func(c *crdt.Context) bool {
 		for _, v := range c.VV {
@@ -1271,22 +1274,6 @@ func (n *Node) sanitizeRemote(g *crdt.Group, reflects *crdt.Context) (*crdt.Grou
 		if it.Held.Version > maxRemoteCounter {
 			n.log.Error("refused a peer's stock state: its held register's version is past any real one", "key", prefixItem+sku)
 			delete(own().Items, sku)
-			continue
-		}
-		home := n.HomeOf(sku)
-		var forged []crdt.EscrowKey
-		for k := range it.Escrow {
-			if k.Kind == crdt.EscrowGrant && k.Replica.Region() != home {
-				forged = append(forged, k)
-			}
-		}
-		if len(forged) > 0 {
-			n.log.Error("dropped grants of rights in a peer's stock state that the sku's home did not write", "key", prefixItem+sku, "records", len(forged))
-			c := it.Clone()
-			for _, k := range forged {
-				delete(c.Escrow, k)
-			}
-			own().Items[sku] = c
 		}
 	}
 	if out != nil {

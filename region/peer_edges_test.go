@@ -57,31 +57,6 @@ func TestReadRepairTokenStaysSatisfiable(t *testing.T) {
 	}
 }
 
-// TestEscrowRightsOnlyFromTheHome: a region decides an escrow sku's
-// reservations from the rights the sku's home granted it. A grant record
-// in a peer's delta that the home did not write (here written by another
-// region, b) must not count as rights: a reservation made with the home
-// cut off stays within the stock.
-func TestEscrowRightsOnlyFromTheHome(t *testing.T) {
-	r := newEscrowRig(t)
-	h, a := r.nodes["h"], r.nodes["a"]
-	must[Item](t)(h.Restock(bg, "e1", 10))
-	r.deliver(nil)
-
-	// b sends a grant of 100 units of e1 to a, under its own replica.
-	dots, g := peerDelta("b", "e1", &crdt.Item{Escrow: map[crdt.EscrowKey]uint64{
-		{Kind: crdt.EscrowGrant, Region: "a", Replica: "b"}: 100,
-	}})
-	if err := a.ApplyRemote(dots, g); err != nil {
-		t.Fatal(err)
-	}
-	r.cut["a"] = true
-	res, err := a.Reserve(bg, "e1", 50, time.Minute, Idem{})
-	if err == nil {
-		t.Fatalf("a reserved %d units of e1 (%s) while the stock is 10: rights the home never granted were used", res.Qty, res.ID)
-	}
-}
-
 // TestHeldVersionFromPeerKeepsHomeDeciding: the held units of a sku are
 // a register only its home writes, each write with the next version. A
 // peer's delta that carries a held value at the largest version must not
