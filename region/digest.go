@@ -358,7 +358,20 @@ func (n *Node) holdBackDamaged() error {
 	if err != nil {
 		return err
 	}
-	for k := range strings.SplitSeq(string(stored), "\n") {
+	// Keys with deltas kept aside (pending.go) were damaged or held back
+	// when those came, and still are: the release joins what is kept
+	// (applyCart takes it for a cart noted damaged). The list names them,
+	// but a damaged list is lost: they are held back all the same.
+	var kept []string
+	if err := n.store.Scan(prefixPending, func(k string, v []byte, err error) bool {
+		if err == nil && len(v) > 0 {
+			kept = append(kept, k[len(prefixPending):])
+		}
+		return true
+	}); err != nil {
+		return err
+	}
+	for _, k := range append(strings.Split(string(stored), "\n"), kept...) {
 		if k == heldBackEverything {
 			rewrite = true // held back as when the list was found damaged
 			continue

@@ -639,7 +639,9 @@ func TestDamageModelRandomized(t *testing.T) {
 	// only eu-west's kept-aside deltas, and ap-south's copy is then
 	// damaged; the model counts the clear as lost, but eu-west's release
 	// joins it, and every region ends with c1 cleared, as it should.
-	seeds := []uint64{1, 2, 144, 51}
+	// 415 and 599 once lost a write kept aside for a held-back cart when
+	// the list of held-back keys was damaged.
+	seeds := []uint64{1, 2, 144, 51, 415, 599}
 	if os.Getenv("LATTICE_SEED") != "" {
 		seeds = []uint64{testSeed(t)}
 	}
