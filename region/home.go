@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -707,9 +708,25 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 		delete(l.Holds, rec.ID)
 		rec.State = StateReleased
 	case rec.State == StateCommitted && req.Op == OpReturn:
-		d := it.Restock(n.self, uint64(rec.Qty))
-		it.Join(d)
-		g.AddItem(rec.SKU, d)
+		// Restocks this region made and lost, brought back by catch-up,
+		// may be this very return, made once before and lost with its
+		// record: they are taken for it, as far as they go (the units
+		// then stay out of sale rather than count twice).
+		lost, err := loadLostRestocks(tx, rec.SKU)
+		if err != nil {
+			return nil, err
+		}
+		made := min(lost, uint64(rec.Qty))
+		if made > 0 {
+			tx.Set(prefixLostRestocks+rec.SKU, []byte(strconv.FormatUint(lost-made, 10)))
+			n.log.Warn("a return of a committed reservation taken as made before: the store lost restocks of its sku that its peers hold",
+				"reservation", rec.ID, "sku", rec.SKU, "units", made)
+		}
+		if back := uint64(rec.Qty) - made; back > 0 {
+			d := it.Restock(n.self, back)
+			it.Join(d)
+			g.AddItem(rec.SKU, d)
+		}
 		rec.State = StateReleased
 	case req.Op == OpCommit && rec.State == StateReleased:
 		return &HomeResponse{Err: Errorf(CodeReservationReleased, "reservation %s was released", rec.ID)}, nil

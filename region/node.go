@@ -243,6 +243,13 @@ const (
 	// prefixPending + a cart's or item's key holds the join of the deltas
 	// that key received while its stored state was damaged (pending.go).
 	prefixPending = "p/"
+	// prefixLostRestocks + SKU counts, at the sku's home, units that
+	// earlier incarnations of this region put back into its stock, that
+	// its store lost (a power loss with everysec) and that catch-up
+	// brought back from its peers (noteLostRestocks): some may be the
+	// return of a committed reservation whose record was lost with them,
+	// which a retried return must not put back again (transition).
+	prefixLostRestocks = "m/lostrestocks/"
 )
 
 // checkPartitionCount refuses a store written as another partition, or
@@ -1415,6 +1422,11 @@ func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context, state
 			}
 		}
 		if cur.Brings(it) || err != nil {
+			if err == nil {
+				if err := n.noteLostRestocks(tx, sku, cur, it); err != nil {
+					return err
+				}
+			}
 			granted := n.granted(sku, cur)
 			cur.Join(it)
 			tx.Set(prefixItem+sku, crdt.EncodeItem(cur))
@@ -1427,6 +1439,46 @@ func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context, state
 		tx.Set(keyApplied, nil) // placeholder: written under the lock
 	}
 	return nil
+}
+
+// noteLostRestocks adds to sku's count of lost restocks (prefixLostRestocks)
+// what a peer's state it shows of restocks by this region's earlier
+// incarnations beyond the stored item cur, when this region is the sku's
+// home and catching up: restocks it made, lost from its store.
+func (n *Node) noteLostRestocks(tx *store.Tx, sku string, cur, it *crdt.Item) error {
+	if !n.store.CatchingUp() || !n.decides(n.HomeOf(sku), sku) {
+		return nil
+	}
+	var lost uint64
+	for r, v := range it.Stock.P {
+		if r != n.self && r.Region() == string(n.name) && v > cur.Stock.P[r] {
+			lost += v - cur.Stock.P[r]
+		}
+	}
+	if lost == 0 {
+		return nil
+	}
+	had, err := loadLostRestocks(tx, sku)
+	if err != nil {
+		return err
+	}
+	tx.Set(prefixLostRestocks+sku, []byte(strconv.FormatUint(min(had+lost, crdt.MaxCount), 10)))
+	n.log.Warn("catch-up brought back restocks this region made and its store lost; returns of committed reservations of the sku take them as made",
+		"sku", sku, "units", lost)
+	return nil
+}
+
+// loadLostRestocks reads sku's count of lost restocks (0 if none).
+func loadLostRestocks(r store.Reader, sku string) (uint64, error) {
+	b, ok, err := r.Get(prefixLostRestocks + sku)
+	if err != nil || !ok || len(b) == 0 {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(string(b), 10, 64)
+	if err != nil {
+		return 0, &store.CorruptError{Key: prefixLostRestocks + sku}
+	}
+	return v, nil
 }
 
 // view runs fn on a read-only snapshot of the store taken while holding

@@ -29,7 +29,8 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //     not in its key, and it is read and written only under its item's
 //     lock (a home request finds the sku first, homeLockKeys);
 //   - the deltas kept for a damaged cart or item ("p/c/ID", "p/i/SKU";
-//     pending.go) by the cart's or item's lock;
+//     pending.go) by the cart's or item's lock; the count of an item's
+//     lost restocks ("m/lostrestocks/SKU") by its item's;
 //   - the applied context ("m/applied") and the replica its marks count
 //     ("m/marks") have none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
@@ -54,6 +55,8 @@ func lockKey(key string) string {
 		return prefixCart + id
 	case strings.HasPrefix(key, prefixPending):
 		return lockKey(key[len(prefixPending):])
+	case strings.HasPrefix(key, prefixLostRestocks):
+		return prefixItem + key[len(prefixLostRestocks):]
 	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch, key == keyHeldBack:
 		return ""
 	}

@@ -1,0 +1,84 @@
+package region
+
+import (
+	"crypto/sha256"
+	"testing"
+	"time"
+
+	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/config"
+	"github.com/latticedb/lattice/region/store"
+)
+
+// TestReturnOfCommittedLostAtHomeNotRestockedTwice: the home h (durability
+// everysec) takes a checkout's return of a committed reservation of p1
+// (OpReturn: its 4 units go back to stock). The restock replicates to a
+// and b, the answer is lost on the way to the coordinator, and h loses
+// power before its next fsync: the file no longer holds the return (the
+// reservation reads committed again, its idempotency record is gone). h
+// restarts as a new incarnation and catches up with every peer, which
+// brings back the restock (docs/operations.md, Catch-up: "what the store
+// lost may include reservation decisions its peers already count"). The
+// coordinator then sends the return again, under the same key. The home
+// must not put the 4 units back a second time: stock would count 4 units
+// no one returned, and the home would sell them.
+func TestReturnOfCommittedLostAtHomeNotRestockedTwice(t *testing.T) {
+	r := newEscrowRig(t)
+	h := r.nodes["h"]
+	must[Item](t)(h.Restock(bg, "p1", 10))
+	r.deliver(nil)
+	res := must[Reservation](t)(h.Reserve(bg, "p1", 4, time.Hour, Idem{}))
+	must[Reservation](t)(h.Commit(bg, res.ID, Idem{}))
+	r.deliver(nil)
+
+	everysec := store.Options{Durability: config.DurabilityEverySec}
+	h.close()
+	r.openEscrowWith("h", everysec, nil)
+	h = r.nodes["h"]
+	synced, err := h.store.SyncNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := sha256.Sum256([]byte("return-step"))
+	ret := &HomeRequest{Op: OpReturn, ID: res.ID, IdemKey: "saga-return-0", IdemFP: fp[:]}
+	first := *ret
+	if resp := h.ServeForwarded(bg, &first); resp.Err != nil || resp.Res == nil || resp.Res.State != StateReleased {
+		t.Fatalf("the return: %+v", resp)
+	}
+	r.deliver(nil) // the restock reaches a and b; the answer is lost
+	if st := r.item("a", "p1").Stock; st != 10 {
+		t.Fatalf("a shows stock %d after the return, want 10", st)
+	}
+
+	r.powerLoss("h", synced)
+	r.openEscrowWith("h", everysec, nil)
+	h = r.nodes["h"]
+	if !h.CatchingUp() {
+		t.Fatal("h does not catch up after a power loss that cut its file")
+	}
+	for _, p := range []string{"a", "b"} {
+		g, err := r.nodes[p].ReadObjects(nil, []string{"p1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.ApplyRemote(&crdt.Context{}, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.SyncedWith("a", "", []string{"a", "b"})
+	h.SyncedWith("b", "", []string{"a", "b"})
+	if h.CatchingUp() {
+		t.Fatal("h still catching up")
+	}
+	rec := must[Reservation](t)(h.GetReservation(bg, res.ID))
+	t.Logf("after catch-up h shows stock %d and %s %s", r.item("h", "p1").Stock, res.ID, rec.State)
+
+	again := *ret
+	resp := h.ServeForwarded(bg, &again)
+	r.deliver(nil)
+	stock := r.item("h", "p1").Stock
+	if stock > 10 {
+		t.Fatalf("the coordinator's retry of the return of %s (4 units, already returned and counted by every peer) put them back again: stock %d of 10 restocked and none sold (answer %+v)",
+			res.ID, stock, resp.Res)
+	}
+}
