@@ -89,11 +89,7 @@ func concernFloors(names []string, latency map[string]int, levels int) map[strin
 			if a == b {
 				continue
 			}
-			ms, ok := latency[a+"/"+b]
-			if !ok {
-				ms = latency[b+"/"+a]
-			}
-			oneWay = append(oneWay, ms)
+			oneWay = append(oneWay, oneWayMS(latency, a, b))
 		}
 		slices.Sort(oneWay)
 		floors := make([]float64, levels)

@@ -57,6 +57,8 @@ type call struct {
 	// insufficient_stock refusal of one sku: what its home had available
 	// when it decided).
 	Available *int64
+	// Token is the answer's causal token (Lattice-Token), when it is 2xx.
+	Token string
 }
 
 // reservationTTL is the ttl of the benchmark's holds.
@@ -181,6 +183,7 @@ func (c *client) doHeader(ctx context.Context, region int, method, path string, 
 		cl.Outcome, cl.Code = Unknown, "transport"
 	case resp.StatusCode/100 == 2:
 		cl.Outcome = OK
+		cl.Token = resp.Header.Get("Lattice-Token")
 		if out != nil {
 			if err := json.Unmarshal(b, out); err != nil {
 				cl.Code = "bad_json"

@@ -93,6 +93,9 @@ type Result struct {
 	// Concerns is the latency of writes with a write concern and of
 	// quorum reads, measured by a probe after the workload settled.
 	Concerns *ConcernResult `json:"concerns,omitempty"`
+	// Sessions is the session probe's check of read-your-writes for
+	// clients that move between regions with the causal token.
+	Sessions *SessionResult `json:"sessions,omitempty"`
 	// Stores is what each region's store did over the run.
 	Stores      []StoreStats `json:"stores"`
 	Stock       []SKUStock   `json:"stock"`
@@ -200,13 +203,17 @@ type Correctness struct {
 	StockMismatches int `json:"stock_mismatches"`
 	// UnconvergedDots: (write, region) pairs missing at the end.
 	UnconvergedDots int `json:"unconverged_dots"`
+	// ReadYourWrites: reads of the session probe that, sent with the
+	// token of the session's last write, did not show it (see
+	// probeSessions).
+	ReadYourWrites int `json:"read_your_writes_violations"`
 	// DivergedKeys lists (at most 20) keys whose state differs.
 	DivergedKeys []string `json:"diverged_keys,omitempty"`
 }
 
 func (c Correctness) zero() bool {
 	return c.OversoldUnits == 0 && c.OversoldInViews == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
-		c.PhantomCartUnits == 0 && c.StockMismatches == 0 && c.UnconvergedDots == 0
+		c.PhantomCartUnits == 0 && c.StockMismatches == 0 && c.UnconvergedDots == 0 && c.ReadYourWrites == 0
 }
 
 // resultJSON is a Result with the convergence CDFs, downsampled.
@@ -326,6 +333,14 @@ func (r *Result) Markdown() string {
 	if r.Concerns != nil {
 		r.concernsMarkdown(w)
 	}
+	if s := r.Sessions; s != nil {
+		w("\n## Read-your-writes for a client that moves (probe after the workload settled)\n\n")
+		w("Each region started, every %s ms for %.1f s, a session that adds to a cart of its own, reads it at the next region "+
+			"with the add's `Lattice-Token`, removes the line at the region after with the read's token and reads the cart back "+
+			"at the first with the removal's. %d sessions; reads that missed the session's own write: %d; errors: %s. "+
+			"The read at the next region took p50 %s ms, p99 %s ms (it waits for the add to arrive: one-way delay %s ms on average).\n",
+			f(ms(SessionInterval)), s.DurationS, s.Sessions, s.Violations, codes(s.Errors), f(s.MovedRead.P50), f(s.MovedRead.P99), f(s.OneWayMS))
+	}
 
 	w("\n## Bytes on the wire between regions (measured period and settle)\n\n")
 	w("| | total | per operation | per write (dot) |\n|---|---:|---:|---:|\n")
@@ -354,6 +369,7 @@ func (r *Result) Markdown() string {
 	w("| oversold units | %d |\n| oversold units in a region's view | %d |\n", c.OversoldUnits, c.OversoldInViews)
 	w("| lost cart writes | %d |\n| regions not converged | %d |\n", c.LostCartWrites, c.RegionsNotConverged)
 	w("| phantom cart units | %d |\n| stock mismatches | %d |\n| writes missing at a region | %d |\n", c.PhantomCartUnits, c.StockMismatches, c.UnconvergedDots)
+	w("| reads with a session's token that missed its write | %d |\n", c.ReadYourWrites)
 	if len(c.DivergedKeys) > 0 {
 		w("\nDiverged keys: %s\n", strings.Join(c.DivergedKeys, ", "))
 	}
@@ -394,6 +410,23 @@ func (r *Result) concernsMarkdown(w func(string, ...any)) {
 				lv.Read.Count, f(lv.Read.P50), f(lv.Read.P99), f(lv.ReadOverFloorP50MS), concernErrors(lv))
 		}
 	}
+}
+
+// codes lists error answers by code, or "0".
+func codes(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for code := range m {
+		keys = append(keys, code)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, code := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", code, m[code]))
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // concernErrors lists a level's error answers, or "0".

@@ -463,6 +463,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	say("probing write concerns and quorum reads for %s", probe)
 	res.Concerns = probeConcerns(ctx, cl, names, latency, probe)
+	if len(names) > 1 {
+		say("probing read-your-writes for clients that move, for %s", SessionProbe)
+		res.Sessions = probeSessions(ctx, cl, names, latency, SessionProbe)
+		res.Correctness.ReadYourWrites = res.Sessions.Violations
+		res.OK = res.Correctness.zero()
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("bench: stopped: %w", err)
 	}

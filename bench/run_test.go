@@ -93,7 +93,31 @@ func runShort(t *testing.T, cfg Config) (*Result, map[string]any) {
 		}
 	}
 	checkConcerns(t, res, doc, string(md))
+	checkSessions(t, res, doc, string(md))
 	return res, doc
+}
+
+// checkSessions checks the session probe's part of a run's results:
+// sessions answered, none missing its own writes, in results.json and
+// the summary.
+func checkSessions(t *testing.T, res *Result, doc map[string]any, md string) {
+	t.Helper()
+	if len(res.Regions) < 2 {
+		return
+	}
+	s := res.Sessions
+	if s == nil {
+		t.Fatal("no session probe in the results")
+	}
+	if s.Sessions == 0 || s.Violations != 0 || len(s.Errors) != 0 || res.Correctness.ReadYourWrites != 0 {
+		t.Errorf("session probe: %d sessions, %d reads that missed their writes, errors %v", s.Sessions, s.Violations, s.Errors)
+	}
+	if _, ok := lookupJSON(doc, "correctness.read_your_writes_violations"); !ok {
+		t.Error("results.json has no correctness.read_your_writes_violations")
+	}
+	if !strings.Contains(md, "## Read-your-writes for a client that moves") {
+		t.Error("summary.md has no session probe")
+	}
 }
 
 // checkConcerns checks the concern probe's part of a run's results: a
