@@ -190,6 +190,10 @@ type Correctness struct {
 	// OversoldInViews: units held and committed beyond the stock in the
 	// final view of some region, summed over skus (see ViewOversold).
 	OversoldInViews int64 `json:"oversold_units_in_region_views"`
+	// OversoldSampled: the most units by which a home's answer, read
+	// while the workload ran, showed held and granted beyond its stock
+	// (see sampleHomes).
+	OversoldSampled int64 `json:"oversold_units_sampled_at_home"`
 	// LostCartWrites: acknowledged adds missing from a final cart (see
 	// AddModel.Check).
 	LostCartWrites int64 `json:"lost_cart_writes"`
@@ -212,7 +216,7 @@ type Correctness struct {
 }
 
 func (c Correctness) zero() bool {
-	return c.OversoldUnits == 0 && c.OversoldInViews == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
+	return c.OversoldUnits == 0 && c.OversoldInViews == 0 && c.OversoldSampled == 0 && c.LostCartWrites == 0 && c.RegionsNotConverged == 0 &&
 		c.PhantomCartUnits == 0 && c.StockMismatches == 0 && c.UnconvergedDots == 0 && c.ReadYourWrites == 0
 }
 
@@ -367,6 +371,7 @@ func (r *Result) Markdown() string {
 	c := r.Correctness
 	w("| counter | value |\n|---|---:|\n")
 	w("| oversold units | %d |\n| oversold units in a region's view | %d |\n", c.OversoldUnits, c.OversoldInViews)
+	w("| oversold units in a home's answer during the run (sampled every %s ms) | %d |\n", f(ms(HomeSampleInterval)), c.OversoldSampled)
 	w("| lost cart writes | %d |\n| regions not converged | %d |\n", c.LostCartWrites, c.RegionsNotConverged)
 	w("| phantom cart units | %d |\n| stock mismatches | %d |\n| writes missing at a region | %d |\n", c.PhantomCartUnits, c.StockMismatches, c.UnconvergedDots)
 	w("| reads with a session's token that missed its write | %d |\n", c.ReadYourWrites)

@@ -344,6 +344,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			return progressSample{done: cl.done.Load(), failed: cl.failed.Load(), pending: pending(c, tr)}
 		})
 	})
+	var sampled int64
+	wg.Go(func() {
+		if sleepUntil(bg, start) != nil {
+			return
+		}
+		sampled = sampleHomes(bg, cl, names, sched.Hot, c.cfg.Home)
+	})
 	results := cl.drive(ctx, sched.Ops, start, cfg.Concurrency)
 	workloadEnd := time.Now()
 	stopBG()
@@ -433,7 +440,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(divergedKeys) > 20 {
 		divergedKeys = divergedKeys[:20]
 	}
-	res.Correctness = Correctness{OversoldUnits: oversold, OversoldInViews: inViews, LostCartWrites: lost, RegionsNotConverged: len(notConverged),
+	res.Correctness = Correctness{OversoldUnits: oversold, OversoldInViews: inViews, OversoldSampled: sampled, LostCartWrites: lost, RegionsNotConverged: len(notConverged),
 		PhantomCartUnits: phantom, StockMismatches: mismatches, UnconvergedDots: unconverged, DivergedKeys: divergedKeys}
 	for _, sku := range sched.Hot {
 		res.Stock = append(res.Stock, SKUStock{SKU: sku, Home: c.cfg.Home(sku), Stock: home[sku].Stock,

@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,5 +67,36 @@ func TestSessionProbeCountsMissedWrites(t *testing.T) {
 	res := probeSessions(ctx, cl, names, LatencyMatrix(names), 200*time.Millisecond)
 	if res.Sessions == 0 || res.Violations != 2*res.Sessions || len(res.Errors) != 0 {
 		t.Fatalf("%d sessions, %d reads that missed their writes (want 2 a session), errors %v", res.Sessions, res.Violations, res.Errors)
+	}
+}
+
+// TestSampleHomesSeesAnOversellInForce: a home whose answers once show
+// 2 units held and 1 granted against a stock of 2 (an oversell of 1, in
+// force only then) is reported as 1 unit oversold.
+func TestSampleHomesSeesAnOversellInForce(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("consistent") != "true" {
+			t.Errorf("a sample read %s, not at the home's own ledger", r.URL)
+		}
+		reserved := int64(0)
+		if n.Add(1) == 3 {
+			reserved = 2
+		}
+		fmt.Fprintf(w, `{"sku":"hot-0","stock":2,"reserved":%d,"granted":1,"available":0}`, reserved)
+	}))
+	defer srv.Close()
+	names := RegionNames(1)
+	cl := newClient([][]string{{srv.URL}}, 2, 2*time.Second)
+	defer cl.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan int64, 1)
+	go func() { got <- sampleHomes(ctx, cl, names, []string{"hot-0"}, func(string) string { return names[0] }) }()
+	if !pollUntil(context.Background(), time.Now().Add(10*time.Second), func() bool { return n.Load() >= 6 }) {
+		t.Fatalf("the sampler read %d times in 10 s", n.Load())
+	}
+	cancel()
+	if over := <-got; over != 1 {
+		t.Fatalf("sampled oversell %d, want 1", over)
 	}
 }
