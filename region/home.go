@@ -712,9 +712,13 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 		// may be this very return, made once before and lost with its
 		// record: they are taken for it, as far as they go (the units
 		// then stay out of sale rather than count twice).
-		lost, err := loadLostRestocks(tx, rec.SKU)
-		if err != nil {
-			return nil, err
+		var lost uint64
+		if _, _, seq, _ := parseReservationID(rec.ID); seq < resSeqFloor(n.store.Incarnation()) {
+			// Only a reservation of an earlier incarnation: one of this
+			// incarnation's was returned in this store, or not at all.
+			if lost, err = loadLostRestocks(tx, rec.SKU); err != nil {
+				return nil, err
+			}
 		}
 		made := min(lost, uint64(rec.Qty))
 		if made > 0 {
