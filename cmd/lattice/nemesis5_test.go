@@ -758,8 +758,14 @@ func (s *session) shopOwn() {
 		maps.Copy(s.model, next)
 		s.l.mu.Unlock()
 	case outUnknown:
+		// The session's own cart, not the last one any session began:
+		// its final state may or may not show the write.
 		s.l.mu.Lock()
-		s.l.own[len(s.l.own)-1].unknown = true
+		for i := range s.l.own {
+			if s.l.own[i].id == s.own {
+				s.l.own[i].unknown = true
+			}
+		}
 		s.l.mu.Unlock()
 		s.own = ""
 	}
