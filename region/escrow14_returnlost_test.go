@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
 )
@@ -56,17 +55,7 @@ func TestReturnOfCommittedLostAtHomeNotRestockedTwice(t *testing.T) {
 	if !h.CatchingUp() {
 		t.Fatal("h does not catch up after a power loss that cut its file")
 	}
-	for _, p := range []string{"a", "b"} {
-		g, err := r.nodes[p].ReadObjects(nil, []string{"p1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.ApplyRemote(&crdt.Context{}, g); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.SyncedWith("a", "", []string{"a", "b"})
-	h.SyncedWith("b", "", []string{"a", "b"})
+	escrowCatchUp(t, h, r, "p1")
 	if h.CatchingUp() {
 		t.Fatal("h still catching up")
 	}

@@ -38,17 +38,7 @@ func TestRegionAddedAgainUnderItsNameRestocksReturns(t *testing.T) {
 	if !h.CatchingUp() {
 		t.Fatal("test setup: the new store of h does not catch up")
 	}
-	for _, p := range []string{"a", "b"} {
-		g, err := r.nodes[p].ReadObjects(nil, []string{"p1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.ApplyRemote(&crdt.Context{}, g); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.SyncedWith("a", "", []string{"a", "b"})
-	h.SyncedWith("b", "", []string{"a", "b"})
+	escrowCatchUp(t, h, r, "p1")
 	if h.CatchingUp() {
 		t.Fatal("test setup: h still catching up")
 	}
@@ -96,17 +86,7 @@ func TestLostPlainRestockLeavesThisIncarnationsReturnsAlone(t *testing.T) {
 	r.powerLoss("h", synced)
 	r.openEscrowWith("h", everysec, nil)
 	h = r.nodes["h"]
-	for _, p := range []string{"a", "b"} {
-		g, err := r.nodes[p].ReadObjects(nil, []string{"p1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.ApplyRemote(&crdt.Context{}, g); err != nil {
-			t.Fatal(err)
-		}
-	}
-	h.SyncedWith("a", "", []string{"a", "b"})
-	h.SyncedWith("b", "", []string{"a", "b"})
+	escrowCatchUp(t, h, r, "p1")
 	if h.CatchingUp() {
 		t.Fatal("test setup: h still catching up")
 	}
@@ -122,4 +102,22 @@ func TestLostPlainRestockLeavesThisIncarnationsReturnsAlone(t *testing.T) {
 	if st := r.item("h", "p1").Stock; st != 13 {
 		t.Fatalf("the return of %s, reserved and committed by the new incarnation, left stock %d, want 13: the lost plain restock was taken for it", res.ID, st)
 	}
+}
+
+// escrowCatchUp has h, catching up, take sku's item from its peers a and
+// b (their whole states, as anti-entropy brings them) and complete a
+// round with each.
+func escrowCatchUp(t *testing.T, h *testNode, r *escrowRig, sku string) {
+	t.Helper()
+	for _, p := range []string{"a", "b"} {
+		g, err := r.nodes[p].ReadObjects(nil, []string{sku})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.ApplyRemote(&crdt.Context{}, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.SyncedWith("a", "", []string{"a", "b"})
+	h.SyncedWith("b", "", []string{"a", "b"})
 }
