@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,12 +26,7 @@ var clusterRegions = []string{"us-east", "eu-west", "ap-south"}
 // ago.
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
+	return freePort(t, "udp")
 }
 
 // writeClusterConfig writes a three-region config into dir (regions on
@@ -60,7 +54,9 @@ func writeClusterConfig(t *testing.T, dir string) (string, map[string]string) {
 func startRegion(t *testing.T, bin, cfg, region, base, logPath string) *child {
 	t.Helper()
 	c := startServe(t, bin, cfg, region, logPath)
-	waitReady(t, base, c.exited)
+	if err := readyErr(base, c.exited); err != nil {
+		t.Fatalf("%s: %v; its log:\n%s", region, err, c.logTail())
+	}
 	return c
 }
 

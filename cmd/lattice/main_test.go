@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,13 +223,46 @@ func TestServeInProcess(t *testing.T) {
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freePort(t, "tcp")
 }
+
+// freePort returns an address on 127.0.0.1 whose port is free for
+// network ("tcp" or "udp") now, for a child process to listen on. The
+// port is taken below the kernel's ephemeral range (32768 and up on
+// Linux): a port of that range, freed here, could be handed to another
+// test's socket bound to port 0 before the child binds it (seen once: a
+// region that exited with "address already in use"). Each call takes
+// the next port of a sequence that starts at a random place.
+func freePort(t *testing.T, network string) string {
+	t.Helper()
+	for range 2000 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+nextPort.Add(1)%12000)
+		var err error
+		if network == "udp" {
+			var pc net.PacketConn
+			if pc, err = net.ListenPacket("udp", addr); err == nil {
+				pc.Close()
+			}
+		} else {
+			var ln net.Listener
+			if ln, err = net.Listen("tcp", addr); err == nil {
+				ln.Close()
+			}
+		}
+		if err == nil {
+			return addr
+		}
+	}
+	t.Fatalf("no free %s port on 127.0.0.1 between 20000 and 32000", network)
+	return ""
+}
+
+// nextPort is freePort's sequence.
+var nextPort = func() *atomic.Uint32 {
+	var n atomic.Uint32
+	n.Store(uint32(rand.IntN(12000)))
+	return &n
+}()
 
 // writeConfig writes a one-region cluster config into dir with its API on
 // addr and returns its path.
@@ -271,6 +306,14 @@ func waitCaughtUp(t *testing.T, base string) {
 
 func waitReady(t *testing.T, base string, exited <-chan int) {
 	t.Helper()
+	if err := readyErr(base, exited); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readyErr waits until base answers /readyz with 200, or the server
+// exits, or 30 s pass.
+func readyErr(base string, exited <-chan int) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -280,15 +323,15 @@ func waitReady(t *testing.T, base string, exited <-chan int) {
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
-				return
+				return nil
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30s (last error %v)", base, err)
+			return fmt.Errorf("%s not ready after 30s (last error %v)", base, err)
 		}
 		select {
 		case code := <-exited:
-			t.Fatalf("the server exited with status %d before it was ready", code)
+			return fmt.Errorf("the server exited with status %d before it was ready", code)
 		case <-tick.C:
 		}
 	}
