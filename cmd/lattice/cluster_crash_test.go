@@ -26,7 +26,7 @@ var clusterRegions = []string{"us-east", "eu-west", "ap-south"}
 // ago.
 func freeUDPAddr(t *testing.T) string {
 	t.Helper()
-	return freePort(t, "udp")
+	return regiontest.FreePort(t, "udp")
 }
 
 // writeClusterConfig writes a three-region config into dir (regions on

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,30 +30,11 @@ func freeRun(t *testing.T, network string) int {
 // 127.0.0.1 (free a moment ago).
 func freeRunN(t *testing.T, network string, n int) int {
 	t.Helper()
-	for range 50 {
-		// Below the kernel's ephemeral range, as freePort takes them.
-		base := 20000 + int(nextPort.Add(uint32(n))%12000)
-		free := base+n-1 < 32000
-		for p := base; free && p < base+n; p++ {
-			addr := fmt.Sprintf("127.0.0.1:%d", p)
-			if network == "tcp" {
-				ln, err := net.Listen("tcp", addr)
-				if free = err == nil; free {
-					ln.Close()
-				}
-			} else {
-				pc, err := net.ListenPacket("udp", addr)
-				if free = err == nil; free {
-					pc.Close()
-				}
-			}
-		}
-		if free {
-			return base
-		}
+	base := regiontest.FreeRun(network, n)
+	if base == 0 {
+		t.Fatalf("no %d consecutive free %s ports", n, network)
 	}
-	t.Fatalf("no %d consecutive free ports", n)
-	return 0
+	return base
 }
 
 // runDevUntilSignal starts `lattice dev` with extra flags and TMPDIR at

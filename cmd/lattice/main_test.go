@@ -5,13 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,46 +220,8 @@ func TestServeInProcess(t *testing.T) {
 // freeAddr returns a loopback address whose port was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return freePort(t, "tcp")
+	return regiontest.FreePort(t, "tcp")
 }
-
-// freePort returns an address on 127.0.0.1 whose port is free for
-// network ("tcp" or "udp") now, for a child process to listen on. The
-// port is taken below the kernel's ephemeral range (32768 and up on
-// Linux): a port of that range, freed here, could be handed to another
-// test's socket bound to port 0 before the child binds it (seen once: a
-// region that exited with "address already in use"). Each call takes
-// the next port of a sequence that starts at a random place.
-func freePort(t *testing.T, network string) string {
-	t.Helper()
-	for range 2000 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+nextPort.Add(1)%12000)
-		var err error
-		if network == "udp" {
-			var pc net.PacketConn
-			if pc, err = net.ListenPacket("udp", addr); err == nil {
-				pc.Close()
-			}
-		} else {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp", addr); err == nil {
-				ln.Close()
-			}
-		}
-		if err == nil {
-			return addr
-		}
-	}
-	t.Fatalf("no free %s port on 127.0.0.1 between 20000 and 32000", network)
-	return ""
-}
-
-// nextPort is freePort's sequence.
-var nextPort = func() *atomic.Uint32 {
-	var n atomic.Uint32
-	n.Store(uint32(rand.IntN(12000)))
-	return &n
-}()
 
 // writeConfig writes a one-region cluster config into dir with its API on
 // addr and returns its path.

@@ -38,12 +38,7 @@ var regions = []string{"us-east", "eu-west", "ap-south"}
 
 func freeUDP(t testing.TB) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
+	return regiontest.FreePort(t, "udp")
 }
 
 func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
