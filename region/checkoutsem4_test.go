@@ -360,7 +360,10 @@ func co4RandomCase(t *testing.T, seed uint64) {
 					t.Errorf("status during %s %s: %v", req.Op, req.SKU, err)
 				} else {
 					orderIDs.Store(st.OrderID, true)
-					ok := map[string][]string{OpReserve: {"reserve", "commit"}, OpRelease: {"reserve"}, OpCommit: {"commit"}, OpReturn: {"return"}}[req.Op]
+					// In phase return a line whose reservation was not
+					// answered is reserved again under its key and the
+					// hold, if any, released (releaseLoose).
+					ok := map[string][]string{OpReserve: {"reserve", "commit", "return"}, OpRelease: {"reserve", "return"}, OpCommit: {"commit"}, OpReturn: {"return"}}[req.Op]
 					if st.Phase == "failed-transiently" && (req.Op == OpReserve || req.Op == OpRelease) && co4KeyAttempt(req.IdemKey) < int(st.Attempt) {
 						ok = append(ok, st.Phase) // an earlier attempt's hold released before the next attempt
 					}
