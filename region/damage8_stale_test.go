@@ -12,6 +12,24 @@ import (
 
 // damage8Deltas returns the deltas region name published from index from
 // on.
+// damage8AddThenRemove has us-east add apple and pear to cart id, which
+// reach eu-west and ap-south, then remove apple; it returns us-east and
+// where the removal's deltas begin in its published log (damage8Deltas
+// from there is the removal, delivered to no region yet).
+func damage8AddThenRemove(t *testing.T, r *semRig, id string) (*testNode, int) {
+	t.Helper()
+	a := r.nodes["us-east"]
+	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
+	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
+	for _, d := range damage8Deltas(r, "us-east", 0) {
+		r.apply("eu-west", d)
+		r.apply("ap-south", d)
+	}
+	mark := r.published("us-east")
+	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	return a, mark
+}
+
 func damage8Deltas(r *semRig, name string, from int) []Delta {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -127,15 +145,7 @@ func TestDamage8StaleRepairKeepsReplicatedAdd(t *testing.T) {
 func TestDamage8StaleRepairKeepsReplicatedRemove(t *testing.T) {
 	const id = "v"
 	r := newSemRig(t, "us-east", "eu-west", "ap-south")
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	removal := damage8Deltas(r, "us-east", mark)
 	if len(removal) != 1 {
 		t.Fatalf("the removal published %d deltas", len(removal))

@@ -13,15 +13,7 @@ import "testing"
 func TestHeldBackKeysSurviveARestart(t *testing.T) {
 	const id = "v"
 	r := newSemRig(t, "us-east", "eu-west", "ap-south")
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	for _, d := range damage8Deltas(r, "us-east", mark) {
 		r.apply("ap-south", d) // eu-west does not get the removal
 	}

@@ -52,15 +52,7 @@ func heldBack10Run(mh *damage8Mesh, d time.Duration, cut func(a, b string) bool)
 func TestCatchUpWaitsForAPeerHoldingTheKeyBack(t *testing.T) {
 	const id = "v"
 	r := newSemRig(t, "us-east", "eu-west", "ap-south")
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	for _, d := range damage8Deltas(r, "us-east", mark) {
 		r.apply("ap-south", d) // eu-west does not get the removal
 	}

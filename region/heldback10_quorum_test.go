@@ -14,15 +14,7 @@ import (
 // until it has caught up. It returns the token of the removal.
 func heldBack10StaleRemoval(t *testing.T, r *semRig, id string) string {
 	t.Helper()
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	for _, d := range damage8Deltas(r, "us-east", mark) {
 		r.apply("ap-south", d) // eu-west does not get the removal
 	}

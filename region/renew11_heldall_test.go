@@ -19,15 +19,7 @@ import (
 func TestDamagedHeldBackListKeepsAppliedContextOutOfSnapshots(t *testing.T) {
 	const id = "cart-0001"
 	r := newSemRig(t, "us-east", "eu-west", "ap-south")
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	for _, d := range damage8Deltas(r, "us-east", mark) {
 		r.apply("ap-south", d) // eu-west does not get the removal
 	}
@@ -79,15 +71,7 @@ func TestDamagedHeldBackListKeepsAppliedContextOutOfSnapshots(t *testing.T) {
 func TestDamagedHeldBackListHoldsEverythingBackAcrossARestart(t *testing.T) {
 	const id = "cart-0001"
 	r := newSemRig(t, "us-east", "eu-west", "ap-south")
-	a := r.nodes["us-east"]
-	must[Cart](t)(a.AddItem(bg, id, "apple", 1))
-	must[Cart](t)(a.AddItem(bg, id, "pear", 1))
-	for _, d := range damage8Deltas(r, "us-east", 0) {
-		r.apply("eu-west", d)
-		r.apply("ap-south", d)
-	}
-	mark := r.published("us-east")
-	must[Cart](t)(a.RemoveItem(bg, id, "apple"))
+	a, mark := damage8AddThenRemove(t, r, id)
 	for _, d := range damage8Deltas(r, "us-east", mark) {
 		r.apply("ap-south", d)
 	}
