@@ -250,6 +250,16 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 		return 0, false, fmt.Errorf("store: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, false, fmt.Errorf("store: %w", err)
+	}
+	// Every candidate is read through one small buffer, and all of them
+	// together read at most a few times the bytes after from: a file
+	// crafted with a command start every few bytes, each declaring a long
+	// value, costs neither memory nor time beyond its size.
+	cand := &candidates{f: f, size: fi.Size(), budget: 4*(fi.Size()-from) + recoverBuffer}
+	cand.r = bufio.NewReaderSize(cand, candidateBuffer)
 	const overlap = 32
 	buf := make([]byte, recoverBuffer+overlap)
 	off, kept := from, 0
@@ -274,8 +284,8 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 				// Only a command that reads whole, with a sound value,
 				// counts: the torn command's own value may hold bytes
 				// that look like a command's start.
-				if whole, verr := wholeCommandAt(f, at); verr != nil {
-					return 0, false, verr
+				if whole, verr := cand.wholeAt(at); verr != nil {
+					return 0, false, fmt.Errorf("store: damaged file %s: the command at byte %d runs past the end: %w", path, from, verr)
 				} else if whole {
 					return at, true, nil
 				}
@@ -294,20 +304,53 @@ func wholeCommandAfter(path string, from int64) (int64, bool, error) {
 	}
 }
 
-// wholeCommandAt reports whether a whole command, whose value (for a set)
-// passes its checksum, starts at byte at of f.
-func wholeCommandAt(f *os.File, at int64) (bool, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("store: %w", err)
+// candidates reads the commands wholeCommandAfter tries, one at a time,
+// through one buffer, within a budget of bytes read.
+type candidates struct {
+	f      *os.File
+	size   int64
+	at     int64 // the next byte Read reads
+	budget int64
+	r      *bufio.Reader
+}
+
+// errCandidates is the error of a search for a whole command that read
+// its budget: too many command starts to tell a tear from damage.
+var errCandidates = errors.New("store: too many command starts after it to tell a tear from damage")
+
+// Read reads from the file at c.at, within the budget.
+func (c *candidates) Read(p []byte) (int, error) {
+	if c.budget <= 0 {
+		return 0, errCandidates
 	}
-	var c command
-	r := bufio.NewReaderSize(io.NewSectionReader(f, at, fi.Size()-at), recoverBuffer) // as tornAt reads
-	n, err := c.read(r)
+	if c.at >= c.size {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), c.budget, c.size-c.at)]
+	n, err := c.f.ReadAt(p, c.at)
+	c.at += int64(n)
+	c.budget -= int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// wholeAt reports whether a whole command, whose value (for a set)
+// passes its checksum, starts at byte at; it fails only once the search
+// has read its budget.
+func (c *candidates) wholeAt(at int64) (bool, error) {
+	c.at = at
+	c.r.Reset(c)
+	var cmd command
+	n, err := cmd.read(c.r)
+	if c.budget <= 0 {
+		return false, errCandidates
+	}
 	if err != nil || n == 0 {
 		return false, nil
 	}
-	return !c.set || c.sound, nil
+	return !cmd.set || cmd.sound, nil
 }
 
 // cutAt truncates the file at path to at bytes, if it is longer, and
@@ -328,6 +371,10 @@ func cutAt(path string, at int64) (int64, error) {
 // recoverBuffer is the read buffer of recoverTail: large reads, since it
 // reads the whole file.
 const recoverBuffer = 1 << 20
+
+// candidateBuffer is the read buffer of a command wholeCommandAfter
+// tries: small, since most candidates fail within their first bytes.
+const candidateBuffer = 4 << 10
 
 // command is what recoverTail needs of one command of the file, read
 // without allocating: whether it is a set of a key to a value, the start
