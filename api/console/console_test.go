@@ -151,7 +151,7 @@ func TestRelayCarriesOnlyEdits(t *testing.T) {
 		{"POST", "/console/api/regions/us-east/v1/reservations", "{}", js, 404},
 		{"POST", "/console/api/regions/us-east/metrics", "{}", js, 404},
 		{"POST", "/console/api/regions/nowhere/v1/carts/c1/items", "{}", js, 404},
-		{"POST", "/console/api/regions/us-east/v1/carts/c%2F1/items", "{}", js, 404},
+		{"POST", "/console/api/regions/us-east/v1/carts/c%2F1/items", "{}", js, 400},
 		{"POST", "/console/api/regions/us-east/v1/carts/c!/items", "{}", js, 400},
 		{"POST", "/console/api/regions/us-east/v1/carts/c1/items", "{}", map[string]string{"Content-Type": "text/plain"}, 415},
 		{"POST", "/console/api/regions/us-east/v1/carts/c1/items?x=1", "{}", js, 400},

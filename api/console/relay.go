@@ -80,8 +80,19 @@ func matchRelay(method string, segs []string) (string, int, error) {
 // status, Lattice-Token and body; 502 region_unreachable when it could
 // not be asked.
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
-	rest := strings.TrimPrefix(r.URL.Path, Path+"/api/regions/")
-	name, rest, _ := strings.Cut(rest, "/")
+	// Split as sent, then unescaped segment by segment: an escaped slash
+	// belongs to its segment (an id holding one is refused), never makes
+	// another path.
+	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), Path+"/api/regions/"), "/")
+	for i, s := range segs {
+		u, err := url.PathUnescape(s)
+		if err != nil {
+			problem(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("console: bad escape in path segment %q", s))
+			return
+		}
+		segs[i] = u
+	}
+	name, segs := segs[0], segs[1:]
 	var target *RegionLink
 	for i := range h.regions {
 		if h.regions[i].Name == name {
@@ -92,7 +103,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "not_found", fmt.Sprintf("no region %q in the cluster", name))
 		return
 	}
-	segs := strings.Split(rest, "/")
 	if len(segs) < 2 || segs[0] != "v1" {
 		problem(w, http.StatusNotFound, "not_found", "want /console/api/regions/{name}/v1/...")
 		return
