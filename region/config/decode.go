@@ -35,9 +35,12 @@ func decode(b []byte, c *Config) (given map[string]bool, err error) {
 	if err := checkAliases(&doc); err != nil {
 		return nil, err
 	}
-	if errs := unknownKeys(&doc, reflect.TypeFor[Config](), ""); len(errs) > 0 {
-		if len(errs) > maxKeyErrors {
-			errs = append(errs[:maxKeyErrors], fmt.Errorf("config: and %d more errors like these", len(errs)-maxKeyErrors))
+	ke := keyErrors{fields: map[reflect.Type]map[string]reflect.Type{}}
+	ke.check(&doc, reflect.TypeFor[Config](), "")
+	if len(ke.errs) > 0 {
+		errs := ke.errs
+		if ke.more > 0 {
+			errs = append(errs, fmt.Errorf("config: and %d more errors like these", ke.more))
 		}
 		return nil, errors.Join(errs...)
 	}
@@ -108,65 +111,88 @@ func checkAliases(doc *yaml.Node) error {
 
 var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
-// unknownKeys walks n against t and returns an error for each mapping key
-// that names no field of the struct it decodes into. path names where n
+// keyErrors collects the errors of a config's unknown keys and wrong
+// types: the first maxKeyErrors built, the rest only counted (a document
+// full of unknown keys costs no more than reading it).
+type keyErrors struct {
+	errs   []error
+	more   int
+	fields map[reflect.Type]map[string]reflect.Type // yamlFields, by type
+}
+
+func (e *keyErrors) add(f func() error) {
+	if len(e.errs) < maxKeyErrors {
+		e.errs = append(e.errs, f())
+		return
+	}
+	e.more++
+}
+
+func (e *keyErrors) fieldsOf(t reflect.Type) map[string]reflect.Type {
+	f, ok := e.fields[t]
+	if !ok {
+		f = yamlFields(t)
+		e.fields[t] = f
+	}
+	return f
+}
+
+// check walks n against t and notes an error for each mapping key that
+// names no field of the struct it decodes into, and for each fraction
+// where an integer goes. path names where n
 // is (regions[1], emulate).
-func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
+func (e *keyErrors) check(n *yaml.Node, t reflect.Type, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if reflect.PointerTo(t).Implements(unmarshalerType) {
-		return nil // the type decodes its own keys
+		return // the type decodes its own keys
 	}
 	switch n.Kind {
 	case yaml.DocumentNode:
-		var errs []error
 		for _, c := range n.Content {
-			errs = append(errs, unknownKeys(c, t, path)...)
+			e.check(c, t, path)
 		}
-		return errs
+		return
 	case yaml.AliasNode:
 		// Checked where it is used, against the type it decodes into
 		// there (checkAliases bounds the work).
-		if n.Alias == nil {
-			return nil
+		if n.Alias != nil {
+			e.check(n.Alias, t, path)
 		}
-		return unknownKeys(n.Alias, t, path)
+		return
 	case yaml.ScalarNode:
 		if isInteger(t.Kind()) && n.ShortTag() == "!!float" {
 			p := path
 			if p == "" {
 				p = "value"
 			}
-			return []error{fmt.Errorf("config: %s: %s at line %d is not an integer", p, n.Value, n.Line)}
+			e.add(func() error { return fmt.Errorf("config: %s: %s at line %d is not an integer", p, n.Value, n.Line) })
 		}
-		return nil
+		return
 	case yaml.SequenceNode:
 		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
-			return nil // a type mismatch, which decoding reports
+			return // a type mismatch, which decoding reports
 		}
-		var errs []error
 		for i, c := range n.Content {
-			errs = append(errs, unknownKeys(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			e.check(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 		}
-		return errs
+		return
 	case yaml.MappingNode:
 	default:
-		return nil
+		return
 	}
 	switch t.Kind() {
 	case reflect.Map:
-		var errs []error
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			errs = append(errs, unknownKeys(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%q]", path, n.Content[i].Value))...)
+			e.check(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%q]", path, n.Content[i].Value))
 		}
-		return errs
+		return
 	case reflect.Struct:
 	default:
-		return nil
+		return
 	}
-	fields := yamlFields(t)
-	var errs []error
+	fields := e.fieldsOf(t)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.AliasNode && k.Alias != nil {
@@ -179,21 +205,20 @@ func unknownKeys(n *yaml.Node, t reflect.Type, path string) []error {
 			}
 			if v.Kind == yaml.SequenceNode {
 				for _, m := range v.Content {
-					errs = append(errs, unknownKeys(m, t, path)...)
+					e.check(m, t, path)
 				}
 				continue
 			}
-			errs = append(errs, unknownKeys(v, t, path)...)
+			e.check(v, t, path)
 			continue
 		}
 		ft, ok := fields[k.Value]
 		if !ok {
-			errs = append(errs, unknownKeyError(path, k, fields))
+			e.add(func() error { return unknownKeyError(path, k, fields) })
 			continue
 		}
-		errs = append(errs, unknownKeys(v, ft, join(path, k.Value))...)
+		e.check(v, ft, join(path, k.Value))
 	}
-	return errs
 }
 
 // isInteger reports whether k is a kind of integer.
