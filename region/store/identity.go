@@ -547,6 +547,14 @@ func checkSnapshot(path, name string) error {
 // has completed anti-entropy with every peer, so that commits it made
 // after the snapshot and its peers hold count again before it decides.
 func Restore(path, from string) error {
+	// A snapshot cut short is refused before anything is written (the
+	// copy is checked again below: the file may change meanwhile).
+	if at, err := tornAt(from); err != nil || at >= 0 {
+		if err == nil {
+			err = fmt.Errorf("it ends inside a transaction at byte %d: cut short", at)
+		}
+		return fmt.Errorf("store: %s: %w", from, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
