@@ -1444,19 +1444,18 @@ func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context, state
 // noteLostRestocks adds to sku's count of lost restocks (prefixLostRestocks)
 // what a peer's state it shows of restocks by this region's earlier
 // incarnations beyond the stored item cur, when this region is the sku's
-// home and catching up: restocks it made, lost from its store. A replica
-// of which cur holds no restock is left out: the store never had its
-// history (a new store of a region added again under its name), so it
-// lost none of it, and the returns it decides are its own.
+// home and catching up: restocks it made, lost from its store (among
+// them, the first a replica made of the sku). A new store catching up for
+// the first time (store.Fresh: a region added again under its name on an
+// empty store) never had its name's history, so it lost none of it, and
+// the returns it decides are its own.
 func (n *Node) noteLostRestocks(tx *store.Tx, sku string, cur, it *crdt.Item) error {
-	if !n.store.CatchingUp() || !n.decides(n.HomeOf(sku), sku) {
+	if !n.store.CatchingUp() || n.store.Fresh() || !n.decides(n.HomeOf(sku), sku) {
 		return nil
 	}
 	var lost uint64
 	for r, v := range it.Stock.P {
-		// Only of a replica whose restocks the store held some of: a new
-		// store (a region added again under its name) lost nothing.
-		if had := cur.Stock.P[r]; r != n.self && r.Region() == string(n.name) && had > 0 && v > had {
+		if had := cur.Stock.P[r]; r != n.self && r.Region() == string(n.name) && v > had {
 			lost += v - had
 		}
 	}

@@ -69,6 +69,11 @@ type identity struct {
 	// clean stop of a region still catching up, which keeps its
 	// incarnation.)
 	Restored bool `json:"restored,omitempty"`
+	// Fresh is true while a store that began empty (the first start of a
+	// region of several) catches up: it never held what its region's
+	// name wrote before it, so catch-up brings back none of it as lost.
+	// A restore, or a store file other than the one described, clears it.
+	Fresh bool `json:"fresh,omitempty"`
 }
 
 // Store keys of the identity.
@@ -229,11 +234,12 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	case exists && !rec.Clean && s.txid < rec.TxID:
 		why = "the store lost transactions it held when it last opened"
 	}
-	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid}
+	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid,
+		Fresh: rec.Fresh && rec.CatchUp && !rec.Restored && rec.Incarnation == stored}
 	if why == "" && !exists && empty && s.opts.Shared {
 		// Not a loss: the first start of this store. But the region's
 		// name may have written before, elsewhere or on a lost disk.
-		next.CatchUp = true
+		next.CatchUp, next.Fresh = true, true
 		next.Incarnation = nextIncarnation(next.Incarnation, now)
 		s.log.Info("a new store of a region of several starts as a new incarnation and catches up with its peers before deciding as a home",
 			"path", s.path, "incarnation", next.Incarnation)
@@ -322,6 +328,14 @@ func (s *Store) CatchingUp() bool {
 	return s.id.CatchUp
 }
 
+// Fresh reports whether the store began empty, as the first store of a
+// region of several, and is still catching up (see identity.Fresh).
+func (s *Store) Fresh() bool {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.id.Fresh
+}
+
 // CaughtUp records, durably, that the restored region has caught up.
 func (s *Store) CaughtUp() error {
 	s.idMu.Lock()
@@ -330,7 +344,7 @@ func (s *Store) CaughtUp() error {
 		return nil
 	}
 	next := s.id
-	next.CatchUp = false
+	next.CatchUp, next.Fresh = false, false
 	if s.persist {
 		// What catch-up brought in must be durable before the record that
 		// it is over (with everysec it may be only in the file): a power
