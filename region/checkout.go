@@ -79,6 +79,59 @@ type checkoutPlan struct {
 	// did not answer and could not be reached to release them: they may
 	// hold units. The next attempt releases them first (releaseLoose).
 	Loose []looseHold `cbor:"13,keyasint,omitempty"`
+	// Dropped are the skus of loose holds the plan no longer carries
+	// (past maxLoose), with when the last of them expires: until then
+	// this checkout may hold units of the sku that no attempt releases.
+	Dropped []droppedHolds `cbor:"14,keyasint,omitempty"`
+}
+
+// droppedHolds says that a checkout may hold units of SKU, which it no
+// longer knows how to release, until UntilMs (Unix milliseconds).
+type droppedHolds struct {
+	_       struct{} `cbor:",toarray"`
+	SKU     string
+	UntilMs int64
+}
+
+// drop moves the oldest loose holds past maxLoose (or past one per line,
+// if the cart has more lines) to Dropped, one entry per sku (MaxCartSKUs
+// at most), and forgets the entries expired by now.
+func (p *checkoutPlan) drop(now time.Time) {
+	nowMs := now.UnixMilli()
+	if extra := len(p.Loose) - max(maxLoose, len(p.Lines)); extra > 0 {
+		for _, h := range p.Loose[:extra] {
+			// Made at the latest now: it expires by now + its ttl.
+			until := nowMs + h.TTLMs
+			if i := slices.IndexFunc(p.Dropped, func(d droppedHolds) bool { return d.SKU == h.SKU }); i >= 0 {
+				p.Dropped[i].UntilMs = max(p.Dropped[i].UntilMs, until)
+				continue
+			}
+			p.Dropped = append(p.Dropped, droppedHolds{SKU: h.SKU, UntilMs: until})
+		}
+		p.Loose = slices.Clone(p.Loose[extra:])
+	}
+	p.Dropped = slices.DeleteFunc(p.Dropped, func(d droppedHolds) bool { return d.UntilMs <= nowMs })
+}
+
+// droppedUntil returns when the dropped holds of sku (all of them, if sku
+// is empty) expire, or the zero time if there are none left by now.
+func (p *checkoutPlan) droppedUntil(sku string, now time.Time) time.Time {
+	var until int64
+	for _, d := range p.Dropped {
+		if (sku == "" || d.SKU == sku) && d.UntilMs > now.UnixMilli() {
+			until = max(until, d.UntilMs)
+		}
+	}
+	if until == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(until)
+}
+
+// retryAfter is the Retry-After, in seconds, of an answer that waits
+// until t: at least 1.
+func retryAfter(t, now time.Time) int {
+	return max(1, int((t.Sub(now)+time.Second-1)/time.Second))
 }
 
 // looseHold is a reservation a checkout sent without learning its
@@ -93,8 +146,10 @@ type looseHold struct {
 	TTLMs int64
 }
 
-// maxLoose bounds the loose holds a plan carries: past it the oldest are
-// left to expire by their ttl.
+// maxLoose bounds the loose holds a plan carries (one per line of a
+// larger cart): past it the oldest are left to expire by their ttl
+// (checkoutPlan.drop), and the checkout refuses for good only once they
+// have.
 const maxLoose = 64
 
 // releaseLoose sends each loose hold of an earlier attempt again and
@@ -418,6 +473,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			// What earlier attempts may still hold is released first: it
 			// would compete with this attempt for the same units.
 			plan.Loose = n.releaseLoose(ctx, plan, last.Loose)
+			plan.Dropped = slices.Clone(last.Dropped)
 		}
 		if len(plan.Lines) == 0 {
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
@@ -734,19 +790,21 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 			}
 		}
 	}
-	if len(plan.Loose) > maxLoose {
-		plan.Loose = plan.Loose[len(plan.Loose)-maxLoose:]
-	}
+	plan.drop(now)
 	e := firstErr
 	if len(failed) > 0 {
 		e = &Error{Code: CodeInsufficientStock, Detail: fmt.Sprintf("%d line(s) of cart %s cannot be reserved", len(failed), cartID), Lines: failed}
 		// A hold of an earlier attempt that could not be released (its
 		// release unanswered) may be what is short: this checkout's own.
 		// Not a final refusal then: the attempt ends, and the next one
-		// releases that hold first.
+		// releases that hold first (or, dropped, it expires first).
 		for _, f := range failed {
 			if i := slices.IndexFunc(plan.Loose, func(h looseHold) bool { return h.SKU == f.SKU }); i >= 0 {
 				e = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("%s is short, and this checkout may still hold units of it from an earlier attempt whose release got no answer; retry with the same key", f.SKU)}
+				break
+			}
+			if until := plan.droppedUntil(f.SKU, now); !until.IsZero() {
+				e = &Error{Code: CodeUnavailable, RetryAfter: retryAfter(until, now), Detail: fmt.Sprintf("%s is short, and this checkout may still hold units of it from earlier attempts whose answers were lost, until they expire; retry with the same key", f.SKU)}
 				break
 			}
 		}
@@ -758,6 +816,11 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		if plan.Loose = n.releaseLoose(ctx, plan, plan.Loose); len(plan.Loose) > 0 {
 			e = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: fmt.Sprintf("cart %s cannot be bought, and this checkout may still hold units whose release got no answer; retry with the same key", cartID)}
 		}
+	}
+	if until := plan.droppedUntil("", now); e != nil && !transient(e) && !until.IsZero() {
+		// Holds it dropped cannot be released: the refusal waits for
+		// them to expire.
+		e = &Error{Code: CodeUnavailable, RetryAfter: retryAfter(until, now), Detail: fmt.Sprintf("cart %s cannot be bought, and this checkout may still hold units from earlier attempts whose answers were lost, until they expire; retry with the same key", cartID)}
 	}
 	return n.finishCheckout(ctx, cartID, plan, idem, nil, e)
 }
