@@ -56,11 +56,17 @@ const EscrowIdle = 3 * time.Second
 const escrowDemandWindow = 2 * time.Second
 
 // escrowState is a region's in-memory view of the skus it holds rights
-// to: when each last decided from rights, and its recent demand.
+// to: when each last decided from rights, and its recent demand; and, at
+// a home, the reservations waiting for a recall.
 type escrowState struct {
 	mu    sync.Mutex
 	skus  map[string]*escrowSKU
 	grant uint64 // grants asked for, for metrics and tests
+	// waiting is, per sku homed here, the units of the reservations
+	// waiting in reserveAtHome for rights it recalled: the home grants
+	// none of them meanwhile, lest the units it recalls for a
+	// reservation leave again as another region's rights.
+	waiting map[string]int64
 }
 
 type escrowSKU struct {
@@ -362,6 +368,9 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 		return nil, err
 	}
 	avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name))
+	n.esc.mu.Lock()
+	avail -= n.esc.waiting[req.SKU]
+	n.esc.mu.Unlock()
 	give := min(req.Qty, max(avail/2, min(req.Delta, avail)))
 	if give <= 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
@@ -441,9 +450,15 @@ func (n *Node) returnIdleRights() {
 	}
 }
 
+// recallRounds bounds the recalls one reservation at a home waits for.
+const recallRounds = 3
+
 // reserveAtHome decides a reservation of an escrow sku at its home; when
 // the home must refuse it for want of stock that rights other regions hold
 // would cover, it recalls unused rights from them and decides once more.
+// While it waits, the home grants none of its units to other regions
+// (escrowState.waiting); and while recalls bring rights back but other
+// reservations take them first, it recalls again, up to recallRounds.
 func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	first := *req
 	first.recallable = true
@@ -451,32 +466,62 @@ func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeRespons
 	if !short(resp) || resp.Err.Available == nil {
 		return resp
 	}
+	n.esc.mu.Lock()
+	if n.esc.waiting == nil {
+		n.esc.waiting = map[string]int64{}
+	}
+	n.esc.waiting[req.SKU] += req.Qty
+	n.esc.mu.Unlock()
+	defer func() {
+		n.esc.mu.Lock()
+		if n.esc.waiting[req.SKU] -= req.Qty; n.esc.waiting[req.SKU] <= 0 {
+			delete(n.esc.waiting, req.SKU)
+		}
+		n.esc.mu.Unlock()
+	}()
+	for round := 1; n.recall(ctx, req.SKU, req.Qty-*resp.Err.Available) && round < recallRounds && ctx.Err() == nil; round++ {
+		again := *req
+		again.recallable = true
+		if resp = n.ServeHome(ctx, &again); !short(resp) || resp.Err.Available == nil {
+			if resp.Err == nil {
+				return resp // recorded under its key, as a first decision's is
+			}
+			break
+		}
+	}
 	// Decided once more whatever came back: this time its outcome,
 	// a refusal too, is recorded under its key.
-	n.recall(ctx, req.SKU, req.Qty-*resp.Err.Available)
 	return n.ServeHome(ctx, req)
 }
 
 // recall asks every other region that holds rights to sku, as this home
 // sees it, to give back what it holds unused, at most want in all, and
-// joins what they answer. It reports whether anything came back.
+// joins what they answer. It reports whether rights came back (the
+// rights this home counts outstanding at other regions went down).
 func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 	if want <= 0 || n.opts.Forwarder == nil {
 		return false
 	}
 	var holders []string
-	err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
-		it, err := loadItem(r, sku)
-		if err != nil {
-			return err
-		}
-		for _, p := range n.opts.PeerRegions {
-			if it.Outstanding(p) > 0 {
-				holders = append(holders, p)
+	outstanding := func() (int64, error) {
+		var out int64
+		holders = holders[:0]
+		err := n.view(ctx, prefixItem+sku, func(r store.Reader) error {
+			it, err := loadItem(r, sku)
+			if err != nil {
+				return err
 			}
-		}
-		return nil
-	})
+			for _, p := range n.opts.PeerRegions {
+				if o := it.Outstanding(p); o > 0 {
+					holders = append(holders, p)
+					out += o
+				}
+			}
+			return nil
+		})
+		return out, err
+	}
+	before, err := outstanding()
 	if err != nil || len(holders) == 0 {
 		return false
 	}
@@ -495,7 +540,6 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 			answers <- answer{resp.State, resp.Token}
 		})
 	}
-	got := false
 	for range holders {
 		a := <-answers
 		if a.state == nil {
@@ -509,12 +553,11 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 			}
 			reflects = c
 		}
-		if err := n.ApplyReflecting(&crdt.Context{}, a.state, &reflects); err == nil {
-			got = true
-		}
+		_ = n.ApplyReflecting(&crdt.Context{}, a.state, &reflects)
 	}
 	n.m.EscrowRecalls.Inc()
-	return got
+	after, err := outstanding()
+	return err == nil && after < before
 }
 
 // recallRights gives back, at a region holding rights, up to req.Qty of
