@@ -88,7 +88,7 @@ func runStatus(ctx context.Context, cio cmdIO, args []string) int {
 			return exitFail
 		}
 		for _, s := range sts {
-			if !s.reachable() || s.health == nil {
+			if !s.complete() {
 				return exitFail
 			}
 		}
@@ -131,6 +131,13 @@ func printStatusJSON(w io.Writer, sts []*regionStatus) error {
 	return printAnswer(w, outputJSON, out)
 }
 
+// complete reports whether the region is reachable and ready and its
+// /v1/cluster was read: a status that could not be read (a token the
+// region refuses) is a failure too, not a clean bill of health.
+func (s *regionStatus) complete() bool {
+	return s.reachable() && s.health != nil && s.err == nil
+}
+
 // ask fills s from /readyz and /v1/cluster of its region.
 func (s *regionStatus) ask(ctx context.Context, timeout time.Duration, opts client.Options) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -159,7 +166,7 @@ func printStatus(w io.Writer, sts []*regionStatus) bool {
 		if s.health != nil {
 			ready = "yes"
 		}
-		if !s.reachable() || s.health == nil {
+		if !s.complete() {
 			ok = false
 		}
 		if c := s.cluster; c != nil {
