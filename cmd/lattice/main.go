@@ -62,7 +62,7 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"serve", "--config FILE --region NAME [--node NODE]", "run one region of the cluster a config file describes", runServe},
+		{"serve", "--config FILE --region NAME [--node NODE] [--log-level L] [--log-format text|json]", "run one region of the cluster a config file describes", runServe},
 		{"dev", "[flags]", "run a local three-region cluster in one process", runDev},
 		{"certs", "--dir DIR [--ca-key-dir DIR] [--cluster NAME] [--force] REGION...", "write a cluster CA and a certificate and key per region", runCerts},
 		{"backup", "--config FILE --region NAME [--partition N] --out FILE [--force]", "write a consistent snapshot of a region's store (or of one partition's), also while it runs", runBackup},
