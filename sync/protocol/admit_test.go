@@ -19,8 +19,11 @@ func (emptyStorage) Read([]string) (*crdt.Group, crdt.Context, error) {
 }
 
 // admitAllWhole is admitAll as it was when it joined c into a copy of the
-// whole of base: the reference admitAll must agree with.
+// whole of base: the reference admitAll must agree with. It leaves out
+// what admitAll's filters leave out (counters, unissued own dots, replicas
+// past the budget) as admitAll does.
 func (p *Protocol) admitAllWhole(base, c *crdt.Context) (out crdt.Context, left []crdt.Dot) {
+	c = p.withinReplicas(base, p.withoutUnissued(capCounters(c)))
 	if len(c.Cloud) == 0 {
 		for r, v := range c.VV {
 			if p.member(r) && v > base.VV[r] {

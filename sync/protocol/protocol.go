@@ -488,6 +488,7 @@ func New(self crdt.ReplicaID, peers []crdt.ReplicaID, seen crdt.Context, st Stor
 		p.peers = append(p.peers, pr)
 		p.byID[id] = pr
 	}
+	p.seen = seen // its own dots are this region's: bounded keeps them
 	p.seen = p.bounded(&seen)
 	return p
 }
@@ -517,6 +518,7 @@ func (p *Protocol) Ready() Ready {
 // anti-entropy with every peer (an adopted context may have been lost).
 func (p *Protocol) Discard(applied crdt.Context, now time.Time) {
 	p.now = now
+	p.seen = applied // as in New
 	p.seen = p.bounded(&applied)
 	p.held = nil // their deltas may not have been applied
 	lost := p.batch - 1
@@ -601,9 +603,14 @@ func (p *Protocol) admit(base, c *crdt.Context) crdt.Context {
 const maxClaim = crdt.MaxCounter / 2
 
 // admitAll is admit that also returns the dots of cluster regions it left
-// out (past the window). Counters past maxClaim are left out too.
+// out (past the window). Counters past maxClaim are left out too, and so
+// are dots of this region's own incarnation it never issued (a peer can
+// tell it nothing new of those: every dot it issued is in seen) and the
+// dots of replicas past crdt.MaxReplicas in all (base's and the new ones
+// c names, taken in id order), so that a context kept, stored or sent
+// always decodes.
 func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crdt.Dot) {
-	c = capCounters(c)
+	c = p.withinReplicas(base, p.withoutUnissued(capCounters(c)))
 	if len(c.Cloud) == 0 {
 		for r, v := range c.VV {
 			if p.member(r) && v > base.VV[r] {
@@ -679,6 +686,101 @@ func (p *Protocol) admitAll(base, c *crdt.Context) (out crdt.Context, left []crd
 	}
 	out.Compact()
 	return out, left
+}
+
+// withoutUnissued returns c without the dots of this region's own
+// incarnation that seen does not hold (c itself if it has none): dots not
+// issued yet, which a buggy or hostile peer may name. Claimed, they would
+// leave a gap in the version vector that no dot of ours ever fills; noted
+// as a peer's, they would count that peer as holding writes not yet made.
+func (p *Protocol) withoutUnissued(c *crdt.Context) *crdt.Context {
+	issued := p.seen.VV[p.self]
+	unissued := func(d crdt.Dot) bool { return d.Replica == p.self && d.Counter > issued && !p.seen.Contains(d) }
+	over := c.VV[p.self] > issued
+	for d := range c.Cloud {
+		over = over || unissued(d)
+	}
+	if !over {
+		return c
+	}
+	out := crdt.Context{VV: maps.Clone(c.VV)}
+	if v, ok := out.VV[p.self]; ok && v > issued {
+		if issued == 0 {
+			delete(out.VV, p.self)
+		} else {
+			out.VV[p.self] = issued
+		}
+	}
+	for d := range c.Cloud {
+		if !unissued(d) {
+			if out.Cloud == nil {
+				out.Cloud = make(map[crdt.Dot]struct{})
+			}
+			out.Cloud[d] = struct{}{}
+		}
+	}
+	return &out
+}
+
+// withinReplicas returns c without the replicas that base does not name
+// past crdt.MaxReplicas in all (base's and c's new ones, the new ones
+// taken in id order), c itself if it names none too many. A context of
+// more replicas does not decode.
+func (p *Protocol) withinReplicas(base, c *crdt.Context) *crdt.Context {
+	// Replicas c names that base's version vector does not: the usual
+	// delta names none.
+	var cand []crdt.ReplicaID
+	var listed map[crdt.ReplicaID]bool
+	note := func(r crdt.ReplicaID) {
+		if _, ok := base.VV[r]; ok || listed[r] {
+			return
+		}
+		if listed == nil {
+			listed = make(map[crdt.ReplicaID]bool)
+		}
+		listed[r] = true
+		cand = append(cand, r)
+	}
+	for r := range c.VV {
+		note(r)
+	}
+	for d := range c.Cloud {
+		note(d.Replica)
+	}
+	if len(cand) == 0 {
+		return c
+	}
+	inCloud := make(map[crdt.ReplicaID]bool)
+	for d := range base.Cloud {
+		if _, ok := base.VV[d.Replica]; !ok {
+			inCloud[d.Replica] = true
+		}
+	}
+	fresh := slices.DeleteFunc(cand, func(r crdt.ReplicaID) bool { return inCloud[r] })
+	have := len(base.VV) + len(inCloud)
+	if have+len(fresh) <= crdt.MaxReplicas {
+		return c
+	}
+	slices.Sort(fresh)
+	drop := make(map[crdt.ReplicaID]bool, len(fresh))
+	for _, r := range fresh[max(0, crdt.MaxReplicas-have):] {
+		drop[r] = true
+	}
+	out := crdt.Context{VV: make(map[crdt.ReplicaID]uint64, len(c.VV))}
+	for r, v := range c.VV {
+		if !drop[r] {
+			out.VV[r] = v
+		}
+	}
+	for d := range c.Cloud {
+		if !drop[d.Replica] {
+			if out.Cloud == nil {
+				out.Cloud = make(map[crdt.Dot]struct{})
+			}
+			out.Cloud[d] = struct{}{}
+		}
+	}
+	return &out
 }
 
 // maxHeld bounds the dots a region holds unclaimed; past it, anti-entropy
