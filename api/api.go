@@ -430,8 +430,8 @@ func (h *handler) concerns(c echo.Context) error {
 
 // await waits for the operation's write concern (Service.AwaitReplicas)
 // within the operation's deadline. A write that is not acknowledged in
-// time stays applied: the answer is replication_timeout, with the token
-// of what was written.
+// time stays applied: the answer is replication_timeout (as every error,
+// without a token; docs/api.md).
 func (h *handler) await(c echo.Context) error {
 	ctx := c.Request().Context()
 	if region.ReplicasAsked(ctx) <= 1 {

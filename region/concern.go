@@ -362,7 +362,7 @@ func (n *Node) quorumRead(ctx context.Context, key string, q int) error {
 	need := q - 1
 	peers := n.opts.PeerRegions
 	if len(peers) < need || n.opts.Forwarder == nil {
-		return n.quorumUnavailable(q, 0)
+		return n.quorumUnavailable(q, 1) // this region alone
 	}
 	start := n.clock.Now()
 	// Answers past the first need are not waited for, but not cut off
