@@ -1,7 +1,6 @@
 package region
 
 import (
-	"crypto/sha256"
 	"testing"
 	"time"
 
@@ -30,42 +29,13 @@ func TestReturnOfCommittedLostAtHomeNotRestockedTwice(t *testing.T) {
 	must[Reservation](t)(h.Commit(bg, res.ID, Idem{}))
 	r.deliver(nil)
 
-	everysec := store.Options{Durability: config.DurabilityEverySec}
 	h.close()
-	r.openEscrowWith("h", everysec, nil)
-	h = r.nodes["h"]
-	synced, err := h.store.SyncNow()
+	r.openEscrowWith("h", store.Options{Durability: config.DurabilityEverySec}, nil)
+	synced, err := r.nodes["h"].store.SyncNow()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := sha256.Sum256([]byte("return-step"))
-	ret := &HomeRequest{Op: OpReturn, ID: res.ID, IdemKey: "saga-return-0", IdemFP: fp[:]}
-	first := *ret
-	if resp := h.ServeForwarded(bg, &first); resp.Err != nil || resp.Res == nil || resp.Res.State != StateReleased {
-		t.Fatalf("the return: %+v", resp)
-	}
-	r.deliver(nil) // the restock reaches a and b; the answer is lost
-	if st := r.item("a", "p1").Stock; st != 10 {
-		t.Fatalf("a shows stock %d after the return, want 10", st)
-	}
-
-	r.powerLoss("h", synced)
-	r.openEscrowWith("h", everysec, nil)
-	h = r.nodes["h"]
-	if !h.CatchingUp() {
-		t.Fatal("h does not catch up after a power loss that cut its file")
-	}
-	escrowCatchUp(t, h, r, "p1")
-	if h.CatchingUp() {
-		t.Fatal("h still catching up")
-	}
-	rec := must[Reservation](t)(h.GetReservation(bg, res.ID))
-	t.Logf("after catch-up h shows stock %d and %s %s", r.item("h", "p1").Stock, res.ID, rec.State)
-
-	again := *ret
-	resp := h.ServeForwarded(bg, &again)
-	r.deliver(nil)
-	stock := r.item("h", "p1").Stock
+	resp, stock := r.returnLostAndRetried(t, res.ID, synced)
 	if stock > 10 {
 		t.Fatalf("the coordinator's retry of the return of %s (4 units, already returned and counted by every peer) put them back again: stock %d of 10 restocked and none sold (answer %+v)",
 			res.ID, stock, resp.Res)

@@ -121,3 +121,44 @@ func escrowCatchUp(t *testing.T, h *testNode, r *escrowRig, sku string) {
 	h.SyncedWith("a", "", []string{"a", "b"})
 	h.SyncedWith("b", "", []string{"a", "b"})
 }
+
+// returnLostAndRetried has the home h (open with everysec) take a
+// checkout's return of the committed reservation id of p1 under a key;
+// the restock reaches a and b and the answer is lost; h loses power back
+// to what synced covers, opens as a new incarnation and catches up, and
+// the reservation reads committed again. Then the coordinator sends the
+// return again under the same key. It returns h's answer to the retry and
+// the stock h shows after it.
+func (r *escrowRig) returnLostAndRetried(t *testing.T, id string, synced int64) (*HomeResponse, int64) {
+	t.Helper()
+	everysec := store.Options{Durability: config.DurabilityEverySec}
+	h := r.nodes["h"]
+	fp := sha256.Sum256([]byte("return-step"))
+	ret := &HomeRequest{Op: OpReturn, ID: id, IdemKey: "saga-return-" + id, IdemFP: fp[:]}
+	first := *ret
+	if resp := h.ServeForwarded(bg, &first); resp.Err != nil || resp.Res == nil || resp.Res.State != StateReleased {
+		t.Fatalf("the return: %+v", resp)
+	}
+	r.deliver(nil) // the restock reaches a and b; the answer is lost
+	if st := r.item("a", "p1").Stock; st != 10 {
+		t.Fatalf("test setup: a shows stock %d after the return, want 10", st)
+	}
+	before := h.Self()
+	r.powerLoss("h", synced)
+	r.openEscrowWith("h", everysec, nil)
+	h = r.nodes["h"]
+	if !h.CatchingUp() || h.Self() == before {
+		t.Fatalf("test setup: after a power loss that cut its file h is %s (was %s), catching up %v", h.Self(), before, h.CatchingUp())
+	}
+	escrowCatchUp(t, h, r, "p1")
+	if h.CatchingUp() {
+		t.Fatal("test setup: h still catching up")
+	}
+	if rec := must[Reservation](t)(h.GetReservation(bg, id)); rec.State != StateCommitted {
+		t.Fatalf("test setup: after the power loss h shows %s %s, want committed", id, rec.State)
+	}
+	again := *ret
+	resp := h.ServeForwarded(bg, &again)
+	r.deliver(nil)
+	return resp, r.item("h", "p1").Stock
+}

@@ -1,7 +1,6 @@
 package region
 
 import (
-	"crypto/sha256"
 	"testing"
 	"time"
 
@@ -38,35 +37,8 @@ func TestReturnLostAtHomeWithoutOwnRestocksNotRestockedTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := sha256.Sum256([]byte("return-step"))
-	ret := &HomeRequest{Op: OpReturn, ID: res.ID, IdemKey: "saga-return-0", IdemFP: fp[:]}
-	first := *ret
-	if resp := h.ServeForwarded(bg, &first); resp.Err != nil || resp.Res == nil || resp.Res.State != StateReleased {
-		t.Fatalf("the return: %+v", resp)
-	}
-	r.deliver(nil) // the restock reaches a and b; the answer is lost
-	if st := r.item("a", "p1").Stock; st != 10 {
-		t.Fatalf("test setup: a shows stock %d after the return, want 10", st)
-	}
-
-	r.powerLoss("h", synced)
-	r.openEscrowWith("h", everysec, nil)
-	h = r.nodes["h"]
-	if !h.CatchingUp() {
-		t.Fatal("test setup: h does not catch up after a power loss that cut its file")
-	}
-	escrowCatchUp(t, h, r, "p1")
-	if h.CatchingUp() {
-		t.Fatal("test setup: h still catching up")
-	}
-	if rec := must[Reservation](t)(h.GetReservation(bg, res.ID)); rec.State != StateCommitted {
-		t.Fatalf("test setup: after the power loss h shows %s %s, want committed", res.ID, rec.State)
-	}
-
-	again := *ret
-	resp := h.ServeForwarded(bg, &again)
-	r.deliver(nil)
-	if stock := r.item("h", "p1").Stock; stock > 10 {
+	resp, stock := r.returnLostAndRetried(t, res.ID, synced)
+	if stock > 10 {
 		t.Fatalf("the coordinator's retry of the return of %s (4 units, already put back and held by every peer) put them back again: "+
 			"stock %d of 10 restocked and none sold (answer %+v); catch-up did not count the lost restock because h's store held no earlier restock of p1 by that replica",
 			res.ID, stock, resp.Res)
@@ -114,31 +86,8 @@ func TestReturnLostByLaterIncarnationNotRestockedTwice(t *testing.T) {
 	if synced, err = h.store.SyncNow(); err != nil {
 		t.Fatal(err)
 	}
-	fp := sha256.Sum256([]byte("return-step"))
-	ret := &HomeRequest{Op: OpReturn, ID: res.ID, IdemKey: "saga-return-1", IdemFP: fp[:]}
-	first := *ret
-	if resp := h.ServeForwarded(bg, &first); resp.Err != nil || resp.Res == nil || resp.Res.State != StateReleased {
-		t.Fatalf("the return: %+v", resp)
-	}
-	r.deliver(nil) // the restock reaches a and b; the answer is lost
-	r.powerLoss("h", synced)
-	r.openEscrowWith("h", everysec, nil)
-	h = r.nodes["h"]
-	if h.Self() == second {
-		t.Fatal("test setup: h kept its incarnation after the second power loss")
-	}
-	escrowCatchUp(t, h, r, "p1")
-	if h.CatchingUp() {
-		t.Fatal("test setup: h still catching up")
-	}
-	if rec := must[Reservation](t)(h.GetReservation(bg, res.ID)); rec.State != StateCommitted {
-		t.Fatalf("test setup: after the power loss h shows %s %s, want committed", res.ID, rec.State)
-	}
-
-	again := *ret
-	resp := h.ServeForwarded(bg, &again)
-	r.deliver(nil)
-	if stock := r.item("h", "p1").Stock; stock > 10 {
+	resp, stock := r.returnLostAndRetried(t, res.ID, synced)
+	if stock > 10 {
 		t.Fatalf("the coordinator's retry of the return of %s (4 units, put back by incarnation %s and held by every peer) put them back again: "+
 			"stock %d of 10 restocked and none sold (answer %+v)", res.ID, second, stock, resp.Res)
 	}
