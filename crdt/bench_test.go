@@ -164,3 +164,27 @@ func BenchmarkCompactLongRuns(b *testing.B) {
 		c.Join(gap)
 	}
 }
+
+// BenchmarkDecodeGroup measures DecodeGroup of a delta-group of carts:
+// one add's delta (carts=1, one line), and an anti-entropy batch of 64
+// carts of 3 lines each from three replicas.
+func BenchmarkDecodeGroup(b *testing.B) {
+	for _, tc := range []struct {
+		carts, lines int
+	}{{1, 1}, {64, 3}} {
+		b.Run(fmt.Sprintf("carts=%d/lines=%d", tc.carts, tc.lines), func(b *testing.B) {
+			g := &Group{}
+			for i := range tc.carts {
+				g.AddCart(fmt.Sprintf("cart-%04d", i), freshCart(tc.lines, testReplicas...))
+			}
+			enc := EncodeGroup(g)
+			b.SetBytes(int64(len(enc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeGroup(enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -552,7 +552,18 @@ func (p *parser) group() (*Group, error) {
 			return nil, fmt.Errorf("crdt: group: cart ids not strictly sorted at %q", id)
 		}
 		lastID = id
+		// The cart is read within its own bytes: its entry map's size
+		// hint is bounded by what is left of the input (entriesHint),
+		// and the bytes of the carts and items after it are not this
+		// cart's to claim.
+		end, err := cartShape.scan(p.b, p.i)
+		if err != nil {
+			return nil, fmt.Errorf("crdt: decode: %w (cart %q)", err, id)
+		}
+		whole := p.b
+		p.b = p.b[:end]
 		c, err := p.cart()
+		p.b = whole
 		if err != nil {
 			return nil, fmt.Errorf("%w (cart %q)", err, id)
 		}
