@@ -4,9 +4,11 @@
 // A Client is given the base URLs of one or more regions. It tries the
 // first (its preferred region) and, for the operations that are safe to
 // move, fails over to the next on a transport error or a 503: every read,
-// cart writes (carts are OR-Sets, written at any region) and the
-// operations decided at a home with an Idempotency-Key (reserve, commit,
-// release, checkout; the key makes a repeat return the first outcome).
+// and the operations decided at a home with an Idempotency-Key (reserve,
+// commit, release, checkout; the key makes a repeat return the first
+// outcome). Cart writes (carts are OR-Sets, written at any region) move
+// only when the request was never sent or a region's 503 applied nothing
+// (see AddItem); restocks and adjustments only when never sent.
 //
 // A Client keeps the causal token (Lattice-Token) of the answers it gets,
 // joined so that it only moves forward, and sends it with every request,

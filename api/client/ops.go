@@ -101,8 +101,8 @@ func (c *Client) Checkout(ctx context.Context, cartID string, opts KeyOptions) (
 }
 
 // CheckoutStatus reads what the cart's coordinator knows of the checkout
-// made with idempotencyKey. See docs/api.md: only the coordinator (the
-// home of the cart id) serves it today.
+// made with idempotencyKey. Any region answers it, forwarding to the
+// coordinator (the home of the cart id); see docs/api.md.
 func (c *Client) CheckoutStatus(ctx context.Context, cartID, idempotencyKey string) (*region.CheckoutStatus, error) {
 	var out region.CheckoutStatus
 	err := c.do(ctx, call{method: http.MethodGet, path: cartPath(cartID, "checkout"), key: idempotencyKey,
