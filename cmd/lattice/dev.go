@@ -247,6 +247,7 @@ func startDevCluster(ctx context.Context, cfg *config.Config, opts server.Option
 		return nil, nil, err
 	}
 	opts.ConsoleControls = ctl
+	opts.LoopbackOnly = true // 127.0.0.1 without tokens: not for web pages' own names
 	servers, err := startClusterWith(ctx, cfg, opts, replication.AttachOptions{WANSeed: 1, WAN: true}, ctl.attach)
 	if err != nil {
 		return nil, nil, err

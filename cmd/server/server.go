@@ -93,6 +93,10 @@ type Options struct {
 	// ConsoleControls, when set, enables the console's development
 	// controls (/console/dev/...): `lattice dev` only.
 	ConsoleControls console.Controls
+	// LoopbackOnly serves only requests addressed to a loopback host
+	// (api.LoopbackOnly): `lattice dev`, which listens on 127.0.0.1
+	// without tokens.
+	LoopbackOnly bool
 	// Node is the node of the region to run (config.NodeConfig.Name);
 	// "" for a region's only node.
 	Node string
@@ -382,9 +386,13 @@ func (s *Server) listen(ctx context.Context, addr string, peerBundle *certs.Bund
 		return "region " + name + " is opening its store; it serves once the store is open"
 	}, s.sec.tokens, cfg.APIAuth.ProtectProbes)
 	s.handler.Store(&starting)
-	s.http = api.NewServer(s.ln.Addr().String(), s.track(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var root http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*s.handler.Load()).ServeHTTP(w, r)
-	})))
+	})
+	if opts.LoopbackOnly {
+		root = api.LoopbackOnly(root)
+	}
+	s.http = api.NewServer(s.ln.Addr().String(), s.track(root))
 	s.http.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	// Requests' contexts descend from one Close cancels once the shutdown
 	// timeout has passed: closing a connection cancels its request only
