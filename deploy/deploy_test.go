@@ -369,6 +369,9 @@ func checkRegionManifest(t *testing.T, cfg *config.Config, cm *corev1.ConfigMap,
 		csc.Capabilities == nil || !slices.Contains(csc.Capabilities.Drop, "ALL") {
 		t.Error("the container must run on a read-only root file system, without privilege escalation or capabilities")
 	}
+	if a := pod.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Error("the pod mounts a service account token, though a region calls no Kubernetes API")
+	}
 	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < 20 {
 		t.Errorf("termination grace %v: a clean stop drains requests for up to 15 s, then closes the store", g)
 	}
