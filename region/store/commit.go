@@ -274,6 +274,12 @@ func (s *Store) maintain() {
 				s.gmu.Unlock()
 			}
 		}
+		// Not while Open still counts the live data, nor once the store
+		// has failed: a rewrite then could replace its only sound copy
+		// (.prev) with a file it never made durable.
+		if !s.opened.Load() || s.failed.Load() {
+			continue
+		}
 		if err := s.MaybeShrink(); err != nil {
 			s.log.Error("shrink failed", "err", err)
 		}

@@ -143,6 +143,12 @@ func tornAt(path string) (int64, error) {
 			}
 			return 0, fmt.Errorf("store: damaged file %s at byte %d: %w", path, pos, err)
 		}
+		if !c.set && !c.del {
+			// The store writes sets and deletes only: a command that
+			// reads whole but is neither is damage (a verb's bytes),
+			// never a tear, and nothing after it may be cut.
+			return 0, fmt.Errorf("store: damaged file %s at byte %d: a command that is neither a set nor a delete", path, pos)
+		}
 		switch mark, bad := c.delMark(); {
 		case c.del && markAt >= 0:
 			switch {

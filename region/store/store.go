@@ -219,6 +219,11 @@ type Store struct {
 
 	persist bool
 	failed  atomic.Bool
+	// opened is set once Open has scanned the store and settled its
+	// identity: the background maintenance rewrites the file only then
+	// (the live size is counted during the scan, and a rewrite would hold
+	// up the identity's fsync).
+	opened atomic.Bool
 
 	// The store's identity (identity.go): idMu guards id; used is set once
 	// the identity file records that the incarnation may issue dots; lock
@@ -351,6 +356,7 @@ func Open(path string, opts Options) (_ *Store, err error) {
 		s.closeFiles()
 		return nil, err
 	}
+	s.opened.Store(true)
 	s.opening.Load().setPhase(phaseRebuild)
 	return s, nil
 }

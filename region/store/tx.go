@@ -400,7 +400,9 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 		if s.failed.Load() {
 			// An fsync failed meanwhile (everysec): no later write is
 			// acknowledged, since no later fsync can be trusted with it.
-			return ErrStoreFailed
+			// This one is in the file and readable already: not made is
+			// not what may be said of it.
+			return ErrWriteUnsure
 		}
 		s.gmu.Lock()
 		s.written++
