@@ -390,11 +390,13 @@ func TestRetryStormMakesOneReservationPerKey(t *testing.T) {
 	wg.Wait()
 	for k, id := range ids {
 		// A commit key reused for another reservation of the same home,
-		// or for a release, is another request.
+		// or for a release, is another request. The regions are asked
+		// one after the other: two requests of one key at once are
+		// request_in_progress for one of them, whatever they ask.
 		key := fmt.Sprintf("storm-commit-%d", k)
 		sameHome := ids[(k+len(skus))%keys]
-		for _, r := range regions {
-			wg.Go(func() {
+		wg.Go(func() {
+			for _, r := range regions {
 				var got reservationJSON
 				res := cl.send(r, "GET", "/v1/reservations/"+id, nil)
 				if !res.is(200, "") || json.Unmarshal(res.body, &got) != nil || got.State != "committed" {
@@ -406,8 +408,8 @@ func TestRetryStormMakesOneReservationPerKey(t *testing.T) {
 				if res := cl.send(r, "POST", "/v1/reservations/"+id+"/release", nil, "Idempotency-Key", key); !res.is(422, "idempotency_mismatch") {
 					t.Errorf("key %s to release %s at %s: %s, want 422 idempotency_mismatch", key, id, r, res)
 				}
-			})
-		}
+			}
+		})
 	}
 	wg.Wait()
 	for _, sku := range skus {
