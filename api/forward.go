@@ -163,6 +163,7 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 			}
 		},
 	}))
+	h.metrics.forwards.Inc() // every forward; the failures among them below
 	resp, err := client.Do(out)
 	if err != nil {
 		h.metrics.forwardFailures.Inc()
@@ -180,7 +181,6 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 			Detail: fmt.Sprintf("the node owning partition %d cannot be reached: %s", part, why)}
 	}
 	defer resp.Body.Close()
-	h.metrics.forwards.Inc()
 	c.Set(forwardedKey, true) // counted by the owner, which answered it
 	hdr := c.Response().Header()
 	for k, v := range resp.Header {
