@@ -26,12 +26,18 @@ func (f *duringRecall) Forward(ctx context.Context, home string, req *HomeReques
 }
 
 // recallRig is an escrow rig whose home's recalls run first(ctx) once.
-func recallRig(t *testing.T, first func(r *escrowRig, ctx context.Context)) (*escrowRig, *duringRecall) {
+// The home restocks e1 by 10 and a reserves a unit of it from rights the
+// home grants it; it returns how many the home granted.
+func recallRig(t *testing.T, first func(r *escrowRig, ctx context.Context)) (*escrowRig, *duringRecall, int64) {
 	r := newEscrowRig(t)
 	fwd := &duringRecall{rigFwd: rigFwd{r, "h"}, first: func(ctx context.Context) { first(r, ctx) }}
 	r.nodes["h"].close()
 	r.openEscrowWith("h", store.Options{}, func(o *Options) { o.Forwarder = fwd })
-	return r, fwd
+	must[Item](t)(r.nodes["h"].Restock(bg, "e1", 10))
+	r.deliver(nil)
+	must[Reservation](t)(r.nodes["a"].Reserve(bg, "e1", 1, time.Minute, Idem{}))
+	r.deliver(nil)
+	return r, fwd, *r.item("h", "e1").Granted
 }
 
 func rightsOf(it Item) int64 {
@@ -47,17 +53,12 @@ func rightsOf(it Item) int64 {
 // The units h is recalling for the waiting reservation must not leave as
 // b's rights: h's reservation is decided, and b's goes to the home.
 func TestEscrowRecallNotGrantedAway(t *testing.T) {
-	r, fwd := recallRig(t, func(r *escrowRig, ctx context.Context) {
+	r, fwd, granted := recallRig(t, func(r *escrowRig, ctx context.Context) {
 		if _, err := r.nodes["b"].Reserve(ctx, "e1", 1, time.Minute, Idem{}); err != nil {
 			t.Errorf("b's reservation during the recall: %v", err)
 		}
 	})
-	h, a := r.nodes["h"], r.nodes["a"]
-	must[Item](t)(h.Restock(bg, "e1", 10))
-	r.deliver(nil)
-	must[Reservation](t)(a.Reserve(bg, "e1", 1, time.Minute, Idem{}))
-	r.deliver(nil)
-	granted := *r.item("h", "e1").Granted
+	h := r.nodes["h"]
 	if 10-granted >= 8 || granted-1 < 8-(10-granted) {
 		t.Fatalf("test setup: a was granted %d; the test needs the home short of 8 and a's unused rights to cover it", granted)
 	}
@@ -80,22 +81,18 @@ func TestEscrowRecallNotGrantedAway(t *testing.T) {
 }
 
 // TestEscrowRecallAgainWhenTaken: the home h must recall a unit of the
-// rights a holds unused to decide a reservation of e1 (stock 10); while the recall is on its way, another reservation at h takes 2
-// units, so what came back no longer covers it. h recalls again, and the
+// rights a holds unused to decide a reservation of e1 (stock 10); while
+// the recall is on its way, another reservation at h takes 2 units, so
+// what came back no longer covers it. h recalls again, and the
 // reservation is decided rather than refused while a still holds unused
 // rights that cover it.
 func TestEscrowRecallAgainWhenTaken(t *testing.T) {
-	r, fwd := recallRig(t, func(r *escrowRig, ctx context.Context) {
+	r, fwd, granted := recallRig(t, func(r *escrowRig, ctx context.Context) {
 		if _, err := r.nodes["h"].Reserve(ctx, "e1", 2, time.Minute, Idem{}); err != nil {
 			t.Errorf("the other reservation at h during the recall: %v", err)
 		}
 	})
-	h, a := r.nodes["h"], r.nodes["a"]
-	must[Item](t)(h.Restock(bg, "e1", 10))
-	r.deliver(nil)
-	must[Reservation](t)(a.Reserve(bg, "e1", 1, time.Minute, Idem{}))
-	r.deliver(nil)
-	granted := *r.item("h", "e1").Granted
+	h := r.nodes["h"]
 	if granted-1 < 3 {
 		t.Fatalf("test setup: a was granted %d; the test needs 3 of them unused", granted)
 	}
