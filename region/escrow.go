@@ -285,6 +285,24 @@ func (n *Node) noteRights(sku string, it *crdt.Item) {
 	}
 }
 
+// unreachablePeers returns the peers the replication reports not
+// connected (none without Options.Peers).
+func (n *Node) unreachablePeers() map[string]bool {
+	if n.opts.Peers == nil {
+		return nil
+	}
+	var cut map[string]bool
+	for _, p := range n.opts.Peers() {
+		if !p.Connected {
+			if cut == nil {
+				cut = map[string]bool{}
+			}
+			cut[p.Region] = true
+		}
+	}
+	return cut
+}
+
 // escrowAhead bounds how long a request for rights ahead of need may take.
 const escrowAhead = 10 * time.Second
 
@@ -395,6 +413,11 @@ func (n *Node) ReturnIdleRights() { n.returnIdleRights() }
 // EscrowIdle, and, of the others, what exceeds twice their recent demand
 // (rights kept for reservations that do not come are units the home
 // could sell elsewhere). The background loop calls it.
+//
+// Rights of a sku whose home the region is not connected to stay: no
+// other region could sell them before the link is back (the return
+// travels on it), and meanwhile the region sells them itself. They go
+// back at the first call after the link returns, if still unused.
 func (n *Node) returnIdleRights() {
 	if n.store.CatchingUp() {
 		// Its store may lack uses and returns of its own that its peers
@@ -402,6 +425,7 @@ func (n *Node) returnIdleRights() {
 		return
 	}
 	now := n.clock.Now()
+	cut := n.unreachablePeers()
 	n.esc.mu.Lock()
 	keep := map[string]int64{}
 	for sku, s := range n.esc.skus {
@@ -416,6 +440,12 @@ func (n *Node) returnIdleRights() {
 	}
 	n.esc.mu.Unlock()
 	for sku, k := range keep {
+		if cut[n.HomeOf(sku)] {
+			// The home is out of reach: a return would wait for the
+			// link like the rights themselves, which meanwhile decide
+			// the region's reservations instead of refusing them.
+			continue
+		}
 		done := true
 		err := n.write(context.Background(), []string{prefixItem + sku}, func(tx *store.Tx, g *crdt.Group) error {
 			it, l, err := n.loadForDecision(tx, g, sku, now)

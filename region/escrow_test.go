@@ -110,6 +110,13 @@ func (r *escrowRig) open(name string) {
 		Forwarder:   rigFwd{r, name},
 		PeerRegions: peers,
 		Background:  func(f func()) { f() }, // in line: the test's network is single-threaded
+		Peers: func() []PeerStatus {
+			var st []PeerStatus
+			for _, p := range peers {
+				st = append(st, PeerStatus{Region: p, Connected: !r.cut[name] && !r.cut[p]})
+			}
+			return st
+		},
 	})
 	if err != nil {
 		r.t.Fatal(err)
