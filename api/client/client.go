@@ -13,8 +13,10 @@
 // A Client keeps the causal token (Lattice-Token) of the answers it gets,
 // joined so that it only moves forward, and sends it with every request,
 // so that what it wrote at one region is seen by its reads at any other
-// (read-your-writes, monotonic reads). Errors the API answers are
-// *Problem values, usable with errors.As.
+// (read-your-writes, monotonic reads). A token a region refuses as
+// malformed (400 invalid_token) guarantees nothing: the client drops it
+// and sends that request again, once, without a token (see Token).
+// Errors the API answers are *Problem values, usable with errors.As.
 //
 // A context made with WithReplicas asks its writes to reach several
 // regions before they are answered, one made with WithQuorum asks its
@@ -37,11 +39,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -176,7 +180,15 @@ func (c *Client) Prefer(baseURL string) *Client {
 }
 
 // Token returns the causal token the client sends: it covers every
-// answer the client has received.
+// answer the client has received. When a region answers a request 400
+// invalid_token (it cannot parse the token sent: garbage a server or
+// SetToken gave, or a form the cluster does not take), the client drops
+// that token, unless it has moved on from it meanwhile, and sends the
+// request again, once, without it (the region refused it before doing
+// anything, so even an add or a restock is sent again): the client is
+// never stuck on a token no region takes. Dropping it gives up the
+// guarantee it stood for, which the refusing region could not keep
+// anyway; later answers give the client a token again.
 func (c *Client) Token() string {
 	c.tok.mu.Lock()
 	defer c.tok.mu.Unlock()
@@ -184,7 +196,9 @@ func (c *Client) Token() string {
 }
 
 // SetToken joins tok, a causal token of an earlier answer (for example
-// one a web session kept), into the client's token.
+// one a web session kept), into the client's token. A token that could
+// not be sent in a header (a byte other than printable ASCII) is ignored;
+// one a region refuses as malformed is dropped (see Client.Token).
 func (c *Client) SetToken(tok string) { c.tok.observe(tok) }
 
 // observe joins tok into the token: the token only moves forward. Two
@@ -193,9 +207,13 @@ func (c *Client) SetToken(tok string) { c.tok.observe(tok) }
 // partition. A token that cannot be parsed does not replace one that
 // can (a server's garbage would otherwise be sent on, and refused, for
 // good); one of a form this client does not know replaces one it does not
-// know either.
+// know either, and is taken when the client has none (a later version's
+// form, which its regions take). Such a token that a region refuses as
+// malformed (400 invalid_token) is dropped again by forget, so that it
+// never wedges the client. A token with a byte that is not printable
+// ASCII is ignored: no region could be sent it.
 func (s *tokenState) observe(tok string) {
-	if tok == "" {
+	if tok == "" || !sendableToken(tok) {
 		return
 	}
 	s.mu.Lock()
@@ -229,6 +247,29 @@ func (s *tokenState) observe(tok string) {
 		}
 		s.token = t
 	}
+}
+
+// forget drops tok, a token a region refused as malformed (400
+// invalid_token), unless the client's token has moved on from it since it
+// was sent: the region cannot wait on it, so it guarantees nothing there,
+// and sending it again would be refused again, on every call.
+func (s *tokenState) forget(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token == tok {
+		s.token = ""
+	}
+}
+
+// sendableToken reports whether tok can be sent as a header value: every
+// byte printable ASCII, as in every token form (base64url and dots).
+func sendableToken(tok string) bool {
+	for i := 0; i < len(tok); i++ {
+		if tok[i] <= ' ' || tok[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // NewIdempotencyKey returns a fresh random Idempotency-Key (128 bits from
@@ -299,6 +340,11 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 	var last error
 	var pause time.Duration
 	var waited time.Duration // waiting on this call's own running attempt
+	// mayRun is set once a request of this call may have reached a region
+	// and be running there still: only then can a 409 request_in_progress
+	// under the call's key be the call's own attempt.
+	mayRun := false
+	tokenRetried := false // a request refused for its token was sent again
 	for attempt := 0; attempt < c.opts.MaxAttempts; attempt++ {
 		base := urls[attempt%len(urls)]
 		if attempt > 0 && attempt%len(urls) == 0 {
@@ -308,8 +354,15 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 			}
 			pause = 0
 		}
-		status, hdr, body, err := c.send(ctx, base, cl, payload)
+		var tok string
+		if cl.causal {
+			tok = c.Token()
+		}
+		status, hdr, body, tries, err := c.send(ctx, base, cl, payload, tok)
 		if err != nil {
+			if tries > 0 || !notSent(err) {
+				mayRun = true
+			}
 			last = fmt.Errorf("lattice client: %s %s%s: %w", cl.method, base, cl.path, err)
 			if ctx.Err() != nil || !(cl.retry == retrySafe || notSent(err)) {
 				return last
@@ -349,17 +402,45 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		p := decodeProblem(status, hdr, body)
 		p.Region = base
 		last = p
-		if status == http.StatusConflict && p.Code == region.CodeRequestInProgress && cl.key != "" {
-			// This call's own earlier attempt, under the same key, is
-			// still running (its answer was lost or late; net/http itself
+		if tries != 1 {
+			// The transport sent the request more than once (net/http
 			// sends a request with an Idempotency-Key again, within one
-			// attempt, when a kept-alive connection drops under it): wait
-			// for it and ask again; the caller could not, not knowing
-			// the key, and a new call would make a second request. The
-			// wait does not count as an attempt: the attempt runs, for as
-			// long as its saga takes (a checkout's reservations at far
-			// homes, their compensation), up to the context's deadline
-			// or maxOwnWait in all.
+			// attempt, when a kept-alive connection drops under it), or
+			// the HTTPClient's transport does not say (no httptrace
+			// GotConn): an earlier copy may be running.
+			mayRun = true
+		}
+		if status == http.StatusBadRequest && p.Code == region.CodeInvalidToken && tok != "" {
+			// The region refused the client's token as malformed, before
+			// doing anything: it cannot serve any request carrying it,
+			// so the client drops it (keeping a newer one) and asks
+			// again, once, without it.
+			c.tok.forget(tok)
+			if tokenRetried {
+				return p
+			}
+			tokenRetried = true
+			attempt--
+			continue
+		}
+		if status == http.StatusConflict && p.Code == region.CodeRequestInProgress && cl.key != "" {
+			if !mayRun {
+				// No earlier request of this call can be running: the
+				// key (or the cart, for a checkout) is held by another
+				// request, perhaps another process's with the caller's
+				// key. Waiting would pass the region's answer off as the
+				// call's own attempt.
+				return p
+			}
+			// This call's own earlier attempt, under the same key, may
+			// still be running (its answer was lost or late, or it was
+			// answered 503 and its saga still settles): wait for it and
+			// ask again; the caller could not, not knowing the key, and
+			// a new call would make a second request. The wait does not
+			// count as an attempt: the attempt runs, for as long as its
+			// saga takes (a checkout's reservations at far homes, their
+			// compensation), up to the context's deadline or maxOwnWait
+			// in all.
 			d := min(max(p.RetryAfter, c.opts.Backoff<<min(waited/time.Second, 3)), time.Second)
 			if waited+d > maxOwnWait {
 				return p
@@ -374,6 +455,9 @@ func (c *Client) do(ctx context.Context, cl call, out any) error {
 		if status != http.StatusServiceUnavailable || cl.retry == retryNever {
 			return p
 		}
+		// A region that answered 503 may still settle what it started
+		// (a checkout's compensation).
+		mayRun = true
 		if cl.retry == retryRefused && p.Code == "" {
 			// A 503 that is not one of the API's problems (a proxy's page)
 			// does not say that nothing was applied.
@@ -448,8 +532,16 @@ func notSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// send makes one attempt at base.
-func (c *Client) send(ctx context.Context, base string, cl call, payload []byte) (int, http.Header, []byte, error) {
+// send makes one attempt at base, with tok as its causal token if not
+// empty. tries is, for a keyed call, the connections the transport got
+// for it (net/http reports each with httptrace's GotConn): more than one
+// when it sent the request again, none when it does not report them.
+func (c *Client) send(ctx context.Context, base string, cl call, payload []byte, tok string) (status int, hdr http.Header, body []byte, tries int, err error) {
+	var conns atomic.Int32
+	if cl.key != "" {
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }})
+	}
+	defer func() { tries = int(conns.Load()) }()
 	u := base + cl.path
 	if len(cl.query) > 0 {
 		u += "?" + cl.query.Encode()
@@ -460,7 +552,7 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 	}
 	req, err := http.NewRequestWithContext(ctx, cl.method, u, rd)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, 0, err
 	}
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -482,7 +574,7 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 		req.Header.Set("Prefer", "return=minimal")
 	}
 	if cl.causal {
-		if tok := c.Token(); tok != "" {
+		if tok != "" {
 			req.Header.Set(headerToken, tok)
 			if dl, ok := ctx.Deadline(); ok {
 				wait := min(max(time.Until(dl), 0), maxWait)
@@ -492,17 +584,17 @@ func (c *Client) send(ctx context.Context, base string, cl call, payload []byte)
 	}
 	resp, err := c.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
-		return 0, nil, nil, err
+		return 0, nil, nil, 0, err
 	}
 	if len(body) > maxAnswerBytes {
-		return 0, nil, nil, fmt.Errorf("the answer is larger than %d bytes", maxAnswerBytes)
+		return 0, nil, nil, 0, fmt.Errorf("the answer is larger than %d bytes", maxAnswerBytes)
 	}
-	return resp.StatusCode, resp.Header, body, nil
+	return resp.StatusCode, resp.Header, body, 0, nil
 }
 
 // Problem is an error the API answered: an RFC 9457 problem details

@@ -69,7 +69,9 @@ func (c *Client) ClearCart(ctx context.Context, cartID string) (*region.Cart, er
 type KeyOptions struct {
 	// IdempotencyKey names the operation: a repeat with the same key
 	// returns the first outcome. When empty, the client makes a fresh
-	// one (NewIdempotencyKey) and uses it for its own retries.
+	// one (NewIdempotencyKey) and uses it for its own retries. A 409
+	// request_in_progress is waited on only when it may be the call's own
+	// earlier request (see Checkout).
 	IdempotencyKey string
 	// TTL is how long a reservation is held (1 s..24 h); 0 is the API's
 	// default, 10 minutes. Commit and release ignore it.
@@ -93,6 +95,23 @@ func (o KeyOptions) body(m map[string]any) map[string]any {
 // Checkout buys every line of a cart: each is reserved and committed at
 // its sku's home, and the lines are removed from the cart. It answers
 // the order. Retries and failover repeat the request with the same key.
+//
+// A 409 request_in_progress (the key, or another checkout of the cart,
+// is busy at the region) is waited for and asked again, as the call's
+// own attempt still running, only when an earlier request of this call
+// may be running: one whose answer was lost (a transport error after it
+// may have been sent, including net/http's own resend of the request
+// over a dropped kept-alive connection) or that was answered 503. The
+// wait lasts up to the context's deadline, or a minute in all. Answered
+// to the call's first request, with nothing of the call sent before
+// (an earlier attempt that could not connect sends nothing), it cannot
+// be the call's own: it is returned, a *Problem with that code. It is
+// then another request's: another process using the same
+// IdempotencyKey, or another checkout of the cart, still running; ask
+// again later, or read CheckoutStatus. When the HTTPClient's transport
+// does not report its connections (httptrace GotConn), the client
+// cannot tell and waits. Reserve, Commit and Release follow the same
+// rule.
 func (c *Client) Checkout(ctx context.Context, cartID string, opts KeyOptions) (*region.Order, error) {
 	var out region.Order
 	err := c.do(ctx, call{method: http.MethodPost, path: cartPath(cartID, "checkout"), body: opts.body(map[string]any{}),
