@@ -11,8 +11,8 @@ import (
 
 // TestReplayedRemoveAfterKillWaitsForEarlierIncarnation: a remove with
 // Lattice-Replicas: 3 times out while ap-south is stopped (SIGSTOP); the
-// region that wrote it is then killed (SIGKILL) and starts as a new
-// incarnation. The same remove sent again changes nothing, and must not
+// region that wrote it is then killed (SIGKILL) and, as after a power
+// loss (a new boot), starts as a new incarnation. The same remove sent again changes nothing, and must not
 // be answered as held by 3 regions while ap-south still lacks the first
 // attempt's removal, which the old incarnation wrote. Once ap-south runs
 // again, a round of anti-entropy brings it the old incarnation's writes,
@@ -77,6 +77,7 @@ func TestReplayedRemoveAfterKillWaitsForEarlierIncarnation(t *testing.T) {
 	}
 	before := replica()
 	children["us-east"].kill(t)
+	emulateReboot(t, filepath.Join(dir, "data"), "us-east")
 	children["us-east"] = startRegion(t, bin, cfg, "us-east", "http://"+apis["us-east"], filepath.Join(dir, "us-east.log"))
 	after := replica()
 	if before == "" || after == before {

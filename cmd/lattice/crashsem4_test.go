@@ -9,11 +9,11 @@ import (
 // TestKilledIdleRegionKeepsIncarnation writes a cart, stock and an open
 // hold to a region, SIGKILLs it, then starts it and SIGKILLs it again,
 // once it has caught up, several times with no client request in
-// between: the first restart begins a new incarnation (that run had
-// written), the idle runs after it must not (operations.md: an unclean
-// stop of a run that wrote nothing keeps the incarnation; a region
-// spends one per crash only "while taking writes"). Each incarnation
-// spends one of the cluster's lifetime budget of 256 replica ids.
+// between: the idle runs must not begin a new incarnation (operations.md:
+// an unclean stop of a run that wrote nothing keeps the incarnation, as
+// does, with durability always, a crash on the same boot). Each
+// incarnation spends one of the cluster's lifetime budget of 256 replica
+// ids.
 func TestKilledIdleRegionKeepsIncarnation(t *testing.T) {
 	bin := buildLattice(t)
 	dir := t.TempDir()

@@ -174,7 +174,7 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 			return nil, fmt.Errorf("server: region %s: %w", name, err)
 		}
 		opts.hook("store")
-		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Shared: len(cfg.Regions) > 1, Logger: s.log.With("partition", part), Metrics: metrics.Store(),
+		st, err := region.OpenStore(path, store.Options{Durability: cfg.Durability, Shared: len(cfg.Regions) > 1, BootID: store.BootID(), Logger: s.log.With("partition", part), Metrics: metrics.Store(),
 			ProgressBytes: opts.progressBytes, ProgressEvery: opts.progressEvery})
 		if err != nil {
 			return nil, fmt.Errorf("server: region %s partition %d: %w", name, part, err)

@@ -296,6 +296,7 @@ func Start(ctx context.Context, cfg *config.Config, name string, opts Options) (
 	s.store, err = region.OpenStore(path, store.Options{
 		Durability:    cfg.Durability,
 		Shared:        len(cfg.Regions) > 1,
+		BootID:        store.BootID(),
 		Logger:        s.log,
 		Metrics:       metrics.Store(),
 		ProgressBytes: opts.progressBytes,

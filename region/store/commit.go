@@ -211,6 +211,10 @@ func (s *Store) dropDurable(seq uint64) {
 // fail stops the store taking writes.
 func (s *Store) fail(err error) {
 	if s.failed.CompareAndSwap(false, true) {
+		// First: a failed fsync may have cost writes the kernel held,
+		// so the next start must not take this run for one whose every
+		// write the kernel kept (boot.go).
+		s.dropBootRecord()
 		s.log.Error("store failed; it takes no more writes until the region restarts", "err", err)
 	}
 }

@@ -30,7 +30,10 @@ import (
 //
 //   - the last stop was not clean (the identity file says so), and that
 //     run had issued at least one dot (markUsed records that, durably,
-//     before the first) or the file is now shorter than when it opened;
+//     before the first) or the file is now shorter than when it opened
+//     — except a run with durability always that crashed on this same
+//     boot with its store healthy, whose every write the kernel kept
+//     (boot.go);
 //   - recovery cut a torn transaction off the file;
 //   - the file is not the one the identity file last saw closed (its last
 //     transaction differs: the file was cut, replaced or copied);
@@ -211,6 +214,10 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	if err != nil {
 		return err
 	}
+	// A run that crashed on this boot left every write it made in the
+	// kernel (boot.go): its unclean stop lost nothing, unless the file
+	// is now shorter than when it opened (the next case but one).
+	keptByKernel := exists && !rec.Clean && rec.Used && s.lastRunOnThisBoot() && s.txid >= rec.TxID
 	var why string
 	switch {
 	case cut > 0:
@@ -229,7 +236,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		why = "the store is not the one the identity file describes"
 	case exists && rec.Clean && rec.TxID != s.txid:
 		why = "the store file changed since it was closed"
-	case exists && !rec.Clean && rec.Used:
+	case exists && !rec.Clean && rec.Used && !keptByKernel:
 		why = "the last stop was not clean"
 	case exists && !rec.Clean && s.txid < rec.TxID:
 		why = "the store lost transactions it held when it last opened"
@@ -255,8 +262,15 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 			"path", s.path, "reason", why, "incarnation", next.Incarnation)
 		inc(s.metrics.Incarnations)
 	}
+	if why == "" && keptByKernel {
+		s.log.Info("the last stop was not clean, but on this boot and with the store healthy to the end: the file holds every write of that run, and the region keeps its incarnation",
+			"path", s.path, "incarnation", next.Incarnation)
+	}
 	if err := writeIdentity(s.path, next); err != nil {
 		return err
+	}
+	if err := s.recordBoot(); err != nil {
+		return fmt.Errorf("store: record the boot the store runs on: %w", err)
 	}
 	s.id = next
 	if next.Incarnation != stored {

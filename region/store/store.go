@@ -150,6 +150,13 @@ type Options struct {
 	ProgressBytes int64
 	ProgressEvery time.Duration
 
+	// BootID names the running kernel's boot (BootID() reads it). With
+	// durability always, a store whose last run stopped uncleanly on
+	// this same boot, its store healthy to the end, keeps its
+	// incarnation (see boot.go); "" turns that off, so that every
+	// unclean stop of a run that wrote begins a new incarnation.
+	BootID string
+
 	// For benchmarks only: FsyncDelay is added to every fsync (a slower
 	// disk) and SerialFsync makes every writer fsync alone while holding
 	// a lock (no group commit), as BuntDB's SyncPolicy Always does.

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/latticedb/lattice/region/config"
+)
+
+// A process crash is not a power loss. What a process wrote to its file
+// is in the kernel's page cache once write returns, and a crash of the
+// process (SIGKILL, an OOM kill, a panic) leaves it there: the next
+// process to open the file on the same boot reads every byte the crashed
+// one wrote, fsynced or not. Only a crash of the kernel or a power loss
+// (a new boot), or a disk that fails its writes, takes writes away.
+//
+// So a store whose last run stopped uncleanly need not begin a new
+// incarnation (identity.go) when that run ran on this same boot, with
+// durability always, and its store never failed. With durability always
+// a write reaches the region's peers and clients only once an fsync
+// covering it succeeded, and a disk that fails writes makes that fsync
+// fail (the store then fails, below); with everysec a write reaches them
+// once it is in the file, and a failed writeback could drop it before
+// any fsync of the store reports the failure, so everysec stores begin a
+// new incarnation after every unclean stop of a run that wrote, as
+// before.
+//
+// The record is a file beside the store (path + ".boot") holding the
+// boot's id, written at open by a store with durability always and
+// removed the moment the store fails: removing a file is a change of the
+// kernel's own view of the directory, which the next process on this
+// boot sees whether or not the disk still takes writes. The record is
+// not fsynced: on another boot it names a boot that is not the running
+// one, and means nothing.
+
+// bootIDPath is where Linux gives the id of the running kernel's boot, a
+// random UUID drawn at each boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// BootID returns the id of the running kernel's boot, or "" when it
+// cannot be read (not Linux): then no store keeps its incarnation after
+// an unclean stop of a run that wrote.
+func BootID() string {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func bootPath(store string) string { return store + ".boot" }
+
+// lastRunOnThisBoot reports whether the store's last run recorded that it
+// ran on the boot Options.BootID names, with durability always, and did
+// not fail.
+func (s *Store) lastRunOnThisBoot() bool {
+	if !s.persist || s.opts.BootID == "" {
+		return false
+	}
+	b, err := os.ReadFile(bootPath(s.path))
+	return err == nil && string(b) == s.opts.BootID
+}
+
+// recordBoot records that this run of the store runs on this boot with
+// durability always, or removes the record when it does not. Open calls
+// it once the incarnation is decided, before any write of the run.
+func (s *Store) recordBoot() error {
+	if !s.persist {
+		return nil
+	}
+	if s.opts.BootID == "" || s.opts.Durability != config.DurabilityAlways {
+		if err := os.Remove(bootPath(s.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	return os.WriteFile(bootPath(s.path), []byte(s.opts.BootID), 0o644)
+}
+
+// dropBootRecord removes the record of this run's boot: the store failed,
+// and the writes the kernel held may be gone.
+func (s *Store) dropBootRecord() {
+	if !s.persist {
+		return
+	}
+	if err := os.Remove(bootPath(s.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("could not remove the record that the store runs on this boot; move it away before the region starts again, or the start may keep an incarnation whose writes the failure lost",
+			"path", bootPath(s.path), "err", err)
+	}
+}
