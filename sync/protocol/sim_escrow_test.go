@@ -149,13 +149,10 @@ var (
 )
 
 func newEsim(t *testing.T, seed uint64) *esim {
-	es := &esim{t: t, seed: seed, restocked: map[string]int64{}, committed: map[string]int64{}, adjusted: map[string]int64{},
-		acked: map[string]*ackedRes{}, ackedBy: map[string]crdt.ReplicaID{}, taintStock: map[string]bool{}, taintUse: map[string]bool{},
-		twice: map[string]bool{}}
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x2545f4914f6cdd1d)), clock: &simClock{t: time.Unix(1_800_000_000, 0)},
 		cfg: simConfig(), cut: map[[2]int]bool{}, deltas: map[crdt.Dot]*crdt.Group{}, lost: map[crdt.Dot]bool{}, orphans: map[crdt.Dot]bool{},
 		lines: map[entryKey]crdt.Line{}, skus: escrowSkus, tag: " escrow"}
-	es.s, es.rng = s, s.rng
+	es := esimOver(t, seed, s)
 	if base := simBaseDir(); base != "" {
 		d, err := os.MkdirTemp(base, "lattice-sime-")
 		if err != nil {
@@ -184,7 +181,6 @@ func newEsim(t *testing.T, seed uint64) *esim {
 			st.Close()
 		}
 	})
-	es.views = make([]*eview, len(names))
 	for _, n := range names {
 		s.regions = append(s.regions, &simRegion{name: n, path: filepath.Join(s.dir, string(n)+".db")})
 		s.start(len(s.regions) - 1)
@@ -193,6 +189,14 @@ func newEsim(t *testing.T, seed uint64) *esim {
 		s.connectivity(i)
 	}
 	return es
+}
+
+// esimOver returns an esim that checks the skus of s (s.skus), whose
+// regions it neither makes nor starts.
+func esimOver(t *testing.T, seed uint64, s *sim) *esim {
+	return &esim{t: t, seed: seed, s: s, rng: s.rng, restocked: map[string]int64{}, committed: map[string]int64{}, adjusted: map[string]int64{},
+		acked: map[string]*ackedRes{}, ackedBy: map[string]crdt.ReplicaID{}, taintStock: map[string]bool{}, taintUse: map[string]bool{},
+		twice: map[string]bool{}, views: make([]*eview, len(names))}
 }
 
 func (es *esim) logf(format string, args ...any) {
@@ -487,7 +491,7 @@ func (es *esim) read(i int) *eview {
 		return es.views[i]
 	}
 	v := &eview{catching: r.store.CatchingUp(), items: map[string]*crdt.Item{}, holds: map[string][]ledgerHold{}, damaged: map[string]bool{}}
-	for _, sku := range escrowSkus {
+	for _, sku := range es.s.skus {
 		err := r.store.View([]string{crdt.ItemPrefix + sku}, func(rd store.Reader) error {
 			it := &crdt.Item{}
 			b, ok, err := rd.Get(crdt.ItemPrefix + sku)
@@ -590,7 +594,7 @@ func (es *esim) check(where string) {
 	for i := range s.regions {
 		views[i] = es.read(i)
 	}
-	for _, sku := range escrowSkus {
+	for _, sku := range es.s.skus {
 		h := slices.Index(names, crdt.ReplicaID(s.home(sku)))
 		var held, phantom int64
 		damaged := false
@@ -684,7 +688,7 @@ func (es *esim) checkConverged(what string) {
 	for i := range s.regions {
 		views[i] = es.read(i)
 	}
-	for _, sku := range escrowSkus {
+	for _, sku := range es.s.skus {
 		want := crdt.EncodeItem(views[0].items[sku])
 		for i, v := range views {
 			if v.damaged[sku] {
@@ -754,29 +758,7 @@ func runEsim(t *testing.T, seed uint64, trace bool) {
 	}
 	es.heal("after the idle rights went home")
 	es.checkConverged("after the idle rights went home")
-	it := es.read(0).items
-	for _, sku := range escrowSkus {
-		es.stats.skuHistories++
-		if es.taintStock[sku] {
-			es.stats.taintedStock++
-		}
-		if es.taintUse[sku] {
-			es.stats.taintedUse++
-		}
-		if !es.taintStock[sku] && !es.twice[sku] {
-			if want := es.restocked[sku] - es.committed[sku] - es.adjusted[sku]; it[sku].Stock.Value() != want {
-				t.Fatalf("seed %d: the regions count stock %d of %s, want %d restocked − %d committed − %d adjusted", seed, it[sku].Stock.Value(), sku,
-					es.restocked[sku], es.committed[sku], es.adjusted[sku])
-			}
-		}
-		if !isEscrowSku(sku) {
-			continue
-		}
-		if out := it[sku].OutstandingAll(s.home(sku)); out != 0 {
-			t.Fatalf("seed %d: after every hold expired and every region returned its idle rights, %d units of rights to %s are still outstanding (%v)",
-				seed, out, sku, it[sku].Escrow)
-		}
-	}
+	es.checkSettled()
 	for _, r := range s.regions {
 		for _, ps := range r.proto.Status() {
 			s.stats.aeKeys += int(ps.AEKeysPushed + ps.AEKeysPulled)
@@ -788,6 +770,37 @@ func runEsim(t *testing.T, seed uint64, trace bool) {
 	etotalsMu.Lock()
 	etotals.add(es.stats)
 	etotalsMu.Unlock()
+}
+
+// checkSettled verifies, once every hold expired, every region returned
+// its idle rights and the regions converged, that the stock of every sku
+// no lost write touched is what was restocked less what was committed
+// and adjusted away, and that no rights to any escrow sku are
+// outstanding.
+func (es *esim) checkSettled() {
+	it := es.read(0).items
+	for _, sku := range es.s.skus {
+		es.stats.skuHistories++
+		if es.taintStock[sku] {
+			es.stats.taintedStock++
+		}
+		if es.taintUse[sku] {
+			es.stats.taintedUse++
+		}
+		if !es.taintStock[sku] && !es.twice[sku] {
+			if want := es.restocked[sku] - es.committed[sku] - es.adjusted[sku]; it[sku].Stock.Value() != want {
+				es.t.Fatalf("seed %d: the regions count stock %d of %s, want %d restocked − %d committed − %d adjusted", es.seed, it[sku].Stock.Value(), sku,
+					es.restocked[sku], es.committed[sku], es.adjusted[sku])
+			}
+		}
+		if !isEscrowSku(sku) {
+			continue
+		}
+		if out := it[sku].OutstandingAll(es.s.home(sku)); out != 0 {
+			es.t.Fatalf("seed %d: after every hold expired and every region returned its idle rights, %d units of rights to %s are still outstanding (%v)",
+				es.seed, out, sku, it[sku].Escrow)
+		}
+	}
 }
 
 // TestSimulationEscrow runs seeded histories of escrow skus (and one sku
