@@ -22,11 +22,18 @@
 # process from /proc, over the run). Needs Go (PATH), taskset, and root or
 # sudo to apt-get install redis-server and redis-tools if they are missing.
 #
+# ANSWER=minimal makes the Lattice side ask for answers without the cart
+# (Prefer: return=minimal, answered 204 with the causal token), closer to
+# HINCRBY's answer of one integer; the default, ANSWER=cart, is answered
+# with the whole cart as JSON.
+#
 #   bench/peers/redis.sh                       # always, 3 pairs
 #   DURABILITY=everysec PAIRS=5 bench/peers/redis.sh
+#   ANSWER=minimal CLIENTS=64 bench/peers/redis.sh
 set -euo pipefail
 
 DURABILITY=${DURABILITY:-always}
+ANSWER=${ANSWER:-cart}
 PAIRS=${PAIRS:-3}
 WRITES=${WRITES:-20000}
 CLIENTS=${CLIENTS:-"1 16 64"}
@@ -38,6 +45,10 @@ REDIS_PORT=${REDIS_PORT:-17379}
 case $DURABILITY in
 always | everysec) ;;
 *) echo "redis.sh: DURABILITY must be always or everysec, not \"$DURABILITY\"" >&2; exit 2 ;;
+esac
+case $ANSWER in
+cart | minimal) ;;
+*) echo "redis.sh: ANSWER must be cart or minimal, not \"$ANSWER\"" >&2; exit 2 ;;
 esac
 for v in PAIRS WRITES SERVER_CPU LOAD_CPU LATTICE_PORT REDIS_PORT; do
 	if ! [[ ${!v} =~ ^[0-9]+$ ]] || [ "${!v}" -eq 0 -a "$v" != SERVER_CPU -a "$v" != LOAD_CPU ]; then
@@ -95,7 +106,7 @@ YAML
 	local t0 t1 out
 	out=$( (sleep 0.5; echo go) | {
 		t0=$(cpu_ticks "$srv_pid")
-		LATTICE_BENCH_LOADGEN="127.0.0.1:$LATTICE_PORT $1 $WRITES 0" GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$work/loadgen"
+		LATTICE_BENCH_LOADGEN="127.0.0.1:$LATTICE_PORT $1 $WRITES 0" LATTICE_BENCH_LOADGEN_PREFER="$ANSWER" GOMAXPROCS=1 taskset -c "$LOAD_CPU" "$work/loadgen"
 		t1=$(cpu_ticks "$srv_pid")
 		echo "cpu $((t1 - t0))"
 	})
@@ -150,10 +161,10 @@ for pair in $(seq "$PAIRS"); do
 	done
 done
 
-python3 - "$results" "$DURABILITY" "$PAIRS" "$WRITES" <<'PY'
+python3 - "$results" "$DURABILITY" "$PAIRS" "$WRITES" "$ANSWER" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-print(f"durability {sys.argv[2]}, {sys.argv[3]} interleaved pairs of {sys.argv[4]} writes; median (range)")
+print(f"durability {sys.argv[2]}, Lattice answers: {sys.argv[5]}, {sys.argv[3]} interleaved pairs of {sys.argv[4]} writes; median (range)")
 print()
 print("| clients | Redis ops/s | Lattice ops/s | ratio | p99 ms Redis / Lattice | CPU µs per write Redis / Lattice |")
 print("|--:|--:|--:|--:|--:|--:|")
