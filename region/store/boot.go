@@ -53,9 +53,12 @@ func bootPath(store string) string { return store + ".boot" }
 
 // lastRunOnThisBoot reports whether the store's last run recorded that it
 // ran on the boot Options.BootID names, with durability always, and did
-// not fail.
+// not fail, and whether the file opened is the one it wrote to: not the
+// file an interrupted rewrite was replacing, which lacks what was
+// written during the rewrite (reads may have shown it before it was
+// durable).
 func (s *Store) lastRunOnThisBoot() bool {
-	if !s.persist || s.opts.BootID == "" {
+	if !s.persist || s.opts.BootID == "" || s.rewriteUndone {
 		return false
 	}
 	b, err := os.ReadFile(bootPath(s.path))

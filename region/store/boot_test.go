@@ -154,3 +154,40 @@ func TestFailedStoreOnThisBootBeginsNewIncarnation(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestInterruptedRewriteOnThisBootBeginsNewIncarnation: a run that
+// crashed during a rewrite of its file leaves the file being replaced
+// (".prev"), which Open goes back to; it lacks the writes made during
+// the rewrite, which reads may have shown before they were durable, so
+// the start begins a new incarnation although it is on the same boot.
+func TestInterruptedRewriteOnThisBootBeginsNewIncarnation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st := openOnBoot(t, path, config.DurabilityAlways, "boot-1")
+	if err := st.MarkUsed(); err != nil {
+		t.Fatal(err)
+	}
+	setAcked(t, st, "a")
+	// The file as the rewrite found it, kept under its second name; the
+	// rewrite's new file then takes a write the old one lacks.
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prevPath(path), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setAcked(t, st, "b")
+	inc := st.Incarnation()
+	if err := st.CloseUnclean(); err != nil {
+		t.Fatal(err)
+	}
+	st = openOnBoot(t, path, config.DurabilityAlways, "boot-1")
+	defer st.Close()
+	if got := heldState(t, st, "b")["b"]; got != "absent" {
+		t.Fatalf("test setup: the file from before the rewrite holds b (%s)", got)
+	}
+	if st.Incarnation() == inc || !st.CatchingUp() {
+		t.Fatalf("after going back to the file from before an interrupted rewrite, on the same boot: incarnation %d (was %d), catching up %v; want a new incarnation",
+			st.Incarnation(), inc, st.CatchingUp())
+	}
+}

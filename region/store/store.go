@@ -225,7 +225,10 @@ type Store struct {
 	locks keyLocks
 
 	persist bool
-	failed  atomic.Bool
+	// rewriteUndone is set when Open went back to the file an
+	// interrupted rewrite was replacing (restorePrev).
+	rewriteUndone bool
+	failed        atomic.Bool
 	// opened is set once Open has scanned the store and settled its
 	// identity: the background maintenance rewrites the file only then
 	// (the live size is counted during the scan, and a rewrite would hold
@@ -300,6 +303,11 @@ func Open(path string, opts Options) (_ *Store, err error) {
 		}
 		if restored {
 			s.log.Warn("a rewrite of the store's file was interrupted; opening the file from before it", "path", path)
+			// The writes made during the rewrite are not in that file,
+			// and reads (an anti-entropy answer) may have shown them
+			// before they were durable: the crashed run did not keep
+			// every write it made (boot.go).
+			s.rewriteUndone = true
 		}
 		var size int64
 		if fi, err := os.Stat(path); err == nil {
