@@ -492,30 +492,7 @@ func runPesim(t *testing.T, seed uint64, partitions int, trace bool) {
 	// back, every write made at its keys' partition, every key where it
 	// belongs.
 	for p, s := range ps.parts {
-		s.checkEntries()
-		var applied []crdt.Context
-		for _, r := range s.regions {
-			applied = append(applied, r.node.Applied())
-		}
-		for d := range s.orphans {
-			if !s.lost[d] && !s.uncertain[d] && slices.ContainsFunc(applied, func(a crdt.Context) bool { return !a.Contains(d) }) {
-				s.stats.unclaimed++
-			}
-		}
-		for d := range s.uncertain {
-			s.lost[d] = true
-			s.stats.lostWrites++
-		}
-		s.uncertain = nil
-		s.checkLost()
-		for d, g := range s.deltas {
-			carts, items := g.Keys()
-			for _, k := range append(carts, items...) {
-				if q := ps.partOf(k); q != p {
-					t.Fatalf("seed %d: write %v of partition %d names %s, of partition %d", seed, d, p, k, q)
-				}
-			}
-		}
+		ps.checkWrites(p, s)
 		for _, r := range s.regions {
 			for _, st := range r.proto.Status() {
 				s.stats.aeKeys += int(st.AEKeysPushed + st.AEKeysPulled)

@@ -767,31 +767,7 @@ func runPsim(t *testing.T, seed uint64, partitions int, trace bool) {
 		ps.step(10 * time.Millisecond)
 	}
 	for p, s := range ps.parts {
-		s.checkEntries()
-		var applied []crdt.Context
-		for _, r := range s.regions {
-			applied = append(applied, r.node.Applied())
-		}
-		for d := range s.orphans {
-			if !s.lost[d] && !s.uncertain[d] && slices.ContainsFunc(applied, func(a crdt.Context) bool { return !a.Contains(d) }) {
-				s.stats.unclaimed++
-			}
-		}
-		for d := range s.uncertain {
-			s.lost[d] = true
-			s.stats.lostWrites++
-		}
-		s.uncertain = nil
-		s.checkLost()
-		// Every write was made at its keys' partition.
-		for d, g := range s.deltas {
-			carts, items := g.Keys()
-			for _, k := range append(carts, items...) {
-				if q := ps.partOf(k); q != p {
-					t.Fatalf("seed %d: write %v of partition %d names %s, of partition %d", seed, d, p, k, q)
-				}
-			}
-		}
+		ps.checkWrites(p, s)
 		// No-oversell of what every region holds: the stock of every
 		// untainted sku is not negative.
 		for _, sku := range s.skus {
@@ -867,5 +843,36 @@ func TestSimulationPartitions(t *testing.T) {
 	if *simpSeeds >= 30 && (st.crashes == 0 || st.cuts == 0 || st.aeKeys == 0 || st.failedApplies == 0 || st.lostTails == 0 || st.tornTails == 0 ||
 		st.powerLosses == 0 || st.restores == 0 || st.lostWrites == 0 || st.forwarded == 0 || st.refused == 0 || st.committed == 0) {
 		t.Fatal("the simulation did not exercise node crashes and faults, partitions, failed applies, anti-entropy, lost writes and forwarded reservations")
+	}
+}
+
+// checkWrites checks partition p (s) once it has converged after healing:
+// no dot issued twice (checkEntries), no lost write back (checkLost, the
+// uncertain writes counted as lost), and every write made at its keys'
+// partition.
+func (ps *psim) checkWrites(p int, s *sim) {
+	s.checkEntries()
+	var applied []crdt.Context
+	for _, r := range s.regions {
+		applied = append(applied, r.node.Applied())
+	}
+	for d := range s.orphans {
+		if !s.lost[d] && !s.uncertain[d] && slices.ContainsFunc(applied, func(a crdt.Context) bool { return !a.Contains(d) }) {
+			s.stats.unclaimed++
+		}
+	}
+	for d := range s.uncertain {
+		s.lost[d] = true
+		s.stats.lostWrites++
+	}
+	s.uncertain = nil
+	s.checkLost()
+	for d, g := range s.deltas {
+		carts, items := g.Keys()
+		for _, k := range append(carts, items...) {
+			if q := ps.partOf(k); q != p {
+				ps.t.Fatalf("seed %d: write %v of partition %d names %s, of partition %d", ps.seed, d, p, k, q)
+			}
+		}
 	}
 }
