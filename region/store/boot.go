@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -27,12 +29,16 @@ import (
 // before.
 //
 // The record is a file beside the store (path + ".boot") holding the
-// boot's id, written at open by a store with durability always and
-// removed the moment the store fails: removing a file is a change of the
-// kernel's own view of the directory, which the next process on this
-// boot sees whether or not the disk still takes writes. The record is
-// not fsynced: on another boot it names a boot that is not the running
-// one, and means nothing.
+// boot's id and the run's (identity.Run), written at open by a store with
+// durability always and removed the moment the store fails. The removal
+// is a second line of defence: with durability always, what a failed
+// fsync can take is writes no peer or client was shown (each waits for
+// an fsync covering it that succeeded, and anti-entropy's pulls wait for
+// the writes they read to be durable), so even a record that stays
+// because its removal failed (a file system turned read-only by errors)
+// lets no dot a peer holds be handed out again. The record is not
+// fsynced: on another boot it names a boot that is not the running one,
+// and means nothing.
 
 // bootIDPath is where Linux gives the id of the running kernel's boot, a
 // random UUID drawn at each boot.
@@ -51,34 +57,49 @@ func BootID() string {
 
 func bootPath(store string) string { return store + ".boot" }
 
-// lastRunOnThisBoot reports whether the store's last run recorded that it
-// ran on the boot Options.BootID names, with durability always, and did
-// not fail, and whether the file opened is the one it wrote to: not the
+// lastRunOnThisBoot reports whether the store's last run (rec, its
+// identity) recorded that it ran on the boot Options.BootID names, with
+// durability always, and did not fail, and whether the file opened is the one it wrote to: not the
 // file an interrupted rewrite was replacing, which lacks what was
 // written during the rewrite (reads may have shown it before it was
 // durable).
-func (s *Store) lastRunOnThisBoot() bool {
-	if !s.persist || s.opts.BootID == "" || s.rewriteUndone {
+func (s *Store) lastRunOnThisBoot(rec identity) bool {
+	if !s.persist || s.opts.BootID == "" || s.rewriteUndone || rec.Run == "" {
 		return false
 	}
 	b, err := os.ReadFile(bootPath(s.path))
-	return err == nil && string(b) == s.opts.BootID
+	return err == nil && string(b) == bootRecord(s.opts.BootID, rec.Run)
+}
+
+// bootRecord is the content of the record: the boot's id and the run's
+// (identity.Run), so that a record another run left (an earlier version
+// of the region, which neither writes nor removes it, run on this boot
+// since) is not taken for the crashed run's.
+func bootRecord(boot, run string) string { return boot + " " + run }
+
+// newRunID returns a random name for a run of the store.
+func newRunID() string {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return ""
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // recordBoot records that this run of the store runs on this boot with
 // durability always, or removes the record when it does not. Open calls
 // it once the incarnation is decided, before any write of the run.
-func (s *Store) recordBoot() error {
+func (s *Store) recordBoot(run string) error {
 	if !s.persist {
 		return nil
 	}
-	if s.opts.BootID == "" || s.opts.Durability != config.DurabilityAlways {
+	if s.opts.BootID == "" || run == "" || s.opts.Durability != config.DurabilityAlways {
 		if err := os.Remove(bootPath(s.path)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
-	return os.WriteFile(bootPath(s.path), []byte(s.opts.BootID), 0o644)
+	return os.WriteFile(bootPath(s.path), []byte(bootRecord(s.opts.BootID, run)), 0o644)
 }
 
 // dropBootRecord removes the record of this run's boot: the store failed,

@@ -77,6 +77,11 @@ type identity struct {
 	// name wrote before it, so catch-up brings back none of it as lost.
 	// A restore, or a store file other than the one described, clears it.
 	Fresh bool `json:"fresh,omitempty"`
+	// Run names the current run of the store, among those of its
+	// incarnation; the record of the boot it runs on names it too
+	// (boot.go), so that a record left by another run is not taken for
+	// this one's.
+	Run string `json:"run,omitempty"`
 }
 
 // Store keys of the identity.
@@ -217,7 +222,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	// A run that crashed on this boot left every write it made in the
 	// kernel (boot.go): its unclean stop lost nothing, unless the file
 	// is now shorter than when it opened (the next case but one).
-	keptByKernel := exists && !rec.Clean && rec.Used && s.lastRunOnThisBoot() && s.txid >= rec.TxID
+	keptByKernel := exists && !rec.Clean && rec.Used && s.lastRunOnThisBoot(rec) && s.txid >= rec.TxID
 	var why string
 	switch {
 	case cut > 0:
@@ -266,10 +271,11 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		s.log.Info("the last stop was not clean, but on this boot and with the store healthy to the end: the file holds every write of that run, and the region keeps its incarnation",
 			"path", s.path, "incarnation", next.Incarnation)
 	}
+	next.Run = newRunID()
 	if err := writeIdentity(s.path, next); err != nil {
 		return err
 	}
-	if err := s.recordBoot(); err != nil {
+	if err := s.recordBoot(next.Run); err != nil {
 		return fmt.Errorf("store: record the boot the store runs on: %w", err)
 	}
 	s.id = next

@@ -52,8 +52,18 @@ func (s *Store) Shrink() error {
 		return fmt.Errorf("store: shrink: %w", err)
 	}
 	if err := s.db.Shrink(); err != nil {
+		err = fmt.Errorf("store: shrink: %w", err)
+		if !sameStat(prev, s.path) {
+			// BuntDB renamed its new file over the store's before it
+			// failed: it writes to a file the store's fsyncs do not
+			// reach. Fail, keeping the old file under its second name
+			// for the next start (no write since the rewrite began was
+			// acknowledged: s.fileMu).
+			s.fail(err)
+			return err
+		}
 		os.Remove(prev) // the old file is still the store's
-		return fmt.Errorf("store: shrink: %w", err)
+		return err
 	}
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
