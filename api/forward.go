@@ -141,6 +141,19 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	if err != nil {
 		return err
 	}
+	if out.Body == http.NoBody && req.Method != http.MethodGet && req.Method != http.MethodHead {
+		// A write is forwarded once. net/http sends a request again on a new
+		// connection when a kept-alive one drops under it, if it can
+		// rewind the body (an empty one it can) and the request carries
+		// an Idempotency-Key. The owner would then find
+		// the first copy of a keyed commit or release still running and
+		// answer the second 409 request_in_progress, which the client
+		// cannot tell from another request's under its key. An empty
+		// body net/http cannot rewind keeps it from sending again: the
+		// forward fails as unanswered (503 partition_unanswered), and
+		// the client's retry under the key finds the outcome.
+		out.Body = io.NopCloser(strings.NewReader(""))
+	}
 	out.Header = req.Header.Clone()
 	for _, k := range hopHeaders {
 		out.Header.Del(k)
