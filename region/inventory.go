@@ -524,7 +524,10 @@ func (n *Node) Reserve(ctx context.Context, sku string, qty int64, ttl time.Dura
 		return Reservation{}, err
 	}
 	req := &HomeRequest{Op: OpReserve, SKU: sku, Qty: qty, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}
-	if home := n.HomeOf(sku); n.escrow(sku) && !n.decides(home, sku) {
+	if home := n.HomeOf(sku); n.escrow(sku) && n.Holds(sku) && !n.decides(home, sku) {
+		// Rights are held by the node of the sku's partition; another
+		// node (a request routed past the partitions) sends it to the
+		// home, as any reservation of a sku it does not hold.
 		return n.resResult(n.reserveEscrow(ctx, home, req))
 	} else if n.decides(home, sku) {
 		return n.resResult(n.reserveAtHome(ctx, req))
