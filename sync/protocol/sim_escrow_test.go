@@ -389,25 +389,9 @@ func (es *esim) randomOp() {
 			res, err = n.Release(bg, id, region.Idem{})
 		}
 		es.logf("%s: commit %v %s: %v", r.name, commit, id, err)
-		if err != nil {
-			es.expect(err, "commit or release", region.CodeHomeUnavailable, region.CodeUnavailable, region.CodeNotFound,
-				region.CodeReservationExpired, region.CodeReservationReleased, region.CodeReservationCommit)
-			var e *region.Error
-			if errors.As(err, &e) && e.Code != region.CodeHomeUnavailable && e.Code != region.CodeUnavailable {
-				es.open = slices.Delete(es.open, k, k+1)
-			}
-			break
+		if es.settled(commit, id, res, err) {
+			es.open = slices.Delete(es.open, k, k+1)
 		}
-		switch {
-		case commit && res.State == region.StateCommitted, !commit && res.State == region.StateReleased:
-			es.transitioned(id, res.SKU, res.Qty, res.State)
-		case !commit && res.State == region.StateExpired:
-			// Releasing an expired hold changes nothing: its units are
-			// free already.
-		default:
-			es.t.Fatalf("seed %d: %s of %s answered %s", es.seed, map[bool]string{true: "commit", false: "release"}[commit], id, res.State)
-		}
-		es.open = slices.Delete(es.open, k, k+1)
 	case op < 85:
 		// An adjustment down, decided by the sku's home.
 		q := int64(1 + es.rng.IntN(2))
@@ -801,6 +785,29 @@ func (es *esim) checkSettled() {
 				es.seed, out, sku, it[sku].Escrow)
 		}
 	}
+}
+
+// settled checks the answer (res, err) to a commit (or, commit false, a
+// release) of reservation id and records the transition it made. It
+// reports whether id is settled for the simulation: decided, or refused
+// for good; a home out of reach leaves it open.
+func (es *esim) settled(commit bool, id string, res region.Reservation, err error) bool {
+	if err != nil {
+		es.expect(err, "commit or release", region.CodeHomeUnavailable, region.CodeUnavailable, region.CodeNotFound,
+			region.CodeReservationExpired, region.CodeReservationReleased, region.CodeReservationCommit)
+		var e *region.Error
+		return errors.As(err, &e) && e.Code != region.CodeHomeUnavailable && e.Code != region.CodeUnavailable
+	}
+	switch {
+	case commit && res.State == region.StateCommitted, !commit && res.State == region.StateReleased:
+		es.transitioned(id, res.SKU, res.Qty, res.State)
+	case !commit && res.State == region.StateExpired:
+		// Releasing an expired hold changes nothing: its units are free
+		// already.
+	default:
+		es.t.Fatalf("seed %d: %s of %s answered %s", es.seed, map[bool]string{true: "commit", false: "release"}[commit], id, res.State)
+	}
+	return true
 }
 
 // TestSimulationEscrow runs seeded histories of escrow skus (and one sku

@@ -3,7 +3,6 @@ package protocol_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"slices"
 	"sync"
@@ -280,25 +279,9 @@ func (pe *pesim) randomOp() {
 		ps.parts[at].process(i)
 		pe.processTouched()
 		pe.logf("%s partition %d: commit %v %s: %v", n.name, at, commit, id, err)
-		if err != nil {
-			es.expect(err, "commit or release", region.CodeHomeUnavailable, region.CodeUnavailable, region.CodeNotFound,
-				region.CodeReservationExpired, region.CodeReservationReleased, region.CodeReservationCommit)
-			var e *region.Error
-			if errors.As(err, &e) && e.Code != region.CodeHomeUnavailable && e.Code != region.CodeUnavailable {
-				pe.open = slices.Delete(pe.open, k, k+1)
-			}
-			return
+		if es.settled(commit, id, res, err) {
+			pe.open = slices.Delete(pe.open, k, k+1)
 		}
-		switch {
-		case commit && res.State == region.StateCommitted, !commit && res.State == region.StateReleased:
-			es.transitioned(id, res.SKU, res.Qty, res.State)
-		case !commit && res.State == region.StateExpired:
-			// Releasing an expired hold changes nothing: its units are
-			// free already.
-		default:
-			ps.t.Fatalf("seed %d: %s of %s answered %s", ps.seed, map[bool]string{true: "commit", false: "release"}[commit], id, res.State)
-		}
-		pe.open = slices.Delete(pe.open, k, k+1)
 		return
 	case op < 85:
 		// An adjustment down, decided by the sku's home.
