@@ -25,8 +25,7 @@ import (
 // fail (the store then fails, below); with everysec a write reaches them
 // once it is in the file, and a failed writeback could drop it before
 // any fsync of the store reports the failure, so everysec stores begin a
-// new incarnation after every unclean stop of a run that wrote, as
-// before.
+// new incarnation after every unclean stop of a run that wrote.
 //
 // The record is a file beside the store (path + ".boot") holding the
 // boot's id and the run's (identity.Run), written at open by a store with
