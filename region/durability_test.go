@@ -60,7 +60,7 @@ func TestDriverNeverAcksAFailedApply(t *testing.T) {
 	drv := &replication.Driver{Protocol: p, Node: node, Peers: []string{"eu-west"},
 		Now: func() time.Time { return now },
 		Send: func(to crdt.ReplicaID, m *protocol.Message, b []byte) error {
-			acked = append(acked, m.Acks...)
+			acked = append(acked, m.AckTags()...)
 			return nil
 		}}
 	p.PeerUp("eu-west", now)

@@ -116,7 +116,7 @@ func TestUrgeBeforeSend(t *testing.T) {
 		t.Fatalf("sent %+v, want one urgent delta", sent)
 	}
 	back := p.carry(p.b, p.a, "eu-west")
-	if len(back) != 1 || back[0].Kind != protocol.KindAck || len(back[0].Acks) != 1 {
+	if len(back) != 1 || back[0].Kind != protocol.KindAck || len(back[0].AckTags()) != 1 {
 		t.Fatalf("eu-west answered %+v, want one acknowledgement at once", back)
 	}
 	if h := p.a.Holders(d); len(h) != 1 {

@@ -152,8 +152,9 @@ type Message struct {
 
 	// AckRuns is how Encode writes Acks: the tags sorted, as runs of
 	// consecutive tags, [first tag, run length − 1, then per further run
-	// its gap − 1 after the previous run, its length − 1]. Decode turns it
-	// back into Acks; a message carries Acks (12) or AckRuns, not both.
+	// its gap − 1 after the previous run, its length − 1]. Decode checks
+	// it and keeps it (AckTags lists the tags of either form); a message
+	// carries Acks (12) or AckRuns, not both.
 	AckRuns []uint64 `cbor:"20,keyasint,omitempty"`
 	// DotRuns is how a region sends a delta's dots: Dots with each
 	// range's length − 1 instead of its end and, instead of its origin
@@ -244,7 +245,7 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	if err := crdt.Unmarshal(b, &m, MaxMessageBytes); err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	if err := m.expand(); err != nil {
+	if err := m.checkAckRuns(); err != nil {
 		return nil, err
 	}
 	if m.SpanRuns != nil {
@@ -429,7 +430,14 @@ func (m *Message) Resolve(from crdt.ReplicaID) error {
 	if m.GroupRefs == nil {
 		return nil
 	}
-	g, err := crdt.DecodeGroup(resolveRefs(m.GroupRefs, refTable(from.Region(), m)))
+	// Decode checked the references against a table whose first entry
+	// stood in for the sender; the sender's region may also be among the
+	// origins, which makes the real table shorter.
+	table := refTable(from.Region(), m)
+	if err := scanRefs(m.GroupRefs, len(table)); err != nil {
+		return err
+	}
+	g, err := crdt.DecodeGroup(resolveRefs(m.GroupRefs, table))
 	if err != nil {
 		return fmt.Errorf("protocol: group references: %w", err)
 	}
@@ -475,42 +483,71 @@ func runDots(runs []DotRun, now time.Time, oneWay time.Duration) []DotRange {
 	return out
 }
 
-// expand turns AckRuns back into Acks, within the bounds validate
-// checks.
-func (m *Message) expand() error {
-	if len(m.AckRuns) > 0 {
-		if len(m.Acks) > 0 {
-			return errors.New("protocol: both acknowledgement forms")
-		}
-		if len(m.AckRuns)%2 != 0 {
-			return errors.New("protocol: acknowledgement runs of odd length")
-		}
-		var tags []uint64
-		var end uint64 // of the previous run
-		for i := 0; i < len(m.AckRuns); i += 2 {
-			start := m.AckRuns[0]
-			if i > 0 {
-				gap := m.AckRuns[i]
-				if end > math.MaxUint64-2 || gap > math.MaxUint64-2-end {
-					return errors.New("protocol: acknowledgement runs overflow")
-				}
-				start = end + 2 + gap
-			}
-			n := m.AckRuns[i+1]
-			if n >= MaxKeys || uint64(len(tags))+n+1 > MaxKeys {
-				return fmt.Errorf("protocol: more than %d acknowledgements", MaxKeys)
-			}
-			if n > math.MaxUint64-start {
+// checkAckRuns checks AckRuns within the bounds validate checks for Acks
+// (at most MaxKeys tags, no overflow) without expanding them: a run of
+// MaxKeys tags takes a few bytes, and its tags are walked where they are
+// used (eachAck), so that decoding costs in proportion to the message.
+func (m *Message) checkAckRuns() error {
+	if len(m.AckRuns) == 0 {
+		return nil
+	}
+	if len(m.Acks) > 0 {
+		return errors.New("protocol: both acknowledgement forms")
+	}
+	if len(m.AckRuns)%2 != 0 {
+		return errors.New("protocol: acknowledgement runs of odd length")
+	}
+	return m.eachAckRun(func(start, n uint64) {})
+}
+
+// eachAckRun calls fn with each run of AckRuns: its first tag and its
+// length − 1. It returns an error, having called fn only for the runs
+// before it, when the runs overflow or name more than MaxKeys tags.
+func (m *Message) eachAckRun(fn func(start, n uint64)) error {
+	var count uint64
+	var end uint64 // of the previous run
+	for i := 0; i+1 < len(m.AckRuns); i += 2 {
+		start := m.AckRuns[0]
+		if i > 0 {
+			gap := m.AckRuns[i]
+			if end > math.MaxUint64-2 || gap > math.MaxUint64-2-end {
 				return errors.New("protocol: acknowledgement runs overflow")
 			}
-			for k := uint64(0); k <= n; k++ {
-				tags = append(tags, start+k)
-			}
-			end = start + n
+			start = end + 2 + gap
 		}
-		m.Acks, m.AckRuns = tags, nil
+		n := m.AckRuns[i+1]
+		if n >= MaxKeys || count+n+1 > MaxKeys {
+			return fmt.Errorf("protocol: more than %d acknowledgements", MaxKeys)
+		}
+		if n > math.MaxUint64-start {
+			return errors.New("protocol: acknowledgement runs overflow")
+		}
+		count += n + 1
+		fn(start, n)
+		end = start + n
 	}
 	return nil
+}
+
+// eachAck calls fn with each tag the message acknowledges, in Acks or in
+// AckRuns (checked by Decode).
+func (m *Message) eachAck(fn func(tag uint64)) {
+	for _, t := range m.Acks {
+		fn(t)
+	}
+	_ = m.eachAckRun(func(start, n uint64) {
+		for k := uint64(0); k <= n; k++ {
+			fn(start + k)
+		}
+	})
+}
+
+// AckTags returns the tags the message acknowledges, whichever form it
+// carries them in.
+func (m *Message) AckTags() []uint64 {
+	var tags []uint64
+	m.eachAck(func(t uint64) { tags = append(tags, t) })
+	return tags
 }
 
 // MaxHomesBytes bounds Message.Homes (a config.Config.HomesID is 32).
@@ -609,7 +646,7 @@ func (m *Message) validate(buckets int) error {
 			return errors.New("protocol: delta without group, dots or tag")
 		}
 	case KindAck:
-		if len(m.Acks) == 0 && m.Applied == nil && !m.Urgent {
+		if len(m.Acks) == 0 && len(m.AckRuns) == 0 && m.Applied == nil && !m.Urgent {
 			return errors.New("protocol: ack without acknowledgements, applied context or request for them")
 		}
 	case KindDigest:

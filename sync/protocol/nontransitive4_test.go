@@ -45,7 +45,7 @@ func TestAcksOwedToUnreachablePeerStayBounded(t *testing.T) {
 		n := 0
 		s.deliver = func(from, to int, m *protocol.Message) bool {
 			if from == 2 && to == 1 {
-				n += len(m.Acks)
+				n += len(m.AckTags())
 			}
 			return true
 		}

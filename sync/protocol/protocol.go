@@ -1375,7 +1375,7 @@ func (p *Protocol) Step(from crdt.ReplicaID, m *Message, now time.Time) {
 			p.noteHas(pr, &c)
 		}
 	}
-	p.onAcks(pr, m.Acks)
+	p.onAcks(pr, m)
 	if m.Urgent && (m.Kind == KindDelta || m.Kind == KindAck) {
 		pr.ackNow = true
 	}
@@ -1468,9 +1468,9 @@ func (p *Protocol) noteHas(pr *peer, c *crdt.Context) {
 // applied context keeps (noteHas): the deltas our buffer holds at most.
 const maxOwnCloud = 1 << 16
 
-func (p *Protocol) onAcks(pr *peer, tags []uint64) {
+func (p *Protocol) onAcks(pr *peer, m *Message) {
 	var seqs []uint64
-	for _, tag := range tags {
+	m.eachAck(func(tag uint64) {
 		if f := pr.inflight[tag]; f != nil {
 			pr.untrack(tag, f)
 			seqs = append(seqs, f.seqs...)
@@ -1488,7 +1488,7 @@ func (p *Protocol) onAcks(pr *peer, tags []uint64) {
 			delete(pr.resent, tag)
 			seqs = append(seqs, s...)
 		}
-	}
+	})
 	if len(seqs) == 0 {
 		return
 	}

@@ -196,7 +196,7 @@ func TestStaleAckAfterRestart(t *testing.T) {
 	s.isolate(2)
 	var stale *protocol.Message
 	s.deliver = func(from, to int, m *protocol.Message) bool {
-		if from == 1 && to == 0 && len(m.Acks) > 0 && stale == nil {
+		if from == 1 && to == 0 && len(m.AckTags()) > 0 && stale == nil {
 			stale = m
 			return false
 		}

@@ -81,8 +81,8 @@ func TestAckRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := slices.Sorted(slices.Values(tags))
-	if !slices.Equal(got.Acks, want) || got.AckRuns != nil {
-		t.Fatalf("decoded acks %v (runs %v), want %v", got.Acks, got.AckRuns, want)
+	if !slices.Equal(got.AckTags(), want) || got.Acks != nil {
+		t.Fatalf("decoded acks %v (list %v), want %v", got.AckTags(), got.Acks, want)
 	}
 	for name, runs := range map[string][]uint64{
 		"odd length":    {5},

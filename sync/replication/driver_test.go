@@ -107,7 +107,7 @@ func (r *driverRig) expect(from, to uint64) {
 func (r *driverRig) acked() []uint64 {
 	var out []uint64
 	for _, m := range r.sent {
-		out = append(out, m.Acks...)
+		out = append(out, m.AckTags()...)
 	}
 	slices.Sort(out)
 	return out
