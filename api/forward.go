@@ -92,6 +92,12 @@ func (h *handler) partitionOf(c echo.Context) (int, bool, error) {
 		if body.SKU == nil || !crdt.ValidID(*body.SKU) {
 			return 0, false, nil
 		}
+		if _, err := requireInt("qty", body.Qty, 1, MaxQty); err != nil {
+			return 0, false, nil
+		}
+		if _, err := optionalTTL(body.TTLMS); err != nil {
+			return 0, false, nil
+		}
 		return config.PartitionOf(*body.SKU, p), true, nil
 	}
 	return 0, false, nil

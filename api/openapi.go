@@ -150,7 +150,7 @@ func OpenAPI() *Document {
 			"get": op("getCart", "Read a cart", "carts", with(cartID, ref("parameters", "Quorum")), nil,
 				http.StatusOK, success("The cart, items sorted by sku.", "Cart")),
 			"delete": minimalAnswer(op("clearCart", "Clear a cart: remove every line this region has seen", "carts", with(cartID), nil,
-				http.StatusOK, success("The cart, now empty.", "Cart"))),
+				http.StatusOK, success("The cart, now empty.", "Cart"), "TooLarge")),
 		},
 		"/v1/carts/{cart_id}/items": {
 			"post": minimalAnswer(op("addItem", "Add qty units of a sku to a cart", "carts", with(cartID), requestBody("AddItemRequest", true, exampleAddItem),
@@ -160,15 +160,15 @@ func OpenAPI() *Document {
 			"put": minimalAnswer(op("setItem", "Set the quantity of a sku in a cart (0 removes it)", "carts", with(cartID, sku), requestBody("SetItemRequest", true, Object{"qty": 3}),
 				http.StatusOK, success("The cart after the set.", "Cart"), "Unprocessable")),
 			"delete": minimalAnswer(op("removeItem", "Remove a sku from a cart", "carts", with(cartID, sku), nil,
-				http.StatusOK, success("The cart after the removal.", "Cart"))),
+				http.StatusOK, success("The cart after the removal.", "Cart"), "TooLarge")),
 		},
 		"/v1/carts/{cart_id}/checkout": {
 			"post": op("checkout", "Reserve and commit every line of a cart, then remove them from it", "carts",
 				with(cartID, idemKey), requestBody("CheckoutRequest", false, Object{"ttl_ms": 600000}),
 				http.StatusCreated, withExample(success("The order.", "Order"), exampleOrder), "Conflict", "Unprocessable"),
 			"get": op("checkoutStatus", "What the cart's coordinator knows of the checkout made with this Idempotency-Key: phase, outcome and every step", "carts",
-				with(cartID, idemKey), nil,
-				http.StatusOK, success("The checkout's status.", "CheckoutStatus")),
+				with(cartID, ref("parameters", "IdempotencyKeyRequired")), nil,
+				http.StatusOK, success("The checkout's status.", "CheckoutStatus"), "NotFound"),
 		},
 		"/v1/inventory/{sku}": {
 			"get": op("getItem", "Read a sku's stock as this region knows it, or as its home knows it", "inventory",
@@ -193,18 +193,18 @@ func OpenAPI() *Document {
 		},
 		"/v1/reservations/{id}/commit": {
 			"post": op("commitReservation", "Commit a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
-				http.StatusOK, withExample(success("The committed reservation.", "Reservation"), exampleReservation("committed")), "NotFound", "Conflict", "Unprocessable"),
+				http.StatusOK, withExample(success("The committed reservation.", "Reservation"), exampleReservation("committed")), "NotFound", "Conflict", "Unprocessable", "TooLarge"),
 		},
 		"/v1/reservations/{id}/release": {
 			"post": op("releaseReservation", "Release a held reservation (repeating it is a no-op)", "reservations", with(resID, idemKey), nil,
-				http.StatusOK, success("The released reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable"),
+				http.StatusOK, success("The released reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable", "TooLarge"),
 		},
 		"/v1/cluster": {
 			"get": op("getCluster", "This region and each peer: connected, replication lag, pending deltas, version vector", "operations", nil, nil,
 				http.StatusOK, success("The cluster status.", "Cluster")),
 		},
 		"/v1/openapi.json": {
-			"get": plain("getOpenAPI", "This document", Object{"type": "object"}),
+			"get": withUnavailable(plain("getOpenAPI", "This document", Object{"type": "object"})),
 		},
 		"/healthz": {
 			"get": plain("healthz", "Liveness: 200 while the process serves HTTP", schemaRef("Health")),
@@ -214,7 +214,8 @@ func OpenAPI() *Document {
 		},
 		"/metrics": {
 			"get": {OperationID: "metrics", Summary: "Prometheus metrics in the text exposition format", Tags: []string{"operations"},
-				Responses: map[string]Object{"200": {"description": "The metrics.", "content": Object{"text/plain": Object{"schema": Object{"type": "string"}}}}}},
+				Responses: map[string]Object{"200": {"description": "The metrics.", "content": Object{"text/plain": Object{"schema": Object{"type": "string"}}}},
+					"503": ref("responses", "Unavailable")}},
 		},
 	}
 
@@ -447,6 +448,9 @@ func OpenAPI() *Document {
 					"schema":      Object{"type": "string"}},
 				"IdempotencyKey": {"name": HeaderIdempotencyKey, "in": "header", "required": false,
 					"description": "A retry with the same key and request returns the first outcome and changes nothing.",
+					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxIdempotencyKeyLen, "pattern": "^[\\x20-\\x7e]+$"}},
+				"IdempotencyKeyRequired": {"name": HeaderIdempotencyKey, "in": "header", "required": true,
+					"description": "The key the checkout was made with.",
 					"schema":      Object{"type": "string", "minLength": 1, "maxLength": MaxIdempotencyKeyLen, "pattern": "^[\\x20-\\x7e]+$"}},
 			},
 			Headers: map[string]Object{

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -291,7 +290,7 @@ func decodeBody(c echo.Context, dst any, optional bool) error {
 	if err != nil {
 		return err
 	}
-	if len(bytes.TrimSpace(b)) == 0 {
+	if skipSpace(b, 0) == len(b) { // JSON's white space only
 		if optional {
 			return nil
 		}
@@ -452,6 +451,9 @@ func decodeError(err error) error {
 		field := clip(pointerPath(sem.JSONPointer))
 		switch {
 		case errors.Is(sem.Err, jsonv2.ErrUnknownName):
+			if field == "" {
+				return region.InvalidField("(empty)", "unknown field \"\"")
+			}
 			return region.InvalidField(field, "unknown field %q", field)
 		case field == "":
 			return region.InvalidField("body", "the request body must be a JSON object")

@@ -34,21 +34,59 @@ func (h *handler) beginCartWrite(c echo.Context) (context.Context, context.Cance
 
 // preferMinimal reports whether the request's Prefer headers hold the
 // preference return=minimal (token and value in any case, the value
-// possibly quoted, with or without parameters). Other preferences,
-// return=representation included, leave the answer as it is: RFC 7240
-// has a server ignore what it does not apply.
+// possibly quoted, with or without parameters). As RFC 7240 §2 has it,
+// only the first instance of a preference counts (return=representation
+// then return=minimal keeps the cart), and a comma inside a quoted value
+// separates nothing. Other preferences leave the answer as it is: a
+// server ignores what it does not apply.
 func preferMinimal(h http.Header) bool {
 	for _, v := range h.Values(HeaderPrefer) {
-		for pref := range strings.SplitSeq(v, ",") {
-			pref, _, _ = strings.Cut(pref, ";")
-			name, val, ok := strings.Cut(pref, "=")
-			if ok && strings.EqualFold(strings.TrimSpace(name), "return") &&
-				strings.EqualFold(strings.Trim(strings.TrimSpace(val), `"`), "minimal") {
-				return true
+		for len(v) > 0 {
+			var pref string
+			pref, v = nextPreference(v)
+			name, val, _ := strings.Cut(pref, "=")
+			if !strings.EqualFold(strings.TrimSpace(name), "return") {
+				continue
 			}
+			val = strings.TrimSpace(val)
+			if len(val) >= 2 && val[0] == '"' && val[len(val)-1] == '"' {
+				val = val[1 : len(val)-1]
+			}
+			return strings.EqualFold(val, "minimal") // the first return counts
 		}
 	}
 	return false
+}
+
+// nextPreference splits v at its first comma outside a quoted string and
+// returns the preference before it, without its parameters (from the
+// first semicolon outside quotes), and the rest after the comma.
+func nextPreference(v string) (pref, rest string) {
+	quoted, escaped := false, false
+	end, cut := len(v), -1
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case escaped:
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == ';' && cut < 0:
+			cut = i
+		case !quoted && c == ',':
+			end = i
+			i = len(v)
+		}
+	}
+	if cut < 0 || cut > end {
+		cut = end
+	}
+	if end < len(v) {
+		return v[:cut], v[end+1:]
+	}
+	return v[:cut], ""
 }
 
 // okCart writes a cart as h.ok does, encoding it without reflection when

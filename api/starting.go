@@ -42,12 +42,18 @@ func Starting(regionName string, detail func() string, tokens *Tokens, protectPr
 			_ = json.NewEncoder(w).Encode(map[string]string{"status": "ok", "region": regionName})
 			return
 		}
+		if r.URL.Path == "/healthz" && r.Method == http.MethodOptions {
+			// As once the region serves: 204 with the path's methods.
+			hdr.Set("Allow", "OPTIONS, GET")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		if r.URL.Path == "/healthz" {
 			p := problem(CodeMethodNotAllowed, "this path does not support the request method")
 			p.RequestID = id
 			b, _ := json.Marshal(p) // a Problem always encodes
 			hdr.Set("Content-Type", ProblemContentType)
-			hdr.Set("Allow", "GET")
+			hdr.Set("Allow", "OPTIONS, GET")
 			w.WriteHeader(p.Status)
 			if r.Method != http.MethodHead {
 				_, _ = w.Write(b)
