@@ -24,6 +24,10 @@ const (
 var (
 	encMode cbor.EncMode
 	decMode cbor.DecMode
+	// recordMode is decMode with arrays as long as MaxCartEntries: for a
+	// region's own records (UnmarshalRecord), whose lists follow a cart's
+	// entries.
+	recordMode cbor.DecMode
 )
 
 func init() {
@@ -37,6 +41,19 @@ func init() {
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		MaxNestedLevels:   maxNesting,
 		MaxArrayElements:  maxArray,
+		MaxMapPairs:       maxMapPairs,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	recordMode, err = cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:   maxNesting,
+		MaxArrayElements:  MaxCartEntries,
 		MaxMapPairs:       maxMapPairs,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
@@ -60,6 +77,24 @@ func Marshal(v any) ([]byte, error) { return encMode.Marshal(v) }
 func checkSize(b []byte, limit int) error {
 	if len(b) > limit {
 		return fmt.Errorf("crdt: message of %d bytes exceeds limit of %d", len(b), limit)
+	}
+	return nil
+}
+
+// MaxRecordBytes bounds a record UnmarshalRecord decodes.
+const MaxRecordBytes = MaxGroupBytes
+
+// UnmarshalRecord decodes a region's own stored record (behind the
+// store's checksum) as Unmarshal does, but with arrays of up to
+// MaxCartEntries elements and up to MaxRecordBytes: a checkout's record
+// lists every entry of the cart it bought, which a cart of the largest
+// size a join may reach makes longer than a peer's object may be.
+func UnmarshalRecord(b []byte, v any) error {
+	if err := checkSize(b, MaxRecordBytes); err != nil {
+		return err
+	}
+	if err := recordMode.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("crdt: decode: %w", err)
 	}
 	return nil
 }
@@ -231,6 +266,13 @@ func EncodeCart(c *Cart) []byte { return AppendCart(nil, c) }
 // any other encoding of the same value with ErrNonCanonical.
 func DecodeCart(b []byte) (*Cart, error) {
 	return decodeStrict(b, MaxObjectBytes, (*parser).cart, AppendCart)
+}
+
+// DecodeCartUpTo is DecodeCart for an encoding of up to limit bytes: a
+// whole cart of the largest size a join may reach, which travels
+// compressed (a forwarded checkout's copy of the cart).
+func DecodeCartUpTo(b []byte, limit int) (*Cart, error) {
+	return decodeStrict(b, limit, (*parser).cart, AppendCart)
 }
 
 // DecodeCartStored decodes and validates a cart that this process encoded

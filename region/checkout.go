@@ -254,6 +254,19 @@ func (p *checkoutPlan) note(now time.Time, step, sku, res string, r *HomeRespons
 	}
 }
 
+// lastOf returns plan as an idempotency record keeps it for the checkout's
+// status (idemRecord.Last): without its dots, which only the removal
+// from the cart reads (from Plan), so that a record of a large cart does
+// not list every entry twice.
+func lastOf(plan *checkoutPlan) *checkoutPlan {
+	if plan == nil {
+		return nil
+	}
+	p := *plan
+	p.Dots = nil
+	return &p
+}
+
 type planDot struct {
 	_ struct{} `cbor:",toarray"`
 	R string
@@ -323,8 +336,11 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 	if err != nil {
 		return Order{}, n.storeErr(err)
 	}
-	resp := n.atHome(ctx, home, &HomeRequest{Op: OpCheckout, CartID: cartID, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key,
-		IdemFP: fpBytes(idem), Cart: state})
+	req := &HomeRequest{Op: OpCheckout, CartID: cartID, TTLMs: ttl.Milliseconds(), IdemKey: idem.Key, IdemFP: fpBytes(idem)}
+	if req.Cart, req.CartZ, err = packCart(state); err != nil {
+		return Order{}, err
+	}
+	resp := n.atHome(ctx, home, req)
 	if resp.Err != nil {
 		return Order{}, resp.Err
 	}
@@ -479,7 +495,7 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
 			// Last keeps the (empty) plan, so that the checkout's status
 			// reads settled, failed with cart_empty.
-			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e, Last: plan}, e)
+			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e, Last: lastOf(plan)}, e)
 		}
 		if err := n.savePlan(idem, plan); err != nil {
 			return Order{}, nil, err
@@ -1072,7 +1088,7 @@ func (n *Node) unsettledCheckoutOf(cart, key string) bool {
 func (n *Node) loadSagas() error {
 	return n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
 		var rec idemRecord
-		if err == nil && decodeInto(v, &rec) == nil && rec.unsettled() {
+		if err == nil && crdt.UnmarshalRecord(v, &rec) == nil && rec.unsettled() {
 			n.noteSaga(k[len(prefixIdem):], rec.Plan.Cart, true)
 		}
 		return true
@@ -1194,7 +1210,7 @@ func (n *Node) settle(key string) {
 // checkout's error, or nil.
 func (n *Node) finishCheckout(ctx context.Context, cartID string, plan *checkoutPlan, idem Idem, order *Order, failure *Error) error {
 	if failure != nil && transient(failure) && plan.Phase == phaseReserve && !plan.Keyless {
-		err := n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: plan}, failure)
+		err := n.recordCheckout(idem, &idemRecord{Attempt: plan.Attempt + 1, Last: lastOf(plan)}, failure)
 		if err == error(failure) { // recorded
 			// Recorded: the attempt is over, and no longer stops another
 			// checkout of the cart (unsettledCheckoutOf).
@@ -1222,7 +1238,7 @@ func (n *Node) finishCheckout(ctx context.Context, cartID string, plan *checkout
 				g.AddCart(cartID, d)
 			}
 		}
-		rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure, Last: plan}
+		rec := &idemRecord{FP: idem.Fingerprint[:], AtMs: n.clock.Now().UnixMilli(), Order: order, Err: failure, Last: lastOf(plan)}
 		if order != nil {
 			rec.Plan = plan // its dots: what a retry elsewhere removes too
 		}

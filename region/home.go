@@ -53,7 +53,7 @@ func loadIdem(r store.Reader, key string, now time.Time) (*idemRecord, error) {
 		return nil, err
 	}
 	var rec idemRecord
-	if err := decodeInto(b, &rec); err != nil {
+	if err := crdt.UnmarshalRecord(b, &rec); err != nil {
 		return nil, &store.CorruptError{Key: prefixIdem + key}
 	}
 	// Past retention a record is forgotten, but an unsettled checkout's
@@ -474,7 +474,7 @@ func (n *Node) checkCheckoutRequest(req *HomeRequest) *Error {
 // serveCheckout coordinates a checkout forwarded by the region that
 // answered it, with that region's copy of the cart.
 func (n *Node) serveCheckout(ctx context.Context, req *HomeRequest) *HomeResponse {
-	other, err := crdt.DecodeCart(req.Cart)
+	other, err := unpackCart(req.Cart, req.CartZ)
 	if err != nil {
 		return &HomeResponse{Err: InvalidField("cart", "forwarded cart: %v", err)}
 	}
@@ -789,7 +789,7 @@ func (n *Node) CollectIdempotency() error {
 	var old []string
 	expired := func(v []byte) bool {
 		var rec idemRecord
-		return decodeInto(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled()
+		return crdt.UnmarshalRecord(v, &rec) == nil && now.Sub(time.UnixMilli(rec.AtMs)) > IdempotencyRetention && !rec.unsettled()
 	}
 	err := n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
 		if err == nil && expired(v) {

@@ -54,9 +54,12 @@ type HomeRequest struct {
 	IdemKey string `cbor:"8,keyasint,omitempty"`
 	IdemFP  []byte `cbor:"9,keyasint,omitempty"`
 	// CartID and Cart are a forwarded checkout's cart id and the
-	// answering region's copy of the cart (canonical encoding).
+	// answering region's copy of the cart (canonical encoding). A copy
+	// whose encoding is larger than crdt.MaxObjectBytes, which earlier
+	// versions refuse, goes deflated in CartZ instead (forwardedCart).
 	CartID string `cbor:"10,keyasint,omitempty"`
 	Cart   []byte `cbor:"11,keyasint,omitempty"`
+	CartZ  []byte `cbor:"19,keyasint,omitempty"`
 	// DeadlineMs is when the caller gives up, Unix milliseconds (0: no
 	// deadline). A home refuses a request past it, however late it comes
 	// (a paused home resumed, a message held up), so that no decision is

@@ -30,6 +30,32 @@ func (systemClock) Now() time.Time { return time.Now() }
 // SystemClock is the wall clock.
 var SystemClock Clock = systemClock{}
 
+// steadyClock is the node's view of its Clock: never earlier than a time
+// it has already given. A home judges a hold's expiry by it, so a hold
+// once read expired (a read writes nothing) stays expired when the wall
+// clock steps back (an NTP step), and a commit of it is refused as the
+// read said; holds made meanwhile last up to the step longer. The floor
+// lasts for the process: a restart with the clock stepped back judges by
+// the clock again.
+type steadyClock struct {
+	c    Clock
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (s *steadyClock) Now() time.Time {
+	t := s.c.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// By the wall clock: Before would compare the monotonic readings,
+	// which a step of the wall clock does not move.
+	if t.UnixNano() < s.last.UnixNano() {
+		return s.last
+	}
+	s.last = t
+	return t
+}
+
 // Delta is a durable local write handed to replication: the region-level
 // dot (origin, seq) that names it, the delta-group it made and when.
 type Delta struct {
@@ -335,7 +361,7 @@ func NewNode(opts Options) (*Node, error) {
 	if opts.ExpiryInterval == 0 {
 		opts.ExpiryInterval = 500 * time.Millisecond
 	}
-	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: opts.Clock,
+	n := &Node{name: crdt.ReplicaID(opts.Name), self: crdt.Incarnation(opts.Name, opts.Store.Incarnation()), opts: opts, store: opts.Store, clock: &steadyClock{c: opts.Clock},
 		log: opts.Logger, m: opts.Metrics,
 		inflight: make(map[string]struct{}), stop: make(chan struct{})}
 	if err := n.checkPartitionCount(); err != nil {
@@ -423,9 +449,10 @@ func (n *Node) Region() string { return string(n.name) }
 func (n *Node) Self() crdt.ReplicaID { return n.self }
 
 // resSeqFloor is where the reservation numbers of incarnation k begin:
-// k × 2²⁰, past any number an earlier incarnation handed out (k grows by at
-// least one per hundredth of a second, see nextIncarnation, and no
-// incarnation issues a million reservations in one).
+// k × 2²⁰, past any number an earlier incarnation handed out: k grows by
+// at least one per hundredth of a second and by at least 2¹⁶ from one
+// incarnation to the next (store.IncarnationStep), and no incarnation
+// issues a million reservations in a hundredth of a second or 2³⁶ in all.
 func resSeqFloor(k uint64) uint64 { return k << 20 }
 
 // Partition returns the partition the node holds (0 when the region is

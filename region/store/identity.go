@@ -49,8 +49,8 @@ import (
 // as a home; a new incarnation issues none of those dots again, and
 // catch-up waits for the peers' state before deciding.
 //
-// A new incarnation is max(last + 1, the Unix time in hundredths of a
-// second), so that a
+// A new incarnation is max(last + IncarnationStep, the Unix time in
+// hundredths of a second), so that a
 // region restored on a machine that lost its identity file as well still
 // picks a number no earlier incarnation used (as long as the clock has
 // not gone back past the last one).
@@ -176,10 +176,20 @@ func lockStore(path string) (*os.File, error) {
 // the Unix time in hundredths of a second (12 digits until the year
 // 2286, crdt.MaxIncarnationDigits), so that two regions of one name whose
 // stores know nothing of each other's (a removed region's name reused on
-// an empty store a moment later) pick different numbers.
+// an empty store a moment later) pick different numbers, and at least
+// IncarnationStep past last, whatever the clock says: an incarnation's
+// reservation numbers begin at K × 2²⁰ (region.resSeqFloor), so the
+// numbers of the last one, which may have lived long after a start with
+// the clock ahead and whose high-water mark a restore loses, stay below
+// the next one's unless it issued 2³⁶ of them.
 func nextIncarnation(last uint64, now time.Time) uint64 {
-	return max(last+1, uint64(max(now.UnixMilli()/10, 0)))
+	return max(last+IncarnationStep, uint64(max(now.UnixMilli()/10, 0)))
 }
+
+// IncarnationStep is the least an incarnation number grows by from one
+// incarnation to the next (nextIncarnation). At one new incarnation a
+// second it stays within crdt.MaxIncarnationDigits for 380 years.
+const IncarnationStep = 1 << 16
 
 // openIdentity decides the store's incarnation after it was opened and
 // scanned (cut is how many bytes recovery cut off its tail) and makes the
