@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	latticeapi "github.com/latticedb/lattice/api"
 	"github.com/latticedb/lattice/api/client"
 	"github.com/latticedb/lattice/region/config"
 )
@@ -535,19 +536,30 @@ func runStock(ctx context.Context, cio cmdIO, args []string) int {
 	})
 }
 
+// flagGiven reports whether the flag name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 // runReserve holds units of a sku at its home.
 func runReserve(ctx context.Context, cio cmdIO, args []string) int {
 	var key *string
 	var ttl *time.Duration
+	var ttlGiven func() bool
 	var concern *concernFlags
 	return clientCommand(ctx, cio, "reserve", args, func(fs *flag.FlagSet) {
 		key = fs.String("key", "", "Idempotency-Key (default: a fresh random one)")
 		ttl = fs.Duration("ttl", 0, "how long to hold, 1s..24h (default: the API's, 10m)")
+		ttlGiven = func() bool { return flagGiven(fs, "ttl") }
 		concern = addConcerns(fs, true, false)
 	}, func(ctx context.Context, cl *client.Client, pos []string) (any, error) {
 		n, err := parseArgs(pos, []string{"SKU", "QTY"}, "QTY")
-		if err == nil && *ttl < 0 {
-			err = errors.New("--ttl must not be negative")
+		// A --ttl given is sent as given: 0s is not "the default" but a
+		// hold shorter than the API allows, refused here as the API would.
+		if err == nil && ttlGiven() && (*ttl < latticeapi.MinTTL || *ttl > latticeapi.MaxTTL) {
+			err = fmt.Errorf("--ttl %s is outside %s..%s", *ttl, latticeapi.MinTTL, latticeapi.MaxTTL)
 		}
 		if err != nil {
 			return nil, badArgs(err)

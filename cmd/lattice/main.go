@@ -144,7 +144,8 @@ func runHelp(ctx context.Context, cio cmdIO, args []string) int {
 		usage(cio.stdout)
 		return exitOK
 	case 1:
-		if args[0] == "help" {
+		switch args[0] {
+		case "help", "-h", "-help", "--help":
 			usage(cio.stdout)
 			return exitOK
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -45,6 +46,12 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP (a closed terminal, or an operator expecting a reload) would
+	// otherwise kill the process uncleanly; there is nothing to reload
+	// (see logHangups).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	opts := server.Options{Logger: log, Node: sa.node}
 	if len(cfg.Regions) > 1 || len(cfg.Nodes(sa.region)) > 1 {
 		opts.Replication = server.QUIC(replication.AttachOptions{WANSeed: 1})
@@ -60,6 +67,7 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 		log.Error("cannot start region", "err", err)
 		return exitFail
 	}
+	go logHangups(ctx, log, hup)
 	status = exitOK
 	select {
 	case <-ctx.Done():
@@ -74,6 +82,20 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 		status = exitFail
 	}
 	return status
+}
+
+// logHangups notes each SIGHUP until ctx ends. The config is read only at
+// start, and certificates and tokens reload on their own when their files
+// change, so a hangup changes nothing.
+func logHangups(ctx context.Context, log *slog.Logger, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP ignored: the config is read only at start; certificates and tokens reload on their own")
+		}
+	}
 }
 
 // serveArgs are the flags of lattice serve.

@@ -162,17 +162,27 @@ func (e *keyErrors) check(n *yaml.Node, t reflect.Type, path string) {
 		}
 		return
 	case yaml.ScalarNode:
+		if n.ShortTag() == "!!null" {
+			return // the zero value, which any type takes
+		}
 		if isInteger(t.Kind()) && n.ShortTag() == "!!float" {
-			p := path
-			if p == "" {
-				p = "value"
-			}
-			e.add(func() error { return fmt.Errorf("config: %s: %s at line %d is not an integer", p, n.Value, n.Line) })
+			e.add(func() error {
+				return fmt.Errorf("config: %s: %s at line %d is not an integer (it is written as a float)", pathOr(path), n.Value, n.Line)
+			})
+			return
+		}
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			e.add(func() error {
+				return fmt.Errorf("config: %s: %s at line %d is not %s", pathOr(path), clipValue(n.Value), n.Line, kindName(t))
+			})
 		}
 		return
 	case yaml.SequenceNode:
 		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
-			return // a type mismatch, which decoding reports
+			e.add(func() error {
+				return fmt.Errorf("config: %s: a list at line %d where %s goes", pathOr(path), n.Line, kindName(t))
+			})
+			return
 		}
 		for i, c := range n.Content {
 			e.check(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
@@ -185,11 +195,17 @@ func (e *keyErrors) check(n *yaml.Node, t reflect.Type, path string) {
 	switch t.Kind() {
 	case reflect.Map:
 		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; k.Kind == yaml.ScalarNode {
+				e.check(k, t.Key(), fmt.Sprintf("%s[%q]", path, k.Value))
+			}
 			e.check(n.Content[i+1], t.Elem(), fmt.Sprintf("%s[%q]", path, n.Content[i].Value))
 		}
 		return
 	case reflect.Struct:
 	default:
+		e.add(func() error {
+			return fmt.Errorf("config: %s: a mapping at line %d where %s goes", pathOr(path), n.Line, kindName(t))
+		})
 		return
 	}
 	fields := e.fieldsOf(t)
@@ -219,6 +235,41 @@ func (e *keyErrors) check(n *yaml.Node, t reflect.Type, path string) {
 		}
 		e.check(v, ft, join(path, k.Value))
 	}
+}
+
+// pathOr returns path, or "value" for the document's root.
+func pathOr(path string) string {
+	if path == "" {
+		return "value"
+	}
+	return path
+}
+
+// clipValue quotes a scalar for an error, cut to 64 bytes.
+func clipValue(v string) string {
+	if len(v) > 64 {
+		v = v[:64] + "…"
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// kindName says in the config's words what a value of type t is.
+func kindName(t reflect.Type) string {
+	switch k := t.Kind(); {
+	case k == reflect.Bool:
+		return "a boolean (true or false)"
+	case isInteger(k):
+		return "an integer"
+	case k == reflect.Float32 || k == reflect.Float64:
+		return "a number"
+	case k == reflect.String:
+		return "a string"
+	case k == reflect.Slice || k == reflect.Array:
+		return "a list"
+	case k == reflect.Map || k == reflect.Struct:
+		return "a mapping"
+	}
+	return "a value of another kind"
 }
 
 // isInteger reports whether k is a kind of integer.

@@ -278,7 +278,7 @@ func TestNodesConfigErrors(t *testing.T) {
 		{"partitions not a power of two", "cluster: c\npartitions: 12\nregions: [{name: a, api: \":1\", peer: \"h:2\"}]\n", "config: partitions: 12 must be a power of two 1..4096"},
 		{"partitions too many", "cluster: c\npartitions: 8192\nregions: [{name: a, api: \":1\", peer: \"h:2\"}]\n", "config: partitions: 8192 must be"},
 		{"partitions negative", "cluster: c\npartitions: -4\nregions: [{name: a, api: \":1\", peer: \"h:2\"}]\n", "config: partitions: -4 must be"},
-		{"partitions not a number", "cluster: c\npartitions: many\nregions: [{name: a, api: \":1\", peer: \"h:2\"}]\n", "cannot unmarshal"},
+		{"partitions not a number", "cluster: c\npartitions: many\nregions: [{name: a, api: \":1\", peer: \"h:2\"}]\n", `partitions: "many" at line 2 is not an integer`},
 		{"node partitions a mapping", region("      - {name: a-0, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", partitions: {lo: 1}}\n"), "config: partitions at line 6: want a range"},
 		{"node unknown key", region("      - {name: a-0, api: \"127.0.0.1:1\", peer: \"127.0.0.1:2\", zone: z}\n"), "config: unknown key \"zone\" in regions[0].nodes[0] at line 6"},
 		{"node name missing", region(node("", "127.0.0.1:1", "127.0.0.1:2", "0-7")), "config: regions[0].nodes[0].name: required"},

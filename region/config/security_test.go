@@ -48,7 +48,7 @@ func TestSecurityErrors(t *testing.T) {
 		{"token same file", "api_auth: {read_tokens: t, write_tokens: t}\n", "config: api_auth.write_tokens: \"t\" is also api_auth.read_tokens"},
 		{"protect without tokens", "api_auth: {protect_probes: true}\n", "config: api_auth.protect_probes: needs api_auth.read_tokens or api_auth.write_tokens"},
 		{"unknown tls key", "api_tls: {certificate: a.crt}\n", "\"certificate\""},
-		{"wrong type", "access_log: sometimes\n", "cannot unmarshal"},
+		{"wrong type", "access_log: sometimes\n", `access_log: "sometimes" at line 6 is not a boolean (true or false)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(base("", tc.doc)))

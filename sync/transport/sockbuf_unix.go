@@ -4,11 +4,14 @@ package transport
 
 import (
 	"net"
+	"runtime"
 	"syscall"
 )
 
-// socketBuffers reads the kernel's receive and send buffer sizes of c
-// (Linux reports twice the size asked for, the bookkeeping included).
+// socketBuffers reads the kernel's receive and send buffer sizes of c, as
+// granted: Linux reports twice the size it granted (the bookkeeping
+// included), so a buffer capped at net.core.rmem_max = 4 MiB reads 8 MiB
+// there; the sizes returned are halved on Linux.
 func socketBuffers(c *net.UDPConn) (SocketBuffers, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
@@ -23,6 +26,9 @@ func socketBuffers(c *net.UDPConn) (SocketBuffers, error) {
 		b.Send, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
 	}); err != nil {
 		return SocketBuffers{}, err
+	}
+	if runtime.GOOS == "linux" {
+		b.Receive, b.Send = b.Receive/2, b.Send/2
 	}
 	return b, serr
 }
