@@ -371,6 +371,7 @@ func (t *QUICTransport) call(ctx context.Context, conn *quic.Conn, payload []byt
 		}
 		return nil, ctxErr(ctx, err)
 	}
+	finishRead(s)
 	switch status[0] {
 	case statusOK:
 		return body, nil
@@ -940,6 +941,7 @@ func (t *QUICTransport) serveCall(conn *quic.Conn, region string, s *quic.Stream
 		status, resp = statusError, fmt.Appendf(nil, "transport: response of %d bytes exceeds the %d-byte frame limit", len(resp), t.cfg.MaxFrameSize)
 	}
 	s.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+	defer finishRead(s)
 	if _, err := s.Write([]byte{status}); err == nil {
 		err = writeFrame(s, resp, t.cfg.MaxFrameSize)
 		if err == nil {
@@ -948,4 +950,22 @@ func (t *QUICTransport) serveCall(conn *quic.Conn, region string, s *quic.Stream
 		}
 	}
 	s.CancelWrite(codeCanceled)
+}
+
+// finishRead ends the receive side of a call's stream once its one frame
+// has been read. QUIC counts a stream against the peer's stream limit
+// until both sides are done, and a receive side is done only once its end
+// (FIN) has been read or reading was cancelled; the end usually comes
+// with the frame's last bytes, which reading the frame then takes, but a
+// peer may send it later, alone. So the end is taken if it is there and
+// reading is cancelled otherwise (a peer still sending, or sending more
+// than the frame, is told to stop): else every such call would keep one
+// of the connection's streams, and after MaxIncomingStreams of them no
+// call could open one.
+func finishRead(s *quic.Stream) {
+	s.SetReadDeadline(time.Now()) // take only what has come
+	var b [1]byte
+	if _, err := s.Read(b[:]); err != io.EOF {
+		s.CancelRead(codeCanceled)
+	}
 }
