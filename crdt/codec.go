@@ -37,7 +37,16 @@ func init() {
 	if encMode, err = eo.EncMode(); err != nil {
 		panic(err)
 	}
-	decMode, err = cbor.DecOptions{
+	decMode = strictDecMode(maxArray)
+	recordMode = strictDecMode(MaxCartEntries)
+}
+
+// strictDecMode returns the strict decoding options (duplicate map keys
+// and unknown fields rejected, no tags, no indefinite lengths, valid
+// UTF-8, bounded nesting and maps) with arrays of up to maxArray
+// elements.
+func strictDecMode(maxArray int) cbor.DecMode {
+	m, err := cbor.DecOptions{
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		MaxNestedLevels:   maxNesting,
 		MaxArrayElements:  maxArray,
@@ -50,19 +59,7 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
-	recordMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		MaxNestedLevels:   maxNesting,
-		MaxArrayElements:  MaxCartEntries,
-		MaxMapPairs:       maxMapPairs,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		UTF8:              cbor.UTF8RejectInvalid,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
+	return m
 }
 
 // ErrNonCanonical is returned for a value that decodes but is not in the
