@@ -533,6 +533,8 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 		return false
 	}
 	var holders []string
+	var mine *crdt.Group // the home's state of the item, for the holders
+	var mineTok string
 	outstanding := func() (int64, error) {
 		var out int64
 		holders = holders[:0]
@@ -541,6 +543,9 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 			if err != nil {
 				return err
 			}
+			mine = &crdt.Group{}
+			mine.AddItem(sku, it.Clone())
+			mineTok = n.Token()
 			for _, p := range n.opts.PeerRegions {
 				if o := it.Outstanding(p); o > 0 {
 					holders = append(holders, p)
@@ -562,7 +567,11 @@ func (n *Node) recall(ctx context.Context, sku string, want int64) bool {
 	answers := make(chan answer, len(holders))
 	for _, p := range holders {
 		n.fanOut(func() {
-			resp, err := n.opts.Forwarder.Forward(ctx, p, &HomeRequest{Op: OpRecall, SKU: sku, Qty: min(want, crdt.MaxQty), From: string(n.name)})
+			// With the home's state of the item: a grant whose answer is
+			// still on its way (or lost) is then among the rights the
+			// holder gives back from.
+			resp, err := n.opts.Forwarder.Forward(ctx, p, &HomeRequest{Op: OpRecall, SKU: sku, Qty: min(want, crdt.MaxQty), From: string(n.name),
+				State: mine, Token: mineTok})
 			if err != nil || resp.Err != nil || resp.State == nil || !onlyKey(resp.State, prefixItem+sku) {
 				answers <- answer{}
 				return
@@ -628,6 +637,11 @@ func (req *HomeRequest) checkRecall(n *Node) *Error {
 func (n *Node) rightsOf(sku string, it *crdt.Item, l *ledger, now time.Time) (int64, bool) {
 	if !n.escrow(sku) || n.decides(n.HomeOf(sku), sku) {
 		return 0, false
+	}
+	if n.store.CatchingUp() {
+		// Its reservations go to the home until the catch-up ends
+		// (reserveEscrow): it decides none alone.
+		return 0, true
 	}
 	var held int64
 	if l != nil {

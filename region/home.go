@@ -116,6 +116,21 @@ func (n *Node) ServeForwarded(ctx context.Context, req *HomeRequest) *HomeRespon
 		}
 		ctx = WithReplicas(ctx, req.Replicas)
 	}
+	if req.Op == OpRecall && req.State != nil {
+		// The home's state of the item, joined before the region works out
+		// what it gives back (recallRights): it holds the grants the
+		// home made, whose answers may not have reached this region.
+		if !onlyKey(req.State, prefixItem+req.SKU) {
+			return &HomeResponse{Err: InvalidField("state", "a recall's state holds keys other than %s", prefixItem+req.SKU)}
+		}
+		var reflects crdt.Context
+		if req.Token != "" {
+			reflects, _ = crdt.ParseToken(req.Token)
+		}
+		if err := n.ApplyReflecting(&crdt.Context{}, req.State, &reflects); err != nil {
+			return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: err.Error()}}
+		}
+	}
 	var out *HomeResponse
 	if req.Op == OpReserve {
 		// Also for an sku no longer in escrow: rights granted before may

@@ -1905,6 +1905,9 @@ func (n *Node) republishHeld() error {
 			if err != nil {
 				return err
 			}
+			if !n.decides(n.HomeOf(sku), sku) {
+				n.releaseUncovered(tx, sku, it, l)
+			}
 			// Published anew only where it differs from what every region
 			// shows (the joined register): a write issues a dot, and a
 			// run that issued one starts a new incarnation at its next
@@ -1925,6 +1928,44 @@ func (n *Node) republishHeld() error {
 		}
 	}
 	return nil
+}
+
+// releaseUncovered releases holds of sku, decided here from this
+// region's rights, that its rights no longer cover: the newest first,
+// until what its ledger holds is within the rights it has outstanding.
+// Every hold takes units of the region's rights, and neither a return nor
+// a recall touches held units, so only a lost tail makes a ledger hold
+// more: with everysec, a release lost to a power loss while the return of
+// its units (which replicated) came back by catch-up; the home may have
+// sold those units since. Committing such a hold would sell them twice; a
+// hold released here answers its commit 409 released instead, so fewer
+// units are sold, never more.
+func (n *Node) releaseUncovered(tx *store.Tx, sku string, it *crdt.Item, l *ledger) {
+	over := l.held() - it.Outstanding(string(n.name))
+	if over <= 0 {
+		return
+	}
+	ids := slices.Collect(maps.Keys(l.Holds))
+	slices.SortFunc(ids, func(a, b string) int {
+		_, _, sa, _ := parseReservationID(a)
+		_, _, sb, _ := parseReservationID(b)
+		return cmp.Compare(sb, sa)
+	})
+	var released []string
+	for _, id := range ids {
+		if over <= 0 {
+			break
+		}
+		over -= l.Holds[id].Qty
+		delete(l.Holds, id)
+		released = append(released, id)
+		if rec, ok, err := loadRes(tx, id); err == nil && ok && rec.State == StateHeld {
+			rec.State = StateReleased
+			tx.Set(prefixRes+id, encode(rec))
+		}
+	}
+	n.log.Warn("released holds that this region's rights no longer cover: the store lost transitions that had given their units back",
+		"sku", sku, "reservations", released)
 }
 
 // NoteUnrepaired records the keys anti-entropy with peer keeps shipping
