@@ -44,7 +44,7 @@ func TestClientCommandsUsage(t *testing.T) {
 		{"stock adjust without delta", []string{"stock", "adjust", "book", "--url", u}, 2, "missing DELTA"},
 		{"stock with an unknown action", []string{"stock", "count", "book", "--url", u}, 2, `unknown action "count"`},
 		{"reserve without qty", []string{"reserve", "book", "--url", u}, 2, "missing QTY"},
-		{"reserve with a negative ttl", []string{"reserve", "book", "1", "--ttl", "-1s", "--url", u}, 2, "--ttl must not be negative"},
+		{"reserve with a negative ttl", []string{"reserve", "book", "1", "--ttl", "-1s", "--url", u}, 2, "--ttl -1s is outside 1s..24h"},
 		{"commit without id", []string{"commit", "--url", u}, 2, "missing ID"},
 		{"release with two ids", []string{"release", "a", "b", "--url", u}, 2, `unexpected argument "b"`},
 		{"reservation without id", []string{"reservation", "--url", u}, 2, "missing ID"},

@@ -198,14 +198,23 @@ const IncarnationStep = 1 << 16
 func (s *Store) openIdentity(cut int64, now time.Time) error {
 	var stored uint64
 	var empty = true
+	// A damaged incarnation record counts as unknown: the identity file
+	// (or, without one, the clock) gives the next incarnation, which the
+	// record is then written anew with (as after any damage, the store
+	// goes on as a new incarnation).
+	damagedInc := false
 	err := s.view(nil, func(r Reader) error {
 		b, ok, err := r.Get(keyIncarnation)
+		if errors.Is(err, ErrCorrupt) {
+			damagedInc = true
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		if ok {
 			if err := crdt.Unmarshal(b, &stored, crdt.MaxObjectBytes); err != nil {
-				return &CorruptError{Key: keyIncarnation}
+				stored, damagedInc = 0, true
 			}
 		}
 		return nil
@@ -232,7 +241,7 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 	// A run that crashed on this boot left every write it made in the
 	// kernel (boot.go): its unclean stop lost nothing, unless the file
 	// is now shorter than when it opened (the next case but one).
-	keptByKernel := exists && !rec.Clean && rec.Used && s.lastRunOnThisBoot(rec) && s.txid >= rec.TxID
+	keptByKernel := exists && !rec.Clean && rec.Used && s.lastRunOnThisBoot(rec) && s.fileTxid >= rec.TxID
 	var why string
 	switch {
 	case cut > 0:
@@ -243,17 +252,19 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		// another peer holds: its counters would run again from below
 		// them (a dot or a stock decrement issued twice).
 		why = "stored values failed their checksums"
+	case damagedInc:
+		why = "the store's incarnation record is damaged"
 	case rec.Restored:
 		why = "the store was restored from a backup"
 	case !exists && !empty:
 		why = "the store has no identity file"
 	case exists && rec.Incarnation != stored:
 		why = "the store is not the one the identity file describes"
-	case exists && rec.Clean && rec.TxID != s.txid:
+	case exists && rec.Clean && rec.TxID != s.fileTxid:
 		why = "the store file changed since it was closed"
 	case exists && !rec.Clean && rec.Used && !keptByKernel:
 		why = "the last stop was not clean"
-	case exists && !rec.Clean && s.txid < rec.TxID:
+	case exists && !rec.Clean && s.fileTxid < rec.TxID:
 		why = "the store lost transactions it held when it last opened"
 	}
 	next := identity{Incarnation: max(rec.Incarnation, stored), CatchUp: rec.CatchUp, TxID: s.txid,

@@ -179,6 +179,10 @@ type Store struct {
 
 	txMu sync.Mutex // guards txid, mark, live
 	txid uint64
+	// fileTxid is the last transaction id the file held when it was
+	// opened, before the store's own writes at open (scan): what the
+	// identity file's TxID is compared with.
+	fileTxid uint64
 	live int64
 	// mark is the highest mark (Tx.Mark) set since the store opened; every
 	// value written carries it.
@@ -475,6 +479,7 @@ func (s *Store) scan() error {
 	if err != nil {
 		return fmt.Errorf("store: scan store: %w", err)
 	}
+	s.fileTxid = s.txid
 	if !hasDeletes {
 		err := s.update(nil, func(tx *Tx) error {
 			tx.own = true
