@@ -184,6 +184,10 @@ type Node struct {
 	// txApplied is the applied context as the store's transactions see
 	// it; it is only touched inside the store's write lock.
 	txApplied crdt.Context
+	// txReflects is what the stored states of keys may reflect beyond
+	// txApplied, joined over every key (keyReflects), as the store's
+	// transactions see it; touched as txApplied is.
+	txReflects crdt.Context
 	dg        *digest
 	carts     cartStore // split carts: damaged ones, empty lines (cartstore.go)
 	due       dueIndex
@@ -256,6 +260,13 @@ const (
 	// catches up after damage (holdBackDamaged), so that a restart before
 	// it has caught up holds them back still; empty once released.
 	keyHeldBack = "m/heldback"
+	// keyReflects holds the join of what the stored states may reflect
+	// beyond the applied context (Node.extra, answer.go): what whole
+	// states from peers (quorum reads, repairs) showed that no claimed
+	// delta brought yet. A restart loads it as the extra context every
+	// answer covers, so that a token after the restart still covers what
+	// the store shows. Empty once the applied context covers it.
+	keyReflects = "m/reflects"
 	// prefixPeerHomes + PEER holds what peer PEER showed as its homes
 	// in the last anti-entropy round completed, after the epoch
 	// (keyHomesEpoch) it completed in: "EPOCH HOMES". Records of earlier
@@ -390,6 +401,9 @@ func NewNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	if err := n.openApplied(marksBy); err != nil {
+		return nil, err
+	}
+	if err := n.openReflects(); err != nil {
 		return nil, err
 	}
 	if err := n.checkReplicaBudget(); err != nil {
@@ -1235,6 +1249,7 @@ func (n *Node) applyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 				n.txApplied.Join(dots)
 				tx.Set(keyApplied, crdt.EncodeContext(&n.txApplied))
 			}
+			n.storeReflects(tx, reflects)
 			n.commitDigest(tx, dots)
 			return nil
 		})
@@ -1257,6 +1272,52 @@ func (n *Node) applyGroup(dots *crdt.Context, g *crdt.Group, reflects *crdt.Cont
 	n.noteReflects(keys, reflects)
 	n.amu.Unlock()
 	return nil
+}
+
+// storeReflects records, in the commit function of a remote apply (under
+// the store's write lock), what the states it stored may reflect beyond
+// the applied context (keyReflects), or that the applied context now
+// covers what was recorded.
+func (n *Node) storeReflects(tx *store.Tx, reflects *crdt.Context) {
+	switch {
+	case reflects != nil && !reflects.Empty() && !n.txApplied.Covers(reflects) && !n.txReflects.Covers(reflects):
+		r := n.txReflects.Clone()
+		r.Join(reflects)
+		if len(r.Cloud) > maxExtraCloud {
+			r = r.Ceil()
+		}
+		n.txReflects = r
+		tx.Set(keyReflects, crdt.EncodeContext(&r))
+	case !n.txReflects.Empty() && n.txApplied.Covers(&n.txReflects):
+		n.txReflects = crdt.Context{}
+		tx.Set(keyReflects, []byte{})
+	}
+}
+
+// openReflects loads keyReflects as the extra context every answer covers
+// (extraState.overflow) until the applied context covers it. A damaged
+// record is dropped with a warning: what it held cannot be known (the
+// damage also makes the store a new incarnation that catches up).
+func (n *Node) openReflects() error {
+	return n.store.View([]string{keyReflects}, func(r store.Reader) error {
+		b, ok, err := r.Get(keyReflects)
+		var c crdt.Context
+		if err == nil && ok && len(b) > 0 {
+			c, err = crdt.DecodeContext(b)
+		}
+		if err != nil {
+			n.log.Warn("the record of what repaired states show beyond the applied context is damaged; an answer's token may not cover a repaired state until its writes arrive",
+				"key", keyReflects, "err", err)
+			return nil
+		}
+		n.txReflects = c
+		if !c.Empty() && !n.applied.Covers(&c) {
+			o := c.Clone()
+			n.extra.overflow = &o
+			n.countExtra()
+		}
+		return nil
+	})
 }
 
 // maxRemoteCounter bounds the counters a peer's states may carry: no

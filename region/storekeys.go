@@ -31,8 +31,9 @@ func OpenStore(path string, opts store.Options) (*store.Store, error) {
 //   - the deltas kept for a damaged cart or item ("p/c/ID", "p/i/SKU";
 //     pending.go) by the cart's or item's lock; the count of an item's
 //     lost restocks ("m/lostrestocks/SKU") by its item's;
-//   - the applied context ("m/applied") and the replica its marks count
-//     ("m/marks") have none either: they are written at start-up and in
+//   - the applied context ("m/applied"), the replica its marks count
+//     ("m/marks") and what states reflect beyond it ("m/reflects") have
+//     none either: they are written at start-up and in
 //     the commit function of Node.write and ApplyReflecting, which the
 //     store serialises in commit order, and read at start-up;
 //   - the partition count ("m/partitions"), the homes' id ("m/homes")
@@ -57,7 +58,7 @@ func lockKey(key string) string {
 		return lockKey(key[len(prefixPending):])
 	case strings.HasPrefix(key, prefixLostRestocks):
 		return prefixItem + key[len(prefixLostRestocks):]
-	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch, key == keyHeldBack:
+	case strings.HasPrefix(key, prefixRes), key == keyApplied, key == keyMarks, key == keyResSeq, key == keyPartitions, key == keyHomes, key == keyHomesEpoch, key == keyHeldBack, key == keyReflects:
 		return ""
 	}
 	return key
