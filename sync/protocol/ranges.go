@@ -207,8 +207,34 @@ func (p *Protocol) takeRanges(ae *aeRound, st *aeStep, m *Message) {
 			}
 		}
 		if x != m.Eq[i] {
-			p.again(ae, r) // a cut fingerprint hid a difference (or the peer's state moved)
+			// A cut fingerprint hid a difference (or the peer's state
+			// moved) among the buckets the peer found equal: those go
+			// again. The others are answered: their keys are on their
+			// way, and asking for them again would ship them twice.
+			p.againUnanswered(ae, r, answered)
 		}
+	}
+}
+
+// againUnanswered queues again, as one retry of the round, the runs of r's
+// buckets that the peer did not answer.
+func (p *Protocol) againUnanswered(ae *aeRound, r *rangeReq, answered map[uint64]bool) {
+	if ae.retries >= p.maxRetries() {
+		ae.final = false
+		return
+	}
+	ae.retries++
+	for b := r.lo; b < r.hi; {
+		if answered[b] {
+			b++
+			continue
+		}
+		e := b
+		for e < r.hi && !answered[e] {
+			e++
+		}
+		ae.rqueue = append(ae.rqueue, &rangeReq{lo: b, hi: e, fps: r.fps[b-r.lo : e-r.lo], counts: r.counts[b-r.lo : e-r.lo], width: r.width})
+		b = e
 	}
 }
 
