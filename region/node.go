@@ -188,9 +188,9 @@ type Node struct {
 	// txApplied, joined over every key (keyReflects), as the store's
 	// transactions see it; touched as txApplied is.
 	txReflects crdt.Context
-	dg        *digest
-	carts     cartStore // split carts: damaged ones, empty lines (cartstore.go)
-	due       dueIndex
+	dg         *digest
+	carts      cartStore // split carts: damaged ones, empty lines (cartstore.go)
+	due        dueIndex
 
 	imu      sync.Mutex
 	inflight map[string]struct{}

@@ -183,7 +183,7 @@ type Store struct {
 	// opened, before the store's own writes at open (scan): what the
 	// identity file's TxID is compared with.
 	fileTxid uint64
-	live int64
+	live     int64
 	// mark is the highest mark (Tx.Mark) set since the store opened; every
 	// value written carries it.
 	mark uint64
