@@ -349,6 +349,9 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	}
 	if err := db.SetConfig(buntdb.Config{SyncPolicy: buntdb.Never, AutoShrinkDisabled: true}); err != nil {
 		db.Close()
+		if s.lock != nil {
+			s.lock.Close()
+		}
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	s.db = db
@@ -363,6 +366,7 @@ func Open(path string, opts Options) (_ *Store, err error) {
 	if persist {
 		if s.syncFile, err = os.OpenFile(path, os.O_RDWR, 0); err != nil {
 			db.Close()
+			s.lock.Close()
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
