@@ -39,21 +39,21 @@ var SystemClock Clock = systemClock{}
 // the clock again.
 type steadyClock struct {
 	c    Clock
-	mu   sync.Mutex
-	last time.Time
+	last atomic.Int64 // Unix nanoseconds of the latest time given
 }
 
 func (s *steadyClock) Now() time.Time {
 	t := s.c.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// By the wall clock: Before would compare the monotonic readings,
-	// which a step of the wall clock does not move.
-	if t.UnixNano() < s.last.UnixNano() {
-		return s.last
+	ns := t.UnixNano() // by the wall clock: a step does not move the monotonic reading
+	for {
+		last := s.last.Load()
+		if ns < last {
+			return time.Unix(0, last)
+		}
+		if s.last.CompareAndSwap(last, ns) {
+			return t
+		}
 	}
-	s.last = t
-	return t
 }
 
 // Delta is a durable local write handed to replication: the region-level
