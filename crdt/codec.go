@@ -131,8 +131,12 @@ var (
 	intShape     = &shape{name: "integer", major: majorUint, signed: true}
 	textShape    = &shape{name: "text string", major: majorText}
 	entryShape   = &shape{name: "cart entry", major: majorArray, fields: []*shape{uintShape, textShape, uintShape, intShape}}
-	cloudShape   = arrayOf(uintShape, maxArray)
-	entriesShape = arrayOf(entryShape, maxArray)
+	// A cart's cloud and one replica's entries may be as long as the cart
+	// itself (MaxCartEntries: one region's adds joined with another's
+	// lagging removals), past the generic array bound; the parser's
+	// allocations follow the input's bytes, not these counts.
+	cloudShape   = arrayOf(uintShape, MaxCartEntries)
+	entriesShape = arrayOf(entryShape, MaxCartEntries)
 	replShape    = &shape{name: "cart replica record", major: majorArray, fields: []*shape{textShape, uintShape, cloudShape, entriesShape}}
 	cartShape    = arrayOf(replShape, MaxReplicas)
 	ctrShape     = &shape{name: "counter record", major: majorArray, fields: []*shape{textShape, uintShape, uintShape}}

@@ -310,7 +310,7 @@ func headContains(b []byte, d Dot) bool {
 var (
 	headShape      = &shape{name: "cart head", major: majorArray, fields: []*shape{uintShape, cartShape, uintShape, uintShape, uintShape}}
 	lineEntryShape = &shape{name: "line entry", major: majorArray, fields: []*shape{textShape, uintShape, uintShape, intShape}}
-	lineShape      = &shape{name: "cart line", major: majorArray, fields: []*shape{textShape, arrayOf(lineEntryShape, maxArray)}}
+	lineShape      = &shape{name: "cart line", major: majorArray, fields: []*shape{textShape, arrayOf(lineEntryShape, MaxCartEntries)}}
 )
 
 func (p *parser) cartHead() (*CartHead, error) {

@@ -322,8 +322,11 @@ func (n *Node) loadCartFor(r store.Reader, id string, delta *crdt.Cart) (*crdt.C
 	}
 	if needsAllLines(c, delta) {
 		c, p, err = loadCartLines(n.cartReader(r), id, nil, true, false)
-		if errors.Is(err, store.ErrCorrupt) {
+		switch {
+		case errors.Is(err, store.ErrCorrupt):
 			n.noteCartDamaged(id)
+		case err != nil:
+			return c, p, err // not an empty cart to save over the stored one
 		}
 	}
 	return c, p, nil
