@@ -124,22 +124,26 @@ func probeConcerns(ctx context.Context, cl *client, names []string, latency map[
 			for i := 0; time.Since(start) < d; i++ {
 				n, write := i/2%levels+1, i%2 == 0
 				cycle := i / (2 * levels)
-				if !write {
-					cycle += probeCarts - probeReadBehind
-				}
-				cart := "/v1/carts/" + url.PathEscape("probe-"+name+"-"+strconv.Itoa(cycle%probeCarts))
-				wg.Go(func() {
-					var c call
-					if write {
-						hdr := http.Header{"Lattice-Replicas": {strconv.Itoa(n)}}
-						c = cl.doHeader(ctx, r, "POST", cart+"/items", hdr, map[string]any{"sku": "probe", "qty": 1}, nil)
-					} else {
-						c = cl.do(ctx, r, "GET", cart+"?quorum="+strconv.Itoa(n), nil, nil)
+				// A read is of the cart written probeReadBehind cycles
+				// before: none in the first cycles.
+				if write || cycle >= probeReadBehind {
+					if !write {
+						cycle += probeCarts - probeReadBehind
 					}
-					mu.Lock()
-					samples = append(samples, probeSample{region: r, n: n, write: write, call: c})
-					mu.Unlock()
-				})
+					cart := "/v1/carts/" + url.PathEscape("probe-"+name+"-"+strconv.Itoa(cycle%probeCarts))
+					wg.Go(func() {
+						var c call
+						if write {
+							hdr := http.Header{"Lattice-Replicas": {strconv.Itoa(n)}}
+							c = cl.doHeader(ctx, r, "POST", cart+"/items", hdr, map[string]any{"sku": "probe", "qty": 1}, nil)
+						} else {
+							c = cl.do(ctx, r, "GET", cart+"?quorum="+strconv.Itoa(n), nil, nil)
+						}
+						mu.Lock()
+						samples = append(samples, probeSample{region: r, n: n, write: write, call: c})
+						mu.Unlock()
+					})
+				}
 				select {
 				case <-tick.C:
 				case <-ctx.Done():

@@ -405,7 +405,7 @@ func (r *Result) concernsMarkdown(w func(string, ...any)) {
 	w("\n## Write concern and quorum reads (probe after the workload settled), ms\n\n")
 	w("Each region sent, every %s ms for %.1f s, in turn a cart add with `Lattice-Replicas: N` and a read with `?quorum=N` "+
 		"(of a cart it wrote a few cycles before, its writes done), N = 1, 2, 3, each on its own (latency, not queueing). "+
-		"Floor: the emulated round trip to the nearest other region for N = 2, to the farthest for N = 3.\n\n", f(c.IntervalMS), c.DurationS)
+		"Floor: the emulated round trip to the (N−1)-th nearest other region (N − 1 other regions must hold the write): the nearest for N = 2, the second nearest for N = 3.\n\n", f(c.IntervalMS), c.DurationS)
 	w("| region | N | floor | writes | write p50 | write p99 | write p50 − floor | reads | read p50 | read p99 | read p50 − floor | errors |\n")
 	w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, rc := range c.Regions {
