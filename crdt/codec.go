@@ -127,10 +127,10 @@ type shape struct {
 }
 
 var (
-	uintShape    = &shape{name: "unsigned integer", major: majorUint}
-	intShape     = &shape{name: "integer", major: majorUint, signed: true}
-	textShape    = &shape{name: "text string", major: majorText}
-	entryShape   = &shape{name: "cart entry", major: majorArray, fields: []*shape{uintShape, textShape, uintShape, intShape}}
+	uintShape  = &shape{name: "unsigned integer", major: majorUint}
+	intShape   = &shape{name: "integer", major: majorUint, signed: true}
+	textShape  = &shape{name: "text string", major: majorText}
+	entryShape = &shape{name: "cart entry", major: majorArray, fields: []*shape{uintShape, textShape, uintShape, intShape}}
 	// A cart's cloud and one replica's entries may be as long as the cart
 	// itself (MaxCartEntries: one region's adds joined with another's
 	// lagging removals), past the generic array bound; the parser's

@@ -187,6 +187,14 @@ func (n *Node) Snapshot(choose func(digest []uint64) []uint32) (*crdt.Digest, er
 	return s, nil
 }
 
+// ClaimsApplied implements protocol.ApplyClaimer: false while a key is
+// damaged or held back, when Snapshot claims no applied context either.
+func (n *Node) ClaimsApplied() bool {
+	n.dg.mu.Lock()
+	defer n.dg.mu.Unlock()
+	return len(n.dg.damaged) == 0 && !n.dg.heldBackAll
+}
+
 // DigestBuckets returns the number of buckets of the anti-entropy digest
 // (Options.DigestBuckets); the replication protocol uses the same.
 func (n *Node) DigestBuckets() int { return n.opts.DigestBuckets }

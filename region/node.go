@@ -928,9 +928,39 @@ func (n *Node) storeErr(err error) error {
 	}
 	var ce *store.CorruptError
 	if errors.As(err, &ce) {
+		n.noteDamage(ce.Key)
 		return &Error{Code: CodeUnavailable, Detail: fmt.Sprintf("stored state of %s is damaged and awaits repair from a peer", ce.Key), RetryAfter: 5}
 	}
 	return err
+}
+
+// noteDamage records that the stored state of a replicated key (a cart,
+// one of its lines, an item) was found damaged while the region runs (a
+// read checks every value's checksum; the start checked them all, so
+// this is damage since, in memory or on disk): like damage found at the
+// start, the key leaves the anti-entropy digest, so that a peer's state
+// repairs it, and while any key is damaged the region's digests claim no
+// applied context (Snapshot), since its state lacks that key.
+func (n *Node) noteDamage(key string) {
+	if id, _, ok := cartOfLineKey(key); ok {
+		key = prefixCart + id
+	}
+	if n.isHeldBack(key) {
+		return // refused as damaged until caught up: not found damaged now
+	}
+	switch {
+	case strings.HasPrefix(key, prefixCart):
+		if id := key[len(prefixCart):]; !n.carts.isDamaged(id) {
+			n.noteCartDamaged(id)
+		}
+	case strings.HasPrefix(key, prefixItem):
+		n.dg.mu.Lock()
+		if _, ok := n.dg.damaged[key]; !ok {
+			n.dg.remove(key)
+			n.dg.damaged[key] = struct{}{}
+		}
+		n.dg.mu.Unlock()
+	}
 }
 
 func (n *Node) noteApplied(dots *crdt.Context) {
@@ -1662,6 +1692,8 @@ func (n *Node) readObjects(carts, items []string, strict bool) (*crdt.Group, crd
 				}
 			case err != nil && (strict || !errors.Is(err, store.ErrCorrupt)):
 				return err
+			case err != nil:
+				n.noteDamage(prefixCart + id) // left out of what is sent
 			}
 		}
 		for _, sku := range items {
@@ -1671,6 +1703,8 @@ func (n *Node) readObjects(carts, items []string, strict bool) (*crdt.Group, crd
 				g.AddItem(sku, it)
 			case err != nil && (strict || !errors.Is(err, store.ErrCorrupt)):
 				return err
+			case err != nil:
+				n.noteDamage(prefixItem + sku)
 			}
 		}
 		return nil

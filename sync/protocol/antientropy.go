@@ -550,7 +550,16 @@ func (p *Protocol) closeAE(pr *peer) {
 	m := &Message{Kind: KindObjects, Round: ae.round, Step: ae.nextStep, Pushes: ae.pushes, Of: ae.pushSum}
 	if ae.final {
 		p.adopt(pr, ae.theirApplied, ae.theirHomes)
-		m.Final, m.Applied, m.Homes = true, crdt.EncodeContext(&ae.myApplied), p.cfg.Homes
+		mine := &ae.myApplied
+		if !p.claimsApplied() {
+			// A key found damaged since the round began was left out of
+			// what it shipped: the context taken at its start claims
+			// that key's writes, which the peer may not hold. It gets
+			// the empty one, as from a region damaged when a round
+			// begins (Storage.Snapshot).
+			mine = &crdt.Context{}
+		}
+		m.Final, m.Applied, m.Homes = true, crdt.EncodeContext(mine), p.cfg.Homes
 	}
 	p.send(pr, m)
 	p.finishAE(pr)
@@ -650,6 +659,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	d := &Message{Kind: KindDiff, Round: m.Round, Step: m.Step, Of: requestID(m), Run: p.run, Nodes: out, Next: uint64(done)}
 	if m.Step == 1 {
 		d.Applied, d.Homes = p.wire(&v.snap.Applied), p.cfg.Homes
+		p.noteClaim(pr, m.Round, &v.snap.Applied)
 	}
 	if r.round == m.Round {
 		r.heard = p.now
@@ -998,6 +1008,13 @@ func (p *Protocol) tryAdopt(pr *peer) {
 // answerPull sends the states of the pulled keys, or of the keys of the
 // pulled span, as far as one message holds them; Next says how far.
 func (p *Protocol) answerPull(pr *peer, m *Message) {
+	if m.Round == pr.claimedRound && !p.claimsApplied() {
+		// A key found damaged since this region showed its applied
+		// context at the round's start is left out of every answer:
+		// unanswered, the peer's round does not close as complete on
+		// that context (its pushes still repair this region).
+		return
+	}
 	p.ensureRun()
 	reply := &Message{Kind: KindObjects, Round: m.Round, Step: m.Step, Of: requestID(m), Reply: true, Run: p.run}
 	if len(m.Spans) > 0 {
@@ -1016,8 +1033,8 @@ func (p *Protocol) answerPull(pr *peer, m *Message) {
 			return
 		}
 		g, reflects, n := p.readPrefix(keys)
-		if g == nil {
-			return
+		if g == nil || (g.Len() < n && !p.claimsApplied()) {
+			return // unread, or a key found damaged as it was read
 		}
 		if n < len(keys) {
 			next = crdt.KeySlot(keys[n], p.cfg.Buckets)
@@ -1025,13 +1042,36 @@ func (p *Protocol) answerPull(pr *peer, m *Message) {
 		reply.Group, reply.Reflects, reply.Next = g, reflects, next
 	} else {
 		g, reflects, n := p.readPrefix(m.Pull)
-		if g == nil {
+		if g == nil || (g.Len() < n && !p.claimsApplied()) {
 			return
 		}
 		reply.Group, reply.Reflects, reply.Next = g, reflects, uint64(n)
 	}
 	pr.pushed += uint64(reply.Group.Len())
 	p.send(pr, reply)
+}
+
+// noteClaim records that our answer to step 1 of the peer's round showed
+// applied (answerPull).
+func (p *Protocol) noteClaim(pr *peer, round uint64, applied *crdt.Context) {
+	if !applied.Empty() {
+		pr.claimedRound = round
+	}
+}
+
+// claimsApplied reports whether the store's state holds every key its
+// applied context describes (ApplyClaimer); a store that does not say
+// always does.
+func (p *Protocol) claimsApplied() bool {
+	c, ok := p.st.(ApplyClaimer)
+	return !ok || c.ClaimsApplied()
+}
+
+// ApplyClaimer is a Storage that may hold keys it cannot read (found
+// damaged): while it does, its applied context is claimed by no round
+// (its Snapshot carries none, and a round under way ends incomplete).
+type ApplyClaimer interface {
+	ClaimsApplied() bool
 }
 
 // onReply takes the answer to one of our pulls.

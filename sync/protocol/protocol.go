@@ -358,6 +358,10 @@ type peer struct {
 	aeTokens   float64
 	aeRefilled time.Time
 
+	// claimedRound is the last round of the peer's whose step 1 we
+	// answered with our applied context (answerPull).
+	claimedRound uint64
+
 	id       crdt.ReplicaID
 	bit      uint64
 	up       bool

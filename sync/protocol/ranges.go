@@ -152,6 +152,7 @@ func (p *Protocol) answerRanges(pr *peer, r *aeResp, m *Message) {
 	d := &Message{Kind: KindDiff, Round: m.Round, Step: m.Step, Of: requestID(m), Run: p.run, Nodes: nodes, Sketches: sketches, Eq: eq, Next: uint64(fit)}
 	if m.Step == 1 {
 		d.Applied, d.Homes = p.wire(&v.snap.Applied), p.cfg.Homes
+		p.noteClaim(pr, m.Round, &v.snap.Applied)
 	}
 	if r.round == m.Round {
 		r.heard = p.now
