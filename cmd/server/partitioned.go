@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -283,8 +284,9 @@ func (s *Server) NodeName() string {
 // certificate must allow client authentication, which a server-only one
 // does not; the node refuses to start then.
 func (s *security) forwardClient() (*http.Client, error) {
+	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         dialer.DialContext,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false,
@@ -294,7 +296,15 @@ func (s *security) forwardClient() (*http.Client, error) {
 			return nil, errors.New("forwarding client: api_tls.cert does not allow client authentication (extended key usage clientAuth), and with api_tls.client_ca the other nodes of the region ask for it when this node forwards a request to them")
 		}
 		s.apiCert.ForwardsWith()
-		tr.TLSClientConfig = s.apiCert.ForwardTLS()
+		// Each owner's certificate is checked against the host it is
+		// dialled at, an IP address included.
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return (&tls.Dialer{NetDialer: dialer, Config: s.apiCert.ForwardTLS(host)}).DialContext(ctx, network, addr)
+		}
 	}
 	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }

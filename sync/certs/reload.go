@@ -148,11 +148,16 @@ func (s *ServerCert) Reload() error {
 // against the system's roots, the client CAs and the certificates of the
 // certificate file as Reload last read them, so that a renewed
 // certificate is presented and trusted from the next handshake on, as
-// the API serves it.
-func (s *ServerCert) ForwardTLS() *tls.Config {
+// the API serves it. host is the name or IP address the node is dialled
+// at, which its certificate must name: the handshake's own ServerName is
+// empty for an IP address (no SNI is sent), and verifying against it
+// would skip the name check, so that any certificate the pool trusts
+// would pass for the node and receive the client's bearer token.
+func (s *ServerCert) ForwardTLS(host string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{"http/1.1"},
+		ServerName: host,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return s.cur.Load().cert, nil
 		},
@@ -162,7 +167,10 @@ func (s *ServerCert) ForwardTLS() *tls.Config {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("certs: the node presented no certificate")
 			}
-			opts := x509.VerifyOptions{Roots: s.cur.Load().peers, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+			if host == "" {
+				return errors.New("certs: no name to check the node's certificate against")
+			}
+			opts := x509.VerifyOptions{Roots: s.cur.Load().peers, DNSName: host, Intermediates: x509.NewCertPool()}
 			for _, c := range cs.PeerCertificates[1:] {
 				opts.Intermediates.AddCert(c)
 			}
