@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/labstack/echo/v4"
@@ -130,6 +131,33 @@ func (h *handler) route(c echo.Context, next echo.HandlerFunc) error {
 // and whose owner answered it.
 const forwardedKey = "lattice.forwarded"
 
+// clientBody is a forwarded request's body as the client sends it, with
+// the error, other than its end, that reading it met.
+type clientBody struct {
+	r   io.Reader
+	mu  sync.Mutex // the transport reads on a goroutine of its own
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		b.err = err
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *clientBody) readErr() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
+}
+
 // hopHeaders are the hop-by-hop headers a forward does not pass on.
 var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
 
@@ -143,7 +171,13 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	req := c.Request()
 	ctx, cancel := context.WithTimeout(req.Context(), h.timeout+MaxWait)
 	defer cancel()
-	out, err := http.NewRequestWithContext(ctx, req.Method, base+req.URL.RequestURI(), req.Body)
+	var body io.Reader = req.Body
+	var client *clientBody // the client's body, whose read errors are the client's
+	if req.Body != nil && req.Body != http.NoBody {
+		client = &clientBody{r: req.Body}
+		body = client
+	}
+	out, err := http.NewRequestWithContext(ctx, req.Method, base+req.URL.RequestURI(), body)
 	if err != nil {
 		return err
 	}
@@ -167,9 +201,9 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 	out.Header.Set(HeaderForwarded, h.part.Self)
 	out.Header[HeaderRequestID] = []string{requestIDFrom(c)}
 	out.ContentLength = req.ContentLength
-	client := h.part.Client
-	if client == nil {
-		client = http.DefaultClient
+	hc := h.part.Client
+	if hc == nil {
+		hc = http.DefaultClient
 	}
 	// Sent is the whole request written: the owner applies a request only
 	// once it has read all of it, so one whose writing failed (a broken
@@ -183,7 +217,13 @@ func (h *handler) forward(c echo.Context, part int, base string) error {
 		},
 	}))
 	h.metrics.forwards.Inc() // every forward; the failures among them below
-	resp, err := client.Do(out)
+	resp, err := hc.Do(out)
+	if berr := client.readErr(); err != nil && berr != nil {
+		// The client's body broke off (a Content-Length it did not send
+		// in full): its fault, answered as a node of a region of one
+		// answers it, not the owner's (not a forward failure).
+		return region.InvalidField("body", "reading the request body: %v", berr)
+	}
 	if err != nil {
 		h.metrics.forwardFailures.Inc()
 		why := err.Error()
