@@ -2000,15 +2000,13 @@ func (n *Node) republishHeld() error {
 			if err != nil {
 				return err
 			}
-			if !n.decides(n.HomeOf(sku), sku) {
-				n.releaseUncovered(tx, sku, it, l)
-			}
+			released := !n.decides(n.HomeOf(sku), sku) && n.releaseUncovered(tx, sku, it, l)
 			// Published anew only where it differs from what every region
 			// shows (the joined register): a write issues a dot, and a
 			// run that issued one starts a new incarnation at its next
 			// unclean stop — every restart would, for a home with an
 			// open hold.
-			if g.Len() > 0 || it.Held.Value != l.held() {
+			if released || g.Len() > 0 || it.Held.Value != l.held() {
 				n.saveLedger(tx, g, sku, it, l)
 			}
 			return nil
@@ -2028,6 +2026,7 @@ func (n *Node) republishHeld() error {
 // releaseUncovered releases holds of sku, decided here from this
 // region's rights, that its rights no longer cover: the newest first,
 // until what its ledger holds is within the rights it has outstanding.
+// It reports whether it released any (the ledger is then to be saved).
 // Every hold takes units of the region's rights, and neither a return nor
 // a recall touches held units, so only a lost tail makes a ledger hold
 // more: with everysec, a release lost to a power loss while the return of
@@ -2035,10 +2034,10 @@ func (n *Node) republishHeld() error {
 // sold those units since. Committing such a hold would sell them twice; a
 // hold released here answers its commit 409 released instead, so fewer
 // units are sold, never more.
-func (n *Node) releaseUncovered(tx *store.Tx, sku string, it *crdt.Item, l *ledger) {
+func (n *Node) releaseUncovered(tx *store.Tx, sku string, it *crdt.Item, l *ledger) bool {
 	over := l.held() - it.Outstanding(string(n.name))
 	if over <= 0 {
-		return
+		return false
 	}
 	ids := slices.Collect(maps.Keys(l.Holds))
 	slices.SortFunc(ids, func(a, b string) int {
@@ -2061,6 +2060,7 @@ func (n *Node) releaseUncovered(tx *store.Tx, sku string, it *crdt.Item, l *ledg
 	}
 	n.log.Warn("released holds that this region's rights no longer cover: the store lost transitions that had given their units back",
 		"sku", sku, "reservations", released)
+	return true
 }
 
 // NoteUnrepaired records the keys anti-entropy with peer keeps shipping

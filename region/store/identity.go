@@ -187,8 +187,10 @@ func nextIncarnation(last uint64, now time.Time) uint64 {
 }
 
 // IncarnationStep is the least an incarnation number grows by from one
-// incarnation to the next (nextIncarnation). At one new incarnation a
-// second it stays within crdt.MaxIncarnationDigits for 380 years.
+// incarnation to the next (nextIncarnation). The 12 digits of
+// crdt.MaxIncarnationDigits leave room for about 12.5 million
+// incarnations past today's clock, against the 256 replica ids (writing
+// incarnations) a cluster has in all.
 const IncarnationStep = 1 << 16
 
 // openIdentity decides the store's incarnation after it was opened and

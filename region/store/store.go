@@ -550,8 +550,9 @@ func (s *Store) KeySample(lo, hi string) (keys []string, every int) {
 // MarkCorrupt records that the stored value of key is damaged (the store
 // finds that itself when a checksum fails; the region also when a value
 // passes its checksum but does not decode): logged and counted once, and
-// listed by Corrupt until the key is rewritten.
-func (s *Store) MarkCorrupt(key string) {
+// listed by Corrupt until the key is rewritten. It reports whether the
+// key was not listed before.
+func (s *Store) MarkCorrupt(key string) bool {
 	s.corruptMu.Lock()
 	_, seen := s.corrupt[key]
 	s.corrupt[key] = struct{}{}
@@ -559,6 +560,21 @@ func (s *Store) MarkCorrupt(key string) {
 	if !seen {
 		s.log.Error("stored value failed its checksum; it will not be served", "key", key)
 		inc(s.metrics.ChecksumFailures)
+	}
+	return !seen
+}
+
+// checksumFailed is MarkCorrupt for a value a read found failing its
+// checksum. Every value was checked when the store opened, and the store
+// reads its values from memory: one failing after that says the process's
+// memory is no longer to be trusted, and the store fails. A repair from one
+// peer would be unsafe too (it may lack this region's own writes that
+// another peer holds, whose counters the region would then issue again);
+// a restart checks every value and, finding damage, goes on as a new
+// incarnation that catches up.
+func (s *Store) checksumFailed(key string) {
+	if s.MarkCorrupt(key) && s.opened.Load() {
+		s.fail(fmt.Errorf("stored value of %q failed its checksum while the store ran; restart the region", key))
 	}
 }
 

@@ -42,7 +42,7 @@ func (r reader) get(key string) ([]byte, bool, error) {
 	}
 	_, _, _, p, err := unframe(key, storedBytes(v))
 	if err != nil {
-		r.s.MarkCorrupt(key)
+		r.s.checksumFailed(key)
 		return nil, true, &CorruptError{Key: key}
 	}
 	return p, true, nil
@@ -64,7 +64,7 @@ func (r reader) Scan(prefix string, fn func(key string, val []byte, err error) b
 		}
 		_, _, _, p, err := unframe(k, storedBytes(v))
 		if err != nil {
-			r.s.MarkCorrupt(k)
+			r.s.checksumFailed(k)
 			return fn(k, nil, &CorruptError{Key: k})
 		}
 		return fn(k, p, nil)
@@ -102,7 +102,7 @@ func (s *Store) ScanRange(lo, hi string, fn func(key string, val []byte, err err
 			}
 			_, _, _, p, err := unframe(k, storedBytes(v))
 			if err != nil {
-				s.MarkCorrupt(k)
+				s.checksumFailed(k)
 				return fn(k, nil, &CorruptError{Key: k})
 			}
 			return fn(k, p, nil)
