@@ -307,6 +307,13 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 	if !t.Writes() {
 		return nil
 	}
+	if s.failed.Load() {
+		// A read of fn's may have found a value failing its checksum,
+		// which failed the store: what fn staged from that read is not
+		// to be written (a repair would replace the value with one
+		// peer's state, which may lack this region's own writes).
+		return ErrStoreFailed
+	}
 	if t.del != "" && len(t.sets) > 0 {
 		return errors.New("store: a transaction may not both delete and set keys")
 	}
@@ -315,6 +322,9 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 	}
 	hooked := false
 	err = s.db.Update(func(btx *buntdb.Tx) error {
+		if s.failed.Load() {
+			return ErrStoreFailed // failed since: nothing more is written
+		}
 		if locked != nil {
 			t.lk = nil // the commit lock serialises what locked touches
 			if err := locked(t); err != nil {

@@ -557,7 +557,9 @@ func TestQUICReconnectAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eu2.Close()
-	waitFor(t, 10*time.Second, "us-east to reconnect to the restarted eu-west", func() bool {
+	// Within 20 s, below the 30 s idle timeout, and with room for a loaded
+	// machine's redial backoff (10 s was missed once with every core busy).
+	waitFor(t, 20*time.Second, "us-east to reconnect to the restarted eu-west", func() bool {
 		st := us.Peers()[0]
 		return st.Connected && st.Connects == 2 && eu2.Connected("us-east")
 	})
