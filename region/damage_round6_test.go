@@ -11,11 +11,22 @@ import (
 )
 
 // damageRound6InMemory damages the stored value of key as the region
-// holds it, while it runs (a bit flipped in memory after the store
-// checked its file): the payload a read gets shares the store's memory
-// (store.Reader.Get), so flipping one of its bytes makes the value fail
-// its checksum at its next read, as the store checks on every read.
+// holds it, while it runs (flipInMemory), and reads it once, which finds
+// the damage (and fails the store).
 func damageRound6InMemory(t *testing.T, st *store.Store, key string) {
+	t.Helper()
+	flipInMemory(t, st, key)
+	if err := st.View([]string{st.LockKey(key)}, func(r store.Reader) error { _, _, err := r.Get(key); return err }); err == nil {
+		t.Fatalf("%s still reads whole after the flip", key)
+	}
+}
+
+// flipInMemory flips a bit of the last byte of key's value as the region
+// holds it (a bit flipped in memory after the store checked its file):
+// the payload a read gets shares the store's memory (store.Reader.Get),
+// so the value fails its checksum at its next read, as the store checks
+// on every read.
+func flipInMemory(t *testing.T, st *store.Store, key string) {
 	t.Helper()
 	err := st.View([]string{st.LockKey(key)}, func(r store.Reader) error {
 		b, ok, err := r.Get(key)
@@ -27,9 +38,6 @@ func damageRound6InMemory(t *testing.T, st *store.Store, key string) {
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if err := st.View([]string{st.LockKey(key)}, func(r store.Reader) error { _, _, err := r.Get(key); return err }); err == nil {
-		t.Fatalf("%s still reads whole after the flip", key)
 	}
 }
 

@@ -22,29 +22,8 @@ import (
 // home must then not sell units that the commit eu-west holds already
 // sold: a stock of 10 never has more than 10 units committed.
 func TestItemDamagedWhileRunningNotRepairedBelowOwnCommits(t *testing.T) {
-	r := newSemRigHome(t, func(string) string { return "us-east" }, "us-east", "eu-west", "ap-south")
+	r, first, stale := commitOneLags(t)
 	h := r.nodes["us-east"]
-	must[Item](t)(h.Restock(bg, "w", 10))
-	r.deliverAll()
-	stale, err := r.nodes["ap-south"].ReadObjects(nil, []string{"w"})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	from := r.published("us-east")
-	first := must[Reservation](t)(h.Reserve(bg, "w", 4, time.Hour, Idem{}))
-	if c := must[Reservation](t)(h.Commit(bg, first.ID, Idem{})); c.State != StateCommitted {
-		t.Fatalf("test setup: commit of %s: %+v", first.ID, c)
-	}
-	r.mu.Lock()
-	sent := append([]Delta(nil), r.log["us-east"][from:]...)
-	r.mu.Unlock()
-	for _, d := range sent {
-		r.apply("eu-west", d) // ap-south lags
-	}
-	if it := r.itemW(t, "eu-west"); it.Stock != 6 {
-		t.Fatalf("test setup: eu-west shows stock %d after the commit, want 6", it.Stock)
-	}
 
 	damageRound6InMemory(t, h.store, prefixItem+"w")
 	wantCode(t, second2(h.GetItem(bg, "w", false)), CodeUnavailable)
@@ -67,6 +46,37 @@ func TestItemDamagedWhileRunningNotRepairedBelowOwnCommits(t *testing.T) {
 			"reserved and committed 10 more (%v): %d units committed of a stock of 10; eu-west now shows stock %d",
 			first.Qty, err, sold, r.itemW(t, "eu-west").Stock)
 	}
+}
+
+// commitOneLags sets up the rig of the damage-while-running tests: us-east
+// is the home of w, restocked to 10 everywhere; it reserves and commits
+// 4, whose deltas reach eu-west and not ap-south. It returns ap-south's
+// state of w from before the commit (stock 10) and the reservation.
+func commitOneLags(t *testing.T) (*semRig, Reservation, *crdt.Group) {
+	t.Helper()
+	r := newSemRigHome(t, func(string) string { return "us-east" }, "us-east", "eu-west", "ap-south")
+	h := r.nodes["us-east"]
+	must[Item](t)(h.Restock(bg, "w", 10))
+	r.deliverAll()
+	stale, err := r.nodes["ap-south"].ReadObjects(nil, []string{"w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := r.published("us-east")
+	first := must[Reservation](t)(h.Reserve(bg, "w", 4, time.Hour, Idem{}))
+	if c := must[Reservation](t)(h.Commit(bg, first.ID, Idem{})); c.State != StateCommitted {
+		t.Fatalf("test setup: commit of %s: %+v", first.ID, c)
+	}
+	r.mu.Lock()
+	sent := append([]Delta(nil), r.log["us-east"][from:]...)
+	r.mu.Unlock()
+	for _, d := range sent {
+		r.apply("eu-west", d) // ap-south lags
+	}
+	if it := r.itemW(t, "eu-west"); it.Stock != 6 {
+		t.Fatalf("test setup: eu-west shows stock %d after the commit, want 6", it.Stock)
+	}
+	return r, first, stale
 }
 
 func (r *semRig) itemW(t *testing.T, name string) Item {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
-	"github.com/latticedb/lattice/region/store"
 )
 
 // TestItemDamageFoundByRepairNotKeptBelowOwnCommits: as
@@ -23,31 +22,9 @@ import (
 // eu-west holds, already sold. A stock of 10 never has more than 10
 // units committed.
 func TestItemDamageFoundByRepairNotKeptBelowOwnCommits(t *testing.T) {
-	r := newSemRigHome(t, func(string) string { return "us-east" }, "us-east", "eu-west", "ap-south")
-	h := r.nodes["us-east"]
-	must[Item](t)(h.Restock(bg, "w", 10))
-	r.deliverAll()
-	stale, err := r.nodes["ap-south"].ReadObjects(nil, []string{"w"})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	from := r.published("us-east")
-	first := must[Reservation](t)(h.Reserve(bg, "w", 4, time.Hour, Idem{}))
-	if c := must[Reservation](t)(h.Commit(bg, first.ID, Idem{})); c.State != StateCommitted {
-		t.Fatalf("test setup: commit of %s: %+v", first.ID, c)
-	}
-	r.mu.Lock()
-	sent := append([]Delta(nil), r.log["us-east"][from:]...)
-	r.mu.Unlock()
-	for _, d := range sent {
-		r.apply("eu-west", d) // ap-south lags
-	}
-	if it := r.itemW(t, "eu-west"); it.Stock != 6 {
-		t.Fatalf("test setup: eu-west shows stock %d after the commit, want 6", it.Stock)
-	}
+	r, first, stale := commitOneLags(t)
 	r.restart("us-east", true)
-	h = r.nodes["us-east"]
+	h := r.nodes["us-east"]
 
 	flipInMemory(t, h.store, prefixItem+"w")
 	if h.store.Failed() {
@@ -55,7 +32,7 @@ func TestItemDamageFoundByRepairNotKeptBelowOwnCommits(t *testing.T) {
 	}
 	// ap-south's anti-entropy push of its state of w: its read of w is
 	// the first to find the damage.
-	err = h.ApplyReflecting(&crdt.Context{}, stale, &crdt.Context{})
+	err := h.ApplyReflecting(&crdt.Context{}, stale, &crdt.Context{})
 	t.Logf("ap-south's state of w at the home: %v; store failed: %v", err, h.store.Failed())
 
 	// The region is restarted, as the docs say it must be.
@@ -75,23 +52,5 @@ func TestItemDamageFoundByRepairNotKeptBelowOwnCommits(t *testing.T) {
 			"was rewritten from that state as the store failed; after the restart the home reserved and committed 10 more (%v): "+
 			"%d units committed of a stock of 10; eu-west now shows stock %d",
 			first.Qty, err, sold, r.itemW(t, "eu-west").Stock)
-	}
-}
-
-// flipInMemory flips a bit of the last byte of key's value in st's memory,
-// as damageRound6InMemory does, without reading the value again: the
-// next read of key is the first to find the damage.
-func flipInMemory(t *testing.T, st *store.Store, key string) {
-	t.Helper()
-	err := st.View([]string{st.LockKey(key)}, func(r store.Reader) error {
-		b, ok, err := r.Get(key)
-		if err != nil || !ok || len(b) == 0 {
-			t.Fatalf("%s: ok %v, err %v", key, ok, err)
-		}
-		b[len(b)-1] ^= 0x40
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 }
