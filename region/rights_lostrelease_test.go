@@ -24,34 +24,8 @@ import (
 func TestEscrowReleaseLostReturnKeptNeverOversells(t *testing.T) {
 	r := newEscrowRig(t)
 	h := r.nodes["h"]
-	must[Item](t)(h.Restock(bg, "e1", 10))
-	r.deliver(nil)
-	held := must[Reservation](t)(r.nodes["a"].Reserve(bg, "e1", 3, time.Hour, Idem{}))
-	if !strings.HasPrefix(held.ID, "a:") {
-		t.Fatalf("test setup: reservation %s not decided from a's rights", held.ID)
-	}
-	r.deliver(nil)
-
-	// A clean restart of a with everysec; what is in the file now is synced.
+	held, a, synced := releasedThenReturned(t, r)
 	everysec := store.Options{Durability: config.DurabilityEverySec}
-	r.nodes["a"].close()
-	r.openEscrowWith("a", everysec, nil)
-	a := r.nodes["a"]
-	if a.CatchingUp() {
-		t.Fatal("test setup: a catching up after a clean restart")
-	}
-	synced, err := a.store.SyncNow()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// a releases the hold, then returns its idle rights (all of them).
-	if rel := must[Reservation](t)(a.Release(bg, held.ID, Idem{})); rel.State != StateReleased {
-		t.Fatalf("test setup: release of %s: %+v", held.ID, rel)
-	}
-	r.clock.Advance(EscrowIdle + time.Second)
-	a.ReturnIdleRights()
-	r.deliver(nil)
 	if g := r.item("h", "e1").Granted; g == nil || *g != 0 {
 		t.Fatalf("test setup: after a's idle return h counts %v of rights out, want 0", g)
 	}
@@ -84,4 +58,37 @@ func TestEscrowReleaseLostReturnKeptNeverOversells(t *testing.T) {
 			"%d units held in the ledgers after catch-up, %d committed, of a stock of 10 (h now shows stock %d)",
 			held.ID, units, committed, r.item("h", "e1").Stock)
 	}
+}
+
+// releasedThenReturned sets up the lost-release tests on an escrow rig:
+// h restocks e1 with 10, a holds 3 of them from its rights, restarts
+// cleanly with everysec (what its file holds is synced: synced is the
+// file's size then), releases the hold and, idle, returns every unused
+// right, the released units among them, which h applies.
+func releasedThenReturned(t *testing.T, r *escrowRig) (held Reservation, a *testNode, synced int64) {
+	t.Helper()
+	must[Item](t)(r.nodes["h"].Restock(bg, "e1", 10))
+	r.deliver(nil)
+	held = must[Reservation](t)(r.nodes["a"].Reserve(bg, "e1", 3, time.Hour, Idem{}))
+	if !strings.HasPrefix(held.ID, "a:") {
+		t.Fatalf("test setup: reservation %s not decided from a's rights", held.ID)
+	}
+	r.deliver(nil)
+	r.nodes["a"].close()
+	r.openEscrowWith("a", store.Options{Durability: config.DurabilityEverySec}, nil)
+	a = r.nodes["a"]
+	if a.CatchingUp() {
+		t.Fatal("test setup: a catching up after a clean restart")
+	}
+	synced, err := a.store.SyncNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel := must[Reservation](t)(a.Release(bg, held.ID, Idem{})); rel.State != StateReleased {
+		t.Fatalf("test setup: release of %s: %+v", held.ID, rel)
+	}
+	r.clock.Advance(EscrowIdle + time.Second)
+	a.ReturnIdleRights()
+	r.deliver(nil)
+	return held, a, synced
 }

@@ -1,7 +1,6 @@
 package region
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -24,28 +23,8 @@ import (
 func TestEscrowUncoveredHoldLeavesLedgerWhenHomeHoldsNone(t *testing.T) {
 	r := newEscrowRig(t)
 	h := r.nodes["h"]
-	must[Item](t)(h.Restock(bg, "e1", 10))
-	r.deliver(nil)
-	held := must[Reservation](t)(r.nodes["a"].Reserve(bg, "e1", 3, time.Hour, Idem{}))
-	if !strings.HasPrefix(held.ID, "a:") {
-		t.Fatalf("test setup: reservation %s not decided from a's rights", held.ID)
-	}
-	r.deliver(nil)
-
+	held, a, synced := releasedThenReturned(t, r)
 	everysec := store.Options{Durability: config.DurabilityEverySec}
-	r.nodes["a"].close()
-	r.openEscrowWith("a", everysec, nil)
-	a := r.nodes["a"]
-	synced, err := a.store.SyncNow()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rel := must[Reservation](t)(a.Release(bg, held.ID, Idem{})); rel.State != StateReleased {
-		t.Fatalf("test setup: release of %s: %+v", held.ID, rel)
-	}
-	r.clock.Advance(EscrowIdle + time.Second)
-	a.ReturnIdleRights()
-	r.deliver(nil)
 	// The home sells its whole stock: held, then committed.
 	sold := must[Reservation](t)(h.Reserve(bg, "e1", 10, time.Hour, Idem{}))
 	if c := must[Reservation](t)(h.Commit(bg, sold.ID, Idem{})); c.State != StateCommitted {
