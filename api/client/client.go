@@ -138,6 +138,14 @@ func New(baseURLs []string, opts Options) (*Client, error) {
 	case opts.HTTPClient == nil:
 		opts.HTTPClient = def.HTTPClient
 	}
+	// A region never redirects: a 3xx comes from a proxy, a hijacked
+	// address or a mistake, and following it would send the request, its
+	// bearer token, causal token and Idempotency-Key to a host the client
+	// was not given. It is answered as it is (a Problem without a code).
+	// A copy, so that a caller's own client is left as it was.
+	hc := *opts.HTTPClient
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	opts.HTTPClient = &hc
 	if strings.ContainsAny(opts.BearerToken, " \t\r\n") {
 		return nil, errors.New("lattice client: the bearer token holds a blank or a line break")
 	}
