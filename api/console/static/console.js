@@ -402,6 +402,14 @@ async function edit(op) {
     out.textContent = "Show a " + need.join(" and a ") + " first.";
     return;
   }
+  // A browser drops "." and ".." path segments (encoded or not) before it
+  // sends a request, so an edit of such an id would reach another route:
+  // say so instead (the API and the lattice command edit them).
+  const dots = (id) => id === "." || id === "..";
+  if ((need.includes("cart") && dots(cart)) || (need.includes("sku") && dots(sku))) {
+    out.textContent = `The console cannot ${op} a cart or sku named "." or "..": a browser rewrites such a path. Use the API or the lattice command.`;
+    return;
+  }
   const base = "/console/api/regions/" + encodeURIComponent(r) + "/v1";
   const c = encodeURIComponent(cart), s = encodeURIComponent(sku);
   const req = {
