@@ -51,6 +51,14 @@ func (r *Replicator) wait(ctx context.Context, w *waiter) error {
 	}
 	w.done = make(chan struct{})
 	r.mu.Lock()
+	select {
+	case <-r.stop:
+		// Closed: no loop answers waiters any more (Close answered
+		// those it found, under the same lock).
+		r.mu.Unlock()
+		return ErrTooFewRegions
+	default:
+	}
 	r.waiters = append(r.waiters, w)
 	r.mu.Unlock()
 	r.signal()

@@ -153,14 +153,22 @@ func (r *Replicator) Close() {
 	r.mu.Lock()
 	r.room.Broadcast() // OnMessage waiting for room gives up
 	r.mu.Unlock()
-	if r.proto == nil {
-		return // never started
+	if r.proto != nil {
+		select {
+		case <-r.done:
+		case <-time.After(5 * time.Second):
+			r.log.Error("replication loop did not stop")
+		}
 	}
-	select {
-	case <-r.done:
-	case <-time.After(5 * time.Second):
-		r.log.Error("replication loop did not stop")
+	// No loop serves the write concerns still waiting: they are not met
+	// (the write stays applied), and so are later ones (wait).
+	r.mu.Lock()
+	for _, w := range r.waiters {
+		w.err = ErrTooFewRegions
+		close(w.done)
 	}
+	r.waiters = nil
+	r.mu.Unlock()
 }
 
 func (r *Replicator) transport() transport.Transport {
