@@ -181,7 +181,9 @@ func shortConfig(seed uint64) Config {
 	cfg.Rate, cfg.Duration, cfg.Warmup = 200, 2*time.Second, 500*time.Millisecond
 	cfg.Latency = "none"
 	cfg.Settle = 20 * time.Second
-	cfg.Probe = 600 * time.Millisecond
+	// The probe's reads begin after probeReadBehind cycles of writes
+	// (0.48 s with three regions): 1.2 s gives each level a few.
+	cfg.Probe = 1200 * time.Millisecond
 	cfg.Command = "go test ./bench"
 	return cfg
 }

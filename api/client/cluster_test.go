@@ -31,16 +31,6 @@ type cluster struct {
 
 var regionNames = []string{"us-east", "eu-west", "ap-south"}
 
-func freeUDP(t testing.TB) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().String()
-}
-
 func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
 	t.Helper()
 	dir := t.TempDir()
@@ -48,9 +38,20 @@ func newCluster(t testing.TB, latencyMS map[string]int) *cluster {
 	cfg.DataDir = filepath.Join(dir, "data")
 	cfg.TLSDir = filepath.Join(dir, "certs")
 	cfg.Emulate.LatencyMS = latencyMS
+	// The peer ports are all taken before any is let go, so that no two
+	// regions are given the same one.
+	var held []net.PacketConn
 	for i := range cfg.Regions {
-		cfg.Regions[i].Peer = freeUDP(t)
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, pc)
+		cfg.Regions[i].Peer = pc.LocalAddr().String()
 		cfg.Regions[i].API = fmt.Sprintf("127.0.0.1:%d", 1+i) // unused: each region gets a listener
+	}
+	for _, pc := range held {
+		pc.Close()
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

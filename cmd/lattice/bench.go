@@ -31,7 +31,7 @@ func runBench(ctx context.Context, cio cmdIO, args []string) int {
 	partition := fs.String("partition", "", "cut a region off from every other region: `REGION@START+DUR`, START counted from the end of the warm-up (for example ap-south@5s+4s); healed at DUR's end or when the workload ends")
 	out := fs.String("out", d.Out, "directory for results.json, summary.md and the plots")
 	concurrency := fs.Int("concurrency", d.Concurrency, "most requests in flight")
-	probe := fs.Duration("probe", bench.DefaultProbe, "how long the probe of write concerns (Lattice-Replicas 1..3) and quorum reads runs after the workload")
+	probe := fs.Duration("probe", bench.DefaultProbe, "how long the probe of write concerns (Lattice-Replicas 1..3) and quorum reads runs after the workload (its reads, of carts written four cycles before, begin after those cycles: 0.48 s with three regions)")
 	settle := fs.Duration("settle", d.Settle, "longest wait after the workload for every region to hold every write and show the same state")
 	durability := fs.String("durability", d.Durability, "regions' durability: always (fsync before the answer) or everysec")
 	carts := fs.Int("carts", 0, fmt.Sprintf("carts in each of the add-only and mixed sets (0: %d, raised to keep ~1,000 adds per cart at most)", bench.DefaultCarts))
