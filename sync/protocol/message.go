@@ -183,6 +183,10 @@ type Message struct {
 	groupEnc []byte
 	// compactSpans makes Encode send Spans as SpanRuns.
 	compactSpans bool
+	// wire is the size of the encoding Decode read the message from; 0
+	// for a message made in this process. It bounds the dots a delta
+	// may have expanded one by one (deltaContext).
+	wire int
 }
 
 // DotRun is the wire form of a DotRange (Message.DotRuns): AgeUs is the
@@ -275,6 +279,7 @@ func Decode(b []byte, buckets int) (*Message, error) {
 	if err := m.validate(buckets); err != nil {
 		return nil, err
 	}
+	m.wire = len(b)
 	return &m, nil
 }
 
@@ -665,10 +670,33 @@ func (m *Message) validate(buckets int) error {
 // from 1 go to the version vector, the others to the cloud; one
 // compaction at the end).
 func rangesToContext(rs []DotRange) crdt.Context {
-	var c crdt.Context
+	c, _ := dotsContext(rs, &crdt.Context{}, -1)
+	return c
+}
+
+// bytesPerGapDot is how many bytes of a received message each dot it
+// names past a gap may cost (dotsContext): a delta carries a write's
+// state for each of its dots, which takes more than that.
+const bytesPerGapDot = 8
+
+// minAckDots is the least number of dots past a gap that an acknowledged
+// entry of the buffer has counted (dotsContext).
+const minAckDots = 16
+
+// dotsContext returns the dots of ranges as a causal context to be joined
+// into base, or into a context whose version vector holds base's: a range
+// that starts at most one past base's version vector, or past the ranges
+// of its origin taken before it, goes to the version vector whole (the
+// dots below it are there already, so the join is the same) at no cost per
+// dot; the dots of the other ranges go to the cloud one by one, at most
+// budget of them in all (no bound if budget < 0). A range is three
+// integers on the wire and may name 65,536 dots: without the bound, a
+// message of a few bytes would cost megabytes. over reports that dots
+// were left out.
+func dotsContext(rs []DotRange, base *crdt.Context, budget int) (c crdt.Context, over bool) {
 	for _, r := range rs {
 		o := crdt.ReplicaID(r.Origin)
-		if r.From <= c.VV[o]+1 {
+		if r.From <= max(base.VV[o], c.VV[o])+1 {
 			if r.To > c.VV[o] {
 				if c.VV == nil {
 					c.VV = make(map[crdt.ReplicaID]uint64)
@@ -677,15 +705,20 @@ func rangesToContext(rs []DotRange) crdt.Context {
 			}
 			continue
 		}
-		if c.Cloud == nil {
-			c.Cloud = make(map[crdt.Dot]struct{})
-		}
 		for k := r.From; k <= r.To; k++ {
+			if budget == 0 {
+				over = true
+				break
+			}
+			if c.Cloud == nil {
+				c.Cloud = make(map[crdt.Dot]struct{})
+			}
 			c.Cloud[crdt.Dot{Replica: o, Counter: k}] = struct{}{}
+			budget--
 		}
 	}
 	c.Compact()
-	return c
+	return c, over
 }
 
 // coveredBy reports whether every dot of ranges is in c.

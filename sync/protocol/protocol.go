@@ -1406,9 +1406,19 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 		}
 	}
 	// Note what the sender has: its delta's dots.
-	c := rangesToContext(m.Dots)
-	p.noteHas(pr, &c)
+	budget := -1
+	if m.wire > 0 {
+		budget = m.wire / bytesPerGapDot
+	}
+	has, _ := dotsContext(m.Dots, &pr.applied, budget)
+	p.noteHas(pr, &has)
 	if len(fresh) > 0 {
+		c, over := dotsContext(m.Dots, &p.seen, budget)
+		if over {
+			// Dots left out are neither claimed nor held: a repair
+			// claims them.
+			pr.needAE = true
+		}
 		claim, left := p.admitAll(&p.seen, &c)
 		// claim is this call's own, and joining it into seen only reads it.
 		a := Apply{From: pr.id, Dots: claim, Group: m.Group, Ranges: fresh}
@@ -1441,8 +1451,11 @@ func (p *Protocol) onDelta(pr *peer, m *Message) {
 }
 
 // has reports whether every dot of r was applied here, claimed or held.
+// The dots up to the version vector are; past it, it looks at dots until
+// the first it lacks, at most as many as the cloud and the held dots
+// hold, plus one.
 func (p *Protocol) has(r DotRange) bool {
-	for k := r.From; k <= r.To; k++ {
+	for k := max(r.From, p.seen.VV[crdt.ReplicaID(r.Origin)]+1); k <= r.To; k++ {
 		d := crdt.Dot{Replica: crdt.ReplicaID(r.Origin), Counter: k}
 		if _, ok := p.held[d]; !ok && !p.seen.Contains(d) {
 			return false
@@ -1504,7 +1517,7 @@ func (p *Protocol) onAcks(pr *peer, m *Message) {
 			e.sent &^= pr.bit
 			// The peer acknowledges only what it made durable: it has
 			// these dots (Holders).
-			c := rangesToContext(e.dots)
+			c, _ := dotsContext(e.dots, &pr.applied, max(minAckDots, e.size/bytesPerGapDot))
 			p.noteHas(pr, &c)
 		}
 	}
