@@ -492,6 +492,18 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			plan.Dropped = slices.Clone(last.Dropped)
 		}
 		if len(plan.Lines) == 0 {
+			now := n.clock.Now()
+			if until := plan.droppedUntil("", now); len(plan.Loose) > 0 || !until.IsZero() {
+				// A settled failure holds nothing: the attempt ends, and a
+				// retry releases the earlier attempts' holds first (or,
+				// dropped, they expire first).
+				after := 1
+				if len(plan.Loose) == 0 {
+					after = retryAfter(until, now)
+				}
+				e := &Error{Code: CodeUnavailable, RetryAfter: after, Detail: fmt.Sprintf("cart %s is empty, and this checkout may still hold units from earlier attempts whose answers were lost; retry with the same key", cartID)}
+				return Order{}, nil, n.finishCheckout(ctx, cartID, plan, idem, nil, e)
+			}
 			e := Errorf(CodeCartEmpty, "cart %s is empty", cartID)
 			// Last keeps the (empty) plan, so that the checkout's status
 			// reads settled, failed with cart_empty.
@@ -891,6 +903,11 @@ func (n *Node) commitPhase(ctx context.Context, cartID string, plan *checkoutPla
 			}
 		}
 		if stop == nil && len(again) == 0 {
+			// Holds of earlier attempts that could not be released when
+			// this one began are released now; those whose homes are
+			// still out of reach stay on the order's record, and the
+			// background settling releases them (settleLoose).
+			plan.Loose = n.releaseLoose(ctx, plan, plan.Loose)
 			order := &Order{OrderID: plan.OrderID, CartID: cartID}
 			for i, l := range plan.Lines {
 				l.ReservationID = plan.Res[i]
@@ -1003,7 +1020,9 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 	// lost, or a run stopped): the home may hold it all the same. Sent
 	// again under its key, the home answers with that hold (or makes it),
 	// which is then released.
-	var loose []looseHold
+	// Holds of earlier attempts that could not be released when this one
+	// began are released too: the undone checkout holds nothing.
+	loose := slices.Clone(plan.Loose)
 	for i, l := range plan.Lines {
 		if plan.Res[i] == "" { // keyless too: its keys derive from its order id
 			key, _ := derived(plan, "reserve", i)
@@ -1045,6 +1064,7 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 	if failure == nil {
 		failure = Errorf(CodeInternal, "checkout %s was undone", plan.OrderID)
 	}
+	plan.Loose = nil
 	return n.finishCheckout(ctx, cartID, plan, idem, nil, failure)
 }
 
@@ -1088,8 +1108,12 @@ func (n *Node) unsettledCheckoutOf(cart, key string) bool {
 func (n *Node) loadSagas() error {
 	return n.store.Scan(prefixIdem, func(k string, v []byte, err error) bool {
 		var rec idemRecord
-		if err == nil && crdt.UnmarshalRecord(v, &rec) == nil && rec.unsettled() {
+		switch {
+		case err != nil || crdt.UnmarshalRecord(v, &rec) != nil:
+		case rec.unsettled():
 			n.noteSaga(k[len(prefixIdem):], rec.Plan.Cart, true)
+		case rec.looseAfterOrder():
+			n.noteSaga(k[len(prefixIdem):], "", true)
 		}
 		return true
 	})
@@ -1107,6 +1131,55 @@ const (
 	// settleTimeout bounds one checkout's settling.
 	settleTimeout = 10 * time.Second
 )
+
+// looseAfterOrder reports whether rec is an order whose earlier
+// attempts' holds were not all released when it settled (their homes out
+// of reach).
+func (r *idemRecord) looseAfterOrder() bool {
+	return r.Order != nil && r.Plan != nil && len(r.Plan.Loose) > 0
+}
+
+// settleLoose releases the holds of earlier attempts that the order
+// recorded under key still carries (rec, as read into *cur by read),
+// once settleAfter has passed since it was recorded, and records what is
+// left. It forgets the key once none is.
+func (n *Node) settleLoose(key string, rec *idemRecord, read func() bool, cur **idemRecord) {
+	if n.clock.Now().Sub(time.UnixMilli(rec.AtMs)) < settleAfter {
+		return
+	}
+	release, err := n.claim(key)
+	if err != nil {
+		return
+	}
+	defer release()
+	if !read() {
+		return
+	}
+	if rec = *cur; rec == nil || !rec.looseAfterOrder() {
+		if rec == nil || !rec.unsettled() {
+			n.noteSaga(key, "", false)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	defer cancel()
+	plan := rec.Plan
+	left := n.releaseLoose(ctx, plan, plan.Loose)
+	if len(left) == len(plan.Loose) {
+		n.log.Warn("an order's earlier attempts may still hold units; their homes cannot be reached", "order", plan.OrderID, "holds", len(left))
+		return
+	}
+	plan.Loose = left
+	rec.Last = lastOf(plan)
+	idem := Idem{Key: key}
+	copy(idem.Fingerprint[:], rec.FP)
+	if err := n.recordCheckout(idem, rec, nil); err != nil {
+		return
+	}
+	if len(left) == 0 {
+		n.noteSaga(key, "", false)
+	}
+}
 
 // SettleCheckouts drives every checkout this region coordinates that a
 // failure left unsettled for settleAfter: in phase commit it rolls
@@ -1144,6 +1217,10 @@ func (n *Node) settle(key string) {
 		return err == nil
 	}
 	if !read() {
+		return
+	}
+	if rec != nil && rec.looseAfterOrder() {
+		n.settleLoose(key, rec, read, &rec)
 		return
 	}
 	if rec == nil || !rec.unsettled() {
@@ -1248,7 +1325,10 @@ func (n *Node) finishCheckout(ctx context.Context, cartID string, plan *checkout
 	if err != nil {
 		return n.storeErr(err)
 	}
-	n.noteSaga(idem.Key, "", false)
+	// An order whose earlier attempts' holds could not all be released
+	// stays noted, under no cart (it stops no checkout), for the
+	// background settling to release them (settleLoose).
+	n.noteSaga(idem.Key, "", order != nil && len(plan.Loose) > 0)
 	if failure != nil {
 		return failure
 	}
