@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -69,6 +70,102 @@ type tokenPart struct {
 	Cloud []uint64
 }
 
+// tokenDocIn is tokenDoc as parsePartitionToken reads it: each version
+// vector and cloud is kept as its encoding and read pair by pair, since a
+// number of one byte on the wire would take eight in a []uint64 (a
+// compressed token of a few hundred characters made a region allocate
+// half a megabyte).
+type tokenDocIn struct {
+	_     struct{} `cbor:",toarray"`
+	Names []string
+	Parts []tokenPartIn
+}
+
+type tokenPartIn struct {
+	_     struct{} `cbor:",toarray"`
+	P     int
+	VV    rawUints
+	Cloud rawUints
+}
+
+// rawUints is a CBOR array of unsigned integers kept as the encoding of
+// its elements (a slice of the decoded document: valid while it is), n of
+// them.
+type rawUints struct {
+	n int
+	b []byte
+}
+
+// UnmarshalCBOR checks that data is a definite-length array of unsigned
+// integers and keeps it.
+func (r *rawUints) UnmarshalCBOR(data []byte) error {
+	n, rest, err := cborHead(data, 4)
+	if err != nil {
+		return err
+	}
+	b := rest
+	var i uint64
+	for ; i < n && len(b) > 0; i++ {
+		if _, b, err = cborHead(b, 0); err != nil {
+			return err
+		}
+	}
+	if i != n || len(b) != 0 {
+		return errors.New("token: malformed array")
+	}
+	r.n, r.b = int(n), rest
+	return nil
+}
+
+// each calls fn with each element in turn.
+func (r rawUints) each(fn func(v uint64) error) error {
+	b := r.b
+	for range r.n {
+		var v uint64
+		var err error
+		if v, b, err = cborHead(b, 0); err != nil {
+			return err
+		}
+		if err := fn(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cborHead reads the head of a CBOR data item of major type major with a
+// definite argument and returns the argument and what follows.
+func cborHead(b []byte, major byte) (uint64, []byte, error) {
+	if len(b) == 0 || b[0]>>5 != major {
+		return 0, nil, errors.New("token: unexpected item")
+	}
+	info := b[0] & 31
+	if info < 24 {
+		return uint64(info), b[1:], nil
+	}
+	size := 0
+	switch info {
+	case 24:
+		size = 1
+	case 25:
+		size = 2
+	case 26:
+		size = 4
+	case 27:
+		size = 8
+	default:
+		return 0, nil, errors.New("token: indefinite or reserved length")
+	}
+	if len(b) < 1+size {
+		return 0, nil, errors.New("token: truncated item")
+	}
+	var v uint64
+	for _, c := range b[1 : 1+size] {
+		v = v<<8 | uint64(c)
+	}
+	return v, b[1+size:], nil
+}
+
 func cmpU(a, b uint64) int {
 	switch {
 	case a < b:
@@ -112,7 +209,7 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 			return t, fmt.Errorf("token: %w", err)
 		}
 	}
-	var doc tokenDoc
+	var doc tokenDocIn
 	if err := crdt.Unmarshal(b, &doc, len(b)); err != nil {
 		return t, fmt.Errorf("token: %w", err)
 	}
@@ -124,17 +221,24 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 			return t, fmt.Errorf("token names replica %q", n)
 		}
 	}
-	pairs := func(p int, xs []uint64, add func(r crdt.ReplicaID, c uint64)) error {
-		if len(xs)%2 != 0 {
+	pairs := func(p int, xs rawUints, add func(r crdt.ReplicaID, c uint64)) error {
+		if xs.n%2 != 0 {
 			return fmt.Errorf("token, partition %d: odd pairs", p)
 		}
-		for i := 0; i < len(xs); i += 2 {
-			if xs[i] >= uint64(len(doc.Names)) || xs[i+1] == 0 {
+		var name uint64
+		first := true
+		return xs.each(func(v uint64) error {
+			if first {
+				name, first = v, false
+				return nil
+			}
+			first = true
+			if name >= uint64(len(doc.Names)) || v == 0 {
 				return fmt.Errorf("token, partition %d: bad entry", p)
 			}
-			add(crdt.ReplicaID(doc.Names[xs[i]]), xs[i+1])
-		}
-		return nil
+			add(crdt.ReplicaID(doc.Names[name]), v)
+			return nil
+		})
 	}
 	// Out-of-order dots are kept one by one up to crdt.MaxTokenCloudDots
 	// in all (as a plain token keeps them); past that every entry is read
@@ -142,7 +246,11 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 	// its encoding, and a compressed token many times its size.
 	clouds := 0
 	for _, e := range doc.Parts {
-		clouds += len(e.Cloud) / 2
+		clouds += e.Cloud.n / 2
+		if e.VV.n/2 > len(doc.Names) {
+			// A version vector names each replica once.
+			return t, fmt.Errorf("token, partition %d: %d version vector entries for %d replicas", e.P, e.VV.n/2, len(doc.Names))
+		}
 	}
 	ceil := clouds > crdt.MaxTokenCloudDots
 	for _, e := range doc.Parts {
