@@ -40,8 +40,32 @@ const (
 	EscrowReturned EscrowKind = 3
 )
 
-// MaxEscrowRecords bounds the escrow records of one item.
-const MaxEscrowRecords = 3 * MaxReplicas
+// MaxRegions bounds the regions of a cluster (the config's limit).
+const MaxRegions = 64
+
+// MaxEscrowRecords bounds the escrow records of one item: each replica
+// writes at most a use and a return record, and, as an incarnation of a
+// sku's home, a grant record for each other region it grants rights to.
+// An item's size (MaxObjectBytes) bounds it too; a home grants no rights
+// that would take an item past half of that (GrantFits).
+const MaxEscrowRecords = MaxReplicas * (MaxRegions + 1)
+
+// GrantFits reports whether replica h may grant region rights to sku's
+// item it: the grant's record, if new, keeps the item within half of
+// MaxObjectBytes and its records within MaxEscrowRecords less the use
+// and return records every replica may still add. A home that may not
+// grants nothing: the region sends its reservations to the home instead.
+func (it *Item) GrantFits(h ReplicaID, region string) bool {
+	k := EscrowKey{Kind: EscrowGrant, Region: region, Replica: h}
+	if _, ok := it.Escrow[k]; ok {
+		return true
+	}
+	if len(it.Escrow)+1 > MaxEscrowRecords-2*MaxReplicas {
+		return false
+	}
+	// The new record: its kind, two names and a counter, framed.
+	return len(EncodeItem(it))+len(region)+len(h)+16 <= MaxObjectBytes/2
+}
 
 // EscrowKey names one escrow counter: its family, the region whose rights
 // it counts, and the replica that writes it (the home's for grants, the

@@ -393,6 +393,13 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 	if give <= 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
+	if !it.GrantFits(n.self, req.From) {
+		// The item could not be read back with another grant record
+		// (many incarnations of the home granted to many regions): the
+		// region sends its reservations here instead.
+		n.log.Warn("escrow: the sku's item holds too many grant records to grant rights to another region; its reservations are decided here", "sku", req.SKU, "region", req.From)
+		return &HomeResponse{Err: insufficient(req.SKU, 0)}, nil
+	}
 	d := it.Grant(n.self, req.From, uint64(give))
 	it.Join(d)
 	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
@@ -493,7 +500,8 @@ func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeRespons
 	first := *req
 	first.recallable = true
 	resp := n.ServeHome(ctx, &first)
-	if !short(resp) || resp.Err.Available == nil {
+	if resp.replayed || !short(resp) || resp.Err.Available == nil {
+		// A replayed refusal decided nothing now: nothing to recall for.
 		return resp
 	}
 	n.esc.mu.Lock()
@@ -512,7 +520,7 @@ func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeRespons
 	for round := 1; n.recall(ctx, req.SKU, req.Qty-*resp.Err.Available) && round < recallRounds && ctx.Err() == nil; round++ {
 		again := *req
 		again.recallable = true
-		if resp = n.ServeHome(ctx, &again); !short(resp) || resp.Err.Available == nil {
+		if resp = n.ServeHome(ctx, &again); resp.replayed || !short(resp) || resp.Err.Available == nil {
 			if resp.Err == nil {
 				return resp // recorded under its key, as a first decision's is
 			}

@@ -228,7 +228,9 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 				if !bytes.Equal(rec.FP, req.IdemFP) || rec.Resp == nil {
 					out = &HomeResponse{Err: mismatch()}
 				} else {
-					out = rec.Resp
+					c := *rec.Resp
+					c.replayed = true
+					out = &c
 					if res := out.Res; req.Op == OpReserve && res != nil && res.State == StateHeld && now.UnixMilli() >= res.ExpMs {
 						// Past its expiry the recorded hold would read
 						// expired; one that was committed or released

@@ -121,6 +121,9 @@ type HomeResponse struct {
 	// its Res's state is the home's, by the home's clock. It never
 	// travels.
 	forwarded bool
+	// replayed marks an answer recorded under the request's idempotency
+	// key, given again: it decided nothing now. It never travels.
+	replayed bool
 }
 
 // ResRecord is a reservation as the home stores it.

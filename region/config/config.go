@@ -77,7 +77,7 @@ const (
 	MaxFileSize = 1 << 20
 	// MaxRegions bounds the regions of a cluster (each region adds
 	// replica ids to objects, one per incarnation; see crdt.MaxReplicas).
-	MaxRegions = 64
+	MaxRegions = crdt.MaxRegions
 	// MaxRegionNameLen bounds a region name in bytes: it is a replica id.
 	MaxRegionNameLen = crdt.MaxReplicaIDLen
 	// MaxLatencyMS bounds an emulated one-way latency.
