@@ -96,6 +96,23 @@ func UnmarshalRecord(b []byte, v any) error {
 	return nil
 }
 
+// UnmarshalCarrier decodes a message or call that carries groups (of
+// deltas, states, answers) as Unmarshal does, but with arrays of up to
+// MaxCartEntries elements: a group is checked by DecodeGroup against its
+// own limits, and a cart whose removals lag behind its adds may hold
+// more entries of one replica than Unmarshal's arrays, which would
+// refuse the whole message before its groups are looked at. Every other
+// array of such a message is bounded by its own check.
+func UnmarshalCarrier(b []byte, v any, maxBytes int) error {
+	if err := checkSize(b, maxBytes); err != nil {
+		return err
+	}
+	if err := recordMode.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("crdt: decode: %w", err)
+	}
+	return nil
+}
+
 // Unmarshal decodes b into v with the strict decoding options (limits,
 // duplicate map keys and unknown fields rejected, no tags, no
 // indefinite lengths). b longer than maxBytes is refused unread.

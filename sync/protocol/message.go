@@ -246,7 +246,7 @@ func Encode(m *Message) ([]byte, error) {
 // Decode decodes and validates a message from an untrusted peer.
 func Decode(b []byte, buckets int) (*Message, error) {
 	var m Message
-	if err := crdt.Unmarshal(b, &m, MaxMessageBytes); err != nil {
+	if err := crdt.UnmarshalCarrier(b, &m, MaxMessageBytes); err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
 	if err := m.checkAckRuns(); err != nil {

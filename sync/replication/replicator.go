@@ -431,7 +431,7 @@ func forward(ctx context.Context, t transport.Transport, home string, req *regio
 		return nil, unavailable(err.Error())
 	}
 	var out region.HomeResponse
-	if err := crdt.Unmarshal(resp, &out, MaxCallBytes); err != nil {
+	if err := crdt.UnmarshalCarrier(resp, &out, MaxCallBytes); err != nil {
 		return nil, unavailable("malformed answer")
 	}
 	if out.Res == nil && out.Item == nil && out.Err == nil && out.Order == nil && out.Saga == nil && out.State == nil && out.Token == "" {
@@ -448,7 +448,7 @@ func (r *Replicator) OnCall(ctx context.Context, from string, payload []byte) ([
 		return nil, errors.New("replication: region is starting")
 	}
 	var req region.HomeRequest
-	if err := crdt.Unmarshal(payload, &req, MaxCallBytes); err != nil {
+	if err := crdt.UnmarshalCarrier(payload, &req, MaxCallBytes); err != nil {
 		r.m.Rejected.WithLabelValues(from).Inc()
 		return nil, fmt.Errorf("replication: bad home request: %w", err)
 	}
