@@ -335,11 +335,17 @@ func (h *handler) guard(c echo.Context, next echo.HandlerFunc) (err error) {
 const MaxHeaderFields = 100
 
 // checkHeaderFields refuses a request with more than MaxHeaderFields
-// header fields.
+// header fields. A request forwarded by another node of the region was
+// checked there, and the forward added up to two fields of its own
+// (Lattice-Forwarded and X-Request-Id), which are not held against the
+// client.
 func checkHeaderFields(h http.Header) error {
 	n := 0
 	for _, v := range h {
 		n += len(v)
+	}
+	if _, ok := h[HeaderForwarded]; ok {
+		n = max(0, n-2)
 	}
 	if n > MaxHeaderFields {
 		return region.InvalidField("headers", "%d header fields; at most %d", n, MaxHeaderFields)

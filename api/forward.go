@@ -169,6 +169,11 @@ var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", 
 // owner may have applied it).
 func (h *handler) forward(c echo.Context, part int, base string) error {
 	req := c.Request()
+	// The limit on header fields holds where the client sent the
+	// request; the owner does not count the fields the forward adds.
+	if err := checkHeaderFields(req.Header); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(req.Context(), h.timeout+MaxWait)
 	defer cancel()
 	var body io.Reader = req.Body
