@@ -565,6 +565,9 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 	// The peer checks our certificate only after our side of the TLS
 	// handshake is done; its acknowledgement tells us it took us.
 	s.SetReadDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	// Bounded by ctx too: Close does not wait out the deadline.
+	stopRead := context.AfterFunc(ctx, func() { s.CancelRead(codeShutdown) })
+	defer stopRead()
 	var ack [1]byte
 	if _, err := io.ReadFull(s, ack[:]); err != nil {
 		return fail(fmt.Errorf("transport: no acknowledgement of the message stream: %w", err))
@@ -741,6 +744,10 @@ func (t *QUICTransport) serveInbound(conn *quic.Conn) {
 		}
 	})
 	defer unnamed.Stop()
+	// Close closes the connections it knows by name; this one it may
+	// not know yet.
+	stopClose := context.AfterFunc(t.ctx, func() { conn.CloseWithError(codeShutdown, "shutdown") })
+	defer stopClose()
 
 	var streams sync.WaitGroup
 	for {
