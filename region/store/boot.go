@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/latticedb/lattice/region/config"
@@ -99,6 +101,22 @@ func (s *Store) recordBoot(run string) error {
 		return nil
 	}
 	return os.WriteFile(bootPath(s.path), []byte(bootRecord(s.opts.BootID, run)), 0o644)
+}
+
+// forgetBoot removes, durably, the record of the boot the store at path
+// last ran on: Open calls it before it changes the file in a way that
+// loses writes of that run (a torn tail cut, the file from before an
+// interrupted rewrite put back). The start then begins a new incarnation,
+// and so does the next one if this one crashes before it has recorded
+// that (openIdentity).
+func forgetBoot(path string) error {
+	if err := os.Remove(bootPath(path)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("store: %w", err)
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // dropBootRecord removes the record of this run's boot: the store failed,

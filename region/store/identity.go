@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,6 +188,15 @@ func nextIncarnation(last uint64, now time.Time) uint64 {
 	return max(last+IncarnationStep, uint64(max(now.UnixMilli()/10, 0)))
 }
 
+// randUint64 returns a random number (0 if the system has none to give).
+func randUint64() uint64 {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
 // IncarnationStep is the least an incarnation number grows by from one
 // incarnation to the next (nextIncarnation). The 12 digits of
 // crdt.MaxIncarnationDigits leave room for about 12.5 million
@@ -286,6 +297,13 @@ func (s *Store) openIdentity(cut int64, now time.Time) error {
 		// what they hold (Node.SyncedWith).
 		next.CatchUp = true
 		next.Incarnation = nextIncarnation(next.Incarnation, now)
+		if rec.Restored || !exists {
+			// The incarnations since the one the file holds are not
+			// known here (a restore on another machine): they may have
+			// run ahead of the clock by IncarnationStep each, so the
+			// next one lands off their steps, at a random offset.
+			next.Incarnation += 1 + randUint64()%(IncarnationStep-1)
+		}
 		s.log.Warn("the store may have lost writes it had handed out; the region goes on as a new incarnation",
 			"path", s.path, "reason", why, "incarnation", next.Incarnation)
 		inc(s.metrics.Incarnations)

@@ -371,6 +371,13 @@ func cutAt(path string, at int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
+	if at < fi.Size() {
+		// The cut loses writes of the run that wrote them: the record
+		// of its boot goes first (forgetBoot).
+		if err := forgetBoot(path); err != nil {
+			return 0, err
+		}
+	}
 	return cut(f, fi.Size(), at)
 }
 

@@ -104,7 +104,10 @@ func prevPath(path string) string { return path + ".prev" }
 // restorePrev puts back the file a rewrite was replacing when the process
 // stopped (Shrink), if there is one: the new file may not have been
 // durable, and the old one holds every acknowledged write. It reports
-// whether it did.
+// whether it did: whether the file opened lacks the writes made during
+// the rewrite. Before it replaces the file it removes the record of the
+// last run's boot (forgetBoot), so that a start that crashes before it
+// has recorded the loss does not keep the incarnation at the next.
 func restorePrev(path string) (bool, error) {
 	prev := prevPath(path)
 	if _, err := os.Stat(prev); errors.Is(err, os.ErrNotExist) {
@@ -115,11 +118,15 @@ func restorePrev(path string) (bool, error) {
 	if sameStat(prev, path) {
 		// Stopped right after the rewrite linked the file to prev: both
 		// names are the old file, which a rename of one onto the other
-		// leaves in place (POSIX). Drop the second name.
+		// leaves in place (POSIX), and every write of the run is in it.
+		// Drop the second name.
 		if err := os.Remove(prev); err != nil {
 			return false, fmt.Errorf("store: %w", err)
 		}
-		return true, syncDir(filepath.Dir(path))
+		return false, syncDir(filepath.Dir(path))
+	}
+	if err := forgetBoot(path); err != nil {
+		return false, err
 	}
 	if err := os.Rename(prev, path); err != nil {
 		return false, fmt.Errorf("store: restore the file from before an interrupted rewrite: %w", err)
