@@ -181,12 +181,15 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 	a.mu.Unlock()
 }
 
-// noteReplay is addReplay of everything this region has written so far:
-// by this incarnation, and by the earlier ones its applied context holds
-// (a decision recorded before a restart as a new incarnation was written
-// by the old one, and its retry must not be answered as held by regions
-// that lack it). Every incarnation's writes are waited for through the
-// contiguous run its version vector holds.
+// noteReplay is addReplay of everything this region holds so far: the
+// writes of this incarnation, of the earlier ones (a decision recorded
+// before a restart as a new incarnation was written by the old one, and
+// its retry must not be answered as held by regions that lack it), and of
+// every other region, since a write that changes nothing answers the
+// state it found, which may be another region's write (a remove of a
+// line another region removed) that has not reached N regions. Every
+// replica's writes are waited for through the contiguous run the version
+// vector holds.
 func (n *Node) noteReplay(ctx context.Context) {
 	a := answerOf(ctx)
 	if a == nil {
@@ -196,7 +199,7 @@ func (n *Node) noteReplay(ctx context.Context) {
 	n.amu.Lock()
 	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]})
 	for r, c := range n.applied.VV {
-		if r != n.self && c > 0 && r.Region() == string(n.name) {
+		if r != n.self && c > 0 {
 			upTo = append(upTo, crdt.Dot{Replica: r, Counter: c})
 		}
 	}
