@@ -415,10 +415,28 @@ func (p *Partitions) Cluster() ClusterStatus {
 		}
 	}
 	for _, name := range order {
-		st.Peers = append(st.Peers, *peers[name])
+		agg := peers[name]
+		agg.UnrepairedKeys = firstKeys(agg.UnrepairedKeys, maxUnrepairedShown)
+		st.Peers = append(st.Peers, *agg)
 	}
 	if st.Peers == nil {
 		st.Peers = []PeerStatus{}
 	}
+	// Gathered from the partitions, the lists keep the bound each has.
+	st.DivergentKeys = firstKeys(st.DivergentKeys, maxDivergent)
 	return st
+}
+
+// maxUnrepairedShown bounds a peer's unrepaired keys in the status, as
+// each partition's protocol bounds its own (protocol.MaxUnrepaired).
+const maxUnrepairedShown = 64
+
+// firstKeys returns the first n of keys in order (all of them, sorted,
+// if there are no more).
+func firstKeys(keys []string, n int) []string {
+	slices.Sort(keys)
+	if len(keys) > n {
+		keys = keys[:n]
+	}
+	return keys
 }
