@@ -86,15 +86,7 @@ const MaxRecordBytes = MaxGroupBytes
 // MaxCartEntries elements and up to MaxRecordBytes: a checkout's record
 // lists every entry of the cart it bought, which a cart of the largest
 // size a join may reach makes longer than a peer's object may be.
-func UnmarshalRecord(b []byte, v any) error {
-	if err := checkSize(b, MaxRecordBytes); err != nil {
-		return err
-	}
-	if err := recordMode.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("crdt: decode: %w", err)
-	}
-	return nil
-}
+func UnmarshalRecord(b []byte, v any) error { return unmarshalIn(recordMode, b, v, MaxRecordBytes) }
 
 // UnmarshalCarrier decodes a message or call that carries groups (of
 // deltas, states, answers) as Unmarshal does, but with arrays of up to
@@ -104,23 +96,21 @@ func UnmarshalRecord(b []byte, v any) error {
 // refuse the whole message before its groups are looked at. Every other
 // array of such a message is bounded by its own check.
 func UnmarshalCarrier(b []byte, v any, maxBytes int) error {
-	if err := checkSize(b, maxBytes); err != nil {
-		return err
-	}
-	if err := recordMode.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("crdt: decode: %w", err)
-	}
-	return nil
+	return unmarshalIn(recordMode, b, v, maxBytes)
 }
 
 // Unmarshal decodes b into v with the strict decoding options (limits,
 // duplicate map keys and unknown fields rejected, no tags, no
 // indefinite lengths). b longer than maxBytes is refused unread.
-func Unmarshal(b []byte, v any, maxBytes int) error {
+func Unmarshal(b []byte, v any, maxBytes int) error { return unmarshalIn(decMode, b, v, maxBytes) }
+
+// unmarshalIn decodes b into v with mode; b longer than maxBytes is
+// refused unread.
+func unmarshalIn(mode cbor.DecMode, b []byte, v any, maxBytes int) error {
 	if err := checkSize(b, maxBytes); err != nil {
 		return err
 	}
-	if err := decMode.Unmarshal(b, v); err != nil {
+	if err := mode.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("crdt: decode: %w", err)
 	}
 	return nil
