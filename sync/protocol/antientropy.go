@@ -578,6 +578,11 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	if (len(m.Nodes) == 0 && len(m.Ranges) == 0) || m.Step == 0 {
 		return // a digest of whole buckets: not answered
 	}
+	if m.Step > 1 && p.withholds(pr, m.Round) {
+		// The damaged key left the digest: a later step would not show
+		// it, and the peer would not pull it (answerPull).
+		return
+	}
 	p.ensureRun()
 	r := pr.resp
 	if m.Step == 1 && len(m.Ranges) > 0 && pr.ae != nil && !pr.ae.answered && p.region < string(pr.id) && (r == nil || r.round != m.Round) {
@@ -1008,11 +1013,7 @@ func (p *Protocol) tryAdopt(pr *peer) {
 // answerPull sends the states of the pulled keys, or of the keys of the
 // pulled span, as far as one message holds them; Next says how far.
 func (p *Protocol) answerPull(pr *peer, m *Message) {
-	if m.Round == pr.claimedRound && !p.claimsApplied() {
-		// A key found damaged since this region showed its applied
-		// context at the round's start is left out of every answer:
-		// unanswered, the peer's round does not close as complete on
-		// that context (its pushes still repair this region).
+	if p.withholds(pr, m.Round) {
 		return
 	}
 	p.ensureRun()
@@ -1052,11 +1053,32 @@ func (p *Protocol) answerPull(pr *peer, m *Message) {
 }
 
 // noteClaim records that our answer to step 1 of the peer's round showed
-// applied (answerPull).
+// applied (withholds). A late step 1 of an older round is recorded beside
+// the live round's, not in its place.
 func (p *Protocol) noteClaim(pr *peer, round uint64, applied *crdt.Context) {
-	if !applied.Empty() {
-		pr.claimedRound = round
+	if applied.Empty() || slices.Contains(pr.claimed, round) {
+		return
 	}
+	pr.claimed = append(pr.claimed, round)
+	if len(pr.claimed) > maxClaimedRounds {
+		pr.claimed = slices.Delete(pr.claimed, 0, len(pr.claimed)-maxClaimedRounds)
+	}
+}
+
+// maxClaimedRounds bounds the rounds of one peer's whose claims are kept
+// (noteClaim): a peer runs one round with us at a time, and a round's
+// late messages come from the few before it.
+const maxClaimedRounds = 8
+
+// withholds reports whether this region answers no further digest or pull
+// of the peer's round: a key found damaged since it showed its applied
+// context at the round's start is left out of every answer (and of the
+// digest), so the peer must not close that round as complete on that
+// context. Unanswered, the round does not close (the peer's pushes still
+// repair this region) and is abandoned after AntiEntropyTimeout; the next
+// one is shown no applied context while the damage lasts.
+func (p *Protocol) withholds(pr *peer, round uint64) bool {
+	return slices.Contains(pr.claimed, round) && !p.claimsApplied()
 }
 
 // claimsApplied reports whether the store's state holds every key its

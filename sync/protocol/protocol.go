@@ -358,9 +358,9 @@ type peer struct {
 	aeTokens   float64
 	aeRefilled time.Time
 
-	// claimedRound is the last round of the peer's whose step 1 we
-	// answered with our applied context (answerPull).
-	claimedRound uint64
+	// claimed are the rounds of the peer's whose step 1 we answered with
+	// our applied context (noteClaim), the latest maxClaimedRounds.
+	claimed []uint64
 
 	id       crdt.ReplicaID
 	bit      uint64
