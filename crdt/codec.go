@@ -293,6 +293,13 @@ func DecodeCartStored(b []byte) (*Cart, error) {
 	return decodeStored(b, MaxObjectBytes, (*parser).cart)
 }
 
+// DecodeCartStoredUpTo is DecodeCartStored of a value of up to limit
+// bytes: a whole cart a region keeps for itself (the deltas it holds
+// aside for a damaged cart) may be larger than a peer's object.
+func DecodeCartStoredUpTo(b []byte, limit int) (*Cart, error) {
+	return decodeStored(b, limit, (*parser).cart)
+}
+
 // EncodeItem returns the canonical encoding of it.
 func EncodeItem(it *Item) []byte { return AppendItem(nil, it) }
 

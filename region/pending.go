@@ -2,6 +2,7 @@ package region
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/region/store"
@@ -38,7 +39,13 @@ func (n *Node) holdPending(tx *store.Tx, key string, c *crdt.Cart, it *crdt.Item
 			cur = held.cart
 		}
 		cur.Join(c)
-		tx.Set(prefixPending+key, crdt.EncodeCart(cur))
+		b := crdt.EncodeCart(cur)
+		if len(b) > crdt.MaxRecordBytes {
+			// Kept, it could not be read back: the delta is refused
+			// (not claimed; it comes again, or the repair brings it).
+			return fmt.Errorf("region: the deltas kept for damaged key %s would take %d bytes, past %d", key, len(b), crdt.MaxRecordBytes)
+		}
+		tx.Set(prefixPending+key, b)
 	case it != nil:
 		cur := &crdt.Item{}
 		if held != nil && held.item != nil {
@@ -95,7 +102,9 @@ func (n *Node) readPending(tx *store.Tx, key string) (*pendingState, error) {
 		return nil, nil
 	}
 	if _, isCart := cutCartKey(key); isCart {
-		c, err := crdt.DecodeCartStored(b)
+		// A whole cart, which may be larger than a peer's object: read
+		// within what holdPending writes.
+		c, err := crdt.DecodeCartStoredUpTo(b, crdt.MaxRecordBytes)
 		if err != nil {
 			n.log.Error("the deltas kept for a damaged key do not decode; they are dropped", "key", key, "err", err)
 			return nil, nil
