@@ -24,8 +24,8 @@ import (
 
 // Probe defaults.
 const (
-	// DefaultProbe is how long the concern probe runs when Config.Probe
-	// is 0.
+	// DefaultProbe is how long the concern probe runs by default
+	// (DefaultConfig, the --probe flag).
 	DefaultProbe = 3 * time.Second
 	// ProbeInterval is the time between two requests of the probe at
 	// one region.

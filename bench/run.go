@@ -77,7 +77,8 @@ type Config struct {
 	// RequestTimeout bounds one HTTP request of the workload.
 	RequestTimeout time.Duration
 	// Probe is how long the concern probe runs after the workload has
-	// settled (see ConcernResult); 0 means DefaultProbe.
+	// settled (see ConcernResult); 0 runs none (DefaultConfig sets
+	// DefaultProbe).
 	Probe time.Duration
 	// Out is the directory the report is written to ("" writes nothing).
 	Out string
@@ -103,7 +104,7 @@ const MaxOps = 5_000_000
 func DefaultConfig() Config {
 	return Config{Regions: 3, Partitions: 1, Nodes: 1, Rate: 500, Duration: 20 * time.Second, Warmup: 2 * time.Second, Seed: 1,
 		Latency: "wan", Concurrency: 128, Settle: 60 * time.Second, Durability: string(config.DurabilityAlways),
-		RequestTimeout: 10 * time.Second, Out: "bench-out"}
+		RequestTimeout: 10 * time.Second, Probe: DefaultProbe, Out: "bench-out"}
 }
 
 // Validate reports the first problem of c.
@@ -320,20 +321,23 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		w, err := c.wireBytes()
 		before <- snap{w, err}
 	})
+	// partWindow is set only once the cut is made: a workload that ended
+	// before the partition's start never cut anything.
 	var partWindow *PartitionWindow
 	if part != nil {
-		partWindow = &PartitionWindow{Region: part.Region}
 		wg.Go(func() {
 			if sleepUntil(bg, measureStart.Add(part.Start)) != nil {
+				say("partition: not applied, the workload ended before %s", part.Start)
 				return
 			}
 			c.isolate(partIdx, true)
-			partWindow.StartMS = ms(time.Since(measureStart))
+			w := &PartitionWindow{Region: part.Region, StartMS: ms(time.Since(measureStart))}
 			say("partition: %s cut off", part.Region)
 			sleepUntil(bg, measureStart.Add(part.Start+part.Duration))
 			c.isolate(partIdx, false)
-			partWindow.EndMS = ms(time.Since(measureStart))
+			w.EndMS = ms(time.Since(measureStart))
 			say("partition: %s healed", part.Region)
+			partWindow = w
 		})
 	}
 	wg.Go(func() {
@@ -464,12 +468,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	// The concern probe, on the settled cluster, once everything above is
 	// measured: its writes are counted by nothing else.
-	probe := cfg.Probe
-	if probe == 0 {
-		probe = DefaultProbe
+	if probe := cfg.Probe; probe > 0 {
+		say("probing write concerns and quorum reads for %s", probe)
+		res.Concerns = probeConcerns(ctx, cl, names, latency, probe)
 	}
-	say("probing write concerns and quorum reads for %s", probe)
-	res.Concerns = probeConcerns(ctx, cl, names, latency, probe)
 	if len(names) > 1 {
 		say("probing read-your-writes for clients that move, for %s", SessionProbe)
 		res.Sessions = probeSessions(ctx, cl, names, latency, SessionProbe)
