@@ -2,7 +2,11 @@ package server
 
 import (
 	"os"
+	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -42,10 +46,84 @@ type procTuner struct {
 var procs procTuner
 
 // extraProcs reports whether a process may run more Ps than base:
-// base is the runtime's GOMAXPROCS, cpus the CPUs it may run on, env
-// whether GOMAXPROCS is set in the environment.
-func extraProcs(env bool, base, cpus int) bool {
-	return !env && base > 1 && base >= cpus
+// base is the runtime's GOMAXPROCS, cpus the CPUs it may run on, limit
+// its cgroup's CPU quota in CPUs (0: none), env whether GOMAXPROCS is set
+// in the environment. The runtime rounds a quota up (to at least 2), so
+// a quota within one CPU of the CPUs leaves base at cpus: the quota
+// itself says whether there is one.
+func extraProcs(env bool, base, cpus int, limit float64) bool {
+	return !env && base > 1 && base >= cpus && (limit == 0 || limit >= float64(cpus))
+}
+
+// cpuLimit returns the CPU quota, in CPUs, of the process's cgroup and
+// its ancestors (the smallest), or 0 if none is set or none can be read:
+// cgroup v2's cpu.max, cgroup v1's cpu.cfs_quota_us over
+// cpu.cfs_period_us, as the runtime reads them.
+func cpuLimit() float64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	limit := 0.0
+	take := func(l float64) {
+		if l > 0 && (limit == 0 || l < limit) {
+			limit = l
+		}
+	}
+	walk := func(mount, path string, read func(dir string) float64) {
+		for p := path; ; p = filepath.Dir(p) {
+			take(read(filepath.Join(mount, p)))
+			if p == "/" || p == "." || p == "" {
+				return
+			}
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		switch {
+		case len(f) != 3:
+		case f[0] == "0" && f[1] == "":
+			walk("/sys/fs/cgroup", f[2], cpuMaxV2)
+		case slices.Contains(strings.Split(f[1], ","), "cpu"):
+			for _, mount := range []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"} {
+				walk(mount, f[2], cfsQuotaV1)
+			}
+		}
+	}
+	return limit
+}
+
+// cpuMaxV2 reads a cgroup v2 directory's quota ("max 100000": none).
+func cpuMaxV2(dir string) float64 {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.max"))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	return quotaOf(f[0], f[1])
+}
+
+// cfsQuotaV1 reads a cgroup v1 cpu directory's quota (-1: none).
+func cfsQuotaV1(dir string) float64 {
+	q, err1 := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
+	p, err2 := os.ReadFile(filepath.Join(dir, "cpu.cfs_period_us"))
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return quotaOf(strings.TrimSpace(string(q)), strings.TrimSpace(string(p)))
+}
+
+// quotaOf returns quota ÷ period, 0 if either is not a positive number.
+func quotaOf(quota, period string) float64 {
+	q, err1 := strconv.ParseFloat(quota, 64)
+	p, err2 := strconv.ParseFloat(period, 64)
+	if err1 != nil || err2 != nil || q <= 0 || p <= 0 {
+		return 0
+	}
+	return q / p
 }
 
 // add records n stores opened (negative: closed) and sets GOMAXPROCS to
@@ -58,7 +136,7 @@ func (t *procTuner) add(n int) int {
 	if !t.read {
 		_, env := os.LookupEnv("GOMAXPROCS")
 		t.base = runtime.GOMAXPROCS(0)
-		t.off = !extraProcs(env, t.base, runtime.NumCPU())
+		t.off = !extraProcs(env, t.base, runtime.NumCPU(), cpuLimit())
 		t.read = true
 	}
 	t.stores = max(t.stores+n, 0)

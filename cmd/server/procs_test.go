@@ -12,17 +12,22 @@ func TestExtraProcs(t *testing.T) {
 	for _, c := range []struct {
 		env        bool
 		base, cpus int
+		limit      float64
 		want       bool
 	}{
-		{false, 2, 2, true},
-		{false, 8, 8, true},
-		{false, 1, 1, false}, // one CPU: the store's syncer
-		{true, 2, 2, false},  // GOMAXPROCS in the environment
-		{false, 2, 4, false}, // a CPU limit below the CPUs
-		{false, 4, 2, true},  // Ps set above the CPUs before the first store
+		{false, 2, 2, 0, true},
+		{false, 8, 8, 0, true},
+		{false, 1, 1, 0, false},   // one CPU: the store's syncer
+		{true, 2, 2, 0, false},    // GOMAXPROCS in the environment
+		{false, 2, 4, 2, false},   // a CPU limit below the CPUs
+		{false, 4, 2, 0, true},    // Ps set above the CPUs before the first store
+		{false, 2, 2, 1.5, false}, // a limit the runtime rounds up to the CPUs
+		{false, 4, 4, 3.5, false}, // the same on 4 CPUs
+		{false, 4, 4, 4, true},    // a limit of every CPU
+		{false, 2, 2, 1000, true}, // a limit above the CPUs
 	} {
-		if got := extraProcs(c.env, c.base, c.cpus); got != c.want {
-			t.Errorf("extraProcs(env %v, GOMAXPROCS %d, %d CPUs) = %v, want %v", c.env, c.base, c.cpus, got, c.want)
+		if got := extraProcs(c.env, c.base, c.cpus, c.limit); got != c.want {
+			t.Errorf("extraProcs(env %v, GOMAXPROCS %d, %d CPUs, limit %v) = %v, want %v", c.env, c.base, c.cpus, c.limit, got, c.want)
 		}
 	}
 }
@@ -36,7 +41,7 @@ func TestExtraProcs(t *testing.T) {
 func TestProcsFollowStores(t *testing.T) {
 	base := runtime.GOMAXPROCS(0)
 	_, env := os.LookupEnv("GOMAXPROCS")
-	extra := extraProcs(env, base, runtime.NumCPU())
+	extra := extraProcs(env, base, runtime.NumCPU(), cpuLimit())
 	t.Logf("GOMAXPROCS %d, %d CPUs, GOMAXPROCS in the environment: %v; adds Ps: %v", base, runtime.NumCPU(), env, extra)
 	want := func(stores int) int {
 		if extra {
