@@ -497,6 +497,18 @@ const recallRounds = 3
 // (escrowState.waiting); and while recalls bring rights back but other
 // reservations take them first, it recalls again, up to recallRounds.
 func (n *Node) reserveAtHome(ctx context.Context, req *HomeRequest) *HomeResponse {
+	// One decision, made of several tries and the recalls between them:
+	// the key is held throughout, so that a request with the same key
+	// meanwhile is request_in_progress, not decided.
+	release, err := n.claim(req.IdemKey)
+	if err != nil {
+		n.m.Reservations.WithLabelValues(req.Op, CodeRequestInProgress).Inc()
+		return &HomeResponse{Err: err.(*Error)}
+	}
+	defer release()
+	held := *req
+	held.claimed = true
+	req = &held
 	first := *req
 	first.recallable = true
 	resp := n.ServeHome(ctx, &first)

@@ -211,7 +211,11 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if !n.waitCaughtUp(ctx) {
 		return refused(n.catchingUp())
 	}
-	release, err := n.claim(req.IdemKey)
+	key := req.IdemKey
+	if req.claimed {
+		key = ""
+	}
+	release, err := n.claim(key)
 	if err != nil {
 		return refused(err.(*Error))
 	}

@@ -90,6 +90,10 @@ type HomeRequest struct {
 	// may be decided again once rights are recalled: a refusal for want
 	// of stock is then not recorded under its Idempotency-Key.
 	recallable bool
+	// claimed marks a request whose Idempotency-Key the caller holds
+	// (reserveAtHome holds it across its tries and recalls): ServeHome
+	// does not claim it again.
+	claimed bool
 }
 
 // HomeResponse is the home's answer: a reservation, an item, or an error.
