@@ -83,6 +83,12 @@ type checkoutPlan struct {
 	// (past maxLoose), with when the last of them expires: until then
 	// this checkout may hold units of the sku that no attempt releases.
 	Dropped []droppedHolds `cbor:"14,keyasint,omitempty"`
+	// Nonce is drawn when the plan is made and goes into its steps' keys
+	// (derived): a checkout under the key of one whose record was
+	// collected has the same order id, and must not meet that one's
+	// steps at a home whose records outlived the coordinator's (a clock
+	// behind). Plans stored before it have none.
+	Nonce string `cbor:"15,keyasint,omitempty"`
 }
 
 // droppedHolds says that a checkout may hold units of SKU, which it no
@@ -280,12 +286,19 @@ const stepKeyPrefix = "\x00checkout/"
 // derived returns the idempotency key and fingerprint of a step of line
 // i of the plan.
 func derived(plan *checkoutPlan, step string, i int) (string, []byte) {
-	key := fmt.Sprintf("%s%s/%d/%s/%s", stepKeyPrefix, plan.OrderID, plan.Attempt, step, plan.Lines[i].SKU)
+	key := fmt.Sprintf("%s%s%s/%d/%s/%s", stepKeyPrefix, plan.OrderID, plan.Nonce, plan.Attempt, step, plan.Lines[i].SKU)
 	if len(plan.Gen) > i && plan.Gen[i] > 0 {
 		key += fmt.Sprintf("/%d", plan.Gen[i])
 	}
 	fp := sha256.Sum256([]byte(key))
 	return key, fp[:]
+}
+
+// planNonce returns a new plan's nonce: "." and 8 random hex digits.
+func planNonce() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "." + hex.EncodeToString(b[:])
 }
 
 func newOrderID(cartID, key string) string {
@@ -362,7 +375,7 @@ func (n *Node) Checkout(ctx context.Context, cartID string, ttl time.Duration, i
 // only this region holds were not read by the client and are not bought:
 // added concurrently elsewhere, they stay in the cart.
 func (n *Node) readPlan(ctx context.Context, cartID string, ttl time.Duration, idem Idem, other *crdt.Cart) (*checkoutPlan, error) {
-	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds()}
+	plan := &checkoutPlan{OrderID: newOrderID(cartID, idem.Key), TTLMs: ttl.Milliseconds(), Nonce: planNonce()}
 	err := n.view(ctx, prefixCart+cartID, func(r store.Reader) error {
 		if err := n.heldBackErr(prefixCart + cartID); err != nil {
 			return err
