@@ -200,7 +200,7 @@ func OpenAPI() *Document {
 				http.StatusOK, success("The released reservation.", "Reservation"), "NotFound", "Conflict", "Unprocessable", "TooLarge"),
 		},
 		"/v1/cluster": {
-			"get": op("getCluster", "This region and each peer: connected, replication lag, pending deltas, version vector", "operations", nil, nil,
+			"get": op("getCluster", "This region and each peer: connected, replication lag, pending deltas, version vector", "operations", with(), nil,
 				http.StatusOK, success("The cluster status.", "Cluster")),
 		},
 		"/v1/openapi.json": {
@@ -284,7 +284,7 @@ func OpenAPI() *Document {
 				"Reservation": {"type": "object", "required": []string{"reservation_id", "sku", "qty", "home", "state", "expires_at"}, "properties": Object{
 					"reservation_id": idSchema("Tells any region which home to route to."),
 					"sku":            idSchema("The sku."),
-					"qty":            intSchema(1, MaxQty, "Units held."),
+					"qty":            Object{"type": "integer", "format": "int64", "minimum": 1, "description": "Units held. At most 1,000,000 for a reservation request; a checkout reserves a whole cart line, which adds at several regions may take past that."},
 					"home":           Object{"type": "string"},
 					"state":          Object{"type": "string", "enum": []string{"held", "committed", "released", "expired"}},
 					"expires_at":     Object{"type": "string", "format": "date-time", "description": "When a held reservation expires, by its home's clock."},
@@ -382,6 +382,8 @@ func OpenAPI() *Document {
 				"Health": {"type": "object", "required": []string{"status", "region"}, "properties": Object{
 					"status": Object{"type": "string", "enum": []string{"ok", "ready"}},
 					"region": Object{"type": "string"},
+					"warnings": Object{"type": "array", "items": Object{"type": "string"},
+						"description": "GET /readyz only, when present: what an operator should look at although the region serves."},
 				}},
 				"AddItemRequest": {"type": "object", "additionalProperties": false, "required": []string{"sku", "qty"}, "properties": Object{
 					"sku": idSchema("The sku to add."), "qty": intSchema(1, MaxQty, "Units to add."),

@@ -153,13 +153,11 @@ func ProblemFor(err error) Problem {
 
 func problem(code, detail string) Problem {
 	info := codes[code]
-	return Problem{Code: code, Status: info.status, Title: info.title, Detail: detail}
+	return Problem{Type: ProblemTypePrefix + code, Code: code, Status: info.status, Title: info.title, Detail: detail}
 }
 
 func internalProblem() Problem {
-	p := problem(region.CodeInternal, "the server failed to handle the request")
-	p.Type = ProblemTypePrefix + p.Code
-	return p
+	return problem(region.CodeInternal, "the server failed to handle the request")
 }
 
 // writeError is echo's HTTPErrorHandler: it writes err as a problem
