@@ -199,7 +199,10 @@ func (n *Node) noteReplay(ctx context.Context) {
 	n.amu.Lock()
 	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]})
 	for r, c := range n.applied.VV {
-		if r != n.self && c > 0 {
+		// Not a removed region's: no peer's holding of those is kept
+		// (the protocol records members' dots only), and its removal
+		// waited for its writes to be at every region.
+		if r != n.self && c > 0 && n.isRegion(r.Region()) {
 			upTo = append(upTo, crdt.Dot{Replica: r, Counter: c})
 		}
 	}
