@@ -1053,7 +1053,6 @@ func (p *Protocol) flush(pr *peer) {
 		pr.nextMsg++
 		pr.inflight[pr.nextMsg] = &inflight{seqs: seqs, size: size, sentAt: p.now, batch: p.batch}
 		pr.inflightBytes += size
-		pr.deltasSent++
 		pr.lastDelta = p.now
 		for i := range dots {
 			if dots[i].Origin == p.region {
@@ -1570,11 +1569,15 @@ func (p *Protocol) Status() []PeerStatus {
 	return out
 }
 
-// NoteSent adds n bytes to the bytes sent to a peer (the driver counts
-// them after encoding).
-func (p *Protocol) NoteSent(id crdt.ReplicaID, n int) {
+// NoteSent records a message of kind, n bytes, sent to a peer (the
+// driver counts what the transport took; a message it refused, or one of
+// a Ready that failed, is not counted).
+func (p *Protocol) NoteSent(id crdt.ReplicaID, n int, kind Kind) {
 	if pr := p.byID[id]; pr != nil {
 		pr.bytesSent += uint64(n)
+		if kind == KindDelta {
+			pr.deltasSent++
+		}
 	}
 }
 

@@ -114,7 +114,7 @@ func (d *Driver) Process() error {
 			}
 			continue
 		}
-		d.Protocol.NoteSent(env.To, len(b))
+		d.Protocol.NoteSent(env.To, len(b), env.Msg.Kind)
 		if d.Metrics != nil {
 			d.Metrics.BytesSent.WithLabelValues(to).Add(float64(len(b)))
 			d.Metrics.MessagesSent.WithLabelValues(to, env.Msg.Kind.String()).Inc()
