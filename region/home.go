@@ -777,6 +777,9 @@ func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	if avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name)); avail+req.Delta < 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
+	if it.Stock.N[n.self]+uint64(-req.Delta) > crdt.MaxCount {
+		return &HomeResponse{Err: InvalidField("delta", "delta %d would take the units this region has taken out of %s past %d", req.Delta, req.SKU, int64(crdt.MaxCount))}, nil
+	}
 	d := it.Consume(n.self, uint64(-req.Delta))
 	it.Join(d)
 	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))

@@ -455,6 +455,11 @@ func (n *Node) restock(ctx context.Context, sku string, qty int64, field string)
 		if it.Stock.Value()+qty > crdt.MaxCount {
 			return InvalidField(field, "%s %d would take the stock of %s past %d", field, qty, sku, int64(crdt.MaxCount))
 		}
+		if it.Stock.P[n.self]+uint64(qty) > crdt.MaxCount {
+			// Each replica's total is bounded as the stock is: past it,
+			// the item would not decode here or at any peer.
+			return InvalidField(field, "%s %d would take the units this region has restocked %s with past %d", field, qty, sku, int64(crdt.MaxCount))
+		}
 		d := it.Restock(n.self, uint64(qty))
 		it.Join(d)
 		tx.Set(prefixItem+sku, crdt.EncodeItem(it))

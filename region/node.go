@@ -1568,7 +1568,10 @@ func (n *Node) applyItems(tx *store.Tx, g *crdt.Group, dots *crdt.Context, state
 // empty store) never had its name's history, so it lost none of it, and
 // the returns it decides are its own.
 func (n *Node) noteLostRestocks(tx *store.Tx, sku string, cur, it *crdt.Item) error {
-	if !n.store.CatchingUp() || n.store.Fresh() || !n.decides(n.HomeOf(sku), sku) {
+	// At every region, not the sku's home only: a return is decided where
+	// its reservation was, which may be a region that has since stopped
+	// being the home.
+	if !n.store.CatchingUp() || n.store.Fresh() {
 		return nil
 	}
 	var lost uint64
