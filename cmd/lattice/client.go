@@ -494,7 +494,9 @@ func runStock(ctx context.Context, cio cmdIO, args []string) int {
 	var consistent *bool
 	var reason *string
 	var concern *concernFlags
+	var flags *flag.FlagSet
 	return clientCommand(ctx, cio, "stock", args, func(fs *flag.FlagSet) {
+		flags = fs
 		consistent = fs.Bool("consistent", false, "get: read the item at the sku's home")
 		reason = fs.String("reason", "", "adjust: why, logged by the region")
 		concern = addConcerns(fs, true, true)
@@ -517,6 +519,13 @@ func runStock(ctx context.Context, cio cmdIO, args []string) int {
 		}
 		if err != nil {
 			return nil, badArgs(err)
+		}
+		// A flag of another action would be dropped without a word.
+		if flagGiven(flags, "consistent") && action != "get" {
+			return nil, badArgs(fmt.Errorf("--consistent is for stock get, not stock %s", action))
+		}
+		if flagGiven(flags, "reason") && action != "adjust" {
+			return nil, badArgs(fmt.Errorf("--reason is for stock adjust, not stock %s", action))
 		}
 		ctx, err = concern.apply(ctx, "stock "+action, action != "get")
 		if err != nil || cl == nil {

@@ -43,6 +43,8 @@ func TestClientCommandsUsage(t *testing.T) {
 		{"cart with an unknown region", []string{"cart", "get", "c1", "--config", "/nonexistent.yaml", "--region", "mars"}, 1, "config"},
 		{"stock adjust without delta", []string{"stock", "adjust", "book", "--url", u}, 2, "missing DELTA"},
 		{"stock with an unknown action", []string{"stock", "count", "book", "--url", u}, 2, `unknown action "count"`},
+		{"stock restock with --consistent", []string{"stock", "restock", "book", "3", "--consistent", "--url", u}, 2, "--consistent is for stock get, not stock restock"},
+		{"stock get with --reason", []string{"stock", "get", "book", "--reason", "audit", "--url", u}, 2, "--reason is for stock adjust, not stock get"},
 		{"reserve without qty", []string{"reserve", "book", "--url", u}, 2, "missing QTY"},
 		{"reserve with a negative ttl", []string{"reserve", "book", "1", "--ttl", "-1s", "--url", u}, 2, "--ttl -1s is outside 1s..24h"},
 		{"commit without id", []string{"commit", "--url", u}, 2, "missing ID"},
