@@ -78,8 +78,12 @@ func checkSize(b []byte, limit int) error {
 	return nil
 }
 
-// MaxRecordBytes bounds a record UnmarshalRecord decodes.
-const MaxRecordBytes = MaxGroupBytes
+// MaxRecordBytes bounds a record UnmarshalRecord decodes: a region's own,
+// checksummed value. A settled checkout of the largest cart keeps its
+// order's lines more than once (the order, the plan and the last
+// attempt's), which with the longest region names and skus passes
+// MaxGroupBytes.
+const MaxRecordBytes = 4 * MaxGroupBytes
 
 // UnmarshalRecord decodes a region's own stored record (behind the
 // store's checksum) as Unmarshal does, but with arrays of up to

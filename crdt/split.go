@@ -310,8 +310,17 @@ func headContains(b []byte, d Dot) bool {
 var (
 	headShape      = &shape{name: "cart head", major: majorArray, fields: []*shape{uintShape, cartShape, uintShape, uintShape, uintShape}}
 	lineEntryShape = &shape{name: "line entry", major: majorArray, fields: []*shape{textShape, uintShape, uintShape, intShape}}
-	lineShape      = &shape{name: "cart line", major: majorArray, fields: []*shape{textShape, arrayOf(lineEntryShape, MaxCartEntries)}}
+	// A line is only ever stored (the wire carries whole carts), and
+	// stored it may hold a join's entries past what a peer's cart may
+	// (MaxStoredCartEntries).
+	lineShape = &shape{name: "cart line", major: majorArray, fields: []*shape{textShape, arrayOf(lineEntryShape, MaxStoredCartEntries)}}
 )
+
+// MaxStoredLineBytes bounds a stored line (the region's own checksummed
+// value): a join whose removals lag behind its adds may take a line past
+// a peer's object (MaxObjectBytes), and every line of any honest size is
+// read.
+const MaxStoredLineBytes = 64 << 20
 
 func (p *parser) cartHead() (*CartHead, error) {
 	if _, err := p.array(headShape); err != nil {
@@ -420,7 +429,7 @@ type ReplicaCache struct {
 // remembers is that one itself, already validated; c remembers the
 // replica of the line's last entry.
 func VisitCartLineFrom(b []byte, sku string, c *ReplicaCache, visit func(Dot, Line)) (string, error) {
-	if err := checkSize(b, MaxObjectBytes); err != nil {
+	if err := checkSize(b, MaxStoredLineBytes); err != nil {
 		return "", err
 	}
 	p := parser{b: b}
@@ -458,7 +467,7 @@ func CartLineQtyOf(b []byte, sku string) (string, int64, error) {
 // decodeLine is decodeStored of a line, on a parser that stays on the
 // stack.
 func decodeLine(b []byte, want string, visit func(Dot, Line)) (string, error) {
-	if err := checkSize(b, MaxObjectBytes); err != nil {
+	if err := checkSize(b, MaxStoredLineBytes); err != nil {
 		return "", err
 	}
 	p := parser{b: b}

@@ -1650,6 +1650,23 @@ func (n *Node) ReadObjects(carts, items []string) (*crdt.Group, error) {
 	return g, err
 }
 
+// unshippable reports whether a peer would refuse cart c: more entries
+// than crdt.MaxCartEntries, or an encoding past crdt.MaxGroupBytes, which
+// only a cart of many entries or removed dots may have (below
+// unshippableFrom of each, an encoding takes well under it).
+func unshippable(c *crdt.Cart) bool {
+	n := len(c.Entries)
+	if n > crdt.MaxCartEntries {
+		return true
+	}
+	if n <= unshippableFrom && len(c.Ctx.Cloud) <= unshippableFrom {
+		return false
+	}
+	return len(crdt.EncodeCart(c)) > crdt.MaxGroupBytes
+}
+
+const unshippableFrom = 8192
+
 // readObjects is ReadObjects that also returns a context covering every
 // write the states show: it reads under the keys' locks (shared), so it
 // shows only writes that are durable and whose dots are in n.applied or
@@ -1671,15 +1688,16 @@ func (n *Node) readObjects(carts, items []string, strict bool) (*crdt.Group, crd
 		for _, id := range carts {
 			c, err := loadCart(n.cartReader(r), id)
 			switch {
-			case err == nil && len(c.Entries) > crdt.MaxCartEntries:
+			case err == nil && unshippable(c):
 				// More than a peer decodes: a join whose removals lag
-				// behind its adds (crdt.MaxCartEntries). It is left out
+				// behind its adds (crdt.MaxCartEntries, or an encoding
+				// past crdt.MaxGroupBytes with long skus). It is left out
 				// of anti-entropy (the peers that hold the removals
 				// repair this region, not the other way round) and
 				// refused to a quorum read, which would take its absence
 				// for an empty cart.
 				if strict {
-					return fmt.Errorf("region: cart %s holds %d entries, more than a peer accepts (%d), until the removals of its other regions arrive", id, len(c.Entries), crdt.MaxCartEntries)
+					return fmt.Errorf("region: cart %s holds %d entries, more than a peer accepts (%d entries, %d bytes), until the removals of its other regions arrive", id, len(c.Entries), crdt.MaxCartEntries, crdt.MaxGroupBytes)
 				}
 				n.log.Warn("a cart holds more entries than a peer accepts, until the removals of its other regions arrive; anti-entropy leaves it out", "key", prefixCart+id, "entries", len(c.Entries))
 			case err == nil && !c.Empty():

@@ -398,8 +398,11 @@ func peerStatus(s protocol.PeerStatus) region.PeerStatus {
 // region.MaxApplyKeys).
 const applyKeys = crdt.MaxGroupKeys
 
-// MaxCallBytes bounds a forwarded request or its answer.
-const MaxCallBytes = 2 << 20
+// MaxCallBytes bounds a forwarded request or its answer: a transport
+// frame. A quorum read's answer, a read repair and a forwarded
+// checkout's answer carry the state of a cart that, joined from the adds
+// of four or more regions, may pass 2 MiB.
+const MaxCallBytes = transport.DefaultMaxFrameSize
 
 // Forward implements region.Forwarder: it sends req to the home region on
 // a stream of its own and returns the home's answer. An unreachable home
