@@ -45,9 +45,11 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -341,6 +343,9 @@ type Answer struct {
 	Version string          `json:"version,omitempty"`
 	Body    json.RawMessage `json:"body,omitempty"`
 	Error   string          `json:"error,omitempty"`
+	// unanswered marks an Error of a request that was sent whole but
+	// whose answer did not come back: the region may have applied it.
+	unanswered bool
 }
 
 // Convergence is the histogram of lattice_replication_convergence_seconds
@@ -569,9 +574,22 @@ func (h *Handler) call(ctx context.Context, r *http.Request, rl RegionLink, meth
 		return Answer{Error: err.Error()}
 	}
 	copyHeaders(req.Header, r.Header, body != nil)
+	// Whether the request was written whole: one that was may have been
+	// applied though its answer never came.
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(info httptrace.WroteRequestInfo) {
+			if info.Err == nil {
+				wrote.Store(true)
+			}
+		},
+	}))
 	res, err := h.client.Do(req)
 	if err != nil {
 		h.opts.Logger.Debug("console: request to another region failed", "peer", rl.Name, "path", path, "err", err)
+		if wrote.Load() {
+			return Answer{Error: fmt.Sprintf("%s was sent the request, but its answer did not come back: %v", rl.Name, err), unanswered: true}
+		}
 		return Answer{Error: fmt.Sprintf("%s unreachable: %v", rl.Name, err)}
 	}
 	defer res.Body.Close()
@@ -655,7 +673,7 @@ func (h *Handler) inProcess(req *http.Request) (a Answer) {
 			if r != http.ErrAbortHandler {
 				panic(r)
 			}
-			a = Answer{Error: "the answer was cut short"}
+			a = Answer{Error: "the answer was cut short", unanswered: true}
 		}
 	}()
 	rec := newRecorder()

@@ -37,9 +37,10 @@ var relayRoutes = []relayRoute{
 }
 
 // matchRelay returns the API path of segs (the path after /v1, split) for
-// method, escaped, or why it is not relayed.
-func matchRelay(method string, segs []string) (string, int, error) {
-	known := false
+// method, escaped, or why it is not relayed, with, for a path relayed
+// with other methods only (405), those methods.
+func matchRelay(method string, segs []string) (string, int, []string, error) {
+	var allow []string
 	for _, rr := range relayRoutes {
 		if len(rr.segments) != len(segs) {
 			continue
@@ -55,30 +56,31 @@ func matchRelay(method string, segs []string) (string, int, error) {
 		if !ok {
 			continue
 		}
-		known = true
 		if rr.method != method {
+			allow = append(allow, rr.method)
 			continue
 		}
 		var b strings.Builder
 		b.WriteString("/v1")
 		for i, s := range rr.segments {
 			if s == "{id}" && !crdt.ValidID(segs[i]) {
-				return "", http.StatusBadRequest, fmt.Errorf("%q is not an id: 1–128 characters of [A-Za-z0-9._:-]", segs[i])
+				return "", http.StatusBadRequest, nil, fmt.Errorf("%q is not an id: 1–128 characters of [A-Za-z0-9._:-]", segs[i])
 			}
 			b.WriteString("/" + url.PathEscape(segs[i]))
 		}
-		return b.String(), 0, nil
+		return b.String(), 0, nil, nil
 	}
-	if known {
-		return "", http.StatusMethodNotAllowed, fmt.Errorf("%s is not relayed on this route", method)
+	if len(allow) > 0 {
+		return "", http.StatusMethodNotAllowed, allow, fmt.Errorf("%s is not relayed on this route", method)
 	}
-	return "", http.StatusNotFound, errors.New("the console relays only edits of carts (add, set, remove, clear) and of stock (restock, adjust)")
+	return "", http.StatusNotFound, nil, errors.New("the console relays only edits of carts (add, set, remove, clear) and of stock (restock, adjust)")
 }
 
 // relay carries an edit to the region named in the path:
 // /console/api/regions/{name}/v1/.... The answer is that region's API's,
 // status, Lattice-Token and body; 502 region_unreachable when it could
-// not be asked.
+// not be asked, 504 region_unanswered when it was asked but its answer
+// did not come back (it may have applied the edit).
 func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 	// Split as sent, then unescaped segment by segment: an escaped slash
 	// belongs to its segment (an id holding one is refused), never makes
@@ -107,10 +109,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusNotFound, "not_found", "want /console/api/regions/{name}/v1/...")
 		return
 	}
-	path, status, err := matchRelay(r.Method, segs[1:])
+	path, status, allow, err := matchRelay(r.Method, segs[1:])
 	if err != nil {
 		if status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", "POST, PUT, DELETE")
+			w.Header().Set("Allow", strings.Join(allow, ", "))
 		}
 		problem(w, status, map[int]string{400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}[status], "console: "+err.Error())
 		return
@@ -142,6 +144,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), PeerTimeout+api.DefaultRequestTimeout)
 	defer cancel()
 	a := h.call(ctx, r, *target, r.Method, path, "", body)
+	if a.Error != "" && a.Status == 0 && a.unanswered {
+		problem(w, http.StatusGatewayTimeout, "region_unanswered", "console: "+a.Error+"; the edit may have been applied: read the cart or sku before repeating an add or a restock")
+		return
+	}
 	if a.Error != "" && a.Status == 0 {
 		problem(w, http.StatusBadGateway, "region_unreachable", "console: "+a.Error)
 		return
