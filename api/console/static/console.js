@@ -66,6 +66,7 @@ async function poll() {
   const q = new URLSearchParams();
   if (state.cart) q.set("cart", state.cart);
   if (state.sku) q.set("sku", state.sku);
+  const asked = { cart: state.cart, sku: state.sku };
   try {
     const res = await fetch("/console/api/snapshot?" + q.toString(), { headers: headers(false), cache: "no-store" });
     const body = await res.json().catch(() => null);
@@ -75,7 +76,7 @@ async function poll() {
         : "The console's snapshot failed: " + (body && body.detail || res.status));
     } else {
       showError("");
-      render(body);
+      render(body, asked.cart === state.cart && asked.sku === state.sku);
     }
   } catch (e) {
     showError("This region does not answer: " + e.message);
@@ -129,7 +130,10 @@ function regionState(snap, v) {
 
 // ---- rendering
 
-function render(snap) {
+// render draws the snapshot; the explorer only if it answers the cart and
+// sku shown now (current), not those of a request sent before the user
+// asked for others.
+function render(snap, current = true) {
   state.snap = snap;
   $("served").textContent = snap.region;
   $("updated").textContent = "updated " + new Date(snap.time).toLocaleTimeString();
@@ -147,7 +151,7 @@ function render(snap) {
   renderCards(snap);
   renderLinks(snap);
   renderConvergence(snap);
-  renderExplorer(snap);
+  if (current) renderExplorer(snap);
   renderDev(snap);
   renderEditRegions(snap);
   const ro = snap.auth && !state.token;
@@ -461,18 +465,29 @@ function renderDev(snap) {
   // Latency inputs are built once, so that typing is not interrupted.
   if (!state.devBuilt) {
     state.devBuilt = true;
+    state.devInputs = {};
     $("dev-links").replaceChildren(...snap.controls.links.map(l => {
       const id = "lat-" + l.a + "-" + l.b;
+      const input = el("input", { id, type: "number", min: 0, max: 60000, value: l.latency_ms,
+        on: { input: () => { input.dataset.editing = "1"; } } });
+      state.devInputs[id] = input;
       return el("form", { class: "ctl", on: { submit: ev => {
         ev.preventDefault();
-        control("latency", { a: l.a, b: l.b, latency_ms: Number($(id).value) });
+        delete input.dataset.editing;
+        control("latency", { a: l.a, b: l.b, latency_ms: Number(input.value) });
       } } },
         el("label", { for: id, text: l.a + " ↔ " + l.b + " (ms)" }),
-        el("input", { id, type: "number", min: 0, max: 60000, value: l.latency_ms }),
+        input,
         el("button", { type: "submit", text: "Set" }));
     }));
-    $("loss").value = snap.controls.loss_pct;
   }
+  // Every snapshot: the inputs show the controls' state (changed from
+  // another tab or with curl too), but for one being edited.
+  const show = (input, v) => {
+    if (input && !input.dataset.editing && document.activeElement !== input) input.value = String(v);
+  };
+  for (const l of snap.controls.links) show(state.devInputs["lat-" + l.a + "-" + l.b], l.latency_ms);
+  show($("loss"), snap.controls.loss_pct);
 }
 
 // ---- wiring
@@ -499,8 +514,10 @@ function init() {
   });
   $("edit-region").addEventListener("change", ev => { state.editRegion = ev.target.value; });
   for (const b of document.querySelectorAll("#edit button")) b.addEventListener("click", () => edit(b.dataset.op));
+  $("loss").addEventListener("input", () => { $("loss").dataset.editing = "1"; });
   $("dev-loss").addEventListener("submit", ev => {
     ev.preventDefault();
+    delete $("loss").dataset.editing;
     control("loss", { loss_pct: Number($("loss").value) });
   });
   poll();
