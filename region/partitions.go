@@ -369,13 +369,25 @@ func (p *Partitions) Close() {
 // of pending work and traffic). The version vector at the top is empty:
 // each partition has its own.
 func (p *Partitions) Cluster() ClusterStatus {
-	st := ClusterStatus{Region: p.region, Node: p.node, PartitionCount: p.count,
+	parts := make([]PartitionStatus, 0, len(p.owned))
+	for _, part := range p.owned {
+		parts = append(parts, PartitionStatus{Partition: part, ClusterStatus: p.nodes[part].Cluster()})
+	}
+	return GatherPartitions(p.region, p.node, p.count, parts)
+}
+
+// GatherPartitions returns the status of node of a partitioned region
+// (count partitions in all) that serves parts, as Partitions.Cluster
+// describes it; the console gathers every node of a region with it
+// (node "").
+func GatherPartitions(region, node string, count int, parts []PartitionStatus) ClusterStatus {
+	st := ClusterStatus{Region: region, Node: node, PartitionCount: count,
 		DivergentKeys: []string{}, VersionVector: map[string]uint64{}, Store: StoreStatus{CorruptKeys: []string{}}}
 	peers := map[string]*PeerStatus{}
 	var order []string
-	for _, part := range p.owned {
-		cs := p.nodes[part].Cluster()
-		st.Partitions = append(st.Partitions, PartitionStatus{Partition: part, ClusterStatus: cs})
+	for _, part := range parts {
+		cs := part.ClusterStatus
+		st.Partitions = append(st.Partitions, part)
 		st.CatchingUp = st.CatchingUp || cs.CatchingUp
 		st.DivergentKeys = append(st.DivergentKeys, cs.DivergentKeys...)
 		st.Store.FileBytes += cs.Store.FileBytes

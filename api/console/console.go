@@ -47,6 +47,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,7 @@ import (
 
 	"github.com/latticedb/lattice/api"
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region"
 	"github.com/latticedb/lattice/region/config"
 )
 
@@ -482,6 +484,9 @@ func (h *Handler) localView(r *http.Request, cart, sku string) Local {
 	l := Local{Region: h.opts.Region, Time: time.Now().UTC(), Convergence: h.convergence()}
 	self := RegionLink{Name: h.opts.Region}
 	l.Cluster = h.call(r.Context(), r, self, http.MethodGet, "/v1/cluster", "", nil)
+	if nodes := h.opts.Config.Nodes(h.opts.Region); len(nodes) > 1 {
+		l.Cluster = h.gatherNodes(r, l.Cluster, nodes)
+	}
 	if cart != "" {
 		a := h.call(r.Context(), r, self, http.MethodGet, "/v1/carts/"+url.PathEscape(cart), "", nil)
 		l.Cart = &a
@@ -491,6 +496,47 @@ func (h *Handler) localView(r *http.Request, cart, sku string) Local {
 		l.Stock = &a
 	}
 	return l
+}
+
+// gatherNodes makes mine, this node's GET /v1/cluster in a region of
+// several nodes, the whole region's: the partitions of every node that
+// answers (each node's own status covers only those it serves), gathered
+// as a node gathers its own (region.GatherPartitions). A node that does
+// not answer leaves its partitions out.
+func (h *Handler) gatherNodes(r *http.Request, mine Answer, nodes []config.NodeConfig) Answer {
+	var base region.ClusterStatus
+	if mine.Status != http.StatusOK || json.Unmarshal(mine.Body, &base) != nil || base.PartitionCount == 0 {
+		return mine
+	}
+	answers := make([]Answer, len(nodes))
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		if n.Name == base.Node {
+			continue
+		}
+		link := RegionLink{Name: h.opts.Region + "/" + n.Name, URL: BaseURL(n.DialAPI(), h.opts.Config.APITLS.Enabled())}
+		wg.Go(func() { answers[i] = h.call(r.Context(), r, link, http.MethodGet, "/v1/cluster", "", nil) })
+	}
+	wg.Wait()
+	parts := base.Partitions
+	for _, a := range answers {
+		var st region.ClusterStatus
+		if a.Status != http.StatusOK || json.Unmarshal(a.Body, &st) != nil {
+			continue
+		}
+		for _, ps := range st.Partitions {
+			if !slices.ContainsFunc(parts, func(q region.PartitionStatus) bool { return q.Partition == ps.Partition }) {
+				parts = append(parts, ps)
+			}
+		}
+	}
+	slices.SortFunc(parts, func(a, b region.PartitionStatus) int { return a.Partition - b.Partition })
+	body, err := json.Marshal(region.GatherPartitions(base.Region, base.Node, base.PartitionCount, parts))
+	if err != nil {
+		return mine
+	}
+	mine.Body = body
+	return mine
 }
 
 // convergence reads this region's convergence histograms from its
