@@ -559,7 +559,10 @@ func (p *Protocol) closeAE(pr *peer) {
 			// begins (Storage.Snapshot).
 			mine = &crdt.Context{}
 		}
-		m.Final, m.Applied, m.Homes = true, crdt.EncodeContext(mine), p.cfg.Homes
+		// Run names the responder's run that answered the round: one that
+		// restarted since answers some later copy of a digest, but not
+		// what this round compared against (tryAdopt).
+		m.Final, m.Applied, m.Homes, m.Run = true, crdt.EncodeContext(mine), p.cfg.Homes, ae.theirRun
 	}
 	p.send(pr, m)
 	p.finishAE(pr)
@@ -985,6 +988,13 @@ func (p *Protocol) tryAdopt(pr *peer) {
 		return
 	}
 	f := r.final
+	if f.Run != 0 && f.Run != p.run {
+		// The round compared against an earlier run of ours, whose
+		// state this one may not hold (a restore): its answers to copies
+		// of the round's digests do not make the round ours.
+		r.final = nil
+		return
+	}
 	if f.Step == 0 || uint64(len(r.steps)) < f.Step || uint64(len(r.pushes)) < f.Pushes {
 		return
 	}

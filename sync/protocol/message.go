@@ -113,7 +113,9 @@ type Message struct {
 	// or a pull (whose reply bears it too); on the objects that close a
 	// round (Final), the number of digests the round sent. Run names the
 	// responder's run on its diffs and replies, so that an initiator
-	// notices a restart within a round. Spans, on a pull, are ranges of
+	// notices a restart within a round, and on the objects that close a
+	// round the run whose answers it compared against, so that a
+	// responder that restarted since does not adopt on its behalf. Spans, on a pull, are ranges of
 	// slots whose keys the sender wants; Next, on the reply, is where it
 	// stopped (the slot of a span, or the count of pulled keys, it did
 	// not reach). Pushes, on the objects that close a round, is the
