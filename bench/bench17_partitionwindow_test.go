@@ -14,7 +14,7 @@ import (
 // summary must not claim the region was cut off.
 func TestPartitionNotReportedWhenWorkloadEndedFirst(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a cluster")
+		t.Skip("starts a cluster; skipped under -short")
 	}
 	cfg := shortConfig(17) // seed 17 at 5 ops/s over 2 s: the last operation is at 1.36 s
 	cfg.Rate, cfg.Warmup, cfg.Duration = 5, 0, 2*time.Second

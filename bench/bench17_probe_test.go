@@ -12,7 +12,7 @@ import (
 // Probe 0 must not run the concern probe.
 func TestProbeZeroRunsNoConcernProbe(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a cluster")
+		t.Skip("starts a cluster; skipped under -short")
 	}
 	cfg := shortConfig(1)
 	cfg.Probe = 0 // what `lattice bench --probe 0` passes
