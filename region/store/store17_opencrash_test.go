@@ -18,13 +18,7 @@ import (
 // back to the file would have.
 func TestInterruptedRewriteUndoneThenOpenCrashedBeginsNewIncarnation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
-	st := openOnBoot(t, path, config.DurabilityAlways, "boot-1")
-	if err := st.CaughtUp(); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.MarkUsed(); err != nil {
-		t.Fatal(err)
-	}
+	st := usedOnBoot(t, path, "boot-1")
 	setAcked(t, st, "a")
 	// The file as the rewrite found it, kept under its second name; the
 	// rewrite's new file then takes a write the old one lacks.
@@ -67,13 +61,7 @@ func TestInterruptedRewriteUndoneThenOpenCrashedBeginsNewIncarnation(t *testing.
 // after a torn tail").
 func TestTornTailCutThenOpenCrashedBeginsNewIncarnation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
-	st := openOnBoot(t, path, config.DurabilityAlways, "boot-1")
-	if err := st.CaughtUp(); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.MarkUsed(); err != nil {
-		t.Fatal(err)
-	}
+	st := usedOnBoot(t, path, "boot-1")
 	setAcked(t, st, "a")
 	setAcked(t, st, "b1", "b2", "b3")
 	inc := st.Incarnation()
@@ -114,13 +102,7 @@ func TestTornTailCutThenOpenCrashedBeginsNewIncarnation(t *testing.T) {
 // 256).
 func TestCrashRightAfterRewriteLinkOnThisBootKeepsIncarnation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.db")
-	st := openOnBoot(t, path, config.DurabilityAlways, "boot-1")
-	if err := st.CaughtUp(); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.MarkUsed(); err != nil {
-		t.Fatal(err)
-	}
+	st := usedOnBoot(t, path, "boot-1")
 	setAcked(t, st, "a")
 	if err := os.Link(path, prevPath(path)); err != nil { // the rewrite's first step
 		t.Fatal(err)
@@ -140,4 +122,19 @@ func TestCrashRightAfterRewriteLinkOnThisBootKeepsIncarnation(t *testing.T) {
 		t.Fatalf("after a process crash on the same boot that lost nothing (during a rewrite, before its new file replaced the old): incarnation %d (was %d), catching up %v; want the same incarnation, not catching up",
 			st.Incarnation(), inc, st.CatchingUp())
 	}
+}
+
+// usedOnBoot opens the store at path on boot, durability always, caught
+// up and marked as having written: a run whose unclean stop keeps its
+// incarnation on the same boot if it lost nothing.
+func usedOnBoot(t *testing.T, path, boot string) *Store {
+	t.Helper()
+	st := openOnBoot(t, path, config.DurabilityAlways, boot)
+	if err := st.CaughtUp(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkUsed(); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
