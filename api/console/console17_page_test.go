@@ -2,44 +2,10 @@ package console
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 )
-
-// runPageAsync runs script in the page's script, as runPage does, and
-// decodes into out the JSON it returns, or the JSON that the promise it
-// returns resolves to.
-func runPageAsync(t *testing.T, snap any, script string, out any) {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("no node (Node.js) on PATH to run the page's script: apt-get install -y nodejs (.ci/run installs it)")
-	}
-	const last = "console.log(vm.runInContext(process.argv[4], ctx));"
-	harness := strings.Replace(pageHarness, last,
-		"Promise.resolve(vm.runInContext(process.argv[4], ctx)).then(v => console.log(v));", 1)
-	if harness == pageHarness {
-		t.Fatal("the page harness no longer ends as this test expects")
-	}
-	sj, err := json.Marshal(snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := t.TempDir() + "/harness.js"
-	if err := os.WriteFile(h, []byte(harness), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b, err := exec.Command(node, h, "static/console.js", string(sj), script).CombinedOutput()
-	if err != nil {
-		t.Fatalf("node: %v\n%s", err, b)
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		t.Fatalf("page script output %q: %v", b, err)
-	}
-}
 
 // plainCluster is GET /v1/cluster of a region of one node with no peers.
 func plainCluster(region string) json.RawMessage {
@@ -68,7 +34,7 @@ func TestExplorerDoesNotShowAnotherCartsAnswer(t *testing.T) {
 		Asked string        `json:"asked"`
 		Rows  []explorerRow `json:"rows"`
 	}
-	runPageAsync(t, snap, `
+	runPage(t, snap, `
 (async () => {
   let asked = "", answer = null;
   fetch = (u) => { asked = String(u); return new Promise(r => { answer = r; }); };
@@ -122,7 +88,7 @@ func TestDevControlsShowTheCurrentLatencyAndLoss(t *testing.T) {
 		Latency []string `json:"latency"`
 		Loss    string   `json:"loss"`
 	}
-	runPageAsync(t, []Snapshot{devSnapshot(t0, 92, 0), devSnapshot(t0.Add(time.Second), 500, 5)}, `
+	runPage(t, []Snapshot{devSnapshot(t0, 92, 0), devSnapshot(t0.Add(time.Second), 500, 5)}, `
 for (const s of __snap) render(s);
 const shown = e => String(e.value !== "" && e.value !== undefined ? e.value : (e.attrs.value || ""));
 const latency = [];

@@ -103,7 +103,7 @@ func TestSnapshotSurvivesCutForwardedAnswer(t *testing.T) {
 
 // pageHarness runs console.js (argv[2]) with a minimal DOM, with __snap
 // set to the snapshot argv[3], then the script argv[4], and prints what
-// that script returns.
+// that script returns, or what the promise it returns resolves to.
 const pageHarness = `
 const vm = require("vm"), fs = require("fs");
 function mk(tag) {
@@ -126,7 +126,7 @@ const ctx = vm.createContext({ document, sessionStorage: { getItem: () => null }
   history: {}, fetch: () => new Promise(() => {}), setTimeout: () => {}, URLSearchParams });
 vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), ctx);
 ctx.__snap = JSON.parse(process.argv[3]);
-console.log(vm.runInContext(process.argv[4], ctx));
+Promise.resolve(vm.runInContext(process.argv[4], ctx)).then(v => console.log(v));
 `
 
 // runPage runs script in the page's script with __snap set to snap and
