@@ -165,6 +165,11 @@ func New(baseURLs []string, opts Options) (*Client, error) {
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 			return nil, fmt.Errorf("lattice client: %q is not an http or https base URL", u)
 		}
+		if p.RawQuery != "" || p.ForceQuery || p.Fragment != "" || strings.Contains(u, "#") {
+			// Paths are appended to the base URL: a query or fragment
+			// would swallow them (every request would go to the base).
+			return nil, fmt.Errorf("lattice client: base URL %q has a query or fragment; give scheme, host and an optional path prefix", u)
+		}
 		urls[i] = strings.TrimSuffix(u, "/")
 	}
 	return &Client{urls: urls, opts: opts, tok: &tokenState{}}, nil
