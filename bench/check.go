@@ -370,20 +370,40 @@ type StockStep struct {
 // answered, every hold whose span holds that instant was surely held or
 // committed, and no restock sent later had happened. 0 if never.
 func HoldTimeline(base int64, spans []HoldSpan, steps []StockStep) int64 {
-	var worst int64
-	for _, at := range spans {
-		t := at.From
-		var held int64
-		for _, h := range spans {
-			if !h.From.After(t) && !h.To.Before(t) {
-				held += h.Qty
-			}
+	// A sweep over the instants in time order: the holds begun by an
+	// instant, less those ended before it, and the restocks sent by it
+	// (O(n log n); a long run's tens of thousands of holds a sku made the
+	// check of every span against every other take minutes).
+	// A span that ends before it begins is in force at no instant, but
+	// its grant's instant is still one to look at.
+	at := make([]time.Time, len(spans))
+	var from []HoldSpan
+	for i, h := range spans {
+		at[i] = h.From
+		if !h.To.Before(h.From) {
+			from = append(from, h)
 		}
-		stock := base
-		for _, st := range steps {
-			if !st.At.After(t) {
-				stock += st.Qty
-			}
+	}
+	n := len(from)
+	to := slices.Clone(from)
+	slices.SortFunc(at, time.Time.Compare)
+	slices.SortFunc(from, func(a, b HoldSpan) int { return a.From.Compare(b.From) })
+	slices.SortFunc(to, func(a, b HoldSpan) int { return a.To.Compare(b.To) })
+	st := slices.Clone(steps)
+	slices.SortFunc(st, func(a, b StockStep) int { return a.At.Compare(b.At) })
+	var (
+		worst, held, stock = int64(0), int64(0), base
+		fi, ti, si         int
+	)
+	for _, t := range at {
+		for ; fi < n && !from[fi].From.After(t); fi++ {
+			held += from[fi].Qty
+		}
+		for ; ti < n && to[ti].To.Before(t); ti++ {
+			held -= to[ti].Qty
+		}
+		for ; si < len(st) && !st[si].At.After(t); si++ {
+			stock += st[si].Qty
 		}
 		worst = max(worst, held-stock)
 	}
