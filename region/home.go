@@ -607,6 +607,9 @@ func (n *Node) reserve(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.T
 	if req.Qty > avail {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
+	if !n.consumeFits(it, l, req.Qty) {
+		return &HomeResponse{Err: InvalidField("qty", "qty %d would take the units this region has taken out of %s past %d once its holds commit", req.Qty, req.SKU, int64(crdt.MaxCount))}, nil
+	}
 	if len(l.Holds) >= n.opts.MaxOpenHolds {
 		return &HomeResponse{Err: &Error{Code: CodeUnavailable, RetryAfter: 1,
 			Detail: fmt.Sprintf("%s has %d open reservations, the most one sku may hold; retry once some commit, release or expire", req.SKU, n.opts.MaxOpenHolds)}}, nil
@@ -747,7 +750,15 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 			n.log.Warn("a return of a committed reservation taken as made before: the store lost restocks of its sku that its peers hold",
 				"reservation", rec.ID, "sku", rec.SKU, "units", made)
 		}
-		if back := uint64(rec.Qty) - made; back > 0 {
+		back := uint64(rec.Qty) - made
+		if room := crdt.MaxCount - min(it.Stock.P[n.self], crdt.MaxCount); back > room {
+			// Past the bound of one replica's restocks the item would
+			// no longer decode anywhere: the rest stays out of sale.
+			n.log.Warn("a return of a committed reservation puts back fewer units: this region's restocks of the sku reached the counter's bound",
+				"reservation", rec.ID, "sku", rec.SKU, "units", back-room)
+			back = room
+		}
+		if back > 0 {
 			d := it.Restock(n.self, back)
 			it.Join(d)
 			g.AddItem(rec.SKU, d)
@@ -769,6 +780,14 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	return &HomeResponse{Res: rec}, nil
 }
 
+// consumeFits reports whether this region's replica may take qty more
+// units out of it beside the holds of l, which each take theirs when they
+// commit: past crdt.MaxCount the item would no longer decode anywhere.
+func (n *Node) consumeFits(it *crdt.Item, l *ledger, qty int64) bool {
+	return qty >= 0 && l.held() >= 0 && it.Stock.N[n.self] <= crdt.MaxCount &&
+		uint64(qty)+uint64(l.held()) <= crdt.MaxCount-it.Stock.N[n.self]
+}
+
 func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Time) (*HomeResponse, error) {
 	it, l, err := n.loadForDecision(tx, g, req.SKU, now)
 	if err != nil {
@@ -777,7 +796,7 @@ func (n *Node) adjustDown(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	if avail := it.Stock.Value() - l.held() - n.outstandingAll(it, string(n.name)); avail+req.Delta < 0 {
 		return &HomeResponse{Err: insufficient(req.SKU, avail)}, nil
 	}
-	if it.Stock.N[n.self]+uint64(-req.Delta) > crdt.MaxCount {
+	if !n.consumeFits(it, l, -req.Delta) {
 		return &HomeResponse{Err: InvalidField("delta", "delta %d would take the units this region has taken out of %s past %d", req.Delta, req.SKU, int64(crdt.MaxCount))}, nil
 	}
 	d := it.Consume(n.self, uint64(-req.Delta))
