@@ -188,17 +188,28 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 // every other region, since a write that changes nothing answers the
 // state it found, which may be another region's write (a remove of a
 // line another region removed) that has not reached N regions. Every
-// replica's writes are waited for through the contiguous run the version
-// vector holds.
+// replica's writes are waited for through the highest this region holds
+// or its answer shows: past the version vector's contiguous run, the
+// dots applied out of order and those the answer's keys reflect beyond
+// what is applied (a quorum read's or a repair's join, Answer.extra) —
+// more than the answer shows, never less.
 func (n *Node) noteReplay(ctx context.Context) {
 	a := answerOf(ctx)
 	if a == nil {
 		return
 	}
+	a.mu.Lock()
+	shown := a.extra.Ceil()
+	a.mu.Unlock()
 	var upTo []crdt.Dot
 	n.amu.Lock()
-	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: n.applied.VV[n.self]})
-	for r, c := range n.applied.VV {
+	held := n.applied.Ceil()
+	n.amu.Unlock()
+	for r, c := range shown.VV {
+		held.VV[r] = max(held.VV[r], c)
+	}
+	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: held.VV[n.self]})
+	for r, c := range held.VV {
 		// Not a removed region's: no peer's holding of those is kept
 		// (the protocol records members' dots only), and its removal
 		// waited for its writes to be at every region.
@@ -206,7 +217,6 @@ func (n *Node) noteReplay(ctx context.Context) {
 			upTo = append(upTo, crdt.Dot{Replica: r, Counter: c})
 		}
 	}
-	n.amu.Unlock()
 	for _, d := range upTo {
 		a.addReplay(d)
 	}
