@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +101,73 @@ func checkLayout(dir string, perPartition bool, partitions int) error {
 	return nil
 }
 
+// PartitionsFile, in a partitioned region's directory, records the
+// cluster's partition count its stores were written with. Each store
+// records it too, but a node checks only the stores it opens: one whose
+// partitions all moved with a changed count (n1 owning p0001 of 2, then
+// p0002–p0003 of 4) would start on new empty stores, and one opening an
+// old store after creating new ones would refuse having written them.
+// The file is checked before any store is created and written once the
+// node's stores are open (a directory written by a version without it
+// gets it then).
+const PartitionsFile = "partitions"
+
+// checkPartitionsFile refuses a region directory whose PartitionsFile
+// records another count than partitions; no file passes.
+func checkPartitionsFile(dir string, partitions int) error {
+	path := filepath.Join(dir, PartitionsFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 1 {
+		return fmt.Errorf("%s holds %q, not a partition count: put back the file the region wrote (its stores record the count too), or move the data away to start afresh", path, b)
+	}
+	if n != partitions {
+		return fmt.Errorf("%s was written by a cluster of %d partitions, but the config gives the cluster %d; the partitions of a cluster are fixed when it is created (docs/configuration.md): put back the config the data was written with, or move the data away to start afresh", dir, n, partitions)
+	}
+	return nil
+}
+
+// writePartitionsFile records partitions in dir's PartitionsFile
+// (atomically: a new file renamed over, then the directory synced),
+// unless it already does.
+func writePartitionsFile(dir string, partitions int) error {
+	path := filepath.Join(dir, PartitionsFile)
+	want := strconv.Itoa(partitions) + "\n"
+	if b, err := os.ReadFile(path); err == nil && string(b) == want {
+		return nil
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(want)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 // PartitionDir is the directory of partition part's store inside a
 // region's directory: p0000, p0001, … Moving a partition to another node
 // moves this directory (see docs/operations.md).
@@ -165,6 +233,9 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 	if err := checkLayout(cfg.RegionDir(name), true, cfg.PartitionCount()); err != nil {
 		return nil, fmt.Errorf("server: region %s: %w", name, err)
 	}
+	if err := checkPartitionsFile(cfg.RegionDir(name), cfg.PartitionCount()); err != nil {
+		return nil, fmt.Errorf("server: region %s: %w", name, err)
+	}
 	byPart := make(map[int]*region.Node, len(owned))
 	var list []*region.Node
 	for _, part := range owned {
@@ -211,6 +282,12 @@ func (s *Server) startPartitioned(ctx context.Context, opts Options, labelled pr
 		}
 		byPart[part] = n
 		list = append(list, n)
+	}
+	if err := writePartitionsFile(cfg.RegionDir(name), count); err != nil {
+		for _, n := range list {
+			n.Close()
+		}
+		return nil, fmt.Errorf("server: region %s: recording the partition count: %w", name, err)
 	}
 	parts, err := region.NewPartitions(name, nodeName, count, list)
 	if err != nil {
