@@ -194,6 +194,19 @@ func (n *Node) localIdem(req *HomeRequest) (*HomeResponse, error) {
 	if err != nil {
 		return &HomeResponse{Err: n.asError(err)}, err
 	}
+	if out != nil && out.Res != nil {
+		// As a home's replay (ServeHome): past its expiry the hold reads
+		// as it ended. Its record is read after the key's: a hold's state
+		// only moves on from held, never back.
+		id := out.Res.ID
+		err = n.store.View([]string{prefixRes + id}, func(r store.Reader) error {
+			out = replayAsEnded(r, out, n.clock.Now())
+			return nil
+		})
+		if err != nil {
+			return &HomeResponse{Err: n.asError(err)}, err
+		}
+	}
 	return out, nil
 }
 

@@ -235,15 +235,8 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 					c := *rec.Resp
 					c.replayed = true
 					out = &c
-					if res := out.Res; req.Op == OpReserve && res != nil && res.State == StateHeld && now.UnixMilli() >= res.ExpMs {
-						// Past its expiry the recorded hold would read
-						// expired; one that was committed or released
-						// before reads as it ended (committed is final).
-						if cur, ok, err := loadRes(tx, res.ID); err == nil && ok && cur.State != StateHeld {
-							c := *out
-							c.Res = cur
-							out = &c
-						}
+					if req.Op == OpReserve {
+						out = replayAsEnded(tx, out, now)
 					}
 					n.noteReplay(ctx)
 				}
@@ -778,6 +771,23 @@ func (n *Node) transition(tx *store.Tx, g *crdt.Group, req *HomeRequest, now tim
 	tx.Set(prefixRes+rec.ID, encode(rec))
 	n.saveLedger(tx, g, rec.SKU, it, l)
 	return &HomeResponse{Res: rec}, nil
+}
+
+// replayAsEnded returns the recorded answer out of a reservation for its
+// replay at now: past its expiry the recorded hold would read expired,
+// and one that was committed or released before reads as it ended
+// (committed is final), from its record read through r.
+func replayAsEnded(r store.Reader, out *HomeResponse, now time.Time) *HomeResponse {
+	res := out.Res
+	if res == nil || res.State != StateHeld || now.UnixMilli() < res.ExpMs {
+		return out
+	}
+	if cur, ok, err := loadRes(r, res.ID); err == nil && ok && cur.State != StateHeld {
+		c := *out
+		c.Res = cur
+		return &c
+	}
+	return out
 }
 
 // consumeFits reports whether this region's replica may take qty more
