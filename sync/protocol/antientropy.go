@@ -611,7 +611,7 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	limit := p.listLimit()
 	fit := len(m.Nodes)
 	v, err := p.loadView(func(counts []uint32) []uint64 {
-		l := loadBudget{counts: counts}
+		l := loadBudget{counts: counts, answering: true}
 		for i, n := range m.Nodes {
 			if !l.add(answerNeed(counts, n, limit), i == 0) {
 				fit = i
@@ -726,11 +726,42 @@ func (p *Protocol) onDiff(pr *peer, m *Message) {
 		p.pumpAE(pr)
 		return
 	}
-	if done := min(m.Next, uint64(len(st.nodes))); done < uint64(len(st.nodes)) {
+	done := min(m.Next, uint64(len(st.nodes)))
+	if done < uint64(len(st.nodes)) {
 		ae.queue = append(slices.Clone(st.nodes[done:]), ae.queue...)
 	}
-	ae.answers = append(ae.answers, m.Nodes...)
+	ae.answers = append(ae.answers, askedOf(st.nodes[:done], m.Nodes)...)
 	p.pumpAE(pr)
+}
+
+// askedOf returns the nodes of an answer that answer the asked ones, each
+// at most once: a list of an asked list's range, and a child range of an
+// asked split. Others are dropped: a peer answering what was not asked
+// (the root's children again and again) would grow the round without end.
+func askedOf(asked, answer []RangeNode) []RangeNode {
+	open := make(map[[2]uint64]bool, len(asked)*TreeFanout)
+	for _, n := range asked {
+		if n.List {
+			open[[2]uint64{n.Lo, n.Hi}] = true
+			continue
+		}
+		bs := children(n.Lo, n.Hi)
+		if len(n.Hashes) == 0 || bs == nil {
+			continue
+		}
+		for i := range len(bs) - 1 {
+			open[[2]uint64{bs[i], bs[i+1]}] = true
+		}
+	}
+	out := answer[:0:0]
+	for _, n := range answer {
+		k := [2]uint64{n.Lo, n.Hi}
+		if open[k] {
+			delete(open, k)
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // answerNeed returns the buckets a responder loads to answer n.
@@ -749,11 +780,17 @@ func answerNeed(counts []uint32, n RangeNode, limit int) []uint64 {
 // loadBudget collects the buckets to load for a batch of nodes, holding
 // at most aeLoadKeys keys by the digest's counts (but all of the first
 // node's): a snapshot copies their keys while the store's commits wait.
+// A responder's budget (answering) takes of the first node too only the
+// buckets that fit, at least one: the node is a peer's, and one node
+// (a range of every bucket, a list of the root) would otherwise load the
+// whole store; the buckets left out are answered as not loaded (asked
+// again, a list cut short).
 type loadBudget struct {
-	counts []uint32
-	seen   map[uint64]bool
-	keys   uint64
-	out    []uint64
+	counts    []uint32
+	answering bool
+	seen      map[uint64]bool
+	keys      uint64
+	out       []uint64
 }
 
 // aeLoadKeys bounds the keys of the buckets one snapshot of
@@ -765,14 +802,29 @@ func (l *loadBudget) add(need []uint64, first bool) bool {
 	if l.seen == nil {
 		l.seen = map[uint64]bool{}
 	}
+	count := func(b uint64) uint64 {
+		if b < uint64(len(l.counts)) {
+			return uint64(l.counts[b])
+		}
+		return 1024 // not counted
+	}
+	if first && l.answering {
+		for _, b := range need {
+			if l.seen[b] {
+				continue
+			}
+			if c := count(b); len(l.out) == 0 || l.keys+c <= aeLoadKeys {
+				l.keys += c
+				l.seen[b] = true
+				l.out = append(l.out, b)
+			}
+		}
+		return true
+	}
 	var fresh uint64
 	for _, b := range need {
 		if !l.seen[b] {
-			if b < uint64(len(l.counts)) {
-				fresh += uint64(l.counts[b])
-			} else {
-				fresh += 1024 // not counted
-			}
+			fresh += count(b)
 		}
 	}
 	if !first && l.keys+fresh > aeLoadKeys {

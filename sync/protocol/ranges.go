@@ -48,7 +48,7 @@ func (p *Protocol) answerRanges(pr *peer, r *aeResp, m *Message) {
 	}
 	fit := len(m.Ranges)
 	v, err := p.loadViewOf(func(cs []uint32, digest []uint64) []uint64 {
-		l := loadBudget{counts: cs}
+		l := loadBudget{counts: cs, answering: true}
 		for i, w := range m.Ranges {
 			var need []uint64
 			for b := w.Lo; b < w.Hi && b < uint64(len(digest)); b++ {
