@@ -489,7 +489,8 @@ func (t *QUICTransport) dialLoop(p *quicPeer) {
 			p.mu.Lock()
 			p.lastError = msg
 			p.mu.Unlock()
-			if t.refusals != nil && refusedByPeer(err) {
+			var de *dialError
+			if t.refusals != nil && errors.As(err, &de) && de.verified && refusedByPeer(err) {
 				t.refusals.OnRefused(p.name)
 			}
 			if msg != lastErr {
@@ -525,6 +526,18 @@ func refusedByPeer(err error) bool {
 	return errors.As(err, &ae) && ae.Remote && ae.ErrorCode == codeUnknownPeer
 }
 
+// dialError is an error of dial, which says whether the other side had
+// shown p's certificate by then: only then is a refusal p's (whatever
+// answers at p's address, another service on a reused address included,
+// may turn the handshake down, and that is p down, not p refusing us).
+type dialError struct {
+	err      error
+	verified bool
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
 // dial connects to p and opens the message stream, returning once p has
 // accepted it.
 func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
@@ -539,13 +552,26 @@ func (t *QUICTransport) dial(p *quicPeer) (*quic.Conn, *quic.Stream, error) {
 	if t.cfg.protocols != nil {
 		tc.NextProtos = t.cfg.protocols
 	}
+	var verified atomic.Bool
+	check := tc.VerifyConnection
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		if check != nil {
+			if err := check(cs); err != nil {
+				return err
+			}
+		}
+		verified.Store(true)
+		return nil
+	}
 	conn, err := t.tr.Dial(ctx, addr, tc, t.dialCfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, &dialError{err: err, verified: verified.Load()}
 	}
+	// From here on the other side has shown p's certificate (under TLS
+	// 1.3 its refusal of ours comes after our side of the handshake).
 	fail := func(err error) (*quic.Conn, *quic.Stream, error) {
 		conn.CloseWithError(codeProtocol, "message stream refused")
-		return nil, nil, err
+		return nil, nil, &dialError{err: err, verified: true}
 	}
 	// ClientTLS has checked the certificate names p; check once more
 	// here, where a mismatch would misroute traffic.
