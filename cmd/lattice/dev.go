@@ -74,6 +74,7 @@ func runDev(ctx context.Context, cio cmdIO, args []string) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	signal.Ignore(syscall.SIGPIPE) // as serve: a log reader gone is no reason to stop
 	servers, _, err := startDevCluster(ctx, cfg, server.Options{Logger: log})
 	if err != nil {
 		log.Error("cannot start the cluster", "err", err)

@@ -94,11 +94,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "-h", "-help", "--help":
-		usage(stdout)
-		return exitOK
+		// As the commands: an argument after them is a usage error.
+		return runHelp(ctx, cio, args[1:])
 	case "-version", "--version":
-		printVersion(cio)
-		return exitOK
+		return runVersion(ctx, cio, args[1:])
 	}
 	cmd, ok := lookup(args[0])
 	if !ok {
@@ -157,7 +156,7 @@ func runHelp(ctx context.Context, cio cmdIO, args []string) int {
 		}
 		return cmd.run(ctx, cmdIO{stdout: cio.stdout, stderr: cio.stdout}, []string{"-h"})
 	default:
-		fmt.Fprintln(cio.stderr, "lattice help: at most one command")
+		fmt.Fprintf(cio.stderr, "lattice help: unexpected arguments %q: at most one command\n", args)
 		return exitUsage
 	}
 }

@@ -46,6 +46,10 @@ func runServe(ctx context.Context, cio cmdIO, args []string) int {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// A log whose reader went away (serve 2>&1 | tee, a log shipper
+	// restarted) must not kill the region uncleanly: writes to it then
+	// fail, which the logger ignores, and the region keeps serving.
+	signal.Ignore(syscall.SIGPIPE)
 	// SIGHUP (a closed terminal, or an operator expecting a reload) would
 	// otherwise kill the process uncleanly; there is nothing to reload
 	// (see logHangups).
