@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -20,7 +21,7 @@ import (
 // into a temporary file beside it, fsynced, then renamed over --out and
 // the directory fsynced, so --out is either the old file or the whole
 // new snapshot. The region may be running.
-func runBackup(_ context.Context, cio cmdIO, args []string) int {
+func runBackup(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("backup")
 	fset := newFlagSet(cio, cmd)
 	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
@@ -56,7 +57,11 @@ func runBackup(_ context.Context, cio cmdIO, args []string) int {
 		fmt.Fprintf(cio.stderr, "%s: %v\n", me, err)
 		return exitFail
 	}
-	n, err := writeBackup(store, dst)
+	// Interrupted (SIGINT, SIGTERM), the copies are removed and --out
+	// is left as it was.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := writeBackup(ctx, store, dst)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: %v\n", me, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
@@ -85,7 +90,7 @@ func required(cio cmdIO, me string, pos []string, flagValues ...string) bool {
 // runRestore puts a snapshot written by `lattice backup` in place of a
 // stopped region's store. The region's next start goes on as a new
 // incarnation, in catch-up mode (see store.Restore).
-func runRestore(_ context.Context, cio cmdIO, args []string) int {
+func runRestore(ctx context.Context, cio cmdIO, args []string) int {
 	cmd, _ := lookup("restore")
 	fset := newFlagSet(cio, cmd)
 	cfgPath := fset.String("config", "", "cluster config `FILE` (YAML, see docs/configuration.md)")
@@ -142,12 +147,14 @@ func runRestore(_ context.Context, cio cmdIO, args []string) int {
 	// loads, every value carries a valid frame), leaving nothing behind;
 	// Restore checks it again and also refuses one that ends inside a
 	// transaction (cut short).
-	n, err := storefile.CheckSnapshot(src)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := storefile.CheckSnapshotContext(ctx, src)
 	if err != nil {
 		fmt.Fprintf(cio.stderr, "%s: --from %s: %s\n", me, src, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
 	}
-	if err := storefile.Restore(store, src); err != nil {
+	if err := storefile.RestoreContext(ctx, store, src); err != nil {
 		fmt.Fprintf(cio.stderr, "%s: %s\n", me, strings.TrimPrefix(err.Error(), "region: "))
 		return exitFail
 	}
@@ -269,7 +276,7 @@ func sameFile(a, b string) bool {
 // writeBackup writes the snapshot of store to a temporary file beside
 // out, fsyncs it, renames it to out and fsyncs the directory. On failure
 // it leaves no file behind and out as it was.
-func writeBackup(store, out string) (n int64, err error) {
+func writeBackup(ctx context.Context, store, out string) (n int64, err error) {
 	dir := filepath.Dir(out)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
@@ -281,7 +288,7 @@ func writeBackup(store, out string) (n int64, err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	if n, err = storefile.Backup(store, tmp); err != nil {
+	if n, err = storefile.BackupContext(ctx, store, tmp); err != nil {
 		return 0, err
 	}
 	if err = tmp.Sync(); err != nil {

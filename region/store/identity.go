@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -510,11 +511,30 @@ func (s *Store) closeIdentity() error {
 // one copied: it is what Open would go on from, and the new one may be
 // only partly written.
 func Backup(path string, w io.Writer) (int64, error) {
+	return BackupContext(context.Background(), path, w)
+}
+
+// BackupContext is Backup, given up with ctx's error once ctx ends (its
+// temporary copy removed).
+func BackupContext(ctx context.Context, path string, w io.Writer) (int64, error) {
 	f, err := os.Open(prevPath(path))
 	if errors.Is(err, os.ErrNotExist) {
 		f, err = os.Open(path)
 	}
-	return copySnapshot(f, err, path, w)
+	return copySnapshot(ctx, f, err, path, w)
+}
+
+// ctxReader reads from r until ctx ends, then fails with ctx's error.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // CheckSnapshot checks that the file at path, and that file alone (not a
@@ -523,13 +543,18 @@ func Backup(path string, w io.Writer) (int64, error) {
 // returns the file's size as checked (less a final partial transaction,
 // which Restore refuses).
 func CheckSnapshot(path string) (int64, error) {
+	return CheckSnapshotContext(context.Background(), path)
+}
+
+// CheckSnapshotContext is CheckSnapshot, given up once ctx ends.
+func CheckSnapshotContext(ctx context.Context, path string) (int64, error) {
 	f, err := os.Open(path)
-	return copySnapshot(f, err, path, io.Discard)
+	return copySnapshot(ctx, f, err, path, io.Discard)
 }
 
 // copySnapshot copies f, opened as path (or err), through a checked
-// temporary copy to w.
-func copySnapshot(f *os.File, err error, path string, w io.Writer) (int64, error) {
+// temporary copy to w, until ctx ends.
+func copySnapshot(ctx context.Context, f *os.File, err error, path string, w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
@@ -547,11 +572,14 @@ func copySnapshot(f *os.File, err error, path string, w io.Writer) (int64, error
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	if _, err := io.Copy(tmp, io.NewSectionReader(f, 0, fi.Size())); err != nil {
+	if _, err := io.Copy(tmp, ctxReader{ctx, io.NewSectionReader(f, 0, fi.Size())}); err != nil {
 		return 0, fmt.Errorf("store: copy %s: %w", path, err)
 	}
 	if _, err := recoverTail(tmp.Name()); err != nil {
 		return 0, fmt.Errorf("store: %s (a copy of it): %w", path, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("store: copy %s: %w", path, err)
 	}
 	if err := checkSnapshot(tmp.Name(), path); err != nil {
 		return 0, err
@@ -559,7 +587,7 @@ func copySnapshot(f *os.File, err error, path string, w io.Writer) (int64, error
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("store: %w", err)
 	}
-	n, err := io.Copy(w, tmp)
+	n, err := io.Copy(w, ctxReader{ctx, tmp})
 	if err != nil {
 		return n, fmt.Errorf("store: write backup: %w", err)
 	}
@@ -622,6 +650,12 @@ func checkSnapshot(path, name string) error {
 // has completed anti-entropy with every peer, so that commits it made
 // after the snapshot and its peers hold count again before it decides.
 func Restore(path, from string) error {
+	return RestoreContext(context.Background(), path, from)
+}
+
+// RestoreContext is Restore, given up once ctx ends before the store is
+// marked restored (its copy of the snapshot removed, the store as it was).
+func RestoreContext(ctx context.Context, path, from string) error {
 	// A snapshot cut short is refused before anything is written (the
 	// copy is checked again below: the file may change meanwhile).
 	if at, err := tornAt(from); err != nil || at >= 0 {
@@ -651,7 +685,7 @@ func Restore(path, from string) error {
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	_, err = io.Copy(dst, src)
+	_, err = io.Copy(dst, ctxReader{ctx, src})
 	if err == nil {
 		err = dst.Sync()
 	}
@@ -673,6 +707,10 @@ func Restore(path, from string) error {
 	if err := checkSnapshot(tmp, from); err != nil {
 		os.Remove(tmp)
 		return err
+	}
+	if err := ctx.Err(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("store: restore %s: %w", from, err)
 	}
 	rec, _, err := readIdentity(path)
 	if err != nil {
