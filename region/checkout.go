@@ -99,6 +99,17 @@ type droppedHolds struct {
 	UntilMs int64
 }
 
+// looseOfLines returns the sku of a loose hold of p of one of p's lines,
+// if there is one.
+func (p *checkoutPlan) looseOfLines() (string, bool) {
+	for _, h := range p.Loose {
+		if slices.ContainsFunc(p.Lines, func(l OrderLine) bool { return l.SKU == h.SKU }) {
+			return h.SKU, true
+		}
+	}
+	return "", false
+}
+
 // drop moves the oldest loose holds past maxLoose (or past one per line,
 // if the cart has more lines) to Dropped, one entry per sku (MaxCartSKUs
 // at most), and forgets the entries expired by now.
@@ -521,6 +532,18 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			// Last keeps the (empty) plan, so that the checkout's status
 			// reads settled, failed with cart_empty.
 			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e, Last: lastOf(plan)}, e)
+		}
+		if sku, ok := plan.looseOfLines(); ok {
+			// An earlier attempt may still hold units of a line, at a
+			// home that cannot be reached now: this attempt would reserve
+			// them again there (most likely failing as that home is out
+			// of reach), and each such try adds possible holds that push
+			// the earlier ones past what the plan keeps (maxLoose). The
+			// attempt ends before reserving anything; a retry releases
+			// the earlier holds first.
+			e := &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
+				Detail: fmt.Sprintf("an earlier attempt of this checkout may still hold units of %s at a home that cannot be reached; retry with the same key", sku)}
+			return Order{}, nil, n.finishCheckout(ctx, cartID, plan, idem, nil, e)
 		}
 		if err := n.savePlan(idem, plan); err != nil {
 			return Order{}, nil, err
