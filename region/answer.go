@@ -47,6 +47,9 @@ type Answer struct {
 	// (noteReplay): per replica of this region (its incarnations), the
 	// highest of its writes the wait must cover.
 	replay []crdt.Dot
+	// shown are dots of other replicas the replay showed out of order,
+	// each waited for by itself (noteReplay).
+	shown []crdt.Dot
 
 	// In a partitioned region (Partitions): touched is the partition
 	// the request was served by (-1 for none yet), incoming the token

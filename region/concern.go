@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -188,38 +189,68 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 // every other region, since a write that changes nothing answers the
 // state it found, which may be another region's write (a remove of a
 // line another region removed) that has not reached N regions. Every
-// replica's writes are waited for through the highest this region holds
-// or its answer shows: past the version vector's contiguous run, the
-// dots applied out of order and those the answer's keys reflect beyond
-// what is applied (a quorum read's or a repair's join, Answer.extra) —
-// more than the answer shows, never less.
+// replica's writes are waited for through the contiguous run the version
+// vector holds, joined with the answer's keys' reflected context
+// (Answer.extra: a quorum read's or a repair's join, whose runs a peer
+// claimed and so holds); each dot held or shown out of order, past those
+// runs, is waited for by itself (Answer.shown) — not through it, since
+// the dots in the gap before it may exist nowhere (lost with an old
+// incarnation's power loss) and such a wait could never be met.
 func (n *Node) noteReplay(ctx context.Context) {
 	a := answerOf(ctx)
 	if a == nil {
 		return
 	}
 	a.mu.Lock()
-	shown := a.extra.Ceil()
+	extra := a.extra.Clone()
 	a.mu.Unlock()
-	var upTo []crdt.Dot
 	n.amu.Lock()
-	held := n.applied.Ceil()
-	n.amu.Unlock()
-	for r, c := range shown.VV {
-		held.VV[r] = max(held.VV[r], c)
+	through := maps.Clone(n.applied.VV)
+	gaps := make([]crdt.Dot, 0, len(n.applied.Cloud)+len(extra.Cloud))
+	for d := range n.applied.Cloud {
+		gaps = append(gaps, d)
 	}
-	upTo = append(upTo, crdt.Dot{Replica: n.self, Counter: held.VV[n.self]})
-	for r, c := range held.VV {
-		// Not a removed region's: no peer's holding of those is kept
-		// (the protocol records members' dots only), and its removal
-		// waited for its writes to be at every region.
-		if r != n.self && c > 0 && n.isRegion(r.Region()) {
-			upTo = append(upTo, crdt.Dot{Replica: r, Counter: c})
+	n.amu.Unlock()
+	if through == nil {
+		through = map[crdt.ReplicaID]uint64{}
+	}
+	for r, c := range extra.VV {
+		through[r] = max(through[r], c)
+	}
+	for d := range extra.Cloud {
+		gaps = append(gaps, d)
+	}
+	// Not a removed region's: no peer's holding of those is kept (the
+	// protocol records members' dots only), and its removal waited for
+	// its writes to be at every region.
+	member := func(r crdt.ReplicaID) bool { return r == n.self || n.isRegion(r.Region()) }
+	a.addReplay(crdt.Dot{Replica: n.self, Counter: through[n.self]})
+	for r, c := range through {
+		if r != n.self && c > 0 && member(r) {
+			a.addReplay(crdt.Dot{Replica: r, Counter: c})
 		}
 	}
-	for _, d := range upTo {
-		a.addReplay(d)
+	for _, d := range gaps {
+		if d.Counter > through[d.Replica] && member(d.Replica) {
+			a.addShown(d)
+		}
 	}
+}
+
+// maxShown bounds the dots one Answer waits for one by one (addShown);
+// past it the rest are waited for through the highest of their replica.
+const maxShown = 4096
+
+// addShown records a dot held or shown out of order, which the answer's
+// write concern waits for by itself.
+func (a *Answer) addShown(d crdt.Dot) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.shown) < maxShown {
+		a.shown = append(a.shown, d)
+		return
+	}
+	a.raiseReplay(d)
 }
 
 // maxAnswerWrites bounds the dots one request's Answer keeps one by one;
@@ -245,6 +276,7 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 		writes = append([]crdt.Dot{a.first}, a.more...)
 	}
 	replay := slices.Clone(a.replay)
+	writes = append(writes, a.shown...)
 	a.mu.Unlock()
 	if len(writes) == 0 && len(replay) == 0 {
 		return nil
