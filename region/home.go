@@ -289,9 +289,12 @@ func (n *Node) ServeHome(ctx context.Context, req *HomeRequest) *HomeResponse {
 	if out.Err != nil {
 		result = out.Err.Code
 	}
-	if !(req.recallable && short(out)) {
+	if out.replayed || !((req.recallable || req.Escrow) && short(out)) {
 		// A refusal reserveAtHome decides again once it has recalled
-		// rights is counted there, once.
+		// rights is counted there, once; a region's try of its own
+		// rights that falls short is no answer to anyone (the
+		// reservation goes on to the home). A replay is answered as it
+		// is, and counted here.
 		n.m.Reservations.WithLabelValues(req.Op, result).Inc()
 	}
 	return out
