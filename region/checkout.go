@@ -99,17 +99,6 @@ type droppedHolds struct {
 	UntilMs int64
 }
 
-// looseOfLines returns the sku of a loose hold of p of one of p's lines,
-// if there is one.
-func (p *checkoutPlan) looseOfLines() (string, bool) {
-	for _, h := range p.Loose {
-		if slices.ContainsFunc(p.Lines, func(l OrderLine) bool { return l.SKU == h.SKU }) {
-			return h.SKU, true
-		}
-	}
-	return "", false
-}
-
 // drop moves the oldest loose holds past maxLoose (or past one per line,
 // if the cart has more lines) to Dropped, one entry per sku (MaxCartSKUs
 // at most), and forgets the entries expired by now.
@@ -533,18 +522,6 @@ func (n *Node) checkoutHere(ctx context.Context, cartID string, ttl time.Duratio
 			// reads settled, failed with cart_empty.
 			return Order{}, nil, n.recordCheckout(idem, &idemRecord{Err: e, Last: lastOf(plan)}, e)
 		}
-		if sku, ok := plan.looseOfLines(); ok {
-			// An earlier attempt may still hold units of a line, at a
-			// home that cannot be reached now: this attempt would reserve
-			// them again there (most likely failing as that home is out
-			// of reach), and each such try adds possible holds that push
-			// the earlier ones past what the plan keeps (maxLoose). The
-			// attempt ends before reserving anything; a retry releases
-			// the earlier holds first.
-			e := &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
-				Detail: fmt.Sprintf("an earlier attempt of this checkout may still hold units of %s at a home that cannot be reached; retry with the same key", sku)}
-			return Order{}, nil, n.finishCheckout(ctx, cartID, plan, idem, nil, e)
-		}
 		if err := n.savePlan(idem, plan); err != nil {
 			return Order{}, nil, err
 		}
@@ -834,7 +811,10 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 	})
 	now = n.clock.Now()
 	for i, r := range released {
-		if e := reserved[i].Err; e != nil && transient(e) && !plan.Keyless {
+		// A reservation never sent (no connection to its home) holds
+		// nothing: kept, it would only push out of the plan (maxLoose)
+		// the possible holds of earlier attempts, while a home is down.
+		if e := reserved[i].Err; e != nil && transient(e) && !e.NotSent && !plan.Keyless {
 			key, _ := derived(plan, "reserve", i)
 			l := plan.Lines[i]
 			plan.Loose = append(plan.Loose, looseHold{Key: key, SKU: l.SKU, Home: l.Home, Qty: l.Qty, TTLMs: plan.TTLMs})

@@ -617,6 +617,7 @@ func (n *Node) atHome(ctx context.Context, home string, req *HomeRequest) *HomeR
 	unavailable := &HomeResponse{Err: &Error{Code: CodeHomeUnavailable, RetryAfter: 1,
 		Detail: fmt.Sprintf("home region %s of this request cannot be reached", home)}}
 	if n.opts.Forwarder == nil {
+		unavailable.Err.NotSent = true
 		return unavailable
 	}
 	resp, err := n.opts.Forwarder.Forward(ctx, home, req)

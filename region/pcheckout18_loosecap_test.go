@@ -32,7 +32,9 @@ func (f pc18Fwd) Forward(ctx context.Context, home string, req *HomeRequest) (*H
 	if req.Op == OpReserve {
 		switch mode {
 		case "drop":
-			return nil, cut
+			// As the replication forwarder answers (not connected): the
+			// request never left, marked so.
+			return nil, &Error{Code: cut.Code, RetryAfter: cut.RetryAfter, Detail: cut.Detail, NotSent: true}
 		case "lose":
 			_, _ = f.inner.Forward(ctx, home, req)
 			return nil, cut

@@ -114,6 +114,10 @@ type Error struct {
 	Lines []SkuAvailable `cbor:"5,keyasint,omitempty"`
 	// RetryAfter suggests when to retry a home_unavailable, in seconds.
 	RetryAfter int `cbor:"6,keyasint,omitempty"`
+	// NotSent marks a home_unavailable of a request that never left this
+	// region (no connection to the home): the home decided nothing, so
+	// a reservation failed so holds nothing. Not carried anywhere.
+	NotSent bool `cbor:"-" json:"-"`
 }
 
 func (e *Error) Error() string { return "region: " + e.Code + ": " + e.Detail }

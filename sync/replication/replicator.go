@@ -419,7 +419,9 @@ func forward(ctx context.Context, t transport.Transport, home string, req *regio
 			Detail: fmt.Sprintf("home region %s is unreachable: %s", home, why)}
 	}
 	if t == nil || !t.Connected(home) {
-		return nil, unavailable("not connected")
+		err := unavailable("not connected").(*region.Error)
+		err.NotSent = true // the home decided nothing (region.Error.NotSent)
+		return nil, err
 	}
 	b, err := crdt.Marshal(req)
 	if err != nil {
