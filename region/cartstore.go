@@ -878,15 +878,20 @@ func (n *Node) sweepLines() {
 		case <-n.carts.kick:
 		}
 		for {
+			// A batch at a time, its deletes run together (eachAtOnce):
+			// one by one, each waited for an fsync of its own and the
+			// sweep fell behind clients emptying lines.
 			n.carts.mu.Lock()
-			var key string
+			keys := make([]string, 0, min(len(n.carts.blank), 256))
 			for k := range n.carts.blank {
-				key = k
-				break
+				if len(keys) == cap(keys) {
+					break
+				}
+				keys = append(keys, k)
+				delete(n.carts.blank, k)
 			}
-			delete(n.carts.blank, key)
 			n.carts.mu.Unlock()
-			if key == "" {
+			if len(keys) == 0 {
 				break
 			}
 			select {
@@ -894,9 +899,12 @@ func (n *Node) sweepLines() {
 				return
 			default:
 			}
-			if err := n.sweepLine(key); err != nil && !n.store.Failed() {
-				n.log.Warn("could not delete an empty cart line", "key", key, "err", err)
-			}
+			_ = eachAtOnce(len(keys), func(i int) error {
+				if err := n.sweepLine(keys[i]); err != nil && !n.store.Failed() {
+					n.log.Warn("could not delete an empty cart line", "key", keys[i], "err", err)
+				}
+				return nil
+			})
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
@@ -856,22 +858,57 @@ func (n *Node) CollectIdempotency() error {
 	if err != nil {
 		return err
 	}
-	for _, k := range old {
+	return eachAtOnce(len(old), func(i int) error {
+		k := old[i]
 		// The scan took no lock: a request may have reused the key since
 		// (its record past retention) and written a fresh record, or be
 		// writing one now, holding the key's lock. The record is read
 		// again under the lock and deleted only if it is still the old one.
-		err := n.store.Update([]string{k}, func(tx *store.Tx) error {
+		return n.store.Update([]string{k}, func(tx *store.Tx) error {
 			if v, ok, err := tx.Get(k); err == nil && ok && expired(v) {
 				tx.Delete(k)
 			}
 			return nil
 		})
-		if err != nil {
-			return err
-		}
+	})
+}
+
+// sweepWorkers is how many deletes a sweep runs at once: a transaction
+// that deletes a key may do nothing else, and one at a time each would
+// wait for an fsync of its own; together, group commit shares them, so
+// that a sweep keeps pace with the clients making what it deletes.
+const sweepWorkers = 32
+
+// eachAtOnce runs fn(0) … fn(n−1), sweepWorkers at a time, and returns
+// the first error (the calls not yet begun then are not made).
+func eachAtOnce(n int, fn func(i int) error) error {
+	var (
+		next  atomic.Int64
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	for range min(sweepWorkers, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+					next.Store(int64(n)) // no more
+					return
+				}
+			}
+		})
 	}
-	return nil
+	wg.Wait()
+	return first
 }
 
 // CollectReservations deletes the records of reservations settled
@@ -905,10 +942,11 @@ func (n *Node) CollectReservations() error {
 	if err != nil {
 		return err
 	}
-	for _, g := range keys {
+	return eachAtOnce(len(keys), func(i int) error {
+		g := keys[i]
 		// A record is written under its sku's lock (with the ledger):
 		// read again and deleted under it.
-		err := n.store.Update([]string{prefixItem + g.sku}, func(tx *store.Tx) error {
+		return n.store.Update([]string{prefixItem + g.sku}, func(tx *store.Tx) error {
 			if v, ok, err := tx.Get(g.key); err == nil && ok {
 				if rec, ok := collectable(v); ok && rec.SKU == g.sku {
 					tx.Delete(g.key)
@@ -916,11 +954,7 @@ func (n *Node) CollectReservations() error {
 			}
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
 
 func (n *Node) expiryLoop() {
@@ -952,13 +986,20 @@ func (n *Node) expiryLoop() {
 				}()
 			}
 		}
-		if ticks++; ticks%120 == 0 {
-			if err := n.CollectIdempotency(); err != nil {
-				n.log.Error("idempotency collection failed", "err", err)
-			}
-			if err := n.CollectReservations(); err != nil {
-				n.log.Error("reservation record collection failed", "err", err)
-			}
+		if ticks++; ticks%120 == 0 && n.collecting.CompareAndSwap(false, true) {
+			// On a goroutine of its own too: a sweep of many records must
+			// not hold up expiry and rights returns.
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				defer n.collecting.Store(false)
+				if err := n.CollectIdempotency(); err != nil {
+					n.log.Error("idempotency collection failed", "err", err)
+				}
+				if err := n.CollectReservations(); err != nil {
+					n.log.Error("reservation record collection failed", "err", err)
+				}
+			}()
 		}
 	}
 }

@@ -232,8 +232,10 @@ type Node struct {
 	sagas  map[string]string
 
 	esc escrowState // skus this region holds rights to (escrow.go)
-	// settling is set while a round of SettleCheckouts runs (expiryLoop).
-	settling atomic.Bool
+	// settling is set while a round of SettleCheckouts runs (expiryLoop),
+	// collecting while a sweep of old records does.
+	settling   atomic.Bool
+	collecting atomic.Bool
 	// misplacedLog is when checkPartitionOf last logged (Unix ns).
 	misplacedLog atomic.Int64
 
