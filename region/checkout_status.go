@@ -77,7 +77,7 @@ func (n *Node) checkoutStatus(req *HomeRequest) *HomeResponse {
 		return err
 	})
 	if err != nil {
-		return &HomeResponse{Err: n.storeErr(err).(*Error)}
+		return &HomeResponse{Err: n.asError(err)} // a plain store error is internal, not a panic
 	}
 	notFound := &HomeResponse{Err: Errorf(CodeNotFound, "no checkout of cart %s with this Idempotency-Key", req.CartID)}
 	if rec == nil {

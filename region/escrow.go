@@ -216,7 +216,7 @@ func (n *Node) asError(err error) *Error {
 	if errors.As(n.storeErr(err), &e) {
 		return e
 	}
-	n.log.Error("escrow: store failure", "err", err)
+	n.log.Error("store failure", "err", err)
 	return Errorf(CodeInternal, "the region could not complete the request")
 }
 
