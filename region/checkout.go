@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -781,12 +782,19 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		for i, r := range reserved {
 			plan.Res[i] = r.Res.ID
 		}
-		if err := n.savePlan(idem, plan); err == nil {
+		err := n.savePlan(idem, plan)
+		if err == nil {
 			return nil
 		}
 		// Not stored: no commit may be sent; undo the attempt.
 		plan.Phase, plan.Res, plan.Gen = phaseReserve, nil, nil
 		firstErr = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout's coordinator could not store its plan"}
+		if errors.Is(err, store.ErrWriteUnsure) {
+			// The plan in phase commit may be in the file all the same:
+			// after a restart the checkout may go on to an order, which a
+			// 503 (nothing decided) would deny.
+			firstErr = n.asError(err)
+		}
 	}
 	// Release every reservation this attempt made. A line whose home timed
 	// out has spent the request's deadline, so the releases get one of
