@@ -68,7 +68,10 @@ type Replicator struct {
 	mu     sync.Mutex
 	local  []region.Delta
 	in     []inbound
-	inSize int        // payload bytes of the messages in in
+	inSize int        // memory of the messages in in (inboundMem)
+	// stepping is the memory of the batch the loop took and is stepping:
+	// held until it is done, so it counts against MaxInboundBytes too.
+	stepping int
 	room   *sync.Cond // on mu: in was taken by the loop, or the replicator stopped
 	wake   chan struct{}
 	status []protocol.PeerStatus
@@ -210,7 +213,7 @@ func (r *Replicator) OnMessage(from string, payload []byte) {
 	// Bounded: past MaxInbound messages or MaxInboundBytes waiting for the
 	// loop, the peer's delivery waits for the loop to take them, which
 	// holds back its messages and, through flow control, its sender.
-	for len(r.in) >= MaxInbound || r.inSize >= MaxInboundBytes {
+	for len(r.in) >= MaxInbound || r.inSize+r.stepping >= MaxInboundBytes {
 		select {
 		case <-r.stop:
 			r.mu.Unlock()
@@ -220,10 +223,15 @@ func (r *Replicator) OnMessage(from string, payload []byte) {
 		r.room.Wait()
 	}
 	r.in = append(r.in, inbound{from: from, msg: m})
-	r.inSize += len(payload)
+	r.inSize += inboundMem(len(payload))
 	r.mu.Unlock()
 	r.signal()
 }
+
+// inboundMem estimates the memory a decoded message of size bytes holds:
+// its struct, and decoded fields up to about nine times their encoding
+// (a group's maps; acknowledgements of a byte each that decode to eight).
+func inboundMem(size int) int { return 768 + 9*size }
 
 // Bounds of the messages received and not yet stepped (OnMessage).
 const (
@@ -272,7 +280,8 @@ func (r *Replicator) loop() {
 		}
 		r.mu.Lock()
 		local, in := r.local, r.in
-		r.local, r.in, r.inSize = nil, nil, 0
+		r.stepping, r.inSize = r.inSize, 0
+		r.local, r.in = nil, nil
 		r.room.Broadcast()
 		r.mu.Unlock()
 		now := r.opts.Now()
@@ -285,6 +294,13 @@ func (r *Replicator) loop() {
 			default:
 				r.proto.Step(crdt.ReplicaID(ev.from), ev.msg, now)
 			}
+		}
+		if len(in) > 0 {
+			clear(in) // the stepped messages are the protocol's now, or garbage
+			r.mu.Lock()
+			r.stepping = 0
+			r.room.Broadcast()
+			r.mu.Unlock()
 		}
 		for _, d := range local {
 			r.drv.Local(d, now)
