@@ -68,13 +68,13 @@ type Replicator struct {
 	mu     sync.Mutex
 	local  []region.Delta
 	in     []inbound
-	inSize int        // memory of the messages in in (inboundMem)
+	inSize int // memory of the messages in in (inboundMem)
 	// stepping is the memory of the batch the loop took and is stepping:
 	// held until it is done, so it counts against MaxInboundBytes too.
 	stepping int
-	room   *sync.Cond // on mu: in was taken by the loop, or the replicator stopped
-	wake   chan struct{}
-	status []protocol.PeerStatus
+	room     *sync.Cond // on mu: in was taken by the loop, or the replicator stopped
+	wake     chan struct{}
+	status   []protocol.PeerStatus
 	// waiters wait for local writes to reach other regions (concern.go).
 	waiters []*waiter
 
