@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/latticedb/lattice/crdt"
+	"github.com/latticedb/lattice/region/config"
 	"github.com/latticedb/lattice/region/store"
 )
 
@@ -1095,7 +1096,18 @@ func (n *Node) returnPhase(ctx context.Context, cartID string, plan *checkoutPla
 // savePlan stores the plan as the unsettled record of idem's key.
 func (n *Node) savePlan(idem Idem, plan *checkoutPlan) error {
 	n.noteSaga(idem.Key, plan.Cart, true)
-	return n.recordCheckout(idem, &idemRecord{Plan: plan}, nil)
+	if err := n.recordCheckout(idem, &idemRecord{Plan: plan}, nil); err != nil {
+		return err
+	}
+	if n.store.Durability() == config.DurabilityEverySec {
+		// The plan's steps act at other regions, which keep what they
+		// did through this region's power loss: a plan lost with the
+		// last second would be made anew (another nonce, other step
+		// keys) and its lines reserved and committed again. So the plan
+		// is durable before any step is sent, with everysec too.
+		return n.store.Sync()
+	}
+	return nil
 }
 
 // noteSaga adds key, a checkout of cart, to (or removes it from) the

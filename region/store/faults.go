@@ -63,8 +63,14 @@ func (s *Store) SyncNow() (int64, error) {
 		s.fail(fmt.Errorf("fsync: %w", err))
 		return 0, fmt.Errorf("store: fsync: %w", err)
 	}
+	s.syncedSize.Store(size)
 	return size, nil
 }
+
+// SyncedSize returns the size of the file the last SyncNow (or Sync)
+// covered, 0 before any: a fault test that simulates a power loss keeps
+// at least that much of the file.
+func (s *Store) SyncedSize() int64 { return s.syncedSize.Load() }
 
 // TxSpan is where one transaction lies in a store file: bytes
 // [Start, End), Commands commands, the last of which may be incomplete

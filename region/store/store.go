@@ -176,6 +176,8 @@ type Store struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *Metrics
+	// syncedSize is the file size the last SyncNow covered (SyncedSize).
+	syncedSize atomic.Int64
 
 	txMu sync.Mutex // guards txid, mark, live
 	txid uint64
@@ -626,6 +628,18 @@ func (s *Store) Sizes() (file, live int64) {
 
 // Durability returns the store's durability mode.
 func (s *Store) Durability() config.Durability { return s.opts.Durability }
+
+// Sync makes every write committed so far durable (an fsync of the file),
+// whatever the store's durability: a caller about to act on a write at
+// other regions needs it to survive a power loss even with everysec. A
+// failed fsync fails the store and returns an error wrapping
+// ErrWriteUnsure (the writes may or may not be in the file).
+func (s *Store) Sync() error {
+	if _, err := s.SyncNow(); err != nil {
+		return fmt.Errorf("%w: %w", ErrWriteUnsure, err)
+	}
+	return nil
+}
 
 // Close flushes and closes the store; a store that has not failed
 // records a clean stop (identity.go).
