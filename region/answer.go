@@ -49,7 +49,9 @@ type Answer struct {
 	replay []crdt.Dot
 	// shown are dots of other replicas the replay showed out of order,
 	// each waited for by itself (noteReplay).
-	shown []crdt.Dot
+	shown map[crdt.Dot]struct{}
+	// shownTop holds, past maxShown, each replica's highest dot shown.
+	shownTop map[crdt.ReplicaID]uint64
 
 	// In a partitioned region (Partitions): touched is the partition
 	// the request was served by (-1 for none yet), incoming the token

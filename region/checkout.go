@@ -790,10 +790,12 @@ func (n *Node) reservePhase(ctx context.Context, cartID string, plan *checkoutPl
 		// Not stored: no commit may be sent; undo the attempt.
 		plan.Phase, plan.Res, plan.Gen = phaseReserve, nil, nil
 		firstErr = &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "the checkout's coordinator could not store its plan"}
-		if errors.Is(err, store.ErrWriteUnsure) {
-			// The plan in phase commit may be in the file all the same:
-			// after a restart the checkout may go on to an order, which a
-			// 503 (nothing decided) would deny.
+		var e *Error
+		if errors.Is(err, store.ErrWriteUnsure) || errors.As(err, &e) && e.Code == CodeInternal {
+			// The plan in phase commit may be in the file all the same
+			// (recordCheckout answers such a write internal): after a
+			// restart the checkout may go on to an order, which a 503
+			// (nothing decided) would deny.
 			firstErr = n.asError(err)
 		}
 	}

@@ -188,14 +188,18 @@ func (a *Answer) addReplay(upTo crdt.Dot) {
 // its retry must not be answered as held by regions that lack it), and of
 // every other region, since a write that changes nothing answers the
 // state it found, which may be another region's write (a remove of a
-// line another region removed) that has not reached N regions. Every
-// replica's writes are waited for through the contiguous run the version
-// vector holds, joined with the answer's keys' reflected context
-// (Answer.extra: a quorum read's or a repair's join, whose runs a peer
-// claimed and so holds); each dot held or shown out of order, past those
-// runs, is waited for by itself (Answer.shown) — not through it, since
-// the dots in the gap before it may exist nowhere (lost with an old
-// incarnation's power loss) and such a wait could never be met.
+// line another region removed) that has not reached N regions.
+//
+// Every replica's writes are waited for through the contiguous run the
+// applied context's version vector holds; past it, each dot this region
+// holds out of order is waited for by itself, and so is, of what the
+// answer's keys reflect beyond that (Answer.extra: a quorum read's or a
+// repair's join), each out-of-order dot and the top of each replica's run
+// — never through a gap, since the dots in a gap may exist nowhere (an
+// old incarnation's write lost everywhere by a power loss; a reflected
+// context rounded up to its ceiling to stay small), and such a wait
+// could never be met. (Within a reflected run only its top is waited
+// for: a peer that holds it but not an earlier dot of the run is counted.)
 func (n *Node) noteReplay(ctx context.Context) {
 	a := answerOf(ctx)
 	if a == nil {
@@ -206,7 +210,7 @@ func (n *Node) noteReplay(ctx context.Context) {
 	a.mu.Unlock()
 	n.amu.Lock()
 	through := maps.Clone(n.applied.VV)
-	gaps := make([]crdt.Dot, 0, len(n.applied.Cloud)+len(extra.Cloud))
+	gaps := make([]crdt.Dot, 0, len(n.applied.Cloud)+len(extra.VV)+len(extra.Cloud))
 	for d := range n.applied.Cloud {
 		gaps = append(gaps, d)
 	}
@@ -215,7 +219,7 @@ func (n *Node) noteReplay(ctx context.Context) {
 		through = map[crdt.ReplicaID]uint64{}
 	}
 	for r, c := range extra.VV {
-		through[r] = max(through[r], c)
+		gaps = append(gaps, crdt.Dot{Replica: r, Counter: c})
 	}
 	for d := range extra.Cloud {
 		gaps = append(gaps, d)
@@ -238,7 +242,8 @@ func (n *Node) noteReplay(ctx context.Context) {
 }
 
 // maxShown bounds the dots one Answer waits for one by one (addShown);
-// past it the rest are waited for through the highest of their replica.
+// past it, of each replica only the highest dot is waited for (by itself:
+// a wait through it would cross the gaps before it).
 const maxShown = 4096
 
 // addShown records a dot held or shown out of order, which the answer's
@@ -246,11 +251,20 @@ const maxShown = 4096
 func (a *Answer) addShown(d crdt.Dot) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.shown) < maxShown {
-		a.shown = append(a.shown, d)
+	if _, ok := a.shown[d]; ok {
 		return
 	}
-	a.raiseReplay(d)
+	if len(a.shown) < maxShown {
+		if a.shown == nil {
+			a.shown = make(map[crdt.Dot]struct{})
+		}
+		a.shown[d] = struct{}{}
+		return
+	}
+	if a.shownTop == nil {
+		a.shownTop = make(map[crdt.ReplicaID]uint64)
+	}
+	a.shownTop[d.Replica] = max(a.shownTop[d.Replica], d.Counter)
 }
 
 // maxAnswerWrites bounds the dots one request's Answer keeps one by one;
@@ -276,7 +290,14 @@ func (n *Node) AwaitReplicas(ctx context.Context) error {
 		writes = append([]crdt.Dot{a.first}, a.more...)
 	}
 	replay := slices.Clone(a.replay)
-	writes = append(writes, a.shown...)
+	for d := range a.shown {
+		writes = append(writes, d)
+	}
+	for r, c := range a.shownTop {
+		if _, ok := a.shown[crdt.Dot{Replica: r, Counter: c}]; !ok {
+			writes = append(writes, crdt.Dot{Replica: r, Counter: c})
+		}
+	}
 	a.mu.Unlock()
 	if len(writes) == 0 && len(replay) == 0 {
 		return nil
