@@ -610,10 +610,10 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 	}
 	limit := p.listLimit()
 	fit := len(m.Nodes)
-	v, err := p.loadView(func(counts []uint32) []uint64 {
+	v, err := p.loadViewOf(func(counts []uint32, digest []uint64) []uint64 {
 		l := loadBudget{counts: counts, answering: true}
 		for i, n := range m.Nodes {
-			if !l.add(answerNeed(counts, n, limit), i == 0) {
+			if !l.add(answerNeedOf(counts, digest, n, limit), i == 0) {
 				fit = i
 				break
 			}
@@ -645,8 +645,23 @@ func (p *Protocol) onDigest(pr *peer, m *Message) {
 		}
 		for i := range len(bs) - 1 {
 			lo, hi := bs[i], bs[i+1]
+			// Within a bucket this answer did not load (past the budget,
+			// or found equal at the first look), the keys are not known
+			// here: such a child is answered as not loaded (a list cut
+			// short, the round not final) rather than as the empty range
+			// an unloaded view shows. A whole bucket's fingerprint is
+			// known without its keys.
+			unknown := hi-lo <= 1<<slotBits && !v.loaded(lo, hi)
+			if unknown && !(aligned(lo) && aligned(hi)) {
+				out = append(out, RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{math.MaxUint32}})
+				continue
+			}
 			h, c := v.fp(lo, hi)
 			if h == n.Hashes[i] {
+				continue
+			}
+			if unknown {
+				out = append(out, RangeNode{Lo: lo, Hi: hi, List: true, Counts: []uint32{math.MaxUint32}})
 				continue
 			}
 			var a RangeNode
@@ -762,6 +777,32 @@ func askedOf(asked, answer []RangeNode) []RangeNode {
 		}
 	}
 	return out
+}
+
+// answerNeedOf is answerNeed less the children of a split whose whole
+// buckets' fingerprints (digest, the responder's first look) equal the
+// asker's: those are answered equal without their keys, and a budget
+// spent on them could leave out a child that differs, round after round.
+func answerNeedOf(counts []uint32, digest []uint64, n RangeNode, limit int) []uint64 {
+	bs := children(n.Lo, n.Hi)
+	if n.List || len(n.Hashes) == 0 || bs == nil {
+		return answerNeed(counts, n, limit)
+	}
+	var need []uint64
+	for i := range len(bs) - 1 {
+		lo, hi := bs[i], bs[i+1]
+		if i < len(n.Hashes) && aligned(lo) && aligned(hi) && hi>>slotBits <= uint64(len(digest)) {
+			var h uint64
+			for b := lo >> slotBits; b < hi>>slotBits; b++ {
+				h ^= digest[b]
+			}
+			if h == n.Hashes[i] {
+				continue
+			}
+		}
+		need = append(need, needFor(counts, lo, hi, limit)...)
+	}
+	return need
 }
 
 // answerNeed returns the buckets a responder loads to answer n.
