@@ -141,11 +141,13 @@ func writePartitionsFile(dir string, partitions int) error {
 	if b, err := os.ReadFile(path); err == nil && string(b) == want {
 		return nil
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	// A temporary file of this writer's own: nodes of a region sharing
+	// its directory may start at once, and each renames its own over.
+	f, err := os.CreateTemp(dir, "."+PartitionsFile+".tmp-*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	_, err = f.WriteString(want)
 	if err == nil {
 		err = f.Sync()
