@@ -20,26 +20,14 @@ func TestEmptiedLinesDeletedAsFastAsClientsEmptyThem(t *testing.T) {
 	n := newNode(t)
 	const clients, each = 32, 150
 	start := time.Now()
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cart := fmt.Sprintf("cart-%d", c)
-			for i := range each {
-				sku := fmt.Sprintf("sku-%d", i)
-				if _, err := n.AddItem(bg, cart, sku, 1); err != nil {
-					t.Error(err)
-					return
-				}
-				if _, err := n.RemoveItem(bg, cart, sku); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	exhaust18Clients(t, clients, each, func(c, i int) error {
+		cart, sku := fmt.Sprintf("cart-%d", c), fmt.Sprintf("sku-%d", i)
+		if _, err := n.AddItem(bg, cart, sku, 1); err != nil {
+			return err
+		}
+		_, err := n.RemoveItem(bg, cart, sku)
+		return err
+	})
 	took := time.Since(start)
 	if t.Failed() {
 		return
@@ -66,4 +54,23 @@ func TestEmptiedLinesDeletedAsFastAsClientsEmptyThem(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// exhaust18Clients runs clients goroutines, each calling fn(c, i) for i
+// from 0 to each−1 and stopping at its first error (a test error), and
+// waits for them.
+func exhaust18Clients(t *testing.T, clients, each int, fn func(c, i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				if err := fn(c, i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

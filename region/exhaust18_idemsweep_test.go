@@ -3,7 +3,6 @@ package region
 import (
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -24,21 +23,13 @@ func TestIdempotencySweepKeepsPaceWithKeyedRequests(t *testing.T) {
 	n := newNode(t)
 	const clients, each = 32, 100
 	start := time.Now()
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				_, err := n.Reserve(bg, fmt.Sprintf("none-%d", c), 1, time.Minute, idemKey(fmt.Sprintf("k-%d-%d", c, i), "qty 1"))
-				if e, ok := err.(*Error); !ok || e.Code != CodeInsufficientStock {
-					t.Errorf("keyed reservation of a sku without stock: %v, want insufficient_stock", err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	exhaust18Clients(t, clients, each, func(c, i int) error {
+		_, err := n.Reserve(bg, fmt.Sprintf("none-%d", c), 1, time.Minute, idemKey(fmt.Sprintf("k-%d-%d", c, i), "qty 1"))
+		if e, ok := err.(*Error); !ok || e.Code != CodeInsufficientStock {
+			return fmt.Errorf("keyed reservation of a sku without stock: %v, want insufficient_stock", err)
+		}
+		return nil
+	})
 	made := time.Since(start)
 	if t.Failed() {
 		return

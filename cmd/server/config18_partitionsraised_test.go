@@ -29,17 +29,7 @@ import (
 func TestConfig18PartitionsRaisedRefusedOnNodeWithoutItsOldPartitions(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(p int, n0, n1 config.PartitionSet) *config.Config {
-		return &config.Config{
-			Cluster:    "test",
-			DataDir:    filepath.Join(dir, "n1-volume"), // n1's own volume
-			TLSDir:     filepath.Join(dir, "certs"),
-			Durability: config.DurabilityAlways,
-			Partitions: p,
-			Regions: []config.RegionConfig{{Name: "us-east", Nodes: []config.NodeConfig{
-				{Name: "n0", API: "127.0.0.1:7101", Peer: "127.0.0.1:7201", Partitions: n0},
-				{Name: "n1", API: "127.0.0.1:7102", Peer: "127.0.0.1:7202", Partitions: n1},
-			}}},
-		}
+		return config18Region(dir, "n1-volume", p, n0, n1) // n1's own volume
 	}
 	before := mk(2, config.PartitionSet{"0"}, config.PartitionSet{"1"})
 	after := mk(4, config.PartitionSet{"0-1"}, config.PartitionSet{"2-3"})
@@ -104,17 +94,7 @@ func tryStart(t *testing.T, cfg *config.Config, node string) (*Server, error) {
 func TestConfig18PartitionsRaisedRefusedBeforeAnyStoreIsCreated(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(p int, n0, n1 config.PartitionSet) *config.Config {
-		return &config.Config{
-			Cluster:    "test",
-			DataDir:    filepath.Join(dir, "n0-volume"), // n0's own volume
-			TLSDir:     filepath.Join(dir, "certs"),
-			Durability: config.DurabilityAlways,
-			Partitions: p,
-			Regions: []config.RegionConfig{{Name: "us-east", Nodes: []config.NodeConfig{
-				{Name: "n0", API: "127.0.0.1:7101", Peer: "127.0.0.1:7201", Partitions: n0},
-				{Name: "n1", API: "127.0.0.1:7102", Peer: "127.0.0.1:7202", Partitions: n1},
-			}}},
-		}
+		return config18Region(dir, "n0-volume", p, n0, n1) // n0's own volume
 	}
 	before := mk(2, config.PartitionSet{"1"}, config.PartitionSet{"0"})
 	after := mk(4, config.PartitionSet{"0-1"}, config.PartitionSet{"2-3"})
@@ -139,5 +119,22 @@ func TestConfig18PartitionsRaisedRefusedBeforeAnyStoreIsCreated(t *testing.T) {
 	t.Logf("refused: %v", err)
 	if _, err := os.Stat(p0); err == nil {
 		t.Errorf("the refused start created %s (a store of partition 0 under partitions: 4) before it refused the store of partition 1", p0)
+	}
+}
+
+// config18Region is a cluster of one region, us-east, on nodes n0 and n1
+// owning the partitions n0 and n1 of p, its data in dir/volume (one
+// node's own volume).
+func config18Region(dir, volume string, p int, n0, n1 config.PartitionSet) *config.Config {
+	return &config.Config{
+		Cluster:    "test",
+		DataDir:    filepath.Join(dir, volume),
+		TLSDir:     filepath.Join(dir, "certs"),
+		Durability: config.DurabilityAlways,
+		Partitions: p,
+		Regions: []config.RegionConfig{{Name: "us-east", Nodes: []config.NodeConfig{
+			{Name: "n0", API: "127.0.0.1:7101", Peer: "127.0.0.1:7201", Partitions: n0},
+			{Name: "n1", API: "127.0.0.1:7102", Peer: "127.0.0.1:7202", Partitions: n1},
+		}}},
 	}
 }
