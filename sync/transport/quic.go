@@ -357,9 +357,12 @@ func (t *QUICTransport) call(ctx context.Context, conn *quic.Conn, payload []byt
 	if err := writeFrame(s, payload, t.cfg.MaxFrameSize); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	if err := s.Close(); err != nil {
-		return nil, ctxErr(ctx, err)
-	}
+	// The callee may answer, and stop reading (finishRead), before the
+	// end of the request reaches it: Close then fails for a stream whose
+	// sending the callee stopped, though the whole request was written
+	// and the answer is on its way. The read below tells how the call
+	// went (a stream really reset, or ctx ended, fails it).
+	_ = s.Close()
 	var status [1]byte
 	if _, err := io.ReadFull(s, status[:]); err != nil {
 		return nil, ctxErr(ctx, err)
