@@ -75,17 +75,25 @@ func TestCrash18SagaCutAtEveryCoordinatorTransaction(t *testing.T) {
 			t.Fatalf("%s: the run wrote %d transactions", sc.name, total)
 		}
 		for k := 1; k <= total; k++ {
-			if sc.name == "order" && k == total {
-				// Losing the plan stored before any reservation went
-				// out: TestCrash18EverysecPowerLossAfterCheckoutBuysCartAgain.
-				continue
-			}
 			t.Run(fmt.Sprintf("%s/lose%d", sc.name, k), func(t *testing.T) {
 				r := newSagaRig(t)
 				r.fill()
 				sc.prep(r)
+				before := crash18Txs(t, r.coord.path)
 				sc.run(r)
 				r.coord.crash()
+				// The collection of emptied lines runs on its own goroutine
+				// and may not have written before the crash: the count is
+				// this run's own.
+				wrote := crash18Txs(t, r.coord.path) - before
+				if k > wrote {
+					t.Skipf("this run wrote %d transactions (the background collection had not run): losing %d would cut into the set-up", wrote, k)
+				}
+				if sc.name == "order" && k == wrote {
+					// Losing the plan stored before any reservation went
+					// out: TestCrash18EverysecPowerLossAfterCheckoutBuysCartAgain.
+					return
+				}
 				if _, err := store.CutTransactions(r.coord.path, k, false); err != nil {
 					t.Fatal(err)
 				}
