@@ -35,13 +35,19 @@ func (s *Store) CloseUnclean() error { return s.closeFiles() }
 // everything the store wrote since. It does not acknowledge writers that
 // wait for an fsync (their group commit does that) and the size says
 // nothing about a file rewritten by a later Shrink. A store in memory
-// returns 0. A failed fsync fails the store, as any fsync of it does.
+// returns 0. A failed fsync fails the store, as any fsync of it does, and
+// a failed store is refused (ErrStoreFailed).
 func (s *Store) SyncNow() (int64, error) {
 	if !s.persist {
 		return 0, nil
 	}
 	s.fileMu.Lock() // no shrink replaces the file meanwhile
 	defer s.fileMu.Unlock()
+	if s.failed.Load() {
+		// A failed fsync may have dropped written pages, and a later
+		// fsync of the file would succeed without covering them.
+		return 0, ErrStoreFailed
+	}
 	if s.syncFile == nil {
 		return 0, errors.New("store: the store is closed")
 	}
