@@ -1330,6 +1330,13 @@ func (n *Node) finishCheckout(ctx context.Context, cartID string, plan *checkout
 			// Recorded: the attempt is over, and no longer stops another
 			// checkout of the cart (unsettledCheckoutOf).
 			n.noteSaga(idem.Key, "", false)
+		} else if failure.Code == CodeInternal {
+			// Not recorded, after a write that may or may not be in the
+			// file (the plan in phase commit, whose fsync failed, and
+			// the store with it): after a restart the checkout may go on
+			// to an order, which the store's own refusal (503, nothing
+			// decided) would deny.
+			return failure
 		}
 		return err
 	}
