@@ -148,7 +148,12 @@ func writePartitionsFile(dir string, partitions int) error {
 		return err
 	}
 	tmp := f.Name()
-	_, err = f.WriteString(want)
+	// Readable by the region's other nodes, which may run as other users
+	// (CreateTemp makes it 0600).
+	err = f.Chmod(0o644)
+	if err == nil {
+		_, err = f.WriteString(want)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
