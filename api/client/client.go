@@ -696,10 +696,12 @@ func parseRetryAfter(v string) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-		// A delay past what a Duration holds (292 years) waits as long
-		// as the longest one: it must not wrap to a negative pause.
-		return time.Duration(min(n, int(math.MaxInt64/time.Second))) * time.Second
+	if n, err := strconv.ParseUint(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		// A delay past what a Duration holds (292 years), or past what
+		// the parse holds (ParseUint then gives its largest value),
+		// waits as long as the longest one: it must not wrap to a
+		// negative pause, nor count as none.
+		return time.Duration(min(n, uint64(math.MaxInt64/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(time.Until(t), 0)
