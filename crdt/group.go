@@ -50,6 +50,23 @@ func (g *Group) Join(o *Group) {
 // Len returns the number of keys in the group.
 func (g *Group) Len() int { return len(g.Carts) + len(g.Items) }
 
+// CloudDotMem is about what one cloud dot of a decoded cart's context
+// holds in memory (an entry of a map of dots, with the map's slack), for
+// one to five bytes of encoding: a bound that estimates a decoded group's
+// memory from its encoding adds it per dot (CloudDots).
+const CloudDotMem = 96
+
+// CloudDots returns how many dots the carts of g hold in their contexts'
+// clouds: the part of a decoded group whose memory its encoding does not
+// tell, each dot a few bytes there and CloudDotMem here.
+func (g *Group) CloudDots() int {
+	n := 0
+	for _, c := range g.Carts {
+		n += len(c.Ctx.Cloud)
+	}
+	return n
+}
+
 // Clone returns a deep copy of g.
 func (g *Group) Clone() *Group {
 	out := &Group{}

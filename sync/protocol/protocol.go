@@ -894,8 +894,11 @@ func (p *Protocol) LocalBytes() uint64 { return p.localBytes }
 // size bytes: the entry, its encoding and its group kept decoded (maps of
 // keys, dots and lines), measured at about 1.5 KiB for a one-line cart
 // add (81 bytes encoded) and 5.7 times the encoding for a delta of 30
-// lines.
-func entryMem(size int) int { return 1536 + 6*size }
+// lines. A cloud dot of a cart's context is a few bytes of encoding but
+// an entry of a map decoded: those are counted apart (crdt.CloudDotMem).
+func entryMem(size int, g *crdt.Group) int {
+	return 1536 + 6*size + crdt.CloudDotMem*g.CloudDots()
+}
 
 // push adds e to the buffer for every peer but the one it came from.
 func (p *Protocol) push(e *entry) {
@@ -904,7 +907,7 @@ func (p *Protocol) push(e *entry) {
 	e.at = p.now
 	e.enc = crdt.EncodeGroup(e.group)
 	e.size = len(e.enc)
-	e.mem = entryMem(e.size)
+	e.mem = entryMem(e.size, e.group)
 	for _, pr := range p.peers {
 		// Not to the peer it came from, nor to a peer whose own writes
 		// are all it holds (a relay of that peer's deltas through a

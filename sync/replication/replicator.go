@@ -223,15 +223,23 @@ func (r *Replicator) OnMessage(from string, payload []byte) {
 		r.room.Wait()
 	}
 	r.in = append(r.in, inbound{from: from, msg: m})
-	r.inSize += inboundMem(len(payload))
+	r.inSize += inboundMem(len(payload), m)
 	r.mu.Unlock()
 	r.signal()
 }
 
 // inboundMem estimates the memory a decoded message of size bytes holds:
 // its struct, and decoded fields up to about nine times their encoding
-// (a group's maps; acknowledgements of a byte each that decode to eight).
-func inboundMem(size int) int { return 768 + 9*size }
+// (a group's maps; acknowledgements of a byte each that decode to eight),
+// and its group's cloud dots, a few bytes each encoded but a map entry
+// decoded (crdt.CloudDotMem).
+func inboundMem(size int, m *protocol.Message) int {
+	n := 768 + 9*size
+	if m.Group != nil {
+		n += crdt.CloudDotMem * m.Group.CloudDots()
+	}
+	return n
+}
 
 // Bounds of the messages received and not yet stepped (OnMessage).
 const (
