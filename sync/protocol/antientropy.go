@@ -905,6 +905,12 @@ func (p *Protocol) takeAnswers(pr *peer) {
 						need = append(need, needSplit(bs[i], bs[i+1])...)
 					}
 				}
+				// A list is the peer's: one naming slots in every bucket
+				// of a wide node would load them all. Of a first list
+				// only the buckets that fit are loaded (compareList pulls
+				// the listed slots of the others and pushes our keys
+				// there by spans); a first split needs its view whole.
+				l.answering = n.List
 				if !l.add(need, i == 0) {
 					fit = i
 					break
