@@ -37,6 +37,10 @@ func TestInboundQueueMemoryWithinMaxInboundBytes(t *testing.T) {
 	}{
 		{"anti-entropy push of carts", mem18ObjectsPush},
 		{"acknowledgements", mem18Acks},
+		// The push that repairs carts emptied by checkouts: each cart's
+		// state is its context's cloud, 1-5 bytes a dot encoded and a
+		// map entry decoded (crdt.CloudDotMem).
+		{"anti-entropy push of checked-out carts", mem19CloudPush},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			payload := tc.msg(t)
