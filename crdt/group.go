@@ -56,6 +56,16 @@ func (g *Group) Len() int { return len(g.Carts) + len(g.Items) }
 // memory from its encoding adds it per dot (CloudDots).
 const CloudDotMem = 96
 
+// KeyMem is about what one decoded key of a group holds that its
+// encoding does not tell: the cart or item and the first slots of its
+// maps, some 600 B for an item of one replica record (16 B encoded).
+const KeyMem = 640
+
+// DecodedMem estimates what g holds decoded beyond a few times the bytes
+// of its encoding: KeyMem a key and CloudDotMem a cloud dot. A bound on
+// decoded groups counts it beside a multiple of their encoding.
+func (g *Group) DecodedMem() int { return KeyMem*g.Len() + CloudDotMem*g.CloudDots() }
+
 // CloudDots returns how many dots the carts of g hold in their contexts'
 // clouds: the part of a decoded group whose memory its encoding does not
 // tell, each dot a few bytes there and CloudDotMem here.

@@ -894,10 +894,19 @@ func (p *Protocol) LocalBytes() uint64 { return p.localBytes }
 // size bytes: the entry, its encoding and its group kept decoded (maps of
 // keys, dots and lines), measured at about 1.5 KiB for a one-line cart
 // add (81 bytes encoded) and 5.7 times the encoding for a delta of 30
-// lines. A cloud dot of a cart's context is a few bytes of encoding but
-// an entry of a map decoded: those are counted apart (crdt.CloudDotMem).
-func entryMem(size int, g *crdt.Group) int {
-	return 1536 + 6*size + crdt.CloudDotMem*g.CloudDots()
+// lines. What the encoding does not tell is counted apart: the keys past
+// the first and the cloud dots of carts' contexts (crdt.DecodedMem: a
+// group of 16,384 small items holds 38 times its encoding, a cloud dot of
+// 1-5 bytes a map entry), and the dot ranges a relayed delta keeps.
+func entryMem(size int, g *crdt.Group, dots []DotRange) int {
+	n := 1536 - crdt.KeyMem + 6*size + g.DecodedMem()
+	if g.Len() == 0 {
+		n += crdt.KeyMem
+	}
+	for _, r := range dots {
+		n += 48 + len(r.Origin)
+	}
+	return n
 }
 
 // push adds e to the buffer for every peer but the one it came from.
@@ -907,7 +916,7 @@ func (p *Protocol) push(e *entry) {
 	e.at = p.now
 	e.enc = crdt.EncodeGroup(e.group)
 	e.size = len(e.enc)
-	e.mem = entryMem(e.size, e.group)
+	e.mem = entryMem(e.size, e.group, e.dots)
 	for _, pr := range p.peers {
 		// Not to the peer it came from, nor to a peer whose own writes
 		// are all it holds (a relay of that peer's deltas through a

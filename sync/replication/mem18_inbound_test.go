@@ -41,6 +41,10 @@ func TestInboundQueueMemoryWithinMaxInboundBytes(t *testing.T) {
 		// state is its context's cloud, 1-5 bytes a dot encoded and a
 		// map entry decoded (crdt.CloudDotMem).
 		{"anti-entropy push of checked-out carts", mem19CloudPush},
+		// Many small items: one of a replica record, some 16 bytes
+		// encoded, decodes to an Item and two maps' first slots, about
+		// 600 bytes (crdt.KeyMem).
+		{"anti-entropy push of many small items", mem19ManyItemsPush},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			payload := tc.msg(t)

@@ -231,12 +231,12 @@ func (r *Replicator) OnMessage(from string, payload []byte) {
 // inboundMem estimates the memory a decoded message of size bytes holds:
 // its struct, and decoded fields up to about nine times their encoding
 // (a group's maps; acknowledgements of a byte each that decode to eight),
-// and its group's cloud dots, a few bytes each encoded but a map entry
-// decoded (crdt.CloudDotMem).
+// and what its group holds that its encoding does not tell (a key's maps,
+// a cloud dot of a few bytes that decodes to a map entry: DecodedMem).
 func inboundMem(size int, m *protocol.Message) int {
 	n := 768 + 9*size
 	if m.Group != nil {
-		n += crdt.CloudDotMem * m.Group.CloudDots()
+		n += m.Group.DecodedMem()
 	}
 	return n
 }
