@@ -182,14 +182,25 @@ func (n *Node) noteReflects(keys []string, reflects *crdt.Context) {
 	if x.keys == nil {
 		x.keys = make(map[string]*crdt.Context)
 	}
+	// Keys that shared a context share its join with r: a clone per key
+	// would keep a copy of up to maxExtraCloud dots for each of them.
+	var joined map[*crdt.Context]*crdt.Context
 	for _, k := range keys {
 		cur := x.keys[k]
 		if cur != nil && !n.applied.Covers(cur) {
+			if j := joined[cur]; j != nil {
+				x.keys[k] = j
+				continue
+			}
 			j := cur.Clone()
 			j.Join(&r)
 			if len(j.Cloud) > maxExtraCloud {
 				j = j.Ceil()
 			}
+			if joined == nil {
+				joined = make(map[*crdt.Context]*crdt.Context)
+			}
+			joined[cur] = &j
 			x.keys[k] = &j
 			continue
 		}
