@@ -1,6 +1,7 @@
 package crdt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -285,6 +286,44 @@ func DecodeCart(b []byte) (*Cart, error) {
 // compressed (a forwarded checkout's copy of the cart).
 func DecodeCartUpTo(b []byte, limit int) (*Cart, error) {
 	return decodeStrict(b, limit, (*parser).cart, AppendCart)
+}
+
+// DecodeCartCeilUpTo is DecodeCartUpTo for a reader of a cart's entries
+// that does not need which dots its context holds one by one (a
+// checkout's coordinator reading another region's copy): it keeps at most
+// cloudCap cloud dots (positive) one by one, a decoded map entry each
+// (CloudDotMem) for as little as a byte of encoding. Past that the cart's
+// context is its ceiling (Context.Ceil, still covering every entry), and
+// an entry of a replica whose cloud was cut is taken when its dot is at
+// most that replica's highest cloud dot; such a cart is not compared
+// with its canonical encoding, which its cloud is needed for. A cart of
+// at most cloudCap cloud dots is decoded exactly as DecodeCartUpTo does.
+func DecodeCartCeilUpTo(b []byte, limit, cloudCap int) (*Cart, error) {
+	if err := checkSize(b, limit); err != nil {
+		return nil, err
+	}
+	p := parser{b: b, cloudCap: max(cloudCap, 1), ceilEntries: true}
+	c, err := p.cart()
+	if err == nil {
+		err = p.end()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(p.ceil) == 0 {
+		if !bytes.Equal(AppendCart(make([]byte, 0, len(b)), c), b) {
+			return nil, ErrNonCanonical
+		}
+		return c, nil
+	}
+	ceil := c.Ctx.Ceil()
+	for _, d := range p.ceil {
+		if d.Counter > ceil.VV[d.Replica] {
+			ceil.VV[d.Replica] = d.Counter
+		}
+	}
+	c.Ctx = ceil
+	return c, nil
 }
 
 // DecodeCartStored decodes and validates a cart that this process encoded

@@ -21,10 +21,14 @@ type parser struct {
 	// cloudCap, if positive, bounds the cloud dots cart keeps one by one
 	// (a causal token's context, ParseToken): past it a replica's cloud is
 	// kept as its highest dot, in ceil, and the context is raised to its
-	// ceiling (Context.Ceil) at the end. Such a parse takes no entries.
-	cloudCap int
-	clouds   int
-	ceil     []Dot
+	// ceiling (Context.Ceil) at the end. Such a parse takes no entries,
+	// unless ceilEntries: then an entry of a replica whose cloud was
+	// capped is taken if its dot is at most the replica's highest cloud
+	// dot (which the ceiling covers).
+	cloudCap    int
+	clouds      int
+	ceil        []Dot
+	ceilEntries bool
 }
 
 // next reads the head of the item at p.i, which must be of shape s, and
@@ -277,7 +281,7 @@ func (p *parser) cart() (*Cart, error) {
 		if err != nil {
 			return nil, err
 		}
-		if ne > 0 && len(p.ceil) > 0 {
+		if ne > 0 && len(p.ceil) > 0 && !p.ceilEntries {
 			return nil, errors.New("crdt: context holds entries")
 		}
 		total += ne
@@ -294,7 +298,7 @@ func (p *parser) cart() (*Cart, error) {
 				return nil, fmt.Errorf("crdt: cart: entry %s unsorted or duplicated", d)
 			}
 			lastCounter = d.Counter
-			if d.Counter > vv && !c.Ctx.Contains(d) {
+			if d.Counter > vv && !c.Ctx.Contains(d) && !(capped && d.Counter <= prev) {
 				return nil, fmt.Errorf("crdt: cart: entry %s is not in the causal context", d)
 			}
 			if !ValidID(l.SKU) {

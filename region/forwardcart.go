@@ -25,6 +25,17 @@ import (
 // group a delta may carry, which holds the largest cart there is.
 const maxForwardedCart = crdt.MaxGroupBytes
 
+// maxForwardedCloudDots bounds the cloud dots of a forwarded copy's
+// context decoded one by one: about what a plain copy's bytes
+// (crdt.MaxObjectBytes) hold as decoded dots (crdt.CloudDotMem each),
+// where the encoding of a dot may be a byte, and a few dozen kilobytes
+// deflated inflate to a million of them. Past it the copy's context is
+// read as its ceiling (crdt.DecodeCartCeilUpTo), which covers its
+// entries: the coordinator plans from the copy's entries and its own
+// context alone (readPlan), so an honest copy with a cloud that large
+// still checks out, and no copy is refused for it.
+const maxForwardedCloudDots = crdt.MaxObjectBytes / crdt.CloudDotMem
+
 // packCart returns the forwarded form of a cart's encoding state: as it
 // is, or deflated when it is larger than crdt.MaxObjectBytes.
 func packCart(state []byte) (plain, deflated []byte, err error) {
@@ -52,10 +63,13 @@ func packCart(state []byte) (plain, deflated []byte, err error) {
 // one that inflates past maxForwardedCart before it is decoded. The bound
 // is absolute, as it is for the messages of a compressed replication
 // stream: a few kilobytes from a peer may cost up to 4 MiB, once per call.
+// The copy's cloud is kept one by one up to maxForwardedCloudDots, its
+// context's ceiling past it: a dot of a byte or less of encoding is a
+// map entry of about crdt.CloudDotMem decoded.
 func unpackCart(plain, deflated []byte) (*crdt.Cart, error) {
 	switch {
 	case deflated == nil:
-		return crdt.DecodeCart(plain)
+		return crdt.DecodeCartCeilUpTo(plain, crdt.MaxObjectBytes, maxForwardedCloudDots)
 	case plain != nil:
 		return nil, errors.New("both a plain and a deflated copy")
 	}
@@ -68,5 +82,5 @@ func unpackCart(plain, deflated []byte) (*crdt.Cart, error) {
 	if b.Len() > maxForwardedCart {
 		return nil, fmt.Errorf("the copy inflates past %d bytes", maxForwardedCart)
 	}
-	return crdt.DecodeCartUpTo(b.Bytes(), maxForwardedCart)
+	return crdt.DecodeCartCeilUpTo(b.Bytes(), maxForwardedCart, maxForwardedCloudDots)
 }
