@@ -28,10 +28,13 @@ import (
 // their version vector ceilings (crdt.Context.Ceil: still covering
 // everything, at the price of waiting for a few more dots), then the
 // least recently touched entries are dropped: read-your-writes then holds
-// for the MaxTokenPartitions partitions a client touched last. In a
-// three-region cluster an entry takes about 25 characters and the replica
-// ids about 80 once: a session that touched 32 partitions sends a token of
-// under 1 KiB (TestPartitionTokenBounds: 778 characters).
+// for the MaxTokenPartitions partitions a client touched last. The
+// partitions past MaxTokenVVEntries version vector entries in all are
+// dropped the same way (before any is reduced to its ceiling, which would
+// not make fewer), and a parse keeps no more. In a three-region cluster
+// an entry takes about 25 characters and the replica ids about 80 once: a
+// session that touched 32 partitions sends a token of under 1 KiB
+// (TestPartitionTokenBounds: 778 characters).
 
 // MaxTokenPartitions bounds the partitions one causal token covers.
 const MaxTokenPartitions = 64
@@ -43,6 +46,20 @@ const MaxTokenPartitions = 64
 // partition a client touched last must fit (format drops the others
 // first).
 const MaxPartitionTokenChars = len(compressedPartitionTokenPrefix) + (crdt.MaxTokenBytes*4+2)/3
+
+// MaxTokenVVEntries bounds the version vector entries of all the
+// partitions of one parsed partitioned token (a map entry each, some 50
+// bytes with the map's slack, for a byte or two of a compressed token:
+// partitions that repeat one version vector deflate to almost nothing).
+// A partition's context names at most crdt.MaxReplicas replica ids, so
+// the partition touched last always fits; a cluster's partition names its
+// regions' incarnations that wrote to it, a few per region: twice
+// crdt.MaxReplicas holds 64 partitions of 8 replica ids each (a
+// three-region cluster's after a restart of every region has 6). Past it,
+// format drops the partitions touched longest ago, and a parse (of a
+// token no region made) does the same. The out-of-order dots kept one by
+// one are bounded apart (crdt.MaxTokenCloudDots in all).
+const MaxTokenVVEntries = 2 * crdt.MaxReplicas
 
 const partitionTokenPrefix = "p."
 
@@ -221,7 +238,7 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 			return t, fmt.Errorf("token names replica %q", n)
 		}
 	}
-	pairs := func(p int, xs rawUints, add func(r crdt.ReplicaID, c uint64)) error {
+	pairs := func(p int, xs rawUints, add func(name, c uint64)) error {
 		if xs.n%2 != 0 {
 			return fmt.Errorf("token, partition %d: odd pairs", p)
 		}
@@ -236,7 +253,7 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 			if name >= uint64(len(doc.Names)) || v == 0 {
 				return fmt.Errorf("token, partition %d: bad entry", p)
 			}
-			add(crdt.ReplicaID(doc.Names[name]), v)
+			add(name, v)
 			return nil
 		})
 	}
@@ -253,35 +270,71 @@ func parsePartitionToken(s string, partitions int) (partToken, error) {
 		}
 	}
 	ceil := clouds > crdt.MaxTokenCloudDots
-	for _, e := range doc.Parts {
+	// The version vector entries the partitions' contexts will hold (the
+	// replicas each names, with its cloud's when read as ceilings) are
+	// counted before any is built, and kept within MaxTokenVVEntries in
+	// all: the partitions touched longest ago past it are dropped, as
+	// format drops them (which never makes such a token).
+	keep, total := len(doc.Parts), 0
+	seen := make([]uint64, (len(doc.Names)+63)/64)
+	var ps []int
+	for i, e := range doc.Parts {
 		if e.P < 0 || e.P >= partitions {
 			return t, fmt.Errorf("token names partition %d of a cluster of %d", e.P, partitions)
 		}
-		if slices.Contains(t.parts, e.P) {
+		if slices.Contains(ps, e.P) {
 			return t, fmt.Errorf("token names partition %d twice", e.P)
 		}
+		ps = append(ps, e.P)
+		clear(seen)
+		n := 0
+		mark := func(name, _ uint64) {
+			if bit := uint64(1) << (name % 64); seen[name/64]&bit == 0 {
+				seen[name/64] |= bit
+				n++
+			}
+		}
+		err := pairs(e.P, e.VV, mark)
+		if err == nil && ceil {
+			err = pairs(e.P, e.Cloud, mark)
+		} else if err == nil {
+			err = pairs(e.P, e.Cloud, func(_, _ uint64) {})
+		}
+		if err != nil {
+			return t, err
+		}
+		if i == 0 && n > MaxTokenVVEntries {
+			return t, fmt.Errorf("token, partition %d: %d version vector entries, at most %d", e.P, n, MaxTokenVVEntries)
+		}
+		if total += n; total > MaxTokenVVEntries && i < keep {
+			keep = i
+		}
+	}
+	for _, e := range doc.Parts[:keep] {
 		var c crdt.Context
-		err := pairs(e.P, e.VV, func(r crdt.ReplicaID, n uint64) {
+		err := pairs(e.P, e.VV, func(name, n uint64) {
 			if c.VV == nil {
 				c.VV = map[crdt.ReplicaID]uint64{}
 			}
+			r := crdt.ReplicaID(doc.Names[name])
 			c.VV[r] = max(c.VV[r], n)
 		})
 		if err == nil && ceil {
-			err = pairs(e.P, e.Cloud, func(r crdt.ReplicaID, n uint64) {
+			err = pairs(e.P, e.Cloud, func(name, n uint64) {
 				if c.VV == nil {
 					c.VV = map[crdt.ReplicaID]uint64{}
 				}
+				r := crdt.ReplicaID(doc.Names[name])
 				c.VV[r] = max(c.VV[r], n)
 			})
 		} else if err == nil {
 			// One compaction at the end: inserting one by one would
 			// compact after each dot.
-			err = pairs(e.P, e.Cloud, func(r crdt.ReplicaID, n uint64) {
+			err = pairs(e.P, e.Cloud, func(name, n uint64) {
 				if c.Cloud == nil {
 					c.Cloud = map[crdt.Dot]struct{}{}
 				}
-				c.Cloud[crdt.Dot{Replica: r, Counter: n}] = struct{}{}
+				c.Cloud[crdt.Dot{Replica: crdt.ReplicaID(doc.Names[name]), Counter: n}] = struct{}{}
 			})
 			c.Compact()
 		}
@@ -358,10 +411,51 @@ func (t *partToken) format() string {
 		}
 		return partitionTokenPrefix + base64.RawURLEncoding.EncodeToString(b)
 	}
+	// The version vector entries a parse of the first n entries holds
+	// (parsePartitionToken): each context's replicas, with those of its
+	// cloud when the token reads clouds as ceilings (past
+	// crdt.MaxTokenCloudDots in all) or the context goes as its ceiling.
+	vv, both, clouds := make([]int, n), make([]int, n), make([]int, n)
+	for i := range n {
+		c := &t.ctxs[i]
+		vv[i], both[i], clouds[i] = len(c.VV), len(c.VV), len(c.Cloud)
+		var extra map[crdt.ReplicaID]struct{}
+		for d := range c.Cloud {
+			if _, ok := c.VV[d.Replica]; !ok {
+				if extra == nil {
+					extra = map[crdt.ReplicaID]struct{}{}
+				}
+				extra[d.Replica] = struct{}{}
+			}
+		}
+		both[i] += len(extra)
+	}
+	within := func(n int, ceil bool) bool {
+		dots, total := 0, 0
+		for i := range n {
+			dots += clouds[i]
+		}
+		for i := range n {
+			if ceil || dots > crdt.MaxTokenCloudDots {
+				total += both[i]
+			} else {
+				total += vv[i]
+			}
+		}
+		return total <= MaxTokenVVEntries
+	}
+	// The partitions past MaxTokenVVEntries are dropped first: reading
+	// the clouds as ceilings would not make fewer entries.
+	for n > 0 && !within(n, false) {
+		n--
+	}
 	// Too long plain, the document goes compressed: replica ids share
 	// their regions' names, which compress well (a partition's context
 	// after many incarnations of long names).
 	fit := func(n int, ceil bool) (string, bool) {
+		if !within(n, ceil) {
+			return "", false
+		}
 		s := enc(n, ceil)
 		if len(s) <= MaxPartitionTokenChars {
 			return s, true
