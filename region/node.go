@@ -34,26 +34,36 @@ var SystemClock Clock = systemClock{}
 // it has already given. A home judges a hold's expiry by it, so a hold
 // once read expired (a read writes nothing) stays expired when the wall
 // clock steps back (an NTP step), and a commit of it is refused as the
-// read said; holds made meanwhile last up to the step longer. The floor
-// lasts for the process: a restart with the clock stepped back judges by
-// the clock again.
+// read said. It does not stand still meanwhile: while the clock reads
+// below the latest time given, that time goes on at the rate of the
+// process's monotonic clock, so that holds made after the step last their
+// ttl, and settling, expiry and the return of idle rights go on; it then
+// runs ahead of the clock by the step until the clock catches up or the
+// process restarts, when a clock stepped back judges by the clock again.
+// (A reading that lost a race to a later one is behind too, by little:
+// the monotonic clock says how far the time has really moved since.)
 type steadyClock struct {
 	c    Clock
-	last atomic.Int64 // Unix nanoseconds of the latest time given
+	mu   sync.Mutex
+	last int64     // Unix nanoseconds of the latest time given
+	at   time.Time // time.Now() when it was given (for its monotonic reading)
 }
 
 func (s *steadyClock) Now() time.Time {
-	t := s.c.Now()
+	t := s.c.Now()     // not under mu: a test's clock may call into the node
 	ns := t.UnixNano() // by the wall clock: a step does not move the monotonic reading
-	for {
-		last := s.last.Load()
-		if ns < last {
-			return time.Unix(0, last)
-		}
-		if s.last.CompareAndSwap(last, ns) {
-			return t
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mono := time.Now()
+	if !s.at.IsZero() && ns < s.last {
+		s.last += int64(mono.Sub(s.at))
+		s.at = mono
+		if ns < s.last {
+			return time.Unix(0, s.last)
 		}
 	}
+	s.last, s.at = ns, mono
+	return t
 }
 
 // Delta is a durable local write handed to replication: the region-level
