@@ -30,7 +30,7 @@ const requestDeadline = 2 * time.Second
 
 // failFastMargin is what a request that needs an unreachable home may take
 // beyond the request deadline (scheduling, the race detector, loopback).
-const failFastMargin = 500 * time.Millisecond
+const failFastMargin = time.Second
 
 // reply is one HTTP exchange with a region as a client saw it; err is set
 // when no answer came.
