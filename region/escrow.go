@@ -413,6 +413,17 @@ func (n *Node) grant(tx *store.Tx, g *crdt.Group, req *HomeRequest, now time.Tim
 		n.log.Warn("escrow: the sku's item holds too many grant records to grant rights to another region; its reservations are decided here", "sku", req.SKU, "region", req.From)
 		return &HomeResponse{Err: insufficient(req.SKU, 0)}, nil
 	}
+	// A grant record counts every unit granted over the sku's life; past
+	// crdt.MaxCount the item could not be read back. Near it, the region
+	// sends its reservations here instead.
+	k := crdt.EscrowKey{Kind: crdt.EscrowGrant, Region: req.From, Replica: n.self}
+	if room := crdt.MaxCount - min(it.Escrow[k], crdt.MaxCount); uint64(give) > room {
+		give = int64(room)
+	}
+	if give <= 0 {
+		n.log.Warn("escrow: the sku's grant record to the region reached its bound; its reservations are decided here", "sku", req.SKU, "region", req.From)
+		return &HomeResponse{Err: insufficient(req.SKU, 0)}, nil
+	}
 	d := it.Grant(n.self, req.From, uint64(give))
 	it.Join(d)
 	tx.Set(prefixItem+req.SKU, crdt.EncodeItem(it))
