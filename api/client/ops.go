@@ -86,7 +86,7 @@ func (o KeyOptions) key() string {
 }
 
 func (o KeyOptions) body(m map[string]any) map[string]any {
-	if o.TTL > 0 {
+	if o.TTL != 0 { // a negative one is refused by the API, not taken for the default
 		m["ttl_ms"] = o.TTL.Milliseconds()
 	}
 	return m
