@@ -149,11 +149,10 @@ func writePartitionsFile(dir string, partitions int) error {
 	}
 	tmp := f.Name()
 	// Readable by the region's other nodes, which may run as other users
-	// (CreateTemp makes it 0600).
-	err = f.Chmod(0o644)
-	if err == nil {
-		_, err = f.WriteString(want)
-	}
+	// (CreateTemp makes it 0600); best effort, as a file system without
+	// modes may refuse it.
+	_ = f.Chmod(0o644)
+	_, err = f.WriteString(want)
 	if err == nil {
 		err = f.Sync()
 	}
