@@ -938,6 +938,9 @@ func (n *Node) storeErr(err error) error {
 	if errors.Is(err, store.ErrStoreFailed) {
 		return &Error{Code: CodeUnavailable, Detail: "this region's store failed a write to its file and takes no writes until the region restarts"}
 	}
+	if errors.Is(err, store.ErrStoreClosed) {
+		return &Error{Code: CodeUnavailable, RetryAfter: 1, Detail: "this region is stopping: nothing was written"}
+	}
 	var ce *store.CorruptError
 	if errors.As(err, &ce) {
 		n.noteDamage(ce.Key)

@@ -234,6 +234,11 @@ func (s *Store) fsync() error {
 func (s *Store) syncFile0() error {
 	s.fileMu.Lock()
 	defer s.fileMu.Unlock()
+	if s.closeSynced.Load() {
+		// Closing: the close marker's fsync covered every write, and
+		// the file may be closed already.
+		return nil
+	}
 	if s.failed.Load() {
 		// The store failed while this waited (a rewrite that failed after
 		// renaming its file, say): what it would make durable may be only

@@ -482,15 +482,21 @@ func (s *Store) closeIdentity() error {
 	if !s.persist || s.Failed() {
 		return nil
 	}
-	if err := s.update(nil, func(tx *Tx) error {
+	// From here on only the marker is written (ErrStoreClosed), so that
+	// it is the last transaction, as the identity records.
+	s.closing.Store(true)
+	if err := s.update0(nil, func(tx *Tx) error {
 		tx.Set(keyClosed, []byte{1})
 		return nil
-	}, nil); err != nil {
+	}, nil, true); err != nil {
 		return err
 	}
 	if err := s.fsync(); err != nil {
 		return err
 	}
+	// Every write is in the file and covered by that fsync: a writer
+	// still waiting for its own fsync has it (syncFile0).
+	s.closeSynced.Store(true)
 	s.txMu.Lock()
 	txid := s.txid
 	s.txMu.Unlock()

@@ -100,6 +100,10 @@ var ErrCorrupt = errors.New("store: stored value failed its checksum")
 // writes until the region restarts and reloads what its file holds.
 var ErrStoreFailed = errors.New("store: the store failed a write to its file and takes no more writes until the region restarts")
 
+// ErrStoreClosed is returned for a write to a store that is closing or
+// closed: nothing was written.
+var ErrStoreClosed = errors.New("store: the store is closed: nothing was written")
+
 // ErrWriteUnsure is the error of the write whose fsync (or commit) failed
 // the store: it reached the file, or part of it did, and a restart may
 // find it there or not. It wraps ErrStoreFailed. Whoever answers for the
@@ -235,6 +239,8 @@ type Store struct {
 	// interrupted rewrite was replacing (restorePrev).
 	rewriteUndone bool
 	failed        atomic.Bool
+	closing       atomic.Bool // Close began: only its marker is written
+	closeSynced   atomic.Bool // the close marker is written and fsynced
 	// opened is set once Open has scanned the store and settled its
 	// identity: the background maintenance rewrites the file only then
 	// (the live size is counted during the scan, and a rewrite would hold

@@ -293,8 +293,17 @@ func (t *Tx) Writes() bool { return len(t.sets) > 0 || t.del != "" }
 // then, if it staged writes, locked inside BuntDB's write lock, then the
 // commit and, with DurabilityAlways, group commit.
 func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
+	return s.update0(lk, fn, locked, false)
+}
+
+// update0 is update; marker is set for the close marker, the one write a
+// closing store still takes (after it nothing is written: Close).
+func (s *Store) update0(lk *Locked, fn, locked func(tx *Tx) error, marker bool) error {
 	if s.failed.Load() {
 		return ErrStoreFailed
+	}
+	if s.closing.Load() && !marker {
+		return ErrStoreClosed
 	}
 	t := &Tx{s: s, lk: lk}
 	err := fn(t)
@@ -324,6 +333,11 @@ func (s *Store) update(lk *Locked, fn, locked func(tx *Tx) error) error {
 	err = s.db.Update(func(btx *buntdb.Tx) error {
 		if s.failed.Load() {
 			return ErrStoreFailed // failed since: nothing more is written
+		}
+		if s.closing.Load() && !marker {
+			// BuntDB runs one update at a time: none comes after the
+			// close marker's, which the stop's fsync covers.
+			return ErrStoreClosed
 		}
 		if locked != nil {
 			t.lk = nil // the commit lock serialises what locked touches
