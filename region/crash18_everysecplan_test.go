@@ -12,14 +12,18 @@ import (
 
 // crash18OpenCoord (re)opens the saga rig's coordinator us-east on its
 // file with durability everysec.
-func crash18OpenCoord(r *sagaRig) *testNode {
+func crash18OpenCoord(r *sagaRig) *testNode { return crash18OpenCoordVia(r, r.homes) }
+
+// crash18OpenCoordVia is crash18OpenCoord with the home requests sent
+// through fw.
+func crash18OpenCoordVia(r *sagaRig, fw Forwarder) *testNode {
 	r.t.Helper()
 	path := filepath.Join(r.dir, "us-east", "data.db")
 	st, err := OpenStore(path, store.Options{Durability: config.DurabilityEverySec})
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	n, err := NewNode(Options{Name: "us-east", Store: st, Clock: r.clock, ExpiryInterval: time.Hour, Forwarder: r.homes,
+	n, err := NewNode(Options{Name: "us-east", Store: st, Clock: r.clock, ExpiryInterval: time.Hour, Forwarder: fw,
 		Home: func(key string) string {
 			switch key {
 			case "a":

@@ -9,10 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/latticedb/lattice/region/config"
-	"github.com/latticedb/lattice/region/store"
 )
 
 // crash19BreakFsync makes every later fsync of the store file at path fail
@@ -93,28 +89,10 @@ func TestCrash19PlanSyncFailureAnswersUnavailable(t *testing.T) {
 	r.fill()
 	r.coord.close()
 	path := filepath.Join(r.dir, "us-east", "data.db")
-	st, err := OpenStore(path, store.Options{Durability: config.DurabilityEverySec})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fw := &crash19FsyncFault{inner: r.homes, arm: func() { crash19BreakFsync(t, path) }}
-	n, err := NewNode(Options{Name: "us-east", Store: st, Clock: r.clock, ExpiryInterval: time.Hour, Forwarder: fw,
-		Home: func(key string) string {
-			switch key {
-			case "a":
-				return "h1"
-			case "b":
-				return "h2"
-			}
-			return "us-east"
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.coord = &testNode{Node: n, store: st, path: path, clock: r.clock}
-	t.Cleanup(r.coord.close)
+	r.coord = crash18OpenCoordVia(r, &crash19FsyncFault{inner: r.homes, arm: func() { crash19BreakFsync(t, path) }})
+	st := r.coord.store
 
-	_, err = r.checkout()
+	_, err := r.checkout()
 	if !st.Failed() {
 		t.Skipf("test setup: the fsync did not fail the store (answer %v)", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
-	"time"
 
 	"github.com/latticedb/lattice/crdt"
 	"github.com/latticedb/lattice/sync/protocol"
@@ -23,50 +22,25 @@ func TestExhaust19ManySmallKeysStayWithinMaxBufferBytes(t *testing.T) {
 	const deltas = 40
 	cfg := protocol.DefaultConfig()
 	cfg.MaxBufferBytes = 16 << 20
-	ids := []crdt.ReplicaID{"us-east", "eu-west", "ap-south"}
-	now := time.Unix(1_800_000_000, 0)
 	g := &crdt.Group{Items: map[string]*crdt.Item{}}
 	for i := range crdt.MaxGroupKeys {
 		g.Items[fmt.Sprintf("%04x", i)] = &crdt.Item{Stock: crdt.PNCounter{
 			P: map[crdt.ReplicaID]uint64{"a": 1}, N: map[crdt.ReplicaID]uint64{"a": 1}}}
 	}
 	enc := len(crdt.EncodeGroup(g))
-	var msgs [][]byte
-	for tag := 1; tag <= deltas; tag++ {
+	held, st := exRelayHeld(t, cfg, deltas, func(tag int) []byte {
 		b, err := protocol.Encode(&protocol.Message{Kind: protocol.KindDelta, Tag: uint64(tag), Group: g,
 			DotRuns: []protocol.DotRun{{From: uint64(tag)}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		msgs = append(msgs, b)
-	}
-	g = nil
-	base := exLiveHeap()
-	p := protocol.New("us-east", ids, crdt.Context{}, nullStorage{}, cfg)
-	p.PeerUp("eu-west", now)
-	p.PeerUp("ap-south", now) // connected, and never answers
-	for _, b := range msgs {
-		m, err := protocol.Decode(b, cfg.Buckets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		now = now.Add(time.Millisecond)
-		p.Step("eu-west", m, now)
-		p.Ready() // applied here; the relays to ap-south leave (and are lost)
-	}
-	held := exLiveHeap() - base
-	var st protocol.PeerStatus
-	for _, s := range p.Status() {
-		if s.Region == "ap-south" {
-			st = s
-		}
-	}
+		return b
+	})
 	t.Logf("a group of %d keys, %d bytes; pending for ap-south: %d deltas; live heap %.1f MiB",
 		crdt.MaxGroupKeys, enc, st.PendingDeltas, float64(held)/(1<<20))
 	if held > uint64(cfg.MaxBufferBytes)*5/4 {
 		t.Errorf("with MaxBufferBytes %d MiB the buffer of a peer that never acknowledges holds %.1f MiB of live heap (%d relayed deltas of %d keys, %d bytes encoded each)",
 			cfg.MaxBufferBytes>>20, float64(held)/(1<<20), st.PendingDeltas, crdt.MaxGroupKeys, enc)
 	}
-	runtime.KeepAlive(p)
-	runtime.KeepAlive(msgs)
+	runtime.KeepAlive(g)
 }
